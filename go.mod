@@ -1,0 +1,3 @@
+module github.com/sloproxy/sloproxy
+
+go 1.26.8
