@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -52,6 +53,13 @@ type Error struct {
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("rpc %s: %s", e.Code, e.Message)
+}
+
+// Is makes a DEADLINE_EXCEEDED answer match context.DeadlineExceeded, so a
+// caller tells "too late" apart from other failures with one check whether
+// its own context or the container noticed first.
+func (e *Error) Is(target error) bool {
+	return target == context.DeadlineExceeded && e.Code == DeadlineExceeded
 }
 
 // Client errors that are not ERROR frames.

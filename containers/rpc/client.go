@@ -1,0 +1,403 @@
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ClientOptions configure a Client. The zero value of each field has the
+// meaning its comment gives.
+type ClientOptions struct {
+	// DialTimeout bounds one connection attempt. 0 means 2 s.
+	DialTimeout time.Duration
+	// HelloTimeout bounds the wait for the container's HELLO. 0 means 5 s.
+	HelloTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between reconnection
+	// attempts, which doubles after each failure. 0 means 50 ms and 5 s.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxFrame is the largest frame accepted from the container. 0 means
+	// DefaultMaxFrame.
+	MaxFrame int
+	// Logger receives connection events. nil means no logs.
+	Logger *zap.Logger
+}
+
+func (o *ClientOptions) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.DialTimeout, 2*time.Second)
+	def(&o.HelloTimeout, 5*time.Second)
+	def(&o.MinBackoff, 50*time.Millisecond)
+	def(&o.MaxBackoff, 5*time.Second)
+	if o.MaxFrame <= 0 {
+		o.MaxFrame = DefaultMaxFrame
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+}
+
+// Client is the proxy's side of the contract for one container address. It
+// keeps one persistent connection, pipelines requests over it (answers are
+// matched by request id, so a slow batch does not hold up a fast one), and
+// reconnects with exponential backoff when the connection drops. Requests
+// never wait for a reconnection: while disconnected they fail at once with
+// ErrNotConnected, so a caller can send them to another replica.
+type Client struct {
+	addr string
+	opts ClientOptions
+
+	mu    sync.Mutex    // guards conn, hello and ready
+	conn  *clientConn   // nil while disconnected
+	hello Hello         // the current connection's HELLO
+	ready chan struct{} // closed while connected; replaced on disconnect
+
+	cancel  context.CancelFunc
+	stopped chan struct{}
+}
+
+// NewClient returns a client for addr. It connects once Start is called.
+func NewClient(addr string, opts ClientOptions) *Client {
+	opts.setDefaults()
+	return &Client{addr: addr, opts: opts, ready: make(chan struct{})}
+}
+
+// Addr is the container's address.
+func (c *Client) Addr() string { return c.addr }
+
+// Start connects in the background and keeps reconnecting until ctx is done
+// or Close is called.
+func (c *Client) Start(ctx context.Context) {
+	ctx, c.cancel = context.WithCancel(ctx)
+	c.stopped = make(chan struct{})
+	go c.run(ctx)
+}
+
+// Close stops reconnecting, closes the connection (failing requests in flight
+// with ErrConnLost) and waits for the client's goroutines.
+func (c *Client) Close() error {
+	if c.cancel == nil {
+		return nil
+	}
+	c.cancel()
+	<-c.stopped
+	return nil
+}
+
+// Connected reports whether the client has an open connection.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn != nil
+}
+
+// WaitReady waits until the client is connected and returns the container's
+// HELLO.
+func (c *Client) WaitReady(ctx context.Context) (Hello, error) {
+	for {
+		c.mu.Lock()
+		ready, hello, ok := c.ready, c.hello, c.conn != nil
+		c.mu.Unlock()
+		if ok {
+			return hello, nil
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return Hello{}, fmt.Errorf("waiting for %s: %w", c.addr, ctx.Err())
+		case <-c.stopped:
+			return Hello{}, ErrClosed
+		}
+	}
+}
+
+func (c *Client) run(ctx context.Context) {
+	defer close(c.stopped)
+	backoff := c.opts.MinBackoff
+	for {
+		cc, hello, err := c.dial(ctx)
+		if err == nil {
+			began := time.Now()
+			c.setConn(cc, hello)
+			stop := context.AfterFunc(ctx, func() { cc.close(ErrConnLost) })
+			err = cc.readLoop()
+			stop()
+			c.clearConn(cc, err)
+			if time.Since(began) > c.opts.MaxBackoff {
+				backoff = c.opts.MinBackoff
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.opts.Logger.Warn("model container connection failed",
+			zap.String("addr", c.addr), zap.Error(err), zap.Duration("retry_in", backoff))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, c.opts.MaxBackoff)
+	}
+}
+
+// dial connects and reads the HELLO.
+func (c *Client) dial(ctx context.Context) (*clientConn, Hello, error) {
+	d := net.Dialer{Timeout: c.opts.DialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, Hello{}, err
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(c.opts.HelloTimeout))
+	br := bufio.NewReaderSize(nc, 64<<10)
+	fr := NewFrameReader(br, c.opts.MaxFrame)
+	typ, payload, err := fr.Next()
+	if err == nil && typ != TypeHello {
+		err = fmt.Errorf("first frame has type %d, want HELLO", typ)
+	}
+	var msg Message
+	if err == nil {
+		msg, err = Decode(typ, payload)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, Hello{}, fmt.Errorf("reading HELLO: %w", err)
+	}
+	h := *msg.(*Hello)
+	if h.Version != Version {
+		nc.Close()
+		return nil, Hello{}, fmt.Errorf("container speaks contract version %d, want %d", h.Version, Version)
+	}
+	if !h.InputType.Valid() {
+		nc.Close()
+		return nil, Hello{}, fmt.Errorf("container announced invalid input type %d", uint8(h.InputType))
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+	return &clientConn{nc: nc, fr: fr, pending: map[uint64]*call{}}, h, nil
+}
+
+func (c *Client) setConn(cc *clientConn, h Hello) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn, c.hello = cc, h
+	close(c.ready)
+}
+
+func (c *Client) clearConn(cc *clientConn, err error) {
+	cc.close(err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == cc {
+		c.conn = nil
+		c.ready = make(chan struct{})
+	}
+}
+
+func (c *Client) current() *clientConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn
+}
+
+// Predict sends one batch and waits for its answer. The deadline of ctx, if
+// any, travels in the frame and bounds the wait. It returns the per-item
+// outputs; an *Error when the container answered with an ERROR frame;
+// ErrNotConnected when nothing was sent; ErrConnLost when the connection
+// broke before the answer; or ctx's error.
+func (c *Client) Predict(ctx context.Context, it InputType, inputs [][]byte) ([]Output, error) {
+	cc := c.current()
+	if cc == nil {
+		return nil, ErrNotConnected
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // an expired request never reaches the model
+	}
+	var deadline int64
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d.UnixNano()
+	}
+	p := Predict{Deadline: deadline, InputType: it, Inputs: inputs}
+	reply, err := cc.roundTrip(ctx, &p, &p.ID, len(inputs))
+	if err != nil {
+		return nil, err
+	}
+	return reply.(*Result).Outputs, nil
+}
+
+// Ping sends a PING and waits for the PONG.
+func (c *Client) Ping(ctx context.Context) error {
+	cc := c.current()
+	if cc == nil {
+		return ErrNotConnected
+	}
+	p := Ping{}
+	_, err := cc.roundTrip(ctx, &p, &p.Nonce, -1)
+	return err
+}
+
+// clientConn is one open connection and its requests in flight.
+type clientConn struct {
+	nc     net.Conn
+	fr     *FrameReader
+	nextID atomic.Uint64
+
+	wmu  sync.Mutex // guards writes to nc and wbuf
+	wbuf []byte
+
+	mu      sync.Mutex // guards pending and err
+	pending map[uint64]*call
+	err     error // set once the connection is closed
+}
+
+// call is one request waiting for its answer.
+type call struct {
+	n     int // items expected in the RESULT; -1 for a PING
+	reply chan Message
+}
+
+// roundTrip registers m under a fresh id (written through idField), sends it
+// and waits for the matching answer.
+func (cc *clientConn) roundTrip(ctx context.Context, m Message, idField *uint64, n int) (Message, error) {
+	id := cc.nextID.Add(1)
+	*idField = id
+	cl := &call{n: n, reply: make(chan Message, 1)}
+	cc.mu.Lock()
+	if cc.err != nil {
+		cc.mu.Unlock()
+		return nil, ErrNotConnected
+	}
+	cc.pending[id] = cl
+	cc.mu.Unlock()
+
+	if err := cc.write(ctx, m); err != nil {
+		cc.forget(id)
+		// A frame cut short leaves the stream unusable.
+		cc.close(ErrConnLost)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, ErrConnLost
+	}
+	select {
+	case r := <-cl.reply:
+		if r == nil {
+			return nil, ErrConnLost
+		}
+		if e, ok := r.(*Error); ok {
+			return nil, e
+		}
+		return r, nil
+	case <-ctx.Done():
+		cc.forget(id)
+		return nil, ctx.Err()
+	}
+}
+
+func (cc *clientConn) write(ctx context.Context, m Message) error {
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	deadline := time.Now().Add(writeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = cc.nc.SetWriteDeadline(deadline)
+	cc.wbuf = AppendFrame(cc.wbuf[:0], m)
+	_, err := cc.nc.Write(cc.wbuf)
+	if cap(cc.wbuf) > 1<<20 {
+		cc.wbuf = nil // do not pin a large buffer after a large batch
+	}
+	return err
+}
+
+func (cc *clientConn) forget(id uint64) {
+	cc.mu.Lock()
+	delete(cc.pending, id)
+	cc.mu.Unlock()
+}
+
+// close closes the connection once and fails every request in flight.
+func (cc *clientConn) close(err error) {
+	cc.mu.Lock()
+	if cc.err != nil {
+		cc.mu.Unlock()
+		return
+	}
+	cc.err = err
+	pending := cc.pending
+	cc.pending = nil
+	cc.mu.Unlock()
+	cc.nc.Close()
+	for _, cl := range pending {
+		cl.reply <- nil
+	}
+}
+
+// readLoop delivers answers until the connection fails; it returns why.
+func (cc *clientConn) readLoop() error {
+	for {
+		typ, payload, err := cc.fr.Next()
+		if err != nil {
+			return err
+		}
+		msg, err := Decode(typ, payload)
+		if err != nil {
+			return fmt.Errorf("container sent a bad frame: %w", err)
+		}
+		var id uint64
+		switch m := msg.(type) {
+		case *Result:
+			id = m.ID
+		case *Error:
+			if m.ID == 0 {
+				return fmt.Errorf("container reported: %w", m)
+			}
+			id = m.ID
+		case *Pong:
+			id = m.Nonce
+		default:
+			return fmt.Errorf("container sent unexpected message type %d", typ)
+		}
+		cc.mu.Lock()
+		cl := cc.pending[id]
+		delete(cc.pending, id)
+		cc.mu.Unlock()
+		if cl == nil {
+			continue // its caller gave up
+		}
+		if err := mismatch(msg, cl.n); err != nil {
+			cl.reply <- nil
+			return err
+		}
+		cl.reply <- msg
+	}
+}
+
+// mismatch reports an answer that does not fit its request: a PONG for a
+// PREDICT or the reverse, or a RESULT with the wrong item count.
+func mismatch(msg Message, n int) error {
+	switch m := msg.(type) {
+	case *Pong:
+		if n >= 0 {
+			return errors.New("container answered a PREDICT with a PONG")
+		}
+	case *Result:
+		if n < 0 {
+			return errors.New("container answered a PING with a RESULT")
+		}
+		if len(m.Outputs) != n {
+			return fmt.Errorf("container answered %d inputs with %d outputs", n, len(m.Outputs))
+		}
+	}
+	return nil
+}
