@@ -1,0 +1,47 @@
+// Command noop is a model container that answers every input with itself.
+// It costs nothing to compute, so it measures the overhead of the proxy and
+// the RPC contract.
+package main
+
+import (
+	"context"
+	"flag"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sloproxy/sloproxy/containers/rpc"
+)
+
+func main() {
+	addr := flag.String("addr", "", "listen address (default $SLOPROXY_RPC_ADDR or 0.0.0.0:7000)")
+	name := flag.String("name", "", "model name (default $SLOPROXY_MODEL_NAME or noop)")
+	version := flag.String("version", "", "model version (default $SLOPROXY_MODEL_VERSION or 1)")
+	inputType := flag.String("input-type", "bytes", "input type: bytes, int32, float32, float64 or string")
+	flag.Parse()
+	it, err := rpc.ParseInputType(*inputType)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", rpc.ListenAddr(*addr))
+	if err != nil {
+		log.Fatal(err)
+	}
+	hello := rpc.Hello{InputType: it, Model: rpc.ModelName(*name, "noop"), ModelVersion: rpc.ModelVersion(*version)}
+	if err := rpc.NewServer(rpc.ModelFunc(echo), rpc.ServerOptions{Hello: hello}).Serve(ctx, ln); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// echo returns each input as its output.
+func echo(_ context.Context, inputs [][]byte) ([]rpc.Output, error) {
+	out := make([]rpc.Output, len(inputs))
+	for i, in := range inputs {
+		out[i].Data = in
+	}
+	return out, nil
+}
