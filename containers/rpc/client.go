@@ -102,6 +102,14 @@ func (c *Client) Connected() bool {
 	return c.conn != nil
 }
 
+// Hello returns the current connection's HELLO, and false while
+// disconnected.
+func (c *Client) Hello() (Hello, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hello, c.conn != nil
+}
+
 // WaitReady waits until the client is connected and returns the container's
 // HELLO.
 func (c *Client) WaitReady(ctx context.Context) (Hello, error) {

@@ -1,0 +1,311 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sloproxy/sloproxy/containers/rpc"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// model echoes its inputs after delay, counting inputs and batch sizes.
+type model struct {
+	delay   time.Duration
+	inputs  atomic.Int64
+	mu      sync.Mutex // guards biggest
+	biggest int
+}
+
+func (m *model) Predict(ctx context.Context, inputs [][]byte) ([]rpc.Output, error) {
+	m.inputs.Add(int64(len(inputs)))
+	m.mu.Lock()
+	m.biggest = max(m.biggest, len(inputs))
+	m.mu.Unlock()
+	if m.delay > 0 {
+		select {
+		case <-time.After(m.delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	out := make([]rpc.Output, len(inputs))
+	for i, in := range inputs {
+		out[i].Data = in
+	}
+	return out, nil
+}
+
+// server is a model container on a loopback port, stoppable mid-test.
+type server struct {
+	addr string
+	stop func()
+}
+
+func serve(t *testing.T, m rpc.Model) *server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = rpc.NewServer(m, rpc.ServerOptions{Hello: rpc.Hello{InputType: rpc.Bytes}}).Serve(ctx, ln)
+	}()
+	var once sync.Once
+	s := &server{addr: ln.Addr().String(), stop: func() { once.Do(func() { cancel(); <-done }) }}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func startDispatcher(t *testing.T, opts Options, addrs ...string) *Dispatcher {
+	t.Helper()
+	opts.InputType = rpc.Bytes
+	opts.HeartbeatInterval = 20 * time.Millisecond
+	opts.HeartbeatTimeout = 50 * time.Millisecond
+	opts.Client.MinBackoff = 10 * time.Millisecond
+	opts.Client.MaxBackoff = 50 * time.Millisecond
+	d := New(opts)
+	d.Start(context.Background())
+	d.SetReplicas(addrs)
+	t.Cleanup(d.Close)
+	waitHealthy(t, d, len(addrs))
+	return d
+}
+
+func waitHealthy(t *testing.T, d *Dispatcher, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, h := d.Replicas(); h == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, h := d.Replicas()
+			t.Fatalf("%d healthy replicas, want %d", h, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stream sends n queries from c goroutines, each with the given timeout,
+// and returns the errors.
+func stream(d *Dispatcher, n, c int, timeout time.Duration, between time.Duration) (answers map[string]int, errs []error) {
+	var mu sync.Mutex
+	answers = map[string]int{}
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				in := fmt.Sprint("q", i)
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				out, replica, err := d.Predict(ctx, []byte(in))
+				cancel()
+				mu.Lock()
+				if err == nil && string(out) != in {
+					err = fmt.Errorf("query %s answered %q", in, out)
+				}
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					answers[replica]++
+				}
+				mu.Unlock()
+				time.Sleep(between)
+			}
+		}()
+	}
+	wg.Wait()
+	return answers, errs
+}
+
+func TestQueriesSpreadOverReplicas(t *testing.T) {
+	a, b := serve(t, &model{delay: time.Millisecond}), serve(t, &model{delay: time.Millisecond})
+	d := startDispatcher(t, Options{MaxBatch: 8}, a.addr, b.addr)
+	answers, errs := stream(d, 400, 16, 5*time.Second, 0)
+	if len(errs) > 0 {
+		t.Fatalf("%d errors, first: %v", len(errs), errs[0])
+	}
+	if answers[a.addr] == 0 || answers[b.addr] == 0 {
+		t.Fatalf("answers per replica %v: both should take work", answers)
+	}
+}
+
+func TestBatchesRespectTheController(t *testing.T) {
+	m := &model{delay: 5 * time.Millisecond}
+	d := startDispatcher(t, Options{MaxBatch: 64, NewController: func() Controller { return Static(4) }}, serve(t, m).addr)
+	if _, errs := stream(d, 100, 32, 5*time.Second, 0); len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	if m.biggest != 4 {
+		t.Fatalf("largest batch %d, want 4 (32 callers keep the queue full)", m.biggest)
+	}
+}
+
+func TestExpiredQueriesNeverReachTheModel(t *testing.T) {
+	m := &model{delay: 100 * time.Millisecond}
+	d := startDispatcher(t, Options{MaxBatch: 1}, serve(t, m).addr)
+	// The first query occupies the only replica for 100 ms; the others
+	// expire in the queue meanwhile.
+	busy := make(chan error, 1)
+	go func() {
+		_, _, err := d.Predict(context.Background(), []byte("first"))
+		busy <- err
+	}()
+	for m.inputs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	_, errs := stream(d, 20, 20, 20*time.Millisecond, 0)
+	if len(errs) != 20 {
+		t.Fatalf("%d of 20 queries failed, want all (their deadline is before the replica frees)", len(errs))
+	}
+	for _, err := range errs {
+		if !errors.Is(err, ErrDeadline) {
+			t.Fatalf("got %v, want ErrDeadline", err)
+		}
+	}
+	if err := <-busy; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // let the worker look at the queue again
+	if n := m.inputs.Load(); n != 1 {
+		t.Fatalf("model saw %d inputs, want only the first", n)
+	}
+	if d.Queued() != 0 {
+		t.Fatalf("%d expired queries still queued", d.Queued())
+	}
+}
+
+func TestDeadReplicaInFlightRetriedElsewhere(t *testing.T) {
+	slow := serve(t, &model{delay: 50 * time.Millisecond})
+	fast := serve(t, &model{delay: time.Millisecond})
+	d := startDispatcher(t, Options{MaxBatch: 4}, slow.addr, fast.addr)
+	done := make(chan struct{})
+	var errs []error
+	var answers map[string]int
+	go func() {
+		defer close(done)
+		answers, errs = stream(d, 300, 8, 2*time.Second, time.Millisecond)
+	}()
+	time.Sleep(30 * time.Millisecond)
+	slow.stop() // kills its connections with batches in flight
+	<-done
+	if len(errs) > 0 {
+		t.Fatalf("%d queries failed after a replica died, first: %v", len(errs), errs[0])
+	}
+	if answers[fast.addr] == 0 {
+		t.Fatalf("answers %v", answers)
+	}
+	waitHealthy(t, d, 1)
+}
+
+// hung accepts connections, sends HELLO, then never reads or answers.
+func hung(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			_, _ = c.Write(rpc.AppendFrame(nil, &rpc.Hello{Version: rpc.Version, InputType: rpc.Bytes}))
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln.Addr().String()
+}
+
+func TestUnresponsiveReplicaTakesNoWork(t *testing.T) {
+	good := serve(t, &model{delay: time.Millisecond})
+	stuck := hung(t)
+	d := New(Options{InputType: rpc.Bytes, MaxBatch: 4, HeartbeatInterval: 20 * time.Millisecond, HeartbeatTimeout: 30 * time.Millisecond})
+	d.Start(context.Background())
+	defer d.Close()
+	d.SetReplicas([]string{good.addr})
+	waitHealthy(t, d, 1)
+	// The stuck replica connects but never answers a PING, so it is never
+	// admitted and every query goes to the good one within its deadline.
+	d.SetReplicas([]string{good.addr, stuck})
+	answers, errs := stream(d, 100, 4, time.Second, time.Millisecond)
+	if len(errs) > 0 || answers[stuck] > 0 {
+		t.Fatalf("errors %v, answers %v", errs, answers)
+	}
+	if _, h := d.Replicas(); h != 1 {
+		t.Fatalf("%d healthy, want 1", h)
+	}
+}
+
+func TestRemovedReplicaDrains(t *testing.T) {
+	m := &model{delay: 30 * time.Millisecond}
+	a := serve(t, m)
+	b := serve(t, &model{})
+	d := startDispatcher(t, Options{MaxBatch: 1}, a.addr)
+	res := make(chan error, 1)
+	go func() {
+		_, _, err := d.Predict(context.Background(), []byte("x"))
+		res <- err
+	}()
+	for m.inputs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	d.SetReplicas([]string{b.addr}) // a's batch in flight still answers
+	if err := <-res; err != nil {
+		t.Fatalf("query in flight on a removed replica: %v", err)
+	}
+	waitHealthy(t, d, 1)
+}
+
+func TestCloseAnswersQueued(t *testing.T) {
+	d := New(Options{InputType: rpc.Bytes})
+	d.Start(context.Background())
+	res := make(chan error, 1)
+	go func() {
+		_, _, err := d.Predict(context.Background(), []byte("x"))
+		res <- err
+	}()
+	for d.Queued() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	d.Close()
+	if err := <-res; !errors.Is(err, ErrStopped) {
+		t.Fatalf("got %v, want ErrStopped", err)
+	}
+	if _, _, err := d.Predict(context.Background(), []byte("y")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("after Close: %v", err)
+	}
+}

@@ -1,0 +1,217 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/containers/rpc"
+)
+
+// Controller chooses the batch sizes of one replica. Package slo's adaptive
+// controllers implement it; Static is the fixed-size one.
+type Controller interface {
+	// BatchSize is the most queries the next batch may hold, given the time
+	// left until the earliest deadline in the queue (negative: no deadline).
+	BatchSize(slack time.Duration) int
+	// Observe records that a batch of n queries took latency to answer.
+	Observe(n int, latency time.Duration)
+}
+
+// Static is a Controller that always chooses the same size.
+type Static int
+
+// BatchSize implements Controller.
+func (s Static) BatchSize(time.Duration) int { return int(s) }
+
+// Observe implements Controller.
+func (Static) Observe(int, time.Duration) {}
+
+var _ Controller = Static(1)
+
+// Options configure a Dispatcher. The zero value of each field has the
+// meaning its comment gives.
+type Options struct {
+	// Model and Version name the model version, for logs and metrics.
+	Model, Version string
+	// InputType is the type of every input.
+	InputType rpc.InputType
+	// MaxBatch caps every batch (the container's HELLO may cap it further).
+	// 0 means 64.
+	MaxBatch int
+	// Slots is how many batches one replica has in flight at once; a
+	// second slot hides the network round trip behind computation. 0 means 1.
+	Slots int
+	// NewController makes a replica's batch-size controller. nil means
+	// Static(MaxBatch).
+	NewController func() Controller
+	// HeartbeatInterval is the time between PINGs to each replica, and
+	// HeartbeatTimeout how long one may take; two failures in a row eject
+	// the replica. 0 means 500 ms and 1 s.
+	HeartbeatInterval, HeartbeatTimeout time.Duration
+	// MaxAttempts bounds how often one query is sent after its replica
+	// failed. 0 means 3.
+	MaxAttempts int
+	// Client configures the RPC clients.
+	Client rpc.ClientOptions
+	// Metrics, when set, receives queue-wait, batch-size and replica-health
+	// observations.
+	Metrics *Metrics
+	// Logger receives replica events. nil means no logs.
+	Logger *zap.Logger
+	// Now is the clock. nil means time.Now.
+	Now func() time.Time
+}
+
+// Dispatcher is the queue of one model version and the workers of its
+// replicas.
+type Dispatcher struct {
+	opts Options
+	q    *queue
+	ctx  context.Context
+
+	mu       sync.Mutex // guards replicas and closed
+	replicas map[string]*replica
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+// New returns a dispatcher with no replicas. Start it before use.
+func New(opts Options) *Dispatcher {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 64
+	}
+	if opts.Slots <= 0 {
+		opts.Slots = 1
+	}
+	if opts.NewController == nil {
+		n := opts.MaxBatch
+		opts.NewController = func() Controller { return Static(n) }
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = 500 * time.Millisecond
+	}
+	if opts.HeartbeatTimeout <= 0 {
+		opts.HeartbeatTimeout = time.Second
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 3
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	opts.Client.Logger = opts.Logger
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	opts.Logger = opts.Logger.With(zap.String("model", opts.Model), zap.String("version", opts.Version))
+	return &Dispatcher{opts: opts, q: newQueue(opts.Now), replicas: map[string]*replica{}}
+}
+
+// Start makes the dispatcher ready for replicas; ctx bounds their lives.
+func (d *Dispatcher) Start(ctx context.Context) { d.ctx = ctx }
+
+// SetReplicas starts workers for new addresses and drains removed ones: a
+// removed replica takes no more work and is closed once its batches in
+// flight are answered.
+func (d *Dispatcher) SetReplicas(addrs []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	for addr, r := range d.replicas {
+		if !slices.Contains(addrs, addr) {
+			delete(d.replicas, addr)
+			r.stop()
+		}
+	}
+	for _, addr := range addrs {
+		if _, ok := d.replicas[addr]; ok {
+			continue
+		}
+		r := newReplica(d, addr)
+		d.replicas[addr] = r
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			r.run(d.ctx)
+		}()
+	}
+}
+
+// Replicas returns the replicas' addresses and how many are healthy.
+func (d *Dispatcher) Replicas() (addrs []string, healthy int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for addr, r := range d.replicas {
+		addrs = append(addrs, addr)
+		if r.isHealthy() {
+			healthy++
+		}
+	}
+	slices.Sort(addrs)
+	return addrs, healthy
+}
+
+// Queued is the number of queries waiting for a replica.
+func (d *Dispatcher) Queued() int { return d.q.len() }
+
+// Close stops every replica after its batches in flight, and answers the
+// queries still queued with ErrStopped.
+func (d *Dispatcher) Close() {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	d.closed = true
+	for _, r := range d.replicas {
+		r.stop()
+	}
+	d.mu.Unlock()
+	d.wg.Wait()
+	d.q.stop(ErrStopped)
+}
+
+// Predict queues input and waits for a replica's answer. It returns when the
+// answer comes, when ctx is done (ErrDeadline at ctx's deadline, else ctx's
+// error), or when the dispatcher closes (ErrStopped). Item errors from the
+// model come back as a *ModelError. The answer names the replica.
+func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, replica string, err error) {
+	q := &query{ctx: ctx, input: input, enqueued: d.opts.Now(), reply: make(chan result, 1)}
+	q.deadline, _ = ctx.Deadline()
+	if err := d.q.push(q); err != nil {
+		return nil, "", err
+	}
+	select {
+	case r := <-q.reply:
+		if r.err != nil {
+			return nil, r.replica, r.err
+		}
+		if r.out.Err != "" {
+			return nil, r.replica, &ModelError{Model: d.opts.Model, Version: d.opts.Version, Message: r.out.Err}
+		}
+		return r.out.Data, r.replica, nil
+	case <-ctx.Done():
+		d.q.remove(q)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, "", ErrDeadline
+		}
+		return nil, "", ctx.Err()
+	}
+}
+
+// ModelError is a model's own failure for one input.
+type ModelError struct {
+	Model, Version, Message string
+}
+
+func (e *ModelError) Error() string {
+	return fmt.Sprintf("model %s version %s failed: %s", e.Model, e.Version, e.Message)
+}

@@ -1,0 +1,52 @@
+package dispatch
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the dispatchers' Prometheus metrics, labelled by model and
+// version (and replica for health).
+type Metrics struct {
+	QueueWait      *prometheus.HistogramVec
+	BatchSize      *prometheus.HistogramVec
+	ServiceTime    *prometheus.HistogramVec
+	ReplicaHealthy *prometheus.GaugeVec
+}
+
+// NewMetrics registers the dispatch metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	mv := []string{"model", "version"}
+	m := &Metrics{
+		QueueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sloproxy_queue_wait_seconds",
+			Help:    "Time a query waited in its model version's queue before its batch was sent.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
+		}, mv),
+		BatchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sloproxy_batch_size",
+			Help:    "Queries per batch sent to a replica.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}, mv),
+		ServiceTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sloproxy_batch_service_seconds",
+			Help:    "Time from sending a batch to a replica to its answer.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
+		}, mv),
+		ReplicaHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sloproxy_replica_healthy",
+			Help: "1 while a replica takes work, 0 while it is ejected.",
+		}, append(mv, "replica")),
+	}
+	reg.MustRegister(m.QueueWait, m.BatchSize, m.ServiceTime, m.ReplicaHealthy)
+	return m
+}
+
+func (m *Metrics) observeBatch(model, version string, batch []*query, now time.Time) {
+	wait := m.QueueWait.WithLabelValues(model, version)
+	for _, q := range batch {
+		wait.Observe(now.Sub(q.enqueued).Seconds())
+	}
+	m.BatchSize.WithLabelValues(model, version).Observe(float64(len(batch)))
+}

@@ -1,0 +1,168 @@
+// Package dispatch sends queries to the replicas of one model version. Each
+// model version has one queue, ordered by deadline (earliest first) and
+// shared by all its replicas; each replica pulls a batch when it has a free
+// slot, so a fast replica takes more work and a slow one less, with no
+// central scheduler guessing. Queries whose deadline has passed, or whose
+// caller has gone, leave the queue without reaching a model. A replica that
+// stops answering is ejected and its in-flight queries go back to the queue,
+// to be retried elsewhere while their deadlines allow.
+package dispatch
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/sloproxy/sloproxy/containers/rpc"
+)
+
+// ErrDeadline is returned for a query whose deadline passed before a model
+// answered it.
+var ErrDeadline = errors.New("deadline passed before a model answered")
+
+// ErrStopped is returned for queries that a stopped queue could not answer.
+var ErrStopped = errors.New("model version is shutting down")
+
+// query is one input waiting for its answer.
+type query struct {
+	ctx      context.Context
+	deadline time.Time // zero: none
+	input    []byte
+	enqueued time.Time
+	index    int // position in the heap; -1 once taken out
+	attempts int
+	reply    chan result // buffered 1; receives exactly one result
+}
+
+type result struct {
+	out     rpc.Output
+	err     error
+	replica string
+}
+
+// deadlineHeap orders queries by deadline, earliest first; queries without
+// one come last, in arrival order.
+type deadlineHeap []*query
+
+func (h deadlineHeap) Len() int { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool {
+	a, b := h[i], h[j]
+	switch {
+	case a.deadline.IsZero() != b.deadline.IsZero():
+		return b.deadline.IsZero()
+	case !a.deadline.Equal(b.deadline):
+		return a.deadline.Before(b.deadline)
+	}
+	return a.enqueued.Before(b.enqueued)
+}
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *deadlineHeap) Push(x any) {
+	q := x.(*query)
+	q.index = len(*h)
+	*h = append(*h, q)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	q := old[len(old)-1]
+	old[len(old)-1] = nil
+	q.index = -1
+	*h = old[:len(old)-1]
+	return q
+}
+
+// queue is the deadline-ordered queue of one model version.
+type queue struct {
+	mu      sync.Mutex // guards h, wake and stopped
+	h       deadlineHeap
+	wake    chan struct{} // closed and replaced when a query arrives
+	stopped bool
+	now     func() time.Time
+}
+
+func newQueue(now func() time.Time) *queue {
+	return &queue{wake: make(chan struct{}), now: now}
+}
+
+// push adds q, or reports ErrStopped.
+func (qu *queue) push(q *query) error {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	if qu.stopped {
+		return ErrStopped
+	}
+	heap.Push(&qu.h, q)
+	close(qu.wake)
+	qu.wake = make(chan struct{})
+	return nil
+}
+
+// remove takes q out if it is still queued and reports whether it was.
+func (qu *queue) remove(q *query) bool {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	if q.index < 0 {
+		return false
+	}
+	heap.Remove(&qu.h, q.index)
+	return true
+}
+
+// take removes up to n live queries, earliest deadline first. Queries that
+// expired or whose caller left are answered and skipped. With none queued it
+// returns nil and a channel closed when one arrives.
+func (qu *queue) take(n int, dst []*query) ([]*query, <-chan struct{}) {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	now := qu.now()
+	for len(dst) < n && qu.h.Len() > 0 {
+		q := heap.Pop(&qu.h).(*query)
+		if err := q.ctx.Err(); err != nil {
+			q.reply <- result{err: err}
+			continue
+		}
+		if !q.deadline.IsZero() && !now.Before(q.deadline) {
+			q.reply <- result{err: ErrDeadline}
+			continue
+		}
+		dst = append(dst, q)
+	}
+	if len(dst) == 0 {
+		return nil, qu.wake
+	}
+	return dst, nil
+}
+
+// headSlack is the time left to the earliest deadline in the queue, or -1
+// when the queue is empty or its head has no deadline.
+func (qu *queue) headSlack() time.Duration {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	if qu.h.Len() == 0 || qu.h[0].deadline.IsZero() {
+		return -1
+	}
+	return qu.h[0].deadline.Sub(qu.now())
+}
+
+// len is the number of queued queries.
+func (qu *queue) len() int {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	return qu.h.Len()
+}
+
+// stop refuses new queries and answers the queued ones with err.
+func (qu *queue) stop(err error) {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	qu.stopped = true
+	for qu.h.Len() > 0 {
+		heap.Pop(&qu.h).(*query).reply <- result{err: err}
+	}
+	close(qu.wake)
+	qu.wake = make(chan struct{})
+}

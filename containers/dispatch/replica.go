@@ -1,0 +1,289 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/containers/rpc"
+)
+
+// replica is one container of the model version: an RPC client, a
+// heartbeat, and Slots workers that pull batches from the shared queue.
+type replica struct {
+	d      *Dispatcher
+	addr   string
+	client *rpc.Client
+	log    *zap.Logger
+
+	ctrlMu sync.Mutex // guards ctrl, which the workers share
+	ctrl   Controller
+
+	mu        sync.Mutex    // guards healthy, healthyCh, epoch and eject
+	healthy   bool          // taking work
+	healthyCh chan struct{} // closed while healthy
+	epoch     context.Context
+	eject     context.CancelFunc // cancels the batches in flight
+
+	cancel  context.CancelFunc // stops taking work
+	stopped chan struct{}
+}
+
+func newReplica(d *Dispatcher, addr string) *replica {
+	r := &replica{
+		d:         d,
+		addr:      addr,
+		client:    rpc.NewClient(addr, d.opts.Client),
+		log:       d.opts.Logger.With(zap.String("replica", addr)),
+		ctrl:      d.opts.NewController(),
+		healthyCh: make(chan struct{}),
+		stopped:   make(chan struct{}),
+	}
+	r.epoch, r.eject = context.WithCancel(context.Background())
+	return r
+}
+
+// run serves until stop is called or ctx is done; batches in flight are
+// answered before it returns.
+func (r *replica) run(ctx context.Context) {
+	defer close(r.stopped)
+	ctx, cancel := context.WithCancel(ctx)
+	r.mu.Lock()
+	r.cancel = cancel
+	r.mu.Unlock()
+	defer cancel()
+	r.client.Start(ctx)
+	defer r.client.Close()
+	defer r.setHealthy(false, nil)
+
+	var wg sync.WaitGroup
+	for range r.d.opts.Slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.work(ctx)
+		}()
+	}
+	r.heartbeat(ctx)
+	wg.Wait()
+}
+
+// stop makes the replica take no more work; run returns once its batches in
+// flight are answered.
+func (r *replica) stop() {
+	r.mu.Lock()
+	cancel := r.cancel
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+func (r *replica) isHealthy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.healthy
+}
+
+// setHealthy admits or ejects the replica. Ejecting cancels its batches in
+// flight, whose queries go back to the queue.
+func (r *replica) setHealthy(ok bool, why error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.healthy == ok {
+		return
+	}
+	r.healthy = ok
+	if ok {
+		close(r.healthyCh)
+		r.log.Info("replica ready")
+	} else {
+		r.healthyCh = make(chan struct{})
+		r.eject()
+		r.epoch, r.eject = context.WithCancel(context.Background())
+		if why != nil {
+			r.log.Warn("replica ejected", zap.Error(why))
+		}
+	}
+	if m := r.d.opts.Metrics; m != nil {
+		v := 0.0
+		if ok {
+			v = 1
+		}
+		m.ReplicaHealthy.WithLabelValues(r.d.opts.Model, r.d.opts.Version, r.addr).Set(v)
+	}
+}
+
+// waitHealthy waits until the replica takes work and returns the context of
+// its current epoch.
+func (r *replica) waitHealthy(ctx context.Context) (context.Context, error) {
+	for {
+		r.mu.Lock()
+		ch, ok, epoch := r.healthyCh, r.healthy, r.epoch
+		r.mu.Unlock()
+		if ok {
+			return epoch, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// heartbeat PINGs the replica: it admits the replica once connected and
+// answering, and ejects it after two failures in a row or when its
+// connection drops.
+func (r *replica) heartbeat(ctx context.Context) {
+	t := time.NewTicker(r.d.opts.HeartbeatInterval)
+	defer t.Stop()
+	fails := 0
+	for {
+		if !r.client.Connected() {
+			r.setHealthy(false, rpc.ErrNotConnected)
+			if _, err := r.client.WaitReady(ctx); err != nil {
+				return
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, r.d.opts.HeartbeatTimeout)
+		err := r.client.Ping(pctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			fails = 0
+			r.setHealthy(true, nil)
+		default:
+			if fails++; fails >= 2 {
+				r.setHealthy(false, err)
+			}
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// work pulls batches and sends them until ctx is done.
+func (r *replica) work(ctx context.Context) {
+	var batch []*query
+	var inputs [][]byte
+	for {
+		epoch, err := r.waitHealthy(ctx)
+		if err != nil {
+			return
+		}
+		n := r.batchSize()
+		batch, wake := r.d.q.take(n, batch[:0])
+		if batch == nil {
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return
+			case <-epoch.Done():
+			}
+			continue
+		}
+		inputs = r.send(epoch, batch, inputs[:0])
+		clear(batch)
+	}
+}
+
+// batchSize asks the controller, within the dispatcher's and the
+// container's limits.
+func (r *replica) batchSize() int {
+	r.ctrlMu.Lock()
+	n := r.ctrl.BatchSize(r.d.q.headSlack())
+	r.ctrlMu.Unlock()
+	limit := r.d.opts.MaxBatch
+	if h, ok := r.client.Hello(); ok && h.MaxBatch > 0 {
+		limit = min(limit, int(h.MaxBatch))
+	}
+	return max(1, min(n, limit))
+}
+
+// send sends one batch and answers, requeues or fails its queries.
+func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [][]byte {
+	now := r.d.opts.Now()
+	// The frame carries the latest deadline of the batch: the container
+	// then computes as long as any query can still use the answer.
+	var last time.Time
+	for i, q := range batch {
+		if q.deadline.IsZero() {
+			last = time.Time{}
+			break
+		}
+		if i == 0 || q.deadline.After(last) {
+			last = q.deadline
+		}
+	}
+	for _, q := range batch {
+		inputs = append(inputs, q.input)
+	}
+	ctx := epoch
+	if !last.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(epoch, last)
+		defer cancel()
+	}
+	if m := r.d.opts.Metrics; m != nil {
+		m.observeBatch(r.d.opts.Model, r.d.opts.Version, batch, now)
+	}
+	outs, err := r.client.Predict(ctx, r.d.opts.InputType, inputs)
+	latency := r.d.opts.Now().Sub(now)
+	switch {
+	case err == nil:
+		r.ctrlMu.Lock()
+		r.ctrl.Observe(len(batch), latency)
+		r.ctrlMu.Unlock()
+		if m := r.d.opts.Metrics; m != nil {
+			m.ServiceTime.WithLabelValues(r.d.opts.Model, r.d.opts.Version).Observe(latency.Seconds())
+		}
+		for i, q := range batch {
+			q.reply <- result{out: outs[i], replica: r.addr}
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		for _, q := range batch {
+			q.reply <- result{err: ErrDeadline, replica: r.addr}
+		}
+	case retryable(err, epoch):
+		if !errors.Is(err, context.Canceled) {
+			r.setHealthy(false, err)
+		}
+		for _, q := range batch {
+			r.requeue(q, err)
+		}
+	default:
+		for _, q := range batch {
+			q.reply <- result{err: err, replica: r.addr}
+		}
+	}
+	return inputs
+}
+
+// retryable reports whether a failed batch may go to another replica: the
+// container never got it, the connection broke, it was overloaded, or the
+// replica was ejected while the batch was in flight.
+func retryable(err error, epoch context.Context) bool {
+	return errors.Is(err, rpc.ErrNotConnected) || errors.Is(err, rpc.ErrConnLost) ||
+		rpc.IsCode(err, rpc.Overloaded) || (errors.Is(err, context.Canceled) && epoch.Err() != nil)
+}
+
+// requeue puts q back in the queue, unless it has been tried too often.
+func (r *replica) requeue(q *query, why error) {
+	q.attempts++
+	if q.attempts >= r.d.opts.MaxAttempts {
+		q.reply <- result{err: why, replica: r.addr}
+		return
+	}
+	if err := r.d.q.push(q); err != nil {
+		q.reply <- result{err: err}
+	}
+}
