@@ -373,6 +373,9 @@ func (d *decoder) predict() (Message, error) {
 	if d.bad {
 		return nil, badRequest(id, "PREDICT header too short")
 	}
+	if id == 0 {
+		return nil, badRequest(0, "PREDICT request_id must not be 0")
+	}
 	if !m.InputType.Valid() {
 		return nil, badRequest(id, "PREDICT input type %d is not one of 1..5", uint8(m.InputType))
 	}
