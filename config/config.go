@@ -1,0 +1,299 @@
+// Package config reads the proxy's YAML configuration file: listeners,
+// Redis, runtimes, and the apps and models to serve. Load starts from
+// Default, unmarshals the file on top of it, and validates the whole file,
+// so an error names the field and nothing half-valid is ever applied.
+package config
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// Config is the whole file.
+type Config struct {
+	// Listen is the address of the query API, the Open Inference Protocol
+	// and /metrics.
+	Listen string `yaml:"listen"`
+	// Admin is the admin API's listener.
+	Admin Admin `yaml:"admin"`
+	// Redis holds the shared state. An empty address means the embedded
+	// default: state in this process's memory.
+	Redis Redis `yaml:"redis"`
+	// Limits bound what one request may ask.
+	Limits Limits `yaml:"limits"`
+	// Runtimes configures how this proxy runs model replicas.
+	Runtimes Runtimes `yaml:"runtimes"`
+	// OIP configures the Open Inference Protocol endpoints.
+	OIP OIP `yaml:"oip"`
+	// Log configures the zap logger.
+	Log Log `yaml:"log"`
+	// Apps are created (or updated) in the state at start.
+	Apps []App `yaml:"apps"`
+	// Models are registered in the state at start; each entry is one
+	// version, made current.
+	Models []Model `yaml:"models"`
+}
+
+// Admin is the admin API's listener.
+type Admin struct {
+	// Listen is its address; loopback by default so that it is not exposed
+	// by accident.
+	Listen string `yaml:"listen"`
+	// Token is the bearer token every admin call must carry. Empty means
+	// the value of the environment variable TokenEnv.
+	Token string `yaml:"token"`
+	// TokenEnv names the environment variable holding the token.
+	TokenEnv string `yaml:"token_env"`
+}
+
+// Redis locates the shared state.
+type Redis struct {
+	// Addr is host:port; empty means no Redis (the embedded default).
+	Addr string `yaml:"addr"`
+	// Prefix starts every key and channel the proxy uses.
+	Prefix string `yaml:"prefix"`
+	// Password, if the server requires one.
+	Password string `yaml:"password"`
+	// DB is the database number.
+	DB int `yaml:"db"`
+}
+
+// Limits bound requests.
+type Limits struct {
+	// MaxBodyBytes bounds a request body; larger ones get 413.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxInputBatch bounds the inputs of one input_batch or OIP request.
+	MaxInputBatch int `yaml:"max_input_batch"`
+	// DefaultBatchSize is the batch size of model versions that set none.
+	DefaultBatchSize int `yaml:"default_batch_size"`
+}
+
+// Runtimes configures the runtimes this proxy manages.
+type Runtimes struct {
+	Process ProcessRuntime `yaml:"process"`
+}
+
+// ProcessRuntime runs model replicas as local processes.
+type ProcessRuntime struct {
+	// Enabled makes this proxy start and restart the replicas of process
+	// models. With several proxies on one Redis, enable it on one.
+	Enabled bool `yaml:"enabled"`
+	// PortBase is the first port tried for replicas.
+	PortBase int `yaml:"port_base"`
+	// Dir is the working directory of the processes; empty means the
+	// proxy's.
+	Dir string `yaml:"dir"`
+}
+
+// OIP configures the Open Inference Protocol endpoints.
+type OIP struct {
+	// DefaultTimeout is the deadline of an infer request that sets no
+	// timeout parameter, for a model that no app with an SLO links.
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or console.
+	Format string `yaml:"format"`
+}
+
+// App is an app to create at start.
+type App struct {
+	Name      string        `yaml:"name"`
+	InputType string        `yaml:"input_type"`
+	SLO       time.Duration `yaml:"slo"`
+	// DefaultOutput is answered, flagged, when no model answers in time.
+	DefaultOutput string `yaml:"default_output"`
+	Policy        string `yaml:"policy"`
+	Priority      int    `yaml:"priority"`
+	// Models are linked to the app.
+	Models []string `yaml:"models"`
+}
+
+// Model is a model version to register at start.
+type Model struct {
+	Name      string `yaml:"name"`
+	Version   string `yaml:"version"`
+	InputType string `yaml:"input_type"`
+	// Runtime is process, external or docker.
+	Runtime   string            `yaml:"runtime"`
+	Command   []string          `yaml:"command"`
+	Env       map[string]string `yaml:"env"`
+	Addresses []string          `yaml:"addresses"`
+	Image     string            `yaml:"image"`
+	Replicas  int               `yaml:"replicas"`
+	BatchSize int               `yaml:"batch_size"`
+}
+
+// Default is the configuration an empty file yields.
+var Default = Config{
+	Listen: ":1337",
+	Admin:  Admin{Listen: "127.0.0.1:1338", TokenEnv: "SLOPROXY_ADMIN_TOKEN"},
+	Redis:  Redis{Prefix: "sloproxy:"},
+	Limits: Limits{MaxBodyBytes: 4 << 20, MaxInputBatch: 1024, DefaultBatchSize: 32},
+	Runtimes: Runtimes{Process: ProcessRuntime{
+		Enabled:  true,
+		PortBase: 7000,
+	}},
+	OIP: OIP{DefaultTimeout: time.Second},
+	Log: Log{Level: "info", Format: "json"},
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse unmarshals raw on top of Default and validates the result.
+// Unknown fields are errors: a misspelt key must not be silently ignored.
+func Parse(raw []byte) (*Config, error) {
+	c := Default
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	for i := range c.Models {
+		if c.Models[i].Replicas == 0 {
+			c.Models[i].Replicas = 1
+		}
+		if c.Models[i].Runtime == "" {
+			c.Models[i].Runtime = string(state.RuntimeProcess)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks the whole configuration; the first problem found is
+// returned, naming its field.
+func (c *Config) Validate() error {
+	if c.Listen == "" {
+		return errors.New("listen: must be an address such as :1337")
+	}
+	if c.Admin.Listen == "" {
+		return errors.New("admin.listen: must be an address such as 127.0.0.1:1338")
+	}
+	if c.Limits.MaxBodyBytes <= 0 {
+		return fmt.Errorf("limits.max_body_bytes %d: must be positive", c.Limits.MaxBodyBytes)
+	}
+	if c.Limits.MaxInputBatch <= 0 {
+		return fmt.Errorf("limits.max_input_batch %d: must be positive", c.Limits.MaxInputBatch)
+	}
+	if c.Limits.DefaultBatchSize <= 0 {
+		return fmt.Errorf("limits.default_batch_size %d: must be positive", c.Limits.DefaultBatchSize)
+	}
+	if c.OIP.DefaultTimeout <= 0 {
+		return fmt.Errorf("oip.default_timeout %v: must be positive", c.OIP.DefaultTimeout)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		return fmt.Errorf("log.format %q: must be json or console", c.Log.Format)
+	}
+	models := map[string]state.ModelVersion{}
+	for i, m := range c.Models {
+		mv := m.ModelVersion()
+		if err := mv.Validate(); err != nil {
+			return fmt.Errorf("models[%d]: %w", i, err)
+		}
+		if _, dup := models[m.Name]; dup {
+			return fmt.Errorf("models[%d]: model %q appears twice (register further versions through the admin API)", i, m.Name)
+		}
+		models[m.Name] = mv
+	}
+	apps := map[string]bool{}
+	for i, a := range c.Apps {
+		if err := a.App().Validate(); err != nil {
+			return fmt.Errorf("apps[%d]: %w", i, err)
+		}
+		if apps[a.Name] {
+			return fmt.Errorf("apps[%d]: app %q appears twice", i, a.Name)
+		}
+		apps[a.Name] = true
+		for j, name := range a.Models {
+			mv, ok := models[name]
+			if !ok {
+				return fmt.Errorf("apps[%d].models[%d]: model %q is not defined under models", i, j, name)
+			}
+			if string(mv.InputType) != a.InputType {
+				return fmt.Errorf("apps[%d].models[%d]: model %q takes %s but app %q takes %s", i, j, name, mv.InputType, a.Name, a.InputType)
+			}
+		}
+	}
+	return nil
+}
+
+// App is a's state form.
+func (a App) App() state.App {
+	return state.App{Name: a.Name, InputType: state.InputType(a.InputType), SLO: a.SLO,
+		DefaultOutput: a.DefaultOutput, Policy: a.Policy, Priority: a.Priority}
+}
+
+// ModelVersion is m's state form.
+func (m Model) ModelVersion() state.ModelVersion {
+	return state.ModelVersion{
+		Model:     m.Name,
+		Version:   m.Version,
+		InputType: state.InputType(m.InputType),
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeKind(m.Runtime), Command: m.Command, Env: m.Env,
+			Addresses: m.Addresses, Image: m.Image},
+		Replicas:  m.Replicas,
+		BatchSize: m.BatchSize,
+	}
+}
+
+// Seed writes the configured models (each version made current) and apps
+// (with their links) into the state, replacing entries of the same names.
+func (c *Config) Seed(ctx context.Context, s *state.Store) error {
+	for _, m := range c.Models {
+		if err := s.PutVersion(ctx, m.ModelVersion()); err != nil {
+			return err
+		}
+		if err := s.SetCurrent(ctx, m.Name, m.Version); err != nil {
+			return err
+		}
+	}
+	for _, a := range c.Apps {
+		if err := s.PutApp(ctx, a.App()); err != nil {
+			return err
+		}
+		for _, m := range a.Models {
+			if err := s.Link(ctx, a.Name, m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// AdminToken is the admin bearer token: Admin.Token, else the variable
+// Admin.TokenEnv names.
+func (c *Config) AdminToken() string {
+	if c.Admin.Token != "" {
+		return c.Admin.Token
+	}
+	return os.Getenv(c.Admin.TokenEnv)
+}

@@ -1,0 +1,177 @@
+package state
+
+import (
+	"encoding/json"
+	"math"
+	"time"
+)
+
+// InputType names the type of every item of a query: the same names as
+// containers/rpc's InputType.String, so rpc.ParseInputType(string(t)) converts.
+type InputType string
+
+// The input types a model can take.
+const (
+	InputBytes   InputType = "bytes"
+	InputInt32   InputType = "int32"
+	InputFloat32 InputType = "float32"
+	InputFloat64 InputType = "float64"
+	InputString  InputType = "string"
+)
+
+// Valid reports whether t is one of the known input types.
+func (t InputType) Valid() bool {
+	switch t {
+	case InputBytes, InputInt32, InputFloat32, InputFloat64, InputString:
+		return true
+	}
+	return false
+}
+
+// RuntimeKind names how the replicas of a model version are started.
+type RuntimeKind string
+
+// The runtime kinds.
+const (
+	// RuntimeProcess runs a local command per replica (the embedded default).
+	RuntimeProcess RuntimeKind = "process"
+	// RuntimeExternal uses addresses of replicas someone else runs, such as
+	// an orchestrator.
+	RuntimeExternal RuntimeKind = "external"
+	// RuntimeDocker runs a container per replica through the Docker Engine.
+	RuntimeDocker RuntimeKind = "docker"
+)
+
+// App is an application: the unit a client queries, with its latency
+// objective and what to answer when the objective cannot be met.
+type App struct {
+	// Name identifies the app in URLs; see ValidName.
+	Name string `json:"name"`
+	// InputType is the type of the app's inputs; every model linked to the
+	// app takes the same type.
+	InputType InputType `json:"input_type"`
+	// SLO is the latency objective: a query's deadline is its arrival plus
+	// SLO. It must be positive. In JSON it is "slo_ms", a number of
+	// milliseconds that may have a fraction (0.5 is 500µs).
+	SLO time.Duration `json:"-"`
+	// DefaultOutput is returned, flagged as a default, when the deadline
+	// passes before a model answers. Empty means an empty output.
+	DefaultOutput string `json:"default_output,omitempty"`
+	// Policy names the model selection policy; empty means a single model
+	// (the one linked model). The selection package defines other names.
+	Policy string `json:"policy,omitempty"`
+	// Priority orders apps when load must be shed: lower priorities are
+	// shed first. Zero is the default class; negative values are allowed.
+	Priority int `json:"priority,omitempty"`
+}
+
+// appJSON is App's wire form: SLO as fractional milliseconds.
+type appJSON struct {
+	appFields
+	SLOMillis float64 `json:"slo_ms"`
+}
+
+// appFields has App's fields without its methods, so encoding them does
+// not recurse into App.MarshalJSON.
+type appFields App
+
+// MarshalJSON encodes the SLO as "slo_ms".
+func (a App) MarshalJSON() ([]byte, error) {
+	return json.Marshal(appJSON{appFields: appFields(a), SLOMillis: float64(a.SLO) / float64(time.Millisecond)})
+}
+
+// UnmarshalJSON decodes "slo_ms", rounded to the nanosecond.
+func (a *App) UnmarshalJSON(b []byte) error {
+	var j appJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*a = App(j.appFields)
+	ns := math.Round(j.SLOMillis * float64(time.Millisecond))
+	if ns > math.MaxInt64 || ns < math.MinInt64 {
+		ns = math.MaxInt64 // rejected by Validate as too large
+	}
+	a.SLO = time.Duration(ns)
+	return nil
+}
+
+// RuntimeSpec says how to run the replicas of a model version. Which fields
+// apply depends on Kind; Validate rejects fields set for another kind.
+type RuntimeSpec struct {
+	// Kind is process, external or docker.
+	Kind RuntimeKind `json:"kind"`
+
+	// Command is the process runtime's command line (required for process).
+	Command []string `json:"command,omitempty"`
+	// Env holds extra environment variables for the process and docker
+	// runtimes.
+	Env map[string]string `json:"env,omitempty"`
+
+	// Addresses are the host:port of replicas run by someone else
+	// (required for external).
+	Addresses []string `json:"addresses,omitempty"`
+
+	// Image is the docker runtime's image (required for docker).
+	Image string `json:"image,omitempty"`
+	// CPUs limits each container's CPU; zero means no limit.
+	CPUs float64 `json:"cpus,omitempty"`
+	// MemoryBytes limits each container's memory; zero means no limit.
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+	// GPUs is how many GPUs each container gets: zero none, -1 all.
+	// Exclusive with DeviceIDs.
+	GPUs int `json:"gpus,omitempty"`
+	// DeviceIDs names the GPUs each container gets. Exclusive with GPUs.
+	DeviceIDs []string `json:"device_ids,omitempty"`
+}
+
+// ModelVersion is one deployable version of a model.
+type ModelVersion struct {
+	// Model is the model's name; see ValidName.
+	Model string `json:"model"`
+	// Version names the version within its model; see ValidName.
+	Version string `json:"version"`
+	// InputType is the type of the model's inputs; every version of a model
+	// takes the same type.
+	InputType InputType `json:"input_type"`
+	// Runtime says how replicas are started.
+	Runtime RuntimeSpec `json:"runtime"`
+	// Replicas is the desired number of replicas, at least 1.
+	Replicas int `json:"replicas"`
+	// BatchSize caps the batch size; zero means the batching controller's
+	// default.
+	BatchSize int `json:"batch_size,omitempty"`
+	// Labels are free-form annotations (e.g. the framework).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Model is a named model with its versions, one of which is current: the
+// version that serves the apps the model is linked to.
+type Model struct {
+	// Name identifies the model.
+	Name string `json:"name"`
+	// CurrentVersion is the version that serves queries; empty only when
+	// the current version was deleted while the model was linked to no app.
+	// Setting it to an older version is a rollback.
+	CurrentVersion string `json:"current_version"`
+	// Versions lists the versions in the order they were first deployed,
+	// oldest first.
+	Versions []ModelVersion `json:"versions"`
+}
+
+// Version returns the version named v.
+func (m Model) Version(v string) (ModelVersion, bool) {
+	for _, mv := range m.Versions {
+		if mv.Version == v {
+			return mv, true
+		}
+	}
+	return ModelVersion{}, false
+}
+
+// InputType returns the input type shared by the model's versions.
+func (m Model) InputType() InputType {
+	if len(m.Versions) == 0 {
+		return ""
+	}
+	return m.Versions[0].InputType
+}

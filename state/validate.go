@@ -1,0 +1,157 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+// ValidName reports whether s can name an app, a model or a version:
+// [a-z0-9][a-z0-9_.-]{0,62}. Such names are safe in URLs, Redis keys,
+// metric labels and Docker container names.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// maxSLO bounds an app's SLO; anything longer is surely a unit mistake.
+const maxSLO = time.Hour
+
+// Validate checks a's fields on their own; the Store also checks them
+// against the rest of the state.
+func (a App) Validate() error {
+	if !ValidName(a.Name) {
+		return invalid("app %q: name: must match [a-z0-9][a-z0-9_.-]{0,62}", a.Name)
+	}
+	if !a.InputType.Valid() {
+		return invalid("app %q: input_type %q: must be bytes, int32, float32, float64 or string", a.Name, a.InputType)
+	}
+	if a.SLO <= 0 || a.SLO > maxSLO {
+		return invalid("app %q: slo_ms %g: must be positive and at most %v", a.Name, float64(a.SLO)/float64(time.Millisecond), maxSLO)
+	}
+	return nil
+}
+
+// Validate checks v's fields on their own; the Store also checks them
+// against the rest of the state.
+func (v ModelVersion) Validate() error {
+	if !ValidName(v.Model) {
+		return invalid("model %q: name: must match [a-z0-9][a-z0-9_.-]{0,62}", v.Model)
+	}
+	if !ValidName(v.Version) {
+		return invalid("model %q version %q: version: must match [a-z0-9][a-z0-9_.-]{0,62}", v.Model, v.Version)
+	}
+	if !v.InputType.Valid() {
+		return invalid("model %q version %q: input_type %q: must be bytes, int32, float32, float64 or string", v.Model, v.Version, v.InputType)
+	}
+	if v.Replicas < 1 {
+		return invalid("model %q version %q: replicas %d: must be at least 1", v.Model, v.Version, v.Replicas)
+	}
+	if v.BatchSize < 0 {
+		return invalid("model %q version %q: batch_size %d: must not be negative", v.Model, v.Version, v.BatchSize)
+	}
+	if err := v.Runtime.check(); err != nil {
+		return invalid("model %q version %q: %v", v.Model, v.Version, err)
+	}
+	return nil
+}
+
+// Validate checks that the fields of r's kind are set and that no field of
+// another kind is: a docker image on a process runtime is a mistake worth
+// reporting.
+func (r RuntimeSpec) Validate() error {
+	if err := r.check(); err != nil {
+		return invalid("%v", err)
+	}
+	return nil
+}
+
+// check is Validate without the ErrInvalid wrapping, for callers that add
+// context first.
+func (r RuntimeSpec) check() error {
+	var unused []string // fields set that the kind does not use
+	unusedIf := func(name string, isSet bool) {
+		if isSet {
+			unused = append(unused, name)
+		}
+	}
+	switch r.Kind {
+	case RuntimeProcess:
+		if len(r.Command) == 0 || r.Command[0] == "" {
+			return errors.New("runtime.command: required for the process runtime")
+		}
+	case RuntimeExternal:
+		if len(r.Addresses) == 0 {
+			return errors.New("runtime.addresses: required for the external runtime")
+		}
+		for _, a := range r.Addresses {
+			if err := checkAddr(a); err != nil {
+				return fmt.Errorf("runtime.addresses: %w", err)
+			}
+		}
+	case RuntimeDocker:
+		switch {
+		case r.Image == "":
+			return errors.New("runtime.image: required for the docker runtime")
+		case r.CPUs < 0:
+			return fmt.Errorf("runtime.cpus %g: must not be negative", r.CPUs)
+		case r.MemoryBytes < 0:
+			return fmt.Errorf("runtime.memory_bytes %d: must not be negative", r.MemoryBytes)
+		case r.GPUs < -1:
+			return fmt.Errorf("runtime.gpus %d: must be -1 (all), 0 or a count", r.GPUs)
+		case r.GPUs != 0 && len(r.DeviceIDs) > 0:
+			return errors.New("runtime.gpus, runtime.device_ids: set one, not both")
+		}
+	default:
+		return fmt.Errorf("runtime.kind %q: must be process, external or docker", r.Kind)
+	}
+	if r.Kind != RuntimeProcess {
+		unusedIf("command", len(r.Command) > 0)
+	}
+	if r.Kind == RuntimeExternal {
+		unusedIf("env", len(r.Env) > 0)
+	}
+	if r.Kind != RuntimeExternal {
+		unusedIf("addresses", len(r.Addresses) > 0)
+	}
+	if r.Kind != RuntimeDocker {
+		unusedIf("image", r.Image != "")
+		unusedIf("cpus", r.CPUs != 0)
+		unusedIf("memory_bytes", r.MemoryBytes != 0)
+		unusedIf("gpus", r.GPUs != 0)
+		unusedIf("device_ids", len(r.DeviceIDs) > 0)
+	}
+	if len(unused) > 0 {
+		return fmt.Errorf("runtime.%s: not used by the %s runtime", unused[0], r.Kind)
+	}
+	return nil
+}
+
+// checkAddr checks that a is host:port with a non-empty host and a port in
+// 1..65535.
+func checkAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("address %q: host: required", a)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("address %q: port: must be 1..65535", a)
+	}
+	return nil
+}
