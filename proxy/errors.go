@@ -1,0 +1,57 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// Errors of the query path. Inner code wraps them with %w and a message
+// naming the problem; statusOf maps them to HTTP status codes, once.
+var (
+	// ErrBadInput: the request is malformed or does not fit the app.
+	ErrBadInput = errors.New("bad input")
+	// ErrNotFound: no such app, model or version.
+	ErrNotFound = errors.New("not found")
+	// ErrUnavailable: the request is valid but cannot be served now.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// statusOf maps an error to its HTTP status code.
+func statusOf(err error) int {
+	var tooLarge *http.MaxBytesError
+	var modelErr *dispatch.ModelError
+	switch {
+	case errors.Is(err, ErrBadInput), errors.Is(err, state.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNotFound), errors.Is(err, state.ErrNotFound):
+		return http.StatusNotFound
+	case errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrUnavailable), errors.Is(err, dispatch.ErrDeadline), errors.Is(err, dispatch.ErrStopped):
+		return http.StatusServiceUnavailable
+	case errors.As(err, &modelErr):
+		return http.StatusBadGateway
+	case errors.Is(err, context.Canceled):
+		return 499 // the client closed the request, as nginx logs it
+	}
+	return http.StatusInternalServerError
+}
+
+// writeError answers {"error": "..."} with err's status.
+func writeError(w http.ResponseWriter, err error) int {
+	status := statusOf(err)
+	var tooLarge *http.MaxBytesError
+	msg := err.Error()
+	if errors.As(err, &tooLarge) {
+		msg = "request body exceeds the limit of " + itoa(tooLarge.Limit) + " bytes"
+	}
+	b := append(appendString(append(make([]byte, 0, len(msg)+16), `{"error":`...), msg), "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	return status
+}

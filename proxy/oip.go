@@ -1,0 +1,393 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// Version is reported by the OIP server metadata endpoint.
+const Version = "0.1.0"
+
+// The Open Inference Protocol v2 (KServe's "V2", Triton's HTTP API)
+// addresses models, not apps: {m} is a model name, its current version
+// unless /versions/{v} names another. An infer request's deadline is the
+// smallest of its "timeout" parameter (microseconds, as Triton reads it),
+// the SLOs of the apps linked to the model, or Options.OIPTimeout when no
+// app links it.
+func (p *Proxy) oipRoutes(r *mux.Router) {
+	r.HandleFunc("/v2", p.oipServerMetadata).Methods(http.MethodGet)
+	r.HandleFunc("/v2/health/live", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, []byte(`{"live":true}`)) }).Methods(http.MethodGet)
+	r.HandleFunc("/v2/health/ready", p.oipServerReady).Methods(http.MethodGet)
+	for _, base := range []string{"/v2/models/{model}", "/v2/models/{model}/versions/{version}"} {
+		r.HandleFunc(base, p.oipModelMetadata).Methods(http.MethodGet)
+		r.HandleFunc(base+"/ready", p.oipModelReady).Methods(http.MethodGet)
+		r.HandleFunc(base+"/infer", p.oipInfer).Methods(http.MethodPost)
+	}
+}
+
+func (p *Proxy) oipServerMetadata(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, []byte(`{"name":"sloproxy","version":"`+Version+`","extensions":[]}`))
+}
+
+func (p *Proxy) oipServerReady(w http.ResponseWriter, _ *http.Request) {
+	if !p.ready.Load() {
+		writeError(w, errorf(ErrUnavailable, "the proxy is starting or shutting down"))
+		return
+	}
+	writeJSON(w, []byte(`{"ready":true}`))
+}
+
+// oipVersion resolves the request's model and version.
+func (p *Proxy) oipVersion(r *http.Request, snap *state.Snapshot) (state.Model, state.ModelVersion, error) {
+	vars := mux.Vars(r)
+	m, ok := snap.Model(vars["model"])
+	if !ok {
+		return m, state.ModelVersion{}, errorf(ErrNotFound, "no model named %q", vars["model"])
+	}
+	v := vars["version"]
+	if v == "" {
+		v = m.CurrentVersion
+	}
+	mv, ok := m.Version(v)
+	if !ok {
+		return m, mv, errorf(ErrNotFound, "model %q has no version %q", m.Name, v)
+	}
+	return m, mv, nil
+}
+
+// oipDatatype is the OIP tensor datatype of an input type.
+func oipDatatype(it state.InputType) string {
+	switch it {
+	case state.InputFloat32:
+		return "FP32"
+	case state.InputFloat64:
+		return "FP64"
+	case state.InputInt32:
+		return "INT32"
+	}
+	return "BYTES"
+}
+
+type oipTensorMeta struct {
+	Name     string  `json:"name"`
+	Datatype string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+func (p *Proxy) oipModelMetadata(w http.ResponseWriter, r *http.Request) {
+	m, mv, err := p.oipVersion(r, p.opts.Store.Snapshot())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	versions := make([]string, len(m.Versions))
+	for i, v := range m.Versions {
+		versions[i] = v.Version
+	}
+	shape := []int64{-1, -1}
+	if oipDatatype(mv.InputType) == "BYTES" {
+		shape = []int64{-1}
+	}
+	b, _ := json.Marshal(map[string]any{
+		"name":     m.Name,
+		"versions": versions,
+		"platform": "sloproxy",
+		"inputs":   []oipTensorMeta{{Name: "input", Datatype: oipDatatype(mv.InputType), Shape: shape}},
+		"outputs":  []oipTensorMeta{{Name: "output", Datatype: "BYTES", Shape: []int64{-1}}},
+	})
+	writeJSON(w, b)
+}
+
+func (p *Proxy) oipModelReady(w http.ResponseWriter, r *http.Request) {
+	_, mv, err := p.oipVersion(r, p.opts.Store.Snapshot())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	d := p.pool.get(mv.Model, mv.Version)
+	if d == nil {
+		writeError(w, errorf(ErrUnavailable, "model %s version %s is not running on this proxy", mv.Model, mv.Version))
+		return
+	}
+	if _, healthy := d.Replicas(); healthy == 0 {
+		writeError(w, errorf(ErrUnavailable, "model %s version %s has no healthy replica", mv.Model, mv.Version))
+		return
+	}
+	writeJSON(w, []byte(`{"ready":true}`))
+}
+
+type oipInferRequest struct {
+	ID         string                     `json:"id"`
+	Parameters map[string]json.RawMessage `json:"parameters"`
+	Inputs     []oipTensor                `json:"inputs"`
+	Outputs    []struct {
+		Name string `json:"name"`
+	} `json:"outputs"`
+}
+
+type oipTensor struct {
+	Name     string          `json:"name"`
+	Shape    []int64         `json:"shape"`
+	Datatype string          `json:"datatype"`
+	Data     json.RawMessage `json:"data"`
+}
+
+func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	p.metrics.inflight.Inc()
+	defer p.metrics.inflight.Dec()
+	snap := p.opts.Store.Snapshot()
+	_, mv, err := p.oipVersion(r, snap)
+	if err != nil {
+		p.oipReject(w, err)
+		return
+	}
+	body, err := p.readBody(w, r)
+	if err != nil {
+		p.oipReject(w, err)
+		return
+	}
+	var req oipInferRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		p.oipReject(w, errorf(ErrBadInput, "body is not an inference request: %v", err))
+		return
+	}
+	inputs, err := p.oipInputs(&req, mv.InputType)
+	if err != nil {
+		p.oipReject(w, err)
+		return
+	}
+	timeout, err := p.oipTimeout(&req, snap, mv.Model)
+	if err != nil {
+		p.oipReject(w, err)
+		return
+	}
+	d := p.pool.get(mv.Model, mv.Version)
+	if d == nil {
+		p.oipReject(w, errorf(ErrUnavailable, "model %s version %s is not running on this proxy yet", mv.Model, mv.Version))
+		return
+	}
+	ctx, cancel := context.WithDeadline(r.Context(), start.Add(timeout))
+	defer cancel()
+	outs := make([][]byte, len(inputs))
+	errs := make([]error, len(inputs))
+	var wg sync.WaitGroup
+	for i := range inputs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], _, errs[i] = d.Predict(ctx, inputs[i])
+		}()
+	}
+	wg.Wait()
+	p.metrics.latency.WithLabelValues("oip", "").Observe(time.Since(start).Seconds())
+	a := answer{id: req.ID, model: mv.Model + ":" + mv.Version, err: errors.Join(errs...)}
+	p.record("oip", "", &a)
+	if a.err != nil {
+		var modelErr *dispatch.ModelError
+		switch {
+		case errors.Is(a.err, dispatch.ErrDeadline):
+			writeError(w, errorf(ErrUnavailable, "deadline: model %s did not answer within %v", a.model, timeout))
+		case errors.As(a.err, &modelErr):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write(append(appendString([]byte(`{"error":`), modelErr.Error()), "}\n"...))
+		default:
+			writeError(w, a.err)
+		}
+		return
+	}
+	resp := map[string]any{"model_name": mv.Model, "model_version": mv.Version, "outputs": []any{oipOutput(outs)}}
+	if req.ID != "" {
+		resp["id"] = req.ID
+	}
+	b, _ := json.Marshal(resp)
+	writeJSON(w, b)
+}
+
+func (p *Proxy) oipReject(w http.ResponseWriter, err error) {
+	writeError(w, err)
+	p.metrics.requests.WithLabelValues("oip", "", "", outcomeError).Inc()
+}
+
+// oipTimeout is the request's deadline budget.
+func (p *Proxy) oipTimeout(req *oipInferRequest, snap *state.Snapshot, model string) (time.Duration, error) {
+	timeout := p.opts.OIPTimeout
+	if apps := snap.AppsOf(model); len(apps) > 0 {
+		timeout = time.Duration(math.MaxInt64)
+		for _, name := range apps {
+			if a, ok := snap.App(name); ok {
+				timeout = min(timeout, a.SLO)
+			}
+		}
+	}
+	if raw, ok := req.Parameters["timeout"]; ok {
+		us, err := strconv.ParseUint(string(raw), 10, 63)
+		if err != nil || us == 0 {
+			return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds, got %s", clip(raw))
+		}
+		timeout = min(timeout, time.Duration(us)*time.Microsecond)
+	}
+	return timeout, nil
+}
+
+// oipInputs checks the request's one input tensor against the model and
+// splits it along dimension 0 into RPC items.
+func (p *Proxy) oipInputs(req *oipInferRequest, it state.InputType) ([][]byte, error) {
+	for _, o := range req.Outputs {
+		if o.Name != "output" {
+			return nil, errorf(ErrBadInput, "unknown output %q: the model has one output, \"output\"", o.Name)
+		}
+	}
+	if len(req.Inputs) != 1 {
+		return nil, errorf(ErrBadInput, "the request has %d inputs; the model takes one", len(req.Inputs))
+	}
+	t := req.Inputs[0]
+	if want := oipDatatype(it); t.Datatype != want {
+		return nil, errorf(ErrBadInput, "input %q has datatype %q; the model takes %s", t.Name, t.Datatype, want)
+	}
+	if len(t.Shape) == 0 {
+		return nil, errorf(ErrBadInput, "input %q has no shape; dimension 0 is the batch", t.Name)
+	}
+	per := int64(1)
+	for i, d := range t.Shape {
+		if d < 0 || d > 1<<31 {
+			return nil, errorf(ErrBadInput, "input %q: shape[%d] = %d is not a size", t.Name, i, d)
+		}
+		if i > 0 {
+			per *= d
+		}
+	}
+	n := t.Shape[0]
+	if n > int64(p.opts.MaxInputBatch) {
+		return nil, errorf(ErrBadInput, "input %q has %d rows; the limit is %d", t.Name, n, p.opts.MaxInputBatch)
+	}
+	if t.Datatype == "BYTES" && per != 1 {
+		return nil, errorf(ErrBadInput, "input %q: a BYTES input takes one element per row, shape %v has %d", t.Name, t.Shape, per)
+	}
+	var flat []json.RawMessage
+	if err := flatten(t.Data, &flat, 0); err != nil {
+		return nil, errorf(ErrBadInput, "input %q: data: %v", t.Name, err)
+	}
+	if int64(len(flat)) != n*per {
+		return nil, errorf(ErrBadInput, "input %q: shape %v needs %d elements, data has %d", t.Name, t.Shape, n*per, len(flat))
+	}
+	items := make([][]byte, n)
+	for i := range items {
+		row := flat[int64(i)*per : int64(i+1)*per]
+		what := "input " + strconv.Quote(t.Name) + " row " + strconv.Itoa(i)
+		var err error
+		if t.Datatype == "BYTES" {
+			items[i], err = encodeInput(row[0], state.InputString, what)
+		} else {
+			items[i], err = encodeRow(row, it, what)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return items, nil
+}
+
+// encodeRow encodes a row of number tokens.
+func encodeRow(row []json.RawMessage, it state.InputType, what string) ([]byte, error) {
+	b := make([]byte, 0, 2+len(row)*8)
+	b = append(b, '[')
+	for i, e := range row {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return encodeInput(append(b, ']'), it, what)
+}
+
+// flatten appends the leaves of a nested JSON array in row-major order.
+func flatten(raw json.RawMessage, dst *[]json.RawMessage, depth int) error {
+	if depth > 32 {
+		return errors.New("nested too deeply")
+	}
+	if len(raw) == 0 || raw[0] != '[' {
+		if depth == 0 {
+			return errors.New("must be a JSON array")
+		}
+		*dst = append(*dst, raw)
+		return nil
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return err
+	}
+	for _, e := range elems {
+		if err := flatten(e, dst, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oipOutput builds the output tensor: numeric (FP64, shape [n] or [n, k])
+// when every output is a JSON number or an array of k numbers, else BYTES
+// with each output's text.
+func oipOutput(outs [][]byte) map[string]any {
+	numeric := make([]float64, 0, len(outs))
+	k := -1
+	for _, o := range outs {
+		var v any
+		if json.Unmarshal(o, &v) != nil {
+			k = -2
+			break
+		}
+		switch x := v.(type) {
+		case float64:
+			if k != -1 && k != 0 {
+				k = -2
+			} else {
+				k = 0
+				numeric = append(numeric, x)
+			}
+		case []any:
+			if k != -1 && k != len(x) {
+				k = -2
+				break
+			}
+			k = len(x)
+			for _, e := range x {
+				f, ok := e.(float64)
+				if !ok {
+					k = -2
+					break
+				}
+				numeric = append(numeric, f)
+			}
+		default:
+			k = -2
+		}
+		if k == -2 {
+			break
+		}
+	}
+	if k >= 0 && len(outs) > 0 {
+		shape := []int{len(outs)}
+		if k > 0 {
+			shape = append(shape, k)
+		}
+		return map[string]any{"name": "output", "datatype": "FP64", "shape": shape, "data": numeric}
+	}
+	texts := make([]string, len(outs))
+	for i, o := range outs {
+		texts[i] = string(o)
+	}
+	return map[string]any{"name": "output", "datatype": "BYTES", "shape": []int{len(outs)}, "data": texts}
+}

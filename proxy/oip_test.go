@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// The request bodies below are written from the Open Inference Protocol's
+// REST specification (KServe "V2", as Triton serves it): an inference
+// request has "id", "parameters", "inputs" (name, shape, datatype, data
+// flattened or nested row-major) and "outputs"; errors are {"error": ...}.
+func TestOIP(t *testing.T) {
+	e := newEnv(t, nil)
+	e.addModel(state.App{Name: "echo32", InputType: state.InputFloat32, SLO: 2 * time.Second}, "vec", noopJSON(t, "float32"))
+	e.addModel(state.App{Name: "echostr", InputType: state.InputString, SLO: 2 * time.Second}, "text", noop(t, "string"))
+
+	t.Run("server", func(t *testing.T) {
+		for _, path := range []string{"/v2/health/live", "/v2/health/ready"} {
+			if status, _ := e.get(path); status != 200 {
+				t.Errorf("%s: %d", path, status)
+			}
+		}
+		status, m := e.get("/v2")
+		if status != 200 || m["name"] != "sloproxy" || m["extensions"] == nil {
+			t.Fatalf("/v2: %d %v", status, m)
+		}
+	})
+	t.Run("model metadata", func(t *testing.T) {
+		for _, path := range []string{"/v2/models/vec", "/v2/models/vec/versions/1"} {
+			status, m := e.get(path)
+			inputs, _ := m["inputs"].([]any)
+			if status != 200 || m["name"] != "vec" || len(inputs) != 1 || inputs[0].(map[string]any)["datatype"] != "FP32" {
+				t.Fatalf("%s: %d %v", path, status, m)
+			}
+		}
+		if status, _ := e.get("/v2/models/vec/ready"); status != 200 {
+			t.Fatalf("ready: %d", status)
+		}
+	})
+	t.Run("infer FP32 batch", func(t *testing.T) {
+		// The noop echoes its float32 bytes; noopJSON's model is the noop
+		// behind a JSON-ing shim, so outputs are numeric vectors.
+		body := `{"id": "42", "parameters": {"timeout": 2000000},
+			"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}],
+			"outputs": [{"name": "output"}]}`
+		status, m := e.post("/v2/models/vec/infer", body)
+		if status != 200 || m["id"] != "42" || m["model_name"] != "vec" || m["model_version"] != "1" {
+			t.Fatalf("%d %v", status, m)
+		}
+		out := m["outputs"].([]any)[0].(map[string]any)
+		if out["datatype"] != "FP64" || mustJSON(out["shape"]) != "[2,3]" || mustJSON(out["data"]) != "[1,2,3,4,5,6]" {
+			t.Fatalf("output %v", out)
+		}
+	})
+	t.Run("infer nested data", func(t *testing.T) {
+		body := `{"inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [[1.5, 2], [3, 4]]}]}`
+		status, m := e.post("/v2/models/vec/versions/1/infer", body)
+		out := m["outputs"].([]any)[0].(map[string]any)
+		if status != 200 || mustJSON(out["data"]) != "[1.5,2,3,4]" {
+			t.Fatalf("%d %v", status, m)
+		}
+	})
+	t.Run("infer BYTES", func(t *testing.T) {
+		body := `{"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["hello", "world"]}]}`
+		status, m := e.post("/v2/models/text/infer", body)
+		out := m["outputs"].([]any)[0].(map[string]any)
+		if status != 200 || out["datatype"] != "BYTES" || mustJSON(out["data"]) != `["hello","world"]` {
+			t.Fatalf("%d %v", status, m)
+		}
+	})
+
+	errs := []struct {
+		name, method, path, body string
+		status                   int
+		want                     string
+	}{
+		{"unknown model", "GET", "/v2/models/nope", "", 404, `no model named "nope"`},
+		{"unknown version", "GET", "/v2/models/vec/versions/9", "", 404, `has no version "9"`},
+		{"unknown model ready", "GET", "/v2/models/nope/ready", "", 404, "no model"},
+		{"infer unknown model", "POST", "/v2/models/nope/infer", `{}`, 404, "no model"},
+		{"wrong datatype", "POST", "/v2/models/vec/infer", `{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "INT32", "data": [1]}]}`, 400, `datatype "INT32"; the model takes FP32`},
+		{"shape mismatch", "POST", "/v2/models/vec/infer", `{"inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}]}`, 400, "needs 4 elements, data has 3"},
+		{"two inputs", "POST", "/v2/models/vec/infer", `{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "b", "shape": [1], "datatype": "FP32", "data": [1]}]}`, 400, "has 2 inputs"},
+		{"non-number", "POST", "/v2/models/vec/infer", `{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, "x"]}]}`, 400, "is not a number"},
+		{"unknown output", "POST", "/v2/models/vec/infer", `{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}], "outputs": [{"name": "probs"}]}`, 400, `unknown output "probs"`},
+		{"bad timeout", "POST", "/v2/models/vec/infer", `{"parameters": {"timeout": "soon"}, "inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`, 400, `"timeout"`},
+		{"malformed JSON", "POST", "/v2/models/vec/infer", `{"inputs": [`, 400, "not an inference request"},
+		{"batch over limit", "POST", "/v2/models/vec/infer", `{"inputs": [{"name": "input", "shape": [9, 1], "datatype": "FP32", "data": [1,2,3,4,5,6,7,8,9]}]}`, 400, "the limit is 8"},
+	}
+	for _, tt := range errs {
+		t.Run(tt.name, func(t *testing.T) {
+			var status int
+			var m map[string]any
+			if tt.method == "GET" {
+				status, m = e.get(tt.path)
+			} else {
+				status, m = e.post(tt.path, tt.body)
+			}
+			msg, _ := m["error"].(string)
+			if status != tt.status || !strings.Contains(msg, tt.want) {
+				t.Fatalf("got %d %q, want %d with %q", status, msg, tt.status, tt.want)
+			}
+		})
+	}
+}
+
+func TestOIPTimeoutHonoured(t *testing.T) {
+	e := newEnv(t, nil)
+	slow := testutil.StartModel(t, []string{testutil.BuildGo(t, "./examples/costmodel"), "--a", "300ms", "--b", "0"}).Addr
+	e.addModel(state.App{Name: "slow", InputType: state.InputFloat32, SLO: 5 * time.Second}, "cost", slow)
+	start := time.Now()
+	status, m := e.post("/v2/models/cost/infer", `{"parameters": {"timeout": 20000}, "inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`)
+	if status != 503 || !strings.Contains(m["error"].(string), "deadline") {
+		t.Fatalf("%d %v", status, m)
+	}
+	// 20 ms asked, the model takes 300 ms: the answer comes at the deadline.
+	if took := time.Since(start); took > 250*time.Millisecond {
+		t.Fatalf("answered after %v", took)
+	}
+	// With room for the model's 300 ms it answers.
+	status, m = e.post("/v2/models/cost/infer", `{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`)
+	if status != 200 {
+		t.Fatalf("%d %v", status, m)
+	}
+}
+
+// noopJSON serves float32 items back as JSON arrays: the onnx-like shape of
+// output, from a Python model written for the test.
+func noopJSON(t *testing.T, inputType string) string {
+	t.Helper()
+	script := t.TempDir() + "/vec.py"
+	src := `import sys
+sys.path.insert(0, "` + testutil.RepoRoot(t) + `/containers/python")
+import sloproxy_rpc
+sloproxy_rpc.serve(lambda inputs: [list(x) for x in inputs], input_type="` + inputType + `", model_name="vec")
+`
+	must(t, os.WriteFile(script, []byte(src), 0o644))
+	return testutil.StartModel(t, []string{testutil.Python, script}).Addr
+}

@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// versionKey names a model version.
+type versionKey struct{ model, version string }
+
+// pooled is one model version's dispatcher and the settings it was made
+// with; a change of settings replaces it.
+type pooled struct {
+	d         *dispatch.Dispatcher
+	inputType state.InputType
+	batchSize int
+}
+
+// pool keeps one dispatcher per model version in the state, with the
+// replica addresses the state lists, and follows the state's changes.
+type pool struct {
+	opts         dispatch.Options // template for new dispatchers
+	defaultBatch int
+	log          *zap.Logger
+
+	mu sync.RWMutex // guards ds
+	ds map[versionKey]*pooled
+
+	closing sync.WaitGroup // dispatchers draining after removal
+}
+
+func newPool(opts dispatch.Options, defaultBatch int, log *zap.Logger) *pool {
+	return &pool{opts: opts, defaultBatch: defaultBatch, log: log, ds: map[versionKey]*pooled{}}
+}
+
+// get returns the dispatcher of a model version, or nil.
+func (p *pool) get(model, version string) *dispatch.Dispatcher {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if e := p.ds[versionKey{model, version}]; e != nil {
+		return e.d
+	}
+	return nil
+}
+
+// run follows the store until ctx is done, then closes every dispatcher
+// after its queries in flight.
+func (p *pool) run(ctx context.Context, store *state.Store) {
+	for {
+		snap := store.Snapshot()
+		p.sync(ctx, snap)
+		select {
+		case <-snap.Changed():
+		case <-ctx.Done():
+			p.closeAll()
+			return
+		}
+	}
+}
+
+// sync makes the dispatchers match snap.
+func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := map[versionKey]bool{}
+	for _, m := range snap.Models() {
+		for _, mv := range m.Versions {
+			k := versionKey{mv.Model, mv.Version}
+			seen[k] = true
+			batch := mv.BatchSize
+			if batch <= 0 {
+				batch = p.defaultBatch
+			}
+			e := p.ds[k]
+			if e != nil && (e.inputType != mv.InputType || e.batchSize != batch) {
+				p.retire(e)
+				e = nil
+			}
+			if e == nil {
+				it, err := rpc.ParseInputType(string(mv.InputType))
+				if err != nil {
+					p.log.Error("model version has a bad input type", zap.String("model", mv.Model), zap.String("version", mv.Version), zap.Error(err))
+					continue
+				}
+				opts := p.opts
+				opts.Model, opts.Version, opts.InputType, opts.MaxBatch = mv.Model, mv.Version, it, batch
+				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch}
+				e.d.Start(ctx)
+				p.ds[k] = e
+			}
+			e.d.SetReplicas(snap.Replicas(mv.Model, mv.Version))
+		}
+	}
+	for k, e := range p.ds {
+		if !seen[k] {
+			delete(p.ds, k)
+			p.retire(e)
+		}
+	}
+}
+
+// retire closes a dispatcher in the background: its queries in flight are
+// answered first.
+func (p *pool) retire(e *pooled) {
+	p.closing.Add(1)
+	go func() {
+		defer p.closing.Done()
+		e.d.Close()
+	}()
+}
+
+func (p *pool) closeAll() {
+	p.mu.Lock()
+	for k, e := range p.ds {
+		delete(p.ds, k)
+		p.retire(e)
+	}
+	p.mu.Unlock()
+	p.closing.Wait()
+}

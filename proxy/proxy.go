@@ -1,0 +1,153 @@
+// Package proxy is the query side of sloproxy: the REST query API
+// (POST /apps/{app}/predict, and Clipper's POST /{app}/predict), the Open
+// Inference Protocol v2, and /metrics. A query's deadline is its arrival
+// plus its app's SLO; it travels in the request's context through the
+// dispatcher to the RPC frame. When no model answers by then, the app's
+// default output is returned, flagged, with the reason: never a late answer.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// Options configure a Proxy. The zero value of each field has the meaning
+// its comment gives.
+type Options struct {
+	// Store is the shared state; required.
+	Store *state.Store
+	// Registry receives the metrics and is served at /metrics. nil means a
+	// fresh registry.
+	Registry *prometheus.Registry
+	// Logger receives errors, one line each with the query id. nil means
+	// no logs.
+	Logger *zap.Logger
+	// MaxBodyBytes bounds request bodies. 0 means 4 MiB.
+	MaxBodyBytes int64
+	// MaxInputBatch bounds the inputs of one request. 0 means 1024.
+	MaxInputBatch int
+	// DefaultBatchSize is the batch size of model versions that set none.
+	// 0 means 32.
+	DefaultBatchSize int
+	// OIPTimeout is the deadline of an OIP infer request without a timeout
+	// parameter, for a model no app links. 0 means 1 s.
+	OIPTimeout time.Duration
+	// Dispatch is the template for each model version's dispatcher; its
+	// Model, Version, InputType, MaxBatch and Metrics are set per version.
+	Dispatch dispatch.Options
+}
+
+// Proxy serves queries. Create it with New, run it with Run, serve its
+// Handler.
+type Proxy struct {
+	opts    Options
+	log     *zap.Logger
+	pool    *pool
+	metrics *metrics
+	handler http.Handler
+	ready   atomic.Bool
+
+	idPrefix string        // random per process: ids are unique across proxies
+	idSeq    atomic.Uint64 // then a counter
+}
+
+// New returns a proxy over opts.Store.
+func New(opts Options) *Proxy {
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 4 << 20
+	}
+	if opts.MaxInputBatch <= 0 {
+		opts.MaxInputBatch = 1024
+	}
+	if opts.DefaultBatchSize <= 0 {
+		opts.DefaultBatchSize = 32
+	}
+	if opts.OIPTimeout <= 0 {
+		opts.OIPTimeout = time.Second
+	}
+	opts.Dispatch.Metrics = dispatch.NewMetrics(opts.Registry)
+	if opts.Dispatch.Logger == nil {
+		opts.Dispatch.Logger = opts.Logger
+	}
+	var prefix [8]byte
+	_, _ = rand.Read(prefix[:])
+	p := &Proxy{
+		opts:     opts,
+		log:      opts.Logger,
+		pool:     newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Logger),
+		metrics:  newMetrics(opts.Registry),
+		idPrefix: hex.EncodeToString(prefix[:]) + "-",
+	}
+	p.handler = p.routes()
+	return p
+}
+
+// Handler serves the query API, the OIP endpoints and /metrics.
+func (p *Proxy) Handler() http.Handler { return p.handler }
+
+// Run keeps one dispatcher per model version in the state until ctx is
+// done, then closes them after their queries in flight. Stop the HTTP
+// server before cancelling ctx, so that queries in flight are answered.
+func (p *Proxy) Run(ctx context.Context) {
+	p.ready.Store(true)
+	defer p.ready.Store(false)
+	p.pool.run(ctx, p.opts.Store)
+}
+
+func (p *Proxy) routes() http.Handler {
+	r := mux.NewRouter()
+	r.Handle("/metrics", promhttp.HandlerFor(p.opts.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	p.oipRoutes(r)
+	r.HandleFunc("/apps/{app}/predict", p.servePredict).Methods(http.MethodPost)
+	r.HandleFunc("/{app}/predict", p.servePredict).Methods(http.MethodPost)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(ErrNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		_, _ = w.Write([]byte(`{"error":"method not allowed"}` + "\n"))
+	})
+	return r
+}
+
+// newQueryID returns an id unique across proxies: a random per-process
+// prefix and a counter.
+func (p *Proxy) newQueryID() string {
+	var b [40]byte
+	n := copy(b[:], p.idPrefix)
+	return string(appendHex(b[:n], p.idSeq.Add(1)))
+}
+
+func appendHex(dst []byte, v uint64) []byte {
+	const digits = "0123456789abcdef"
+	var tmp [16]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = digits[v&15]
+		v >>= 4
+		if v == 0 {
+			break
+		}
+	}
+	return append(dst, tmp[i:]...)
+}
