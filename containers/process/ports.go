@@ -1,0 +1,50 @@
+package process
+
+import (
+	"errors"
+	"net"
+	"strconv"
+)
+
+// errNoPort is returned when every port from BasePort up is taken.
+var errNoPort = errors.New("no free port")
+
+// claimPort reserves a port for a replica: prefer when it is free (a
+// replaced replica keeps its address), else the first free port from
+// BasePort up. A port is free when no replica of this Runtime holds it and
+// listening on it works. Another program may still take it before the
+// replica listens; the replica then fails, is restarted on the same port
+// with backoff, and its exits are logged.
+func (r *Runtime) claimPort(prefer int) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if prefer > 0 && !r.ports[prefer] && portFree(prefer) {
+		r.ports[prefer] = true
+		return prefer, nil
+	}
+	for p := r.opts.BasePort; p <= 65535; p++ {
+		if !r.ports[p] && portFree(p) {
+			r.ports[p] = true
+			return p, nil
+		}
+	}
+	return 0, errNoPort
+}
+
+// releasePort makes p available again.
+func (r *Runtime) releasePort(p int) {
+	r.mu.Lock()
+	delete(r.ports, p)
+	r.mu.Unlock()
+}
+
+// portFree reports whether listening on 127.0.0.1:p works. It also fails
+// when something listens on the wildcard address with that port.
+func portFree(p int) bool {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+	if err != nil {
+		return false
+	}
+	_ = ln.Close()
+	return true
+}

@@ -1,0 +1,276 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/containers/runtime"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// outputDrain bounds the wait for the rest of a process's output once its
+// whole group is dead; only a process that left the group (setsid) can keep
+// the pipe open longer.
+const outputDrain = time.Second
+
+// groupPoll is how often a stopping replica checks whether its process
+// group is empty, once the group's leader has exited.
+const groupPoll = 50 * time.Millisecond
+
+// spec is what a replica runs: the parts of a ModelVersion that, changed,
+// require a new process.
+type spec struct {
+	command []string
+	env     map[string]string
+}
+
+func specOf(mv state.ModelVersion) spec {
+	return spec{command: slices.Clone(mv.Runtime.Command), env: maps.Clone(mv.Runtime.Env)}
+}
+
+func (s spec) equal(o spec) bool {
+	return slices.Equal(s.command, o.command) && maps.Equal(s.env, o.env)
+}
+
+// replica is one replica: a goroutine that runs its process and restarts
+// it when it exits, until stopped.
+type replica struct {
+	rt    *Runtime
+	key   runtime.VersionKey
+	index int
+	port  int
+	addr  string
+	spec  spec
+	env   []string // the process's whole environment
+	log   *zap.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run has returned: the process and its group are gone
+
+	mu       sync.Mutex // guards pid and restarts
+	pid      int
+	restarts int
+}
+
+// startReplica claims a port (prefer, if free) and starts replica index of
+// key running s.
+func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, prefer int) (*replica, error) {
+	port, err := r.claimPort(prefer)
+	if err != nil {
+		return nil, fmt.Errorf("model %q version %q replica %d: %w", key.Model, key.Version, index, err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	ctx, cancel := context.WithCancel(r.ctx)
+	rep := &replica{
+		rt: r, key: key, index: index, port: port, addr: addr, spec: s,
+		env:    environ(key, addr, s.env),
+		log:    r.log.With(zap.String("model", key.Model), zap.String("version", key.Version), zap.Int("replica", index), zap.String("addr", addr)),
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+	r.wg.Go(func() { rep.run(ctx) })
+	return rep, nil
+}
+
+// environ returns the environment of a replica's process: the proxy's,
+// then env, then the contract's variables, which win over both.
+func environ(key runtime.VersionKey, addr string, env map[string]string) []string {
+	out := os.Environ()
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		out = append(out, k+"="+env[k])
+	}
+	return append(out,
+		"SLOPROXY_RPC_ADDR="+addr,
+		"SLOPROXY_MODEL_NAME="+key.Model,
+		"SLOPROXY_MODEL_VERSION="+key.Version,
+	)
+}
+
+// stop asks the replica to stop; done is closed once it has. Calling it
+// again does nothing.
+func (rep *replica) stop() { rep.cancel() }
+
+func (rep *replica) status() ReplicaStatus {
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	return ReplicaStatus{Index: rep.index, Addr: rep.addr, PID: rep.pid, Restarts: rep.restarts}
+}
+
+func (rep *replica) setPID(pid int) {
+	rep.mu.Lock()
+	rep.pid = pid
+	rep.mu.Unlock()
+}
+
+// run runs the process until ctx ends, restarting it with backoff whenever
+// it exits.
+func (rep *replica) run(ctx context.Context) {
+	defer close(rep.done)
+	// Before done: who waits for done may claim the port again.
+	defer rep.rt.releasePort(rep.port)
+	defer func() {
+		if p := recover(); p != nil {
+			rep.log.Error("process runtime: panic; the replica stops", zap.Any("panic", p), zap.Stack("stack"))
+		}
+	}()
+	opts := &rep.rt.opts
+	var delay time.Duration
+	for {
+		started := time.Now()
+		ex := rep.runOnce(ctx)
+		if ctx.Err() != nil {
+			rep.log.Info("model process stopped", ex.fields()...)
+			return
+		}
+		up := time.Since(started)
+		if delay == 0 || up >= opts.ResetAfter {
+			delay = opts.MinBackoff
+		} else {
+			delay = min(2*delay, opts.MaxBackoff)
+		}
+		rep.mu.Lock()
+		restarts := rep.restarts
+		rep.mu.Unlock()
+		msg := "model process exited; restarting"
+		if !ex.started {
+			msg = "model process failed to start; retrying"
+		}
+		rep.log.Warn(msg, append(ex.fields(),
+			zap.Duration("uptime", up), zap.Int("restarts", restarts), zap.Duration("backoff", delay))...)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		rep.mu.Lock()
+		rep.restarts++
+		rep.mu.Unlock()
+	}
+}
+
+// exit is how one run of the process ended.
+type exit struct {
+	started bool
+	pid     int
+	err     error    // the start error, or Wait's
+	output  []string // its last lines of output
+}
+
+func (ex exit) fields() []zap.Field {
+	f := []zap.Field{zap.Strings("output", ex.output)}
+	if ex.started {
+		f = append(f, zap.Int("pid", ex.pid))
+	}
+	switch {
+	case ex.err == nil && ex.started:
+		f = append(f, zap.String("exit", "exit status 0"))
+	case ex.err != nil:
+		var ee *exec.ExitError
+		if errors.As(ex.err, &ee) {
+			f = append(f, zap.String("exit", ee.ProcessState.String()))
+		} else {
+			f = append(f, zap.Error(ex.err))
+		}
+	}
+	return f
+}
+
+// runOnce starts the process and waits for it to exit, or stops it when
+// ctx ends. Either way, nothing of its process group is left when it
+// returns.
+func (rep *replica) runOnce(ctx context.Context) exit {
+	// One pipe for stdout and stderr keeps their lines in order. We make it
+	// rather than let exec copy from it: exec's Wait would wait for the
+	// pipe to close, which a grandchild still holding it delays forever.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return exit{err: err}
+	}
+	argv := rep.spec.command
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = rep.rt.opts.Dir
+	cmd.Env = rep.env
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.SysProcAttr = sysProcAttr()
+	err = cmd.Start()
+	_ = pw.Close()
+	if err != nil {
+		_ = pr.Close()
+		return exit{err: err}
+	}
+	pid := cmd.Process.Pid
+	rep.setPID(pid)
+	defer rep.setPID(0)
+	rep.log.Info("model process started", zap.Int("pid", pid), zap.Strings("command", argv))
+
+	tail := newTail(rep.rt.opts.TailLines)
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		rep.copyOutput(pr, tail)
+	}()
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+
+	var werr error
+	select {
+	case werr = <-waited:
+	case <-ctx.Done():
+		werr = rep.terminate(pid, waited)
+	}
+	// The leader is gone. Whatever it left in its group would hold the
+	// port, which the restarted replica needs, and the output pipe.
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	drain := time.NewTimer(outputDrain)
+	select {
+	case <-copied:
+	case <-drain.C:
+	}
+	drain.Stop()
+	_ = pr.Close() // ends copyOutput if a process outside the group still holds the pipe
+	<-copied
+	return exit{started: true, pid: pid, err: werr, output: tail.Lines()}
+}
+
+// terminate stops the process group led by pid: SIGTERM, then SIGKILL to
+// what is left after the grace period. It returns the leader's Wait error.
+// It waits for the whole group, not only the leader, since a leader such as
+// a shell may exit at once while the model it runs shuts down cleanly.
+func (rep *replica) terminate(pid int, waited <-chan error) error {
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	grace := time.NewTimer(rep.rt.opts.GracePeriod)
+	defer grace.Stop()
+	var werr error
+	select {
+	case werr = <-waited:
+	case <-grace.C:
+		rep.log.Warn("model process did not stop within the grace period; killing it",
+			zap.Int("pid", pid), zap.Duration("grace_period", rep.rt.opts.GracePeriod))
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		return <-waited
+	}
+	tick := time.NewTicker(groupPoll)
+	defer tick.Stop()
+	for groupAlive(pid) {
+		select {
+		case <-tick.C:
+		case <-grace.C:
+			return werr // runOnce kills the rest
+		}
+	}
+	return werr
+}

@@ -1,0 +1,338 @@
+// Package process is the process runtime: it runs each replica of a model
+// version as a local child process, the embedded default and the runtime of
+// tests without Docker.
+//
+// A replica is the model version's command (state.RuntimeSpec.Command, with
+// its Env) run with
+//
+//	SLOPROXY_RPC_ADDR=127.0.0.1:PORT
+//	SLOPROXY_MODEL_NAME=<model>
+//	SLOPROXY_MODEL_VERSION=<version>
+//
+// in its environment (these three win over the same names in Env), on a
+// port of its own from Options.BasePort upward. Replicas listen on loopback
+// only, so their addresses are reachable from this machine alone: the
+// process runtime serves one proxy, or proxies on one machine.
+//
+// A replica whose process exits, for any reason, is started again on the
+// same port, so its address (registered in the state) stays valid, after an
+// exponential backoff (Options.MinBackoff doubling to MaxBackoff, back to
+// MinBackoff once a process stayed up for ResetAfter). Each exit is logged
+// with the process's exit status and its last lines of output.
+//
+// Each replica's process leads a process group of its own, and stopping a
+// replica signals the whole group: SIGTERM, then SIGKILL after
+// Options.GracePeriod. So a command such as `go run ./model`, whose model
+// is a grandchild of the proxy, stops entirely, and when the process a
+// replica started dies alone (kill -9), whatever it left running in its
+// group is killed before the restart, since it would hold the port.
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/containers/runtime"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// DefaultBasePort is the first port tried for replicas: model containers'
+// RPC from 7000 up, as in Clipper.
+const DefaultBasePort = 7000
+
+// ErrClosed is returned by Ensure after Close.
+var ErrClosed = errors.New("process runtime closed")
+
+// Options configure a Runtime. The zero value of each field has the
+// meaning its comment gives.
+type Options struct {
+	// BasePort is the first port tried for a replica. Ports that this
+	// Runtime holds, or that something else listens on (it tries to listen
+	// on 127.0.0.1:port), are skipped. 0 means DefaultBasePort.
+	BasePort int
+	// Dir is the replicas' working directory, against which a relative
+	// command ("./model") and relative arguments resolve; serve passes the
+	// config file's directory. Empty means the proxy's working directory.
+	Dir string
+	// GracePeriod is how long a replica's processes have to exit after
+	// SIGTERM before they get SIGKILL. 0 means 5 s.
+	GracePeriod time.Duration
+	// MinBackoff is the wait before restarting a replica after its first
+	// exit; the wait doubles with each further exit up to MaxBackoff. 0
+	// means 100 ms and 10 s.
+	MinBackoff, MaxBackoff time.Duration
+	// ResetAfter is how long a process must stay up for the next restart
+	// to wait MinBackoff again. 0 means 30 s.
+	ResetAfter time.Duration
+	// TailLines is how many of a process's last lines of output are kept,
+	// to log when it exits. 0 means 20.
+	TailLines int
+	// Output receives every line the replicas print (stdout and stderr),
+	// each prefixed with "model/version#index: "; writes are serialized.
+	// nil means the lines are logged at debug level.
+	Output io.Writer
+	// Logger receives starts, exits and restarts. nil means no logs.
+	Logger *zap.Logger
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if o.BasePort <= 0 {
+		o.BasePort = DefaultBasePort
+	}
+	def(&o.GracePeriod, 5*time.Second)
+	def(&o.MinBackoff, 100*time.Millisecond)
+	def(&o.MaxBackoff, 10*time.Second)
+	def(&o.ResetAfter, 30*time.Second)
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = o.MinBackoff
+	}
+	if o.TailLines <= 0 {
+		o.TailLines = 20
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+}
+
+// Runtime runs model versions' replicas as child processes. Create it with
+// New and stop it with Close, which stops every replica; a Runtime that is
+// not closed leaves its processes and goroutines running.
+//
+// Its methods are safe for concurrent use; Ensure, Remove and Close run
+// one at a time.
+type Runtime struct {
+	opts Options
+	log  *zap.Logger
+
+	// ctx is the parent of every replica's context; Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts the replicas' goroutines, including those still stopping
+	// after Remove or Ensure returned early on their ctx.
+	wg sync.WaitGroup
+
+	// op serializes Ensure, Remove and Close, which may wait for replicas
+	// to stop. It is taken before mu.
+	op     sync.Mutex
+	closed bool                          // guarded by op
+	groups map[runtime.VersionKey]*group // guarded by op and mu: writers hold both, readers either
+
+	// mu guards ports and, with op, groups.
+	mu    sync.Mutex
+	ports map[int]bool // held by a replica, from its start until its goroutine ends
+
+	// outMu serializes writes to opts.Output.
+	outMu sync.Mutex
+}
+
+var _ runtime.Runtime = (*Runtime)(nil)
+
+// group is the replicas of one model version, by index.
+type group struct {
+	replicas []*replica
+}
+
+// New returns a Runtime running no replicas.
+func New(opts Options) *Runtime {
+	opts.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Runtime{
+		opts:   opts,
+		log:    opts.Logger,
+		ctx:    ctx,
+		cancel: cancel,
+		groups: make(map[runtime.VersionKey]*group),
+		ports:  make(map[int]bool),
+	}
+}
+
+// Ensure makes mv's replicas run as it specifies and returns their
+// addresses, in replica order. It starts missing replicas, stops extra ones
+// (the highest indexes first, waiting for them to exit), and replaces those
+// whose command or environment changed, one at a time on the same port.
+//
+// Ensure does not wait for a replica to answer: the addresses are where the
+// replicas listen, or will once their command starts, and the dispatcher's
+// heartbeats tell when they do. A command that fails at once is restarted
+// with backoff, and Ensure still returns its address.
+//
+// If ctx ends while replicas are stopping, Ensure returns ctx's error; they
+// go on stopping, and a later Ensure finishes the work.
+func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, error) {
+	if mv.Runtime.Kind != state.RuntimeProcess {
+		return nil, fmt.Errorf("model %q version %q: runtime kind %q is not %q", mv.Model, mv.Version, mv.Runtime.Kind, state.RuntimeProcess)
+	}
+	if len(mv.Runtime.Command) == 0 || mv.Runtime.Command[0] == "" {
+		return nil, fmt.Errorf("model %q version %q: runtime.command is empty", mv.Model, mv.Version)
+	}
+	r.op.Lock()
+	defer r.op.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	key := runtime.VersionKey{Model: mv.Model, Version: mv.Version}
+	g := r.groups[key]
+	if g == nil {
+		g = &group{}
+		r.mu.Lock()
+		r.groups[key] = g
+		r.mu.Unlock()
+	}
+	want := specOf(mv)
+	n := max(mv.Replicas, 0)
+
+	// Scale down first, so a replacement below does not restart replicas
+	// about to go.
+	if len(g.replicas) > n {
+		extra := slices.Clone(g.replicas[n:])
+		slices.Reverse(extra)
+		for _, rep := range extra {
+			rep.stop()
+		}
+		r.setReplicas(g, g.replicas[:n])
+		if err := waitStopped(ctx, extra); err != nil {
+			return nil, err
+		}
+	}
+	// Replace, one at a time so that the others keep serving.
+	for i, rep := range g.replicas {
+		if rep.spec.equal(want) {
+			continue
+		}
+		rep.stop()
+		if err := waitStopped(ctx, []*replica{rep}); err != nil {
+			return nil, err
+		}
+		next, err := r.startReplica(key, i, want, rep.port)
+		if err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		g.replicas[i] = next
+		r.mu.Unlock()
+	}
+	// Scale up.
+	for i := len(g.replicas); i < n; i++ {
+		rep, err := r.startReplica(key, i, want, 0)
+		if err != nil {
+			return nil, err
+		}
+		r.setReplicas(g, append(g.replicas, rep))
+	}
+	addrs := make([]string, len(g.replicas))
+	for i, rep := range g.replicas {
+		addrs[i] = rep.addr
+	}
+	return addrs, nil
+}
+
+// setReplicas replaces g's replicas, under mu for Status.
+func (r *Runtime) setReplicas(g *group, reps []*replica) {
+	r.mu.Lock()
+	g.replicas = reps
+	r.mu.Unlock()
+}
+
+// Remove stops every replica of a model version and waits for them to
+// exit. Removing a version that runs nothing is not an error. If ctx ends
+// first, Remove returns ctx's error and the replicas go on stopping; Close
+// waits for them.
+func (r *Runtime) Remove(ctx context.Context, model, version string) error {
+	r.op.Lock()
+	defer r.op.Unlock()
+	key := runtime.VersionKey{Model: model, Version: version}
+	g := r.groups[key]
+	if g == nil {
+		return nil
+	}
+	r.mu.Lock()
+	delete(r.groups, key)
+	r.mu.Unlock()
+	reps := slices.Clone(g.replicas)
+	slices.Reverse(reps)
+	for _, rep := range reps {
+		rep.stop()
+	}
+	return waitStopped(ctx, reps)
+}
+
+// Running returns the model versions that have replicas, sorted.
+func (r *Runtime) Running(context.Context) ([]runtime.VersionKey, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := slices.Collect(maps.Keys(r.groups))
+	slices.SortFunc(keys, runtime.VersionKey.Compare)
+	return keys, nil
+}
+
+// ReplicaStatus describes one replica.
+type ReplicaStatus struct {
+	// Index is the replica's position among its version's replicas.
+	Index int
+	// Addr is where the replica listens (host:port).
+	Addr string
+	// PID is the process's id; 0 while none runs (between an exit and the
+	// restart).
+	PID int
+	// Restarts counts the times its process was started again after
+	// exiting.
+	Restarts int
+}
+
+// Status returns the replicas of a model version, by index; nil if it runs
+// none.
+func (r *Runtime) Status(model, version string) []ReplicaStatus {
+	r.mu.Lock()
+	g := r.groups[runtime.VersionKey{Model: model, Version: version}]
+	var reps []*replica
+	if g != nil {
+		reps = slices.Clone(g.replicas)
+	}
+	r.mu.Unlock()
+	var out []ReplicaStatus
+	for _, rep := range reps {
+		out = append(out, rep.status())
+	}
+	return out
+}
+
+// Close stops every replica, in parallel, and waits for them to exit. Ensure
+// fails afterwards.
+func (r *Runtime) Close() error {
+	r.op.Lock()
+	defer r.op.Unlock()
+	if !r.closed {
+		r.closed = true
+		r.mu.Lock()
+		clear(r.groups)
+		r.mu.Unlock()
+		r.cancel()
+	}
+	r.wg.Wait()
+	return nil
+}
+
+// waitStopped waits until reps have exited or ctx ends.
+func waitStopped(ctx context.Context, reps []*replica) error {
+	for _, rep := range reps {
+		select {
+		case <-rep.done:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for replica %s to stop: %w", rep.addr, ctx.Err())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package runtime_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sloproxy/sloproxy/containers/runtime"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeRuntime records what the Manager asks of it: a fake is enough here,
+// since what is under test is the Manager's reconciling, not starting
+// processes (package process tests that with real ones).
+type fakeRuntime struct {
+	mu      sync.Mutex
+	running map[runtime.VersionKey]int // replicas per version
+	removed []runtime.VersionKey
+	fail    bool // Ensure fails while set
+}
+
+func newFake() *fakeRuntime { return &fakeRuntime{running: map[runtime.VersionKey]int{}} }
+
+func (f *fakeRuntime) Ensure(_ context.Context, mv state.ModelVersion) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail {
+		return nil, fmt.Errorf("injected failure")
+	}
+	n := max(mv.Replicas, 1)
+	f.running[runtime.VersionKey{Model: mv.Model, Version: mv.Version}] = n
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("127.0.0.1:%d", 9000+i)
+	}
+	return addrs, nil
+}
+
+func (f *fakeRuntime) Remove(_ context.Context, model, version string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := runtime.VersionKey{Model: model, Version: version}
+	delete(f.running, k)
+	f.removed = append(f.removed, k)
+	return nil
+}
+
+func (f *fakeRuntime) Running(context.Context) ([]runtime.VersionKey, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var keys []runtime.VersionKey
+	for k := range f.running {
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func (f *fakeRuntime) setFail(v bool) {
+	f.mu.Lock()
+	f.fail = v
+	f.mu.Unlock()
+}
+
+func (f *fakeRuntime) wasRemoved(k runtime.VersionKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Contains(f.removed, k)
+}
+
+func processVersion(model, version string, replicas int) state.ModelVersion {
+	return state.ModelVersion{Model: model, Version: version, InputType: state.InputBytes,
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeProcess, Command: []string{"/bin/model"}}, Replicas: replicas}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 5 s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestManagerFollowsTheState(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewStore(nil, state.Options{})
+	fake := newFake()
+	// A version of a kind this Manager does not manage stays untouched.
+	ext := state.ModelVersion{Model: "remote", Version: "1", InputType: state.InputBytes,
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeExternal, Addresses: []string{"10.0.0.1:7000"}}, Replicas: 1}
+	for _, mv := range []state.ModelVersion{processVersion("m", "1", 2), ext} {
+		if err := store.PutVersion(ctx, mv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A leftover the runtime runs that the state does not know.
+	fake.running[runtime.VersionKey{Model: "gone", Version: "1"}] = 1
+
+	m := runtime.NewManager(store, runtime.Options{Runtimes: map[state.RuntimeKind]runtime.Runtime{state.RuntimeProcess: fake}, Interval: time.Hour})
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	replicas := func(model, version string) []string { return store.Snapshot().Replicas(model, version) }
+	eventually(t, "m:1's two replicas registered", func() bool { return len(replicas("m", "1")) == 2 })
+	if !fake.wasRemoved(runtime.VersionKey{Model: "gone", Version: "1"}) {
+		t.Error("the version unknown to the state was not removed")
+	}
+	if got := replicas("remote", "1"); !slices.Equal(got, []string{"10.0.0.1:7000"}) && len(got) != 0 {
+		t.Errorf("the external version's replicas were changed to %v", got)
+	}
+
+	// A change of the state reaches the runtime without waiting for the
+	// interval: scale, add a version, delete one.
+	v := processVersion("m", "1", 3)
+	if err := store.PutVersion(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "m:1 scaled to three", func() bool { return len(replicas("m", "1")) == 3 })
+	if err := store.PutVersion(ctx, processVersion("m", "2", 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "m:2 registered", func() bool { return len(replicas("m", "2")) == 1 })
+	if err := store.DeleteVersion(ctx, "m", "1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "m:1 removed", func() bool { return fake.wasRemoved(runtime.VersionKey{Model: "m", Version: "1"}) })
+}
+
+func TestManagerRetriesFailures(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewStore(nil, state.Options{})
+	fake := newFake()
+	fake.setFail(true)
+	if err := store.PutVersion(ctx, processVersion("m", "1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	m := runtime.NewManager(store, runtime.Options{Runtimes: map[state.RuntimeKind]runtime.Runtime{state.RuntimeProcess: fake}, Interval: 10 * time.Millisecond})
+	if err := m.Reconcile(ctx); err == nil {
+		t.Fatal("Reconcile returned nil while Ensure fails")
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	fake.setFail(false)
+	eventually(t, "registered on a later pass", func() bool { return len(store.Snapshot().Replicas("m", "1")) == 1 })
+	if err := m.Start(ctx); err == nil {
+		t.Error("a second Start returned nil")
+	}
+}
