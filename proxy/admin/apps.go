@@ -1,0 +1,134 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// GET /api/v1/apps
+func (h *handler) listApps(w http.ResponseWriter, r *http.Request) error {
+	snap := h.store.Snapshot()
+	list := AppList{Apps: []AppView{}}
+	for _, a := range snap.Apps() {
+		list.Apps = append(list.Apps, appView(snap, a))
+	}
+	writeJSON(w, http.StatusOK, list)
+	return nil
+}
+
+// GET /api/v1/apps/{app}
+func (h *handler) getApp(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	return h.writeApp(w, http.StatusOK, name)
+}
+
+// writeApp answers the app named name as the Store's snapshot has it.
+func (h *handler) writeApp(w http.ResponseWriter, status int, name string) error {
+	snap := h.store.Snapshot()
+	a, ok := snap.App(name)
+	if !ok {
+		return fmt.Errorf("%w: app %q", state.ErrNotFound, name)
+	}
+	writeJSON(w, status, appView(snap, a))
+	return nil
+}
+
+// POST /api/v1/apps creates an app; 409 if one of that name exists.
+//
+// The existence check reads this proxy's snapshot, so two proxies creating
+// the same app at the same moment may both succeed, the later replacing the
+// earlier: the state API has no create-only mutation.
+func (h *handler) createApp(w http.ResponseWriter, r *http.Request) error {
+	var body App
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	a := body.state()
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	if _, ok := h.store.Snapshot().App(a.Name); ok {
+		return fmt.Errorf("%w: app %q: already exists; replace it with PUT %s/%s", state.ErrConflict, a.Name, pathApps, a.Name)
+	}
+	if err := h.store.PutApp(r.Context(), a); err != nil {
+		return err
+	}
+	w.Header().Set("Location", pathApps+"/"+a.Name)
+	return h.writeApp(w, http.StatusCreated, a.Name)
+}
+
+// PUT /api/v1/apps/{app} creates the app (201) or replaces it (200).
+func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	var body App
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	switch body.Name {
+	case "":
+		body.Name = name
+	case name:
+	default:
+		return badRequest("app %q: name %q in the body differs from the path's", name, body.Name)
+	}
+	_, existed := h.store.Snapshot().App(name)
+	if err := h.store.PutApp(r.Context(), body.state()); err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if !existed {
+		status = http.StatusCreated
+		w.Header().Set("Location", pathApps+"/"+name)
+	}
+	return h.writeApp(w, status, name)
+}
+
+// DELETE /api/v1/apps/{app} deletes the app and its links.
+func (h *handler) deleteApp(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	if err := h.store.DeleteApp(r.Context(), name); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// PUT /api/v1/apps/{app}/links/{model} lets the app use the model; linking
+// twice is not an error. It answers the app.
+func (h *handler) link(w http.ResponseWriter, r *http.Request) error {
+	return h.changeLink(w, r, h.store.Link)
+}
+
+// DELETE /api/v1/apps/{app}/links/{model} stops the app from using the
+// model; unlinking a model that is not linked is not an error, so that a
+// retry after a lost answer succeeds. It answers the app.
+func (h *handler) unlink(w http.ResponseWriter, r *http.Request) error {
+	return h.changeLink(w, r, h.store.Unlink)
+}
+
+func (h *handler) changeLink(w http.ResponseWriter, r *http.Request, change func(ctx context.Context, app, model string) error) error {
+	app, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	model, err := pathName(r, "model")
+	if err != nil {
+		return err
+	}
+	if err := change(r.Context(), app, model); err != nil {
+		return err
+	}
+	return h.writeApp(w, http.StatusOK, app)
+}

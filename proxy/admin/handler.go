@@ -1,0 +1,200 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// Options configure the admin handler.
+type Options struct {
+	// Token is the bearer token every request but the health check must
+	// carry. Required: with an empty Token no request is authorized (the
+	// handler fails closed), and the serve command refuses to start.
+	Token string
+	// Logger receives one line per change made through the API and the
+	// errors answered with a 5xx status. Nil means none.
+	Logger *zap.Logger
+	// Purge removes the cached predictions of app's models (when app is
+	// set) or of every version of model (when model is set); exactly one
+	// is set. Nil means there is no cache to purge: POST
+	// /api/v1/cache/purge answers 501.
+	Purge func(ctx context.Context, app, model string) error
+}
+
+// The API's paths. Names in braces are path variables.
+const (
+	pathPrefix   = "/api/v1"
+	pathHealthz  = pathPrefix + "/healthz"
+	pathApps     = pathPrefix + "/apps"
+	pathApp      = pathApps + "/{app}"
+	pathLink     = pathApp + "/links/{model}"
+	pathModels   = pathPrefix + "/models"
+	pathModel    = pathModels + "/{model}"
+	pathCurrent  = pathModel + "/current"
+	pathVersions = pathModel + "/versions"
+	pathVersion  = pathVersions + "/{version}"
+	pathReplicas = pathVersion + "/replicas"
+	pathPurge    = pathPrefix + "/cache/purge"
+)
+
+// maxBodyBytes bounds request bodies: the largest legitimate one, a
+// version with its command line and environment, is a few KiB.
+const maxBodyBytes = 1 << 20
+
+// handler serves the admin API.
+type handler struct {
+	store  *state.Store
+	log    *zap.Logger
+	purge  func(ctx context.Context, app, model string) error
+	router *mux.Router
+	// tokenHash is the SHA-256 of Options.Token, nil when it is empty.
+	// Comparing hashes keeps the comparison constant-time even in the
+	// token's length.
+	tokenHash []byte
+}
+
+// NewHandler returns the admin API over store.
+func NewHandler(store *state.Store, opts Options) http.Handler {
+	return newHandler(store, opts)
+}
+
+func newHandler(store *state.Store, opts Options) *handler {
+	h := &handler{store: store, log: opts.Logger, purge: opts.Purge}
+	if h.log == nil {
+		h.log = zap.NewNop()
+	}
+	if opts.Token != "" {
+		sum := sha256.Sum256([]byte(opts.Token))
+		h.tokenHash = sum[:]
+	}
+	h.router = h.routes()
+	return h
+}
+
+// routes registers every endpoint. docs/openapi-admin.yaml documents each;
+// TestOpenAPIDocumentsEveryRoute checks that it does.
+func (h *handler) routes() *mux.Router {
+	r := mux.NewRouter()
+	handle := func(method, path string, f func(w http.ResponseWriter, r *http.Request) error) {
+		r.Handle(path, h.serve(f)).Methods(method)
+	}
+	handle(http.MethodGet, pathHealthz, h.healthz)
+
+	handle(http.MethodGet, pathApps, h.listApps)
+	handle(http.MethodPost, pathApps, h.createApp)
+	handle(http.MethodGet, pathApp, h.getApp)
+	handle(http.MethodPut, pathApp, h.putApp)
+	handle(http.MethodDelete, pathApp, h.deleteApp)
+	handle(http.MethodPut, pathLink, h.link)
+	handle(http.MethodDelete, pathLink, h.unlink)
+
+	handle(http.MethodGet, pathModels, h.listModels)
+	handle(http.MethodGet, pathModel, h.getModel)
+	handle(http.MethodPut, pathCurrent, h.setCurrent)
+	handle(http.MethodPost, pathVersions, h.registerVersion)
+	handle(http.MethodDelete, pathVersion, h.deleteVersion)
+	handle(http.MethodPut, pathReplicas, h.setReplicas)
+
+	handle(http.MethodPost, pathPurge, h.purgeCache)
+
+	r.NotFoundHandler = h.serve(func(w http.ResponseWriter, req *http.Request) error {
+		return errorf(http.StatusNotFound, "no endpoint %s %s; see docs/openapi-admin.yaml", req.Method, req.URL.Path)
+	})
+	r.MethodNotAllowedHandler = h.serve(func(w http.ResponseWriter, req *http.Request) error {
+		allowed := h.allowedMethods(req)
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		return errorf(http.StatusMethodNotAllowed, "method %s not allowed on %s; allowed: %s", req.Method, req.URL.Path, strings.Join(allowed, ", "))
+	})
+	return r
+}
+
+// allowedMethods returns the methods that have a route for req's path.
+func (h *handler) allowedMethods(req *http.Request) []string {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := req.Clone(req.Context())
+		probe.Method = m
+		var match mux.RouteMatch
+		if h.router.Match(probe, &match) && match.MatchErr == nil {
+			allowed = append(allowed, m)
+		}
+	}
+	return allowed
+}
+
+// ServeHTTP authorizes the request, then routes it. Only the health check
+// is open: probes need no secret, and it tells nothing but "up".
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if r.URL.Path != pathHealthz {
+		if err := h.authorize(r); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+	}
+	h.router.ServeHTTP(w, r)
+}
+
+// authorize checks the bearer token in constant time.
+func (h *handler) authorize(r *http.Request) error {
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return errorf(http.StatusUnauthorized, "missing bearer token: send the header \"Authorization: Bearer TOKEN\"")
+	}
+	scheme, token, _ := strings.Cut(auth, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return errorf(http.StatusUnauthorized, "authorization: want the Bearer scheme")
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	if h.tokenHash == nil || subtle.ConstantTimeCompare(sum[:], h.tokenHash) != 1 {
+		return errorf(http.StatusUnauthorized, "invalid bearer token")
+	}
+	return nil
+}
+
+// serve adapts an endpoint that returns an error to an http.Handler: the
+// error is answered by writeError, and every attempted change is logged,
+// for an audit trail of who changed what (the admin listener is private).
+func (h *handler) serve(f func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		err := f(w, r)
+		if err != nil {
+			h.writeError(w, r, err)
+		}
+		if r.Method != http.MethodGet {
+			fields := []zap.Field{zap.String("method", r.Method), zap.String("path", r.URL.Path),
+				zap.String("remote", r.RemoteAddr), zap.Duration("took", time.Since(start))}
+			if err != nil {
+				fields = append(fields, zap.Int("status", statusOf(err)), zap.NamedError("failure", err))
+			}
+			h.log.Info("admin: change", fields...)
+		}
+	})
+}
+
+// pathName returns the path variable v (app, model or version), checked
+// with state.ValidName so that a malformed name is a 400 naming it rather
+// than a puzzling 404.
+func pathName(r *http.Request, v string) (string, error) {
+	name := mux.Vars(r)[v]
+	if !state.ValidName(name) {
+		return "", badRequest("%s name %q in the path: must match [a-z0-9][a-z0-9_.-]{0,62}", v, name)
+	}
+	return name, nil
+}
+
+func (h *handler) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, Health{Status: "ok"})
+	return nil
+}

@@ -1,0 +1,179 @@
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// GET /api/v1/models
+func (h *handler) listModels(w http.ResponseWriter, r *http.Request) error {
+	snap := h.store.Snapshot()
+	list := ModelList{Models: []ModelView{}}
+	for _, m := range snap.Models() {
+		list.Models = append(list.Models, modelView(snap, m))
+	}
+	writeJSON(w, http.StatusOK, list)
+	return nil
+}
+
+// GET /api/v1/models/{model}
+func (h *handler) getModel(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "model")
+	if err != nil {
+		return err
+	}
+	return h.writeModel(w, http.StatusOK, name)
+}
+
+// writeModel answers the model named name as the Store's snapshot has it.
+func (h *handler) writeModel(w http.ResponseWriter, status int, name string) error {
+	snap := h.store.Snapshot()
+	m, ok := snap.Model(name)
+	if !ok {
+		return fmt.Errorf("%w: model %q", state.ErrNotFound, name)
+	}
+	writeJSON(w, status, modelView(snap, m))
+	return nil
+}
+
+// POST /api/v1/models/{model}/versions registers a version, creating the
+// model with its first version, which becomes current; later versions
+// become current only through PUT .../current. It answers the model.
+//
+// A version is immutable but for its replica count: registering it again
+// with the same spec is a harmless retry (200), with another spec a
+// conflict (409). As with apps, the check reads this proxy's snapshot.
+func (h *handler) registerVersion(w http.ResponseWriter, r *http.Request) error {
+	model, err := pathName(r, "model")
+	if err != nil {
+		return err
+	}
+	v := state.ModelVersion{Replicas: 1} // the default when the body leaves it out
+	if err := decode(w, r, &v); err != nil {
+		return err
+	}
+	switch v.Model {
+	case "":
+		v.Model = model
+	case model:
+	default:
+		return badRequest("model %q: model %q in the body differs from the path's", model, v.Model)
+	}
+	if err := v.Validate(); err != nil {
+		return err
+	}
+	if old, ok := h.store.Snapshot().Version(model, v.Version); ok {
+		if !sameSpec(old, v) {
+			return fmt.Errorf("%w: model %q version %q: already registered with another spec; versions are immutable: "+
+				"register a new version, or change the replica count with PUT %s/%s/versions/%s/replicas",
+				state.ErrConflict, model, v.Version, pathModels, model, v.Version)
+		}
+		return h.writeModel(w, http.StatusOK, model)
+	}
+	if err := h.store.PutVersion(r.Context(), v); err != nil {
+		return err
+	}
+	w.Header().Set("Location", pathModels+"/"+model)
+	return h.writeModel(w, http.StatusCreated, model)
+}
+
+// sameSpec reports whether a and b are the same version spec. It compares
+// their JSON forms, in which a nil and an empty list are the same, as they
+// are to the Store.
+func sameSpec(a, b state.ModelVersion) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
+}
+
+// DELETE /api/v1/models/{model}/versions/{version} deletes the version,
+// and the model with its last version.
+func (h *handler) deleteVersion(w http.ResponseWriter, r *http.Request) error {
+	model, version, err := modelVersion(r)
+	if err != nil {
+		return err
+	}
+	if err := h.store.DeleteVersion(r.Context(), model, version); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// PUT /api/v1/models/{model}/current {"version": V} makes V the current
+// version: a deployment, or a rollback when V is older. It answers the
+// model.
+func (h *handler) setCurrent(w http.ResponseWriter, r *http.Request) error {
+	model, err := pathName(r, "model")
+	if err != nil {
+		return err
+	}
+	var body CurrentRequest
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	if body.Version == "" {
+		return badRequest("model %q: version: required", model)
+	}
+	if !state.ValidName(body.Version) {
+		return badRequest("model %q: version %q: must match [a-z0-9][a-z0-9_.-]{0,62}", model, body.Version)
+	}
+	if err := h.store.SetCurrent(r.Context(), model, body.Version); err != nil {
+		return err
+	}
+	return h.writeModel(w, http.StatusOK, model)
+}
+
+// PUT /api/v1/models/{model}/versions/{version}/replicas {"replicas": N}
+// sets the desired replica count; the runtimes start or stop replicas to
+// match. It answers the model.
+//
+// The state API has no replica-count mutation, so this replaces the
+// version's spec, as read from this proxy's snapshot, with Replicas
+// changed: a concurrent change to the same version's spec through another
+// proxy could be undone by it. Versions are immutable otherwise, so in
+// practice only two concurrent scalings race, and the last one wins.
+func (h *handler) setReplicas(w http.ResponseWriter, r *http.Request) error {
+	model, version, err := modelVersion(r)
+	if err != nil {
+		return err
+	}
+	// ReplicasRequest with a pointer, so that a missing count is reported.
+	var body struct {
+		Replicas *int `json:"replicas"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	if body.Replicas == nil {
+		return badRequest("model %q version %q: replicas: required", model, version)
+	}
+	snap := h.store.Snapshot()
+	if _, ok := snap.Model(model); !ok {
+		return fmt.Errorf("%w: model %q", state.ErrNotFound, model)
+	}
+	v, ok := snap.Version(model, version)
+	if !ok {
+		return fmt.Errorf("%w: model %q version %q", state.ErrNotFound, model, version)
+	}
+	v.Replicas = *body.Replicas
+	if err := h.store.PutVersion(r.Context(), v); err != nil {
+		return err
+	}
+	return h.writeModel(w, http.StatusOK, model)
+}
+
+// modelVersion returns the model and version path variables.
+func modelVersion(r *http.Request) (model, version string, err error) {
+	if model, err = pathName(r, "model"); err != nil {
+		return "", "", err
+	}
+	if version, err = pathName(r, "version"); err != nil {
+		return "", "", err
+	}
+	return model, version, nil
+}

@@ -1,0 +1,213 @@
+package admin
+
+import (
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/mux"
+	"gopkg.in/yaml.v3"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// openAPIPath is the API's OpenAPI document, from this package's folder.
+var openAPIPath = filepath.Join("..", "..", "docs", "openapi-admin.yaml")
+
+// loadOpenAPI parses the document as plain YAML.
+func loadOpenAPI(t *testing.T) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(openAPIPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("%s is not valid YAML: %v", openAPIPath, err)
+	}
+	if v, _ := doc["openapi"].(string); !strings.HasPrefix(v, "3.0.") {
+		t.Fatalf("openapi: %q; want 3.0.x", v)
+	}
+	return doc
+}
+
+// route is one registered endpoint.
+type route struct{ method, path string }
+
+// registeredRoutes walks the router.
+func registeredRoutes(t *testing.T) []route {
+	t.Helper()
+	var routes []route
+	err := newHandler(state.NewStore(nil, state.Options{}), Options{Token: "x"}).router.Walk(
+		func(r *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+			path, err := r.GetPathTemplate()
+			if err != nil {
+				return err
+			}
+			methods, err := r.GetMethods()
+			if err != nil {
+				return err
+			}
+			for _, m := range methods {
+				routes = append(routes, route{m, path})
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return routes
+}
+
+// TestOpenAPIDocumentsEveryRoute checks the document against the router:
+// every route is documented, with its security and the statuses it may
+// answer, and nothing else is.
+func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
+	doc := loadOpenAPI(t)
+	paths := asMap(t, doc["paths"], "paths")
+	routes := registeredRoutes(t)
+	if len(routes) < 15 {
+		t.Fatalf("found only %d routes: %v", len(routes), routes)
+	}
+	for _, r := range routes {
+		t.Run(r.method+" "+r.path, func(t *testing.T) {
+			item, ok := paths[r.path]
+			if !ok {
+				t.Fatalf("path %s is not in %s", r.path, openAPIPath)
+			}
+			op, ok := asMap(t, item, r.path)[strings.ToLower(r.method)]
+			if !ok {
+				t.Fatalf("%s %s is not in %s", r.method, r.path, openAPIPath)
+			}
+			opm := asMap(t, op, r.method+" "+r.path)
+			responses := asMap(t, opm["responses"], "responses")
+			open := r.path == pathHealthz
+			if sec, ok := opm["security"]; open != (ok && reflect.DeepEqual(sec, []any{})) {
+				t.Errorf("security: %v; want [] exactly for the health check, inherited elsewhere", sec)
+			}
+			if _, ok := responses["401"]; ok == open {
+				t.Errorf("401 documented: %v; want it on every endpoint but the health check", ok)
+			}
+			if !slices.ContainsFunc(slices.Collect(maps.Keys(responses)), func(s string) bool { return strings.HasPrefix(s, "2") }) {
+				t.Errorf("no 2xx response documented")
+			}
+		})
+	}
+	for path, item := range paths {
+		for method := range asMap(t, item, path) {
+			if method == "parameters" {
+				continue
+			}
+			if !slices.Contains(routes, route{strings.ToUpper(method), path}) {
+				t.Errorf("%s %s is documented but not routed", strings.ToUpper(method), path)
+			}
+		}
+	}
+}
+
+// TestOpenAPIRefsResolve checks that every $ref points into the document.
+func TestOpenAPIRefsResolve(t *testing.T) {
+	doc := loadOpenAPI(t)
+	var walk func(v any, at string)
+	walk = func(v any, at string) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, child := range v {
+				if k == "$ref" {
+					if resolve(doc, child.(string)) == nil {
+						t.Errorf("%s: $ref %v does not resolve", at, child)
+					}
+					continue
+				}
+				walk(child, at+"/"+k)
+			}
+		case []any:
+			for _, child := range v {
+				walk(child, at)
+			}
+		}
+	}
+	walk(doc, "")
+}
+
+// resolve follows a local reference such as #/components/schemas/App.
+func resolve(doc map[string]any, ref string) any {
+	if !strings.HasPrefix(ref, "#/") {
+		return nil
+	}
+	var v any = doc
+	for _, part := range strings.Split(ref[2:], "/") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[part]
+	}
+	return v
+}
+
+// TestOpenAPISchemasMatchTypes checks that each schema lists exactly the
+// JSON fields of the Go type the API encodes or decodes for it.
+func TestOpenAPISchemasMatchTypes(t *testing.T) {
+	schemas := asMap(t, asMap(t, loadOpenAPI(t)["components"], "components")["schemas"], "schemas")
+	cases := []struct {
+		schema string
+		typ    any
+	}{
+		{"App", App{}},
+		{"AppView", AppView{}},
+		{"AppList", AppList{}},
+		{"RuntimeSpec", state.RuntimeSpec{}},
+		{"VersionRequest", state.ModelVersion{}},
+		{"VersionView", VersionView{}},
+		{"ModelView", ModelView{}},
+		{"ModelList", ModelList{}},
+		{"CurrentRequest", CurrentRequest{}},
+		{"ReplicasRequest", ReplicasRequest{}},
+		{"PurgeRequest", PurgeRequest{}},
+		{"Health", Health{}},
+		{"Error", ErrorBody{}},
+	}
+	for _, c := range cases {
+		t.Run(c.schema, func(t *testing.T) {
+			s := asMap(t, schemas[c.schema], c.schema)
+			documented := slices.Sorted(maps.Keys(asMap(t, s["properties"], c.schema+".properties")))
+			fields := jsonFields(reflect.TypeOf(c.typ))
+			slices.Sort(fields)
+			if !slices.Equal(documented, fields) {
+				t.Errorf("properties %v; the Go type %T has %v", documented, c.typ, fields)
+			}
+		})
+	}
+}
+
+// jsonFields returns the JSON names of t's fields, embedded ones included.
+func jsonFields(t reflect.Type) []string {
+	var names []string
+	for f := range t.Fields() {
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case tag == "-" || !f.IsExported():
+		case f.Anonymous && tag == "":
+			names = append(names, jsonFields(f.Type)...)
+		case tag != "":
+			names = append(names, tag)
+		default:
+			names = append(names, f.Name)
+		}
+	}
+	return names
+}
+
+func asMap(t *testing.T, v any, what string) map[string]any {
+	t.Helper()
+	m, ok := v.(map[string]any)
+	if !ok {
+		t.Fatalf("%s: want a mapping, got %T", what, v)
+	}
+	return m
+}

@@ -1,0 +1,193 @@
+package admin
+
+import (
+	"math"
+	"time"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// The API's wire types. The handler and the Client share them, so the two
+// cannot drift apart; docs/openapi-admin.yaml describes the same shapes.
+
+// App is an app as a client writes it: the body of POST /api/v1/apps and
+// PUT /api/v1/apps/{app}.
+type App struct {
+	// Name identifies the app. Required by POST; PUT takes it from the
+	// path, and a name given in the body must match the path.
+	Name string `json:"name"`
+	// InputType is bytes, int32, float32, float64 or string.
+	InputType state.InputType `json:"input_type"`
+	// SLOMillis is the latency objective in milliseconds; it may have a
+	// fraction (0.5 is 500µs). It must be positive and at most an hour.
+	SLOMillis float64 `json:"slo_ms"`
+	// DefaultOutput is answered, flagged, when the deadline passes first.
+	// Empty means an empty output.
+	DefaultOutput string `json:"default_output"`
+	// Policy names the model selection policy; empty means the single
+	// linked model.
+	Policy string `json:"policy"`
+	// Priority orders apps when load is shed: lower is shed first.
+	Priority int `json:"priority"`
+}
+
+// AppView is an app as the API answers it: its fields and the models
+// linked to it.
+type AppView struct {
+	App
+	// Models are the sorted names of the models linked to the app; empty,
+	// never null, when there are none.
+	Models []string `json:"models"`
+}
+
+// SLO returns the app's SLO as a duration.
+func (a App) SLO() time.Duration {
+	ns := math.Round(a.SLOMillis * float64(time.Millisecond))
+	if ns >= math.MaxInt64 || ns <= math.MinInt64 || math.IsNaN(ns) {
+		return math.MaxInt64 // state rejects it as too large
+	}
+	return time.Duration(ns)
+}
+
+// state converts a to the state package's App.
+func (a App) state() state.App {
+	return state.App{
+		Name:          a.Name,
+		InputType:     a.InputType,
+		SLO:           a.SLO(),
+		DefaultOutput: a.DefaultOutput,
+		Policy:        a.Policy,
+		Priority:      a.Priority,
+	}
+}
+
+// fromState converts the state package's App to its wire form.
+func appFromState(a state.App) App {
+	return App{
+		Name:          a.Name,
+		InputType:     a.InputType,
+		SLOMillis:     float64(a.SLO) / float64(time.Millisecond),
+		DefaultOutput: a.DefaultOutput,
+		Policy:        a.Policy,
+		Priority:      a.Priority,
+	}
+}
+
+// The body of POST /api/v1/models/{model}/versions is the state package's
+// ModelVersion, whose JSON form is the wire form; its model may be left
+// out (the path names the model) and its replicas default to 1.
+
+// VersionView is a model version as the API answers it.
+type VersionView struct {
+	state.ModelVersion
+	// Current reports whether this is the model's current version, the one
+	// that serves its apps.
+	Current bool `json:"current"`
+	// LiveReplicas are the sorted addresses (host:port) of the replicas
+	// the runtimes registered as live; empty, never null, when none are.
+	// The desired count is Replicas.
+	LiveReplicas []string `json:"live_replicas"`
+}
+
+// ModelView is a model as the API answers it.
+type ModelView struct {
+	// Name identifies the model.
+	Name string `json:"name"`
+	// CurrentVersion names the version that serves queries; empty only
+	// when the current version was deleted while no app was linked.
+	CurrentVersion string `json:"current_version"`
+	// InputType is the input type shared by the model's versions.
+	InputType state.InputType `json:"input_type"`
+	// Apps are the sorted names of the apps linked to the model.
+	Apps []string `json:"apps"`
+	// Versions in the order they were first registered, oldest first.
+	Versions []VersionView `json:"versions"`
+}
+
+// Version returns the version named v.
+func (m ModelView) Version(v string) (VersionView, bool) {
+	for _, vv := range m.Versions {
+		if vv.Version == v {
+			return vv, true
+		}
+	}
+	return VersionView{}, false
+}
+
+// AppList is the answer of GET /api/v1/apps.
+type AppList struct {
+	Apps []AppView `json:"apps"`
+}
+
+// ModelList is the answer of GET /api/v1/models.
+type ModelList struct {
+	Models []ModelView `json:"models"`
+}
+
+// CurrentRequest is the body of PUT /api/v1/models/{model}/current.
+type CurrentRequest struct {
+	// Version becomes the current version: a deployment, or a rollback
+	// when it is older.
+	Version string `json:"version"`
+}
+
+// ReplicasRequest is the body of PUT
+// /api/v1/models/{model}/versions/{version}/replicas.
+type ReplicasRequest struct {
+	// Replicas is the desired number of replicas, at least 1.
+	Replicas int `json:"replicas"`
+}
+
+// PurgeRequest is the body of POST /api/v1/cache/purge. Exactly one of its
+// fields is set.
+type PurgeRequest struct {
+	// App purges the cached predictions of the models linked to the app.
+	App string `json:"app,omitempty"`
+	// Model purges the cached predictions of every version of the model.
+	Model string `json:"model,omitempty"`
+}
+
+// Health is the answer of GET /api/v1/healthz.
+type Health struct {
+	// Status is "ok".
+	Status string `json:"status"`
+}
+
+// ErrorBody is the body of every error answer.
+type ErrorBody struct {
+	// Error names the problem: the object and the field at fault.
+	Error string `json:"error"`
+}
+
+// appView builds the view of a from snap.
+func appView(snap *state.Snapshot, a state.App) AppView {
+	return AppView{App: appFromState(a), Models: nonNil(snap.ModelsOf(a.Name))}
+}
+
+// modelView builds the view of m from snap.
+func modelView(snap *state.Snapshot, m state.Model) ModelView {
+	v := ModelView{
+		Name:           m.Name,
+		CurrentVersion: m.CurrentVersion,
+		InputType:      m.InputType(),
+		Apps:           nonNil(snap.AppsOf(m.Name)),
+		Versions:       make([]VersionView, 0, len(m.Versions)),
+	}
+	for _, mv := range m.Versions {
+		v.Versions = append(v.Versions, VersionView{
+			ModelVersion: mv,
+			Current:      mv.Version == m.CurrentVersion,
+			LiveReplicas: nonNil(snap.Replicas(m.Name, mv.Version)),
+		})
+	}
+	return v
+}
+
+// nonNil returns s, or an empty slice for nil, so that JSON shows [] for
+// "none" rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
