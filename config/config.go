@@ -89,8 +89,9 @@ type ProcessRuntime struct {
 	Enabled bool `yaml:"enabled"`
 	// PortBase is the first port tried for replicas.
 	PortBase int `yaml:"port_base"`
-	// Dir is the working directory of the processes; empty means the
-	// proxy's.
+	// Dir is the working directory of the processes, against which
+	// relative commands resolve; empty means the directory of the
+	// configuration file.
 	Dir string `yaml:"dir"`
 }
 

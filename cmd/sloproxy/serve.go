@@ -1,0 +1,227 @@
+package main
+
+// `sloproxy serve`: wires the packages into one process and owns their
+// lifecycles. Start order is state, runtimes, proxy, listeners; shutdown
+// runs it backwards: listeners stop accepting and answer what they hold,
+// then the dispatchers close, then the runtimes stop their children.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/sloproxy/sloproxy/config"
+	"github.com/sloproxy/sloproxy/containers/process"
+	"github.com/sloproxy/sloproxy/containers/runtime"
+	"github.com/sloproxy/sloproxy/proxy"
+	"github.com/sloproxy/sloproxy/proxy/admin"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// shutdownGrace bounds how long the listeners may take to answer the
+// requests they hold after a stop signal. Every query has a deadline (its
+// app's SLO), so in practice they finish far sooner.
+const shutdownGrace = 30 * time.Second
+
+// runServe runs `sloproxy serve --config FILE` until SIGINT or SIGTERM.
+func runServe(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "the YAML configuration file (required)")
+	if err := fs.Parse(args); err != nil {
+		return helpIsNoError(err)
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return errors.New("usage: sloproxy serve --config FILE")
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, cfg, filepath.Dir(*path), stderr, nil)
+}
+
+// listening receives the bound query and admin addresses once both
+// listeners accept; tests use it to learn the ports of ":0" listeners.
+type listening func(query, admin string)
+
+// serve runs the proxy described by cfg until ctx is done, then shuts it
+// down and returns nil. dir is where relative process commands resolve
+// when cfg names no runtimes.process.dir.
+func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer, ready listening) error {
+	log, err := newLogger(cfg.Log, logOut)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	token := cfg.AdminToken()
+	if token == "" {
+		token = randomToken()
+		log.Warn("no admin token configured: generated one for this run; set admin.token or the variable admin.token_env names",
+			zap.String("variable", cfg.Admin.TokenEnv), zap.String("token", token))
+	}
+
+	store, closeStore, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if err := cfg.Seed(ctx, store); err != nil {
+		return fmt.Errorf("config: seeding the state: %w", err)
+	}
+
+	runtimes := map[state.RuntimeKind]runtime.Runtime{state.RuntimeExternal: runtime.External{}}
+	if cfg.Runtimes.Process.Enabled {
+		procDir := cfg.Runtimes.Process.Dir
+		if procDir == "" {
+			procDir = dir
+		}
+		procs := process.New(process.Options{BasePort: cfg.Runtimes.Process.PortBase, Dir: procDir, Logger: log.Named("process")})
+		defer func() { _ = procs.Close() }() // stops the children, last
+		runtimes[state.RuntimeProcess] = procs
+	}
+	mgr := runtime.NewManager(store, runtime.Options{Runtimes: runtimes, Logger: log.Named("runtime")})
+	if err := mgr.Start(ctx); err != nil {
+		return err
+	}
+	defer func() { _ = mgr.Close() }()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p := proxy.New(proxy.Options{
+		Store:            store,
+		Registry:         reg,
+		Logger:           log.Named("proxy"),
+		MaxBodyBytes:     cfg.Limits.MaxBodyBytes,
+		MaxInputBatch:    cfg.Limits.MaxInputBatch,
+		DefaultBatchSize: cfg.Limits.DefaultBatchSize,
+		OIPTimeout:       cfg.OIP.DefaultTimeout,
+	})
+	// The dispatchers outlive the listeners: runCtx ends only after the
+	// HTTP servers have answered what they hold.
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	ran := make(chan struct{})
+	go func() { defer close(ran); p.Run(runCtx) }()
+	defer func() { cancelRun(); <-ran }()
+
+	queryLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen (query API): %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		_ = queryLn.Close()
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	servers := []*http.Server{
+		newServer(p.Handler(), log),
+		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin")}), log),
+	}
+	failed := make(chan error, len(servers))
+	for i, ln := range []net.Listener{queryLn, adminLn} {
+		go func() {
+			if err := servers[i].Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				failed <- err
+			}
+		}()
+	}
+	log.Info("serving", zap.String("query", queryLn.Addr().String()), zap.String("admin", adminLn.Addr().String()),
+		zap.Bool("redis", cfg.Redis.Addr != ""), zap.Int("apps", len(store.Snapshot().Apps())))
+	if ready != nil {
+		ready(queryLn.Addr().String(), adminLn.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: no new connections; answering the requests in flight")
+	case serveErr = <-failed:
+		log.Error("a listener failed; stopping", zap.Error(serveErr))
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(shutCtx); err != nil {
+			log.Warn("shutdown: requests still open after the grace period", zap.Error(err))
+		}
+	}
+	log.Info("stopped serving; closing dispatchers and stopping model processes")
+	return serveErr
+}
+
+// newServer returns an HTTP server with timeouts that bound slow clients:
+// headers and bodies must arrive promptly; responses are bounded by the
+// queries' own deadlines.
+func newServer(h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+}
+
+// openStore opens the state on Redis, or in memory when no Redis is
+// configured, and starts following its changes.
+func openStore(ctx context.Context, cfg *config.Config, log *zap.Logger) (*state.Store, func(), error) {
+	var backend state.Backend
+	closeClient := func() {}
+	if cfg.Redis.Addr == "" {
+		backend = state.NewMemory()
+	} else {
+		client := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
+		closeClient = func() { _ = client.Close() }
+		backend = state.NewRedis(client, state.RedisOptions{Prefix: cfg.Redis.Prefix, Logger: log.Named("state")})
+	}
+	store := state.NewStore(backend, state.Options{Logger: log.Named("state")})
+	if err := store.Start(ctx); err != nil {
+		closeClient()
+		return nil, nil, fmt.Errorf("state: %w", err)
+	}
+	return store, func() { _ = store.Close(); closeClient() }, nil
+}
+
+// newLogger builds the zap logger the config asks for, writing to out.
+func newLogger(c config.Log, out io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	var encoder zapcore.Encoder
+	if c.Format == "console" {
+		encoder = zapcore.NewConsoleEncoder(enc)
+	} else {
+		encoder = zapcore.NewJSONEncoder(enc)
+	}
+	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(out)), level)), nil
+}
+
+// randomToken returns 128 random bits in hex.
+func randomToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
