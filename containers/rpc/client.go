@@ -133,9 +133,11 @@ func (c *Client) WaitReady(ctx context.Context) (Hello, error) {
 func (c *Client) run(ctx context.Context) {
 	defer close(c.stopped)
 	backoff := c.opts.MinBackoff
+	fails := 0 // in a row; only the first is logged above debug level
 	for {
 		cc, hello, err := c.dial(ctx)
 		if err == nil {
+			fails = 0
 			began := time.Now()
 			c.setConn(cc, hello)
 			stop := context.AfterFunc(ctx, func() { cc.close(ErrConnLost) })
@@ -149,8 +151,12 @@ func (c *Client) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.opts.Logger.Warn("model container connection failed",
-			zap.String("addr", c.addr), zap.Error(err), zap.Duration("retry_in", backoff))
+		log := c.opts.Logger.Warn
+		if fails++; fails > 1 {
+			log = c.opts.Logger.Debug
+		}
+		log("model container connection failed; retrying with backoff",
+			zap.String("addr", c.addr), zap.Error(err), zap.Duration("retry_in", backoff), zap.Int("failures_in_a_row", fails))
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
