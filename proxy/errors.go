@@ -34,7 +34,9 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrUnavailable), errors.Is(err, dispatch.ErrDeadline), errors.Is(err, dispatch.ErrStopped):
 		return http.StatusServiceUnavailable
 	case errors.As(err, &modelErr):
-		return http.StatusBadGateway
+		// The model refused this input (the wrong number of features, a
+		// value it cannot take): the caller's input, as the model judged it.
+		return http.StatusUnprocessableEntity
 	case errors.Is(err, context.Canceled):
 		return 499 // the client closed the request, as nginx logs it
 	}
@@ -43,13 +45,24 @@ func statusOf(err error) int {
 
 // writeError answers {"error": "..."} with err's status.
 func writeError(w http.ResponseWriter, err error) int {
+	return writeQueryError(w, "", err)
+}
+
+// writeQueryError answers {"error": "...", "query_id": "..."} with err's
+// status: the id is the one the proxy logged the failure with. An empty id
+// is left out.
+func writeQueryError(w http.ResponseWriter, id string, err error) int {
 	status := statusOf(err)
 	var tooLarge *http.MaxBytesError
 	msg := err.Error()
 	if errors.As(err, &tooLarge) {
 		msg = "request body exceeds the limit of " + itoa(tooLarge.Limit) + " bytes"
 	}
-	b := append(appendString(append(make([]byte, 0, len(msg)+16), `{"error":`...), msg), "}\n"...)
+	b := appendString(append(make([]byte, 0, len(msg)+len(id)+32), `{"error":`...), msg)
+	if id != "" {
+		b = appendString(append(b, `,"query_id":`...), id)
+	}
+	b = append(b, "}\n"...)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)

@@ -237,7 +237,9 @@ func (p *Proxy) oipTimeout(req *oipInferRequest, snap *state.Snapshot, model str
 		if err != nil || us == 0 {
 			return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds, got %s", clip(raw))
 		}
-		timeout = min(timeout, time.Duration(us)*time.Microsecond)
+		if us < uint64(math.MaxInt64/int64(time.Microsecond)) { // longer ones cannot shorten it
+			timeout = min(timeout, time.Duration(us)*time.Microsecond)
+		}
 	}
 	return timeout, nil
 }
@@ -358,7 +360,7 @@ func oipOutput(outs [][]byte) map[string]any {
 				numeric = append(numeric, x)
 			}
 		case []any:
-			if k != -1 && k != len(x) {
+			if len(x) == 0 || (k != -1 && k != len(x)) {
 				k = -2
 				break
 			}

@@ -57,6 +57,13 @@ func TestOIP(t *testing.T) {
 			t.Fatalf("output %v", out)
 		}
 	})
+	t.Run("a timeout beyond time.Duration's range leaves the deadline alone", func(t *testing.T) {
+		body := `{"parameters": {"timeout": 10000000000000000},
+			"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [7]}]}`
+		if status, m := e.post("/v2/models/vec/infer", body); status != 200 {
+			t.Fatalf("%d %v", status, m)
+		}
+	})
 	t.Run("infer nested data", func(t *testing.T) {
 		body := `{"inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [[1.5, 2], [3, 4]]}]}`
 		status, m := e.post("/v2/models/vec/versions/1/infer", body)

@@ -268,6 +268,12 @@ func TestSklearnThroughTheProxy(t *testing.T) {
 	addr := testutil.StartModel(t, []string{testutil.Python, testutil.RepoRoot(t) + "/examples/sklearn/serve.py", "--model", dir + "/sklearn_logreg.joblib"}).Addr
 	e := newEnv(t, nil)
 	e.addModel(state.App{Name: "digits", InputType: state.InputFloat64, SLO: 5 * time.Second, DefaultOutput: "-1"}, "logreg", addr)
+	// An input of the wrong length: the model refuses it, and the caller
+	// gets 422 with the model's reason; the app goes on serving.
+	status, m := e.post("/apps/digits/predict", `{"input": [1, 2, 3]}`)
+	if msg, _ := m["error"].(string); status != http.StatusUnprocessableEntity || !strings.Contains(msg, "model logreg version 1 failed") || !strings.Contains(msg, "features") {
+		t.Fatalf("3 features for a 64-feature model: %d %v, want 422 naming the model and the problem", status, m)
+	}
 	for start := 0; start < len(held.X); start += 8 {
 		end := min(start+8, len(held.X))
 		body, _ := json.Marshal(map[string]any{"input_batch": held.X[start:end]})
@@ -310,10 +316,14 @@ func TestMetricsEndpoint(t *testing.T) {
 	e := newEnv(t, nil)
 	e.addModel(state.App{Name: "m", InputType: state.InputString, SLO: time.Second}, "noop", noop(t, "string"))
 	e.post("/apps/m/predict", `{"input": "1"}`)
+	e.post("/apps/no-such-app-1/predict", `{"input": "1"}`)
 	resp, err := http.Get(e.srv.URL + "/metrics")
 	must(t, err)
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	if bytes.Contains(body, []byte("no-such-app-1")) {
+		t.Error("/metrics has a series labelled with an app name no app has: clients could create series at will")
+	}
 	for _, want := range []string{
 		`sloproxy_requests_total{api="rest",app="m",model="noop:1",outcome="ok"} 1`,
 		`sloproxy_request_duration_seconds_count{api="rest",app="m"} 1`,

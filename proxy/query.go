@@ -60,7 +60,9 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request) {
 	snap := p.opts.Store.Snapshot()
 	app, ok := snap.App(appName)
 	if !ok {
-		p.reject(w, appName, errorf(ErrNotFound, "no app named %q", appName))
+		// Labelled with no app: names from the URL would let any client
+		// create metric series.
+		p.reject(w, "", errorf(ErrNotFound, "no app named %q", appName))
 		return
 	}
 	body, err := p.readBody(w, r)
@@ -105,7 +107,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.InputBatch == nil {
 		if a := &answers[0]; a.err != nil {
-			writeError(w, a.err)
+			writeQueryError(w, a.id, a.err)
 			return
 		}
 		writeJSON(w, appendAnswer(make([]byte, 0, 256), &answers[0], latency))

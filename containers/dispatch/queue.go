@@ -122,6 +122,9 @@ func (qu *queue) take(n int, dst []*query) ([]*query, <-chan struct{}) {
 	for len(dst) < n && qu.h.Len() > 0 {
 		q := heap.Pop(&qu.h).(*query)
 		if err := q.ctx.Err(); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = ErrDeadline
+			}
 			q.reply <- result{err: err}
 			continue
 		}

@@ -261,8 +261,15 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 			r.requeue(q, err)
 		}
 	default:
+		// A model that fails a whole batch (the contract sends MODEL_ERROR
+		// for a one-item batch) failed each of its inputs: item errors.
+		var rerr *rpc.Error
+		res := result{err: err, replica: r.addr}
+		if errors.As(err, &rerr) && rerr.Code == rpc.ModelError {
+			res = result{out: rpc.Output{Err: rerr.Message}, replica: r.addr}
+		}
 		for _, q := range batch {
-			q.reply <- result{err: err, replica: r.addr}
+			q.reply <- res
 		}
 	}
 	return inputs
