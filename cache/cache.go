@@ -1,0 +1,552 @@
+// Package cache is the prediction cache: model versions' outputs by input,
+// in an in-process L1 bounded by bytes in front of an L2 in Redis that
+// every proxy sharing the Redis reads and fills.
+//
+// # Levels
+//
+// L1 is an otter cache (github.com/maypok86/otter/v2): concurrent, bounded
+// by the bytes of its entries rather than their count, with W-TinyLFU
+// admission and eviction (better hit rates than plain LRU under scans) and
+// a time-to-live per entry. L2 is Redis through go-redis: one key per
+// entry under Options.Prefix, with the app's TTL, holding a compact binary
+// value (a format byte, the key's check hash, the output bytes).
+//
+// A batch of queries looks up L1 (Get), then all its L1 misses in one
+// MGET (Fetch). An L2 hit is copied into L1. Fills go into L1 at once and to Redis in the
+// background, pipelined, so that no answer waits on a Redis write.
+//
+// # Redis trouble
+//
+// Every Redis call is bounded by Options.Timeout and by the query's own
+// deadline. Failures feed a circuit breaker (github.com/sony/gobreaker/v2):
+// after Options.BreakerFailures failures in a row it opens, and L2 is
+// skipped entirely until a trial call after Options.BreakerCooldown
+// succeeds. So Redis being slow or down costs the hit rate of L2, never a
+// failed query or one answered late.
+//
+// # Collapsing
+//
+// Do runs one computation for concurrent misses of the same key
+// (golang.org/x/sync/singleflight), looking at L1 again inside the flight,
+// so that a burst of identical queries reaches the model once. Each waiter
+// still leaves at its own deadline.
+//
+// Only outputs are cached: the proxy never puts default outputs, errors or
+// shed answers here.
+package cache
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+)
+
+// Defaults of Options' fields.
+const (
+	DefaultL1Bytes         = 256 << 20
+	DefaultTTL             = 10 * time.Minute
+	DefaultTimeout         = 5 * time.Millisecond
+	DefaultBreakerFailures = 3
+	DefaultBreakerCooldown = time.Second
+	// fillQueue bounds the fills waiting to be written to Redis; beyond
+	// it fills are dropped (and counted), never waited for.
+	fillQueue = 4096
+	// fillBatch is the most SETs in one pipeline.
+	fillBatch = 128
+)
+
+// Options configure a Cache. The zero value of each field has the meaning
+// its comment gives.
+type Options struct {
+	// L1Bytes bounds the bytes of L1's entries (outputs and their keys).
+	// 0 means DefaultL1Bytes.
+	L1Bytes int64
+	// Redis is the L2. nil means L1 only.
+	Redis redis.UniversalClient
+	// Prefix starts every Redis key and channel of the cache.
+	Prefix string
+	// DefaultTTL is the TTL of entries put with none. 0 means DefaultTTL.
+	DefaultTTL time.Duration
+	// Timeout bounds each Redis call. 0 means DefaultTimeout.
+	Timeout time.Duration
+	// BreakerFailures is how many Redis failures in a row open the
+	// breaker; BreakerCooldown how long it stays open before a trial
+	// call. 0 means DefaultBreakerFailures and DefaultBreakerCooldown.
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	// Registerer receives the cache's metrics. nil means none.
+	Registerer prometheus.Registerer
+	// Logger receives the breaker's state changes and purges. nil means
+	// none.
+	Logger *zap.Logger
+}
+
+// Hit says where a lookup found its key.
+type Hit uint8
+
+// The levels a lookup can hit.
+const (
+	Miss Hit = iota
+	L1
+	L2
+)
+
+// entry is an L1 value.
+type entry struct {
+	check          uint64
+	model, version string
+	out            []byte
+	ttl            time.Duration
+}
+
+// errQueryDone marks a Redis call cut short by its query's deadline or
+// cancellation rather than by Redis: the breaker does not count it.
+var errQueryDone = errors.New("cache: the query's context ended")
+
+// Cache is the prediction cache. Create it with New, start it with Start
+// (which starts the Redis writer and the purge subscriber), stop it with
+// Close.
+type Cache struct {
+	l1      *otter.Cache[[16]byte, *entry]
+	rdb     redis.UniversalClient
+	prefix  string
+	timeout time.Duration
+	ttl     time.Duration // for entries put with none
+	breaker *gobreaker.CircuitBreaker[any]
+	flights singleflight.Group
+	fills   chan fill
+	m       *metrics
+	log     *zap.Logger
+
+	mu     sync.Mutex // guards cancel and done
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// fill is an entry on its way to Redis.
+type fill struct {
+	key string
+	val []byte
+	ttl time.Duration
+}
+
+// New returns a cache; call Start before use when opts.Redis is set.
+func New(opts Options) (*Cache, error) {
+	if opts.L1Bytes <= 0 {
+		opts.L1Bytes = DefaultL1Bytes
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.DefaultTTL <= 0 {
+		opts.DefaultTTL = DefaultTTL
+	}
+	if opts.BreakerFailures <= 0 {
+		opts.BreakerFailures = DefaultBreakerFailures
+	}
+	if opts.BreakerCooldown <= 0 {
+		opts.BreakerCooldown = DefaultBreakerCooldown
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	c := &Cache{
+		rdb:     opts.Redis,
+		prefix:  opts.Prefix,
+		timeout: opts.Timeout,
+		ttl:     opts.DefaultTTL,
+		fills:   make(chan fill, fillQueue),
+		m:       newMetrics(opts.Registerer),
+		log:     opts.Logger,
+	}
+	l1, err := otter.New(&otter.Options[[16]byte, *entry]{
+		MaximumWeight: uint64(opts.L1Bytes),
+		Weigher: func(_ [16]byte, e *entry) uint32 {
+			return uint32(min(len(e.out)+len(e.model)+len(e.version)+96, math.MaxUint32))
+		},
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[[16]byte, *entry]) time.Duration { return e.Value.ttl }),
+		OnDeletion: func(e otter.DeletionEvent[[16]byte, *entry]) {
+			if e.Cause == otter.CauseOverflow {
+				c.m.evictions.Inc()
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	c.l1 = l1
+	c.m.l1Bytes(func() float64 { return float64(l1.WeightedSize()) })
+	failures := uint32(opts.BreakerFailures)
+	c.breaker = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
+		Name:        "redis",
+		MaxRequests: 1,
+		Timeout:     opts.BreakerCooldown,
+		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= failures },
+		IsExcluded:  func(err error) bool { return errors.Is(err, errQueryDone) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			c.m.breaker.Set(float64(to))
+			c.log.Warn("cache: Redis circuit breaker changed state", zap.Stringer("from", from), zap.Stringer("to", to))
+		},
+	})
+	return c, nil
+}
+
+// Start starts writing fills to Redis and following purges made by other
+// proxies, until ctx is done or Close is called. Without Redis it does
+// nothing.
+func (c *Cache) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done != nil {
+		return errors.New("cache: already started")
+	}
+	ctx, c.cancel = context.WithCancel(ctx)
+	c.done = make(chan struct{})
+	if c.rdb == nil {
+		close(c.done)
+		return nil
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { c.writeFills(ctx) })
+	wg.Go(func() { c.followPurges(ctx) })
+	go func() { wg.Wait(); close(c.done) }()
+	return nil
+}
+
+// Close stops the background work, writing the fills still queued within
+// one Timeout, and L1's maintenance.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	cancel, done := c.cancel, c.done
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	c.l1.StopAllGoroutines()
+	return nil
+}
+
+// Get looks keys up in L1 and returns how many it missed. It sets outs[i]
+// and hits[i] for each key (outs and hits are as long as keys). It does
+// not block: follow it with Fetch for the misses.
+func (c *Cache) Get(keys []Key, outs [][]byte, hits []Hit) (misses int) {
+	for i := range keys {
+		outs[i], hits[i] = nil, Miss
+		if out, ok := c.getL1(keys[i]); ok {
+			outs[i], hits[i] = out, L1
+			continue
+		}
+		misses++
+	}
+	c.m.lookups.Add(float64(len(keys)))
+	if hitsL1 := len(keys) - misses; hitsL1 > 0 {
+		c.m.hits[L1].Add(float64(hitsL1))
+	}
+	return misses
+}
+
+// Fetch looks the keys that Get missed (hits[i] == Miss) up in Redis, all
+// in one round trip, and copies what it finds into L1 for ttl. Redis
+// trouble makes misses, never errors, and costs at most Options.Timeout
+// and never past ctx's deadline.
+func (c *Cache) Fetch(ctx context.Context, keys []Key, ttl time.Duration, outs [][]byte, hits []Hit) {
+	if c.rdb == nil {
+		return
+	}
+	misses := 0
+	for _, h := range hits {
+		if h == Miss {
+			misses++
+		}
+	}
+	if misses == 0 {
+		return
+	}
+	idx := make([]int, 0, misses)
+	rkeys := make([]string, 0, misses)
+	for i := range keys {
+		if hits[i] == Miss {
+			idx = append(idx, i)
+			rkeys = append(rkeys, c.redisKey(keys[i]))
+		}
+	}
+	vals, err := c.redis(ctx, "mget", func(ctx context.Context) (any, error) {
+		return c.rdb.MGet(ctx, rkeys...).Result()
+	})
+	if err != nil {
+		return
+	}
+	for j, v := range vals.([]any) {
+		s, ok := v.(string)
+		if !ok {
+			continue // nil: not in Redis
+		}
+		i := idx[j]
+		out, ok := decodeValue(s, keys[i].Check)
+		if !ok {
+			c.m.collisions.Inc()
+			continue
+		}
+		outs[i], hits[i] = out, L2
+		c.m.hits[L2].Inc()
+		c.putL1(keys[i], out, ttl)
+	}
+}
+
+// getL1 returns k's output from L1, if there and not a collision.
+func (c *Cache) getL1(k Key) ([]byte, bool) {
+	e, ok := c.l1.GetIfPresent(k.Index)
+	if !ok {
+		return nil, false
+	}
+	if e.check != k.Check || e.model != k.Model || e.version != k.Version {
+		c.m.collisions.Inc()
+		return nil, false
+	}
+	return e.out, true
+}
+
+func (c *Cache) putL1(k Key, out []byte, ttl time.Duration) {
+	if ttl <= 0 {
+		ttl = c.ttl
+	}
+	c.l1.Set(k.Index, &entry{check: k.Check, model: k.Model, version: k.Version, out: out, ttl: ttl})
+}
+
+// Put stores out under k for ttl (0 means Options.DefaultTTL): in L1 at
+// once, in Redis in the background. out must not be modified afterwards.
+func (c *Cache) Put(k Key, out []byte, ttl time.Duration) {
+	if ttl <= 0 {
+		ttl = c.ttl
+	}
+	c.putL1(k, out, ttl)
+	c.m.fills.Inc()
+	if c.rdb == nil {
+		return
+	}
+	select {
+	case c.fills <- fill{key: c.redisKey(k), val: encodeValue(k.Check, out), ttl: ttl}:
+	default:
+		c.m.fillsDropped.Inc()
+	}
+}
+
+// Do returns k's output, computing it with compute when L1 does not have
+// it. Concurrent calls for one key share one computation, which runs with
+// the first caller's deadline (not its cancellation); each caller returns
+// at its own ctx's end at the latest. A successful computation is Put for
+// ttl; an error is returned to every caller and not cached. shared reports
+// whether the output came from another caller's computation or from L1.
+func (c *Cache) Do(ctx context.Context, k Key, ttl time.Duration, compute func(context.Context) ([]byte, error)) (out []byte, shared bool, err error) {
+	flightCtx := context.WithoutCancel(ctx)
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		flightCtx, cancel = context.WithDeadline(flightCtx, d)
+		defer cancel()
+	}
+	ch := c.flights.DoChan(string(k.Index[:]), func() (any, error) {
+		if out, ok := c.getL1(k); ok {
+			return flightResult{out: out, fromL1: true}, nil
+		}
+		out, err := compute(flightCtx)
+		if err != nil {
+			return nil, err
+		}
+		c.Put(k, out, ttl)
+		return flightResult{out: out}, nil
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Shared, r.Err
+		}
+		res := r.Val.(flightResult)
+		if r.Shared || res.fromL1 {
+			c.m.collapsed.Inc()
+		}
+		return res.out, r.Shared || res.fromL1, nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+}
+
+type flightResult struct {
+	out    []byte
+	fromL1 bool
+}
+
+// redis runs one Redis call through the breaker, bounded by the timeout
+// and ctx. An open breaker skips the call.
+func (c *Cache) redis(ctx context.Context, op string, call func(context.Context) (any, error)) (any, error) {
+	v, err := c.breaker.Execute(func() (any, error) {
+		cctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		v, err := call(cctx)
+		if err != nil && ctx.Err() != nil {
+			return nil, errQueryDone
+		}
+		return v, err
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		c.m.bypassed.WithLabelValues(op).Inc()
+	case errors.Is(err, errQueryDone):
+	default:
+		c.m.redisErrors.WithLabelValues(op).Inc()
+	}
+	return v, err
+}
+
+// writeFills writes queued fills to Redis in pipelines until ctx is done,
+// then flushes what is queued.
+func (c *Cache) writeFills(ctx context.Context) {
+	batch := make([]fill, 0, fillBatch)
+	for {
+		select {
+		case f := <-c.fills:
+			batch = append(batch[:0], f)
+		case <-ctx.Done():
+			batch = batch[:0]
+			for len(batch) < cap(batch) {
+				select {
+				case f := <-c.fills:
+					batch = append(batch, f)
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				c.writeBatch(context.Background(), batch)
+			}
+			return
+		}
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case f := <-c.fills:
+				batch = append(batch, f)
+			default:
+				break more
+			}
+		}
+		c.writeBatch(ctx, batch)
+	}
+}
+
+func (c *Cache) writeBatch(ctx context.Context, batch []fill) {
+	_, _ = c.redis(ctx, "set", func(ctx context.Context) (any, error) {
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, f := range batch {
+				p.Set(ctx, f.key, f.val, f.ttl)
+			}
+			return nil
+		})
+		return nil, err
+	})
+}
+
+// Purge removes every cached output of model's versions: from this
+// proxy's L1, from Redis, and, through a Redis message, from the L1 of
+// every proxy sharing the Redis.
+func (c *Cache) Purge(ctx context.Context, model string) error {
+	c.purgeL1(model)
+	c.m.purges.Inc()
+	if c.rdb == nil {
+		return nil
+	}
+	// A purge is an operator's action, not a query: it may take longer
+	// than a query's Redis calls, and bypasses the breaker to say plainly
+	// when Redis is unreachable.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	iter := c.rdb.Scan(ctx, 0, c.prefix+"p:"+model+":*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+		if len(keys) == 1000 {
+			if err := c.rdb.Unlink(ctx, keys...).Err(); err != nil {
+				return fmt.Errorf("cache: purging model %q in Redis: %w", model, err)
+			}
+			keys = keys[:0]
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("cache: purging model %q in Redis: %w", model, err)
+	}
+	if len(keys) > 0 {
+		if err := c.rdb.Unlink(ctx, keys...).Err(); err != nil {
+			return fmt.Errorf("cache: purging model %q in Redis: %w", model, err)
+		}
+	}
+	if err := c.rdb.Publish(ctx, c.purgeChannel(), model).Err(); err != nil {
+		return fmt.Errorf("cache: announcing the purge of model %q: %w", model, err)
+	}
+	c.log.Info("cache: purged a model's outputs", zap.String("model", model))
+	return nil
+}
+
+func (c *Cache) purgeChannel() string { return c.prefix + "p:purge" }
+
+// purgeL1 drops model's entries from L1.
+func (c *Cache) purgeL1(model string) {
+	for k, e := range c.l1.All() {
+		if e.model == model {
+			c.l1.Invalidate(k)
+		}
+	}
+}
+
+// followPurges applies the purges announced by other proxies to L1.
+func (c *Cache) followPurges(ctx context.Context) {
+	sub := c.rdb.Subscribe(ctx, c.purgeChannel())
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			c.purgeL1(msg.Payload)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// valueFormat is the first byte of every Redis value; a later format gets
+// another byte, and values of unknown formats read as misses.
+const valueFormat = 1
+
+// encodeValue is the Redis value: the format byte, the key's check hash
+// (little-endian), the output.
+func encodeValue(check uint64, out []byte) []byte {
+	b := make([]byte, 9+len(out))
+	b[0] = valueFormat
+	binary.LittleEndian.PutUint64(b[1:9], check)
+	copy(b[9:], out)
+	return b
+}
+
+// decodeValue returns the output in s if s is a value of this format for
+// a key with check.
+func decodeValue(s string, check uint64) ([]byte, bool) {
+	if len(s) < 9 || s[0] != valueFormat || binary.LittleEndian.Uint64([]byte(s[1:9])) != check {
+		return nil, false
+	}
+	return []byte(s[9:]), true
+}

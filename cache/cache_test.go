@@ -1,0 +1,352 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	sltest "github.com/sloproxy/sloproxy/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// go-redis's connection pool reaper and otter's maintenance may
+		// outlive a test by moments after Close.
+		goleak.IgnoreTopFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
+		goleak.IgnoreTopFunction("time.Sleep"))
+}
+
+// newCache returns a started cache on the Redis at addr ("" for L1 only),
+// closed when the test ends, and its registry.
+func newCache(t *testing.T, addr string, opts Options) (*Cache, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	opts.Registerer = reg
+	if opts.Prefix == "" {
+		opts.Prefix = "test:"
+	}
+	if addr != "" {
+		client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 50 * time.Millisecond})
+		t.Cleanup(func() { client.Close() })
+		opts.Redis = client
+	}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, reg
+}
+
+// get looks one key up.
+func get(c *Cache, k Key) ([]byte, Hit) {
+	var outs [1][]byte
+	var hits [1]Hit
+	keys := []Key{k}
+	if c.Get(keys, outs[:], hits[:]) > 0 {
+		c.Fetch(context.Background(), keys, time.Minute, outs[:], hits[:])
+	}
+	return outs[0], hits[0]
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 5 s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestKey(t *testing.T) {
+	base := NewKey("m", "1", "float32", []byte{1, 2, 3, 4})
+	tests := []struct {
+		name string
+		key  Key
+		same bool
+	}{
+		{"same fields", NewKey("m", "1", "float32", []byte{1, 2, 3, 4}), true},
+		{"other version", NewKey("m", "2", "float32", []byte{1, 2, 3, 4}), false},
+		{"other model", NewKey("n", "1", "float32", []byte{1, 2, 3, 4}), false},
+		{"other input type", NewKey("m", "1", "int32", []byte{1, 2, 3, 4}), false},
+		{"other input", NewKey("m", "1", "float32", []byte{1, 2, 3, 5}), false},
+		{"other shape, same bytes", NewKey("m", "1", "float32", []byte{1, 2, 3, 4, 0, 0, 0, 0}), false},
+		// Fields are length-prefixed: moving bytes between them changes the key.
+		{"shifted boundary", NewKey("m1", "", "float32", []byte{1, 2, 3, 4}), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.key.Index == base.Index && tt.key.Check == base.Check; got != tt.same {
+				t.Fatalf("same key: %v, want %v", got, tt.same)
+			}
+			if !tt.same && (tt.key.Index == base.Index || tt.key.Check == base.Check) {
+				t.Fatal("one of the two hashes is equal for different fields")
+			}
+		})
+	}
+}
+
+func TestHitMissAndTwoProxies(t *testing.T) {
+	addr := sltest.StartRedis(t)
+	a, regA := newCache(t, addr, Options{})
+	b, regB := newCache(t, addr, Options{})
+	k := NewKey("m", "1", "string", []byte("hello"))
+	if _, hit := get(a, k); hit != Miss {
+		t.Fatalf("empty cache: %v, want a miss", hit)
+	}
+	a.Put(k, []byte(`"HELLO"`), time.Minute)
+	if out, hit := get(a, k); hit != L1 || string(out) != `"HELLO"` {
+		t.Fatalf("after Put: %q %v, want an L1 hit", out, hit)
+	}
+	// The other proxy finds it in Redis once the background write lands,
+	// then in its own L1.
+	eventually(t, "an L2 hit on the other proxy", func() bool {
+		out, hit := get(b, k)
+		return hit == L2 && string(out) == `"HELLO"`
+	})
+	if out, hit := get(b, k); hit != L1 || string(out) != `"HELLO"` {
+		t.Fatalf("second lookup on the other proxy: %q %v, want an L1 hit", out, hit)
+	}
+	// A new version of the model never sees the old version's entries.
+	if _, hit := get(b, NewKey("m", "2", "string", []byte("hello"))); hit != Miss {
+		t.Fatalf("version 2: %v, want a miss", hit)
+	}
+	if got := testutil.ToFloat64(metric(t, regA, "sloproxy_cache_fills_total")); got != 1 {
+		t.Errorf("fills on A: %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(metric(t, regB, "sloproxy_cache_lookups_total")); got < 3 {
+		t.Errorf("lookups on B: %v, want at least 3", got)
+	}
+}
+
+// metric finds a collector's current value by name through the registry.
+func metric(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var v float64
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "x", Help: "x"}, func() float64 { return v })
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return nil
+}
+
+func TestTTL(t *testing.T) {
+	addr := sltest.StartRedis(t)
+	a, _ := newCache(t, addr, Options{})
+	b, _ := newCache(t, addr, Options{})
+	k := NewKey("m", "1", "bytes", []byte{7})
+	a.Put(k, []byte("x"), 300*time.Millisecond)
+	eventually(t, "the entry in Redis", func() bool { _, hit := get(b, k); return hit == L2 })
+	time.Sleep(400 * time.Millisecond)
+	if _, hit := get(a, k); hit != Miss {
+		t.Errorf("L1 after the TTL: %v, want a miss", hit)
+	}
+	c, _ := newCache(t, addr, Options{}) // a fresh L1: only Redis can answer
+	if _, hit := get(c, k); hit != Miss {
+		t.Errorf("Redis after the TTL: %v, want a miss", hit)
+	}
+}
+
+func TestCollisionIsAMiss(t *testing.T) {
+	addr := sltest.StartRedis(t)
+	a, regA := newCache(t, addr, Options{})
+	k1 := NewKey("m", "1", "bytes", []byte("one"))
+	// Another input whose index collides with k1's: inject it, since
+	// finding a real 128-bit SHA-256 collision is out of reach.
+	k2 := NewKey("m", "1", "bytes", []byte("two"))
+	k2.Index = k1.Index
+	a.Put(k1, []byte("answer for one"), time.Minute)
+	if out, hit := get(a, k2); hit != Miss {
+		t.Fatalf("L1 answered the colliding key with %q (%v)", out, hit)
+	}
+	b, _ := newCache(t, addr, Options{})
+	eventually(t, "k1 in Redis", func() bool { _, hit := get(b, k1); return hit == L2 })
+	c, regC := newCache(t, addr, Options{})
+	if out, hit := get(c, k2); hit != Miss {
+		t.Fatalf("Redis answered the colliding key with %q (%v)", out, hit)
+	}
+	// A saw the collision in L1 (and in Redis too if its fill had landed
+	// by then); C, with an empty L1, in Redis.
+	if got := testutil.ToFloat64(metric(t, regA, "sloproxy_cache_collisions_total")); got < 1 {
+		t.Errorf("collisions on A: %v, want at least 1", got)
+	}
+	if got := testutil.ToFloat64(metric(t, regC, "sloproxy_cache_collisions_total")); got != 1 {
+		t.Errorf("collisions on C: %v, want 1", got)
+	}
+}
+
+func TestPurge(t *testing.T) {
+	addr := sltest.StartRedis(t)
+	a, _ := newCache(t, addr, Options{})
+	b, _ := newCache(t, addr, Options{})
+	ka, kb := NewKey("a", "1", "bytes", []byte("x")), NewKey("b", "1", "bytes", []byte("x"))
+	a.Put(ka, []byte("A"), time.Minute)
+	a.Put(kb, []byte("B"), time.Minute)
+	eventually(t, "both in B's L1 through Redis", func() bool {
+		_, h1 := get(b, ka)
+		_, h2 := get(b, kb)
+		return h1 != Miss && h2 != Miss
+	})
+	if err := a.Purge(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, hit := get(a, ka); hit != Miss {
+		t.Errorf("model a on A after the purge: %v", hit)
+	}
+	eventually(t, "model a purged from B's L1 too", func() bool { _, hit := get(b, ka); return hit == Miss })
+	if out, hit := get(b, kb); hit == Miss || string(out) != "B" {
+		t.Errorf("model b on B after purging a: %q %v, want it kept", out, hit)
+	}
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	defer client.Close()
+	keys, err := client.Keys(context.Background(), "test:p:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || !strings.HasPrefix(keys[0], "test:p:b:1:") {
+		t.Errorf("Redis keys after purging a: %v, want only b's", keys)
+	}
+}
+
+func TestDoCollapses(t *testing.T) {
+	c, _ := newCache(t, "", Options{})
+	k := NewKey("m", "1", "bytes", []byte("same"))
+	var computed atomic.Int32
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	outs := make([]string, 100)
+	for i := range outs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			out, _, err := c.Do(ctx, k, time.Minute, func(context.Context) ([]byte, error) {
+				computed.Add(1)
+				<-release
+				return []byte("result"), nil
+			})
+			if err != nil {
+				outs[i] = err.Error()
+				return
+			}
+			outs[i] = string(out)
+		})
+	}
+	time.Sleep(50 * time.Millisecond) // let them all join the flight
+	close(release)
+	wg.Wait()
+	if n := computed.Load(); n != 1 {
+		t.Errorf("computed %d times for 100 concurrent identical misses, want 1", n)
+	}
+	for i, o := range outs {
+		if o != "result" {
+			t.Fatalf("caller %d got %q", i, o)
+		}
+	}
+	if out, hit := get(c, k); hit != L1 || string(out) != "result" {
+		t.Errorf("after the flight: %q %v, want it cached", out, hit)
+	}
+}
+
+func TestDoErrorsAreNotCached(t *testing.T) {
+	c, _ := newCache(t, "", Options{})
+	k := NewKey("m", "1", "bytes", []byte("x"))
+	boom := errors.New("model failed")
+	if _, _, err := c.Do(context.Background(), k, time.Minute, func(context.Context) ([]byte, error) { return nil, boom }); !errors.Is(err, boom) {
+		t.Fatalf("Do: %v, want the computation's error", err)
+	}
+	if _, hit := get(c, k); hit != Miss {
+		t.Fatalf("an error was cached: %v", hit)
+	}
+}
+
+func TestDoWaiterLeavesAtItsDeadline(t *testing.T) {
+	c, _ := newCache(t, "", Options{})
+	k := NewKey("m", "1", "bytes", []byte("slow"))
+	release := make(chan struct{})
+	defer close(release)
+	go func() {
+		_, _, _ = c.Do(context.Background(), k, time.Minute, func(context.Context) ([]byte, error) { <-release; return []byte("late"), nil })
+	}()
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, _, err := c.Do(ctx, k, time.Minute, func(context.Context) ([]byte, error) { t.Error("a second computation ran"); return nil, nil })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiter: %v, want its deadline", err)
+	}
+	t.Logf("the waiter left %v after it joined (deadline 30ms)", time.Since(start))
+}
+
+// TestRedisDown stops Redis under a cache in use: lookups stay misses
+// answered within the timeout, the breaker opens, and once Redis is back
+// L2 hits resume without a restart.
+func TestRedisDown(t *testing.T) {
+	srv := sltest.NewRedisServer(t)
+	a, reg := newCache(t, srv.Addr, Options{Timeout: 20 * time.Millisecond, BreakerCooldown: 200 * time.Millisecond})
+	b, _ := newCache(t, srv.Addr, Options{Timeout: 20 * time.Millisecond, BreakerCooldown: 200 * time.Millisecond})
+	srv.Stop()
+	var slowest time.Duration
+	for i := range 20 {
+		k := NewKey("m", "1", "bytes", fmt.Appendf(nil, "down-%d", i))
+		start := time.Now()
+		if _, hit := get(a, k); hit != Miss {
+			t.Fatalf("lookup %d with Redis down: %v", i, hit)
+		}
+		slowest = max(slowest, time.Since(start))
+		a.Put(k, []byte("v"), time.Minute) // fills fail in the background
+	}
+	t.Logf("slowest lookup with Redis down: %v (timeout 20ms)", slowest)
+	if got := testutil.ToFloat64(metric(t, reg, "sloproxy_cache_breaker_state")); got != 2 {
+		t.Errorf("breaker state with Redis down: %v, want 2 (open)", got)
+	}
+	if got := testutil.ToFloat64(metric(t, reg, "sloproxy_cache_redis_bypassed_total")); got == 0 {
+		t.Error("no Redis call was bypassed while the breaker was open")
+	}
+
+	srv.Start()
+	k := NewKey("m", "1", "bytes", []byte("after"))
+	// Fills resume once a trial call closes the breaker; B then reads
+	// the entry from Redis.
+	eventually(t, "L2 hits after Redis came back", func() bool {
+		a.Put(k, []byte("back"), time.Minute)
+		out, hit := get(b, k)
+		return hit == L2 && string(out) == "back"
+	})
+}
+
+func TestL1IsBoundedByBytes(t *testing.T) {
+	c, reg := newCache(t, "", Options{L1Bytes: 64 << 10})
+	for i := range 200 {
+		c.Put(NewKey("m", "1", "bytes", fmt.Appendf(nil, "%d", i)), make([]byte, 1024), time.Minute)
+	}
+	eventually(t, "L1 within its bound", func() bool { c.l1.CleanUp(); return c.l1.WeightedSize() <= 64<<10 })
+	if got := testutil.ToFloat64(metric(t, reg, "sloproxy_cache_l1_evictions_total")); got == 0 {
+		t.Error("no eviction counted")
+	}
+}
