@@ -36,10 +36,14 @@ type Config struct {
 	OIP OIP `yaml:"oip"`
 	// Log configures the zap logger.
 	Log Log `yaml:"log"`
-	// Apps are created (or updated) in the state at start.
+	// Cache configures the prediction cache.
+	Cache Cache `yaml:"cache"`
+	// Apps are created in the state at start, with their links, unless
+	// the state has them already (see Seed).
 	Apps []App `yaml:"apps"`
-	// Models are registered in the state at start; each entry is one
-	// version, made current.
+	// Models are registered in the state at start, unless the state has
+	// the version already; each entry is one version, made current when
+	// the state did not have the model (see Seed).
 	Models []Model `yaml:"models"`
 }
 
@@ -102,6 +106,21 @@ type OIP struct {
 	DefaultTimeout time.Duration `yaml:"default_timeout"`
 }
 
+// Cache configures the prediction cache: an in-process L1 and, when Redis
+// is configured, an L2 in Redis shared by every proxy.
+type Cache struct {
+	// Enabled turns the cache on; apps opt out one by one with no_cache.
+	Enabled bool `yaml:"enabled"`
+	// L1Bytes bounds the in-process level.
+	L1Bytes int64 `yaml:"l1_bytes"`
+	// DefaultTTL is how long an answer stays cached for apps that set no
+	// cache_ttl.
+	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// RedisTimeout bounds each Redis call of the cache; past it the query
+	// goes on without L2.
+	RedisTimeout time.Duration `yaml:"redis_timeout"`
+}
+
 // Log configures logging.
 type Log struct {
 	// Level is debug, info, warn or error.
@@ -119,6 +138,11 @@ type App struct {
 	DefaultOutput string `yaml:"default_output"`
 	Policy        string `yaml:"policy"`
 	Priority      int    `yaml:"priority"`
+	// CacheTTL is how long the app's answers stay cached; 0 means
+	// cache.default_ttl.
+	CacheTTL time.Duration `yaml:"cache_ttl"`
+	// NoCache keeps the app's answers out of the cache.
+	NoCache bool `yaml:"no_cache"`
 	// Models are linked to the app.
 	Models []string `yaml:"models"`
 }
@@ -148,8 +172,9 @@ var Default = Config{
 		Enabled:  true,
 		PortBase: 7000,
 	}},
-	OIP: OIP{DefaultTimeout: time.Second},
-	Log: Log{Level: "info", Format: "json"},
+	OIP:   OIP{DefaultTimeout: time.Second},
+	Log:   Log{Level: "info", Format: "json"},
+	Cache: Cache{Enabled: true, L1Bytes: 256 << 20, DefaultTTL: 10 * time.Minute, RedisTimeout: 5 * time.Millisecond},
 }
 
 // Load reads and validates the file at path.
@@ -209,6 +234,20 @@ func (c *Config) Validate() error {
 	if c.OIP.DefaultTimeout <= 0 {
 		return fmt.Errorf("oip.default_timeout %v: must be positive", c.OIP.DefaultTimeout)
 	}
+	if c.Cache.L1Bytes <= 0 {
+		return fmt.Errorf("cache.l1_bytes %d: must be positive", c.Cache.L1Bytes)
+	}
+	if c.Cache.DefaultTTL <= 0 {
+		return fmt.Errorf("cache.default_ttl %v: must be positive", c.Cache.DefaultTTL)
+	}
+	if c.Cache.RedisTimeout <= 0 {
+		return fmt.Errorf("cache.redis_timeout %v: must be positive", c.Cache.RedisTimeout)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level %q: must be debug, info, warn or error", c.Log.Level)
+	}
 	switch c.Log.Format {
 	case "json", "console":
 	default:
@@ -250,7 +289,7 @@ func (c *Config) Validate() error {
 // App is a's state form.
 func (a App) App() state.App {
 	return state.App{Name: a.Name, InputType: state.InputType(a.InputType), SLO: a.SLO,
-		DefaultOutput: a.DefaultOutput, Policy: a.Policy, Priority: a.Priority}
+		DefaultOutput: a.DefaultOutput, Policy: a.Policy, Priority: a.Priority, CacheTTL: a.CacheTTL, NoCache: a.NoCache}
 }
 
 // ModelVersion is m's state form.
@@ -266,28 +305,44 @@ func (m Model) ModelVersion() state.ModelVersion {
 	}
 }
 
-// Seed writes the configured models (each version made current) and apps
-// (with their links) into the state, replacing entries of the same names.
-func (c *Config) Seed(ctx context.Context, s *state.Store) error {
+// Seed adds the configured models, versions, apps and links that the state
+// lacks, and returns the names of those it already had, which it leaves as
+// they are: the state, shared by every proxy, holds what operators changed
+// since (a rollback, a scale, a new SLO through the admin API), and a
+// proxy's restart must not undo it. A configured version becomes current
+// only for a model the state did not have.
+func (c *Config) Seed(ctx context.Context, s *state.Store) (kept []string, err error) {
 	for _, m := range c.Models {
+		snap := s.Snapshot()
+		_, hadModel := snap.Model(m.Name)
+		if _, ok := snap.Version(m.Name, m.Version); ok {
+			kept = append(kept, fmt.Sprintf("model %s version %s", m.Name, m.Version))
+			continue
+		}
 		if err := s.PutVersion(ctx, m.ModelVersion()); err != nil {
-			return err
+			return kept, err
 		}
-		if err := s.SetCurrent(ctx, m.Name, m.Version); err != nil {
-			return err
-		}
-	}
-	for _, a := range c.Apps {
-		if err := s.PutApp(ctx, a.App()); err != nil {
-			return err
-		}
-		for _, m := range a.Models {
-			if err := s.Link(ctx, a.Name, m); err != nil {
-				return err
+		if !hadModel {
+			if err := s.SetCurrent(ctx, m.Name, m.Version); err != nil {
+				return kept, err
 			}
 		}
 	}
-	return nil
+	for _, a := range c.Apps {
+		if _, ok := s.Snapshot().App(a.Name); ok {
+			kept = append(kept, fmt.Sprintf("app %s", a.Name))
+			continue
+		}
+		if err := s.PutApp(ctx, a.App()); err != nil {
+			return kept, err
+		}
+		for _, m := range a.Models {
+			if err := s.Link(ctx, a.Name, m); err != nil {
+				return kept, err
+			}
+		}
+	}
+	return kept, nil
 }
 
 // AdminToken is the admin bearer token: Admin.Token, else the variable

@@ -1,10 +1,14 @@
 package config
 
 import (
+	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sloproxy/sloproxy/state"
 )
 
 func TestGoodFiles(t *testing.T) {
@@ -46,6 +50,9 @@ func TestBadFiles(t *testing.T) {
 		"bad-name.bad.yml":                "models[0]: invalid: model \"Bad Name\": name: must match",
 		"process-without-command.bad.yml": "models[0]:",
 		"bad-log-format.bad.yml":          `log.format "xml": must be json or console`,
+		"bad-cache-ttl.bad.yml":           `apps[0]: invalid: app "a": cache_ttl_s -1: must be between 0`,
+		"bad-cache-bytes.bad.yml":         "cache.l1_bytes 0: must be positive",
+		"bad-log-level.bad.yml":           `log.level "verbose": must be debug, info, warn or error`,
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(tests) {
@@ -69,5 +76,56 @@ func TestAdminTokenFromEnv(t *testing.T) {
 	}
 	if c.AdminToken() != "from-env" {
 		t.Fatalf("token %q", c.AdminToken())
+	}
+}
+
+// TestSeedKeepsTheState: a restart must not undo what operators changed
+// in the shared state since the proxy first started from the file.
+func TestSeedKeepsTheState(t *testing.T) {
+	ctx := context.Background()
+	c, err := Parse([]byte(`
+apps:
+  - {name: a, input_type: float32, slo: 20ms, models: [m]}
+models:
+  - {name: m, version: "1", input_type: float32, command: [/bin/m]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := state.NewStore(nil, state.Options{})
+	if kept, err := c.Seed(ctx, store); err != nil || len(kept) != 0 {
+		t.Fatalf("first seed: kept %v, %v", kept, err)
+	}
+	snap := store.Snapshot()
+	if mv, ok := snap.Current("m"); !ok || mv.Version != "1" {
+		t.Fatalf("m's current version after the first seed: %+v %v", mv, ok)
+	}
+	if models := snap.ModelsOf("a"); len(models) != 1 || models[0] != "m" {
+		t.Fatalf("a's links after the first seed: %v", models)
+	}
+
+	// An operator deploys version 2, makes it current, and changes the SLO.
+	v2 := c.Models[0].ModelVersion()
+	v2.Version = "2"
+	app := c.Apps[0].App()
+	app.SLO = 80 * time.Millisecond
+	for _, err := range []error{store.PutVersion(ctx, v2), store.SetCurrent(ctx, "m", "2"), store.PutApp(ctx, app)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept, err := c.Seed(ctx, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"model m version 1", "app a"}; !slices.Equal(kept, want) {
+		t.Errorf("kept %v, want %v", kept, want)
+	}
+	snap = store.Snapshot()
+	if mv, _ := snap.Current("m"); mv.Version != "2" {
+		t.Errorf("the restart rolled m back to version %s", mv.Version)
+	}
+	if a, _ := snap.App("a"); a.SLO != 80*time.Millisecond {
+		t.Errorf("the restart reset a's SLO to %v", a.SLO)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -44,6 +46,9 @@ type Options struct {
 	// OIPTimeout is the deadline of an OIP infer request without a timeout
 	// parameter, for a model no app links. 0 means 1 s.
 	OIPTimeout time.Duration
+	// Cache is the prediction cache, started by its owner. nil means
+	// none: every query reaches a model.
+	Cache *cache.Cache
 	// Dispatch is the template for each model version's dispatcher; its
 	// Model, Version, InputType, MaxBatch and Metrics are set per version.
 	Dispatch dispatch.Options
@@ -56,7 +61,8 @@ type Proxy struct {
 	log     *zap.Logger
 	pool    *pool
 	metrics *metrics
-	handler http.Handler
+	router  *mux.Router  // every endpoint
+	handler http.Handler // the router behind the query path's fast path
 	ready   atomic.Bool
 
 	idPrefix string        // random per process: ids are unique across proxies
@@ -96,7 +102,8 @@ func New(opts Options) *Proxy {
 		metrics:  newMetrics(opts.Registry),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
-	p.handler = p.routes()
+	p.router = p.routes()
+	p.handler = p.withFastPredict(p.router)
 	return p
 }
 
@@ -112,12 +119,13 @@ func (p *Proxy) Run(ctx context.Context) {
 	p.pool.run(ctx, p.opts.Store)
 }
 
-func (p *Proxy) routes() http.Handler {
+func (p *Proxy) routes() *mux.Router {
 	r := mux.NewRouter()
 	r.Handle("/metrics", promhttp.HandlerFor(p.opts.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	p.oipRoutes(r)
-	r.HandleFunc("/apps/{app}/predict", p.servePredict).Methods(http.MethodPost)
-	r.HandleFunc("/{app}/predict", p.servePredict).Methods(http.MethodPost)
+	predict := func(w http.ResponseWriter, r *http.Request) { p.servePredict(w, r, mux.Vars(r)["app"]) }
+	r.HandleFunc("/apps/{app}/predict", predict).Methods(http.MethodPost)
+	r.HandleFunc("/{app}/predict", predict).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(ErrNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -127,6 +135,40 @@ func (p *Proxy) routes() http.Handler {
 		_, _ = w.Write([]byte(`{"error":"method not allowed"}` + "\n"))
 	})
 	return r
+}
+
+// withFastPredict sends POST /apps/{app}/predict and /{app}/predict
+// straight to the predict handler, and everything else to next (the
+// router, which serves those paths too when they come in another form).
+// The router attaches path variables by copying the request, a cost the
+// query path need not pay.
+func (p *Proxy) withFastPredict(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			if app, ok := predictApp(r.URL.Path); ok {
+				p.servePredict(w, r, app)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// predictApp returns the app of a predict path: /apps/{app}/predict or
+// /{app}/predict, {app} one non-empty path segment.
+func predictApp(path string) (string, bool) {
+	rest, ok := strings.CutSuffix(path, "/predict")
+	if !ok || len(rest) < 2 || rest[0] != '/' {
+		return "", false
+	}
+	rest = rest[1:]
+	if app, ok := strings.CutPrefix(rest, "apps/"); ok && app != "" && !strings.Contains(app, "/") {
+		return app, true
+	}
+	if !strings.Contains(rest, "/") {
+		return rest, true
+	}
+	return "", false
 }
 
 // newQueryID returns an id unique across proxies: a random per-process

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
@@ -38,11 +39,17 @@ type env struct {
 
 func newEnv(t *testing.T, store *state.Store) *env {
 	t.Helper()
+	return newEnvWith(t, store, nil, prometheus.NewRegistry())
+}
+
+// newEnvWith is newEnv with a prediction cache (nil for none) whose
+// metrics are in reg.
+func newEnvWith(t *testing.T, store *state.Store, c *cache.Cache, reg *prometheus.Registry) *env {
+	t.Helper()
 	if store == nil {
 		store = state.NewStore(nil, state.Options{})
 	}
-	reg := prometheus.NewRegistry()
-	p := New(Options{Store: store, Registry: reg, MaxBodyBytes: 1 << 16, MaxInputBatch: 8,
+	p := New(Options{Store: store, Registry: reg, MaxBodyBytes: 1 << 16, MaxInputBatch: 8, Cache: c,
 		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -345,4 +352,28 @@ func redisStore(t *testing.T, addr string) *state.Store {
 	must(t, s.Start(context.Background()))
 	t.Cleanup(func() { s.Close(); client.Close() })
 	return s
+}
+
+func TestPredictApp(t *testing.T) {
+	tests := []struct {
+		path, app string
+		ok        bool
+	}{
+		{"/apps/digits/predict", "digits", true},
+		{"/digits/predict", "digits", true},
+		{"/apps/predict", "apps", true}, // Clipper's form with an app named "apps"
+		{"/apps//predict", "", false},
+		{"//predict", "", false},
+		{"/predict", "", false},
+		{"/apps/a/b/predict", "", false},
+		{"/a/b/predict", "", false},
+		{"/apps/digits/predict/", "", false},
+		{"/apps/digits/predictions", "", false},
+	}
+	for _, tt := range tests {
+		app, ok := predictApp(tt.path)
+		if app != tt.app || ok != tt.ok {
+			t.Errorf("predictApp(%q) = %q, %v; want %q, %v", tt.path, app, ok, tt.app, tt.ok)
+		}
+	}
 }

@@ -11,9 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -37,6 +37,7 @@ type answer struct {
 	explanation string // why the default output was given
 	model       string // model:version that answered or was asked; may be empty
 	err         error  // a failure that is not answered by the default output
+	cached      bool   // output came from the prediction cache
 }
 
 // readBody reads a body of at most the configured limit.
@@ -52,11 +53,11 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 	return body, nil
 }
 
-func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request) {
+// servePredict serves the query API for the app named in the path.
+func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName string) {
 	start := time.Now()
 	p.metrics.inflight.Inc()
 	defer p.metrics.inflight.Dec()
-	appName := mux.Vars(r)["app"]
 	snap := p.opts.Store.Snapshot()
 	app, ok := snap.App(appName)
 	if !ok {
@@ -80,23 +81,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, appName, err)
 		return
 	}
-	ctx, cancel := context.WithDeadline(r.Context(), start.Add(app.SLO))
-	defer cancel()
-
-	answers := make([]answer, len(inputs))
-	if len(inputs) == 1 {
-		answers[0] = p.answer(ctx, snap, app, inputs[0])
-	} else {
-		var wg sync.WaitGroup
-		for i := range inputs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				answers[i] = p.answer(ctx, snap, app, inputs[i])
-			}()
-		}
-		wg.Wait()
-	}
+	answers := p.answerAll(r.Context(), start.Add(app.SLO), snap, app, inputs)
 	latency := time.Since(start)
 	p.metrics.latency.WithLabelValues("rest", app.Name).Observe(latency.Seconds())
 	for i := range answers {
@@ -152,35 +137,122 @@ func (p *Proxy) inputs(req *predictRequest, app state.App) ([][]byte, error) {
 	return ins, nil
 }
 
-// answer serves one input of app before ctx's deadline.
-func (p *Proxy) answer(ctx context.Context, snap *state.Snapshot, app state.App, input []byte) answer {
-	a := answer{id: p.newQueryID()}
+// target is the model version that answers an app's queries.
+type target struct {
+	mv    state.ModelVersion
+	d     *dispatch.Dispatcher
+	model string // "model:version", for answers, logs and metrics
+	why   string // when there is none: why, for the default output
+}
+
+// targetOf finds the model version that answers app's queries.
+func (p *Proxy) targetOf(snap *state.Snapshot, app state.App) target {
 	models := snap.ModelsOf(app.Name)
 	if len(models) == 0 {
-		return p.fallback(a, app, "no model is linked to the app")
+		return target{why: "no model is linked to the app"}
 	}
 	mv, ok := snap.Current(models[0])
 	if !ok {
-		return p.fallback(a, app, fmt.Sprintf("model %s has no current version", models[0]))
+		return target{why: fmt.Sprintf("model %s has no current version", models[0])}
 	}
-	a.model = mv.Model + ":" + mv.Version
-	d := p.pool.get(mv.Model, mv.Version)
-	if d == nil {
-		return p.fallback(a, app, fmt.Sprintf("model %s is not running on this proxy yet", a.model))
+	t := target{mv: mv, model: mv.Model + ":" + mv.Version}
+	if t.d = p.pool.get(mv.Model, mv.Version); t.d == nil {
+		t.why = fmt.Sprintf("model %s is not running on this proxy yet", t.model)
 	}
-	out, _, err := d.Predict(ctx, input)
+	return t
+}
+
+// answerAll answers every input of app before deadline: from the
+// prediction cache (L1, then the L1 misses in one Redis round trip) where
+// the app allows it, else from the model, concurrently. parent is the
+// request's context.
+func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *state.Snapshot, app state.App, inputs [][]byte) []answer {
+	answers := make([]answer, len(inputs))
+	t := p.targetOf(snap, app)
+	for i := range answers {
+		answers[i].id, answers[i].model = p.newQueryID(), t.model
+		if t.why != "" {
+			answers[i] = p.fallback(answers[i], app, t.why)
+		}
+	}
+	if t.why != "" {
+		return answers
+	}
+	var keys []cache.Key
+	var outs [][]byte
+	var hits []cache.Hit
+	if c := p.opts.Cache; c != nil && !app.NoCache {
+		keys = make([]cache.Key, len(inputs))
+		for i, in := range inputs {
+			keys[i] = cache.NewKey(t.mv.Model, t.mv.Version, string(t.mv.InputType), in)
+		}
+		outs = make([][]byte, len(inputs))
+		hits = make([]cache.Hit, len(inputs))
+		if c.Get(keys, outs, hits) == 0 {
+			// All in L1: no deadline to keep, nothing that can block.
+			for i := range answers {
+				answers[i].output, answers[i].cached = outs[i], true
+			}
+			return answers
+		}
+	}
+	ctx, cancel := context.WithDeadline(parent, deadline)
+	defer cancel()
+	if keys != nil {
+		p.opts.Cache.Fetch(ctx, keys, app.CacheTTL, outs, hits)
+		for i, h := range hits {
+			if h != cache.Miss {
+				answers[i].output, answers[i].cached = outs[i], true
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range answers {
+		if answers[i].cached {
+			continue
+		}
+		var key *cache.Key
+		if keys != nil {
+			key = &keys[i]
+		}
+		if len(inputs) == 1 {
+			p.predict(ctx, t, app, inputs[i], key, &answers[i])
+			break
+		}
+		wg.Go(func() { p.predict(ctx, t, app, inputs[i], key, &answers[i]) })
+	}
+	wg.Wait()
+	return answers
+}
+
+// predict asks t's model for input's output, into a. With a key, identical
+// concurrent misses share one inference and its output fills the cache.
+func (p *Proxy) predict(ctx context.Context, t target, app state.App, input []byte, key *cache.Key, a *answer) {
+	var out []byte
+	var err error
+	if key != nil {
+		out, _, err = p.opts.Cache.Do(ctx, *key, app.CacheTTL, func(ctx context.Context) ([]byte, error) {
+			out, _, err := t.d.Predict(ctx, input)
+			return out, err
+		})
+	} else {
+		out, _, err = t.d.Predict(ctx, input)
+	}
 	switch {
 	case err == nil:
 		a.output = out
-	case errors.Is(err, dispatch.ErrDeadline):
-		_, healthy := d.Replicas()
-		return p.fallback(a, app, fmt.Sprintf("deadline: model %s did not answer within the app's SLO of %v (%d healthy replicas)", a.model, app.SLO, healthy))
+	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
+		_, healthy := t.d.Replicas()
+		*a = p.fallback(*a, app, fmt.Sprintf("deadline: model %s did not answer within the app's SLO of %v (%d healthy replicas)", t.model, app.SLO, healthy))
 	case errors.Is(err, dispatch.ErrStopped):
-		return p.fallback(a, app, fmt.Sprintf("model %s is shutting down", a.model))
+		*a = p.fallback(*a, app, fmt.Sprintf("model %s is shutting down", t.model))
+	case errors.As(err, new(*dispatch.ModelError)), errors.Is(err, context.Canceled):
+		a.err = err // the model refused this input, or the caller left
 	default:
-		a.err = err
+		// The replicas failed (connections lost, retries spent): the app
+		// still gets an answer, flagged, with the reason.
+		*a = p.fallback(*a, app, fmt.Sprintf("model %s failed: %v", t.model, err))
 	}
-	return a
 }
 
 // fallback makes a the app's default output, with the reason.

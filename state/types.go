@@ -63,12 +63,21 @@ type App struct {
 	// Priority orders apps when load must be shed: lower priorities are
 	// shed first. Zero is the default class; negative values are allowed.
 	Priority int `json:"priority,omitempty"`
+	// CacheTTL is how long the app's answers stay in the prediction cache.
+	// Zero means the cache's default. In JSON it is "cache_ttl_s", a
+	// number of seconds that may have a fraction.
+	CacheTTL time.Duration `json:"-"`
+	// NoCache keeps the app's answers out of the prediction cache: every
+	// query of the app reaches a model.
+	NoCache bool `json:"no_cache,omitempty"`
 }
 
-// appJSON is App's wire form: SLO as fractional milliseconds.
+// appJSON is App's wire form: SLO as fractional milliseconds, the cache
+// TTL as fractional seconds.
 type appJSON struct {
 	appFields
-	SLOMillis float64 `json:"slo_ms"`
+	SLOMillis       float64 `json:"slo_ms"`
+	CacheTTLSeconds float64 `json:"cache_ttl_s,omitempty"`
 }
 
 // appFields has App's fields without its methods, so encoding them does
@@ -77,7 +86,8 @@ type appFields App
 
 // MarshalJSON encodes the SLO as "slo_ms".
 func (a App) MarshalJSON() ([]byte, error) {
-	return json.Marshal(appJSON{appFields: appFields(a), SLOMillis: float64(a.SLO) / float64(time.Millisecond)})
+	return json.Marshal(appJSON{appFields: appFields(a), SLOMillis: float64(a.SLO) / float64(time.Millisecond),
+		CacheTTLSeconds: a.CacheTTL.Seconds()})
 }
 
 // UnmarshalJSON decodes "slo_ms", rounded to the nanosecond.
@@ -92,6 +102,11 @@ func (a *App) UnmarshalJSON(b []byte) error {
 		ns = math.MaxInt64 // rejected by Validate as too large
 	}
 	a.SLO = time.Duration(ns)
+	ns = math.Round(j.CacheTTLSeconds * float64(time.Second))
+	if ns > math.MaxInt64 || ns < math.MinInt64 {
+		ns = math.MaxInt64 // rejected by Validate as too large
+	}
+	a.CacheTTL = time.Duration(ns)
 	return nil
 }
 

@@ -42,8 +42,14 @@ func (a App) Validate() error {
 	if a.SLO <= 0 || a.SLO > maxSLO {
 		return invalid("app %q: slo_ms %g: must be positive and at most %v", a.Name, float64(a.SLO)/float64(time.Millisecond), maxSLO)
 	}
+	if a.CacheTTL < 0 || a.CacheTTL > maxCacheTTL {
+		return invalid("app %q: cache_ttl_s %g: must be between 0 (the cache's default) and %v", a.Name, a.CacheTTL.Seconds(), maxCacheTTL)
+	}
 	return nil
 }
+
+// maxCacheTTL bounds an app's cache TTL: a month.
+const maxCacheTTL = 30 * 24 * time.Hour
 
 // Validate checks v's fields on their own; the Store also checks them
 // against the rest of the state.

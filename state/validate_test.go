@@ -125,4 +125,22 @@ func TestAppJSON(t *testing.T) {
 	if err := a.Validate(); !errors.Is(err, state.ErrInvalid) {
 		t.Errorf("an absurd SLO validated: %v", err)
 	}
+
+	// The cache settings: TTL in fractional seconds, the opt-out.
+	c := state.App{Name: "c", InputType: state.InputBytes, SLO: time.Second, CacheTTL: 1500 * time.Millisecond, NoCache: true}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"cache_ttl_s":1.5`) || !strings.Contains(string(b), `"no_cache":true`) {
+		t.Errorf("Marshal(%+v) = %s", c, b)
+	}
+	var back state.App
+	if err := json.Unmarshal(b, &back); err != nil || back != c {
+		t.Errorf("round trip of %+v gave %+v (%v)", c, back, err)
+	}
+	c.CacheTTL = -time.Second
+	if err := c.Validate(); !errors.Is(err, state.ErrInvalid) || !strings.Contains(err.Error(), "cache_ttl_s") {
+		t.Errorf("a negative cache TTL: %v, want an error naming cache_ttl_s", err)
+	}
 }

@@ -39,7 +39,7 @@ type verb struct {
 var appVerbs = []verb{
 	{"list", "", "list the apps", appsList},
 	{"get", "NAME", "show an app and the models it uses", appsGet},
-	{"create", "--name NAME --input-type TYPE --slo DURATION [--default-output S] [--policy P] [--priority N] [--replace]", "create an app (--replace: create or replace)", appsCreate},
+	{"create", "--name NAME --input-type TYPE --slo DURATION [--default-output S] [--policy P] [--priority N] [--cache-ttl D | --no-cache] [--replace]", "create an app (--replace: create or replace)", appsCreate},
 	{"delete", "NAME", "delete an app and its links", appsDelete},
 	{"link", "APP MODEL", "let APP use MODEL", appsLink},
 	{"unlink", "APP MODEL", "stop APP from using MODEL", appsUnlink},
@@ -280,6 +280,14 @@ func (c *cli) showApp(a admin.AppView) error {
 		fmt.Fprintf(w, "default output:\t%q\n", a.DefaultOutput)
 		fmt.Fprintf(w, "policy:\t%s\n", policy)
 		fmt.Fprintf(w, "priority:\t%d\n", a.Priority)
+		switch {
+		case a.NoCache:
+			fmt.Fprintf(w, "cache:\toff\n")
+		case a.CacheTTLSeconds == 0:
+			fmt.Fprintf(w, "cache:\tthe cache's default TTL\n")
+		default:
+			fmt.Fprintf(w, "cache:\tTTL %v\n", time.Duration(a.CacheTTLSeconds*float64(time.Second)))
+		}
 		fmt.Fprintf(w, "models:\t%s\n", list(a.Models))
 	})
 }
@@ -298,6 +306,9 @@ func appsCreate(c *cli, args []string) error {
 	fs.StringVar(&a.DefaultOutput, "default-output", "", "the `output` answered, flagged, when the deadline passes first")
 	fs.StringVar(&a.Policy, "policy", "", "the model selection `policy`; empty means the single linked model")
 	fs.IntVar(&a.Priority, "priority", 0, "the app's `priority` when load is shed: lower is shed first")
+	var cacheTTL time.Duration
+	fs.DurationVar(&cacheTTL, "cache-ttl", 0, "how long answers stay in the prediction cache, such as 30m; 0 means the cache's default")
+	fs.BoolVar(&a.NoCache, "no-cache", false, "keep the app's answers out of the prediction cache")
 	fs.BoolVar(&replace, "replace", false, "replace an existing app of that name instead of failing")
 	if _, err := c.parse(fs, args); err != nil {
 		return err
@@ -306,6 +317,7 @@ func appsCreate(c *cli, args []string) error {
 		return err
 	}
 	a.SLOMillis = float64(slo) / float64(time.Millisecond)
+	a.CacheTTLSeconds = cacheTTL.Seconds()
 	return c.call(func(ctx context.Context, ac *admin.Client) error {
 		create := ac.CreateApp
 		if replace {

@@ -52,7 +52,9 @@ func TestAdminCLI(t *testing.T) {
 			[]string{"name:", "digits", "slo:", "50ms", `default output:  "-1"`, "priority:", "2"}, ""},
 		{"apps", []string{"create", "--name", "digits", "--input-type", "float32", "--slo", "50ms"}, nil, `409 Conflict: conflict: app "digits": already exists`},
 		{"apps", []string{"create", "--replace", "--name", "digits", "--input-type", "float32", "--slo", "40ms", "--default-output", "-1"}, []string{"40ms"}, ""},
-		{"apps", []string{"create", "--name", "spam", "--input-type", "string", "--slo", "1.5ms", "--policy", "exp3"}, []string{"1.5ms", "exp3"}, ""},
+		{"apps", []string{"create", "--name", "spam", "--input-type", "string", "--slo", "1.5ms", "--policy", "exp3", "--cache-ttl", "90s"}, []string{"1.5ms", "exp3", "TTL 1m30s"}, ""},
+		{"apps", []string{"create", "--name", "fresh", "--input-type", "string", "--slo", "5ms", "--no-cache"}, []string{"cache:", "off"}, ""},
+		{"apps", []string{"delete", "fresh"}, nil, ""},
 		{"apps", []string{"list"}, []string{"digits  float32  40ms", "spam    string   1.5ms  exp3"}, ""},
 
 		{"models", []string{"register", "--name", "mnist", "--version", "1", "--input-type", "float32", "--cmd", "/bin/mnist --version 1", "--env", "OMP_NUM_THREADS=1", "--batch-size", "16"},

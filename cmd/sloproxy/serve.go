@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/config"
 	"github.com/sloproxy/sloproxy/containers/process"
 	"github.com/sloproxy/sloproxy/containers/runtime"
@@ -57,6 +59,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP would kill the proxy without draining; until the configuration
+	// reloads on it, it is ignored, and said so.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	go func() {
+		for range hup {
+			fmt.Fprintln(stderr, "sloproxy serve: SIGHUP ignored: this version does not reload its configuration; restart it to apply changes")
+		}
+	}()
 	return serve(ctx, cfg, filepath.Dir(*path), stderr, nil)
 }
 
@@ -81,13 +93,22 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 			zap.String("variable", cfg.Admin.TokenEnv), zap.String("token", token))
 	}
 
-	store, closeStore, err := openStore(ctx, cfg, log)
+	var rdb *redis.Client
+	if cfg.Redis.Addr != "" {
+		rdb = redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
+		defer func() { _ = rdb.Close() }() // last: the store and the cache use it
+	}
+	store, err := openStore(ctx, cfg, rdb, log)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
-	if err := cfg.Seed(ctx, store); err != nil {
+	defer func() { _ = store.Close() }()
+	kept, err := cfg.Seed(ctx, store)
+	if err != nil {
 		return fmt.Errorf("config: seeding the state: %w", err)
+	}
+	if len(kept) > 0 {
+		log.Info("the shared state already had these; kept the state's, not the config file's", zap.Strings("kept", kept))
 	}
 
 	runtimes := map[state.RuntimeKind]runtime.Runtime{state.RuntimeExternal: runtime.External{}}
@@ -108,7 +129,15 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	predictions, purge, err := openCache(ctx, cfg, rdb, reg, store, log)
+	if err != nil {
+		return err
+	}
+	if predictions != nil {
+		defer func() { _ = predictions.Close() }()
+	}
 	p := proxy.New(proxy.Options{
+		Cache:            predictions,
 		Store:            store,
 		Registry:         reg,
 		Logger:           log.Named("proxy"),
@@ -135,7 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 	}
 	servers := []*http.Server{
 		newServer(p.Handler(), log),
-		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin")}), log),
+		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge}), log),
 	}
 	failed := make(chan error, len(servers))
 	for i, ln := range []net.Listener{queryLn, adminLn} {
@@ -182,24 +211,53 @@ func newServer(h http.Handler, log *zap.Logger) *http.Server {
 	}
 }
 
-// openStore opens the state on Redis, or in memory when no Redis is
-// configured, and starts following its changes.
-func openStore(ctx context.Context, cfg *config.Config, log *zap.Logger) (*state.Store, func(), error) {
-	var backend state.Backend
-	closeClient := func() {}
-	if cfg.Redis.Addr == "" {
-		backend = state.NewMemory()
-	} else {
-		client := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
-		closeClient = func() { _ = client.Close() }
-		backend = state.NewRedis(client, state.RedisOptions{Prefix: cfg.Redis.Prefix, Logger: log.Named("state")})
+// openStore opens the state on rdb, or in memory when rdb is nil, and
+// starts following its changes.
+func openStore(ctx context.Context, cfg *config.Config, rdb *redis.Client, log *zap.Logger) (*state.Store, error) {
+	var backend state.Backend = state.NewMemory()
+	if rdb != nil {
+		backend = state.NewRedis(rdb, state.RedisOptions{Prefix: cfg.Redis.Prefix, Logger: log.Named("state")})
 	}
 	store := state.NewStore(backend, state.Options{Logger: log.Named("state")})
 	if err := store.Start(ctx); err != nil {
-		closeClient()
-		return nil, nil, fmt.Errorf("state: %w", err)
+		return nil, fmt.Errorf("state: %w", err)
 	}
-	return store, func() { _ = store.Close(); closeClient() }, nil
+	return store, nil
+}
+
+// openCache starts the prediction cache the config asks for (nil when it
+// is disabled), with L2 on rdb when there is one, and returns the admin
+// API's purge for it.
+func openCache(ctx context.Context, cfg *config.Config, rdb *redis.Client, reg prometheus.Registerer, store *state.Store,
+	log *zap.Logger) (*cache.Cache, func(ctx context.Context, app, model string) error, error) {
+	if !cfg.Cache.Enabled {
+		return nil, nil, nil
+	}
+	opts := cache.Options{L1Bytes: cfg.Cache.L1Bytes, DefaultTTL: cfg.Cache.DefaultTTL, Prefix: cfg.Redis.Prefix, Timeout: cfg.Cache.RedisTimeout,
+		Registerer: reg, Logger: log.Named("cache")}
+	if rdb != nil {
+		opts.Redis = rdb
+	}
+	c, err := cache.New(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.Start(ctx); err != nil {
+		return nil, nil, err
+	}
+	purge := func(ctx context.Context, app, model string) error {
+		models := []string{model}
+		if app != "" {
+			models = store.Snapshot().ModelsOf(app)
+		}
+		for _, m := range models {
+			if err := c.Purge(ctx, m); err != nil {
+				return fmt.Errorf("%w: %v", state.ErrUnavailable, err)
+			}
+		}
+		return nil
+	}
+	return c, purge, nil
 }
 
 // newLogger builds the zap logger the config asks for, writing to out.

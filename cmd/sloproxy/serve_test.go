@@ -241,6 +241,30 @@ models:
 		}
 	})
 
+	t.Run("cache purge through the admin API", func(t *testing.T) {
+		for _, c := range []struct {
+			body   string
+			status int
+		}{
+			{`{"model": "noop"}`, http.StatusNoContent},
+			{`{"app": "echo"}`, http.StatusNoContent},
+			{`{"app": "nope"}`, http.StatusNotFound},
+			{`{"app": "echo", "model": "noop"}`, http.StatusBadRequest},
+		} {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+a.admin+"/api/v1/cache/purge", strings.NewReader(c.body))
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.status {
+				t.Errorf("purge %s: %d %s, want %d", c.body, resp.StatusCode, body, c.status)
+			}
+		}
+	})
+
 	t.Run("an app created through one proxy is served by another", func(t *testing.T) {
 		b := startServe(t, fmt.Sprintf(`
 listen: 127.0.0.1:0
@@ -394,6 +418,16 @@ models:
 		time.Sleep(20 * time.Millisecond)
 	}
 	waitServed(t, query, "work", `{"input": [1]}`, 30*time.Second)
+
+	// SIGHUP does not stop it (it would, by default, without draining).
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	waitServed(t, query, "work", `{"input": [1]}`, 5*time.Second)
+	if !strings.Contains(logs.String(), "SIGHUP ignored") {
+		t.Error("SIGHUP was not reported as ignored")
+	}
 
 	// One replica, batches of one, 400 ms each: the second and third
 	// queries are still queued when SIGTERM arrives.

@@ -18,7 +18,8 @@ import (
 type Options struct {
 	// Token is the bearer token every request but the health check must
 	// carry. Required: with an empty Token no request is authorized (the
-	// handler fails closed), and the serve command refuses to start.
+	// handler fails closed); the serve command generates and logs a token
+	// when the configuration names none.
 	Token string
 	// Logger receives one line per change made through the API and the
 	// errors answered with a 5xx status. Nil means none.

@@ -29,6 +29,11 @@ type App struct {
 	Policy string `json:"policy"`
 	// Priority orders apps when load is shed: lower is shed first.
 	Priority int `json:"priority"`
+	// CacheTTLSeconds is how long the app's answers stay in the
+	// prediction cache; 0 means the cache's default.
+	CacheTTLSeconds float64 `json:"cache_ttl_s"`
+	// NoCache keeps the app's answers out of the prediction cache.
+	NoCache bool `json:"no_cache"`
 }
 
 // AppView is an app as the API answers it: its fields and the models
@@ -42,11 +47,7 @@ type AppView struct {
 
 // SLO returns the app's SLO as a duration.
 func (a App) SLO() time.Duration {
-	ns := math.Round(a.SLOMillis * float64(time.Millisecond))
-	if ns >= math.MaxInt64 || ns <= math.MinInt64 || math.IsNaN(ns) {
-		return math.MaxInt64 // state rejects it as too large
-	}
-	return time.Duration(ns)
+	return durationOf(a.SLOMillis, time.Millisecond)
 }
 
 // state converts a to the state package's App.
@@ -58,18 +59,32 @@ func (a App) state() state.App {
 		DefaultOutput: a.DefaultOutput,
 		Policy:        a.Policy,
 		Priority:      a.Priority,
+		CacheTTL:      durationOf(a.CacheTTLSeconds, time.Second),
+		NoCache:       a.NoCache,
 	}
+}
+
+// durationOf converts a number of units to a duration, saturating: the
+// state rejects what is out of range.
+func durationOf(n float64, unit time.Duration) time.Duration {
+	ns := math.Round(n * float64(unit))
+	if ns >= math.MaxInt64 || ns <= math.MinInt64 || math.IsNaN(ns) {
+		return math.MaxInt64
+	}
+	return time.Duration(ns)
 }
 
 // fromState converts the state package's App to its wire form.
 func appFromState(a state.App) App {
 	return App{
-		Name:          a.Name,
-		InputType:     a.InputType,
-		SLOMillis:     float64(a.SLO) / float64(time.Millisecond),
-		DefaultOutput: a.DefaultOutput,
-		Policy:        a.Policy,
-		Priority:      a.Priority,
+		Name:            a.Name,
+		InputType:       a.InputType,
+		SLOMillis:       float64(a.SLO) / float64(time.Millisecond),
+		DefaultOutput:   a.DefaultOutput,
+		Policy:          a.Policy,
+		Priority:        a.Priority,
+		CacheTTLSeconds: a.CacheTTL.Seconds(),
+		NoCache:         a.NoCache,
 	}
 }
 
