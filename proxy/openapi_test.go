@@ -3,8 +3,6 @@ package proxy
 import (
 	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -13,30 +11,14 @@ import (
 	"testing"
 
 	"github.com/gorilla/mux"
-	"gopkg.in/yaml.v3"
 
+	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
 )
 
-// queryOpenAPIPath is the query listener's OpenAPI document, from this
-// package's folder.
-var queryOpenAPIPath = filepath.Join("..", "docs", "openapi-query.yaml")
-
-// loadQueryOpenAPI parses the document as plain YAML.
+// loadQueryOpenAPI parses the API's OpenAPI document.
 func loadQueryOpenAPI(t *testing.T) map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(queryOpenAPIPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("%s is not valid YAML: %v", queryOpenAPIPath, err)
-	}
-	if v, _ := doc["openapi"].(string); !strings.HasPrefix(v, "3.0.") {
-		t.Fatalf("openapi: %q; want 3.0.x", v)
-	}
-	return doc
+	return testutil.LoadOpenAPI(t, "openapi-query.yaml")
 }
 
 // endpoint is one (method, path template) pair.
@@ -97,12 +79,12 @@ func TestOpenAPIQueryDocumentsEveryRoute(t *testing.T) {
 	documented := documentedEndpoints(t, oaMap(t, doc["paths"], "paths"))
 	for _, e := range served {
 		if !slices.Contains(documented, e) {
-			t.Errorf("%v is served but not in %s", e, queryOpenAPIPath)
+			t.Errorf("%v is served but not in %s", e, "docs/openapi-query.yaml")
 		}
 	}
 	for _, e := range documented {
 		if !slices.Contains(served, e) {
-			t.Errorf("%v is in %s but not served", e, queryOpenAPIPath)
+			t.Errorf("%v is in %s but not served", e, "docs/openapi-query.yaml")
 		}
 	}
 }

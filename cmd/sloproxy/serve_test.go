@@ -29,7 +29,7 @@ const digitZero = `[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,1
 type server struct {
 	query, admin string
 	stop         func() error // cancels serve's context and returns its result
-	logs         *syncBuffer
+	logs         *testutil.Buffer
 }
 
 // startServe runs serve on the YAML configuration text until the test ends.
@@ -40,7 +40,7 @@ func startServe(t *testing.T, yaml string) *server {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{logs: &syncBuffer{}}
+	s := &server{logs: &testutil.Buffer{}}
 	up := make(chan struct{})
 	result := make(chan error, 1)
 	go func() {
@@ -392,7 +392,7 @@ models:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -473,22 +473,4 @@ models:
 func jsonEqual(raw json.RawMessage, want string) bool {
 	var a, b any
 	return json.Unmarshal(raw, &a) == nil && json.Unmarshal([]byte(want), &b) == nil && fmt.Sprint(a) == fmt.Sprint(b)
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

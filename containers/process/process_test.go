@@ -15,6 +15,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/containers/process"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/internal/testutil"
 )
 
 // TestEnsure starts replicas of a relative command, run from Options.Dir
@@ -302,7 +303,7 @@ func TestCrashLoop(t *testing.T) {
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var out lockedBuffer
+			var out testutil.Buffer
 			rt, logs := newRuntime(t, process.Options{Dir: t.TempDir(), Output: &out})
 			mv := version("1", 1, c.command...)
 			ensure(t, rt, mv)

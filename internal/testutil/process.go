@@ -99,7 +99,7 @@ type Process struct {
 	Addr string
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  *lockedBuffer
+	log  *Buffer
 }
 
 // StartModel starts argv as a model container listening on a fresh loopback
@@ -107,7 +107,7 @@ type Process struct {
 // HELLO, and stops it when the test ends.
 func StartModel(t testing.TB, argv []string, env ...string) *Process {
 	t.Helper()
-	p := &Process{Addr: FreeAddr(t), done: make(chan struct{}), log: &lockedBuffer{}}
+	p := &Process{Addr: FreeAddr(t), done: make(chan struct{}), log: &Buffer{}}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(append(os.Environ(), "SLOPROXY_RPC_ADDR="+p.Addr), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -185,22 +185,4 @@ func (p *Process) Client(t testing.TB) *rpc.Client {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// lockedBuffer collects a child's output from two pipes.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -2,38 +2,19 @@ package admin
 
 import (
 	"maps"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/gorilla/mux"
-	"gopkg.in/yaml.v3"
 
+	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
 )
 
-// openAPIPath is the API's OpenAPI document, from this package's folder.
-var openAPIPath = filepath.Join("..", "..", "docs", "openapi-admin.yaml")
-
-// loadOpenAPI parses the document as plain YAML.
-func loadOpenAPI(t *testing.T) map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(openAPIPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("%s is not valid YAML: %v", openAPIPath, err)
-	}
-	if v, _ := doc["openapi"].(string); !strings.HasPrefix(v, "3.0.") {
-		t.Fatalf("openapi: %q; want 3.0.x", v)
-	}
-	return doc
-}
+// loadOpenAPI parses the API's OpenAPI document.
+func loadOpenAPI(t *testing.T) map[string]any { return testutil.LoadOpenAPI(t, "openapi-admin.yaml") }
 
 // route is one registered endpoint.
 type route struct{ method, path string }
@@ -77,11 +58,11 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		t.Run(r.method+" "+r.path, func(t *testing.T) {
 			item, ok := paths[r.path]
 			if !ok {
-				t.Fatalf("path %s is not in %s", r.path, openAPIPath)
+				t.Fatalf("path %s is not in %s", r.path, "docs/openapi-admin.yaml")
 			}
 			op, ok := asMap(t, item, r.path)[strings.ToLower(r.method)]
 			if !ok {
-				t.Fatalf("%s %s is not in %s", r.method, r.path, openAPIPath)
+				t.Fatalf("%s %s is not in %s", r.method, r.path, "docs/openapi-admin.yaml")
 			}
 			opm := asMap(t, op, r.method+" "+r.path)
 			responses := asMap(t, opm["responses"], "responses")
