@@ -348,7 +348,8 @@ func (c *Cache) Put(k Key, out []byte, ttl time.Duration) {
 // the first caller's deadline (not its cancellation); each caller returns
 // at its own ctx's end at the latest. A successful computation is Put for
 // ttl; an error is returned to every caller and not cached. shared reports
-// whether the output came from another caller's computation or from L1.
+// whether the output came from another caller's computation or from L1
+// (and is what sloproxy_cache_collapsed_total counts).
 func (c *Cache) Do(ctx context.Context, k Key, ttl time.Duration, compute func(context.Context) ([]byte, error)) (out []byte, shared bool, err error) {
 	flightCtx := context.WithoutCancel(ctx)
 	if d, ok := ctx.Deadline(); ok {
@@ -356,7 +357,9 @@ func (c *Cache) Do(ctx context.Context, k Key, ttl time.Duration, compute func(c
 		flightCtx, cancel = context.WithDeadline(flightCtx, d)
 		defer cancel()
 	}
+	led := false // set when this caller's function runs the flight
 	ch := c.flights.DoChan(string(k.Index[:]), func() (any, error) {
+		led = true
 		if out, ok := c.getL1(k); ok {
 			return flightResult{out: out, fromL1: true}, nil
 		}
@@ -373,10 +376,11 @@ func (c *Cache) Do(ctx context.Context, k Key, ttl time.Duration, compute func(c
 			return nil, r.Shared, r.Err
 		}
 		res := r.Val.(flightResult)
-		if r.Shared || res.fromL1 {
+		shared := !led || res.fromL1
+		if shared {
 			c.m.collapsed.Inc()
 		}
-		return res.out, r.Shared || res.fromL1, nil
+		return res.out, shared, nil
 	case <-ctx.Done():
 		return nil, false, ctx.Err()
 	}

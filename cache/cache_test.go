@@ -234,7 +234,7 @@ func TestPurge(t *testing.T) {
 }
 
 func TestDoCollapses(t *testing.T) {
-	c, _ := newCache(t, "", Options{})
+	c, reg := newCache(t, "", Options{})
 	k := NewKey("m", "1", "bytes", []byte("same"))
 	var computed atomic.Int32
 	release := make(chan struct{})
@@ -269,6 +269,9 @@ func TestDoCollapses(t *testing.T) {
 	}
 	if out, hit := get(c, k); hit != L1 || string(out) != "result" {
 		t.Errorf("after the flight: %q %v, want it cached", out, hit)
+	}
+	if got := testutil.ToFloat64(metric(t, reg, "sloproxy_cache_collapsed_total")); got != 99 {
+		t.Errorf("collapsed: %v, want 99 (every caller but the one that computed)", got)
 	}
 }
 

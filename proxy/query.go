@@ -250,7 +250,10 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, input []by
 		a.err = err // the model refused this input, or the caller left
 	default:
 		// The replicas failed (connections lost, retries spent): the app
-		// still gets an answer, flagged, with the reason.
+		// still gets an answer, flagged, with the reason; the operator a
+		// line.
+		p.log.Warn("model failed; answered the default output", zap.String("query_id", a.id),
+			zap.String("app", app.Name), zap.String("model", t.model), zap.Error(err))
 		*a = p.fallback(*a, app, fmt.Sprintf("model %s failed: %v", t.model, err))
 	}
 }

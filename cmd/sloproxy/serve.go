@@ -242,7 +242,9 @@ func openCache(ctx context.Context, cfg *config.Config, rdb *redis.Client, reg p
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := c.Start(ctx); err != nil {
+	// Not ctx: fills made while the proxy drains must still reach Redis;
+	// Close, after the dispatchers, ends the cache's work.
+	if err := c.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, nil, err
 	}
 	purge := func(ctx context.Context, app, model string) error {
