@@ -3,6 +3,7 @@
 //	sloproxy serve --config FILE     run the proxy
 //	sloproxy apps ...                manage apps through the admin API
 //	sloproxy models ...              manage models through the admin API
+//	sloproxy bench ...               load-test a proxy, open loop
 //
 // cmd/ only wires: the work is done in the packages it imports.
 package main
@@ -19,6 +20,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"serve":  runServe,
 	"apps":   runApps,
 	"models": runModels,
+	"bench":  runBench,
 }
 
 const usage = `usage: sloproxy <command> [arguments]
@@ -27,6 +29,7 @@ commands:
   serve --config FILE   run the proxy
   apps ...              list, create, get and delete apps (sloproxy apps -h)
   models ...            register and manage models (sloproxy models -h)
+  bench ...             send an open-loop load to a proxy and measure it (sloproxy bench -h)
 `
 
 func main() {

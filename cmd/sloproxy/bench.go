@@ -1,0 +1,164 @@
+package main
+
+// `sloproxy bench`: flags and the report over package loadtest, which
+// sends the load and measures it.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net/url"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/sloproxy/sloproxy/loadtest"
+)
+
+const benchUsage = `usage: sloproxy bench --url URL --slo DURATION (--rate N --duration D | --phases D@N,...) [flags]
+
+Sends an open-loop load of POSTs to URL (a proxy's predict endpoint): requests
+leave on schedule whatever the latency of the answers. Prints a progress line
+each second, then percentiles, SLO attainment and the answers by kind.
+
+`
+
+// runBench runs `sloproxy bench`.
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	target := fs.String("url", "", "the predict endpoint, such as http://127.0.0.1:1337/apps/digits/predict (required)")
+	body := fs.String("body", "", `the JSON body of every request, such as '{"input": [1, 2]}'`)
+	bodyFile := fs.String("body-file", "", "read the body from this file instead")
+	slo := fs.Duration("slo", 0, "the latency objective answers are held to, such as 20ms (required)")
+	rate := fs.Float64("rate", 0, "requests per second, with --duration")
+	duration := fs.Duration("duration", 0, "how long to send at --rate")
+	phases := fs.String("phases", "", "a schedule instead of --rate/--duration: DURATION@RATE,... such as 30s@300,30s@900,30s@300 (a step) or 10s@200,1s@2000,10s@200 (a burst)")
+	arrival := fs.String("arrival", "poisson", "constant (evenly spaced) or poisson (exponential gaps)")
+	seed := fs.Uint64("seed", 1, "the seed of Poisson arrivals")
+	metrics := fs.String("metrics", "", "the proxy's /metrics, scraped for batch sizes (default: /metrics on the URL's host; \"none\" for none)")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long one request may take before it counts as an error")
+	jsonOut := fs.String("json", "", "write the result, with its per-second series, as JSON to this file")
+	plotOut := fs.String("plot", "", "write a PNG plot of latency, load and batch size over time to this file")
+	if err := fs.Parse(args); err != nil {
+		return helpIsNoError(err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := required(fs, "url", "slo"); err != nil {
+		return err
+	}
+	u, err := url.Parse(*target)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--url %q: want an http(s) URL with a host", *target)
+	}
+	if *slo <= 0 {
+		return fmt.Errorf("--slo %v: must be positive", *slo)
+	}
+	sched := &loadtest.Schedule{Seed: *seed}
+	switch *arrival {
+	case "poisson":
+		sched.Poisson = true
+	case "constant":
+	default:
+		return fmt.Errorf("--arrival %q: want constant or poisson", *arrival)
+	}
+	switch {
+	case *phases != "" && (*rate != 0 || *duration != 0):
+		return errors.New("give either --phases or --rate with --duration, not both")
+	case *phases != "":
+		if sched.Phases, err = loadtest.ParsePhases(*phases); err != nil {
+			return fmt.Errorf("--phases: %w", err)
+		}
+	case *rate > 0 && *duration > 0:
+		sched.Phases = []loadtest.Phase{{Duration: *duration, Rate: *rate}}
+	default:
+		return errors.New("give --rate and --duration (both positive), or --phases")
+	}
+	payload := []byte(*body)
+	if *bodyFile != "" {
+		if payload, err = os.ReadFile(*bodyFile); err != nil {
+			return fmt.Errorf("--body-file: %w", err)
+		}
+	}
+	if !json.Valid(payload) {
+		return errors.New("the body (--body or --body-file) is not valid JSON")
+	}
+	metricsURL := *metrics
+	switch metricsURL {
+	case "":
+		metricsURL = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/metrics"}).String()
+	case "none":
+		metricsURL = ""
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stderr, "sending %d requests over %v to %s\n", sched.Requests(), sched.Duration(), *target)
+	res, err := loadtest.Run(ctx, loadtest.Options{URL: *target, Body: payload, Schedule: sched, SLO: *slo,
+		MetricsURL: metricsURL, Timeout: *timeout, Progress: stderr})
+	if res == nil {
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "interrupted: the result covers what was sent so far")
+	}
+	report(stdout, res)
+	if *jsonOut != "" {
+		raw, jerr := json.MarshalIndent(res, "", "  ")
+		if jerr == nil {
+			jerr = os.WriteFile(*jsonOut, append(raw, '\n'), 0o644)
+		}
+		if jerr != nil {
+			return fmt.Errorf("--json: %w", jerr)
+		}
+	}
+	if *plotOut != "" {
+		f, perr := os.Create(*plotOut)
+		if perr != nil {
+			return fmt.Errorf("--plot: %w", perr)
+		}
+		perr = res.WritePNG(f, fmt.Sprintf("%s, SLO %v", *target, *slo))
+		if cerr := f.Close(); perr == nil {
+			perr = cerr
+		}
+		if perr != nil {
+			return fmt.Errorf("--plot: %w", perr)
+		}
+	}
+	return nil
+}
+
+// report prints the result's summary.
+func report(w io.Writer, r *loadtest.Result) {
+	line := func(what string, n int) {
+		fmt.Fprintf(w, "%-22s %8d  %6.2f%%\n", what, n, 100*float64(n)/float64(max(r.Sent, 1)))
+	}
+	fmt.Fprintf(w, "%-22s %8d\n", "sent", r.Sent)
+	line("answered by a model", r.Model)
+	line("default output", r.Default)
+	line("shed", r.Shed)
+	line("errors", r.Errors)
+	line(fmt.Sprintf("late (after %v)", r.SLO), r.Late)
+	fmt.Fprintf(w, "%-22s %8.4f  (model answers within the SLO: %.4f)\n", "SLO attainment", r.Attainment, r.ModelAttainment)
+	l := r.Latency
+	fmt.Fprintf(w, "%-22s p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", "latency", l.P50, l.P90, l.P99, l.P999, l.Max)
+	reasons := slices.SortedFunc(maps.Keys(r.Reasons), func(a, b string) int { return r.Reasons[b] - r.Reasons[a] })
+	for i, why := range reasons {
+		if i == 5 {
+			break
+		}
+		fmt.Fprintf(w, "  default %8d  %s\n", r.Reasons[why], why)
+	}
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/loadtest"
+)
+
+// TestBench runs `sloproxy bench` against a served proxy with the noop
+// model, a real process.
+func TestBench(t *testing.T) {
+	noop := testutil.BuildGo(t, "./examples/noop")
+	s := startServe(t, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, token: t}
+runtimes: {process: {enabled: true, port_base: %d}}
+cache: {enabled: false}
+apps:
+  - {name: echo, input_type: string, slo: 500ms, default_output: '"late"', models: [noop]}
+models:
+  - {name: noop, version: "1", input_type: string, command: [%q, --input-type, string]}
+`, basePort(t), noop))
+	waitServed(t, s.query, "echo", `{"input": "x"}`, 30*time.Second)
+	dir := t.TempDir()
+	jsonPath, plotPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.png")
+	var out, errOut bytes.Buffer
+	err := runBench([]string{"--url", "http://" + s.query + "/apps/echo/predict", "--body", `{"input": "hi"}`,
+		"--slo", "500ms", "--phases", "1s@100,1s@300", "--arrival", "constant", "--json", jsonPath, "--plot", plotPath}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	t.Logf("report:\n%s", out.String())
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res loadtest.Result
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 400 || res.Model != 400 || res.Errors != 0 || res.Attainment != 1 {
+		t.Errorf("sent %d, model %d, errors %d, attainment %v; want 400 answered by the model within the SLO", res.Sent, res.Model, res.Errors, res.Attainment)
+	}
+	if len(res.Seconds) != 2 || res.Seconds[0].Sent != 100 || res.Seconds[1].Sent != 300 {
+		t.Errorf("per second: %+v, want 100 then 300 sent", res.Seconds)
+	}
+	if res.Seconds[1].MeanBatch < 1 {
+		t.Errorf("mean batch in the second second %v: the proxy's /metrics was not read", res.Seconds[1].MeanBatch)
+	}
+	png, err := os.ReadFile(plotPath)
+	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Errorf("the plot is not a PNG (%v)", err)
+	}
+	for _, want := range []string{"sent", "400", "SLO attainment", "p99"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	if !strings.Contains(errOut.String(), "sent ") {
+		t.Error("no progress line")
+	}
+}
+
+func TestBenchBadFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--slo", "20ms", "--rate", "1", "--duration", "1s"}, "url"},
+		{[]string{"--url", "http://h/apps/a/predict", "--rate", "1", "--duration", "1s"}, "slo"},
+		{[]string{"--url", "ftp://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s"}, "http(s) URL"},
+		{[]string{"--url", "http://h/x", "--slo", "20ms"}, "--rate and --duration"},
+		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--phases", "1s@1"}, "not both"},
+		{[]string{"--url", "http://h/x", "--slo", "20ms", "--phases", "1s"}, "DURATION@RATE"},
+		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--arrival", "bursty"}, "constant or poisson"},
+		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--body", "{oops"}, "not valid JSON"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		err := runBench(tt.args, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("bench %v: %v, want an error about %q", tt.args, err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package loadtest
+
+import (
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+func TestParsePhases(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []Phase
+		err  string
+	}{
+		{"30s@300", []Phase{{30 * time.Second, 300}}, ""},
+		{"10s@200, 1s@2000,10s@200", []Phase{{10 * time.Second, 200}, {time.Second, 2000}, {10 * time.Second, 200}}, ""},
+		{"5s@0", []Phase{{5 * time.Second, 0}}, ""},
+		{"30s", nil, "want DURATION@RATE"},
+		{"x@3", nil, "duration"},
+		{"-1s@3", nil, "duration"},
+		{"1s@fast", nil, "rate"},
+		{"1s@-2", nil, "rate"},
+	}
+	for _, tt := range tests {
+		got, err := ParsePhases(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParsePhases(%q): %v, want an error about %s", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || len(got) != len(tt.want) {
+			t.Fatalf("ParsePhases(%q) = %v, %v", tt.in, got, err)
+		}
+		for i := range got {
+			if got[i] != tt.want[i] {
+				t.Errorf("ParsePhases(%q)[%d] = %v, want %v", tt.in, i, got[i], tt.want[i])
+			}
+		}
+	}
+}
+
+func TestScheduleConstant(t *testing.T) {
+	s := &Schedule{Phases: []Phase{{time.Second, 100}, {time.Second, 0}, {time.Second, 1000}}}
+	if n := s.Requests(); n != 1100 {
+		t.Fatalf("%d requests, want 100 + 0 + 1000", n)
+	}
+	// Evenly spaced within a phase, none in the silent one.
+	for i, want := range map[int]time.Duration{0: 0, 1: 10 * time.Millisecond, 99: 990 * time.Millisecond, 100: 2 * time.Second, 101: 2*time.Second + time.Millisecond} {
+		if wait, stop := s.Pace(0, uint64(i)); stop || wait != want {
+			t.Errorf("request %d leaves at %v (stop %v), want %v", i, wait, stop, want)
+		}
+	}
+	if _, stop := s.Pace(3*time.Second, 1100); !stop {
+		t.Error("the schedule did not stop after its last request")
+	}
+	if wait, _ := s.Pace(time.Second, 50); wait != 0 {
+		t.Errorf("a request already due waits %v, want 0", wait)
+	}
+	if r := s.Rate(2500 * time.Millisecond); r != 1000 {
+		t.Errorf("Rate at 2.5 s = %v, want 1000", r)
+	}
+}
+
+func TestSchedulePoisson(t *testing.T) {
+	s := &Schedule{Phases: []Phase{{100 * time.Second, 500}}, Poisson: true, Seed: 9}
+	n := s.Requests()
+	// 50,000 expected; the standard deviation of the count is about 224.
+	if math.Abs(float64(n)-50000) > 1000 {
+		t.Fatalf("%d Poisson arrivals at 500/s over 100 s, want about 50,000", n)
+	}
+	// The gaps' coefficient of variation is 1 for exponential gaps, 0 for
+	// constant spacing.
+	var sum, sumSq float64
+	for i := 1; i < n; i++ {
+		g := float64(s.arrivals[i] - s.arrivals[i-1])
+		sum += g
+		sumSq += g * g
+	}
+	mean := sum / float64(n-1)
+	cv := math.Sqrt(sumSq/float64(n-1)-mean*mean) / mean
+	if cv < 0.95 || cv > 1.05 {
+		t.Errorf("coefficient of variation of the gaps %.3f, want about 1", cv)
+	}
+	again := &Schedule{Phases: s.Phases, Poisson: true, Seed: 9}
+	if again.Requests() != n || again.arrivals[n/2] != s.arrivals[n/2] {
+		t.Error("the same seed gave another schedule")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name string
+		r    vegeta.Result
+		want kind
+	}{
+		{"model", vegeta.Result{Code: 200, Body: []byte(`{"output": 3, "default": false}`)}, kindModel},
+		{"default", vegeta.Result{Code: 200, Body: []byte(`{"output": -1, "default": true, "default_explanation": "deadline: ..."}`)}, kindDefault},
+		{"shed default", vegeta.Result{Code: 200, Body: []byte(`{"default": true, "default_explanation": "shed: would miss SLO"}`)}, kindShed},
+		{"429", vegeta.Result{Code: http.StatusTooManyRequests}, kindShed},
+		{"503", vegeta.Result{Code: http.StatusServiceUnavailable}, kindShed},
+		{"400", vegeta.Result{Code: 400, Body: []byte(`{"error": "bad input"}`)}, kindError},
+		{"not JSON", vegeta.Result{Code: 200, Body: []byte(`oops`)}, kindError},
+		{"connection refused", vegeta.Result{Error: "connection refused"}, kindError},
+	}
+	for _, tt := range tests {
+		if got, _ := classify(&tt.r); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestBlankNumbers(t *testing.T) {
+	in := "deadline: model cost:1 did not answer within the app's SLO of 20ms (2 healthy replicas)"
+	want := "deadline: model cost:N did not answer within the app's SLO of N (N healthy replicas)"
+	if got := blankNumbers(in); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	d := make([]time.Duration, 1000)
+	for i := range d {
+		d[len(d)-1-i] = time.Duration(i+1) * time.Millisecond
+	}
+	p := percentiles(d)
+	if p.P50 != 500*time.Millisecond || p.P99 != 990*time.Millisecond || p.P999 != 999*time.Millisecond || p.Max != time.Second {
+		t.Errorf("%+v", p)
+	}
+	if (percentiles(nil) != Percentiles{}) {
+		t.Error("percentiles of nothing are not zero")
+	}
+}

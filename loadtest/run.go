@@ -1,0 +1,333 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+// Options describe a run.
+type Options struct {
+	// URL is posted Body (JSON) on every request.
+	URL  string
+	Body []byte
+	// Schedule says when requests leave.
+	Schedule *Schedule
+	// SLO is the latency objective the answers are held to.
+	SLO time.Duration
+	// MetricsURL is the proxy's /metrics, scraped every second for batch
+	// sizes; empty means none.
+	MetricsURL string
+	// Timeout bounds each request. 0 means 10 s.
+	Timeout time.Duration
+	// Progress receives a line a second while the run goes on; nil means
+	// none.
+	Progress io.Writer
+}
+
+// Result is what a run measured.
+type Result struct {
+	URL      string        `json:"url"`
+	SLO      time.Duration `json:"slo_ns"`
+	Duration time.Duration `json:"duration_ns"`
+	Poisson  bool          `json:"poisson"`
+	Phases   []Phase       `json:"phases"`
+
+	Sent int `json:"sent"`
+	// Model is the answers a model gave; Default the default outputs
+	// (other than shed); Shed the queries shed (a shed default output, or
+	// 429 or 503); Errors every other answer or failure; Late the answers
+	// of any kind that came after the SLO.
+	Model   int `json:"model"`
+	Default int `json:"default"`
+	Shed    int `json:"shed"`
+	Errors  int `json:"errors"`
+	Late    int `json:"late"`
+	// Attainment is the share of requests answered, in any way but an
+	// error, within the SLO; ModelAttainment the share a model answered
+	// within the SLO.
+	Attainment      float64 `json:"attainment"`
+	ModelAttainment float64 `json:"model_attainment"`
+
+	Latency Percentiles `json:"latency"`
+	// Reasons counts the default outputs' explanations, numbers and
+	// durations in them blanked so that alike reasons add up.
+	Reasons map[string]int `json:"reasons"`
+	Seconds []Second       `json:"seconds"`
+}
+
+// Percentiles of the answers' latency.
+type Percentiles struct {
+	P50  time.Duration `json:"p50_ns"`
+	P90  time.Duration `json:"p90_ns"`
+	P99  time.Duration `json:"p99_ns"`
+	P999 time.Duration `json:"p999_ns"`
+	Max  time.Duration `json:"max_ns"`
+}
+
+// Second is one second of the run, by when the requests left.
+type Second struct {
+	T       int           `json:"t"`
+	Sent    int           `json:"sent"`
+	P50     time.Duration `json:"p50_ns"`
+	P99     time.Duration `json:"p99_ns"`
+	Default int           `json:"default"`
+	Shed    int           `json:"shed"`
+	Errors  int           `json:"errors"`
+	Late    int           `json:"late"`
+	// MeanBatch is the mean batch size the proxy reported over the
+	// second (all model versions), 0 when unknown.
+	MeanBatch float64 `json:"mean_batch"`
+}
+
+// answer is what the proxy's body says.
+type answer struct {
+	Default     bool   `json:"default"`
+	Explanation string `json:"default_explanation"`
+	Error       string `json:"error"`
+}
+
+type kind int
+
+const (
+	kindModel kind = iota
+	kindDefault
+	kindShed
+	kindError
+)
+
+// classify reads one result.
+func classify(r *vegeta.Result) (kind, string) {
+	switch {
+	case r.Error != "" && r.Code == 0:
+		return kindError, ""
+	case r.Code == http.StatusTooManyRequests || r.Code == http.StatusServiceUnavailable:
+		return kindShed, ""
+	case r.Code != http.StatusOK:
+		return kindError, ""
+	}
+	var a answer
+	if json.Unmarshal(r.Body, &a) != nil {
+		return kindError, ""
+	}
+	switch {
+	case !a.Default:
+		return kindModel, ""
+	case strings.HasPrefix(a.Explanation, "shed"):
+		return kindShed, a.Explanation
+	}
+	return kindDefault, a.Explanation
+}
+
+// Run sends the schedule's requests and measures the answers. It returns
+// when every request is answered or has timed out, or when ctx is done
+// (with what was measured so far).
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	sched := opts.Schedule
+	if n := sched.Requests(); n == 0 {
+		return nil, fmt.Errorf("the schedule sends no request")
+	}
+	atk := vegeta.NewAttacker(vegeta.Timeout(opts.Timeout), vegeta.KeepAlive(true), vegeta.Connections(10000),
+		vegeta.MaxBody(64<<10))
+	target := vegeta.Target{Method: http.MethodPost, URL: opts.URL, Body: opts.Body,
+		Header: http.Header{"Content-Type": []string{"application/json"}}}
+	duration := sched.Duration()
+	res := &Result{URL: opts.URL, SLO: opts.SLO, Duration: duration, Poisson: sched.Poisson, Phases: sched.Phases,
+		Reasons: map[string]int{}}
+	seconds := int(math.Ceil(duration.Seconds()))
+	lat := make([][]time.Duration, seconds)
+	sec := make([]Second, seconds)
+	var all []time.Duration
+
+	batches := &batchScraper{url: opts.MetricsURL}
+	stopScrape := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards sec and res while the scraper writes MeanBatch
+	start := time.Now()
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		batches.scrape() // the baseline
+		for i := 0; ; i++ {
+			stopping := false
+			select {
+			case <-stopScrape:
+				stopping = true // the last, partial second
+			case <-t.C:
+			}
+			mean := batches.scrape()
+			mu.Lock()
+			if i < len(sec) {
+				sec[i].MeanBatch = mean
+			}
+			if stopping {
+				mu.Unlock()
+				return
+			}
+			line := progressLine(i+1, res, lat[min(i, seconds-1)])
+			mu.Unlock()
+			if opts.Progress != nil {
+				fmt.Fprint(opts.Progress, line)
+			}
+		}
+	})
+
+	// No duration limit: the schedule stops the attack after its last request.
+	results := atk.Attack(vegeta.NewStaticTargeter(target), sched, 0, "sloproxy-bench")
+	done := ctx.Done()
+loop:
+	for {
+		select {
+		case r, ok := <-results:
+			if !ok {
+				break loop
+			}
+			k, why := classify(r)
+			i := min(max(int(r.Timestamp.Sub(start)/time.Second), 0), seconds-1)
+			mu.Lock()
+			res.Sent++
+			sec[i].Sent++
+			late := r.Latency > opts.SLO
+			switch k {
+			case kindModel:
+				res.Model++
+			case kindDefault:
+				res.Default++
+				sec[i].Default++
+				res.Reasons[blankNumbers(why)]++
+			case kindShed:
+				res.Shed++
+				sec[i].Shed++
+			case kindError:
+				res.Errors++
+				sec[i].Errors++
+			}
+			if k != kindError {
+				lat[i] = append(lat[i], r.Latency)
+				all = append(all, r.Latency)
+				if late {
+					res.Late++
+					sec[i].Late++
+				} else {
+					res.Attainment++
+					if k == kindModel {
+						res.ModelAttainment++
+					}
+				}
+			}
+			mu.Unlock()
+		case <-done:
+			atk.Stop()
+			done = nil
+		}
+	}
+	close(stopScrape)
+	wg.Wait()
+	if opts.Progress != nil {
+		fmt.Fprintln(opts.Progress)
+	}
+	if res.Sent > 0 {
+		res.Attainment /= float64(res.Sent)
+		res.ModelAttainment /= float64(res.Sent)
+	}
+	res.Latency = percentiles(all)
+	for i := range sec {
+		p := percentiles(lat[i])
+		sec[i].T, sec[i].P50, sec[i].P99 = i, p.P50, p.P99
+	}
+	res.Seconds = sec
+	return res, ctx.Err()
+}
+
+func progressLine(t int, res *Result, last []time.Duration) string {
+	return fmt.Sprintf("\r%4ds  sent %d  model %d  default %d  shed %d  errors %d  late %d  p99 %v   ",
+		t, res.Sent, res.Model, res.Default, res.Shed, res.Errors, res.Late, percentiles(last).P99.Round(10*time.Microsecond))
+}
+
+// percentiles of d (sorted in place).
+func percentiles(d []time.Duration) Percentiles {
+	if len(d) == 0 {
+		return Percentiles{}
+	}
+	slices.Sort(d)
+	at := func(q float64) time.Duration { return d[min(len(d)-1, int(math.Ceil(q*float64(len(d))))-1)] }
+	return Percentiles{P50: at(0.5), P90: at(0.9), P99: at(0.99), P999: at(0.999), Max: d[len(d)-1]}
+}
+
+// blankNumbers replaces each run of digits (with . and unit letters that
+// follow) by "N": "did not answer within 20ms (2 healthy replicas)"
+// becomes "did not answer within N (N healthy replicas)".
+func blankNumbers(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if s[i] >= '0' && s[i] <= '9' {
+			for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.' || strings.IndexByte("nuµms", s[i]) >= 0) {
+				i++
+			}
+			b.WriteString("N")
+			continue
+		}
+		b.WriteByte(s[i])
+		i++
+	}
+	return b.String()
+}
+
+// batchScraper reads the proxy's batch-size histogram.
+type batchScraper struct {
+	url        string
+	sum, count float64
+}
+
+// scrape returns the mean batch size since the last scrape, 0 when
+// unknown.
+func (s *batchScraper) scrape() float64 {
+	if s.url == "" {
+		return 0
+	}
+	client := http.Client{Timeout: 500 * time.Millisecond}
+	resp, err := client.Get(s.url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	if err != nil {
+		return 0
+	}
+	f, ok := families["sloproxy_batch_size"]
+	if !ok {
+		return 0
+	}
+	var sum, count float64
+	for _, m := range f.GetMetric() {
+		sum += m.GetHistogram().GetSampleSum()
+		count += float64(m.GetHistogram().GetSampleCount())
+	}
+	mean := 0.0
+	if count > s.count {
+		mean = (sum - s.sum) / (count - s.count)
+	}
+	s.sum, s.count = sum, count
+	return mean
+}
