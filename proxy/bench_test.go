@@ -74,18 +74,33 @@ func BenchmarkOverhead(b *testing.B) {
 	})
 }
 
+// BenchmarkHandler counts the handler's allocations per query, in-process
+// (the test's request and recorder included): answered by the noop
+// ("model"), and answered from the prediction cache's L1 ("cache-hit").
 func BenchmarkHandler(b *testing.B) {
 	addr := testutil.StartModel(b, []string{testutil.BuildGo(b, "./examples/noop"), "--input-type", "float32"}).Addr
-	h := benchEnv(b, addr).Handler()
-	body := `{"input": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}`
-	b.ReportAllocs()
-	for b.Loop() {
-		req := httptest.NewRequest(http.MethodPost, "/apps/bench/predict", strings.NewReader(body))
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		if w.Code != 200 {
-			b.Fatal(w.Code, w.Body.String())
-		}
+	c, err := cache.New(cache.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	for _, bb := range []struct {
+		name  string
+		cache *cache.Cache
+	}{{"model", nil}, {"cache-hit", c}} {
+		b.Run(bb.name, func(b *testing.B) {
+			h := benchEnvWith(b, addr, bb.cache, nil).Handler()
+			body := `{"input": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}`
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, "/apps/bench/predict", strings.NewReader(body))
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatal(w.Code, w.Body.String())
+				}
+			}
+		})
 	}
 }
 
@@ -241,28 +256,6 @@ func BenchmarkCacheHit(b *testing.B) {
 	}
 	if n := testutilCounter(b, p, "sloproxy_cache_hits_total"); n == 0 {
 		b.Fatal("the proxy answered without a cache hit")
-	}
-}
-
-// BenchmarkHandlerCacheHit counts the allocations of a cache hit through
-// the handler, in-process.
-func BenchmarkHandlerCacheHit(b *testing.B) {
-	addr := testutil.StartModel(b, []string{testutil.BuildGo(b, "./examples/noop"), "--input-type", "float32"}).Addr
-	c, err := cache.New(cache.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	h := benchEnvWith(b, addr, c, nil).Handler()
-	body := `{"input": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}`
-	b.ReportAllocs()
-	for b.Loop() {
-		req := httptest.NewRequest(http.MethodPost, "/apps/bench/predict", strings.NewReader(body))
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		if w.Code != 200 {
-			b.Fatal(w.Code, w.Body.String())
-		}
 	}
 }
 

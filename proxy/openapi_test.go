@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gorilla/mux"
-
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -22,35 +20,13 @@ func loadQueryOpenAPI(t *testing.T) map[string]any {
 }
 
 // endpoint is one (method, path template) pair.
-type endpoint struct{ method, path string }
-
-func (e endpoint) String() string { return e.method + " " + e.path }
+type endpoint = testutil.Endpoint
 
 // servedEndpoints walks the router that New builds, which Handler serves
 // (the query path's fast path only shortcuts two of its routes).
 func servedEndpoints(t *testing.T) []endpoint {
 	t.Helper()
-	p := New(Options{Store: state.NewStore(nil, state.Options{})})
-	r := p.router
-	var eps []endpoint
-	err := r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
-		path, err := route.GetPathTemplate()
-		if err != nil {
-			return err
-		}
-		methods, err := route.GetMethods()
-		if err != nil {
-			return err
-		}
-		for _, m := range methods {
-			eps = append(eps, endpoint{m, path})
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return eps
+	return testutil.RouterEndpoints(t, New(Options{Store: state.NewStore(nil, state.Options{})}).router)
 }
 
 // documentedEndpoints lists the operations under the document's paths.
@@ -61,7 +37,7 @@ func documentedEndpoints(t *testing.T, paths map[string]any) []endpoint {
 		for key := range oaMap(t, item, path) {
 			switch key {
 			case "get", "put", "post", "delete", "options", "head", "patch", "trace":
-				eps = append(eps, endpoint{strings.ToUpper(key), path})
+				eps = append(eps, endpoint{Method: strings.ToUpper(key), Path: path})
 			}
 		}
 	}
@@ -100,8 +76,8 @@ func TestOpenAPIQueryOperations(t *testing.T) {
 	ids := map[string]endpoint{}
 	for _, e := range documentedEndpoints(t, paths) {
 		t.Run(e.String(), func(t *testing.T) {
-			item := oaMap(t, paths[e.path], e.path)
-			op := oaMap(t, item[strings.ToLower(e.method)], e.String())
+			item := oaMap(t, paths[e.Path], e.Path)
+			op := oaMap(t, item[strings.ToLower(e.Method)], e.String())
 
 			id, _ := op["operationId"].(string)
 			if id == "" {
@@ -121,7 +97,7 @@ func TestOpenAPIQueryOperations(t *testing.T) {
 				}
 			}
 			var vars []string
-			for _, m := range pathVar.FindAllStringSubmatch(e.path, -1) {
+			for _, m := range pathVar.FindAllStringSubmatch(e.Path, -1) {
 				vars = append(vars, m[1])
 			}
 			slices.Sort(params)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gorilla/mux"
 	"gopkg.in/yaml.v3"
 )
 
@@ -25,4 +26,34 @@ func LoadOpenAPI(t *testing.T, name string) map[string]any {
 		t.Fatalf("%s: openapi: %q; want 3.0.x", path, v)
 	}
 	return doc
+}
+
+// Endpoint is one (method, path template) pair a router serves.
+type Endpoint struct{ Method, Path string }
+
+func (e Endpoint) String() string { return e.Method + " " + e.Path }
+
+// RouterEndpoints lists what r serves, to compare with an OpenAPI
+// document.
+func RouterEndpoints(t *testing.T, r *mux.Router) []Endpoint {
+	t.Helper()
+	var eps []Endpoint
+	err := r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		path, err := route.GetPathTemplate()
+		if err != nil {
+			return err
+		}
+		methods, err := route.GetMethods()
+		if err != nil {
+			return err
+		}
+		for _, m := range methods {
+			eps = append(eps, Endpoint{m, path})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eps
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gorilla/mux"
-
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -16,32 +14,10 @@ import (
 // loadOpenAPI parses the API's OpenAPI document.
 func loadOpenAPI(t *testing.T) map[string]any { return testutil.LoadOpenAPI(t, "openapi-admin.yaml") }
 
-// route is one registered endpoint.
-type route struct{ method, path string }
-
-// registeredRoutes walks the router.
-func registeredRoutes(t *testing.T) []route {
+// registeredRoutes lists what the router serves.
+func registeredRoutes(t *testing.T) []testutil.Endpoint {
 	t.Helper()
-	var routes []route
-	err := newHandler(state.NewStore(nil, state.Options{}), Options{Token: "x"}).router.Walk(
-		func(r *mux.Route, _ *mux.Router, _ []*mux.Route) error {
-			path, err := r.GetPathTemplate()
-			if err != nil {
-				return err
-			}
-			methods, err := r.GetMethods()
-			if err != nil {
-				return err
-			}
-			for _, m := range methods {
-				routes = append(routes, route{m, path})
-			}
-			return nil
-		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return routes
+	return testutil.RouterEndpoints(t, newHandler(state.NewStore(nil, state.Options{}), Options{Token: "x"}).router)
 }
 
 // TestOpenAPIDocumentsEveryRoute checks the document against the router:
@@ -55,18 +31,18 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		t.Fatalf("found only %d routes: %v", len(routes), routes)
 	}
 	for _, r := range routes {
-		t.Run(r.method+" "+r.path, func(t *testing.T) {
-			item, ok := paths[r.path]
+		t.Run(r.Method+" "+r.Path, func(t *testing.T) {
+			item, ok := paths[r.Path]
 			if !ok {
-				t.Fatalf("path %s is not in %s", r.path, "docs/openapi-admin.yaml")
+				t.Fatalf("path %s is not in %s", r.Path, "docs/openapi-admin.yaml")
 			}
-			op, ok := asMap(t, item, r.path)[strings.ToLower(r.method)]
+			op, ok := asMap(t, item, r.Path)[strings.ToLower(r.Method)]
 			if !ok {
-				t.Fatalf("%s %s is not in %s", r.method, r.path, "docs/openapi-admin.yaml")
+				t.Fatalf("%s %s is not in %s", r.Method, r.Path, "docs/openapi-admin.yaml")
 			}
-			opm := asMap(t, op, r.method+" "+r.path)
+			opm := asMap(t, op, r.Method+" "+r.Path)
 			responses := asMap(t, opm["responses"], "responses")
-			open := r.path == pathHealthz
+			open := r.Path == pathHealthz
 			if sec, ok := opm["security"]; open != (ok && reflect.DeepEqual(sec, []any{})) {
 				t.Errorf("security: %v; want [] exactly for the health check, inherited elsewhere", sec)
 			}
@@ -83,7 +59,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			if method == "parameters" {
 				continue
 			}
-			if !slices.Contains(routes, route{strings.ToUpper(method), path}) {
+			if !slices.Contains(routes, testutil.Endpoint{Method: strings.ToUpper(method), Path: path}) {
 				t.Errorf("%s %s is documented but not routed", strings.ToUpper(method), path)
 			}
 		}
