@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -30,6 +31,9 @@ func FuzzEncodeInput(f *testing.F) {
 		// which the proxy refuses as not a number).
 		var elems []any
 		werr := json.Unmarshal(raw, &elems)
+		if trimmed := bytes.TrimSpace(raw); werr == nil && (len(trimmed) == 0 || trimmed[0] != '[') {
+			werr = errors.New("not an array") // null decodes into a nil slice
+		}
 		want := make([]float64, 0, len(elems))
 		for _, e := range elems {
 			v, ok := e.(float64)
