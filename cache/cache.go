@@ -64,6 +64,8 @@ const (
 	fillQueue = 4096
 	// fillBatch is the most SETs in one pipeline.
 	fillBatch = 128
+	// writeTimeout is the least time a pipeline of fills gets.
+	writeTimeout = 250 * time.Millisecond
 )
 
 // Options configure a Cache. The zero value of each field has the meaning
@@ -78,7 +80,8 @@ type Options struct {
 	Prefix string
 	// DefaultTTL is the TTL of entries put with none. 0 means DefaultTTL.
 	DefaultTTL time.Duration
-	// Timeout bounds each Redis call. 0 means DefaultTimeout.
+	// Timeout bounds each Redis lookup. Background writes get ten times as
+	// long, and at least 250 ms. 0 means DefaultTimeout.
 	Timeout time.Duration
 	// BreakerFailures is how many Redis failures in a row open the
 	// breaker; BreakerCooldown how long it stays open before a trial
@@ -224,8 +227,8 @@ func (c *Cache) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the background work, writing the fills still queued within
-// one Timeout, and L1's maintenance.
+// Close stops the background work, writing up to one pipeline of the fills
+// still queued, and L1's maintenance.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	cancel, done := c.cancel, c.done
@@ -394,8 +397,13 @@ type flightResult struct {
 // redis runs one Redis call through the breaker, bounded by the timeout
 // and ctx. An open breaker skips the call.
 func (c *Cache) redis(ctx context.Context, op string, call func(context.Context) (any, error)) (any, error) {
+	return c.redisWithin(ctx, c.timeout, op, call)
+}
+
+// redisWithin is redis with its own timeout.
+func (c *Cache) redisWithin(ctx context.Context, timeout time.Duration, op string, call func(context.Context) (any, error)) (any, error) {
 	v, err := c.breaker.Execute(func() (any, error) {
-		cctx, cancel := context.WithTimeout(ctx, c.timeout)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		v, err := call(cctx)
 		if err != nil && ctx.Err() != nil {
@@ -452,7 +460,10 @@ func (c *Cache) writeFills(ctx context.Context) {
 }
 
 func (c *Cache) writeBatch(ctx context.Context, batch []fill) {
-	_, _ = c.redis(ctx, "set", func(ctx context.Context) (any, error) {
+	// No query waits on a write: it may take longer than a lookup, and a
+	// pipeline of up to fillBatch SETs should not fail (and be lost) on a
+	// lookup's few milliseconds.
+	_, _ = c.redisWithin(ctx, max(10*c.timeout, writeTimeout), "set", func(ctx context.Context) (any, error) {
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, f := range batch {
 				p.Set(ctx, f.key, f.val, f.ttl)
