@@ -71,9 +71,11 @@ type Options struct {
 // Dispatcher is the queue of one model version and the workers of its
 // replicas.
 type Dispatcher struct {
-	opts Options
-	q    *queue
-	ctx  context.Context
+	opts    Options
+	name    string // model:version
+	metrics *versionMetrics
+	q       *queue
+	ctx     context.Context
 
 	mu       sync.Mutex // guards replicas and closed
 	replicas map[string]*replica
@@ -110,8 +112,12 @@ func New(opts Options) *Dispatcher {
 		opts.Now = time.Now
 	}
 	opts.Logger = opts.Logger.With(zap.String("model", opts.Model), zap.String("version", opts.Version))
-	return &Dispatcher{opts: opts, q: newQueue(opts.Now), replicas: map[string]*replica{}}
+	return &Dispatcher{opts: opts, name: opts.Model + ":" + opts.Version, metrics: opts.Metrics.forVersion(opts.Model, opts.Version),
+		q: newQueue(opts.Now), replicas: map[string]*replica{}}
 }
+
+// Name is the model version as "model:version".
+func (d *Dispatcher) Name() string { return d.name }
 
 // Start makes the dispatcher ready for replicas; ctx bounds their lives.
 func (d *Dispatcher) Start(ctx context.Context) { d.ctx = ctx }

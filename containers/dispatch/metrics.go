@@ -43,10 +43,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observeBatch(model, version string, batch []*query, now time.Time) {
-	wait := m.QueueWait.WithLabelValues(model, version)
-	for _, q := range batch {
-		wait.Observe(now.Sub(q.enqueued).Seconds())
+// versionMetrics are a model version's series, resolved once per
+// dispatcher instead of by label on every batch.
+type versionMetrics struct {
+	wait, size, service prometheus.Observer
+	healthy             *prometheus.GaugeVec // by replica
+}
+
+// forVersion returns the series of one model version; nil for nil m.
+func (m *Metrics) forVersion(model, version string) *versionMetrics {
+	if m == nil {
+		return nil
 	}
-	m.BatchSize.WithLabelValues(model, version).Observe(float64(len(batch)))
+	labels := prometheus.Labels{"model": model, "version": version}
+	return &versionMetrics{
+		wait:    m.QueueWait.With(labels),
+		size:    m.BatchSize.With(labels),
+		service: m.ServiceTime.With(labels),
+		healthy: m.ReplicaHealthy.MustCurryWith(labels),
+	}
+}
+
+// observeBatch records a batch leaving at now: its size, and the queue
+// wait of each query sent for the first time (a retried query's wait was
+// recorded when it first left).
+func (vm *versionMetrics) observeBatch(batch []*query, now time.Time) {
+	for _, q := range batch {
+		if q.attempts == 0 {
+			vm.wait.Observe(now.Sub(q.enqueued).Seconds())
+		}
+	}
+	vm.size.Observe(float64(len(batch)))
 }

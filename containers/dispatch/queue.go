@@ -77,9 +77,12 @@ func (h *deadlineHeap) Pop() any {
 
 // queue is the deadline-ordered queue of one model version.
 type queue struct {
-	mu      sync.Mutex // guards h, wake and stopped
-	h       deadlineHeap
-	wake    chan struct{} // closed and replaced when a query arrives
+	mu sync.Mutex // guards h, wake, waiting and stopped
+	h  deadlineHeap
+	// wake is closed and replaced when a query arrives while a worker
+	// waits on it (waiting), so that a push allocates nothing otherwise.
+	wake    chan struct{}
+	waiting bool
 	stopped bool
 	now     func() time.Time
 }
@@ -96,9 +99,16 @@ func (qu *queue) push(q *query) error {
 		return ErrStopped
 	}
 	heap.Push(&qu.h, q)
-	close(qu.wake)
-	qu.wake = make(chan struct{})
+	qu.wakeWaiters()
 	return nil
+}
+
+// wakeWaiters wakes the workers waiting for a query, if any.
+func (qu *queue) wakeWaiters() {
+	if qu.waiting {
+		close(qu.wake)
+		qu.wake, qu.waiting = make(chan struct{}), false
+	}
 }
 
 // remove takes q out if it is still queued and reports whether it was.
@@ -135,6 +145,7 @@ func (qu *queue) take(n int, dst []*query) ([]*query, <-chan struct{}) {
 		dst = append(dst, q)
 	}
 	if len(dst) == 0 {
+		qu.waiting = true
 		return nil, qu.wake
 	}
 	return dst, nil
@@ -166,6 +177,5 @@ func (qu *queue) stop(err error) {
 	for qu.h.Len() > 0 {
 		heap.Pop(&qu.h).(*query).reply <- result{err: err}
 	}
-	close(qu.wake)
-	qu.wake = make(chan struct{})
+	qu.wakeWaiters()
 }

@@ -57,6 +57,10 @@ func (r *replica) run(ctx context.Context) {
 	defer cancel()
 	r.client.Start(ctx)
 	defer r.client.Close()
+	if vm := r.d.metrics; vm != nil {
+		// Last: a replica that is gone has no health series at all.
+		defer vm.healthy.DeleteLabelValues(r.addr)
+	}
 	defer r.setHealthy(false, nil)
 
 	var wg sync.WaitGroup
@@ -108,12 +112,12 @@ func (r *replica) setHealthy(ok bool, why error) {
 			r.log.Warn("replica ejected", zap.Error(why))
 		}
 	}
-	if m := r.d.opts.Metrics; m != nil {
+	if vm := r.d.metrics; vm != nil {
 		v := 0.0
 		if ok {
 			v = 1
 		}
-		m.ReplicaHealthy.WithLabelValues(r.d.opts.Model, r.d.opts.Version, r.addr).Set(v)
+		vm.healthy.WithLabelValues(r.addr).Set(v)
 	}
 }
 
@@ -233,8 +237,8 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 		ctx, cancel = context.WithDeadline(epoch, last)
 		defer cancel()
 	}
-	if m := r.d.opts.Metrics; m != nil {
-		m.observeBatch(r.d.opts.Model, r.d.opts.Version, batch, now)
+	if vm := r.d.metrics; vm != nil {
+		vm.observeBatch(batch, now)
 	}
 	outs, err := r.client.Predict(ctx, r.d.opts.InputType, inputs)
 	latency := r.d.opts.Now().Sub(now)
@@ -243,8 +247,8 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 		r.ctrlMu.Lock()
 		r.ctrl.Observe(len(batch), latency)
 		r.ctrlMu.Unlock()
-		if m := r.d.opts.Metrics; m != nil {
-			m.ServiceTime.WithLabelValues(r.d.opts.Model, r.d.opts.Version).Observe(latency.Seconds())
+		if vm := r.d.metrics; vm != nil {
+			vm.service.Observe(latency.Seconds())
 		}
 		for i, q := range batch {
 			q.reply <- result{out: outs[i], replica: r.addr}
