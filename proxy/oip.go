@@ -192,20 +192,10 @@ func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
 	}
 	wg.Wait()
 	p.metrics.latency.WithLabelValues("oip", "").Observe(time.Since(start).Seconds())
-	a := answer{id: req.ID, model: mv.Model + ":" + mv.Version, err: errors.Join(errs...)}
+	a := answer{id: req.ID, model: d.Name(), err: oipError(errs, d.Name(), timeout)}
 	p.record("oip", "", &a)
 	if a.err != nil {
-		var modelErr *dispatch.ModelError
-		switch {
-		case errors.Is(a.err, dispatch.ErrDeadline):
-			writeError(w, errorf(ErrUnavailable, "deadline: model %s did not answer within %v", a.model, timeout))
-		case errors.As(a.err, &modelErr):
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusInternalServerError)
-			_, _ = w.Write(append(appendString([]byte(`{"error":`), modelErr.Error()), "}\n"...))
-		default:
-			writeError(w, a.err)
-		}
+		writeError(w, a.err)
 		return
 	}
 	resp := map[string]any{"model_name": mv.Model, "model_version": mv.Version, "outputs": []any{oipOutput(outs)}}
@@ -214,6 +204,28 @@ func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
 	}
 	b, _ := json.Marshal(resp)
 	writeJSON(w, b)
+}
+
+// oipError is the request's error from its rows' (nil when every row was
+// answered), typed as Triton maps it: a model refusing a row is the
+// caller's input (400), a deadline or a replica failure is unavailable
+// (503), a caller gone stays canceled.
+func oipError(errs []error, model string, timeout time.Duration) error {
+	for row, err := range errs {
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
+			return errorf(ErrUnavailable, "deadline: model %s did not answer row %d within %v", model, row, timeout)
+		case errors.As(err, new(*dispatch.ModelError)):
+			return errorf(ErrBadInput, "row %d: %v", row, err)
+		case errors.Is(err, context.Canceled):
+			return err
+		default:
+			return errorf(ErrUnavailable, "model %s failed on row %d: %v", model, row, err)
+		}
+	}
+	return nil
 }
 
 func (p *Proxy) oipReject(w http.ResponseWriter, err error) {

@@ -281,6 +281,12 @@ func TestSklearnThroughTheProxy(t *testing.T) {
 	if msg, _ := m["error"].(string); status != http.StatusUnprocessableEntity || !strings.Contains(msg, "model logreg version 1 failed") || !strings.Contains(msg, "features") {
 		t.Fatalf("3 features for a 64-feature model: %d %v, want 422 naming the model and the problem", status, m)
 	}
+	// The same refusal through the OIP: 400, as Triton answers an invalid
+	// argument, naming the row.
+	status, m = e.post("/v2/models/logreg/infer", `{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}`)
+	if msg, _ := m["error"].(string); status != http.StatusBadRequest || !strings.Contains(msg, "row 0: model logreg version 1 failed") {
+		t.Fatalf("OIP, 3 features for a 64-feature model: %d %v, want 400 naming the row and the model", status, m)
+	}
 	for start := 0; start < len(held.X); start += 8 {
 		end := min(start+8, len(held.X))
 		body, _ := json.Marshal(map[string]any{"input_batch": held.X[start:end]})

@@ -37,7 +37,6 @@ type answer struct {
 	explanation string // why the default output was given
 	model       string // model:version that answered or was asked; may be empty
 	err         error  // a failure that is not answered by the default output
-	cached      bool   // output came from the prediction cache
 }
 
 // readBody reads a body of at most the configured limit.
@@ -155,10 +154,13 @@ func (p *Proxy) targetOf(snap *state.Snapshot, app state.App) target {
 	if !ok {
 		return target{why: fmt.Sprintf("model %s has no current version", models[0])}
 	}
-	t := target{mv: mv, model: mv.Model + ":" + mv.Version}
-	if t.d = p.pool.get(mv.Model, mv.Version); t.d == nil {
+	t := target{mv: mv, d: p.pool.get(mv.Model, mv.Version)}
+	if t.d == nil {
+		t.model = mv.Model + ":" + mv.Version
 		t.why = fmt.Sprintf("model %s is not running on this proxy yet", t.model)
+		return t
 	}
+	t.model = t.d.Name()
 	return t
 }
 
@@ -188,12 +190,12 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 		}
 		outs = make([][]byte, len(inputs))
 		hits = make([]cache.Hit, len(inputs))
-		if c.Get(keys, outs, hits) == 0 {
-			// All in L1: no deadline to keep, nothing that can block.
-			for i := range answers {
-				answers[i].output, answers[i].cached = outs[i], true
-			}
-			return answers
+		misses := c.Get(keys, outs, hits)
+		for i := range answers {
+			answers[i].output = outs[i]
+		}
+		if misses == 0 {
+			return answers // all in L1: no deadline to keep, nothing that can block
 		}
 	}
 	ctx, cancel := context.WithDeadline(parent, deadline)
@@ -201,14 +203,14 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 	if keys != nil {
 		p.opts.Cache.Fetch(ctx, keys, app.CacheTTL, outs, hits)
 		for i, h := range hits {
-			if h != cache.Miss {
-				answers[i].output, answers[i].cached = outs[i], true
+			if h == cache.L2 {
+				answers[i].output = outs[i]
 			}
 		}
 	}
 	var wg sync.WaitGroup
 	for i := range answers {
-		if answers[i].cached {
+		if hits != nil && hits[i] != cache.Miss {
 			continue
 		}
 		var key *cache.Key
