@@ -268,22 +268,16 @@ func (c *Cache) Fetch(ctx context.Context, keys []Key, ttl time.Duration, outs [
 	if c.rdb == nil {
 		return
 	}
-	misses := 0
-	for _, h := range hits {
-		if h == Miss {
-			misses++
-		}
-	}
-	if misses == 0 {
-		return
-	}
-	idx := make([]int, 0, misses)
-	rkeys := make([]string, 0, misses)
+	var idx []int // of the misses
+	var rkeys []string
 	for i := range keys {
 		if hits[i] == Miss {
 			idx = append(idx, i)
 			rkeys = append(rkeys, c.redisKey(keys[i]))
 		}
+	}
+	if len(idx) == 0 {
+		return
 	}
 	vals, err := c.redis(ctx, "mget", func(ctx context.Context) (any, error) {
 		return c.rdb.MGet(ctx, rkeys...).Result()
@@ -423,40 +417,34 @@ func (c *Cache) redisWithin(ctx context.Context, timeout time.Duration, op strin
 }
 
 // writeFills writes queued fills to Redis in pipelines until ctx is done,
-// then flushes what is queued.
+// then writes one more pipeline of what is still queued.
 func (c *Cache) writeFills(ctx context.Context) {
 	batch := make([]fill, 0, fillBatch)
 	for {
 		select {
 		case f := <-c.fills:
-			batch = append(batch[:0], f)
+			c.writeBatch(ctx, c.drainFills(append(batch[:0], f)))
 		case <-ctx.Done():
-			batch = batch[:0]
-			for len(batch) < cap(batch) {
-				select {
-				case f := <-c.fills:
-					batch = append(batch, f)
-					continue
-				default:
-				}
-				break
-			}
-			if len(batch) > 0 {
+			if batch = c.drainFills(batch[:0]); len(batch) > 0 {
 				c.writeBatch(context.Background(), batch)
 			}
 			return
 		}
-	more:
-		for len(batch) < cap(batch) {
-			select {
-			case f := <-c.fills:
-				batch = append(batch, f)
-			default:
-				break more
-			}
-		}
-		c.writeBatch(ctx, batch)
 	}
+}
+
+// drainFills appends queued fills to batch, without waiting, up to its
+// capacity.
+func (c *Cache) drainFills(batch []fill) []fill {
+	for len(batch) < cap(batch) {
+		select {
+		case f := <-c.fills:
+			batch = append(batch, f)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (c *Cache) writeBatch(ctx context.Context, batch []fill) {

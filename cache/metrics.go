@@ -25,35 +25,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}, []string{"level"})
 	m := &metrics{
 		reg: reg,
-		lookups: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sloproxy_cache_lookups_total",
-			Help: "Cache lookups (one per input).",
-		}),
+		lookups: counter("sloproxy_cache_lookups_total",
+			"Cache lookups (one per input)."),
 		hits: [3]prometheus.Counter{nil, hits.WithLabelValues("l1"), hits.WithLabelValues("l2")},
-		fills: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sloproxy_cache_fills_total",
-			Help: "Outputs stored after inference (L1 at once, Redis in the background).",
-		}),
-		fillsDropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sloproxy_cache_fills_dropped_total",
-			Help: "Fills not written to Redis because the write queue was full.",
-		}),
-		evictions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sloproxy_cache_l1_evictions_total",
-			Help: "L1 entries evicted to stay within the byte bound.",
-		}),
-		collisions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sloproxy_cache_collisions_total",
-			Help: "Entries found under a key's index whose check hash differed: counted as misses.",
-		}),
-		collapsed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sloproxy_cache_collapsed_total",
-			Help: "Misses answered by another query's inference of the same input (or by L1 inside the flight).",
-		}),
-		purges: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sloproxy_cache_purges_total",
-			Help: "Purges of a model's outputs made through this proxy.",
-		}),
+		fills: counter("sloproxy_cache_fills_total",
+			"Outputs stored after inference (L1 at once, Redis in the background)."),
+		fillsDropped: counter("sloproxy_cache_fills_dropped_total",
+			"Fills not written to Redis because the write queue was full."),
+		evictions: counter("sloproxy_cache_l1_evictions_total",
+			"L1 entries evicted to stay within the byte bound."),
+		collisions: counter("sloproxy_cache_collisions_total",
+			"Entries found under a key's index whose check hash differed: counted as misses."),
+		collapsed: counter("sloproxy_cache_collapsed_total",
+			"Misses answered by another query's inference of the same input (or by L1 inside the flight)."),
+		purges: counter("sloproxy_cache_purges_total",
+			"Purges of a model's outputs made through this proxy."),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sloproxy_cache_redis_errors_total",
 			Help: "Redis calls of the cache that failed or timed out, by operation (mget, set).",
@@ -72,6 +58,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.purges, m.redisErrors, m.bypassed, m.breaker)
 	}
 	return m
+}
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 }
 
 // l1Bytes exports L1's weighted size.
