@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -29,7 +30,7 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrNotFound), errors.Is(err, state.ErrNotFound):
 		return http.StatusNotFound
-	case errors.As(err, &tooLarge):
+	case errors.As(err, &tooLarge), rpc.IsCode(err, rpc.FrameTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrUnavailable), errors.Is(err, dispatch.ErrDeadline), errors.Is(err, dispatch.ErrStopped):
 		return http.StatusServiceUnavailable

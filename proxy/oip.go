@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -219,6 +221,8 @@ func oipError(errs []error, model string, timeout time.Duration) error {
 			return errorf(ErrUnavailable, "deadline: model %s did not answer row %d within %v", model, row, timeout)
 		case errors.As(err, new(*dispatch.ModelError)):
 			return errorf(ErrBadInput, "row %d: %v", row, err)
+		case rpc.IsCode(err, rpc.FrameTooLarge):
+			return fmt.Errorf("row %d: %w", row, err)
 		case errors.Is(err, context.Canceled):
 			return err
 		default:

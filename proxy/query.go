@@ -15,6 +15,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -248,8 +249,8 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, input []by
 		*a = p.fallback(*a, app, fmt.Sprintf("deadline: model %s did not answer within the app's SLO of %v (%d healthy replicas)", t.model, app.SLO, healthy))
 	case errors.Is(err, dispatch.ErrStopped):
 		*a = p.fallback(*a, app, fmt.Sprintf("model %s is shutting down", t.model))
-	case errors.As(err, new(*dispatch.ModelError)), errors.Is(err, context.Canceled):
-		a.err = err // the model refused this input, or the caller left
+	case errors.As(err, new(*dispatch.ModelError)), rpc.IsCode(err, rpc.FrameTooLarge), errors.Is(err, context.Canceled):
+		a.err = err // the model refused this input, it is too large for the model, or the caller left
 	default:
 		// The replicas failed (connections lost, retries spent): the app
 		// still gets an answer, flagged, with the reason; the operator a

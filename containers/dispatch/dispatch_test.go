@@ -309,3 +309,50 @@ func TestCloseAnswersQueued(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
+
+// TestBatchesFitTheContainersFrame: batches are cut to the container's
+// frame limit, and an input too large alone fails alone without ejecting
+// the replica.
+func TestBatchesFitTheContainersFrame(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &model{delay: 5 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = rpc.NewServer(m, rpc.ServerOptions{Hello: rpc.Hello{InputType: rpc.Bytes, MaxFrame: 1024}}).Serve(ctx, ln)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	d := startDispatcher(t, Options{MaxBatch: 64}, ln.Addr().String())
+
+	// 300-byte inputs: 22 + 3×304 = 934 bytes fit a 1024-byte frame, 4 do not.
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range 40 {
+		wg.Go(func() {
+			qctx, qcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer qcancel()
+			if _, _, err := d.Predict(qctx, make([]byte, 300)); err != nil {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() > 0 || m.inputs.Load() != 40 {
+		t.Fatalf("%d failed, %d computed; want all 40 answered", failed.Load(), m.inputs.Load())
+	}
+	if m.biggest > 3 {
+		t.Errorf("largest batch %d, want at most 3 (the frame limit)", m.biggest)
+	}
+	qctx, qcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer qcancel()
+	if _, _, err := d.Predict(qctx, make([]byte, 2000)); !rpc.IsCode(err, rpc.FrameTooLarge) {
+		t.Fatalf("an input over the frame limit: %v, want FRAME_TOO_LARGE", err)
+	}
+	if _, h := d.Replicas(); h != 1 {
+		t.Errorf("%d healthy replicas after the refusal, want 1", h)
+	}
+}

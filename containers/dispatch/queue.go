@@ -122,26 +122,35 @@ func (qu *queue) remove(q *query) bool {
 	return true
 }
 
-// take removes up to n live queries, earliest deadline first. Queries that
-// expired or whose caller left are answered and skipped. With none queued it
-// returns nil and a channel closed when one arrives.
-func (qu *queue) take(n int, dst []*query) ([]*query, <-chan struct{}) {
+// take removes up to n live queries, earliest deadline first, whose
+// PREDICT frame stays within maxFrame bytes (a query too large alone is
+// taken alone, for the client to refuse). Queries that expired or whose
+// caller left are answered and skipped. With none queued it returns nil
+// and a channel closed when one arrives.
+func (qu *queue) take(n, maxFrame int, dst []*query) ([]*query, <-chan struct{}) {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	now := qu.now()
+	size := rpc.PredictBaseLen
 	for len(dst) < n && qu.h.Len() > 0 {
-		q := heap.Pop(&qu.h).(*query)
+		q := qu.h[0]
 		if err := q.ctx.Err(); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				err = ErrDeadline
 			}
+			heap.Pop(&qu.h)
 			q.reply <- result{err: err}
 			continue
 		}
 		if !q.deadline.IsZero() && !now.Before(q.deadline) {
+			heap.Pop(&qu.h)
 			q.reply <- result{err: ErrDeadline}
 			continue
 		}
+		if size += rpc.ItemLenPrefix + len(q.input); len(dst) > 0 && size > maxFrame {
+			break // the next batch takes it
+		}
+		heap.Pop(&qu.h)
 		dst = append(dst, q)
 	}
 	if len(dst) == 0 {

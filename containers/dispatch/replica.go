@@ -184,8 +184,8 @@ func (r *replica) work(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		n := r.batchSize()
-		batch, wake := r.d.q.take(n, batch[:0])
+		n, maxFrame := r.limits()
+		batch, wake := r.d.q.take(n, maxFrame, batch[:0])
 		if batch == nil {
 			select {
 			case <-wake:
@@ -200,17 +200,23 @@ func (r *replica) work(ctx context.Context) {
 	}
 }
 
-// batchSize asks the controller, within the dispatcher's and the
-// container's limits.
-func (r *replica) batchSize() int {
+// limits asks the controller for the next batch's size, within the
+// dispatcher's and the container's limits, and returns the container's
+// frame limit, which bounds the batch's bytes.
+func (r *replica) limits() (batch, maxFrame int) {
 	r.ctrlMu.Lock()
 	n := r.ctrl.BatchSize(r.d.q.headSlack())
 	r.ctrlMu.Unlock()
-	limit := r.d.opts.MaxBatch
-	if h, ok := r.client.Hello(); ok && h.MaxBatch > 0 {
-		limit = min(limit, int(h.MaxBatch))
+	limit, maxFrame := r.d.opts.MaxBatch, rpc.DefaultMaxFrame
+	if h, ok := r.client.Hello(); ok {
+		if h.MaxBatch > 0 {
+			limit = min(limit, int(h.MaxBatch))
+		}
+		if h.MaxFrame > 0 {
+			maxFrame = int(h.MaxFrame)
+		}
 	}
-	return max(1, min(n, limit))
+	return max(1, min(n, limit)), maxFrame
 }
 
 // send sends one batch and answers, requeues or fails its queries.
@@ -283,7 +289,7 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 // container never got it, the connection broke, it was overloaded, or the
 // replica was ejected while the batch was in flight.
 func retryable(err error, epoch context.Context) bool {
-	return errors.Is(err, rpc.ErrNotConnected) || errors.Is(err, rpc.ErrConnLost) ||
+	return errors.Is(err, rpc.ErrNotConnected) || errors.Is(err, rpc.ErrConnLost) || errors.Is(err, rpc.ErrClosed) ||
 		rpc.IsCode(err, rpc.Overloaded) || (errors.Is(err, context.Canceled) && epoch.Err() != nil)
 }
 

@@ -198,7 +198,7 @@ func (c *Client) dial(ctx context.Context) (*clientConn, Hello, error) {
 		return nil, Hello{}, fmt.Errorf("container announced invalid input type %d", uint8(h.InputType))
 	}
 	_ = nc.SetReadDeadline(time.Time{})
-	return &clientConn{nc: nc, fr: fr, pending: map[uint64]*call{}}, h, nil
+	return &clientConn{nc: nc, fr: fr, hello: h, pending: map[uint64]*call{}}, h, nil
 }
 
 func (c *Client) setConn(cc *clientConn, h Hello) {
@@ -218,10 +218,21 @@ func (c *Client) clearConn(cc *clientConn, err error) {
 	}
 }
 
-func (c *Client) current() *clientConn {
+// current returns the open connection; ErrClosed after Close,
+// ErrNotConnected while disconnected.
+func (c *Client) current() (*clientConn, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.conn
+	cc := c.conn
+	c.mu.Unlock()
+	if cc != nil {
+		return cc, nil
+	}
+	select {
+	case <-c.stopped:
+		return nil, ErrClosed
+	default:
+		return nil, ErrNotConnected
+	}
 }
 
 // Predict sends one batch and waits for its answer. The deadline of ctx, if
@@ -230,9 +241,9 @@ func (c *Client) current() *clientConn {
 // ErrNotConnected when nothing was sent; ErrConnLost when the connection
 // broke before the answer; or ctx's error.
 func (c *Client) Predict(ctx context.Context, it InputType, inputs [][]byte) ([]Output, error) {
-	cc := c.current()
-	if cc == nil {
-		return nil, ErrNotConnected
+	cc, err := c.current()
+	if err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err // an expired request never reaches the model
@@ -242,6 +253,14 @@ func (c *Client) Predict(ctx context.Context, it InputType, inputs [][]byte) ([]
 		deadline = d.UnixNano()
 	}
 	p := Predict{Deadline: deadline, InputType: it, Inputs: inputs}
+	// What the container would refuse, and close the connection over,
+	// is refused here: the connection stays up for the other requests.
+	if h := cc.hello; h.MaxBatch > 0 && len(inputs) > int(h.MaxBatch) {
+		return nil, &Error{Code: BatchTooLarge, Message: fmt.Sprintf("%d inputs; the container takes at most %d", len(inputs), h.MaxBatch)}
+	}
+	if n := p.FrameLen(); n > cc.maxFrame() {
+		return nil, &Error{Code: FrameTooLarge, Message: fmt.Sprintf("a frame of %d bytes; the container takes at most %d", n, cc.maxFrame())}
+	}
 	reply, err := cc.roundTrip(ctx, &p, &p.ID, len(inputs))
 	if err != nil {
 		return nil, err
@@ -251,12 +270,12 @@ func (c *Client) Predict(ctx context.Context, it InputType, inputs [][]byte) ([]
 
 // Ping sends a PING and waits for the PONG.
 func (c *Client) Ping(ctx context.Context) error {
-	cc := c.current()
-	if cc == nil {
-		return ErrNotConnected
+	cc, err := c.current()
+	if err != nil {
+		return err
 	}
 	p := Ping{}
-	_, err := cc.roundTrip(ctx, &p, &p.Nonce, -1)
+	_, err = cc.roundTrip(ctx, &p, &p.Nonce, -1)
 	return err
 }
 
@@ -264,6 +283,7 @@ func (c *Client) Ping(ctx context.Context) error {
 type clientConn struct {
 	nc     net.Conn
 	fr     *FrameReader
+	hello  Hello // the container's, read once at connect
 	nextID atomic.Uint64
 
 	wmu  sync.Mutex // guards writes to nc and wbuf
@@ -294,19 +314,21 @@ func (cc *clientConn) roundTrip(ctx context.Context, m Message, idField *uint64,
 	cc.pending[id] = cl
 	cc.mu.Unlock()
 
-	if err := cc.write(ctx, m); err != nil {
+	if written, err := cc.write(ctx, m); err != nil {
 		cc.forget(id)
-		// A frame cut short leaves the stream unusable.
-		cc.close(ErrConnLost)
+		if written {
+			// A frame cut short leaves the stream unusable.
+			cc.close(fmt.Errorf("writing a frame: %w", err))
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, ErrConnLost
+		return nil, cc.lost()
 	}
 	select {
 	case r := <-cl.reply:
 		if r == nil {
-			return nil, ErrConnLost
+			return nil, cc.lost()
 		}
 		if e, ok := r.(*Error); ok {
 			return nil, e
@@ -318,20 +340,44 @@ func (cc *clientConn) roundTrip(ctx context.Context, m Message, idField *uint64,
 	}
 }
 
-func (cc *clientConn) write(ctx context.Context, m Message) error {
+// write sends m's frame; written reports whether any of it reached the
+// connection, after which a failure leaves the stream unusable. A request
+// whose ctx ended while it waited for its turn is not sent.
+func (cc *clientConn) write(ctx context.Context, m Message) (written bool, err error) {
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	deadline := time.Now().Add(writeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
 	_ = cc.nc.SetWriteDeadline(deadline)
 	cc.wbuf = AppendFrame(cc.wbuf[:0], m)
-	_, err := cc.nc.Write(cc.wbuf)
+	n, err := cc.nc.Write(cc.wbuf)
 	if cap(cc.wbuf) > 1<<20 {
 		cc.wbuf = nil // do not pin a large buffer after a large batch
 	}
-	return err
+	return n > 0, err
+}
+
+// maxFrame is the largest frame the container takes.
+func (cc *clientConn) maxFrame() int {
+	if cc.hello.MaxFrame == 0 {
+		return DefaultMaxFrame
+	}
+	return int(cc.hello.MaxFrame)
+}
+
+// lost is ErrConnLost with why the connection closed.
+func (cc *clientConn) lost() error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.err == nil || errors.Is(cc.err, ErrConnLost) {
+		return ErrConnLost
+	}
+	return fmt.Errorf("%w: %v", ErrConnLost, cc.err)
 }
 
 func (cc *clientConn) forget(id uint64) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -169,7 +170,24 @@ func (m *Hello) appendPayload(dst []byte) []byte {
 	return appendStr16(dst, m.ModelVersion)
 }
 
+// Sizes of a PREDICT frame, as MaxFrame counts it (type byte and payload):
+// PredictBaseLen plus ItemLenPrefix and the bytes of each input.
+const (
+	PredictBaseLen = 1 + 8 + 8 + 1 + 4 // type, id, deadline, input type, count
+	ItemLenPrefix  = 4
+)
+
+// FrameLen is m's frame length as MaxFrame counts it.
+func (m *Predict) FrameLen() int {
+	n := PredictBaseLen
+	for _, in := range m.Inputs {
+		n += ItemLenPrefix + len(in)
+	}
+	return n
+}
+
 func (m *Predict) appendPayload(dst []byte) []byte {
+	dst = slices.Grow(dst, m.FrameLen()-1) // one allocation, not a doubling per input
 	dst = binary.LittleEndian.AppendUint64(dst, m.ID)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Deadline))
 	dst = append(dst, byte(m.InputType))
@@ -299,7 +317,7 @@ type decoder struct {
 }
 
 func (d *decoder) take(n int) []byte {
-	if d.bad || n > len(d.b) {
+	if d.bad || n < 0 || n > len(d.b) { // n < 0: a u32 length on a 32-bit int
 		d.bad = true
 		return nil
 	}

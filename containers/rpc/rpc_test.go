@@ -437,3 +437,37 @@ func TestClientRefusesBadHello(t *testing.T) {
 		})
 	}
 }
+
+// TestClientRefusesWhatTheContainerWould: a batch over the HELLO's max
+// batch or a frame over its max frame is refused before sending, so the
+// connection, which the container would close, stays up.
+func TestClientRefusesWhatTheContainerWould(t *testing.T) {
+	h := bytesHello
+	h.MaxFrame = 1024
+	m := &echo{}
+	c := startClient(t, startServer(t, m, h))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tests := []struct {
+		name   string
+		inputs [][]byte
+		code   Code
+	}{
+		{"batch over max_batch", make([][]byte, 9), BatchTooLarge},
+		{"frame over max_frame", [][]byte{make([]byte, 1024)}, FrameTooLarge},
+	}
+	for _, tt := range tests {
+		_, err := c.Predict(ctx, Bytes, tt.inputs)
+		if !IsCode(err, tt.code) {
+			t.Errorf("%s: %v, want code %v", tt.name, err, tt.code)
+		}
+	}
+	if n := m.calls.Load(); n != 0 {
+		t.Errorf("the container computed %d requests, want none", n)
+	}
+	// The largest frame that fits: 1024 = 22 + 4 + 998.
+	outs, err := c.Predict(ctx, Bytes, [][]byte{make([]byte, 1024-PredictBaseLen-ItemLenPrefix)})
+	if err != nil || len(outs) != 1 || !c.Connected() {
+		t.Fatalf("after the refusals: %v (connected %v), want an answer on the same connection", err, c.Connected())
+	}
+}
