@@ -150,6 +150,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	log := s.opts.Logger.With(zap.Stringer("peer", c.RemoteAddr()))
 	sc := &serverConn{s: s, c: c}
+	_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.Write(s.hello); err != nil {
 		return
 	}
@@ -157,6 +158,13 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	slots := make(chan struct{}, s.opts.MaxInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The requests' models run until their own deadline or until this
+	// connection ends (its answer could no longer be sent), not until the
+	// server's ctx ends: a shutdown closes the connection first, and the
+	// answer is dropped rather than reported as expired.
+	connCtx, endConn := context.WithCancel(context.WithoutCancel(ctx))
+	defer endConn() // before wg.Wait
+
 	for {
 		typ, payload, err := fr.Next()
 		if err != nil {
@@ -201,10 +209,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			wg.Add(1)
 			go func() {
 				defer func() { <-slots; wg.Done() }()
-				// The request's own deadline bounds the model, not the
-				// server's lifetime: a shutdown closes the connection and
-				// the answer is dropped, rather than reported as expired.
-				if sc.write(s.handle(context.WithoutCancel(ctx), m)) != nil {
+				if sc.write(s.handle(connCtx, m)) != nil {
 					c.Close()
 				}
 			}()
@@ -290,6 +295,12 @@ func ModelName(flagValue, def string) string {
 // ModelVersion is flagValue when set, else $SLOPROXY_MODEL_VERSION, else "1".
 func ModelVersion(flagValue string) string {
 	return firstNonEmpty(flagValue, os.Getenv("SLOPROXY_MODEL_VERSION"), "1")
+}
+
+// ModelPath is flagValue when set, else $SLOPROXY_MODEL_PATH, else def: the
+// model file or directory a container loads.
+func ModelPath(flagValue, def string) string {
+	return firstNonEmpty(flagValue, os.Getenv("SLOPROXY_MODEL_PATH"), def)
 }
 
 func firstNonEmpty(s ...string) string {
