@@ -6,7 +6,7 @@
 //	onnx --model /models/mlp.onnx [--addr 0.0.0.0:7000] [--name mlp] [--version 1] [--max-batch 256]
 //
 // Flags win over the environment ($SLOPROXY_RPC_ADDR, $SLOPROXY_MODEL_NAME,
-// $SLOPROXY_MODEL_VERSION, $SLOPROXY_ONNX_MODEL).
+// $SLOPROXY_MODEL_VERSION, $SLOPROXY_MODEL_PATH).
 package main
 
 import (
@@ -35,12 +35,9 @@ func main() {
 	}
 }
 
-// maxItems is the contract's limit on items per PREDICT (docs/rpc.md).
-const maxItems = 65536
-
 func run(args []string) error {
 	fs := flag.NewFlagSet("onnx", flag.ContinueOnError)
-	modelPath := fs.String("model", "", "path of the .onnx file (default $SLOPROXY_ONNX_MODEL, else /model.onnx)")
+	modelPath := fs.String("model", "", "path of the .onnx file (default $SLOPROXY_MODEL_PATH, else /model.onnx)")
 	addr := fs.String("addr", "", "address to listen on (default $SLOPROXY_RPC_ADDR, else 0.0.0.0:7000)")
 	name := fs.String("name", "", "model name sent in HELLO (default $SLOPROXY_MODEL_NAME, else the file's base name)")
 	version := fs.String("version", "", "model version sent in HELLO (default $SLOPROXY_MODEL_VERSION, else 1)")
@@ -52,11 +49,11 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	if *maxBatch > maxItems {
-		return fmt.Errorf("--max-batch %d exceeds the contract's limit of %d items", *maxBatch, maxItems)
+	if *maxBatch > rpc.MaxBatch {
+		return fmt.Errorf("--max-batch %d exceeds the contract's limit of %d items", *maxBatch, rpc.MaxBatch)
 	}
 
-	path := firstNonEmpty(*modelPath, os.Getenv("SLOPROXY_ONNX_MODEL"), "/model.onnx")
+	path := rpc.ModelPath(*modelPath, "/model.onnx")
 	m, err := loadONNXModel(path)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
@@ -69,7 +66,6 @@ func run(args []string) error {
 	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
 
 	hello := rpc.Hello{
-		Version:      rpc.Version,
 		InputType:    rpc.Float32,
 		MaxBatch:     uint32(*maxBatch),
 		Model:        rpc.ModelName(*name, strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))),
@@ -91,13 +87,4 @@ func run(args []string) error {
 		zap.Int("input_width", m.width),
 		zap.Uint32("max_batch", hello.MaxBatch))
 	return srv.Serve(ctx, ln)
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

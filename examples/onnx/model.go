@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -250,7 +249,7 @@ func (m *onnxModel) run(inputs [][]byte, idx []int, n int) (rows [][]byte, err e
 	}
 	data := make([]float32, n*m.width)
 	for j, i := range idx {
-		decodeFloat32s(data[j*m.width:(j+1)*m.width], inputs[i])
+		rpc.DecodeFloat32s(data[j*m.width:(j+1)*m.width], inputs[i])
 	}
 	shape := append([]int{n}, m.featShape...)
 	x := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
@@ -330,12 +329,4 @@ func appendFloat(dst []byte, v float64, bitSize int) []byte {
 		return append(dst, "null"...)
 	}
 	return strconv.AppendFloat(dst, v, 'g', -1, bitSize)
-}
-
-// decodeFloat32s fills dst from b, little-endian binary32 values; len(b) must
-// be 4·len(dst).
-func decodeFloat32s(dst []float32, b []byte) {
-	for i := range dst {
-		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-	}
 }
