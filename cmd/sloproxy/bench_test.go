@@ -27,7 +27,7 @@ apps:
   - {name: echo, input_type: string, slo: 500ms, default_output: '"late"', models: [noop]}
 models:
   - {name: noop, version: "1", input_type: string, command: [%q, --input-type, string]}
-`, basePort(t), noop))
+`, testutil.FreePort(t), noop))
 	waitServed(t, s.query, "echo", `{"input": "x"}`, 30*time.Second)
 	dir := t.TempDir()
 	jsonPath, plotPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.png")

@@ -123,14 +123,6 @@ func waitServed(t *testing.T, addr, app, body string, within time.Duration) time
 	}
 }
 
-// basePort returns a port with free ones above it, most likely: the process
-// runtime skips those in use anyway.
-func basePort(t *testing.T) int {
-	_, p, _ := net.SplitHostPort(testutil.FreeAddr(t))
-	n, _ := strconv.Atoi(p)
-	return n
-}
-
 // pidsOf returns the processes whose command line starts with path.
 func pidsOf(path string) []int {
 	var pids []int
@@ -173,7 +165,7 @@ models:
     input_type: float64
     command: [/usr/bin/python3, examples/sklearn/serve.py, --model, examples/sklearn/digits_logreg.joblib, --input-type, float64]
   - {name: slow, version: "1", input_type: float32, command: [%q, -a, 300ms]}
-`, token, redisAddr, basePort(t), noop, costmodel))
+`, token, redisAddr, testutil.FreePort(t), noop, costmodel))
 
 	waitServed(t, a.query, "echo", `{"input": "x"}`, 30*time.Second)
 	waitServed(t, a.query, "digits", `{"input": `+digitZero+`}`, 60*time.Second)
@@ -388,7 +380,7 @@ apps:
   - {name: work, input_type: float32, slo: 5s, default_output: "-1", models: [work]}
 models:
   - {name: work, version: "1", input_type: float32, command: [%q, -a, 400ms], batch_size: 1}
-`, query, basePort(t), costmodel)
+`, query, testutil.FreePort(t), costmodel)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,12 +87,17 @@ func RequirePython(t testing.TB, modules ...string) {
 // FreeAddr returns a loopback address whose port was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	p, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return p
 }
 
 // Process is a model container running as a child process.
@@ -148,15 +154,6 @@ func (p *Process) waitHello(timeout time.Duration) error {
 	}
 }
 
-// Output is what the process printed so far.
-func (p *Process) Output() string { return p.log.String() }
-
-// Kill sends SIGKILL and waits for the process to end.
-func (p *Process) Kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
 // Stop sends SIGTERM, waits up to 5 s, then kills.
 func (p *Process) Stop() {
 	select {
@@ -168,7 +165,8 @@ func (p *Process) Stop() {
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
-		p.Kill()
+		_ = p.cmd.Process.Kill()
+		<-p.done
 	}
 }
 

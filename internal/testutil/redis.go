@@ -30,7 +30,6 @@ type RedisServer struct {
 	dir  string
 	port int
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
 	done chan struct{} // closed when cmd has exited
 }
 
@@ -114,7 +113,7 @@ func (s *RedisServer) start() error {
 		_ = cmd.Wait()
 		close(done)
 	}()
-	s.cmd, s.out, s.done = cmd, out, done
+	s.cmd, s.done = cmd, done
 	if err := waitForPing(s.Addr, done); err != nil {
 		s.Stop()
 		// out is safe to read: the process has exited and Wait returned.
