@@ -24,6 +24,9 @@ func TestParsePhases(t *testing.T) {
 		{"-1s@3", nil, "duration"},
 		{"1s@fast", nil, "rate"},
 		{"1s@-2", nil, "rate"},
+		{"1s@NaN", nil, "rate"},
+		{"1s@Inf", nil, "rate"},
+		{"10s@1e30", nil, "more than"},
 	}
 	for _, tt := range tests {
 		got, err := ParsePhases(tt.in)

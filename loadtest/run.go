@@ -62,10 +62,13 @@ type Result struct {
 	ModelAttainment float64 `json:"model_attainment"`
 
 	Latency Percentiles `json:"latency"`
-	// Reasons counts the default outputs' explanations, numbers and
-	// durations in them blanked so that alike reasons add up.
-	Reasons map[string]int `json:"reasons"`
-	Seconds []Second       `json:"seconds"`
+	// Reasons counts the default outputs' explanations, and ErrorReasons
+	// the errors' (the transport's error, or the status and the proxy's
+	// message), numbers and durations in them blanked so that alike
+	// reasons add up.
+	Reasons      map[string]int `json:"reasons"`
+	ErrorReasons map[string]int `json:"error_reasons"`
+	Seconds      []Second       `json:"seconds"`
 }
 
 // Percentiles of the answers' latency.
@@ -108,19 +111,22 @@ const (
 	kindError
 )
 
-// classify reads one result.
+// classify reads one result and says why it is what it is: the default
+// output's explanation, or the error.
 func classify(r *vegeta.Result) (kind, string) {
+	var a answer
+	parsed := json.Unmarshal(r.Body, &a) == nil
 	switch {
 	case r.Error != "" && r.Code == 0:
-		return kindError, ""
+		return kindError, r.Error
 	case r.Code == http.StatusTooManyRequests || r.Code == http.StatusServiceUnavailable:
-		return kindShed, ""
+		return kindShed, a.Error
+	case r.Code != http.StatusOK && parsed && a.Error != "":
+		return kindError, fmt.Sprintf("HTTP %d: %s", r.Code, a.Error)
 	case r.Code != http.StatusOK:
-		return kindError, ""
-	}
-	var a answer
-	if json.Unmarshal(r.Body, &a) != nil {
-		return kindError, ""
+		return kindError, fmt.Sprintf("HTTP %d", r.Code)
+	case !parsed:
+		return kindError, "the answer is not JSON"
 	}
 	switch {
 	case !a.Default:
@@ -139,6 +145,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		opts.Timeout = 10 * time.Second
 	}
 	sched := opts.Schedule
+	if err := sched.Validate(); err != nil {
+		return nil, err
+	}
 	if n := sched.Requests(); n == 0 {
 		return nil, fmt.Errorf("the schedule sends no request")
 	}
@@ -148,7 +157,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		Header: http.Header{"Content-Type": []string{"application/json"}}}
 	duration := sched.Duration()
 	res := &Result{URL: opts.URL, SLO: opts.SLO, Duration: duration, Poisson: sched.Poisson, Phases: sched.Phases,
-		Reasons: map[string]int{}}
+		Reasons: map[string]int{}, ErrorReasons: map[string]int{}}
 	seconds := int(math.Ceil(duration.Seconds()))
 	lat := make([][]time.Duration, seconds)
 	sec := make([]Second, seconds)
@@ -216,6 +225,7 @@ loop:
 			case kindError:
 				res.Errors++
 				sec[i].Errors++
+				res.ErrorReasons[blankNumbers(why)]++
 			}
 			if k != kindError {
 				lat[i] = append(lat[i], r.Latency)

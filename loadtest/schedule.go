@@ -53,15 +53,50 @@ func ParsePhases(s string) ([]Phase, error) {
 			return nil, fmt.Errorf("phase %q: duration %q: want a positive duration such as 30s", part, d)
 		}
 		rate, err := strconv.ParseFloat(r, 64)
-		if err != nil || rate < 0 {
+		if err != nil {
 			return nil, fmt.Errorf("phase %q: rate %q: want requests per second, 0 or more", part, r)
 		}
-		phases = append(phases, Phase{Duration: dur, Rate: rate})
+		p := Phase{Duration: dur, Rate: rate}
+		if err := p.check(); err != nil {
+			return nil, fmt.Errorf("phase %q: %w", part, err)
+		}
+		phases = append(phases, p)
 	}
 	if len(phases) == 0 {
 		return nil, fmt.Errorf("no phases")
 	}
 	return phases, nil
+}
+
+// check refuses a phase that is not a bounded load.
+func (p Phase) check() error {
+	switch {
+	case p.Duration <= 0:
+		return fmt.Errorf("duration %v: must be positive", p.Duration)
+	case !(p.Rate >= 0) || math.IsInf(p.Rate, 0): // NaN fails >= 0
+		return fmt.Errorf("rate %v: want requests per second, 0 or more", p.Rate)
+	case p.Rate*p.Duration.Seconds() > maxRequests:
+		return fmt.Errorf("%v at %v/s is more than %d requests", p.Duration, p.Rate, maxRequests)
+	}
+	return nil
+}
+
+// Validate refuses a schedule that is empty or not a bounded load.
+func (s *Schedule) Validate() error {
+	if len(s.Phases) == 0 {
+		return fmt.Errorf("no phases")
+	}
+	var total float64
+	for i, p := range s.Phases {
+		if err := p.check(); err != nil {
+			return fmt.Errorf("phase %d: %w", i+1, err)
+		}
+		total += p.Rate * p.Duration.Seconds()
+	}
+	if total > maxRequests {
+		return fmt.Errorf("the schedule sends about %.0f requests; the limit is %d", total, maxRequests)
+	}
+	return nil
 }
 
 // Duration is the schedule's length.

@@ -86,6 +86,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	default:
 		return errors.New("give --rate and --duration (both positive), or --phases")
 	}
+	if err := sched.Validate(); err != nil {
+		return fmt.Errorf("schedule: %w", err)
+	}
 	payload := []byte(*body)
 	if *bodyFile != "" {
 		if payload, err = os.ReadFile(*bodyFile); err != nil {
@@ -137,6 +140,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--plot: %w", perr)
 		}
 	}
+	if res.Sent > 0 && res.Errors == res.Sent {
+		return fmt.Errorf("every request failed (%d); see the errors above", res.Sent)
+	}
 	return nil
 }
 
@@ -154,11 +160,16 @@ func report(w io.Writer, r *loadtest.Result) {
 	fmt.Fprintf(w, "%-22s %8.4f  (model answers within the SLO: %.4f)\n", "SLO attainment", r.Attainment, r.ModelAttainment)
 	l := r.Latency
 	fmt.Fprintf(w, "%-22s p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", "latency", l.P50, l.P90, l.P99, l.P999, l.Max)
-	reasons := slices.SortedFunc(maps.Keys(r.Reasons), func(a, b string) int { return r.Reasons[b] - r.Reasons[a] })
-	for i, why := range reasons {
+	top(w, "default", r.Reasons)
+	top(w, "error", r.ErrorReasons)
+}
+
+// top prints the five most common reasons.
+func top(w io.Writer, what string, reasons map[string]int) {
+	for i, why := range slices.SortedFunc(maps.Keys(reasons), func(a, b string) int { return reasons[b] - reasons[a] }) {
 		if i == 5 {
 			break
 		}
-		fmt.Fprintf(w, "  default %8d  %s\n", r.Reasons[why], why)
+		fmt.Fprintf(w, "  %-7s %8d  %s\n", what, reasons[why], why)
 	}
 }

@@ -69,6 +69,20 @@ models:
 	}
 }
 
+// TestBenchUnreachable: a run whose every request fails says why and
+// fails.
+func TestBenchUnreachable(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := runBench([]string{"--url", "http://" + testutil.FreeAddr(t) + "/apps/a/predict", "--body", `{"input": "x"}`,
+		"--slo", "20ms", "--rate", "20", "--duration", "500ms", "--metrics", "none"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "every request failed") {
+		t.Fatalf("bench against nothing: %v, want an error", err)
+	}
+	if !strings.Contains(out.String(), "connection refused") {
+		t.Errorf("the report does not say why:\n%s", out.String())
+	}
+}
+
 func TestBenchBadFlags(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -82,6 +96,7 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"--url", "http://h/x", "--slo", "20ms", "--phases", "1s"}, "DURATION@RATE"},
 		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--arrival", "bursty"}, "constant or poisson"},
 		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--body", "{oops"}, "not valid JSON"},
+		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "Inf", "--duration", "1s", "--body", "{}"}, "rate"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
