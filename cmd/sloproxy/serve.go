@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -59,16 +60,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	// SIGHUP would kill the proxy without draining; until the configuration
-	// reloads on it, it is ignored, and said so.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer func() { signal.Stop(hup); close(hup) }()
-	go func() {
-		for range hup {
-			fmt.Fprintln(stderr, "sloproxy serve: SIGHUP ignored: this version does not reload its configuration; restart it to apply changes")
-		}
-	}()
+	// Once stopping, a second signal kills at once instead of waiting out
+	// the shutdown grace.
+	context.AfterFunc(ctx, stop)
 	return serve(ctx, cfg, filepath.Dir(*path), stderr, nil)
 }
 
@@ -85,6 +79,39 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+
+	// The listeners first: a port in use fails before anything starts
+	// model processes or writes to the shared state.
+	queryLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen (query API): %w", err)
+	}
+	defer queryLn.Close()
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	defer adminLn.Close()
+
+	// SIGHUP would kill the proxy without draining; until the configuration
+	// reloads on it, it is ignored, and said so.
+	var background sync.WaitGroup
+	defer background.Wait()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	hupCtx, endHup := context.WithCancel(ctx)
+	defer endHup() // before background.Wait
+	background.Go(func() {
+		for {
+			select {
+			case <-hup:
+				log.Warn("SIGHUP ignored: this version does not reload its configuration; restart it to apply changes")
+			case <-hupCtx.Done():
+				return
+			}
+		}
+	})
 
 	token := cfg.AdminToken()
 	if token == "" {
@@ -153,26 +180,18 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 	go func() { defer close(ran); p.Run(runCtx) }()
 	defer func() { cancelRun(); <-ran }()
 
-	queryLn, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen (query API): %w", err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
-	if err != nil {
-		_ = queryLn.Close()
-		return fmt.Errorf("admin.listen: %w", err)
-	}
 	servers := []*http.Server{
 		newServer(p.Handler(), log),
 		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge}), log),
 	}
 	failed := make(chan error, len(servers))
+	var serving sync.WaitGroup
 	for i, ln := range []net.Listener{queryLn, adminLn} {
-		go func() {
+		serving.Go(func() {
 			if err := servers[i].Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				failed <- err
 			}
-		}()
+		})
 	}
 	log.Info("serving", zap.String("query", queryLn.Addr().String()), zap.String("admin", adminLn.Addr().String()),
 		zap.Bool("redis", cfg.Redis.Addr != ""), zap.Int("apps", len(store.Snapshot().Apps())))
@@ -194,6 +213,7 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 			log.Warn("shutdown: requests still open after the grace period", zap.Error(err))
 		}
 	}
+	serving.Wait()
 	log.Info("stopped serving; closing dispatchers and stopping model processes")
 	return serveErr
 }
@@ -254,7 +274,7 @@ func openCache(ctx context.Context, cfg *config.Config, rdb *redis.Client, reg p
 		}
 		for _, m := range models {
 			if err := c.Purge(ctx, m); err != nil {
-				return fmt.Errorf("%w: %v", state.ErrUnavailable, err)
+				return fmt.Errorf("%w (the cache's Redis): %w", state.ErrUnavailable, err)
 			}
 		}
 		return nil
