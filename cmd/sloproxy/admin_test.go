@@ -102,7 +102,6 @@ func TestAdminCLI(t *testing.T) {
 		args := append(append([]string{}, global...), s.args...)
 		out, _, err := runCLI(s.group, args...)
 		name := s.group + " " + strings.Join(s.args, " ")
-		t.Logf("$ sloproxy %s\n%s%v", name, out, err) // TEMPDEMO
 		switch {
 		case s.wantErr == "" && err != nil:
 			t.Fatalf("%s: %v", name, err)

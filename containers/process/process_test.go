@@ -225,21 +225,16 @@ func TestProcessGroup(t *testing.T) {
 	if err := syscall.Kill(shell, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Now()
 	next := grandchild()
-	t.Logf("DBG grandchild %v", time.Since(t0))
 	if !gone(model) {
 		t.Errorf("the model %d outlived its replica's process", model)
 	}
 	hello(t, addr)
-	t.Logf("DBG hello %v", time.Since(t0))
 
 	if err := rt.Remove(t.Context(), mv.Model, mv.Version); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("DBG remove %v", time.Since(t0))
 	eventually(t, "the model stopped", func() bool { return gone(next) })
-	t.Logf("DBG gone %v", time.Since(t0))
 	if !portFree(addr) {
 		t.Errorf("port %s still in use", addr)
 	}

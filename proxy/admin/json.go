@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 )
 
@@ -49,7 +50,7 @@ func bodyError(err error) error {
 	case errors.As(err, &syntax):
 		return badRequest("request body: malformed JSON at byte %d: %v", syntax.Offset, err)
 	case errors.As(err, &typ) && typ.Field != "":
-		return badRequest("request body: field %q: want a %s, got a JSON %s", typ.Field, typ.Type, typ.Value)
+		return badRequest("request body: field %q: want a JSON %s, got a JSON %s", typ.Field, jsonKind(typ.Type), typ.Value)
 	case errors.As(err, &typ):
 		return badRequest("request body: want a JSON object, got a JSON %s", typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -75,4 +76,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// jsonKind names the JSON type that decodes into t.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Map, reflect.Struct:
+		return "object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "number"
 }

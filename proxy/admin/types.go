@@ -68,8 +68,11 @@ func (a App) state() state.App {
 // state rejects what is out of range.
 func durationOf(n float64, unit time.Duration) time.Duration {
 	ns := math.Round(n * float64(unit))
-	if ns >= math.MaxInt64 || ns <= math.MinInt64 || math.IsNaN(ns) {
-		return math.MaxInt64
+	switch {
+	case ns <= math.MinInt64:
+		return math.MinInt64 // the state rejects it as negative
+	case ns >= math.MaxInt64 || math.IsNaN(ns):
+		return math.MaxInt64 // the state rejects it as too large
 	}
 	return time.Duration(ns)
 }
