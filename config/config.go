@@ -313,19 +313,15 @@ func (m Model) ModelVersion() state.ModelVersion {
 // only for a model the state did not have.
 func (c *Config) Seed(ctx context.Context, s *state.Store) (kept []string, err error) {
 	for _, m := range c.Models {
-		snap := s.Snapshot()
-		_, hadModel := snap.Model(m.Name)
-		if _, ok := snap.Version(m.Name, m.Version); ok {
-			kept = append(kept, fmt.Sprintf("model %s version %s", m.Name, m.Version))
-			continue
-		}
-		if err := s.PutVersion(ctx, m.ModelVersion()); err != nil {
+		// The state's own rule makes a new model's first version current.
+		added, err := s.AddVersion(ctx, m.ModelVersion())
+		switch {
+		case errors.Is(err, state.ErrConflict):
+			kept = append(kept, fmt.Sprintf("model %s version %s (the state's has another spec)", m.Name, m.Version))
+		case err != nil:
 			return kept, err
-		}
-		if !hadModel {
-			if err := s.SetCurrent(ctx, m.Name, m.Version); err != nil {
-				return kept, err
-			}
+		case !added:
+			kept = append(kept, fmt.Sprintf("model %s version %s", m.Name, m.Version))
 		}
 	}
 	for _, a := range c.Apps {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -315,6 +316,31 @@ func (s *Store) PutVersion(ctx context.Context, v ModelVersion) error {
 	}
 	v = v.clone()
 	return s.update(ctx, func(d *Data) error { return d.putVersion(v) })
+}
+
+// AddVersion registers version v.Version of model v.Model as PutVersion
+// does, unless the model has that version already: with the same spec
+// nothing changes and added is false; with another spec it is a conflict,
+// since a version, once registered, is immutable. The check is made on the
+// document the change commits to, so two proxies registering at once, or
+// one with a stale snapshot, cannot overwrite each other's spec.
+func (s *Store) AddVersion(ctx context.Context, v ModelVersion) (added bool, err error) {
+	if err := v.Validate(); err != nil {
+		return false, err
+	}
+	v = v.clone()
+	err = s.update(ctx, func(d *Data) error {
+		added = false // the backend may run this more than once
+		if old, ok := d.Models[v.Model].Version(v.Version); ok {
+			if reflect.DeepEqual(old, v) {
+				return errNoChange
+			}
+			return conflict("model %q version %q: already registered with another spec; versions are immutable", v.Model, v.Version)
+		}
+		added = true
+		return d.putVersion(v)
+	})
+	return added && err == nil, err
 }
 
 // DeleteVersion deletes a version of a model, and the model with its last

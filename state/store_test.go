@@ -1,6 +1,7 @@
 package state_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -396,4 +397,38 @@ func names[T any](xs []T, name func(T) string) []string {
 		out = append(out, name(x))
 	}
 	return out
+}
+
+// TestAddVersion: a version is registered once; the same spec again
+// changes nothing, another spec is a conflict decided on the committed
+// state, even through a second Store whose snapshot is stale.
+func TestAddVersion(t *testing.T) {
+	ctx := context.Background()
+	backend := state.NewMemory()
+	a, b := state.NewStore(backend, state.Options{PollInterval: -1}), state.NewStore(backend, state.Options{PollInterval: -1})
+	for _, s := range []*state.Store{a, b} {
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+	}
+	v := state.ModelVersion{Model: "m", Version: "1", InputType: state.InputBytes, Replicas: 1,
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeProcess, Command: []string{"/bin/m"}}}
+	if added, err := a.AddVersion(ctx, v); !added || err != nil {
+		t.Fatalf("first: added %v, %v", added, err)
+	}
+	if mv, ok := a.Snapshot().Current("m"); !ok || mv.Version != "1" {
+		t.Fatalf("the first version is not current: %+v %v", mv, ok)
+	}
+	if added, err := b.AddVersion(ctx, v); added || err != nil {
+		t.Fatalf("the same spec again: added %v, %v; want no change, no error", added, err)
+	}
+	other := v
+	other.Runtime.Command = []string{"/bin/other"}
+	if added, err := b.AddVersion(ctx, other); added || !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("another spec: added %v, %v; want a conflict", added, err)
+	}
+	if mv, _ := a.Snapshot().Version("m", "1"); mv.Runtime.Command[0] != "/bin/m" {
+		t.Fatalf("the spec was overwritten: %+v", mv)
+	}
 }

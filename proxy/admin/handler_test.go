@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -425,3 +427,11 @@ func TestStatusOf(t *testing.T) {
 }
 
 func wrap(err error) error { return errors.Join(errors.New("context"), err) }
+
+// sameSpec reports whether a and b are the same version spec, comparing
+// their JSON forms, in which a nil and an empty list are the same.
+func sameSpec(a, b state.ModelVersion) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
+}

@@ -1,8 +1,7 @@
 package admin
 
 import (
-	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -46,7 +45,7 @@ func (h *handler) writeModel(w http.ResponseWriter, status int, name string) err
 //
 // A version is immutable but for its replica count: registering it again
 // with the same spec is a harmless retry (200), with another spec a
-// conflict (409). As with apps, the check reads this proxy's snapshot.
+// conflict (409), decided by the Store on the state it commits to.
 func (h *handler) registerVersion(w http.ResponseWriter, r *http.Request) error {
 	model, err := pathName(r, "model")
 	if err != nil {
@@ -66,28 +65,18 @@ func (h *handler) registerVersion(w http.ResponseWriter, r *http.Request) error 
 	if err := v.Validate(); err != nil {
 		return err
 	}
-	if old, ok := h.store.Snapshot().Version(model, v.Version); ok {
-		if !sameSpec(old, v) {
-			return fmt.Errorf("%w: model %q version %q: already registered with another spec; versions are immutable: "+
-				"register a new version, or change the replica count with PUT %s/%s/versions/%s/replicas",
-				state.ErrConflict, model, v.Version, pathModels, model, v.Version)
-		}
-		return h.writeModel(w, http.StatusOK, model)
-	}
-	if err := h.store.PutVersion(r.Context(), v); err != nil {
+	added, err := h.store.AddVersion(r.Context(), v)
+	switch {
+	case errors.Is(err, state.ErrConflict):
+		return fmt.Errorf("%w: register a new version, or change the replica count with PUT %s/%s/versions/%s/replicas",
+			err, pathModels, model, v.Version)
+	case err != nil:
 		return err
+	case !added:
+		return h.writeModel(w, http.StatusOK, model)
 	}
 	w.Header().Set("Location", pathModels+"/"+model)
 	return h.writeModel(w, http.StatusCreated, model)
-}
-
-// sameSpec reports whether a and b are the same version spec. It compares
-// their JSON forms, in which a nil and an empty list are the same, as they
-// are to the Store.
-func sameSpec(a, b state.ModelVersion) bool {
-	ja, errA := json.Marshal(a)
-	jb, errB := json.Marshal(b)
-	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }
 
 // DELETE /api/v1/models/{model}/versions/{version} deletes the version,
