@@ -15,6 +15,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sloproxy/sloproxy/cache"
+	"github.com/sloproxy/sloproxy/containers/process"
+	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -165,16 +168,16 @@ type Model struct {
 // Default is the configuration an empty file yields.
 var Default = Config{
 	Listen: ":1337",
-	Admin:  Admin{Listen: "127.0.0.1:1338", TokenEnv: "SLOPROXY_ADMIN_TOKEN"},
-	Redis:  Redis{Prefix: "sloproxy:"},
+	Admin:  Admin{Listen: admin.DefaultAddr, TokenEnv: "SLOPROXY_ADMIN_TOKEN"},
+	Redis:  Redis{Prefix: state.DefaultRedisPrefix},
 	Limits: Limits{MaxBodyBytes: 4 << 20, MaxInputBatch: 1024, DefaultBatchSize: 32},
 	Runtimes: Runtimes{Process: ProcessRuntime{
 		Enabled:  true,
-		PortBase: 7000,
+		PortBase: process.DefaultBasePort,
 	}},
 	OIP:   OIP{DefaultTimeout: time.Second},
 	Log:   Log{Level: "info", Format: "json"},
-	Cache: Cache{Enabled: true, L1Bytes: 256 << 20, DefaultTTL: 10 * time.Minute, RedisTimeout: 5 * time.Millisecond},
+	Cache: Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
 }
 
 // Load reads and validates the file at path.
@@ -233,6 +236,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OIP.DefaultTimeout <= 0 {
 		return fmt.Errorf("oip.default_timeout %v: must be positive", c.OIP.DefaultTimeout)
+	}
+	if p := c.Runtimes.Process.PortBase; p < 1 || p > 65535 {
+		return fmt.Errorf("runtimes.process.port_base %d: must be a port, 1 to 65535", p)
 	}
 	if c.Cache.L1Bytes <= 0 {
 		return fmt.Errorf("cache.l1_bytes %d: must be positive", c.Cache.L1Bytes)

@@ -53,6 +53,7 @@ func TestBadFiles(t *testing.T) {
 		"bad-cache-ttl.bad.yml":           `apps[0]: invalid: app "a": cache_ttl_s -1: must be between 0`,
 		"bad-cache-bytes.bad.yml":         "cache.l1_bytes 0: must be positive",
 		"bad-log-level.bad.yml":           `log.level "verbose": must be debug, info, warn or error`,
+		"bad-port-base.bad.yml":           "runtimes.process.port_base 70000: must be a port, 1 to 65535",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(tests) {

@@ -240,7 +240,7 @@ func openStore(ctx context.Context, cfg *config.Config, rdb *redis.Client, log *
 	}
 	store := state.NewStore(backend, state.Options{Logger: log.Named("state")})
 	if err := store.Start(ctx); err != nil {
-		return nil, fmt.Errorf("state: %w", err)
+		return nil, err // it names the state
 	}
 	return store, nil
 }

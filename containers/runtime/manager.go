@@ -60,9 +60,6 @@ type Manager struct {
 	interval time.Duration
 	log      *zap.Logger
 
-	// wake asks the loop for a pass: 1-buffered, sent without blocking, so
-	// a burst of Triggers causes one pass.
-	wake chan struct{}
 	// pass serializes passes: the loop's and Reconcile's. Runtimes are
 	// called from one goroutine at a time.
 	pass sync.Mutex
@@ -86,7 +83,6 @@ func NewManager(store Store, opts Options) *Manager {
 		runtimes: maps.Clone(opts.Runtimes),
 		interval: opts.Interval,
 		log:      opts.Logger,
-		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -117,15 +113,6 @@ func (m *Manager) Close() error {
 	return nil
 }
 
-// Trigger asks for a pass soon, without waiting for it; the admin API's
-// "reconcile now".
-func (m *Manager) Trigger() {
-	select {
-	case m.wake <- struct{}{}:
-	default: // a pass is pending already
-	}
-}
-
 // Reconcile runs one pass now, after the one in progress if any, and
 // returns what failed in it (which it also logs).
 func (m *Manager) Reconcile(ctx context.Context) error {
@@ -145,7 +132,6 @@ func (m *Manager) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-snap.Changed():
-		case <-m.wake:
 		case <-tick.C:
 		}
 	}
