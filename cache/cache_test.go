@@ -62,18 +62,6 @@ func get(c *Cache, k Key) ([]byte, Hit) {
 	return outs[0], hits[0]
 }
 
-// eventually polls cond for up to 5 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 5 s: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestKey(t *testing.T) {
 	base := NewKey("m", "1", "float32", []byte{1, 2, 3, 4})
 	tests := []struct {
@@ -116,7 +104,7 @@ func TestHitMissAndTwoProxies(t *testing.T) {
 	}
 	// The other proxy finds it in Redis once the background write lands,
 	// then in its own L1.
-	eventually(t, "an L2 hit on the other proxy", func() bool {
+	sltest.Eventually(t, 5*time.Second, "an L2 hit on the other proxy", func() bool {
 		out, hit := get(b, k)
 		return hit == L2 && string(out) == `"HELLO"`
 	})
@@ -161,7 +149,7 @@ func TestTTL(t *testing.T) {
 	b, _ := newCache(t, addr, Options{})
 	k := NewKey("m", "1", "bytes", []byte{7})
 	a.Put(k, []byte("x"), 300*time.Millisecond)
-	eventually(t, "the entry in Redis", func() bool { _, hit := get(b, k); return hit == L2 })
+	sltest.Eventually(t, 5*time.Second, "the entry in Redis", func() bool { _, hit := get(b, k); return hit == L2 })
 	time.Sleep(400 * time.Millisecond)
 	if _, hit := get(a, k); hit != Miss {
 		t.Errorf("L1 after the TTL: %v, want a miss", hit)
@@ -185,7 +173,7 @@ func TestCollisionIsAMiss(t *testing.T) {
 		t.Fatalf("L1 answered the colliding key with %q (%v)", out, hit)
 	}
 	b, _ := newCache(t, addr, Options{})
-	eventually(t, "k1 in Redis", func() bool { _, hit := get(b, k1); return hit == L2 })
+	sltest.Eventually(t, 5*time.Second, "k1 in Redis", func() bool { _, hit := get(b, k1); return hit == L2 })
 	c, regC := newCache(t, addr, Options{})
 	if out, hit := get(c, k2); hit != Miss {
 		t.Fatalf("Redis answered the colliding key with %q (%v)", out, hit)
@@ -207,7 +195,7 @@ func TestPurge(t *testing.T) {
 	ka, kb := NewKey("a", "1", "bytes", []byte("x")), NewKey("b", "1", "bytes", []byte("x"))
 	a.Put(ka, []byte("A"), time.Minute)
 	a.Put(kb, []byte("B"), time.Minute)
-	eventually(t, "both in B's L1 through Redis", func() bool {
+	sltest.Eventually(t, 5*time.Second, "both in B's L1 through Redis", func() bool {
 		_, h1 := get(b, ka)
 		_, h2 := get(b, kb)
 		return h1 != Miss && h2 != Miss
@@ -218,7 +206,7 @@ func TestPurge(t *testing.T) {
 	if _, hit := get(a, ka); hit != Miss {
 		t.Errorf("model a on A after the purge: %v", hit)
 	}
-	eventually(t, "model a purged from B's L1 too", func() bool { _, hit := get(b, ka); return hit == Miss })
+	sltest.Eventually(t, 5*time.Second, "model a purged from B's L1 too", func() bool { _, hit := get(b, ka); return hit == Miss })
 	if out, hit := get(b, kb); hit == Miss || string(out) != "B" {
 		t.Errorf("model b on B after purging a: %q %v, want it kept", out, hit)
 	}
@@ -336,7 +324,7 @@ func TestRedisDown(t *testing.T) {
 	k := NewKey("m", "1", "bytes", []byte("after"))
 	// Fills resume once a trial call closes the breaker; B then reads
 	// the entry from Redis.
-	eventually(t, "L2 hits after Redis came back", func() bool {
+	sltest.Eventually(t, 5*time.Second, "L2 hits after Redis came back", func() bool {
 		a.Put(k, []byte("back"), time.Minute)
 		out, hit := get(b, k)
 		return hit == L2 && string(out) == "back"
@@ -348,7 +336,7 @@ func TestL1IsBoundedByBytes(t *testing.T) {
 	for i := range 200 {
 		c.Put(NewKey("m", "1", "bytes", fmt.Appendf(nil, "%d", i)), make([]byte, 1024), time.Minute)
 	}
-	eventually(t, "L1 within its bound", func() bool { c.l1.CleanUp(); return c.l1.WeightedSize() <= 64<<10 })
+	sltest.Eventually(t, 5*time.Second, "L1 within its bound", func() bool { c.l1.CleanUp(); return c.l1.WeightedSize() <= 64<<10 })
 	if got := testutil.ToFloat64(metric(t, reg, "sloproxy_cache_l1_evictions_total")); got == 0 {
 		t.Error("no eviction counted")
 	}

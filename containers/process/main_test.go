@@ -95,7 +95,7 @@ func hello(t *testing.T, addr string) rpc.Hello {
 func pids(t *testing.T, rt *process.Runtime, mv state.ModelVersion) []int {
 	t.Helper()
 	var out []int
-	eventually(t, "every replica has a process", func() bool {
+	testutil.Eventually(t, 10*time.Second, "every replica has a process", func() bool {
 		out = out[:0]
 		for _, s := range rt.Status(mv.Model, mv.Version) {
 			if s.PID == 0 {
@@ -129,18 +129,6 @@ func reaped(t *testing.T, pid int) {
 	t.Helper()
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("process %d still exists (kill 0: %v): not stopped, or not reaped", pid, err)
-	}
-}
-
-// eventually waits up to 10 s for cond.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -85,7 +85,7 @@ func TestRestartAfterKill(t *testing.T) {
 	if err := syscall.Kill(old[1], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a new process", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a new process", func() bool {
 		s := rt.Status(mv.Model, mv.Version)[1]
 		return s.PID != 0 && s.PID != old[1]
 	})
@@ -210,7 +210,7 @@ func TestProcessGroup(t *testing.T) {
 	addr := ensure(t, rt, mv)[0]
 	grandchild := func() int {
 		var pid int
-		eventually(t, "the model's pid", func() bool {
+		testutil.Eventually(t, 10*time.Second, "the model's pid", func() bool {
 			b, _ := os.ReadFile(pidFile)
 			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 			return pid != 0
@@ -234,7 +234,7 @@ func TestProcessGroup(t *testing.T) {
 	if err := rt.Remove(t.Context(), mv.Model, mv.Version); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the model stopped", func() bool { return gone(next) })
+	testutil.Eventually(t, 10*time.Second, "the model stopped", func() bool { return gone(next) })
 	if !portFree(addr) {
 		t.Errorf("port %s still in use", addr)
 	}
@@ -247,7 +247,7 @@ func TestGracePeriod(t *testing.T) {
 	rt, logs := newRuntime(t, process.Options{GracePeriod: grace})
 	mv := version("1", 1, "sh", "-c", `trap "" TERM; echo ready; while :; do sleep 1; done`)
 	ensure(t, rt, mv)
-	eventually(t, "started", func() bool { return len(logs.FilterMessage("model output").All()) > 0 })
+	testutil.Eventually(t, 10*time.Second, "started", func() bool { return len(logs.FilterMessage("model output").All()) > 0 })
 	pid := pids(t, rt, mv)[0]
 	start := time.Now()
 	if err := rt.Remove(t.Context(), mv.Model, mv.Version); err != nil {
@@ -354,12 +354,12 @@ func TestEnsureCanceled(t *testing.T) {
 	rt, logs := newRuntime(t, process.Options{GracePeriod: 200 * time.Millisecond})
 	mv := version("1", 2, "sh", "-c", `trap "" TERM; echo ready; while :; do sleep 1; done`)
 	ensure(t, rt, mv)
-	eventually(t, "started", func() bool { return len(logs.FilterMessage("model output").All()) == 2 })
+	testutil.Eventually(t, 10*time.Second, "started", func() bool { return len(logs.FilterMessage("model output").All()) == 2 })
 	ps := pids(t, rt, mv)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
 	if err := rt.Remove(ctx, mv.Model, mv.Version); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Remove with a short ctx: %v; want DeadlineExceeded", err)
 	}
-	eventually(t, "replicas stopped", func() bool { return gone(ps[0]) && gone(ps[1]) })
+	testutil.Eventually(t, 10*time.Second, "replicas stopped", func() bool { return gone(ps[0]) && gone(ps[1]) })
 }

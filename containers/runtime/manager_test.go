@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sloproxy/sloproxy/containers/runtime"
+	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -79,17 +80,6 @@ func processVersion(model, version string, replicas int) state.ModelVersion {
 		Runtime: state.RuntimeSpec{Kind: state.RuntimeProcess, Command: []string{"/bin/model"}}, Replicas: replicas}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 5 s: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestManagerFollowsTheState(t *testing.T) {
 	ctx := context.Background()
 	store := state.NewStore(nil, state.Options{})
@@ -112,7 +102,7 @@ func TestManagerFollowsTheState(t *testing.T) {
 	defer m.Close()
 
 	replicas := func(model, version string) []string { return store.Snapshot().Replicas(model, version) }
-	eventually(t, "m:1's two replicas registered", func() bool { return len(replicas("m", "1")) == 2 })
+	testutil.Eventually(t, 5*time.Second, "m:1's two replicas registered", func() bool { return len(replicas("m", "1")) == 2 })
 	if !fake.wasRemoved(runtime.VersionKey{Model: "gone", Version: "1"}) {
 		t.Error("the version unknown to the state was not removed")
 	}
@@ -126,15 +116,15 @@ func TestManagerFollowsTheState(t *testing.T) {
 	if err := store.PutVersion(ctx, v); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "m:1 scaled to three", func() bool { return len(replicas("m", "1")) == 3 })
+	testutil.Eventually(t, 5*time.Second, "m:1 scaled to three", func() bool { return len(replicas("m", "1")) == 3 })
 	if err := store.PutVersion(ctx, processVersion("m", "2", 1)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "m:2 registered", func() bool { return len(replicas("m", "2")) == 1 })
+	testutil.Eventually(t, 5*time.Second, "m:2 registered", func() bool { return len(replicas("m", "2")) == 1 })
 	if err := store.DeleteVersion(ctx, "m", "1"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "m:1 removed", func() bool { return fake.wasRemoved(runtime.VersionKey{Model: "m", Version: "1"}) })
+	testutil.Eventually(t, 5*time.Second, "m:1 removed", func() bool { return fake.wasRemoved(runtime.VersionKey{Model: "m", Version: "1"}) })
 }
 
 func TestManagerRetriesFailures(t *testing.T) {
@@ -154,7 +144,7 @@ func TestManagerRetriesFailures(t *testing.T) {
 	}
 	defer m.Close()
 	fake.setFail(false)
-	eventually(t, "registered on a later pass", func() bool { return len(store.Snapshot().Replicas("m", "1")) == 1 })
+	testutil.Eventually(t, 5*time.Second, "registered on a later pass", func() bool { return len(store.Snapshot().Replicas("m", "1")) == 1 })
 	if err := m.Start(ctx); err == nil {
 		t.Error("a second Start returned nil")
 	}

@@ -184,3 +184,16 @@ func (p *Process) Client(t testing.TB) *rpc.Client {
 	}
 	return c
 }
+
+// Eventually polls cond until it holds, failing the test, which names
+// what it waited for, when within passes first.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
