@@ -29,21 +29,6 @@ func servedEndpoints(t *testing.T) []endpoint {
 	return testutil.RouterEndpoints(t, New(Options{Store: state.NewStore(nil, state.Options{})}).router)
 }
 
-// documentedEndpoints lists the operations under the document's paths.
-func documentedEndpoints(t *testing.T, paths map[string]any) []endpoint {
-	t.Helper()
-	var eps []endpoint
-	for path, item := range paths {
-		for key := range oaMap(t, item, path) {
-			switch key {
-			case "get", "put", "post", "delete", "options", "head", "patch", "trace":
-				eps = append(eps, endpoint{Method: strings.ToUpper(key), Path: path})
-			}
-		}
-	}
-	return eps
-}
-
 // TestOpenAPIQueryDocumentsEveryRoute checks that the document lists
 // exactly the (method, path) pairs the router serves.
 func TestOpenAPIQueryDocumentsEveryRoute(t *testing.T) {
@@ -52,7 +37,7 @@ func TestOpenAPIQueryDocumentsEveryRoute(t *testing.T) {
 	if len(served) < 12 {
 		t.Fatalf("found only %d routes: %v", len(served), served)
 	}
-	documented := documentedEndpoints(t, oaMap(t, doc["paths"], "paths"))
+	documented := testutil.DocumentedEndpoints(t, testutil.Map(t, doc["paths"], "paths"))
 	for _, e := range served {
 		if !slices.Contains(documented, e) {
 			t.Errorf("%v is served but not in %s", e, "docs/openapi-query.yaml")
@@ -72,12 +57,12 @@ var pathVar = regexp.MustCompile(`\{([^}/]+)\}`)
 // error answer in the {"error": ...} shape.
 func TestOpenAPIQueryOperations(t *testing.T) {
 	doc := loadQueryOpenAPI(t)
-	paths := oaMap(t, doc["paths"], "paths")
+	paths := testutil.Map(t, doc["paths"], "paths")
 	ids := map[string]endpoint{}
-	for _, e := range documentedEndpoints(t, paths) {
+	for _, e := range testutil.DocumentedEndpoints(t, paths) {
 		t.Run(e.String(), func(t *testing.T) {
-			item := oaMap(t, paths[e.Path], e.Path)
-			op := oaMap(t, item[strings.ToLower(e.Method)], e.String())
+			item := testutil.Map(t, paths[e.Path], e.Path)
+			op := testutil.Map(t, item[strings.ToLower(e.Method)], e.String())
 
 			id, _ := op["operationId"].(string)
 			if id == "" {
@@ -90,7 +75,7 @@ func TestOpenAPIQueryOperations(t *testing.T) {
 			var params []string
 			for _, list := range []any{item["parameters"], op["parameters"]} {
 				for _, p := range oaList(list) {
-					pm := oaMap(t, oaDeref(t, doc, p), "parameter")
+					pm := testutil.Map(t, oaDeref(t, doc, p), "parameter")
 					if pm["in"] == "path" {
 						params = append(params, pm["name"].(string))
 					}
@@ -106,7 +91,7 @@ func TestOpenAPIQueryOperations(t *testing.T) {
 				t.Errorf("path parameters %v; the path has %v", params, vars)
 			}
 
-			responses := oaMap(t, op["responses"], "responses")
+			responses := testutil.Map(t, op["responses"], "responses")
 			codes := slices.Sorted(maps.Keys(responses))
 			if !slices.ContainsFunc(codes, func(s string) bool { return strings.HasPrefix(s, "2") }) {
 				t.Errorf("no 2xx response documented")
@@ -118,9 +103,9 @@ func TestOpenAPIQueryOperations(t *testing.T) {
 				if n, err := strconv.Atoi(code); err != nil || http.StatusText(n) == "" {
 					t.Errorf("response %s is not an HTTP status", code)
 				}
-				resp := oaMap(t, oaDeref(t, doc, responses[code]), code)
-				media := oaMap(t, oaMap(t, resp["content"], code+" content")["application/json"], code+" application/json")
-				if ref, _ := oaMap(t, media["schema"], code+" schema")["$ref"].(string); ref != "#/components/schemas/Error" {
+				resp := testutil.Map(t, oaDeref(t, doc, responses[code]), code)
+				media := testutil.Map(t, testutil.Map(t, resp["content"], code+" content")["application/json"], code+" application/json")
+				if ref, _ := testutil.Map(t, media["schema"], code+" schema")["$ref"].(string); ref != "#/components/schemas/Error" {
 					t.Errorf("response %s: schema %v; want the Error schema", code, media["schema"])
 				}
 			}
@@ -130,37 +115,14 @@ func TestOpenAPIQueryOperations(t *testing.T) {
 
 // TestOpenAPIQueryRefsResolve checks that every $ref points into the
 // document.
-func TestOpenAPIQueryRefsResolve(t *testing.T) {
-	doc := loadQueryOpenAPI(t)
-	var walk func(v any, at string)
-	walk = func(v any, at string) {
-		switch v := v.(type) {
-		case map[string]any:
-			for k, child := range v {
-				if k == "$ref" {
-					ref, _ := child.(string)
-					if oaResolve(doc, ref) == nil {
-						t.Errorf("%s: $ref %v does not resolve", at, child)
-					}
-					continue
-				}
-				walk(child, at+"/"+k)
-			}
-		case []any:
-			for _, child := range v {
-				walk(child, at)
-			}
-		}
-	}
-	walk(doc, "")
-}
+func TestOpenAPIQueryRefsResolve(t *testing.T) { testutil.CheckOpenAPIRefs(t, loadQueryOpenAPI(t)) }
 
 // TestOpenAPIQuerySchemasMatchTypes checks that the request schemas list
 // exactly the JSON fields of the Go types the handlers decode them into.
 // (The answers are written by hand, field by field; the handlers' tests
 // check those.)
 func TestOpenAPIQuerySchemasMatchTypes(t *testing.T) {
-	schemas := oaMap(t, oaMap(t, loadQueryOpenAPI(t)["components"], "components")["schemas"], "schemas")
+	doc := loadQueryOpenAPI(t)
 	cases := []struct {
 		schema string
 		typ    reflect.Type
@@ -172,15 +134,7 @@ func TestOpenAPIQuerySchemasMatchTypes(t *testing.T) {
 		{"TensorMetadata", reflect.TypeFor[oipTensorMeta]()},
 	}
 	for _, c := range cases {
-		t.Run(c.schema, func(t *testing.T) {
-			s := oaMap(t, schemas[c.schema], c.schema)
-			documented := slices.Sorted(maps.Keys(oaMap(t, s["properties"], c.schema+".properties")))
-			fields := oaJSONFields(c.typ)
-			slices.Sort(fields)
-			if !slices.Equal(documented, fields) {
-				t.Errorf("properties %v; the Go type %v has %v", documented, c.typ, fields)
-			}
-		})
+		t.Run(c.schema, func(t *testing.T) { testutil.CheckSchemaFields(t, doc, c.schema, c.typ) })
 	}
 }
 
@@ -194,40 +148,6 @@ func oaField(tb testing.TB, t reflect.Type, name string) reflect.Type {
 	return f.Type
 }
 
-// oaJSONFields returns the JSON names of t's fields.
-func oaJSONFields(t reflect.Type) []string {
-	var names []string
-	for f := range t.Fields() {
-		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		switch {
-		case tag == "-" || !f.IsExported():
-		case f.Anonymous && tag == "":
-			names = append(names, oaJSONFields(f.Type)...)
-		case tag != "":
-			names = append(names, tag)
-		default:
-			names = append(names, f.Name)
-		}
-	}
-	return names
-}
-
-// oaResolve follows a local reference such as #/components/schemas/Error.
-func oaResolve(doc map[string]any, ref string) any {
-	if !strings.HasPrefix(ref, "#/") {
-		return nil
-	}
-	var v any = doc
-	for _, part := range strings.Split(ref[2:], "/") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[part]
-	}
-	return v
-}
-
 // oaDeref returns v, or what it refers to when it is a {$ref: ...}.
 func oaDeref(t *testing.T, doc map[string]any, v any) any {
 	t.Helper()
@@ -239,20 +159,11 @@ func oaDeref(t *testing.T, doc map[string]any, v any) any {
 	if !ok {
 		return v
 	}
-	target := oaResolve(doc, ref)
+	target := testutil.OpenAPIResolve(doc, ref)
 	if target == nil {
 		t.Fatalf("$ref %s does not resolve", ref)
 	}
 	return target
-}
-
-func oaMap(t *testing.T, v any, what string) map[string]any {
-	t.Helper()
-	m, ok := v.(map[string]any)
-	if !ok {
-		t.Fatalf("%s: want a mapping, got %T", what, v)
-	}
-	return m
 }
 
 func oaList(v any) []any {

@@ -25,7 +25,7 @@ func registeredRoutes(t *testing.T) []testutil.Endpoint {
 // answer, and nothing else is.
 func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	doc := loadOpenAPI(t)
-	paths := asMap(t, doc["paths"], "paths")
+	paths := testutil.Map(t, doc["paths"], "paths")
 	routes := registeredRoutes(t)
 	if len(routes) < 15 {
 		t.Fatalf("found only %d routes: %v", len(routes), routes)
@@ -36,12 +36,12 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			if !ok {
 				t.Fatalf("path %s is not in %s", r.Path, "docs/openapi-admin.yaml")
 			}
-			op, ok := asMap(t, item, r.Path)[strings.ToLower(r.Method)]
+			op, ok := testutil.Map(t, item, r.Path)[strings.ToLower(r.Method)]
 			if !ok {
 				t.Fatalf("%s %s is not in %s", r.Method, r.Path, "docs/openapi-admin.yaml")
 			}
-			opm := asMap(t, op, r.Method+" "+r.Path)
-			responses := asMap(t, opm["responses"], "responses")
+			opm := testutil.Map(t, op, r.Method+" "+r.Path)
+			responses := testutil.Map(t, opm["responses"], "responses")
 			open := r.Path == pathHealthz
 			if sec, ok := opm["security"]; open != (ok && reflect.DeepEqual(sec, []any{})) {
 				t.Errorf("security: %v; want [] exactly for the health check, inherited elsewhere", sec)
@@ -54,63 +54,20 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			}
 		})
 	}
-	for path, item := range paths {
-		for method := range asMap(t, item, path) {
-			if method == "parameters" {
-				continue
-			}
-			if !slices.Contains(routes, testutil.Endpoint{Method: strings.ToUpper(method), Path: path}) {
-				t.Errorf("%s %s is documented but not routed", strings.ToUpper(method), path)
-			}
+	for _, e := range testutil.DocumentedEndpoints(t, paths) {
+		if !slices.Contains(routes, e) {
+			t.Errorf("%v is documented but not routed", e)
 		}
 	}
 }
 
 // TestOpenAPIRefsResolve checks that every $ref points into the document.
-func TestOpenAPIRefsResolve(t *testing.T) {
-	doc := loadOpenAPI(t)
-	var walk func(v any, at string)
-	walk = func(v any, at string) {
-		switch v := v.(type) {
-		case map[string]any:
-			for k, child := range v {
-				if k == "$ref" {
-					if resolve(doc, child.(string)) == nil {
-						t.Errorf("%s: $ref %v does not resolve", at, child)
-					}
-					continue
-				}
-				walk(child, at+"/"+k)
-			}
-		case []any:
-			for _, child := range v {
-				walk(child, at)
-			}
-		}
-	}
-	walk(doc, "")
-}
-
-// resolve follows a local reference such as #/components/schemas/App.
-func resolve(doc map[string]any, ref string) any {
-	if !strings.HasPrefix(ref, "#/") {
-		return nil
-	}
-	var v any = doc
-	for _, part := range strings.Split(ref[2:], "/") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[part]
-	}
-	return v
-}
+func TestOpenAPIRefsResolve(t *testing.T) { testutil.CheckOpenAPIRefs(t, loadOpenAPI(t)) }
 
 // TestOpenAPISchemasMatchTypes checks that each schema lists exactly the
 // JSON fields of the Go type the API encodes or decodes for it.
 func TestOpenAPISchemasMatchTypes(t *testing.T) {
-	schemas := asMap(t, asMap(t, loadOpenAPI(t)["components"], "components")["schemas"], "schemas")
+	doc := loadOpenAPI(t)
 	cases := []struct {
 		schema string
 		typ    any
@@ -130,41 +87,6 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{"Error", ErrorBody{}},
 	}
 	for _, c := range cases {
-		t.Run(c.schema, func(t *testing.T) {
-			s := asMap(t, schemas[c.schema], c.schema)
-			documented := slices.Sorted(maps.Keys(asMap(t, s["properties"], c.schema+".properties")))
-			fields := jsonFields(reflect.TypeOf(c.typ))
-			slices.Sort(fields)
-			if !slices.Equal(documented, fields) {
-				t.Errorf("properties %v; the Go type %T has %v", documented, c.typ, fields)
-			}
-		})
+		t.Run(c.schema, func(t *testing.T) { testutil.CheckSchemaFields(t, doc, c.schema, reflect.TypeOf(c.typ)) })
 	}
-}
-
-// jsonFields returns the JSON names of t's fields, embedded ones included.
-func jsonFields(t reflect.Type) []string {
-	var names []string
-	for f := range t.Fields() {
-		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		switch {
-		case tag == "-" || !f.IsExported():
-		case f.Anonymous && tag == "":
-			names = append(names, jsonFields(f.Type)...)
-		case tag != "":
-			names = append(names, tag)
-		default:
-			names = append(names, f.Name)
-		}
-	}
-	return names
-}
-
-func asMap(t *testing.T, v any, what string) map[string]any {
-	t.Helper()
-	m, ok := v.(map[string]any)
-	if !ok {
-		t.Fatalf("%s: want a mapping, got %T", what, v)
-	}
-	return m
 }
