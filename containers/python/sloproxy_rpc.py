@@ -37,6 +37,8 @@ MAX_BATCH = 65536
 CODE_NAMES = dict(enumerate("BAD_FRAME UNKNOWN_TYPE BAD_REQUEST WRONG_INPUT_TYPE BATCH_TOO_LARGE FRAME_TOO_LARGE "
                             "DEADLINE_EXCEEDED MODEL_ERROR UNSUPPORTED_VERSION OVERLOADED".split(), 1))
 assert all(array.array(c).itemsize == s for c, s in (("i", 4), ("f", 4), ("d", 8)))
+ITEM_SIZES = {INT32: 4, FLOAT32: 4, FLOAT64: 8}  # bytes per element of a numeric item
+WRITE_TIMEOUT_S = 30  # bounds one send to a peer, as the Go server's writeTimeout
 
 Hello = collections.namedtuple("Hello", "version input_type max_batch max_frame model_name model_version")
 Predict = collections.namedtuple("Predict", "request_id deadline input_type inputs")  # inputs: bytes
@@ -171,7 +173,7 @@ def decode(typ, payload):
             if count > MAX_BATCH:
                 raise RPCError(BATCH_TOO_LARGE, "batch of %d items exceeds the contract's limit of %d"
                                % (count, MAX_BATCH), rid)
-            size, inputs = (array.array(TYPECODES[it]).itemsize if it in TYPECODES else 1), []
+            size, inputs = ITEM_SIZES.get(it, 1), []
             for k in range(count):
                 x = c.take(c.unpack("<I")[0])
                 if len(x) % size:
@@ -287,6 +289,9 @@ class Server:
                 time.sleep(0.05)  # e.g. out of file descriptors: try again
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay on small frames
+            # A peer that stops reading must not hold a sender (and the connection's lock) forever;
+            # a timeout on the socket would also end idle reads, so bound sends only.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", WRITE_TIMEOUT_S, 0))
             self.conns.add(sock)
             threading.Thread(target=self._serve_conn, args=(sock,), daemon=True).start()
 
@@ -358,25 +363,27 @@ class Server:
             slots.release()
 
     def _answer(self, m):
-        with self.model_lock:
-            if m.deadline and time.time_ns() > m.deadline:
-                return RPCError(DEADLINE_EXCEEDED, "deadline passed before compute", m.request_id)
-            if not m.inputs:
-                return Result(m.request_id, [])
-            try:
-                inputs = [to_item(x, m.input_type) for x in m.inputs]
+        try:
+            # Only the deadline check and the model run under the model's lock: decoding the
+            # inputs and encoding the outputs need not wait for another request's compute.
+            inputs = [to_item(x, m.input_type) for x in m.inputs]
+            with self.model_lock:
+                if m.deadline and time.time_ns() > m.deadline:
+                    return RPCError(DEADLINE_EXCEEDED, "deadline passed before compute", m.request_id)
+                if not inputs:
+                    return Result(m.request_id, [])
                 try:
                     outputs = list(self.predict(inputs))
                 except Exception as e:
                     if len(inputs) == 1:
                         return RPCError(MODEL_ERROR, _describe(e), m.request_id)
                     outputs = [self._one(x) for x in inputs]  # tell good items from bad
-                if len(outputs) != len(inputs):
-                    return RPCError(MODEL_ERROR, "model returned %d outputs for %d inputs"
-                                    % (len(outputs), len(inputs)), m.request_id)
-                return Result(m.request_id, [_output(o) for o in outputs])
-            except Exception as e:  # never let a request go unanswered
-                return RPCError(MODEL_ERROR, _describe(e), m.request_id)
+            if len(outputs) != len(inputs):
+                return RPCError(MODEL_ERROR, "model returned %d outputs for %d inputs"
+                                % (len(outputs), len(inputs)), m.request_id)
+            return Result(m.request_id, [_output(o) for o in outputs])
+        except Exception as e:  # never let a request go unanswered
+            return RPCError(MODEL_ERROR, _describe(e), m.request_id)
 
     def _one(self, x):
         try:
