@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,23 +17,41 @@ import (
 // Controller chooses the batch sizes of one replica. Package slo's adaptive
 // controllers implement it; Static is the fixed-size one.
 type Controller interface {
-	// BatchSize is the most queries the next batch may hold, given the time
-	// left until the earliest deadline in the queue (negative: no deadline).
-	BatchSize(slack time.Duration) int
+	// BatchSize is the most queries the next batch may hold, given the
+	// time left until the earliest deadline in the queue (slack) and that
+	// query's whole budget, its deadline less its arrival (slo); either is
+	// negative when the head query has no deadline.
+	BatchSize(slack, slo time.Duration) int
 	// Observe records that a batch of n queries took latency to answer.
 	Observe(n int, latency time.Duration)
 }
+
+// NoLimit is the size a Controller chooses when it sets no limit of its
+// own: the dispatcher's and the container's limits still apply.
+const NoLimit = 1 << 30
 
 // Static is a Controller that always chooses the same size.
 type Static int
 
 // BatchSize implements Controller.
-func (s Static) BatchSize(time.Duration) int { return int(s) }
+func (s Static) BatchSize(time.Duration, time.Duration) int { return int(s) }
 
 // Observe implements Controller.
 func (Static) Observe(int, time.Duration) {}
 
 var _ Controller = Static(1)
+
+// Estimator predicts how long batches take, learning from every batch of
+// the model version; admission reads it (package slo's Fit implements it).
+type Estimator interface {
+	// Observe records that a batch of n queries took latency.
+	Observe(n int, latency time.Duration)
+	// Plan is the batch size, at most limit, that a busy replica should
+	// send for queries whose objective is slo, the typical latency of a
+	// batch of that size, and the extra delay to plan for once per query
+	// (a high quantile). Before any observation the durations are 0.
+	Plan(slo time.Duration, limit int) (n int, batch, tail time.Duration)
+}
 
 // Options configure a Dispatcher. The zero value of each field has the
 // meaning its comment gives.
@@ -50,6 +69,11 @@ type Options struct {
 	// NewController makes a replica's batch-size controller. nil means
 	// Static(MaxBatch).
 	NewController func() Controller
+	// NewEstimator makes the model version's latency estimator. With one,
+	// Predict sheds (ErrShed) a query whose predicted finish is past its
+	// deadline, before queueing it; nil means no admission control: every
+	// query waits until its deadline.
+	NewEstimator func() Estimator
 	// HeartbeatInterval is the time between PINGs to each replica, and
 	// HeartbeatTimeout how long one may take; two failures in a row eject
 	// the replica. 0 means 500 ms and 1 s.
@@ -75,6 +99,8 @@ type Dispatcher struct {
 	name    string // model:version
 	metrics *versionMetrics
 	q       *queue
+	est     atomic.Pointer[estimator] // nil: no admission control
+	healthy atomic.Int32
 	ctx     context.Context
 
 	mu       sync.Mutex // guards replicas and closed
@@ -90,10 +116,6 @@ func New(opts Options) *Dispatcher {
 	}
 	if opts.Slots <= 0 {
 		opts.Slots = 1
-	}
-	if opts.NewController == nil {
-		n := opts.MaxBatch
-		opts.NewController = func() Controller { return Static(n) }
 	}
 	if opts.HeartbeatInterval <= 0 {
 		opts.HeartbeatInterval = 500 * time.Millisecond
@@ -112,8 +134,10 @@ func New(opts Options) *Dispatcher {
 		opts.Now = time.Now
 	}
 	opts.Logger = opts.Logger.With(zap.String("model", opts.Model), zap.String("version", opts.Version))
-	return &Dispatcher{opts: opts, name: opts.Model + ":" + opts.Version, metrics: opts.Metrics.forVersion(opts.Model, opts.Version),
+	d := &Dispatcher{opts: opts, name: opts.Model + ":" + opts.Version, metrics: opts.Metrics.forVersion(opts.Model, opts.Version),
 		q: newQueue(opts.Now), replicas: map[string]*replica{}}
+	d.SetBatching(opts.NewController, opts.NewEstimator)
+	return d
 }
 
 // Name is the model version as "model:version".
@@ -151,6 +175,34 @@ func (d *Dispatcher) SetReplicas(addrs []string) {
 	}
 }
 
+// SetBatching replaces the replicas' controllers and the admission
+// estimator with new ones from the factories (see Options.NewController
+// and Options.NewEstimator for what nil means): what a configuration
+// reload that changed the model version's batching applies. Batches in
+// flight report to the controllers they were sized by.
+func (d *Dispatcher) SetBatching(newController func() Controller, newEstimator func() Estimator) {
+	if newController == nil {
+		n := d.opts.MaxBatch
+		newController = func() Controller { return Static(n) }
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.opts.NewController = newController
+	for _, r := range d.replicas {
+		r.ctrlMu.Lock()
+		r.ctrl = newController()
+		r.ctrlMu.Unlock()
+	}
+	if newEstimator == nil {
+		d.est.Store(nil)
+		return
+	}
+	d.est.Store(&estimator{newEstimator()})
+}
+
+// estimator boxes an Estimator for an atomic pointer.
+type estimator struct{ Estimator }
+
 // Replicas returns the replicas' addresses and how many are healthy.
 func (d *Dispatcher) Replicas() (addrs []string, healthy int) {
 	d.mu.Lock()
@@ -187,11 +239,18 @@ func (d *Dispatcher) Close() {
 
 // Predict queues input and waits for a replica's answer. It returns when the
 // answer comes, when ctx is done (ErrDeadline at ctx's deadline, else ctx's
-// error), or when the dispatcher closes (ErrStopped). Item errors from the
-// model come back as a *ModelError. The answer names the replica.
+// error), or when the dispatcher closes (ErrStopped). With an estimator, a
+// query predicted to miss its deadline is refused at once with an error
+// that wraps ErrShed. Item errors from the model come back as a
+// *ModelError. The answer names the replica.
 func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, replica string, err error) {
 	q := &query{ctx: ctx, input: input, enqueued: d.opts.Now(), reply: make(chan result, 1)}
 	q.deadline, _ = ctx.Deadline()
+	if est := d.est.Load(); est != nil && !q.deadline.IsZero() {
+		if err := d.admit(est, q, reserveOf(ctx)); err != nil {
+			return nil, "", err
+		}
+	}
 	if err := d.q.push(q); err != nil {
 		return nil, "", err
 	}

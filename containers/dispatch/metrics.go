@@ -13,6 +13,8 @@ type Metrics struct {
 	BatchSize      *prometheus.HistogramVec
 	ServiceTime    *prometheus.HistogramVec
 	ReplicaHealthy *prometheus.GaugeVec
+	BatchRelease   *prometheus.CounterVec
+	Shed           *prometheus.CounterVec
 }
 
 // NewMetrics registers the dispatch metrics with reg.
@@ -39,7 +41,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while a replica takes work, 0 while it is ejected.",
 		}, append(mv, "replica")),
 	}
-	reg.MustRegister(m.QueueWait, m.BatchSize, m.ServiceTime, m.ReplicaHealthy)
+	m.BatchRelease = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sloproxy_batch_release_total",
+		Help: "Batches sent, by why they left: full (the size the controller chose), deadline (that size, cut by the head query's slack) or idle (the queue held fewer queries).",
+	}, append(mv, "reason"))
+	m.Shed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sloproxy_admission_shed_total",
+		Help: "Queries refused before queueing because they were predicted to miss their deadline.",
+	}, mv)
+	reg.MustRegister(m.QueueWait, m.BatchSize, m.ServiceTime, m.ReplicaHealthy, m.BatchRelease, m.Shed)
 	return m
 }
 
@@ -48,6 +58,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 type versionMetrics struct {
 	wait, size, service prometheus.Observer
 	healthy             *prometheus.GaugeVec // by replica
+	release             [releaseReasons]prometheus.Counter
+	shed                prometheus.Counter
 }
 
 // forVersion returns the series of one model version; nil for nil m.
@@ -56,12 +68,17 @@ func (m *Metrics) forVersion(model, version string) *versionMetrics {
 		return nil
 	}
 	labels := prometheus.Labels{"model": model, "version": version}
-	return &versionMetrics{
+	vm := &versionMetrics{
 		wait:    m.QueueWait.With(labels),
 		size:    m.BatchSize.With(labels),
 		service: m.ServiceTime.With(labels),
 		healthy: m.ReplicaHealthy.MustCurryWith(labels),
+		shed:    m.Shed.With(labels),
 	}
+	for reason, name := range [releaseReasons]string{releaseFull: "full", releaseDeadline: "deadline", releaseIdle: "idle"} {
+		vm.release[reason] = m.BatchRelease.WithLabelValues(model, version, name)
+	}
+	return vm
 }
 
 // observeBatch records a batch leaving at now: its size, and the queue

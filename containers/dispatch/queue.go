@@ -160,15 +160,17 @@ func (qu *queue) take(n, maxFrame int, dst []*query) ([]*query, <-chan struct{})
 	return dst, nil
 }
 
-// headSlack is the time left to the earliest deadline in the queue, or -1
-// when the queue is empty or its head has no deadline.
-func (qu *queue) headSlack() time.Duration {
+// head returns the time left to the earliest deadline in the queue
+// (slack) and that query's whole budget, its deadline less its arrival
+// (slo); both are -1 when the queue is empty or its head has no deadline.
+func (qu *queue) head() (slack, slo time.Duration) {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	if qu.h.Len() == 0 || qu.h[0].deadline.IsZero() {
-		return -1
+		return -1, -1
 	}
-	return qu.h[0].deadline.Sub(qu.now())
+	h := qu.h[0]
+	return h.deadline.Sub(qu.now()), h.deadline.Sub(h.enqueued)
 }
 
 // len is the number of queued queries.

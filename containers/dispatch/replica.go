@@ -38,7 +38,7 @@ func newReplica(d *Dispatcher, addr string) *replica {
 		addr:      addr,
 		client:    rpc.NewClient(addr, d.opts.Client),
 		log:       d.opts.Logger.With(zap.String("replica", addr)),
-		ctrl:      d.opts.NewController(),
+		ctrl:      d.opts.NewController(), // d.mu is held: see SetReplicas
 		healthyCh: make(chan struct{}),
 		stopped:   make(chan struct{}),
 	}
@@ -101,6 +101,11 @@ func (r *replica) setHealthy(ok bool, why error) {
 		return
 	}
 	r.healthy = ok
+	if ok {
+		r.d.healthy.Add(1)
+	} else {
+		r.d.healthy.Add(-1)
+	}
 	if ok {
 		close(r.healthyCh)
 		r.log.Info("replica ready")
@@ -184,7 +189,7 @@ func (r *replica) work(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		n, maxFrame := r.limits()
+		n, maxFrame, reason := r.limits()
 		batch, wake := r.d.q.take(n, maxFrame, batch[:0])
 		if batch == nil {
 			select {
@@ -195,17 +200,33 @@ func (r *replica) work(ctx context.Context) {
 			}
 			continue
 		}
+		if len(batch) < n {
+			reason = releaseIdle
+		}
+		if vm := r.d.metrics; vm != nil {
+			vm.release[reason].Inc()
+		}
 		inputs = r.send(epoch, batch, inputs[:0])
 		clear(batch)
 	}
 }
 
+// Why a batch left, the release reasons of the metrics.
+const (
+	releaseFull     = iota // it holds the size the controller chose
+	releaseDeadline        // likewise, but the head's slack cut that size
+	releaseIdle            // the queue had fewer queries: the replica was free
+	releaseReasons
+)
+
 // limits asks the controller for the next batch's size, within the
 // dispatcher's and the container's limits, and returns the container's
-// frame limit, which bounds the batch's bytes.
-func (r *replica) limits() (batch, maxFrame int) {
+// frame limit, which bounds the batch's bytes, and why a batch of that size
+// leaves (full or deadline).
+func (r *replica) limits() (batch, maxFrame, reason int) {
+	slack, slo := r.d.q.head()
 	r.ctrlMu.Lock()
-	n := r.ctrl.BatchSize(r.d.q.headSlack())
+	n := r.ctrl.BatchSize(slack, slo)
 	r.ctrlMu.Unlock()
 	limit, maxFrame := r.d.opts.MaxBatch, rpc.DefaultMaxFrame
 	if h, ok := r.client.Hello(); ok {
@@ -216,7 +237,11 @@ func (r *replica) limits() (batch, maxFrame int) {
 			maxFrame = int(h.MaxFrame)
 		}
 	}
-	return max(1, min(n, limit)), maxFrame
+	reason = releaseFull
+	if slack >= 0 && slack < slo/2 {
+		reason = releaseDeadline
+	}
+	return max(1, min(n, limit)), maxFrame, reason
 }
 
 // send sends one batch and answers, requeues or fails its queries.
@@ -253,6 +278,9 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 		r.ctrlMu.Lock()
 		r.ctrl.Observe(len(batch), latency)
 		r.ctrlMu.Unlock()
+		if est := r.d.est.Load(); est != nil {
+			est.Observe(len(batch), latency)
+		}
 		if vm := r.d.metrics; vm != nil {
 			vm.service.Observe(latency.Seconds())
 		}
