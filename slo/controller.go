@@ -1,0 +1,117 @@
+package slo
+
+import (
+	"sync"
+	"time"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
+)
+
+// Off sends every query alone: the baseline the others are measured
+// against.
+type Off struct{}
+
+// BatchSize implements dispatch.Controller.
+func (Off) BatchSize(time.Duration, time.Duration) int { return 1 }
+
+// Observe implements dispatch.Controller.
+func (Off) Observe(int, time.Duration) {}
+
+var _ dispatch.Controller = Off{}
+
+// Static is dispatch.Static: the same size every time, as today's serving
+// systems' max-batch knob.
+type Static = dispatch.Static
+
+// AIMD is Clipper's controller: the batch size grows by one while full
+// batches finish within the steady-state budget (half the head query's
+// SLO) and shrinks by a factor on a batch that did not. Only full batches
+// grow it: a lightly loaded replica sends small batches whatever the size,
+// and growing on those would leave a size no batch has tried.
+//
+// AIMD is safe for concurrent use (a replica's slots share it).
+type AIMD struct {
+	// Decrease multiplies the size after a miss; 0 means 0.9, Clipper's.
+	Decrease float64
+	// Max caps the size; 0 means no cap beyond the dispatcher's.
+	Max int
+
+	mu     sync.Mutex // guards size and budget
+	size   float64
+	budget time.Duration // the budget of the last size chosen
+}
+
+// BatchSize implements dispatch.Controller.
+func (c *AIMD) BatchSize(_, slo time.Duration) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.size < 1 {
+		c.size = 1
+	}
+	if slo > 0 {
+		c.budget = slo / 2
+	}
+	return int(c.size)
+}
+
+// Observe implements dispatch.Controller.
+func (c *AIMD) Observe(n int, latency time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.budget > 0 && latency > c.budget:
+		d := c.Decrease
+		if d <= 0 || d >= 1 {
+			d = 0.9
+		}
+		c.size = max(1, c.size*d)
+	case n >= int(c.size) && (c.Max <= 0 || c.size < float64(c.Max)):
+		c.size++
+	}
+}
+
+var _ dispatch.Controller = (*AIMD)(nil)
+
+// LatencyModel fits latency(n) ≈ a + b·n on a high quantile (see Fit) and
+// chooses the largest n that fits both the steady-state budget of the head
+// query's SLO and its slack. It needs no tuning: the fit is
+// learned from the replica's own batches.
+type LatencyModel struct {
+	fit *Fit
+	max int
+}
+
+// NewLatencyModel returns a LatencyModel planning against the given
+// quantile of its residuals (0.99 when outside (0, 1)) over its last
+// window batches (FitWindow when ≤ 0); max caps the size (0: no cap beyond
+// the dispatcher's).
+func NewLatencyModel(quantile float64, window, max int) *LatencyModel {
+	return &LatencyModel{fit: NewFit(window, quantile), max: max}
+}
+
+// BatchSize implements dispatch.Controller: the steady-state size for the
+// head query's SLO (see Fit.Plan), cut to what its slack allows. With no
+// deadline in sight it chooses the cap; when even one query cannot make
+// the head's deadline it chooses 1, so that the head goes out at once
+// rather than not at all.
+func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
+	limit := c.max
+	if limit <= 0 {
+		limit = dispatch.NoLimit
+	}
+	if slo > 0 {
+		limit, _, _ = c.fit.Plan(slo, limit)
+	}
+	if slack >= 0 {
+		limit = min(limit, c.fit.Largest(slack, limit))
+	}
+	return max(1, limit)
+}
+
+// Observe implements dispatch.Controller.
+func (c *LatencyModel) Observe(n int, latency time.Duration) { c.fit.Observe(n, latency) }
+
+// Fit returns the controller's latency fit.
+func (c *LatencyModel) Fit() *Fit { return c.fit }
+
+var _ dispatch.Controller = (*LatencyModel)(nil)

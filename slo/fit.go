@@ -1,0 +1,172 @@
+package slo
+
+import (
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Fit estimates a batch's latency from its size, latency(n) ≈ a + b·n plus
+// a high quantile of the residuals, from the most recent observations (see
+// refit for how). The quantile, not the mean, is what a deadline must be
+// planned against: a fit of the mean misses half of the time by
+// construction.
+//
+// Fit is safe for concurrent use.
+type Fit struct {
+	quantile float64
+
+	mu    sync.Mutex // guards the fields below
+	obs   []obs      // ring of the last len(obs) observations
+	next  int        // where the next observation goes
+	count int        // observations held, up to len(obs)
+	dirty bool       // obs changed since a, b and r were computed
+	a, b  float64    // seconds, seconds per item
+	r     float64    // the residuals' quantile, seconds (≥ 0)
+	maxN  int        // the largest batch observed
+}
+
+type obs struct {
+	n       float64
+	latency float64 // seconds
+}
+
+// FitWindow is how many observations a Fit keeps by default.
+const FitWindow = 512
+
+// NewFit returns a Fit over the last window observations (FitWindow if
+// window ≤ 0) planning against the given quantile of the residuals (0.99
+// if it is outside (0, 1)).
+func NewFit(window int, quantile float64) *Fit {
+	if window <= 0 {
+		window = FitWindow
+	}
+	if !(quantile > 0 && quantile < 1) {
+		quantile = 0.99
+	}
+	return &Fit{quantile: quantile, obs: make([]obs, window)}
+}
+
+// Observe records that a batch of n items took latency.
+func (f *Fit) Observe(n int, latency time.Duration) {
+	if n <= 0 || latency < 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.obs[f.next] = obs{n: float64(n), latency: latency.Seconds()}
+	f.next = (f.next + 1) % len(f.obs)
+	f.count = min(f.count+1, len(f.obs))
+	f.maxN = max(f.maxN, n)
+	f.dirty = true
+}
+
+// Estimate is the planned latency of a batch of n items: the fit plus the
+// residuals' quantile. Before any observation it is 0.
+func (f *Fit) Estimate(n int) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refit()
+	return seconds(f.a + f.b*float64(n) + f.r)
+}
+
+// Largest is the largest batch size, at most limit, whose estimate fits
+// within budget, and 0 when not even one item does. A Fit that has not yet
+// seen two batch sizes cannot tell the cost per item: it allows doubling
+// the largest batch seen, so that the sizes it needs to learn come.
+func (f *Fit) Largest(budget time.Duration, limit int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refit()
+	if f.count == 0 {
+		return limit
+	}
+	left := budget.Seconds() - f.a - f.r
+	switch {
+	case left < 0:
+		return 0
+	case f.b <= 0:
+		return min(limit, max(1, 2*f.maxN))
+	}
+	return int(min(float64(limit), math.Floor(left/f.b)))
+}
+
+// Plan is the steady-state batch size for an objective slo: the largest n,
+// at most limit, for which waiting out a batch already running and then
+// one's own still finishes within slo, 2·(a + b·n) + r ≤ slo (the delays r
+// planned for once: they seldom strike both batches), with a + b·n and r.
+// With no n fitting it returns 1. Before any observation it returns limit
+// and zero durations.
+func (f *Fit) Plan(slo time.Duration, limit int) (n int, batch, tail time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refit()
+	if f.count == 0 {
+		return limit, 0, 0
+	}
+	left := (slo.Seconds()-f.r)/2 - f.a
+	switch {
+	case left < f.b:
+		n = 1
+	case f.b <= 0:
+		n = min(limit, max(1, 2*f.maxN))
+	default:
+		n = int(min(float64(limit), math.Floor(left/f.b)))
+	}
+	return n, seconds(f.a + f.b*float64(n)), seconds(f.r)
+}
+
+// Params returns the fitted a and b and the residuals' quantile.
+func (f *Fit) Params() (a, b, r time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refit()
+	return seconds(f.a), seconds(f.b), seconds(f.r)
+}
+
+// refit recomputes a, b and r when observations changed. Called with mu
+// held.
+//
+// a and b are fitted by least squares to the fastest batch of each size
+// seen, not to every batch: a model's own cost is what the fastest batches
+// show, while the delays on top (the processor shared with other work, a
+// collector's pause) are one-sided noise that would make a fit to all
+// batches guess the cost per item from the spread of delays. Those delays
+// are what r plans for: the quantile of every batch's excess over the fit.
+func (f *Fit) refit() {
+	if !f.dirty {
+		return
+	}
+	f.dirty = false
+	held := f.obs[:f.count]
+	fastest := map[float64]float64{}
+	for _, o := range held {
+		if l, ok := fastest[o.n]; !ok || o.latency < l {
+			fastest[o.n] = o.latency
+		}
+	}
+	var sn, sl, snn, snl float64
+	for n, l := range fastest {
+		sn += n
+		sl += l
+		snn += n * n
+		snl += n * l
+	}
+	k := float64(len(fastest))
+	meanN, meanL := sn/k, sl/k
+	varN := snn/k - meanN*meanN
+	f.b = 0
+	if varN > 1e-9 {
+		f.b = max(0, (snl/k-meanN*meanL)/varN)
+	}
+	f.a = max(0, meanL-f.b*meanN)
+	res := make([]float64, len(held))
+	for i, o := range held {
+		res[i] = o.latency - (f.a + f.b*o.n)
+	}
+	slices.Sort(res)
+	f.r = max(0, res[min(len(res)-1, int(math.Ceil(f.quantile*float64(len(res))))-1)])
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

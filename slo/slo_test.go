@@ -1,0 +1,181 @@
+package slo
+
+import (
+	"math/rand/v2"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+func TestFitLearnsTheCostModelOnItsQuantile(t *testing.T) {
+	// latency(n) = 5ms + 0.25ms·n plus a uniform jitter in [0, 1ms):
+	// the fit must find a and b and plan against the jitter's p99.
+	rng := rand.New(rand.NewPCG(1, 2))
+	f := NewFit(0, 0.99)
+	for range 2000 {
+		n := 1 + rng.IntN(64)
+		jitter := time.Duration(rng.Int64N(int64(time.Millisecond)))
+		f.Observe(n, 5*time.Millisecond+time.Duration(n)*250*time.Microsecond+jitter)
+	}
+	a, b, r := f.Params()
+	t.Logf("a=%v b=%v r=%v", a, b, r)
+	if a < 5*time.Millisecond || a > 6*time.Millisecond {
+		t.Errorf("a = %v, want 5ms plus about half the jitter", a)
+	}
+	if b < 240*time.Microsecond || b > 260*time.Microsecond {
+		t.Errorf("b = %v, want 250µs", b)
+	}
+	// The planned latency covers 99% of batches: a + b·n + r ≥ 5ms +
+	// 0.25ms·n + 0.99ms, within a small error.
+	if est, floor := f.Estimate(20), 10*time.Millisecond+900*time.Microsecond; est < floor || est > 11200*time.Microsecond {
+		t.Errorf("Estimate(20) = %v, want about 11ms", est)
+	}
+}
+
+func TestFitLargest(t *testing.T) {
+	f := NewFit(0, 0.99)
+	if got := f.Largest(time.Millisecond, 64); got != 64 {
+		t.Fatalf("with no observations Largest = %d, want the limit", got)
+	}
+	f.Observe(4, 6*time.Millisecond)
+	if got := f.Largest(time.Second, 64); got != 8 {
+		t.Fatalf("with one batch size seen Largest = %d, want double it (8)", got)
+	}
+	for n := 1; n <= 40; n++ {
+		f.Observe(n, 5*time.Millisecond+time.Duration(n)*250*time.Microsecond)
+	}
+	tests := []struct {
+		budget time.Duration
+		limit  int
+		want   int
+	}{
+		{10 * time.Millisecond, 64, 20},
+		{20 * time.Millisecond, 64, 60},
+		{20 * time.Millisecond, 32, 32},
+		{5 * time.Millisecond, 64, 0}, // the fixed cost alone
+		{4 * time.Millisecond, 64, 0},
+	}
+	for _, tc := range tests {
+		if got := f.Largest(tc.budget, tc.limit); got < tc.want-1 || got > tc.want {
+			t.Errorf("Largest(%v, %d) = %d, want %d", tc.budget, tc.limit, got, tc.want)
+		}
+	}
+}
+
+func TestLatencyModelPlansAgainstSlackAndSteadyState(t *testing.T) {
+	c := NewLatencyModel(0.99, 0, 0)
+	for n := 1; n <= 40; n++ {
+		c.Observe(n, 5*time.Millisecond+time.Duration(n)*250*time.Microsecond)
+	}
+	tests := []struct {
+		name       string
+		slack, slo time.Duration
+		want       int
+	}{
+		{"steady state: half of a 20ms SLO", 20 * time.Millisecond, 20 * time.Millisecond, 20},
+		{"the head's slack binds", 7 * time.Millisecond, 20 * time.Millisecond, 8},
+		{"not even one fits: send the head alone", time.Millisecond, 20 * time.Millisecond, 1},
+		{"a looser SLO allows more", 40 * time.Millisecond, 40 * time.Millisecond, 60},
+	}
+	for _, tc := range tests {
+		if got := c.BatchSize(tc.slack, tc.slo); got < tc.want-1 || got > tc.want {
+			t.Errorf("%s: BatchSize(%v, %v) = %d, want %d", tc.name, tc.slack, tc.slo, got, tc.want)
+		}
+	}
+}
+
+func TestAIMD(t *testing.T) {
+	c := &AIMD{}
+	const slo = 20 * time.Millisecond
+	cost := func(n int) time.Duration { return 5*time.Millisecond + time.Duration(n)*250*time.Microsecond }
+	// Full batches inside the 10ms budget grow the size by one each.
+	for range 30 {
+		n := c.BatchSize(slo, slo)
+		c.Observe(n, cost(n))
+	}
+	n := c.BatchSize(slo, slo)
+	if n < 18 || n > 22 {
+		t.Fatalf("after 30 full batches the size is %d, want it near the budget's 20", n)
+	}
+	// A batch past the budget shrinks it by a tenth (of a size that may
+	// have a fraction).
+	c.Observe(n, 11*time.Millisecond)
+	if got, want := c.BatchSize(slo, slo), float64(n)*0.9; float64(got) < want-1 || float64(got) > want+0.9 {
+		t.Fatalf("after a miss the size is %d, want %.1f", got, want)
+	}
+	// Batches smaller than the size do not grow it.
+	before := c.BatchSize(slo, slo)
+	for range 10 {
+		c.Observe(1, cost(1))
+	}
+	if got := c.BatchSize(slo, slo); got != before {
+		t.Fatalf("small batches moved the size from %d to %d", before, got)
+	}
+}
+
+func TestWindowForgetsWhatIsOlderThanItsSpan(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := NewWindow(time.Minute)
+		for range 90 {
+			w.Record(time.Now(), true)
+		}
+		for range 10 {
+			w.Record(time.Now(), false)
+		}
+		if f, n := w.Attainment(time.Now()); f != 0.9 || n != 100 {
+			t.Fatalf("attainment %v of %d, want 0.9 of 100", f, n)
+		}
+		time.Sleep(30 * time.Second)
+		for range 100 {
+			w.Record(time.Now(), true)
+		}
+		if f, n := w.Attainment(time.Now()); f != 0.95 || n != 200 {
+			t.Fatalf("30s later: attainment %v of %d, want 0.95 of 200", f, n)
+		}
+		time.Sleep(45 * time.Second) // the first hundred are older than a minute
+		if f, n := w.Attainment(time.Now()); f != 1 || n != 100 {
+			t.Fatalf("75s later: attainment %v of %d, want 1 of 100", f, n)
+		}
+		time.Sleep(time.Hour)
+		if f, n := w.Attainment(time.Now()); f != 1 || n != 0 {
+			t.Fatalf("an hour later: attainment %v of %d, want 1 of 0", f, n)
+		}
+	})
+}
+
+func TestBurnRate(t *testing.T) {
+	tests := []struct{ attainment, objective, want float64 }{
+		{1, 0.99, 0},
+		{0.99, 0.99, 1},
+		{0.95, 0.99, 5},
+		{0.5, 0.9, 5},
+	}
+	for _, tc := range tests {
+		if got := BurnRate(tc.attainment, tc.objective); got < tc.want-1e-9 || got > tc.want+1e-9 {
+			t.Errorf("BurnRate(%v, %v) = %v, want %v", tc.attainment, tc.objective, got, tc.want)
+		}
+	}
+}
+
+func TestReserve(t *testing.T) {
+	tests := []struct {
+		priority int
+		want     time.Duration
+	}{{2, 0}, {0, 0}, {-1, 20 * time.Millisecond}, {-2, 40 * time.Millisecond}, {-9, 80 * time.Millisecond}}
+	for _, tc := range tests {
+		if got := Reserve(100*time.Millisecond, tc.priority); got != tc.want {
+			t.Errorf("Reserve(100ms, %d) = %v, want %v", tc.priority, got, tc.want)
+		}
+	}
+}
+
+func TestTable(t *testing.T) {
+	tab := NewTable(map[string]Policy{"a": {Shed: ShedReject}})
+	if tab.Get("a").Shed != ShedReject || tab.Get("b") != DefaultPolicy {
+		t.Fatal("Get does not return the set policy, or the default for others")
+	}
+	tab.Set(nil)
+	if tab.Get("a") != DefaultPolicy {
+		t.Fatal("Set did not replace the policies")
+	}
+}
