@@ -18,6 +18,7 @@ import (
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/process"
 	"github.com/sloproxy/sloproxy/proxy/admin"
+	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -148,6 +149,145 @@ type App struct {
 	NoCache bool `yaml:"no_cache"`
 	// Models are linked to the app.
 	Models []string `yaml:"models"`
+
+	// The app's SLO policy, beyond the objective slo itself. A reload
+	// applies changes to these at once; the controllers of models whose
+	// batching did not change keep what they learned.
+
+	// Objective is the fraction of queries that must be answered within
+	// slo: 0.99 means p99 ≤ slo. The error budget is 1 - objective.
+	// 0 means 0.99.
+	Objective float64 `yaml:"objective"`
+	// Window is the span of the attainment and burn-rate metrics. 0
+	// means 5m.
+	Window time.Duration `yaml:"window"`
+	// Shed is what a query predicted to miss its deadline gets at once:
+	// default (the default output, flagged, HTTP 200), reject (429) or
+	// unavailable (503). Empty means default.
+	Shed string `yaml:"shed"`
+	// RetryAfter is the Retry-After of reject and unavailable answers. 0
+	// means 1s.
+	RetryAfter time.Duration `yaml:"retry_after"`
+	// RequestPriority lets a request lower its own priority class with
+	// the Sloproxy-Priority header (never above priority).
+	RequestPriority bool `yaml:"request_priority"`
+	// Batching chooses the batch-size controller of the app's models.
+	Batching Batching `yaml:"batching"`
+}
+
+// Batching is an app's batch-size controller; see slo.Batching. Its zero
+// value is slo.DefaultBatching.
+type Batching struct {
+	// Controller is off, static, aimd or latency_model (the default).
+	Controller string `yaml:"controller"`
+	// Size is static's batch size and the cap of the others; 0 means the
+	// model's batch size.
+	Size int `yaml:"size"`
+	// Quantile is what latency_model plans against; 0 means 0.99.
+	Quantile float64 `yaml:"quantile"`
+	// Decrease is aimd's multiplicative decrease; 0 means 0.9.
+	Decrease float64 `yaml:"decrease"`
+	// Admission sheds queries predicted to miss their deadline; unset
+	// means on.
+	Admission *bool `yaml:"admission"`
+}
+
+// Batching is b with the defaults filled in.
+func (b Batching) Batching() slo.Batching {
+	d := slo.DefaultBatching
+	if b.Controller != "" {
+		d.Controller = b.Controller
+	}
+	if b.Quantile != 0 {
+		d.Quantile = b.Quantile
+	}
+	if b.Decrease != 0 {
+		d.Decrease = b.Decrease
+	}
+	if b.Admission != nil {
+		d.Admission = *b.Admission
+	}
+	d.Size = b.Size
+	return d
+}
+
+// SLOPolicy is a's SLO policy with the defaults filled in.
+func (a App) SLOPolicy() slo.Policy {
+	p := slo.DefaultPolicy
+	if a.Objective != 0 {
+		p.Objective = a.Objective
+	}
+	if a.Window != 0 {
+		p.Window = a.Window
+	}
+	if a.Shed != "" {
+		p.Shed = slo.Shed(a.Shed)
+	}
+	if a.RetryAfter != 0 {
+		p.RetryAfter = a.RetryAfter
+	}
+	p.RequestPriority = a.RequestPriority
+	p.Batching = a.Batching.Batching()
+	return p
+}
+
+// Policies are the apps' SLO policies by app name.
+func (c *Config) Policies() map[string]slo.Policy {
+	out := make(map[string]slo.Policy, len(c.Apps))
+	for _, a := range c.Apps {
+		out[a.Name] = a.SLOPolicy()
+	}
+	return out
+}
+
+// validatePolicy names the first problem of a's SLO policy, including
+// contradictions with the models it links.
+func (c *Config) validatePolicy(a App, models map[string]state.ModelVersion, batchingOf map[string]string) error {
+	p := a.SLOPolicy()
+	switch {
+	case !(p.Objective > 0 && p.Objective < 1):
+		return fmt.Errorf("objective %v: must be above 0 and below 1 (0.99 means p99 within slo)", p.Objective)
+	case p.Window < time.Second:
+		return fmt.Errorf("window %v: must be at least 1s", p.Window)
+	case p.RetryAfter <= 0:
+		return fmt.Errorf("retry_after %v: must be positive", p.RetryAfter)
+	}
+	switch p.Shed {
+	case slo.ShedDefault, slo.ShedReject, slo.ShedUnavailable:
+	default:
+		return fmt.Errorf("shed %q: must be default, reject or unavailable", p.Shed)
+	}
+	if err := p.Batching.Validate(); err != nil {
+		return fmt.Errorf("batching.%w", err)
+	}
+	for j, name := range a.Models {
+		mv := models[name]
+		limit := mv.BatchSize
+		if limit == 0 {
+			limit = c.Limits.DefaultBatchSize
+		}
+		if p.Batching.Size > limit {
+			return fmt.Errorf("batching.size %d: above the batch size %d of model %q (models[%d]); the model's batch size caps every batch",
+				p.Batching.Size, limit, name, j)
+		}
+		if other, ok := batchingOf[name]; ok {
+			if prev, _ := c.app(other); prev.SLOPolicy().Batching != p.Batching {
+				return fmt.Errorf("batching: model %q is also linked to app %q, whose batching differs; a model's batches serve all its apps, so their batching must agree", name, other)
+			}
+		}
+		batchingOf[name] = a.Name
+	}
+	return nil
+}
+
+// app returns the configured app named name.
+func (c *Config) app(name string) (App, bool) {
+	for _, a := range c.Apps {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return App{}, false
 }
 
 // Model is a model version to register at start.
@@ -271,6 +411,7 @@ func (c *Config) Validate() error {
 		models[m.Name] = mv
 	}
 	apps := map[string]bool{}
+	batchingOf := map[string]string{} // model → the first app linking it
 	for i, a := range c.Apps {
 		if err := a.App().Validate(); err != nil {
 			return fmt.Errorf("apps[%d]: %w", i, err)
@@ -287,6 +428,9 @@ func (c *Config) Validate() error {
 			if string(mv.InputType) != a.InputType {
 				return fmt.Errorf("apps[%d].models[%d]: model %q takes %s but app %q takes %s", i, j, name, mv.InputType, a.Name, a.InputType)
 			}
+		}
+		if err := c.validatePolicy(a, models, batchingOf); err != nil {
+			return fmt.Errorf("apps[%d].%w", i, err)
 		}
 	}
 	return nil

@@ -2,12 +2,14 @@ package config
 
 import (
 	"context"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -41,6 +43,24 @@ func TestFullFile(t *testing.T) {
 	}
 }
 
+func TestSLOPolicies(t *testing.T) {
+	c, err := Load("testdata/slo-policy.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Policies()
+	want := map[string]slo.Policy{
+		"checkout": {Objective: 0.995, Window: 10 * time.Minute, Shed: slo.ShedReject, RetryAfter: 2 * time.Second, RequestPriority: true,
+			Batching: slo.Batching{Controller: slo.ControllerAIMD, Size: 16, Quantile: 0.99, Decrease: 0.8, Admission: true}},
+		"batchjobs": {Objective: 0.99, Window: 5 * time.Minute, Shed: slo.ShedUnavailable, RetryAfter: time.Second,
+			Batching: slo.Batching{Controller: slo.ControllerAIMD, Size: 16, Quantile: 0.99, Decrease: 0.8, Admission: true}},
+		"minimal": slo.DefaultPolicy,
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("policies:\n got %+v\nwant %+v", got, want)
+	}
+}
+
 func TestBadFiles(t *testing.T) {
 	tests := map[string]string{
 		"unknown-field.bad.yml":           "field default_ouptut not found",
@@ -54,6 +74,14 @@ func TestBadFiles(t *testing.T) {
 		"bad-cache-bytes.bad.yml":         "cache.l1_bytes 0: must be positive",
 		"bad-log-level.bad.yml":           `log.level "verbose": must be debug, info, warn or error`,
 		"bad-port-base.bad.yml":           "runtimes.process.port_base 70000: must be a port, 1 to 65535",
+		"slo-bad-shed.bad.yml":            `apps[0].shed "drop": must be default, reject or unavailable`,
+		"slo-bad-objective.bad.yml":       "apps[0].objective 1: must be above 0 and below 1",
+		"slo-bad-window.bad.yml":          "apps[0].window 10ms: must be at least 1s",
+		"slo-static-without-size.bad.yml": "apps[0].batching.size 0: static needs a positive batch size",
+		"slo-size-above-model.bad.yml":    `apps[0].batching.size 64: above the batch size 16 of model "m" (models[0])`,
+		"slo-bad-controller.bad.yml":      `apps[0].batching.controller "pid": must be off, static, aimd or latency_model`,
+		"slo-bad-quantile.bad.yml":        "apps[0].batching.quantile 0.3: must be above 0.5 and below 1",
+		"slo-batching-conflict.bad.yml":   `apps[1].batching: model "m" is also linked to app "a", whose batching differs`,
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(tests) {
