@@ -25,7 +25,10 @@ var (
 func statusOf(err error) int {
 	var tooLarge *http.MaxBytesError
 	var modelErr *dispatch.ModelError
+	var shed *shedError
 	switch {
+	case errors.As(err, &shed):
+		return shed.status
 	case errors.Is(err, ErrBadInput), errors.Is(err, state.ErrInvalid):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrNotFound), errors.Is(err, state.ErrNotFound):
@@ -65,6 +68,9 @@ func writeQueryError(w http.ResponseWriter, id string, err error) int {
 	}
 	b = append(b, "}\n"...)
 	w.Header().Set("Content-Type", "application/json")
+	if shed := (*shedError)(nil); errors.As(err, &shed) {
+		w.Header().Set("Retry-After", retryAfter(shed.retryAfter))
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 	return status

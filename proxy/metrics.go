@@ -7,6 +7,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	inflight prometheus.Gauge
+	shed     *prometheus.CounterVec
 }
 
 // Outcomes of a query, the outcome label's values.
@@ -14,6 +15,7 @@ const (
 	outcomeOK       = "ok"
 	outcomeDefault  = "default"
 	outcomeError    = "error"
+	outcomeShed     = "shed"
 	outcomeCanceled = "canceled"
 )
 
@@ -21,7 +23,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sloproxy_requests_total",
-			Help: "Queries answered, by API (rest or oip), app (empty for oip), model and outcome (ok, default, error, canceled).",
+			Help: "Queries answered, by API (rest or oip), app (empty for oip), model and outcome (ok, default, shed, error, canceled).",
 		}, []string{"api", "app", "model", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sloproxy_request_duration_seconds",
@@ -33,6 +35,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Queries received and not yet answered.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.inflight)
+	m.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sloproxy_shed_total",
+		Help: "Queries refused by admission because they would miss their deadline, by app and the shed policy that answered them (default, reject, unavailable).",
+	}, []string{"app", "policy"})
+	reg.MustRegister(m.requests, m.latency, m.inflight, m.shed)
 	return m
 }

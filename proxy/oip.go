@@ -211,12 +211,15 @@ func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
 // oipError is the request's error from its rows' (nil when every row was
 // answered), typed as Triton maps it: a model refusing a row is the
 // caller's input (400), a deadline or a replica failure is unavailable
-// (503), a caller gone stays canceled.
+// (503), a row admission refused is 429 with Retry-After, a caller gone
+// stays canceled.
 func oipError(errs []error, model string, timeout time.Duration) error {
 	for row, err := range errs {
 		switch {
 		case err == nil:
 			continue
+		case isShed(err):
+			return &shedError{err: fmt.Errorf("row %d: %w", row, err), status: http.StatusTooManyRequests, retryAfter: time.Second}
 		case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
 			return errorf(ErrUnavailable, "deadline: model %s did not answer row %d within %v", model, row, timeout)
 		case errors.As(err, new(*dispatch.ModelError)):

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -20,6 +21,7 @@ type pooled struct {
 	d         *dispatch.Dispatcher
 	inputType state.InputType
 	batchSize int
+	batching  slo.Batching // a change replaces the controllers, not the dispatcher
 }
 
 // pool keeps one dispatcher per model version in the state, with the
@@ -27,7 +29,9 @@ type pooled struct {
 type pool struct {
 	opts         dispatch.Options // template for new dispatchers
 	defaultBatch int
+	policies     *slo.Table
 	log          *zap.Logger
+	kicks        chan struct{} // a policy changed: sync again
 
 	mu sync.RWMutex // guards ds
 	ds map[versionKey]*pooled
@@ -35,8 +39,17 @@ type pool struct {
 	closing sync.WaitGroup // dispatchers draining after removal
 }
 
-func newPool(opts dispatch.Options, defaultBatch int, log *zap.Logger) *pool {
-	return &pool{opts: opts, defaultBatch: defaultBatch, log: log, ds: map[versionKey]*pooled{}}
+func newPool(opts dispatch.Options, defaultBatch int, policies *slo.Table, log *zap.Logger) *pool {
+	return &pool{opts: opts, defaultBatch: defaultBatch, policies: policies, log: log, kicks: make(chan struct{}, 1),
+		ds: map[versionKey]*pooled{}}
+}
+
+// kick makes run sync again soon, without waiting for the state to change.
+func (p *pool) kick() {
+	select {
+	case p.kicks <- struct{}{}:
+	default: // a sync is already due
+	}
 }
 
 // get returns the dispatcher of a model version, or nil.
@@ -57,6 +70,7 @@ func (p *pool) run(ctx context.Context, store *state.Store) {
 		p.sync(ctx, snap)
 		select {
 		case <-snap.Changed():
+		case <-p.kicks:
 		case <-ctx.Done():
 			p.closeAll()
 			return
@@ -69,6 +83,7 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seen := map[versionKey]bool{}
+	batching := p.batchingOf(snap)
 	for _, m := range snap.Models() {
 		for _, mv := range m.Versions {
 			k := versionKey{mv.Model, mv.Version}
@@ -82,6 +97,11 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 				p.retire(e)
 				e = nil
 			}
+			b := batching[mv.Model]
+			if e != nil && e.batching != b {
+				e.d.SetBatching(b.NewController(), b.NewEstimator())
+				e.batching = b
+			}
 			if e == nil {
 				it, err := rpc.ParseInputType(string(mv.InputType))
 				if err != nil {
@@ -90,7 +110,8 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 				}
 				opts := p.opts
 				opts.Model, opts.Version, opts.InputType, opts.MaxBatch = mv.Model, mv.Version, it, batch
-				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch}
+				opts.NewController, opts.NewEstimator = b.NewController(), b.NewEstimator()
+				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch, batching: b}
 				e.d.Start(ctx)
 				p.ds[k] = e
 			}
@@ -103,6 +124,25 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 			p.retire(e)
 		}
 	}
+}
+
+// batchingOf maps each model to the batching of the first app, by name,
+// that links it; models no app links get slo.DefaultBatching.
+func (p *pool) batchingOf(snap *state.Snapshot) map[string]slo.Batching {
+	out := map[string]slo.Batching{}
+	for _, app := range snap.Apps() {
+		for _, m := range snap.ModelsOf(app.Name) {
+			if _, ok := out[m]; !ok {
+				out[m] = p.policies.Get(app.Name).Batching
+			}
+		}
+	}
+	for _, m := range snap.Models() {
+		if _, ok := out[m.Name]; !ok {
+			out[m.Name] = slo.DefaultBatching
+		}
+	}
+	return out
 }
 
 // retire closes a dispatcher in the background: its queries in flight are

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -49,6 +50,10 @@ type Options struct {
 	// Cache is the prediction cache, started by its owner. nil means
 	// none: every query reaches a model.
 	Cache *cache.Cache
+	// Policies are the apps' SLO policies (shed policy, priority,
+	// controller); a reload replaces them (see ApplyPolicies). nil means
+	// slo.DefaultPolicy for every app.
+	Policies *slo.Table
 	// Dispatch is the template for each model version's dispatcher; its
 	// Model, Version, InputType, MaxBatch and Metrics are set per version.
 	Dispatch dispatch.Options
@@ -61,6 +66,7 @@ type Proxy struct {
 	log     *zap.Logger
 	pool    *pool
 	metrics *metrics
+	attain  *attainment
 	router  *mux.Router  // every endpoint
 	handler http.Handler // the router behind the query path's fast path
 	ready   atomic.Bool
@@ -89,6 +95,9 @@ func New(opts Options) *Proxy {
 	if opts.OIPTimeout <= 0 {
 		opts.OIPTimeout = time.Second
 	}
+	if opts.Policies == nil {
+		opts.Policies = slo.NewTable(nil)
+	}
 	opts.Dispatch.Metrics = dispatch.NewMetrics(opts.Registry)
 	if opts.Dispatch.Logger == nil {
 		opts.Dispatch.Logger = opts.Logger
@@ -98,13 +107,24 @@ func New(opts Options) *Proxy {
 	p := &Proxy{
 		opts:     opts,
 		log:      opts.Logger,
-		pool:     newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Logger),
+		pool:     newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Policies, opts.Logger),
 		metrics:  newMetrics(opts.Registry),
+		attain:   &attainment{policies: opts.Policies, windows: map[string]*slo.Window{}},
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
+	opts.Registry.MustRegister(p.attain)
 	p.router = p.routes()
 	p.handler = p.withFastPredict(p.router)
 	return p
+}
+
+// ApplyPolicies replaces the apps' SLO policies at once, as a
+// configuration reload does: queries arriving after it use the new ones,
+// and model versions whose batching changed get new controllers; the
+// others keep theirs, with what they learned.
+func (p *Proxy) ApplyPolicies(policies map[string]slo.Policy) {
+	p.opts.Policies.Set(policies)
+	p.pool.kick()
 }
 
 // Handler serves the query API, the OIP endpoints and /metrics.

@@ -16,6 +16,7 @@ import (
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -38,6 +39,7 @@ type answer struct {
 	explanation string // why the default output was given
 	model       string // model:version that answered or was asked; may be empty
 	err         error  // a failure that is not answered by the default output
+	shed        bool   // admission refused it: predicted to miss its deadline
 }
 
 // readBody reads a body of at most the configured limit.
@@ -81,11 +83,20 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, appName, err)
 		return
 	}
-	answers := p.answerAll(r.Context(), start.Add(app.SLO), snap, app, inputs)
-	latency := time.Since(start)
+	pol := p.opts.Policies.Get(app.Name)
+	slo, prio, err := budget(r, app, pol)
+	if err != nil {
+		p.reject(w, appName, err)
+		return
+	}
+	ctx := dispatch.WithReserve(r.Context(), sloReserve(slo, prio))
+	answers := p.answerAll(ctx, start.Add(slo), snap, app, pol, inputs)
+	now := time.Now()
+	latency := now.Sub(start)
 	p.metrics.latency.WithLabelValues("rest", app.Name).Observe(latency.Seconds())
 	for i := range answers {
 		p.record("rest", app.Name, &answers[i])
+		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= slo)
 	}
 	if r.Context().Err() != nil {
 		return // the client is gone
@@ -169,7 +180,7 @@ func (p *Proxy) targetOf(snap *state.Snapshot, app state.App) target {
 // prediction cache (L1, then the L1 misses in one Redis round trip) where
 // the app allows it, else from the model, concurrently. parent is the
 // request's context.
-func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *state.Snapshot, app state.App, inputs [][]byte) []answer {
+func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *state.Snapshot, app state.App, pol slo.Policy, inputs [][]byte) []answer {
 	answers := make([]answer, len(inputs))
 	t := p.targetOf(snap, app)
 	for i := range answers {
@@ -219,10 +230,10 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 			key = &keys[i]
 		}
 		if len(inputs) == 1 {
-			p.predict(ctx, t, app, inputs[i], key, &answers[i])
+			p.predict(ctx, t, app, pol, inputs[i], key, &answers[i])
 			break
 		}
-		wg.Go(func() { p.predict(ctx, t, app, inputs[i], key, &answers[i]) })
+		wg.Go(func() { p.predict(ctx, t, app, pol, inputs[i], key, &answers[i]) })
 	}
 	wg.Wait()
 	return answers
@@ -230,7 +241,7 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 
 // predict asks t's model for input's output, into a. With a key, identical
 // concurrent misses share one inference and its output fills the cache.
-func (p *Proxy) predict(ctx context.Context, t target, app state.App, input []byte, key *cache.Key, a *answer) {
+func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Policy, input []byte, key *cache.Key, a *answer) {
 	var out []byte
 	var err error
 	if key != nil {
@@ -244,6 +255,8 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, input []by
 	switch {
 	case err == nil:
 		a.output = out
+	case isShed(err):
+		p.shed(a, app, pol, err)
 	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
 		_, healthy := t.d.Replicas()
 		*a = p.fallback(*a, app, fmt.Sprintf("deadline: model %s did not answer within the app's SLO of %v (%d healthy replicas)", t.model, app.SLO, healthy))
@@ -271,6 +284,8 @@ func (p *Proxy) fallback(a answer, app state.App, why string) answer {
 func (p *Proxy) record(api, app string, a *answer) {
 	outcome := outcomeOK
 	switch {
+	case a.shed:
+		outcome = outcomeShed
 	case errors.Is(a.err, context.Canceled):
 		outcome = outcomeCanceled
 	case a.err != nil:

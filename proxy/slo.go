@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/slo"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// The request headers of the query API that tighten a query's SLO.
+const (
+	// HeaderTimeout is the caller's own deadline budget, a Go duration
+	// ("25ms") or a number of milliseconds; the query's deadline is the
+	// earlier of arrival + timeout and arrival + the app's SLO.
+	HeaderTimeout = "Sloproxy-Timeout"
+	// HeaderPriority is the query's priority class, for apps whose policy
+	// allows it; no higher than the app's own.
+	HeaderPriority = "Sloproxy-Priority"
+)
+
+// budget is a query's deadline budget and its priority class, from its app
+// and the request's headers.
+func budget(r *http.Request, app state.App, pol slo.Policy) (time.Duration, int, error) {
+	d, prio := app.SLO, app.Priority
+	if v := r.Header.Get(HeaderTimeout); v != "" {
+		t, err := parseTimeout(v)
+		if err != nil {
+			return 0, 0, errorf(ErrBadInput, "header %s %q: %v", HeaderTimeout, clip([]byte(v)), err)
+		}
+		d = min(d, t)
+	}
+	if v := r.Header.Get(HeaderPriority); v != "" {
+		p, err := strconv.Atoi(v)
+		switch {
+		case !pol.RequestPriority:
+			return 0, 0, errorf(ErrBadInput, "header %s: app %q does not let requests set their priority (its policy's request_priority is off)", HeaderPriority, app.Name)
+		case err != nil:
+			return 0, 0, errorf(ErrBadInput, "header %s %q: must be an integer", HeaderPriority, clip([]byte(v)))
+		case p > app.Priority:
+			return 0, 0, errorf(ErrBadInput, "header %s %d: above the app's priority %d", HeaderPriority, p, app.Priority)
+		}
+		prio = p
+	}
+	return d, prio, nil
+}
+
+// parseTimeout reads a Go duration or a number of milliseconds; it must be
+// positive.
+func parseTimeout(v string) (time.Duration, error) {
+	t, err := time.ParseDuration(v)
+	if err != nil {
+		ms, nerr := strconv.ParseFloat(v, 64)
+		if nerr != nil || ms != ms || ms > float64(time.Hour/time.Millisecond) {
+			return 0, errors.New(`must be a duration such as "25ms" or a number of milliseconds`)
+		}
+		t = time.Duration(ms * float64(time.Millisecond))
+	}
+	if t <= 0 {
+		return 0, errors.New("must be positive")
+	}
+	return t, nil
+}
+
+// shedError is a query refused by admission that its app answers with an
+// error status (429 or 503) and Retry-After rather than its default
+// output.
+type shedError struct {
+	err        error
+	status     int
+	retryAfter time.Duration
+}
+
+func (e *shedError) Error() string { return e.err.Error() }
+func (e *shedError) Unwrap() error { return e.err }
+
+// shed answers a for a query admission refused, by the app's policy.
+func (p *Proxy) shed(a *answer, app state.App, pol slo.Policy, err error) {
+	p.metrics.shed.WithLabelValues(app.Name, string(pol.Shed)).Inc()
+	switch pol.Shed {
+	case slo.ShedReject:
+		a.err = &shedError{err: err, status: http.StatusTooManyRequests, retryAfter: pol.RetryAfter}
+	case slo.ShedUnavailable:
+		a.err = &shedError{err: err, status: http.StatusServiceUnavailable, retryAfter: pol.RetryAfter}
+	default:
+		*a = p.fallback(*a, app, err.Error())
+	}
+	a.shed = true
+}
+
+// attainment keeps each app's rolling SLO attainment, for the metrics. The
+// windows outlive configuration reloads; one whose span changed starts
+// over.
+type attainment struct {
+	policies *slo.Table
+
+	mu      sync.Mutex // guards windows
+	windows map[string]*slo.Window
+}
+
+// record counts one answer of app: within its SLO when a model (or the
+// cache) answered before the deadline.
+func (at *attainment) record(app string, now time.Time, within bool) {
+	span := at.policies.Get(app).Window
+	at.mu.Lock()
+	w := at.windows[app]
+	if w == nil || w.Span() != span {
+		w = slo.NewWindow(span)
+		at.windows[app] = w
+	}
+	at.mu.Unlock()
+	w.Record(now, within)
+}
+
+var (
+	attainmentDesc = prometheus.NewDesc("sloproxy_slo_attainment",
+		"Fraction of the app's queries over its policy's window answered by a model within the SLO (defaults and errors count as misses); 1 with no queries.",
+		[]string{"app"}, nil)
+	burnDesc = prometheus.NewDesc("sloproxy_slo_error_budget_burn_rate",
+		"How fast the app's error budget burns over its policy's window: the fraction of queries that missed the SLO over 1 - objective.",
+		[]string{"app"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (at *attainment) Describe(ch chan<- *prometheus.Desc) {
+	ch <- attainmentDesc
+	ch <- burnDesc
+}
+
+// Collect implements prometheus.Collector.
+func (at *attainment) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	at.mu.Lock()
+	defer at.mu.Unlock()
+	for app, w := range at.windows {
+		f, _ := w.Attainment(now)
+		ch <- prometheus.MustNewConstMetric(attainmentDesc, prometheus.GaugeValue, f, app)
+		ch <- prometheus.MustNewConstMetric(burnDesc, prometheus.GaugeValue, slo.BurnRate(f, at.policies.Get(app).Objective), app)
+	}
+}
+
+// sloReserve is the part of a query's budget its priority class keeps in
+// reserve at admission (see slo.Reserve).
+func sloReserve(budget time.Duration, priority int) time.Duration { return slo.Reserve(budget, priority) }
+
+// isShed reports whether err is admission's refusal.
+func isShed(err error) bool { return errors.Is(err, dispatch.ErrShed) }
+
+// retryAfter is the Retry-After header's value for d: whole seconds, at
+// least 1.
+func retryAfter(d time.Duration) string {
+	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
+}

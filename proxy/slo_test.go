@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/slo"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// postWith sends body with headers and returns the status, the
+// Retry-After header and the body.
+func (e *env) postWith(path, body string, headers map[string]string) (int, string, string) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Retry-After"), string(raw)
+}
+
+// slowModel is a costmodel replica whose every batch takes at least 50ms.
+func slowModel(t *testing.T) string {
+	return testutil.StartModel(t, []string{testutil.BuildGo(t, "./examples/costmodel"), "--input-type", "float32", "-a", "50ms", "-b", "1ms"}).Addr
+}
+
+func TestHeadersTightenTheDeadline(t *testing.T) {
+	e := newEnv(t, nil)
+	e.addModel(state.App{Name: "slow", InputType: state.InputFloat32, SLO: 5 * time.Second, DefaultOutput: "-1", Priority: 1}, "cost", slowModel(t))
+	e.proxy.ApplyPolicies(map[string]slo.Policy{"slow": func() slo.Policy { p := slo.DefaultPolicy; p.RequestPriority = true; return p }()})
+	tests := []struct {
+		name    string
+		headers map[string]string
+		status  int
+		want    string
+	}{
+		{"no header: the SLO", nil, 200, `"default":false`},
+		{"a timeout shorter than a batch", map[string]string{HeaderTimeout: "10ms"}, 200, `"default":true`},
+		{"milliseconds", map[string]string{HeaderTimeout: "10"}, 200, `"default":true`},
+		{"a longer timeout does not extend the SLO", map[string]string{HeaderTimeout: "1h"}, 200, `"default":false`},
+		{"a bad timeout", map[string]string{HeaderTimeout: "soon"}, 400, `header Sloproxy-Timeout \"soon\": must be a duration`},
+		{"a negative timeout", map[string]string{HeaderTimeout: "-5ms"}, 400, "must be positive"},
+		{"a lower priority", map[string]string{HeaderPriority: "-1"}, 200, `"default":false`},
+		{"a priority above the app's", map[string]string{HeaderPriority: "2"}, 400, "above the app's priority 1"},
+		{"a priority that is not a number", map[string]string{HeaderPriority: "high"}, 400, "must be an integer"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, _, body := e.postWith("/apps/slow/predict", `{"input": [1]}`, tc.headers)
+			if status != tc.status || !strings.Contains(body, tc.want) {
+				t.Fatalf("%d %s, want %d with %s", status, body, tc.status, tc.want)
+			}
+		})
+	}
+	e.proxy.ApplyPolicies(nil) // the default policy: requests may not set their priority
+	status, _, body := e.postWith("/apps/slow/predict", `{"input": [1]}`, map[string]string{HeaderPriority: "0"})
+	if status != 400 || !strings.Contains(body, "does not let requests set their priority") {
+		t.Fatalf("%d %s, want 400 naming the policy", status, body)
+	}
+}
+
+func TestShedPolicies(t *testing.T) {
+	e := newEnv(t, nil)
+	e.addModel(state.App{Name: "slow", InputType: state.InputFloat32, SLO: 120 * time.Millisecond, DefaultOutput: "-1"}, "cost", slowModel(t))
+	// Admission learns from batches: until one has been answered it
+	// admits everything.
+	if status, _, body := e.postWith("/apps/slow/predict", `{"input": [1]}`, nil); status != 200 || !strings.Contains(body, `"default":false`) {
+		t.Fatalf("warm-up: %d %s", status, body)
+	}
+	tests := []struct {
+		shed       slo.Shed
+		status     int
+		retryAfter string
+		want       string
+	}{
+		{slo.ShedDefault, 200, "", `"default":true,"default_explanation":"shed: would miss SLO: model cost:1 predicted to answer in`},
+		{slo.ShedReject, 429, "3", `"error":"shed: would miss SLO`},
+		{slo.ShedUnavailable, 503, "3", `"error":"shed: would miss SLO`},
+	}
+	for _, tc := range tests {
+		t.Run(string(tc.shed), func(t *testing.T) {
+			p := slo.DefaultPolicy
+			p.Shed, p.RetryAfter = tc.shed, 2500*time.Millisecond
+			e.proxy.ApplyPolicies(map[string]slo.Policy{"slow": p})
+			// One replica, 51ms a batch, 120ms to answer: of 12 queries at
+			// once the first ones make it and the rest cannot.
+			type reply struct {
+				status      int
+				retry, body string
+			}
+			replies := make(chan reply, 12)
+			var wg sync.WaitGroup
+			for range 12 {
+				wg.Go(func() {
+					s, r, b := e.postWith("/apps/slow/predict", `{"input": [1]}`, nil)
+					replies <- reply{s, r, b}
+				})
+			}
+			wg.Wait()
+			close(replies)
+			var shed, ok int
+			for r := range replies {
+				switch {
+				case strings.Contains(r.body, `"default":false`):
+					ok++
+				case r.status == tc.status && r.retry == tc.retryAfter && strings.Contains(r.body, tc.want):
+					shed++
+				case strings.Contains(r.body, `"default_explanation":"deadline`):
+					// admitted, and late after all: answered by the default
+				default:
+					t.Errorf("unexpected answer %d (Retry-After %q) %s", r.status, r.retry, r.body)
+				}
+			}
+			if ok == 0 || shed == 0 {
+				t.Fatalf("%d answered by the model, %d shed: want some of each", ok, shed)
+			}
+			if n := promtest.ToFloat64(e.proxy.metrics.shed.WithLabelValues("slow", string(tc.shed))); int(n) != shed {
+				t.Fatalf("sloproxy_shed_total %v, want %d", n, shed)
+			}
+		})
+	}
+}
