@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/advancedclimatesystems/gonnx v1.1.0
 	github.com/cespare/xxhash/v2 v2.3.0
+	github.com/fsnotify/fsnotify v1.10.1
 	github.com/gorilla/mux v1.8.1
 	github.com/maypok86/otter/v2 v2.4.0
 	github.com/prometheus/client_golang v1.25.0

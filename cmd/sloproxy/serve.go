@@ -34,6 +34,7 @@ import (
 	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
+	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -63,7 +64,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	// Once stopping, a second signal kills at once instead of waiting out
 	// the shutdown grace.
 	context.AfterFunc(ctx, stop)
-	return serve(ctx, cfg, filepath.Dir(*path), stderr, nil)
+	return serve(ctx, cfg, *path, filepath.Dir(*path), stderr, nil)
 }
 
 // listening receives the bound query and admin addresses once both
@@ -71,9 +72,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 type listening func(query, admin string)
 
 // serve runs the proxy described by cfg until ctx is done, then shuts it
-// down and returns nil. dir is where relative process commands resolve
-// when cfg names no runtimes.process.dir.
-func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer, ready listening) error {
+// down and returns nil. path is cfg's file, reloaded on SIGHUP and when it
+// changes; empty means none (SIGHUP is then logged and ignored). dir is
+// where relative process commands resolve when cfg names no
+// runtimes.process.dir.
+func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.Writer, ready listening) error {
 	log, err := newLogger(cfg.Log, logOut)
 	if err != nil {
 		return err
@@ -93,8 +96,8 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 	}
 	defer adminLn.Close()
 
-	// SIGHUP would kill the proxy without draining; until the configuration
-	// reloads on it, it is ignored, and said so.
+	// SIGHUP reloads the configuration (see reloader); caught from here
+	// on, since by default it would kill the proxy without draining.
 	var background sync.WaitGroup
 	defer background.Wait()
 	hup := make(chan os.Signal, 1)
@@ -102,16 +105,6 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 	defer signal.Stop(hup)
 	hupCtx, endHup := context.WithCancel(ctx)
 	defer endHup() // before background.Wait
-	background.Go(func() {
-		for {
-			select {
-			case <-hup:
-				log.Warn("SIGHUP ignored: this version does not reload its configuration; restart it to apply changes")
-			case <-hupCtx.Done():
-				return
-			}
-		}
-	})
 
 	token := cfg.AdminToken()
 	if token == "" {
@@ -172,7 +165,9 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 		MaxInputBatch:    cfg.Limits.MaxInputBatch,
 		DefaultBatchSize: cfg.Limits.DefaultBatchSize,
 		OIPTimeout:       cfg.OIP.DefaultTimeout,
+		Policies:         slo.NewTable(cfg.Policies()),
 	})
+	background.Go(func() { watchConfig(hupCtx, path, cfg, store, p, reg, hup, log.Named("config")) })
 	// The dispatchers outlive the listeners: runCtx ends only after the
 	// HTTP servers have answered what they hold.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
@@ -216,6 +211,24 @@ func serve(ctx context.Context, cfg *config.Config, dir string, logOut io.Writer
 	serving.Wait()
 	log.Info("stopped serving; closing dispatchers and stopping model processes")
 	return serveErr
+}
+
+// watchConfig reloads the configuration at path on each SIGHUP and change
+// of the file until ctx is done; with no path it logs and ignores SIGHUP.
+func watchConfig(ctx context.Context, path string, cfg *config.Config, store *state.Store, p *proxy.Proxy, reg prometheus.Registerer,
+	hup <-chan os.Signal, log *zap.Logger) {
+	if path != "" {
+		newReloader(path, cfg, store, p.ApplyPolicies, reg, log).Run(ctx, hup)
+		return
+	}
+	for {
+		select {
+		case <-hup:
+			log.Warn("SIGHUP ignored: this proxy was not started from a configuration file")
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // newServer returns an HTTP server with timeouts that bound slow clients:

@@ -35,16 +35,28 @@ type server struct {
 // startServe runs serve on the YAML configuration text until the test ends.
 func startServe(t *testing.T, yaml string) *server {
 	t.Helper()
+	return startServeFile(t, yaml, "")
+}
+
+// startServeFile is startServe with the text also in the file at path,
+// which serve then reloads; "" means no file.
+func startServeFile(t *testing.T, yaml, path string) *server {
+	t.Helper()
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	if path != "" {
+		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{logs: &testutil.Buffer{}}
 	up := make(chan struct{})
 	result := make(chan error, 1)
 	go func() {
-		result <- serve(ctx, cfg, testutil.RepoRoot(t), s.logs, func(q, a string) {
+		result <- serve(ctx, cfg, path, testutil.RepoRoot(t), s.logs, func(q, a string) {
 			s.query, s.admin = q, a
 			close(up)
 		})
@@ -411,14 +423,15 @@ models:
 	}
 	waitServed(t, query, "work", `{"input": [1]}`, 30*time.Second)
 
-	// SIGHUP does not stop it (it would, by default, without draining).
+	// SIGHUP reloads the configuration and does not stop the proxy (it
+	// would, by default, without draining).
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
 	waitServed(t, query, "work", `{"input": [1]}`, 5*time.Second)
-	if !strings.Contains(logs.String(), "SIGHUP ignored") {
-		t.Error("SIGHUP was not reported as ignored")
+	if !strings.Contains(logs.String(), "config: reloaded") {
+		t.Error("SIGHUP did not reload the configuration")
 	}
 
 	// One replica, batches of one, 400 ms each: the second and third

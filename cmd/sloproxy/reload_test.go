@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sloproxy/sloproxy/internal/testutil"
+)
+
+// metric returns the value line of one series from addr's /metrics.
+func metric(t *testing.T, addr, series string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for line := range strings.Lines(string(raw)) {
+		if strings.HasPrefix(line, series+" ") {
+			return strings.TrimSpace(strings.TrimPrefix(line, series+" "))
+		}
+	}
+	return ""
+}
+
+func TestReloadAppliesOnlyAValidFile(t *testing.T) {
+	noop := testutil.BuildGo(t, "./examples/noop")
+	path := filepath.Join(t.TempDir(), "sloproxy.yaml")
+	cfg := func(slo, shed string) string {
+		return fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, token: t}
+runtimes: {process: {enabled: true, port_base: %d}}
+apps:
+  - {name: echo, input_type: string, slo: %s, shed: %s, default_output: "none", models: [echo]}
+models:
+  - {name: echo, version: "1", input_type: string, command: [%q, --input-type, string]}
+`, testutil.FreePort(t), slo, shed, noop)
+	}
+	good := cfg("2s", "default")
+	s := startServeFile(t, good, path)
+	waitServed(t, s.query, "echo", `{"input": "x"}`, 30*time.Second)
+	const gauge = "sloproxy_config_last_reload_successful"
+	if v := metric(t, s.query, gauge); v != "1" {
+		t.Fatalf("%s = %q at start, want 1", gauge, v)
+	}
+	sloOf := func() string {
+		out, _, err := runCLI("apps", "--admin", "http://"+s.admin, "--token", "t", "get", "echo", "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(strings.Fields(out), "")
+	}
+	if !strings.Contains(sloOf(), `"slo_ms":2000`) {
+		t.Fatalf("the app's SLO at start: %s", sloOf())
+	}
+
+	// A file with a contradiction is refused as a whole: the gauge says
+	// so and the running configuration stays.
+	if err := os.WriteFile(path, []byte(cfg("500ms", "drop")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the bad file to be refused", func() bool { return metric(t, s.query, gauge) == "0" })
+	if !strings.Contains(s.logs.String(), `apps[0].shed \"drop\": must be default, reject or unavailable`) {
+		t.Fatalf("the refusal does not name the field:\n%s", s.logs)
+	}
+	if !strings.Contains(sloOf(), `"slo_ms":2000`) {
+		t.Fatalf("a refused file changed the app: %s", sloOf())
+	}
+
+	// A valid file applies, through the watcher and through SIGHUP alike.
+	if err := os.WriteFile(path, []byte(cfg("500ms", "reject")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the good file to apply", func() bool { return metric(t, s.query, gauge) == "1" })
+	if !strings.Contains(sloOf(), `"slo_ms":500`) {
+		t.Fatalf("the reload did not change the app's SLO: %s", sloOf())
+	}
+	before := strings.Count(s.logs.String(), "config: reloaded")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "SIGHUP to reload", func() bool { return strings.Count(s.logs.String(), "config: reloaded") > before })
+	waitServed(t, s.query, "echo", `{"input": "x"}`, 5*time.Second)
+}
