@@ -45,7 +45,8 @@ type Options struct {
 }
 
 // Manager makes the runtimes run what the state says. It reconciles on every
-// change of the state's snapshot and every Options.Interval: for each
+// change of the state's snapshot, every Options.Interval and whenever a
+// runtime that is a Notifier signals a change: for each
 // version in the state whose runtime kind it manages, it calls Ensure and
 // registers the addresses with SetReplicas when they differ from the
 // snapshot's; a version a runtime runs that is no longer in the state (or
@@ -123,6 +124,16 @@ func (m *Manager) loop(ctx context.Context) {
 	defer close(m.done)
 	tick := time.NewTicker(m.interval)
 	defer tick.Stop()
+	// The runtimes' own changes merge into wake: a burst of them costs
+	// one pass.
+	wake := make(chan struct{}, 1)
+	var forwarders sync.WaitGroup
+	defer forwarders.Wait()
+	for _, rt := range m.runtimes {
+		if n, ok := rt.(Notifier); ok {
+			forwarders.Go(func() { forward(ctx, n.Changed(), wake) })
+		}
+	}
 	for {
 		snap := m.store.Snapshot()
 		_ = m.reconcile(ctx, snap)
@@ -133,6 +144,23 @@ func (m *Manager) loop(ctx context.Context) {
 			return
 		case <-snap.Changed():
 		case <-tick.C:
+		case <-wake:
+		}
+	}
+}
+
+// forward sends to wake, without blocking, each time from receives, until
+// ctx is done.
+func forward(ctx context.Context, from <-chan struct{}, wake chan<- struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-from:
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
