@@ -65,6 +65,11 @@ type Manager struct {
 	// called from one goroutine at a time.
 	pass sync.Mutex
 
+	// problemsMu guards problems: the last ensure error of each version
+	// whose last ensure failed.
+	problemsMu sync.Mutex
+	problems   map[VersionKey]string
+
 	// mu guards cancel and done: the lifecycle.
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -84,7 +89,28 @@ func NewManager(store Store, opts Options) *Manager {
 		runtimes: maps.Clone(opts.Runtimes),
 		interval: opts.Interval,
 		log:      opts.Logger,
+		problems: map[VersionKey]string{},
 	}
+}
+
+// Problem returns why the last attempt to run a model version failed (the
+// runtime's Ensure error, such as a missing image or a container that
+// exits at start), or "" if it succeeded or the version is not managed
+// here. The admin API shows it, so that who deploys sees it.
+func (m *Manager) Problem(model, version string) string {
+	m.problemsMu.Lock()
+	defer m.problemsMu.Unlock()
+	return m.problems[VersionKey{model, version}]
+}
+
+func (m *Manager) setProblem(k VersionKey, err error) {
+	m.problemsMu.Lock()
+	defer m.problemsMu.Unlock()
+	if err == nil {
+		delete(m.problems, k)
+		return
+	}
+	m.problems[k] = err.Error()
 }
 
 // Start reconciles in the background, at once and then on every change,
@@ -185,6 +211,9 @@ func (m *Manager) reconcile(ctx context.Context, snap *state.Snapshot) (err erro
 	}
 	// Remove first, freeing ports and resources for what starts below.
 	errs := m.removeUndesired(ctx, desired)
+	m.problemsMu.Lock()
+	maps.DeleteFunc(m.problems, func(k VersionKey, _ string) bool { _, ok := desired[k]; return !ok })
+	m.problemsMu.Unlock()
 	for _, k := range slices.SortedFunc(maps.Keys(desired), VersionKey.Compare) {
 		if err := m.ensure(ctx, desired[k]); err != nil {
 			errs = append(errs, err)
@@ -225,6 +254,7 @@ func (m *Manager) removeUndesired(ctx context.Context, desired map[VersionKey]st
 func (m *Manager) ensure(ctx context.Context, mv state.ModelVersion) error {
 	log := m.log.With(zap.String("kind", string(mv.Runtime.Kind)), zap.String("model", mv.Model), zap.String("version", mv.Version))
 	addrs, err := m.runtimes[mv.Runtime.Kind].Ensure(ctx, mv)
+	m.setProblem(VersionKey{mv.Model, mv.Version}, err)
 	if err != nil {
 		log.Warn("runtime: ensuring replicas failed; retrying on the next pass", zap.Error(err))
 		return fmt.Errorf("%s runtime: model %q version %q: ensure: %w", mv.Runtime.Kind, mv.Model, mv.Version, err)

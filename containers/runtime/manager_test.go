@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,12 +140,18 @@ func TestManagerRetriesFailures(t *testing.T) {
 	if err := m.Reconcile(ctx); err == nil {
 		t.Fatal("Reconcile returned nil while Ensure fails")
 	}
+	if p := m.Problem("m", "1"); !strings.Contains(p, "injected failure") {
+		t.Errorf("Problem = %q while Ensure fails, want its error", p)
+	}
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 	fake.setFail(false)
 	testutil.Eventually(t, 5*time.Second, "registered on a later pass", func() bool { return len(store.Snapshot().Replicas("m", "1")) == 1 })
+	if p := m.Problem("m", "1"); p != "" {
+		t.Errorf("Problem = %q after a successful pass, want none", p)
+	}
 	if err := m.Start(ctx); err == nil {
 		t.Error("a second Start returned nil")
 	}

@@ -29,6 +29,12 @@ type Options struct {
 	// is set. Nil means there is no cache to purge: POST
 	// /api/v1/cache/purge answers 501.
 	Purge func(ctx context.Context, app, model string) error
+	// Problem says why this proxy's runtimes could not run a model version
+	// on their last attempt (a missing image, a container that exits at
+	// start), answered as the version's "problem"; "" when there is none.
+	// Nil means no version has one: this proxy runs no runtime, or its
+	// problems are not reported.
+	Problem func(model, version string) string
 }
 
 // The API's paths. Names in braces are path variables.
@@ -61,6 +67,9 @@ type handler struct {
 	// Comparing hashes keeps the comparison constant-time even in the
 	// token's length.
 	tokenHash []byte
+
+	// problem is Options.Problem, never nil.
+	problem func(model, version string) string
 }
 
 // NewHandler returns the admin API over store.
@@ -69,9 +78,12 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 }
 
 func newHandler(store *state.Store, opts Options) *handler {
-	h := &handler{store: store, log: opts.Logger, purge: opts.Purge}
+	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, problem: opts.Problem}
 	if h.log == nil {
 		h.log = zap.NewNop()
+	}
+	if h.problem == nil {
+		h.problem = func(string, string) string { return "" }
 	}
 	if opts.Token != "" {
 		sum := sha256.Sum256([]byte(opts.Token))
