@@ -24,6 +24,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/docker"
+	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/proxy"
@@ -397,5 +398,40 @@ func TestExitsAtOnce(t *testing.T) {
 	}
 	if !bytes.Contains([]byte(cerr.Error()), []byte(cerr.Container)) {
 		t.Errorf("error %q does not name the container", cerr.Error())
+	}
+}
+
+// TestNoopImage runs the noop example's FROM scratch image, built through
+// the Engine API, as a replica and calls it over RPC: the image answers
+// HELLO with the name and version the runtime gave it, and echoes inputs.
+func TestNoopImage(t *testing.T) {
+	h := newHarness(t)
+	h.stopRuntime() // Ensure is called directly here
+	img := testutil.BuildExampleImage(t, h.cli, "noop")
+	rt, err := docker.New(context.Background(), docker.Options{Owner: h.owner, Logger: zaptest.NewLogger(t)})
+	must(t, err)
+	defer rt.Close()
+	mv := state.ModelVersion{Model: "echo", Version: "7", InputType: state.InputBytes, Replicas: 1,
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeDocker, Image: img}}
+	var addrs []string
+	testutil.Eventually(t, within, "the noop replica ready", func() bool {
+		addrs, err = rt.Ensure(context.Background(), mv)
+		must(t, err)
+		return len(addrs) == 1
+	})
+	c := rpc.NewClient(addrs[0], rpc.ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c.Start(ctx)
+	defer c.Close()
+	hello, err := c.WaitReady(ctx)
+	must(t, err)
+	if hello.Model != "echo" || hello.ModelVersion != "7" {
+		t.Errorf("HELLO names %s:%s, want echo:7", hello.Model, hello.ModelVersion)
+	}
+	out, err := c.Predict(ctx, rpc.Bytes, [][]byte{[]byte("hi")})
+	must(t, err)
+	if len(out) != 1 || string(out[0].Data) != "hi" {
+		t.Errorf("noop answered %+v, want hi", out)
 	}
 }
