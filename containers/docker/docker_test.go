@@ -311,8 +311,9 @@ func TestScaleAndRemove(t *testing.T) {
 	}
 }
 
-// TestRolloutAndRollback rolls out v2 under load, then rolls back to v1:
-// the new version is ready before it becomes current, so no query fails or
+// TestRolloutAndRollback rolls out v2 under load, rolls back to v1, and
+// scales v1 down: the new version is ready before it becomes current and a
+// replica that goes is drained before it stops, so no query fails or
 // misses its deadline.
 func TestRolloutAndRollback(t *testing.T) {
 	h := newHarness(t)
@@ -328,6 +329,11 @@ func TestRolloutAndRollback(t *testing.T) {
 	time.Sleep(time.Second)
 	must(t, h.store.SetCurrent(ctx, "cm", "1")) // the rollback
 	time.Sleep(time.Second)
+	// Scaling the serving version down under load: the replica that goes
+	// is withdrawn, drained, and only then stopped.
+	must(t, h.store.PutVersion(ctx, h.version("1", 1)))
+	h.waitReplicas("1", 1)
+	time.Sleep(500 * time.Millisecond)
 	s.end(t)
 	if s.failed.Load() > 0 || s.defaults.Load() > 0 {
 		t.Errorf("%d queries failed and %d got the default output; want none", s.failed.Load(), s.defaults.Load())
@@ -346,12 +352,18 @@ func TestRestartAdopts(t *testing.T) {
 	h := newHarness(t)
 	h.deploy(h.version("1", 2))
 	before := h.containers("")
+	addrs := h.store.Snapshot().Replicas("cm", "1")
 	h.stopRuntime()
 	if after := h.containers(""); !slices.Equal(after, before) {
 		t.Fatalf("closing the runtime changed the containers: %v, then %v", before, after)
 	}
 	h.startRuntime()
 	must(t, h.mgr.Reconcile(context.Background()))
+	// Adopted replicas keep their addresses registered: other proxies
+	// sharing the state go on sending to them.
+	if got := h.store.Snapshot().Replicas("cm", "1"); !slices.Equal(got, addrs) {
+		t.Errorf("after a restart the registered replicas are %v, want the same %v", got, addrs)
+	}
 	testutil.Eventually(t, within, "the adopted replicas ready", func() bool { return readyCount(h.rt.Status("cm", "1")) == 2 })
 	must(t, h.mgr.Reconcile(context.Background()))
 	if after := h.containers(""); !slices.Equal(after, before) {

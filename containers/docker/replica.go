@@ -40,21 +40,25 @@ type replica struct {
 
 	mu       sync.Mutex // guards the fields below
 	removing bool       // stop was called: drain and remove the container
+	served   bool       // the replica was ready, so it may have queries to drain
 	id       string     // the current container; empty between containers
-	addr     string     // set while ready
+	addr     string     // set while ready, or presumed ready (adopted)
 	restarts int
 	err      error // why the last container failed
 }
 
 // startReplica starts replica index of key running s, in the container
-// adopt if not empty. r.mu is held.
-func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, adopt string) *replica {
+// adopt if not empty, presumed ready at addr (see the package comment).
+// r.mu is held.
+func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, adopt, addr string) *replica {
 	ctx, cancel := context.WithCancel(r.ctx)
 	rep := &replica{
 		rt: r, key: key, index: index, spec: s,
 		log:    r.log.With(zap.String("model", key.Model), zap.String("version", key.Version), zap.Int("replica", index)),
 		cancel: cancel,
 		died:   make(chan struct{}, 1),
+		addr:   addr,
+		served: addr != "",
 	}
 	r.wg.Go(func() { rep.run(ctx, adopt) })
 	return rep
@@ -131,6 +135,7 @@ func (rep *replica) setReady(addr string, err error) {
 	rep.mu.Lock()
 	if !rep.removing {
 		rep.addr = addr
+		rep.served = rep.served || addr != ""
 	}
 	if err != nil {
 		rep.err = err
@@ -388,14 +393,14 @@ func (r *Runtime) tail(ctx context.Context, id string) ([]string, error) {
 // Runtime), it drains and removes its container.
 func (rep *replica) finish() {
 	rep.mu.Lock()
-	removing, id, wasReady := rep.removing, rep.id, rep.addr != "" || rep.removing
+	removing, id, served := rep.removing, rep.id, rep.served
 	rep.addr = ""
 	rep.mu.Unlock()
 	rep.setContainer("")
 	if !removing || id == "" {
 		return
 	}
-	if wasReady {
+	if served {
 		t := time.NewTimer(rep.rt.opts.DrainTimeout)
 		select {
 		case <-t.C:

@@ -38,6 +38,10 @@
 // for (same index, same spec) instead of starting another, so a proxy that
 // restarts starts no duplicates; Running reports the versions of the
 // others, which the Manager then removes. Exited containers are removed.
+// An adopted container served before the restart, so its address is
+// returned at once, not after a new warm-up: other proxies sharing the
+// state keep sending to it meanwhile. It is withdrawn if its HELLO and
+// warm-up then fail.
 //
 // A replica that goes (scale down, spec change, Remove) is withdrawn at
 // once and its container stopped only after Options.DrainTimeout, so the
@@ -51,6 +55,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -294,16 +299,18 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 		g = &group{}
 		r.groups[key] = g
 	}
-	// Withdraw extra replicas and those of another spec.
-	keep := g.replicas[:0:0]
-	for i, rep := range g.replicas {
-		if i >= n || rep.spec.hash() != want.hash() {
-			rep.stop()
-			continue
-		}
-		keep = append(keep, rep)
+	// Withdraw every replica when the spec changed (Ensure gives all of a
+	// version's replicas one spec), else the extra ones.
+	keep := n
+	if len(g.replicas) > 0 && g.replicas[0].spec.hash() != want.hash() {
+		keep = 0
 	}
-	g.replicas = keep
+	if len(g.replicas) > keep {
+		for _, rep := range g.replicas[keep:] {
+			rep.stop()
+		}
+		g.replicas = slices.Clone(g.replicas[:keep])
+	}
 	r.mu.Unlock()
 
 	if len(g.replicas) < n && !r.imageKnown(want.Image) {
@@ -314,7 +321,8 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := len(g.replicas); i < n; i++ {
-		g.replicas = append(g.replicas, r.startReplica(key, i, want, r.claim(key, i, want)))
+		id, addr := r.claim(key, i, want)
+		g.replicas = append(g.replicas, r.startReplica(key, i, want, id, addr))
 	}
 	r.dropUnclaimed(key)
 	var addrs []string
@@ -365,16 +373,23 @@ func (r *Runtime) checkImage(ctx context.Context, image string) error {
 }
 
 // claim takes from the adopted containers the one to be replica index of
-// key running s, if any. r.mu is held.
-func (r *Runtime) claim(key runtime.VersionKey, index int, s spec) string {
+// key running s, if any: its id and the address its RPC port is published
+// on. r.mu is held.
+func (r *Runtime) claim(key runtime.VersionKey, index int, s spec) (id, addr string) {
 	cs := r.adopted[key][index]
 	for i, c := range cs {
-		if c.Labels[SpecLabel] == s.hash() {
-			r.adopted[key][index] = slices.Delete(cs, i, i+1)
-			return c.ID
+		if c.Labels[SpecLabel] != s.hash() {
+			continue
 		}
+		r.adopted[key][index] = slices.Delete(cs, i, i+1)
+		for _, p := range c.Ports {
+			if int(p.PrivatePort) == r.opts.ContainerPort && p.IP == "127.0.0.1" && p.PublicPort != 0 {
+				addr = net.JoinHostPort(p.IP, strconv.Itoa(int(p.PublicPort)))
+			}
+		}
+		return c.ID, addr
 	}
-	return ""
+	return "", ""
 }
 
 // dropUnclaimed removes, in the background, the adopted containers of key
