@@ -223,7 +223,9 @@ func (rep *replica) create(ctx context.Context) (string, error) {
 	_, _ = rand.Read(nonce)
 	name := o.containerName(rep.key.Model, rep.key.Version, rep.index, hex.EncodeToString(nonce))
 	cfg, host := o.config(rep.key.Model, rep.key.Version, rep.index, rep.spec)
-	cctx, cancel := context.WithTimeout(ctx, engineTimeout)
+	// Not canceled with the replica: a create the Engine has begun ends,
+	// and its id is known, so the container is not left behind unseen.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engineTimeout)
 	defer cancel()
 	resp, err := rep.rt.engine.ContainerCreate(cctx, cfg, host, nil, nil, name)
 	switch {

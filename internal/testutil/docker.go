@@ -127,8 +127,11 @@ func BuildExampleImage(t testing.TB, cli *client.Client, example string) string 
 		t.Fatalf("building the %s image: %v", example, err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
+		// The image's containers first: an image in use would only lose
+		// its tag.
+		removeContainers(ctx, t, cli, filters.NewArgs(filters.Arg("ancestor", tag)))
 		if _, err := cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
 			t.Logf("removing image %s: %v", tag, err)
 		}
@@ -143,15 +146,20 @@ func RemoveContainers(t testing.TB, cli *client.Client, key, value string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", key+"="+value))})
-		if err != nil {
-			t.Logf("listing containers labelled %s=%s: %v", key, value, err)
-			return
-		}
-		for _, c := range list {
-			if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
-				t.Logf("removing container %s: %v", c.ID, err)
-			}
-		}
+		removeContainers(ctx, t, cli, filters.NewArgs(filters.Arg("label", key+"="+value)))
 	})
+}
+
+// removeContainers removes the containers that f selects, running or not.
+func removeContainers(ctx context.Context, t testing.TB, cli *client.Client, f filters.Args) {
+	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Logf("listing containers %v: %v", f, err)
+		return
+	}
+	for _, c := range list {
+		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
+			t.Logf("removing container %s: %v", c.ID, err)
+		}
+	}
 }
