@@ -23,8 +23,9 @@
 //
 // A replica is ready, and its address is returned by Ensure, only once its
 // container has answered a HELLO and a warm-up PREDICT (one zero input;
-// an item error counts as an answer, since what is warmed up is the
-// container, not the model's opinion of zeros). The Engine's die and oom
+// an item error, or a MODEL_ERROR or BAD_REQUEST frame, counts as an
+// answer, since what is warmed up is the container, not the model's
+// opinion of zeros). The Engine's die and oom
 // events, and a heartbeat (PING every Options.HeartbeatInterval, three
 // misses in a row), tell when a ready replica is gone: its address is
 // withdrawn, its container's last lines of output logged, and a new
