@@ -274,8 +274,14 @@ func TestDeployServeAndReplaceKilled(t *testing.T) {
 	restarted := 0
 	for _, st := range h.rt.Status("cm", "1") {
 		restarted += st.Restarts
-		if st.Restarts > 0 && st.Err == nil {
-			t.Errorf("replica %d restarted without a recorded failure", st.Index)
+		if st.Restarts == 0 {
+			continue
+		}
+		// The Engine's die event told, not the heartbeats, which would
+		// say "missed 3 heartbeats".
+		var cerr *docker.ContainerError
+		if !errors.As(st.Err, &cerr) || !strings.Contains(cerr.Reason, "exited with status 137") {
+			t.Errorf("replica %d restarted after %v, want its container's exit with status 137 (SIGKILL)", st.Index, st.Err)
 		}
 	}
 	if restarted != 1 {
@@ -445,5 +451,24 @@ func TestNoopImage(t *testing.T) {
 	must(t, err)
 	if len(out) != 1 || string(out[0].Data) != "hi" {
 		t.Errorf("noop answered %+v, want hi", out)
+	}
+}
+
+// TestPausedReplaced: a container that stops answering without exiting
+// (docker pause) misses its heartbeats and is replaced.
+func TestPausedReplaced(t *testing.T) {
+	h := newHarness(t)
+	h.deploy(h.version("1", 1))
+	victim := h.containers("1")[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	must(t, h.cli.ContainerPause(ctx, victim))
+	testutil.Eventually(t, within, "a ready replacement of the paused container", func() bool {
+		ids := h.containers("1")
+		return len(ids) == 1 && ids[0] != victim && readyCount(h.rt.Status("cm", "1")) == 1
+	})
+	st := h.rt.Status("cm", "1")[0]
+	if st.Err == nil || !strings.Contains(st.Err.Error(), "missed 3 heartbeats") {
+		t.Errorf("the replica's failure is %v, want missed heartbeats", st.Err)
 	}
 }

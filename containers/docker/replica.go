@@ -196,7 +196,7 @@ func (rep *replica) once(ctx context.Context, adopt string) (err error) {
 	defer func() {
 		if ctx.Err() == nil {
 			rep.setContainer("")
-			rep.rt.removeContainer(ctx, id)
+			rep.rt.removeContainer(ctx, id, false)
 		}
 	}()
 	addr, err := rep.start(ctx, id, adopt != "")
@@ -416,5 +416,5 @@ func (rep *replica) finish() {
 		}
 	}
 	rep.log.Info("docker runtime: stopping a withdrawn replica's container", zap.String("container", id))
-	rep.rt.removeContainer(context.WithoutCancel(rep.rt.ctx), id)
+	rep.rt.removeContainer(context.WithoutCancel(rep.rt.ctx), id, true)
 }

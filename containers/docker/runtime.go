@@ -408,17 +408,20 @@ func (r *Runtime) dropUnclaimed(key runtime.VersionKey) {
 // removeInBackground stops and removes a container that serves nobody.
 func (r *Runtime) removeInBackground(id string) {
 	r.log.Info("docker runtime: removing a container that is no longer wanted", zap.String("container", id))
-	r.wg.Go(func() { r.removeContainer(context.WithoutCancel(r.ctx), id) })
+	r.wg.Go(func() { r.removeContainer(context.WithoutCancel(r.ctx), id, true) })
 }
 
-// removeContainer stops id (SIGTERM, then SIGKILL after StopTimeout) and
-// removes it.
-func (r *Runtime) removeContainer(ctx context.Context, id string) {
+// removeContainer removes id; with grace, it first stops it (SIGTERM, then
+// SIGKILL after StopTimeout) so that the model finishes what it holds. A
+// container that failed gets no grace: it is killed at once.
+func (r *Runtime) removeContainer(ctx context.Context, id string, grace bool) {
 	ctx, cancel := context.WithTimeout(ctx, engineTimeout+r.opts.StopTimeout)
 	defer cancel()
-	secs := int((r.opts.StopTimeout + time.Second - 1) / time.Second)
-	if err := r.engine.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs}); err != nil && !client.IsErrNotFound(err) {
-		r.log.Warn("docker runtime: stopping a container failed", zap.String("container", id), zap.Error(err))
+	if grace {
+		secs := int((r.opts.StopTimeout + time.Second - 1) / time.Second)
+		if err := r.engine.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs}); err != nil && !client.IsErrNotFound(err) {
+			r.log.Warn("docker runtime: stopping a container failed", zap.String("container", id), zap.Error(err))
+		}
 	}
 	if err := r.engine.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
 		r.log.Warn("docker runtime: removing a container failed", zap.String("container", id), zap.Error(err))
