@@ -76,9 +76,7 @@ func (o Output) Reward(out []byte, label json.RawMessage) float64 {
 		}
 		return -(x - y) * (x - y)
 	}
-	a, _ := json.Marshal(value(out))
-	b, _ := json.Marshal(value(label))
-	if bytes.Equal(a, b) {
+	if o.Agree(out, label) {
 		return 1
 	}
 	return 0
@@ -132,4 +130,12 @@ func (o Output) Combine(outs [][]byte, weights []float64) []byte {
 		return nil
 	}
 	return outs[best]
+}
+
+// Agree reports whether two outputs are the same answer: the same JSON
+// value (3 and 3.0 agree), or the same bytes when not JSON.
+func (o Output) Agree(a, b []byte) bool {
+	x, _ := json.Marshal(value(a))
+	y, _ := json.Marshal(value(b))
+	return bytes.Equal(x, y)
 }

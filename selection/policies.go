@@ -246,18 +246,22 @@ func (x *Exp3) Choose(ctx context.Context, arms []string) Choice {
 	}
 	p := x.probs(ctx, arms)
 	i := x.src.pick(p)
-	return Choice{Arms: []string{arms[i]}, Probs: []float64{p[i]}}
+	return Choice{Arms: []string{arms[i]}, Probs: []float64{p[i]}, Among: arms}
 }
 
 // Feedback implements Policy.
 func (x *Exp3) Feedback(ctx context.Context, c Choice, gains []float64) error {
 	deltas := map[string]float64{}
+	for _, arm := range c.Among {
+		deltas[arm] = 0
+	}
+	answered := false
 	for i, arm := range c.Arms {
 		if !math.IsNaN(gains[i]) && c.Probs[i] > 0 {
-			deltas[arm] = -x.eta * (1 - gains[i]) / c.Probs[i]
+			deltas[arm], answered = -x.eta*(1-gains[i])/c.Probs[i], true
 		}
 	}
-	if len(deltas) == 0 {
+	if !answered {
 		return nil
 	}
 	_, err := x.st.Add(ctx, x.key, deltas, x.gap)
@@ -296,12 +300,14 @@ func (x *Exp4) Choose(ctx context.Context, arms []string) Choice {
 // Feedback implements Policy.
 func (x *Exp4) Feedback(ctx context.Context, c Choice, gains []float64) error {
 	deltas := map[string]float64{}
+	answered := false
 	for i, arm := range c.Arms {
+		deltas[arm] = 0
 		if !math.IsNaN(gains[i]) {
-			deltas[arm] = -x.eta * (1 - gains[i])
+			deltas[arm], answered = -x.eta*(1-gains[i]), true
 		}
 	}
-	if len(deltas) == 0 {
+	if !answered {
 		return nil
 	}
 	_, err := x.st.Add(ctx, x.key, deltas, x.gap)

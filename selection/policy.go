@@ -20,6 +20,10 @@ type Choice struct {
 	// Weights[i] is Arms[i]'s weight when answers combine; nil means
 	// equal.
 	Weights []float64
+	// Among are the arms the choice was made from, when the policy
+	// learns from feedback on some of them: the others' weights take part
+	// in the update, so they stay comparable.
+	Among []string
 	// Shadow, when not empty, is an arm that gets a copy of the query: its
 	// answer is recorded and compared, never returned.
 	Shadow string
