@@ -132,3 +132,20 @@ func (h *handler) changeLink(w http.ResponseWriter, r *http.Request, change func
 	}
 	return h.writeApp(w, http.StatusOK, app)
 }
+
+// GET /api/v1/apps/{app}/selection
+func (h *handler) getSelection(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	if h.sel == nil {
+		return errorf(http.StatusNotImplemented, "this admin API has no model selection to show")
+	}
+	st, err := h.sel(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
