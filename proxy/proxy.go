@@ -149,6 +149,11 @@ func (p *Proxy) ApplyPolicies(policies map[string]slo.Policy) {
 	p.pool.kick()
 }
 
+// ApplySelection replaces the apps' selection specs at once, as a
+// configuration reload does; see selection.Table.Set. What the policies
+// learned stays in the shared state.
+func (p *Proxy) ApplySelection(specs map[string]selection.Spec) { p.sel.Set(specs) }
+
 // Handler serves the query API, the OIP endpoints and /metrics.
 func (p *Proxy) Handler() http.Handler { return p.handler }
 
