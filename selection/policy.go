@@ -62,6 +62,10 @@ const (
 	DefaultEta   = 0.1
 	DefaultGamma = 0.1
 	DefaultGap   = 5.0
+	// DefaultEnsembleEta is exp4's learning rate: higher than exp3's,
+	// since every model is scored on every query rather than one model
+	// on a query through an importance weight.
+	DefaultEnsembleEta = 1.0
 )
 
 // Spec configures an app's policy. The zero value is Single.
@@ -73,7 +77,8 @@ type Spec struct {
 	// Shares are weighted's traffic shares by arm (a model, or
 	// model:version); they need not sum to 1.
 	Shares map[string]float64
-	// Eta is exp3's and exp4's learning rate; 0 means DefaultEta.
+	// Eta is exp3's and exp4's learning rate; 0 means DefaultEta for
+	// exp3, DefaultEnsembleEta for exp4.
 	Eta float64
 	// Gamma is exp3's share of uniform exploration; 0 means DefaultGamma.
 	Gamma float64
@@ -117,6 +122,9 @@ func (s Spec) withDefaults() Spec {
 	}
 	if s.Eta == 0 {
 		s.Eta = DefaultEta
+		if s.Policy == NameExp4 {
+			s.Eta = DefaultEnsembleEta
+		}
 	}
 	if s.Gamma == 0 {
 		s.Gamma = DefaultGamma
