@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -105,5 +106,30 @@ func TestEnsembleAnswersWithTheModelsThatAnswered(t *testing.T) {
 	_, m = e.post("/apps/vote/predict", `{"input": [2]}`)
 	if m["default"] != true || mustJSON(m["missing"]) != `["slow:1"]` || mustJSON(m["output"]) != "-1" {
 		t.Fatalf("with only the slow model: %v", m)
+	}
+}
+
+func TestShadowIsRecordedNeverReturned(t *testing.T) {
+	e := newEnv(t, nil)
+	app := state.App{Name: "echo", InputType: state.InputString, SLO: 2 * time.Second, Policy: "exp3"}
+	e.addModel(app, "a", noop(t, "string"))
+	e.addLinked("echo", "shadow", noop(t, "string"), state.InputString)
+	e.waitHealthy("shadow", "1")
+	e.proxy.ApplySelection(map[string]selection.Spec{"echo": {Policy: "exp3", Shadow: "shadow"}})
+	var id string
+	for i := range 20 {
+		_, m := e.post("/apps/echo/predict", `{"input": "7"}`)
+		if m["model"] != "a:1" {
+			t.Fatalf("query %d answered by %v; the shadow must never answer", i, m["model"])
+		}
+		id, _ = m["query_id"].(string)
+	}
+	agreed := func() float64 {
+		return counterSum(t, e.reg, "sloproxy_selection_shadow_total", "app", "echo", "model", "shadow", "agree", "true")
+	}
+	testutil.Eventually(t, 5*time.Second, "the shadow's 20 answers compared", func() bool { return agreed() == 20 })
+	_, m := e.post("/apps/echo/feedback", `{"query_id": "`+id+`", "label": 7}`)
+	if got := mustJSON(m["rewards"]); got != `{"a":1,"shadow":1}` {
+		t.Errorf("rewards %s; want both the answer and the shadow's scored", got)
 	}
 }

@@ -141,7 +141,9 @@ func (p *Proxy) combine(q *selectQuery, c selection.Choice, parts []answer, a *a
 	for j := range parts {
 		switch {
 		case parts[j].err != nil:
-			firstErr = cmp(firstErr, parts[j].err)
+			if firstErr == nil {
+				firstErr = parts[j].err
+			}
 			a.missing = append(a.missing, parts[j].model)
 		case parts[j].isDefault:
 			whys = append(whys, parts[j].explanation)
@@ -164,14 +166,6 @@ func (p *Proxy) combine(q *selectQuery, c selection.Choice, parts []answer, a *a
 	default:
 		*a = p.fallback(*a, q.app, "no model of the ensemble answered: "+strings.Join(whys, "; "))
 	}
-}
-
-// cmp returns the first non-nil error.
-func cmp(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // observe tells a policy that watches answers (a guarded canary) how each

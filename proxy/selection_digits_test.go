@@ -367,17 +367,29 @@ func (l *digitsLab) canary(t *testing.T) {
 	}
 }
 
-// counterSum is the sum of the counter name's series in reg.
-func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// counterSum is the sum of the counter name's series in reg whose labels
+// include the pairs of labels (name, value, name, value...).
+func counterSum(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
 	must(t, err)
 	sum := 0.0
 	for _, f := range families {
-		if f.GetName() == name {
-			for _, m := range f.GetMetric() {
-				sum += m.GetCounter().GetValue()
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
 			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue()
 		}
 	}
 	return sum
