@@ -57,6 +57,15 @@ const (
 	NameExp4     = "exp4"
 )
 
+// ValidName reports whether name names a policy; empty means single.
+func ValidName(name string) bool {
+	switch name {
+	case "", NameSingle, NameWeighted, NameExp3, NameExp4:
+		return true
+	}
+	return false
+}
+
 // Defaults of Spec's fields.
 const (
 	DefaultEta   = 0.1

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -304,6 +305,30 @@ func TestStateAddIsAtomic(t *testing.T) {
 		got, _ := st.Get(context.Background(), "n")
 		if got["a"] != 200 || got["b"] != 100 {
 			t.Errorf("after 200 concurrent adds: %v; want a=200 b=100", got)
+		}
+	})
+}
+
+// TestLearningSurvivesRestartAndReload: a new table on the same state (a
+// restarted proxy) and a changed spec (a reload) keep what was learned.
+func TestLearningSurvivesRestartAndReload(t *testing.T) {
+	testStates(t, func(t *testing.T, st State) {
+		ctx := context.Background()
+		first := newTestTable(st)
+		p, _ := first.Get("digits", NameExp3)
+		simulate(t, p, accuracies, 300, rand.New(rand.NewPCG(1, 0)))
+		learned := first.Status(ctx, "digits", NameExp3, arms)
+		if learned.Shares["knn"] < 0.5 {
+			t.Fatalf("after 300 queries: %+v", learned)
+		}
+		restarted := newTestTable(st)
+		if got := restarted.Status(ctx, "digits", NameExp3, arms); !reflect.DeepEqual(got, learned) {
+			t.Errorf("after a restart: %+v; want %+v", got, learned)
+		}
+		restarted.Set(map[string]Spec{"digits": {Policy: NameExp3, Gamma: 0.2}})
+		got := restarted.Status(ctx, "digits", NameExp3, arms)
+		if got.Shares["knn"] < 0.5 || got.Shares["knn"] == learned.Shares["knn"] {
+			t.Errorf("after a reload to gamma 0.2: %+v; want the learned weights with more exploration", got)
 		}
 	})
 }

@@ -34,3 +34,20 @@ func TestSelectionStatus(t *testing.T) {
 		t.Errorf("without selection: %d %s", a.status, a.body)
 	}
 }
+
+func TestUnknownPolicyIsRefused(t *testing.T) {
+	store := state.NewStore(nil, state.Options{})
+	srv := startAPI(t, store, Options{Token: testToken})
+	for _, req := range []struct{ method, path string }{{"POST", "/api/v1/apps"}, {"PUT", "/api/v1/apps/a"}} {
+		a := call(t, srv, req.method, req.path, "", `{"name": "a", "input_type": "string", "slo_ms": 5, "policy": "ucb"}`)
+		if a.status != 400 || !strings.Contains(a.errorMessage(t), `policy "ucb"`) {
+			t.Errorf("%s %s with policy ucb: %d %s", req.method, req.path, a.status, a.body)
+		}
+	}
+	if _, ok := store.Snapshot().App("a"); ok {
+		t.Error("the app was created")
+	}
+	if a := call(t, srv, "PUT", "/api/v1/apps/a", "", `{"input_type": "string", "slo_ms": 5, "policy": "exp3"}`); a.status != 201 {
+		t.Errorf("policy exp3: %d %s", a.status, a.body)
+	}
+}
