@@ -112,7 +112,7 @@ func New(opts Options) *Proxy {
 		attain:   &attainment{policies: opts.Policies, windows: map[string]*slo.Window{}},
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
-	opts.Registry.MustRegister(p.attain)
+	opts.Registry.MustRegister(p.attain, p.pool)
 	p.router = p.routes()
 	p.handler = p.withFastPredict(p.router)
 	return p
