@@ -336,6 +336,9 @@ func (c *Config) validatePolicy(a App, models map[string]state.ModelVersion, bat
 	default:
 		return fmt.Errorf("shed %q: must be default, reject or unavailable", p.Shed)
 	}
+	if a.RetryAfter != 0 && p.Shed == slo.ShedDefault {
+		return fmt.Errorf("retry_after %v: only reject and unavailable answers carry Retry-After, and shed is default", a.RetryAfter)
+	}
 	if err := p.Batching.Validate(); err != nil {
 		return fmt.Errorf("batching.%w", err)
 	}

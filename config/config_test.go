@@ -101,6 +101,7 @@ func TestBadFiles(t *testing.T) {
 		"slo-bad-controller.bad.yml":       `apps[0].batching.controller "pid": must be off, static, aimd or latency_model`,
 		"slo-bad-quantile.bad.yml":         "apps[0].batching.quantile 0.3: must be above 0.5 and below 1",
 		"slo-batching-conflict.bad.yml":    `apps[1].batching: model "m" is also linked to app "a", whose batching differs`,
+		"slo-retry-after-default.bad.yml":  "apps[0].retry_after 2s: only reject and unavailable answers carry Retry-After, and shed is default",
 		"selection-bad-policy.bad.yml":     `apps[0].selection: policy "ucb": must be single, weighted, exp3 or exp4`,
 		"selection-unlinked-share.bad.yml": `apps[0].selection: shares["other:2"]: model not in the app's models`,
 	}

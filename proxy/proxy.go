@@ -134,7 +134,7 @@ func New(opts Options) *Proxy {
 		recent:   newRecent(opts.RecentQueries),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
-	opts.Registry.MustRegister(p.attain)
+	opts.Registry.MustRegister(p.attain, p.pool)
 	p.router = p.routes()
 	p.handler = p.withFastPredict(p.router)
 	return p

@@ -89,19 +89,19 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		return
 	}
 	pol := p.opts.Policies.Get(app.Name)
-	slo, prio, err := budget(r, app, pol)
+	limit, prio, err := budget(r, app, pol)
 	if err != nil {
 		p.reject(w, appName, err)
 		return
 	}
-	ctx := dispatch.WithReserve(r.Context(), sloReserve(slo, prio))
-	answers := p.answerAll(ctx, start.Add(slo), snap, app, pol, inputs)
+	ctx := dispatch.WithReserve(r.Context(), slo.Reserve(limit, prio))
+	answers := p.answerAll(ctx, start.Add(limit), snap, app, pol, inputs)
 	now := time.Now()
 	latency := now.Sub(start)
 	p.metrics.latency.WithLabelValues("rest", app.Name).Observe(latency.Seconds())
 	for i := range answers {
 		p.record("rest", app.Name, &answers[i])
-		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= slo)
+		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= limit)
 	}
 	if r.Context().Err() != nil {
 		return // the client is gone
