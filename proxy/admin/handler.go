@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -29,6 +30,10 @@ type Options struct {
 	// is set. Nil means there is no cache to purge: POST
 	// /api/v1/cache/purge answers 501.
 	Purge func(ctx context.Context, app, model string) error
+	// Selection returns what app's model selection policy has learned or
+	// decided (shares, canaries rolled back). Nil means GET
+	// /api/v1/apps/{app}/selection answers 501.
+	Selection func(ctx context.Context, app string) (selection.Status, error)
 }
 
 // The API's paths. Names in braces are path variables.
@@ -38,6 +43,7 @@ const (
 	pathApps     = pathPrefix + "/apps"
 	pathApp      = pathApps + "/{app}"
 	pathLink     = pathApp + "/links/{model}"
+	pathSelect   = pathApp + "/selection"
 	pathModels   = pathPrefix + "/models"
 	pathModel    = pathModels + "/{model}"
 	pathCurrent  = pathModel + "/current"
@@ -56,6 +62,7 @@ type handler struct {
 	store  *state.Store
 	log    *zap.Logger
 	purge  func(ctx context.Context, app, model string) error
+	sel    func(ctx context.Context, app string) (selection.Status, error)
 	router *mux.Router
 	// tokenHash is the SHA-256 of Options.Token, nil when it is empty.
 	// Comparing hashes keeps the comparison constant-time even in the
@@ -69,7 +76,7 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 }
 
 func newHandler(store *state.Store, opts Options) *handler {
-	h := &handler{store: store, log: opts.Logger, purge: opts.Purge}
+	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -97,6 +104,7 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodDelete, pathApp, h.deleteApp)
 	handle(http.MethodPut, pathLink, h.link)
 	handle(http.MethodDelete, pathLink, h.unlink)
+	handle(http.MethodGet, pathSelect, h.getSelection)
 
 	handle(http.MethodGet, pathModels, h.listModels)
 	handle(http.MethodGet, pathModel, h.getModel)
