@@ -10,7 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -18,6 +21,7 @@ import (
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/process"
 	"github.com/sloproxy/sloproxy/proxy/admin"
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -167,8 +171,13 @@ type App struct {
 	SLO       time.Duration `yaml:"slo"`
 	// DefaultOutput is answered, flagged, when no model answers in time.
 	DefaultOutput string `yaml:"default_output"`
-	Policy        string `yaml:"policy"`
-	Priority      int    `yaml:"priority"`
+	// Policy is the model selection policy: single (the default: the
+	// first model), weighted, exp3 or exp4; see docs/selection.md.
+	Policy string `yaml:"policy"`
+	// Selection tunes the policy. A reload applies it at once; what the
+	// policy learned, in the shared state, stays.
+	Selection Selection `yaml:"selection"`
+	Priority  int       `yaml:"priority"`
 	// CacheTTL is how long the app's answers stay cached; 0 means
 	// cache.default_ttl.
 	CacheTTL time.Duration `yaml:"cache_ttl"`
@@ -200,6 +209,76 @@ type App struct {
 	RequestPriority bool `yaml:"request_priority"`
 	// Batching chooses the batch-size controller of the app's models.
 	Batching Batching `yaml:"batching"`
+}
+
+// Selection tunes an app's selection policy; see selection.Spec, whose
+// zero fields mean its defaults.
+type Selection struct {
+	// Output is label (the default: votes, exact-match rewards) or number
+	// (weighted means, negative squared error).
+	Output string `yaml:"output"`
+	// Shares are weighted's traffic shares by model or model:version.
+	Shares map[string]float64 `yaml:"shares"`
+	// Eta is exp3's and exp4's learning rate.
+	Eta float64 `yaml:"eta"`
+	// Gamma is exp3's share of uniform exploration.
+	Gamma float64 `yaml:"gamma"`
+	// Gap bounds how far a model's log-weight falls behind the best's.
+	Gap float64 `yaml:"gap"`
+	// Shadow is a linked model that gets a copy of every query, never
+	// returned.
+	Shadow string `yaml:"shadow"`
+	// Seed fixes the policy's random choices (tests, experiments).
+	Seed uint64 `yaml:"seed"`
+	// Guard rolls weighted's canary back when it misses the SLO or fails.
+	Guard Guard `yaml:"guard"`
+}
+
+// Guard watches a canary; see selection.Guard.
+type Guard struct {
+	Canary        string        `yaml:"canary"`
+	Window        time.Duration `yaml:"window"`
+	MinQueries    int           `yaml:"min_queries"`
+	MinAttainment float64       `yaml:"min_attainment"`
+	MaxErrorRate  float64       `yaml:"max_error_rate"`
+}
+
+// SelectionSpec is a's selection policy.
+func (a App) SelectionSpec() selection.Spec {
+	s := a.Selection
+	return selection.Spec{Policy: a.Policy, Output: selection.Output(s.Output), Shares: s.Shares, Eta: s.Eta, Gamma: s.Gamma,
+		Gap: s.Gap, Shadow: s.Shadow, Seed: s.Seed, Guard: selection.Guard(s.Guard)}
+}
+
+// Selections are the apps' selection policies by app name.
+func (c *Config) Selections() map[string]selection.Spec {
+	out := make(map[string]selection.Spec, len(c.Apps))
+	for _, a := range c.Apps {
+		out[a.Name] = a.SelectionSpec()
+	}
+	return out
+}
+
+// validateSelection names the first problem of a's selection policy,
+// including arms that name a model the app does not link.
+func validateSelection(a App) error {
+	s := a.SelectionSpec()
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	linked := func(arm string) bool {
+		model, _, _ := strings.Cut(arm, ":")
+		return slices.Contains(a.Models, model)
+	}
+	for _, arm := range slices.Sorted(maps.Keys(s.Shares)) {
+		if !linked(arm) {
+			return fmt.Errorf("shares[%q]: model not in the app's models", arm)
+		}
+	}
+	if s.Shadow != "" && !linked(s.Shadow) {
+		return fmt.Errorf("shadow %q: model not in the app's models", s.Shadow)
+	}
+	return nil
 }
 
 // Batching is an app's batch-size controller; see slo.Batching. Its zero
@@ -283,6 +362,9 @@ func (c *Config) validatePolicy(a App, models map[string]state.ModelVersion, bat
 	case slo.ShedDefault, slo.ShedReject, slo.ShedUnavailable:
 	default:
 		return fmt.Errorf("shed %q: must be default, reject or unavailable", p.Shed)
+	}
+	if a.RetryAfter != 0 && p.Shed == slo.ShedDefault {
+		return fmt.Errorf("retry_after %v: only reject and unavailable answers carry Retry-After, and shed is default", a.RetryAfter)
 	}
 	if err := p.Batching.Validate(); err != nil {
 		return fmt.Errorf("batching.%w", err)
@@ -468,6 +550,9 @@ func (c *Config) Validate() error {
 		}
 		if err := c.validatePolicy(a, models, batchingOf); err != nil {
 			return fmt.Errorf("apps[%d].%w", i, err)
+		}
+		if err := validateSelection(a); err != nil {
+			return fmt.Errorf("apps[%d].selection: %w", i, err)
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -52,6 +53,24 @@ func TestFullFile(t *testing.T) {
 	}
 }
 
+func TestSelections(t *testing.T) {
+	c, err := Load("testdata/selection.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Selections()
+	if s := got["digits"]; s.Policy != "exp3" || s.Eta != 0.2 || s.Shadow != "candidate" || s.Seed != 7 {
+		t.Errorf("digits: %+v", s)
+	}
+	if s := got["price"]; s.Output != selection.Number {
+		t.Errorf("price: %+v", s)
+	}
+	want := selection.Guard{Canary: "knn:2", Window: time.Minute, MinQueries: 50, MinAttainment: 0.95, MaxErrorRate: 0.01}
+	if s := got["rollout"]; s.Guard != want || s.Shares["knn:2"] != 0.1 {
+		t.Errorf("rollout: %+v", s)
+	}
+}
+
 func TestSLOPolicies(t *testing.T) {
 	c, err := Load("testdata/slo-policy.good.yml")
 	if err != nil {
@@ -72,26 +91,29 @@ func TestSLOPolicies(t *testing.T) {
 
 func TestBadFiles(t *testing.T) {
 	tests := map[string]string{
-		"unknown-field.bad.yml":           "field default_ouptut not found",
-		"unknown-model.bad.yml":           `apps[0].models[0]: model "missing" is not defined under models`,
-		"type-mismatch.bad.yml":           `apps[0].models[0]: model "m" takes float64 but app "a" takes float32`,
-		"no-slo.bad.yml":                  "apps[0]: invalid: app \"a\": slo_ms 0: must be positive",
-		"bad-name.bad.yml":                "models[0]: invalid: model \"Bad Name\": name: must match",
-		"process-without-command.bad.yml": "models[0]:",
-		"bad-log-format.bad.yml":          `log.format "xml": must be json or console`,
-		"bad-cache-ttl.bad.yml":           `apps[0]: invalid: app "a": cache_ttl_s -1: must be between 0`,
-		"bad-cache-bytes.bad.yml":         "cache.l1_bytes 0: must be positive",
-		"bad-log-level.bad.yml":           `log.level "verbose": must be debug, info, warn or error`,
-		"bad-port-base.bad.yml":           "runtimes.process.port_base 70000: must be a port, 1 to 65535",
-		"bad-docker-drain.bad.yml":        "runtimes.docker: start_timeout 0s, drain_timeout -1s: must not be negative",
-		"slo-bad-shed.bad.yml":            `apps[0].shed "drop": must be default, reject or unavailable`,
-		"slo-bad-objective.bad.yml":       "apps[0].objective 1: must be above 0 and below 1",
-		"slo-bad-window.bad.yml":          "apps[0].window 10ms: must be at least 1s",
-		"slo-static-without-size.bad.yml": "apps[0].batching.size 0: static needs a positive batch size",
-		"slo-size-above-model.bad.yml":    `apps[0].batching.size 64: above the batch size 16 of model "m" (models[0])`,
-		"slo-bad-controller.bad.yml":      `apps[0].batching.controller "pid": must be off, static, aimd or latency_model`,
-		"slo-bad-quantile.bad.yml":        "apps[0].batching.quantile 0.3: must be above 0.5 and below 1",
-		"slo-batching-conflict.bad.yml":   `apps[1].batching: model "m" is also linked to app "a", whose batching differs`,
+		"unknown-field.bad.yml":            "field default_ouptut not found",
+		"unknown-model.bad.yml":            `apps[0].models[0]: model "missing" is not defined under models`,
+		"type-mismatch.bad.yml":            `apps[0].models[0]: model "m" takes float64 but app "a" takes float32`,
+		"no-slo.bad.yml":                   "apps[0]: invalid: app \"a\": slo_ms 0: must be positive",
+		"bad-name.bad.yml":                 "models[0]: invalid: model \"Bad Name\": name: must match",
+		"process-without-command.bad.yml":  "models[0]:",
+		"bad-log-format.bad.yml":           `log.format "xml": must be json or console`,
+		"bad-cache-ttl.bad.yml":            `apps[0]: invalid: app "a": cache_ttl_s -1: must be between 0`,
+		"bad-cache-bytes.bad.yml":          "cache.l1_bytes 0: must be positive",
+		"bad-log-level.bad.yml":            `log.level "verbose": must be debug, info, warn or error`,
+		"bad-port-base.bad.yml":            "runtimes.process.port_base 70000: must be a port, 1 to 65535",
+		"bad-docker-drain.bad.yml":         "runtimes.docker: start_timeout 0s, drain_timeout -1s: must not be negative",
+		"slo-bad-shed.bad.yml":             `apps[0].shed "drop": must be default, reject or unavailable`,
+		"slo-bad-objective.bad.yml":        "apps[0].objective 1: must be above 0 and below 1",
+		"slo-bad-window.bad.yml":           "apps[0].window 10ms: must be at least 1s",
+		"slo-static-without-size.bad.yml":  "apps[0].batching.size 0: static needs a positive batch size",
+		"slo-size-above-model.bad.yml":     `apps[0].batching.size 64: above the batch size 16 of model "m" (models[0])`,
+		"slo-bad-controller.bad.yml":       `apps[0].batching.controller "pid": must be off, static, aimd or latency_model`,
+		"slo-bad-quantile.bad.yml":         "apps[0].batching.quantile 0.3: must be above 0.5 and below 1",
+		"slo-batching-conflict.bad.yml":    `apps[1].batching: model "m" is also linked to app "a", whose batching differs`,
+		"slo-retry-after-default.bad.yml":  "apps[0].retry_after 2s: only reject and unavailable answers carry Retry-After, and shed is default",
+		"selection-bad-policy.bad.yml":     `apps[0].selection: policy "ucb": must be single, weighted, exp3 or exp4`,
+		"selection-unlinked-share.bad.yml": `apps[0].selection: shares["other:2"]: model not in the app's models`,
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(tests) {

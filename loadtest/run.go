@@ -60,8 +60,17 @@ type Result struct {
 	// within the SLO.
 	Attainment      float64 `json:"attainment"`
 	ModelAttainment float64 `json:"model_attainment"`
+	// AdmittedModelAttainment is ModelAttainment among the queries the
+	// proxy admitted (every answer but sheds and errors): whether
+	// admission kept its promise under overload.
+	AdmittedModelAttainment float64 `json:"admitted_model_attainment"`
 
-	Latency Percentiles `json:"latency"`
+	// Latency is over every answer but errors; Admitted over those but
+	// sheds (model answers and default outputs at the deadline); ShedLatency
+	// over the sheds, which should come at once.
+	Latency     Percentiles `json:"latency"`
+	Admitted    Percentiles `json:"admitted_latency"`
+	ShedLatency Percentiles `json:"shed_latency"`
 	// Reasons counts the default outputs' explanations, and ErrorReasons
 	// the errors' (the transport's error, or the status and the proxy's
 	// message), numbers and durations in them blanked so that alike
@@ -161,7 +170,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	seconds := int(math.Ceil(duration.Seconds()))
 	lat := make([][]time.Duration, seconds)
 	sec := make([]Second, seconds)
-	var all []time.Duration
+	var all, admitted, shed []time.Duration
 
 	batches := &batchScraper{url: opts.MetricsURL}
 	stopScrape := make(chan struct{})
@@ -230,6 +239,11 @@ loop:
 			if k != kindError {
 				lat[i] = append(lat[i], r.Latency)
 				all = append(all, r.Latency)
+				if k == kindShed {
+					shed = append(shed, r.Latency)
+				} else {
+					admitted = append(admitted, r.Latency)
+				}
 				if late {
 					res.Late++
 					sec[i].Late++
@@ -251,11 +265,16 @@ loop:
 	if opts.Progress != nil {
 		fmt.Fprintln(opts.Progress)
 	}
+	if len(admitted) > 0 {
+		res.AdmittedModelAttainment = res.ModelAttainment / float64(len(admitted))
+	}
 	if res.Sent > 0 {
 		res.Attainment /= float64(res.Sent)
 		res.ModelAttainment /= float64(res.Sent)
 	}
 	res.Latency = percentiles(all)
+	res.Admitted = percentiles(admitted)
+	res.ShedLatency = percentiles(shed)
 	for i := range sec {
 		p := percentiles(lat[i])
 		sec[i].T, sec[i].P50, sec[i].P99 = i, p.P50, p.P99

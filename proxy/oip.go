@@ -15,6 +15,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -26,7 +27,7 @@ const Version = "0.1.0"
 // unless /versions/{v} names another. An infer request's deadline is the
 // smallest of its "timeout" parameter (microseconds, as Triton reads it),
 // the SLOs of the apps linked to the model, or Options.OIPTimeout when no
-// app links it.
+// app links it; its "priority" parameter sets its class (see oipPriority).
 func (p *Proxy) oipRoutes(r *mux.Router) {
 	r.HandleFunc("/v2", p.oipServerMetadata).Methods(http.MethodGet)
 	r.HandleFunc("/v2/health/live", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, []byte(`{"live":true}`)) }).Methods(http.MethodGet)
@@ -175,12 +176,17 @@ func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
 		p.oipReject(w, err)
 		return
 	}
+	class, err := oipPriority(&req)
+	if err != nil {
+		p.oipReject(w, err)
+		return
+	}
 	d := p.pool.get(mv.Model, mv.Version)
 	if d == nil {
 		p.oipReject(w, errorf(ErrUnavailable, "model %s version %s is not running on this proxy yet", mv.Model, mv.Version))
 		return
 	}
-	ctx, cancel := context.WithDeadline(r.Context(), start.Add(timeout))
+	ctx, cancel := context.WithDeadline(dispatch.WithReserve(r.Context(), slo.Reserve(timeout, class)), start.Add(timeout))
 	defer cancel()
 	outs := make([][]byte, len(inputs))
 	errs := make([]error, len(inputs))
@@ -261,6 +267,26 @@ func (p *Proxy) oipTimeout(req *oipInferRequest, snap *state.Snapshot, model str
 		}
 	}
 	return timeout, nil
+}
+
+// oipPriority is the request's priority class from its "priority"
+// parameter, as Triton reads it: 0 or absent is the default level, 1 the
+// highest, larger numbers lower. Level 1 (and the default) is class 0, and
+// each level below is one class lower, shed first when queues grow (see
+// slo.Reserve).
+func oipPriority(req *oipInferRequest) (int, error) {
+	raw, ok := req.Parameters["priority"]
+	if !ok {
+		return 0, nil
+	}
+	level, err := strconv.ParseUint(string(raw), 10, 31)
+	if err != nil {
+		return 0, errorf(ErrBadInput, "parameter \"priority\" must be a non-negative integer (1 is the highest level), got %s", clip(raw))
+	}
+	if level <= 1 {
+		return 0, nil
+	}
+	return -int(level - 1), nil
 }
 
 // oipInputs checks the request's one input tensor against the model and

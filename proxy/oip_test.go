@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -96,6 +97,7 @@ func TestOIP(t *testing.T) {
 		{"non-number", "POST", "/v2/models/vec/infer", `{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, "x"]}]}`, 400, "is not a number"},
 		{"unknown output", "POST", "/v2/models/vec/infer", `{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}], "outputs": [{"name": "probs"}]}`, 400, `unknown output "probs"`},
 		{"bad timeout", "POST", "/v2/models/vec/infer", `{"parameters": {"timeout": "soon"}, "inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`, 400, `"timeout"`},
+		{"bad priority", "POST", "/v2/models/vec/infer", `{"parameters": {"priority": -2}, "inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`, 400, `"priority" must be a non-negative integer`},
 		{"malformed JSON", "POST", "/v2/models/vec/infer", `{"inputs": [`, 400, "not an inference request"},
 		{"batch over limit", "POST", "/v2/models/vec/infer", `{"inputs": [{"name": "input", "shape": [9, 1], "datatype": "FP32", "data": [1,2,3,4,5,6,7,8,9]}]}`, 400, "the limit is 8"},
 	}
@@ -148,4 +150,31 @@ sloproxy_rpc.serve(lambda inputs: [list(x) for x in inputs], input_type="` + inp
 `
 	must(t, os.WriteFile(script, []byte(src), 0o644))
 	return testutil.StartModel(t, []string{testutil.Python, script}).Addr
+}
+
+func TestOIPPriority(t *testing.T) {
+	for _, tc := range []struct {
+		params string
+		class  int
+		err    bool
+	}{
+		{`{}`, 0, false},
+		{`{"priority": 0}`, 0, false},
+		{`{"priority": 1}`, 0, false},
+		{`{"priority": 2}`, -1, false},
+		{`{"priority": 5}`, -4, false},
+		{`{"priority": -1}`, 0, true},
+		{`{"priority": "high"}`, 0, true},
+		{`{"priority": 1.5}`, 0, true},
+		{`{"priority": 99999999999}`, 0, true},
+	} {
+		var req oipInferRequest
+		if err := json.Unmarshal([]byte(`{"parameters": `+tc.params+`}`), &req); err != nil {
+			t.Fatal(err)
+		}
+		class, err := oipPriority(&req)
+		if (err != nil) != tc.err || class != tc.class {
+			t.Errorf("%s: class %d, error %v; want %d, error %v", tc.params, class, err, tc.class, tc.err)
+		}
+	}
 }

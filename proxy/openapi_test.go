@@ -128,6 +128,7 @@ func TestOpenAPIQuerySchemasMatchTypes(t *testing.T) {
 		typ    reflect.Type
 	}{
 		{"PredictRequest", reflect.TypeFor[predictRequest]()},
+		{"FeedbackRequest", reflect.TypeFor[feedbackRequest]()},
 		{"InferenceRequest", reflect.TypeFor[oipInferRequest]()},
 		{"RequestTensor", reflect.TypeFor[oipTensor]()},
 		{"RequestedOutput", oaField(t, reflect.TypeFor[oipInferRequest](), "Outputs").Elem()},

@@ -3,7 +3,9 @@ package proxy
 import (
 	"context"
 	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
@@ -163,4 +165,33 @@ func (p *pool) closeAll() {
 	}
 	p.mu.Unlock()
 	p.closing.Wait()
+}
+
+var fitDesc = prometheus.NewDesc("sloproxy_latency_fit_seconds",
+	"What admission and the latency_model controller have learned of a model version's batches: latency(n) = a + b*n, planned with a tail; term is a, b (seconds per query) or tail. 0 before the first batch.",
+	[]string{"model", "version", "term"}, nil)
+
+// fitParams is an estimator that can tell its fit (slo.Fit).
+type fitParams interface {
+	Params() (a, b, tail time.Duration)
+}
+
+// Describe implements prometheus.Collector: the latency fit of every
+// version whose estimator has one.
+func (p *pool) Describe(ch chan<- *prometheus.Desc) { ch <- fitDesc }
+
+// Collect implements prometheus.Collector.
+func (p *pool) Collect(ch chan<- prometheus.Metric) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for k, e := range p.ds {
+		f, ok := e.d.Estimator().(fitParams)
+		if !ok {
+			continue
+		}
+		a, b, tail := f.Params()
+		for term, v := range map[string]time.Duration{"a": a, "b": b, "tail": tail} {
+			ch <- prometheus.MustNewConstMetric(fitDesc, prometheus.GaugeValue, v.Seconds(), k.model, k.version, term)
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -54,6 +56,13 @@ type Options struct {
 	// controller); a reload replaces them (see ApplyPolicies). nil means
 	// slo.DefaultPolicy for every app.
 	Policies *slo.Table
+	// Selection holds the apps' model selection policies; a reload sets
+	// their specs. nil means a table over an in-memory state, whose
+	// metrics go to Registry.
+	Selection *selection.Table
+	// RecentQueries is how many answered queries the proxy remembers for
+	// feedback. 0 means DefaultRecentQueries.
+	RecentQueries int
 	// Dispatch is the template for each model version's dispatcher; its
 	// Model, Version, InputType, MaxBatch and Metrics are set per version.
 	Dispatch dispatch.Options
@@ -67,9 +76,14 @@ type Proxy struct {
 	pool    *pool
 	metrics *metrics
 	attain  *attainment
-	router  *mux.Router  // every endpoint
-	handler http.Handler // the router behind the query path's fast path
-	ready   atomic.Bool
+	sel     *selection.Table
+	recent  *recent
+	// background holds the shadow queries, each bounded by its query's
+	// deadline; Run waits for them.
+	background sync.WaitGroup
+	router     *mux.Router  // every endpoint
+	handler    http.Handler // the router behind the query path's fast path
+	ready      atomic.Bool
 
 	idPrefix string        // random per process: ids are unique across proxies
 	idSeq    atomic.Uint64 // then a counter
@@ -98,6 +112,12 @@ func New(opts Options) *Proxy {
 	if opts.Policies == nil {
 		opts.Policies = slo.NewTable(nil)
 	}
+	if opts.Selection == nil {
+		opts.Selection = selection.NewTable(selection.Options{Registerer: opts.Registry, Logger: opts.Logger})
+	}
+	if opts.RecentQueries <= 0 {
+		opts.RecentQueries = DefaultRecentQueries
+	}
 	opts.Dispatch.Metrics = dispatch.NewMetrics(opts.Registry)
 	if opts.Dispatch.Logger == nil {
 		opts.Dispatch.Logger = opts.Logger
@@ -110,9 +130,11 @@ func New(opts Options) *Proxy {
 		pool:     newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Policies, opts.Logger),
 		metrics:  newMetrics(opts.Registry),
 		attain:   &attainment{policies: opts.Policies, windows: map[string]*slo.Window{}},
+		sel:      opts.Selection,
+		recent:   newRecent(opts.RecentQueries),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
-	opts.Registry.MustRegister(p.attain)
+	opts.Registry.MustRegister(p.attain, p.pool)
 	p.router = p.routes()
 	p.handler = p.withFastPredict(p.router)
 	return p
@@ -127,6 +149,11 @@ func (p *Proxy) ApplyPolicies(policies map[string]slo.Policy) {
 	p.pool.kick()
 }
 
+// ApplySelection replaces the apps' selection specs at once, as a
+// configuration reload does; see selection.Table.Set. What the policies
+// learned stays in the shared state.
+func (p *Proxy) ApplySelection(specs map[string]selection.Spec) { p.sel.Set(specs) }
+
 // Handler serves the query API, the OIP endpoints and /metrics.
 func (p *Proxy) Handler() http.Handler { return p.handler }
 
@@ -136,6 +163,7 @@ func (p *Proxy) Handler() http.Handler { return p.handler }
 func (p *Proxy) Run(ctx context.Context) {
 	p.ready.Store(true)
 	defer p.ready.Store(false)
+	defer p.background.Wait()
 	p.pool.run(ctx, p.opts.Store)
 }
 
@@ -146,6 +174,7 @@ func (p *Proxy) routes() *mux.Router {
 	predict := func(w http.ResponseWriter, r *http.Request) { p.servePredict(w, r, mux.Vars(r)["app"]) }
 	r.HandleFunc("/apps/{app}/predict", predict).Methods(http.MethodPost)
 	r.HandleFunc("/{app}/predict", predict).Methods(http.MethodPost)
+	r.HandleFunc("/apps/{app}/feedback", p.serveFeedback).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(ErrNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
 	})

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -36,10 +38,13 @@ type answer struct {
 	id          string
 	output      []byte // the model's output, or the default output
 	isDefault   bool
-	explanation string // why the default output was given
-	model       string // model:version that answered or was asked; may be empty
-	err         error  // a failure that is not answered by the default output
-	shed        bool   // admission refused it: predicted to miss its deadline
+	explanation string   // why the default output was given
+	model       string   // model:version that answered or was asked; may be empty
+	err         error    // a failure that is not answered by the default output
+	shed        bool     // admission refused it: predicted to miss its deadline
+	late        bool     // the default output because the deadline passed
+	models      []string // an ensemble's models that answered
+	missing     []string // an ensemble's models that did not
 }
 
 // readBody reads a body of at most the configured limit.
@@ -84,19 +89,19 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		return
 	}
 	pol := p.opts.Policies.Get(app.Name)
-	slo, prio, err := budget(r, app, pol)
+	limit, prio, err := budget(r, app, pol)
 	if err != nil {
 		p.reject(w, appName, err)
 		return
 	}
-	ctx := dispatch.WithReserve(r.Context(), sloReserve(slo, prio))
-	answers := p.answerAll(ctx, start.Add(slo), snap, app, pol, inputs)
+	ctx := dispatch.WithReserve(r.Context(), slo.Reserve(limit, prio))
+	answers := p.answerAll(ctx, start.Add(limit), snap, app, pol, inputs)
 	now := time.Now()
 	latency := now.Sub(start)
 	p.metrics.latency.WithLabelValues("rest", app.Name).Observe(latency.Seconds())
 	for i := range answers {
 		p.record("rest", app.Name, &answers[i])
-		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= slo)
+		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= limit)
 	}
 	if r.Context().Err() != nil {
 		return // the client is gone
@@ -150,30 +155,21 @@ func (p *Proxy) inputs(req *predictRequest, app state.App) ([][]byte, error) {
 
 // target is the model version that answers an app's queries.
 type target struct {
+	arm   string // the model, or model:version, the policy chose
 	mv    state.ModelVersion
 	d     *dispatch.Dispatcher
 	model string // "model:version", for answers, logs and metrics
 	why   string // when there is none: why, for the default output
 }
 
-// targetOf finds the model version that answers app's queries.
+// targetOf finds the model version that answers the queries of an app
+// whose policy is single: the first model linked.
 func (p *Proxy) targetOf(snap *state.Snapshot, app state.App) target {
 	models := snap.ModelsOf(app.Name)
 	if len(models) == 0 {
 		return target{why: "no model is linked to the app"}
 	}
-	mv, ok := snap.Current(models[0])
-	if !ok {
-		return target{why: fmt.Sprintf("model %s has no current version", models[0])}
-	}
-	t := target{mv: mv, d: p.pool.get(mv.Model, mv.Version)}
-	if t.d == nil {
-		t.model = mv.Model + ":" + mv.Version
-		t.why = fmt.Sprintf("model %s is not running on this proxy yet", t.model)
-		return t
-	}
-	t.model = t.d.Name()
-	return t
+	return p.targetOfArm(snap, models[0])
 }
 
 // answerAll answers every input of app before deadline: from the
@@ -181,7 +177,11 @@ func (p *Proxy) targetOf(snap *state.Snapshot, app state.App) target {
 // the app allows it, else from the model, concurrently. parent is the
 // request's context.
 func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *state.Snapshot, app state.App, pol slo.Policy, inputs [][]byte) []answer {
+	if sel, spec := p.sel.Get(app.Name, app.Policy); sel != (selection.Single{}) {
+		return p.answerSelected(parent, deadline, snap, app, pol, sel, spec, inputs)
+	}
 	answers := make([]answer, len(inputs))
+	defer p.remember(app, inputs, answers)
 	t := p.targetOf(snap, app)
 	for i := range answers {
 		answers[i].id, answers[i].model = p.newQueryID(), t.model
@@ -260,6 +260,7 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Po
 	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
 		_, healthy := t.d.Replicas()
 		*a = p.fallback(*a, app, fmt.Sprintf("deadline: model %s did not answer within the app's SLO of %v (%d healthy replicas)", t.model, app.SLO, healthy))
+		a.late = true
 	case errors.Is(err, dispatch.ErrStopped):
 		*a = p.fallback(*a, app, fmt.Sprintf("model %s is shutting down", t.model))
 	case errors.As(err, new(*dispatch.ModelError)), rpc.IsCode(err, rpc.FrameTooLarge), errors.Is(err, context.Canceled):
@@ -329,9 +330,39 @@ func appendAnswer(b []byte, a *answer, latency time.Duration) []byte {
 	}
 	b = append(b, `,"model":`...)
 	b = appendString(b, a.model)
+	if a.model == ensembleModel {
+		b = appendStrings(append(b, `,"models":`...), a.models)
+		b = appendStrings(append(b, `,"missing":`...), a.missing)
+	}
 	b = append(b, `,"latency_ms":`...)
 	b = strconv.AppendFloat(b, float64(latency.Microseconds())/1000, 'f', -1, 64)
 	return append(b, '}')
+}
+
+// appendStrings appends ss as a JSON array.
+func appendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}
+
+// remember keeps the answered queries of a single-model app for their
+// feedback.
+func (p *Proxy) remember(app state.App, inputs [][]byte, answers []answer) {
+	for i := range answers {
+		a := &answers[i]
+		if a.err != nil || a.isDefault || a.model == "" {
+			continue
+		}
+		arm, _, _ := strings.Cut(a.model, ":")
+		p.recent.put(a.id, inputs[i], &asked{app: app.Name, outs: [][]byte{a.output},
+			choice: selection.Choice{Arms: []string{arm}, Probs: []float64{1}}})
+	}
 }
 
 func writeJSON(w http.ResponseWriter, b []byte) {

@@ -145,12 +145,6 @@ func (at *attainment) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// sloReserve is the part of a query's budget its priority class keeps in
-// reserve at admission (see slo.Reserve).
-func sloReserve(budget time.Duration, priority int) time.Duration {
-	return slo.Reserve(budget, priority)
-}
-
 // isShed reports whether err is admission's refusal.
 func isShed(err error) bool { return errors.Is(err, dispatch.ErrShed) }
 

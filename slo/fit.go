@@ -25,6 +25,10 @@ type Fit struct {
 	a, b  float64    // seconds, seconds per item
 	r     float64    // the residuals' quantile, seconds (≥ 0)
 	maxN  int        // the largest batch observed
+
+	// Scratch space of refit, kept so that a refit allocates nothing.
+	fastest []float64 // by batch size: the least latency seen, 0 if none
+	top     []float64 // the largest residuals, ascending
 }
 
 type obs struct {
@@ -140,20 +144,28 @@ func (f *Fit) refit() {
 	}
 	f.dirty = false
 	held := f.obs[:f.count]
-	fastest := map[float64]float64{}
+	if len(f.fastest) <= f.maxN {
+		f.fastest = make([]float64, f.maxN+1)
+	}
+	fastest := f.fastest[:f.maxN+1]
+	clear(fastest)
 	for _, o := range held {
-		if l, ok := fastest[o.n]; !ok || o.latency < l {
-			fastest[o.n] = o.latency
+		if l := fastest[int(o.n)]; l == 0 || o.latency < l {
+			fastest[int(o.n)] = max(o.latency, math.SmallestNonzeroFloat64)
 		}
 	}
-	var sn, sl, snn, snl float64
+	var k, sn, sl, snn, snl float64
 	for n, l := range fastest {
+		if l == 0 {
+			continue
+		}
+		n := float64(n)
+		k++
 		sn += n
 		sl += l
 		snn += n * n
 		snl += n * l
 	}
-	k := float64(len(fastest))
 	meanN, meanL := sn/k, sl/k
 	varN := snn/k - meanN*meanN
 	f.b = 0
@@ -161,12 +173,25 @@ func (f *Fit) refit() {
 		f.b = max(0, (snl/k-meanN*meanL)/varN)
 	}
 	f.a = max(0, meanL-f.b*meanN)
-	res := make([]float64, len(held))
-	for i, o := range held {
-		res[i] = o.latency - (f.a + f.b*o.n)
+	// The quantile is the m-th largest residual: keep the m largest in
+	// ascending order (m is small for a high quantile).
+	m := len(held) - min(len(held)-1, int(math.Ceil(f.quantile*float64(len(held))))-1)
+	top := f.top[:0]
+	for _, o := range held {
+		res := o.latency - (f.a + f.b*o.n)
+		if len(top) == m && res <= top[0] {
+			continue
+		}
+		i, _ := slices.BinarySearch(top, res)
+		if len(top) < m {
+			top = slices.Insert(top, i, res)
+			continue
+		}
+		copy(top[:i-1], top[1:i])
+		top[i-1] = res
 	}
-	slices.Sort(res)
-	f.r = max(0, res[min(len(res)-1, int(math.Ceil(f.quantile*float64(len(res))))-1)])
+	f.top = top
+	f.r = max(0, top[0])
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -1,7 +1,9 @@
 package slo
 
 import (
+	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -177,5 +179,35 @@ func TestTable(t *testing.T) {
 	tab.Set(nil)
 	if tab.Get("a") != DefaultPolicy {
 		t.Fatal("Set did not replace the policies")
+	}
+}
+
+// TestFitTailIsTheQuantile checks the fit's tail, found by keeping the
+// largest residuals, against sorting all of them.
+func TestFitTailIsTheQuantile(t *testing.T) {
+	for _, tc := range []struct {
+		quantile float64
+		count    int
+	}{{0.99, 512}, {0.99, 40}, {0.9, 300}, {0.6, 512}, {0.99, 1}} {
+		rng := rand.New(rand.NewPCG(1, uint64(tc.count)))
+		f := NewFit(0, tc.quantile)
+		var lat []time.Duration
+		var ns []int
+		for range tc.count {
+			n := 1 + rng.IntN(32)
+			l := 2*time.Millisecond + time.Duration(n)*100*time.Microsecond + time.Duration(rng.IntN(3000))*time.Microsecond
+			f.Observe(n, l)
+			ns, lat = append(ns, n), append(lat, l)
+		}
+		a, b, r := f.Params()
+		res := make([]float64, len(lat))
+		for i := range lat {
+			res[i] = (lat[i] - a - b*time.Duration(ns[i])).Seconds()
+		}
+		slices.Sort(res)
+		want := max(0, res[min(len(res)-1, int(math.Ceil(tc.quantile*float64(len(res))))-1)])
+		if d := r.Seconds() - want; d > 1e-7 || d < -1e-7 {
+			t.Errorf("quantile %v of %d: tail %v, want %v", tc.quantile, tc.count, r, want)
+		}
 	}
 }

@@ -158,8 +158,17 @@ func report(w io.Writer, r *loadtest.Result) {
 	line("errors", r.Errors)
 	line(fmt.Sprintf("late (after %v)", r.SLO), r.Late)
 	fmt.Fprintf(w, "%-22s %8.4f  (model answers within the SLO: %.4f)\n", "SLO attainment", r.Attainment, r.ModelAttainment)
-	l := r.Latency
-	fmt.Fprintf(w, "%-22s p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", "latency", l.P50, l.P90, l.P99, l.P999, l.Max)
+	if r.Shed > 0 {
+		fmt.Fprintf(w, "%-22s %8.4f  (model answers within the SLO among queries not shed)\n", "admitted attainment", r.AdmittedModelAttainment)
+	}
+	pct := func(what string, l loadtest.Percentiles) {
+		fmt.Fprintf(w, "%-22s p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", what, l.P50, l.P90, l.P99, l.P999, l.Max)
+	}
+	pct("latency", r.Latency)
+	if r.Shed > 0 {
+		pct("  not shed", r.Admitted)
+		pct("  shed", r.ShedLatency)
+	}
 	top(w, "default", r.Reasons)
 	top(w, "error", r.ErrorReasons)
 }

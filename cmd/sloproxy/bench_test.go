@@ -49,6 +49,10 @@ models:
 	if res.Sent != 400 || res.Model != 400 || res.Errors != 0 || res.Attainment != 1 {
 		t.Errorf("sent %d, model %d, errors %d, attainment %v; want 400 answered by the model within the SLO", res.Sent, res.Model, res.Errors, res.Attainment)
 	}
+	if res.AdmittedModelAttainment != 1 || res.Admitted != res.Latency || res.ShedLatency != (loadtest.Percentiles{}) {
+		t.Errorf("admitted attainment %v, admitted latency %+v, shed latency %+v; with nothing shed, want 1, the overall %+v and none",
+			res.AdmittedModelAttainment, res.Admitted, res.ShedLatency, res.Latency)
+	}
 	if len(res.Seconds) != 2 || res.Seconds[0].Sent != 100 || res.Seconds[1].Sent != 300 {
 		t.Errorf("per second: %+v, want 100 then 300 sent", res.Seconds)
 	}

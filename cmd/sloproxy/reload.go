@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/config"
-	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -25,7 +24,8 @@ const reloadSettle = 200 * time.Millisecond
 
 // reloader reads the configuration file again on SIGHUP and when the file
 // changes, and applies it only when all of it is valid: the apps' SLO
-// policies at once (see proxy.Proxy.ApplyPolicies), and the apps whose
+// and selection policies at once (see proxy.Proxy.ApplyPolicies and
+// ApplySelection), and the apps whose
 // settings changed since the last good file into the state. Settings that
 // need a restart (listeners, Redis, runtimes, cache, limits, logging) are
 // named in a warning and not applied.
@@ -33,14 +33,14 @@ type reloader struct {
 	path     string
 	log      *zap.Logger
 	store    *state.Store
-	policies func(map[string]slo.Policy)
-	current  *config.Config // the last file applied
+	policies func(*config.Config) // applies the apps' policies
+	current  *config.Config       // the last file applied
 
 	ok   prometheus.Gauge
 	last prometheus.Gauge
 }
 
-func newReloader(path string, cfg *config.Config, store *state.Store, policies func(map[string]slo.Policy), reg prometheus.Registerer,
+func newReloader(path string, cfg *config.Config, store *state.Store, policies func(*config.Config), reg prometheus.Registerer,
 	log *zap.Logger) *reloader {
 	r := &reloader{path: path, log: log, store: store, policies: policies, current: cfg,
 		ok: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -120,7 +120,7 @@ func (r *reloader) apply(ctx context.Context, cfg *config.Config) error {
 	if restart := restartOnly(r.current, cfg); len(restart) > 0 {
 		r.log.Warn("config: these settings change only with a restart; kept the running ones", zap.Strings("settings", restart))
 	}
-	r.policies(cfg.Policies())
+	r.policies(cfg)
 	prev := map[string]state.App{}
 	for _, a := range r.current.Apps {
 		prev[a.Name] = a.App()

@@ -35,6 +35,7 @@ import (
 	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -167,7 +168,14 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	if predictions != nil {
 		defer func() { _ = predictions.Close() }()
 	}
+	var learned selection.State = selection.NewMemory()
+	if rdb != nil {
+		learned = selection.NewRedis(rdb, cfg.Redis.Prefix+"selection:")
+	}
+	selections := selection.NewTable(selection.Options{State: learned, Registerer: reg, Logger: log.Named("selection")})
+	selections.Set(cfg.Selections())
 	p := proxy.New(proxy.Options{
+		Selection:        selections,
 		Cache:            predictions,
 		Store:            store,
 		Registry:         reg,
@@ -188,7 +196,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 
 	servers := []*http.Server{
 		newServer(p.Handler(), log),
-		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Problem: mgr.Problem}), log),
+		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem}), log),
 	}
 	failed := make(chan error, len(servers))
 	var serving sync.WaitGroup
@@ -229,7 +237,8 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 func watchConfig(ctx context.Context, path string, cfg *config.Config, store *state.Store, p *proxy.Proxy, reg prometheus.Registerer,
 	hup <-chan os.Signal, log *zap.Logger) {
 	if path != "" {
-		newReloader(path, cfg, store, p.ApplyPolicies, reg, log).Run(ctx, hup)
+		apply := func(c *config.Config) { p.ApplyPolicies(c.Policies()); p.ApplySelection(c.Selections()) }
+		newReloader(path, cfg, store, apply, reg, log).Run(ctx, hup)
 		return
 	}
 	for {

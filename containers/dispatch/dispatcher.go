@@ -200,6 +200,15 @@ func (d *Dispatcher) SetBatching(newController func() Controller, newEstimator f
 	d.est.Store(&estimator{newEstimator()})
 }
 
+// Estimator returns the version's current estimator, nil when admission is
+// off.
+func (d *Dispatcher) Estimator() Estimator {
+	if e := d.est.Load(); e != nil {
+		return e.Estimator
+	}
+	return nil
+}
+
 // estimator boxes an Estimator for an atomic pointer.
 type estimator struct{ Estimator }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -53,6 +54,9 @@ func (h *handler) createApp(w http.ResponseWriter, r *http.Request) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
+	if err := checkPolicy(a); err != nil {
+		return err
+	}
 	if _, ok := h.store.Snapshot().App(a.Name); ok {
 		return fmt.Errorf("%w: app %q: already exists; replace it with PUT %s/%s", state.ErrConflict, a.Name, pathApps, a.Name)
 	}
@@ -79,6 +83,9 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 	case name:
 	default:
 		return badRequest("app %q: name %q in the body differs from the path's", name, body.Name)
+	}
+	if err := checkPolicy(body.state()); err != nil {
+		return err
 	}
 	_, existed := h.store.Snapshot().App(name)
 	if err := h.store.PutApp(r.Context(), body.state()); err != nil {
@@ -131,4 +138,31 @@ func (h *handler) changeLink(w http.ResponseWriter, r *http.Request, change func
 		return err
 	}
 	return h.writeApp(w, http.StatusOK, app)
+}
+
+// GET /api/v1/apps/{app}/selection
+func (h *handler) getSelection(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	if h.sel == nil {
+		return errorf(http.StatusNotImplemented, "this admin API has no model selection to show")
+	}
+	st, err := h.sel(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// checkPolicy rejects a policy name the selection package does not know.
+// (Its settings, such as weighted's shares, come from the configuration
+// file; see docs/selection.md.)
+func checkPolicy(a state.App) error {
+	if !selection.ValidName(a.Policy) {
+		return badRequest("app %q: policy %q: must be empty, single, weighted, exp3 or exp4", a.Name, a.Policy)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -29,6 +30,10 @@ type Options struct {
 	// is set. Nil means there is no cache to purge: POST
 	// /api/v1/cache/purge answers 501.
 	Purge func(ctx context.Context, app, model string) error
+	// Selection returns what app's model selection policy has learned or
+	// decided (shares, canaries rolled back). Nil means GET
+	// /api/v1/apps/{app}/selection answers 501.
+	Selection func(ctx context.Context, app string) (selection.Status, error)
 	// Problem says why this proxy's runtimes could not run a model version
 	// on their last attempt (a missing image, a container that exits at
 	// start), answered as the version's "problem"; "" when there is none.
@@ -44,6 +49,7 @@ const (
 	pathApps     = pathPrefix + "/apps"
 	pathApp      = pathApps + "/{app}"
 	pathLink     = pathApp + "/links/{model}"
+	pathSelect   = pathApp + "/selection"
 	pathModels   = pathPrefix + "/models"
 	pathModel    = pathModels + "/{model}"
 	pathCurrent  = pathModel + "/current"
@@ -62,6 +68,7 @@ type handler struct {
 	store  *state.Store
 	log    *zap.Logger
 	purge  func(ctx context.Context, app, model string) error
+	sel    func(ctx context.Context, app string) (selection.Status, error)
 	router *mux.Router
 	// tokenHash is the SHA-256 of Options.Token, nil when it is empty.
 	// Comparing hashes keeps the comparison constant-time even in the
@@ -78,7 +85,7 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 }
 
 func newHandler(store *state.Store, opts Options) *handler {
-	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, problem: opts.Problem}
+	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -109,6 +116,7 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodDelete, pathApp, h.deleteApp)
 	handle(http.MethodPut, pathLink, h.link)
 	handle(http.MethodDelete, pathLink, h.unlink)
+	handle(http.MethodGet, pathSelect, h.getSelection)
 
 	handle(http.MethodGet, pathModels, h.listModels)
 	handle(http.MethodGet, pathModel, h.getModel)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -84,6 +85,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{"ReplicasRequest", ReplicasRequest{}},
 		{"PurgeRequest", PurgeRequest{}},
 		{"Health", Health{}},
+		{"SelectionStatus", selection.Status{}},
 		{"Error", ErrorBody{}},
 	}
 	for _, c := range cases {

@@ -24,7 +24,8 @@ type App struct {
 	// DefaultOutput is answered, flagged, when the deadline passes first.
 	// Empty means an empty output.
 	DefaultOutput string `json:"default_output"`
-	// Policy names the model selection policy; empty means the single
+	// Policy names the model selection policy (single, weighted, exp3 or
+	// exp4; see docs/selection.md); empty means the single
 	// linked model.
 	Policy string `json:"policy"`
 	// Priority orders apps when load is shed: lower is shed first.

@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+	"go.uber.org/zap"
+)
+
+// feedbackTimeout bounds the update of the shared policy state that one
+// feedback makes.
+const feedbackTimeout = 2 * time.Second
+
+// feedbackRequest is the feedback API's body: the query, by its id or
+// its input, and the true label.
+type feedbackRequest struct {
+	QueryID string          `json:"query_id"`
+	Input   json.RawMessage `json:"input"`
+	Label   json.RawMessage `json:"label"`
+}
+
+// serveFeedback serves POST /apps/{app}/feedback: it scores the answers
+// of a recent query against the label and lets the app's policy learn.
+// Bad input changes nothing.
+func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
+	appName := mux.Vars(r)["app"]
+	app, ok := p.opts.Store.Snapshot().App(appName)
+	if !ok {
+		writeError(w, errorf(ErrNotFound, "no app named %q", appName))
+		return
+	}
+	body, err := p.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req feedbackRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, errorf(ErrBadInput, "body is not the JSON object {\"query_id\": ..., \"label\": ...} or {\"input\": ..., \"label\": ...}: %v", err))
+		return
+	}
+	sel, spec := p.sel.Get(app.Name, app.Policy)
+	switch {
+	case len(req.Label) == 0:
+		writeError(w, errorf(ErrBadInput, "body has no \"label\""))
+		return
+	case req.QueryID != "" && req.Input != nil:
+		writeError(w, errorf(ErrBadInput, "body has both \"query_id\" and \"input\"; send one"))
+		return
+	case req.QueryID == "" && req.Input == nil:
+		writeError(w, errorf(ErrBadInput, "body has neither \"query_id\" nor \"input\""))
+		return
+	}
+	if err := spec.Output.CheckLabel(req.Label); err != nil {
+		writeError(w, errorf(ErrBadInput, "\"label\": %v", err))
+		return
+	}
+	id := req.QueryID
+	if req.Input != nil {
+		in, err := encodeInput(req.Input, app.InputType, "input")
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if id, ok = p.recent.idOf(app.Name, in); !ok {
+			writeError(w, errorf(ErrNotFound, "no recent query of app %q had this input (this proxy remembers its last %d answered queries)",
+				app.Name, p.opts.RecentQueries))
+			return
+		}
+	}
+	q, ok := p.recent.take(id, app.Name)
+	if !ok {
+		writeError(w, errorf(ErrNotFound, "no recent query %q of app %q: unknown, answered by another proxy, already scored, or forgotten (this proxy remembers its last %d answered queries)",
+			id, app.Name, p.opts.RecentQueries))
+		return
+	}
+	rewards := make(map[string]float64, len(q.choice.Arms)+1)
+	gains := make([]float64, len(q.choice.Arms))
+	for j, arm := range q.choice.Arms {
+		gains[j] = math.NaN()
+		if q.outs[j] != nil {
+			rewards[arm] = spec.Output.Reward(q.outs[j], req.Label)
+			gains[j] = spec.Output.Gain(rewards[arm])
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), feedbackTimeout)
+	defer cancel()
+	if err := sel.Feedback(ctx, q.choice, gains); err != nil {
+		p.recent.restore(id, q)
+		p.log.Warn("feedback: the policy state could not be updated", zap.String("app", app.Name), zap.String("query_id", id), zap.Error(err))
+		writeError(w, errorf(ErrUnavailable, "the policy state could not be updated: %v", err))
+		return
+	}
+	m := p.sel.Metrics()
+	for j, arm := range q.choice.Arms {
+		if !math.IsNaN(gains[j]) {
+			m.Scored(app.Name, arm, gains[j])
+		}
+	}
+	if out := q.shadow(); out != nil {
+		rewards[q.choice.Shadow] = spec.Output.Reward(out, req.Label)
+		m.Scored(app.Name, q.choice.Shadow, spec.Output.Gain(rewards[q.choice.Shadow]))
+	}
+	writeJSON(w, appendFeedback(make([]byte, 0, 128), id, rewards))
+}
+
+// appendFeedback appends the feedback API's answer: the query's id and
+// each answer's reward (null when it cannot be a number: a non-numeric
+// output of a number app).
+func appendFeedback(b []byte, id string, rewards map[string]float64) []byte {
+	b = appendString(append(b, `{"query_id":`...), id)
+	b = append(b, `,"rewards":{`...)
+	first := true
+	for arm, r := range rewards {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(appendString(b, arm), ':')
+		if math.IsInf(r, 0) || math.IsNaN(r) {
+			b = append(b, "null"...)
+		} else {
+			b = strconv.AppendFloat(b, r, 'g', -1, 64)
+		}
+	}
+	return append(b, "}}"...)
+}

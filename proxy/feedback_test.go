@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/selection"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// addLinked registers an external model version at addr and links it to
+// the existing app.
+func (e *env) addLinked(app, model, addr string, it state.InputType) {
+	e.t.Helper()
+	ctx := context.Background()
+	must(e.t, e.store.PutVersion(ctx, state.ModelVersion{Model: model, Version: "1", InputType: it, Replicas: 1,
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeExternal, Addresses: []string{addr}}}))
+	must(e.t, e.store.SetReplicas(ctx, model, "1", []string{addr}))
+	must(e.t, e.store.Link(ctx, app, model))
+}
+
+func TestFeedbackBadInputChangesNothing(t *testing.T) {
+	e := newEnv(t, nil)
+	app := state.App{Name: "echo", InputType: state.InputString, SLO: 2 * time.Second, Policy: "exp3"}
+	e.addModel(app, "a", noop(t, "string"))
+	e.addLinked("echo", "b", noop(t, "string"), state.InputString)
+	e.waitHealthy("b", "1")
+	_, m := e.post("/apps/echo/predict", `{"input": "7"}`)
+	id, _ := m["query_id"].(string)
+	if id == "" || m["default"] != false {
+		t.Fatalf("predict: %v", m)
+	}
+	before, _ := e.proxy.SelectionStatus(context.Background(), "echo")
+	tests := []struct {
+		name, path, body string
+		status           int
+		want             string
+	}{
+		{"unknown app", "/apps/nope/feedback", `{"query_id": "` + id + `", "label": "7"}`, 404, `no app named "nope"`},
+		{"unknown query", "/apps/echo/feedback", `{"query_id": "x-1", "label": "7"}`, 404, `no recent query "x-1" of app "echo"`},
+		{"unknown input", "/apps/echo/feedback", `{"input": "8", "label": "7"}`, 404, "no recent query of app \"echo\" had this input"},
+		{"wrong label type", "/apps/echo/feedback", `{"query_id": "` + id + `", "label": [7]}`, 400, "not a string, number or boolean"},
+		{"null label", "/apps/echo/feedback", `{"query_id": "` + id + `", "label": null}`, 400, "bad label"},
+		{"no label", "/apps/echo/feedback", `{"query_id": "` + id + `"}`, 400, `no "label"`},
+		{"both", "/apps/echo/feedback", `{"query_id": "` + id + `", "input": "7", "label": "7"}`, 400, "both"},
+		{"neither", "/apps/echo/feedback", `{"label": "7"}`, 400, "neither"},
+		{"not JSON", "/apps/echo/feedback", `{"query_id": `, 400, "not the JSON object"},
+		{"input of the wrong type", "/apps/echo/feedback", `{"input": [1], "label": "7"}`, 400, "input"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, m := e.post(tt.path, tt.body)
+			msg, _ := m["error"].(string)
+			if status != tt.status || !strings.Contains(msg, tt.want) {
+				t.Fatalf("got %d %q, want %d with %q", status, msg, tt.status, tt.want)
+			}
+		})
+	}
+	if after, _ := e.proxy.SelectionStatus(context.Background(), "echo"); !reflect.DeepEqual(before, after) {
+		t.Fatalf("bad feedback changed the policy: %+v → %+v", before, after)
+	}
+	// The query is still there to be scored, once.
+	status, m := e.post("/apps/echo/feedback", `{"input": "7", "label": "6"}`)
+	rewards, _ := m["rewards"].(map[string]any)
+	if status != 200 || m["query_id"] != id || len(rewards) != 1 {
+		t.Fatalf("feedback: %d %v", status, m)
+	}
+	if after, _ := e.proxy.SelectionStatus(context.Background(), "echo"); reflect.DeepEqual(before, after) {
+		t.Fatalf("a wrong answer's feedback did not change the policy: %+v", after)
+	}
+	if status, m := e.post("/apps/echo/feedback", `{"query_id": "`+id+`", "label": "6"}`); status != 404 {
+		t.Fatalf("second feedback for one query: %d %v", status, m)
+	}
+}
+
+func TestEnsembleAnswersWithTheModelsThatAnswered(t *testing.T) {
+	e := newEnv(t, nil)
+	app := state.App{Name: "vote", InputType: state.InputFloat32, SLO: 300 * time.Millisecond, DefaultOutput: "-1", Policy: "exp4"}
+	e.addModel(app, "a", noop(t, "float32"))
+	e.addLinked("vote", "b", noop(t, "float32"), state.InputFloat32)
+	slow := testutil.StartModel(t, []string{testutil.BuildGo(t, "./examples/costmodel"), "--a", "3s", "--b", "0"}).Addr
+	e.addLinked("vote", "slow", slow, state.InputFloat32)
+	e.waitHealthy("b", "1")
+	e.waitHealthy("slow", "1")
+	status, m := e.post("/apps/vote/predict", `{"input": [2]}`)
+	if status != 200 || m["default"] != false || m["model"] != "ensemble" {
+		t.Fatalf("%d %v", status, m)
+	}
+	if got := mustJSON(m["models"]); got != `["a:1","b:1"]` {
+		t.Errorf("models %s; want a:1 and b:1", got)
+	}
+	if got := mustJSON(m["missing"]); got != `["slow:1"]` {
+		t.Errorf("missing %s; want slow:1", got)
+	}
+	// Without the fast models, nobody answers: the default output, with
+	// the missing listed.
+	must(t, e.store.Unlink(context.Background(), "vote", "a"))
+	must(t, e.store.Unlink(context.Background(), "vote", "b"))
+	testutil.Eventually(t, 5*time.Second, "the unlinks reach the proxy", func() bool {
+		return len(e.proxy.opts.Store.Snapshot().ModelsOf("vote")) == 1
+	})
+	_, m = e.post("/apps/vote/predict", `{"input": [2]}`)
+	if m["default"] != true || mustJSON(m["missing"]) != `["slow:1"]` || mustJSON(m["output"]) != "-1" {
+		t.Fatalf("with only the slow model: %v", m)
+	}
+}
+
+func TestShadowIsRecordedNeverReturned(t *testing.T) {
+	e := newEnv(t, nil)
+	app := state.App{Name: "echo", InputType: state.InputString, SLO: 2 * time.Second, Policy: "exp3"}
+	e.addModel(app, "a", noop(t, "string"))
+	e.addLinked("echo", "shadow", noop(t, "string"), state.InputString)
+	e.waitHealthy("shadow", "1")
+	e.proxy.ApplySelection(map[string]selection.Spec{"echo": {Policy: "exp3", Shadow: "shadow"}})
+	var id string
+	for i := range 20 {
+		_, m := e.post("/apps/echo/predict", `{"input": "7"}`)
+		if m["model"] != "a:1" {
+			t.Fatalf("query %d answered by %v; the shadow must never answer", i, m["model"])
+		}
+		id, _ = m["query_id"].(string)
+	}
+	agreed := func() float64 {
+		return counterSum(t, e.reg, "sloproxy_selection_shadow_total", "app", "echo", "model", "shadow", "agree", "true")
+	}
+	testutil.Eventually(t, 5*time.Second, "the shadow's 20 answers compared", func() bool { return agreed() == 20 })
+	_, m := e.post("/apps/echo/feedback", `{"query_id": "`+id+`", "label": 7}`)
+	if got := mustJSON(m["rewards"]); got != `{"a":1,"shadow":1}` {
+		t.Errorf("rewards %s; want both the answer and the shadow's scored", got)
+	}
+}

@@ -1,0 +1,141 @@
+package selection
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Output says what an app's outputs are, which decides how answers
+// combine and how feedback rewards them.
+type Output string
+
+// The kinds of output.
+const (
+	// Label outputs are classes: an ensemble takes the weighted vote; a
+	// reward is 1 for the label given as feedback, else 0.
+	Label Output = "label"
+	// Number outputs are scalars: an ensemble takes the weighted mean; a
+	// reward is the negative squared error.
+	Number Output = "number"
+)
+
+// ErrLabel is the error of a label that does not fit the app's output.
+var ErrLabel = errors.New("bad label")
+
+// CheckLabel returns an error wrapping ErrLabel when label (JSON) is not
+// a label of o: a string, number or boolean for Label, a number for
+// Number.
+func (o Output) CheckLabel(label json.RawMessage) error {
+	var v any
+	if err := json.Unmarshal(label, &v); err != nil {
+		return fmt.Errorf("%w: %q is not JSON", ErrLabel, label)
+	}
+	switch v.(type) {
+	case float64:
+		return nil
+	case string, bool:
+		if o == Label {
+			return nil
+		}
+	}
+	if o == Number {
+		return fmt.Errorf("%w: the app's outputs are numbers; %s is not a number", ErrLabel, label)
+	}
+	return fmt.Errorf("%w: the app's outputs are labels; %s is not a string, number or boolean", ErrLabel, label)
+}
+
+// value decodes a model's output as the query API shows it: its JSON
+// value, or the string it is when it is not JSON.
+func value(out []byte) any {
+	var v any
+	if json.Unmarshal(out, &v) == nil {
+		return v
+	}
+	return string(out)
+}
+
+// number returns out as a number, if it is one.
+func number(out []byte) (float64, bool) {
+	f, ok := value(out).(float64)
+	return f, ok
+}
+
+// Reward scores out against label (which CheckLabel accepted): 1 or 0
+// for labels, the negative squared error for numbers (-Inf when out is
+// not a number).
+func (o Output) Reward(out []byte, label json.RawMessage) float64 {
+	if o == Number {
+		y, _ := number(label)
+		x, ok := number(out)
+		if !ok {
+			return math.Inf(-1)
+		}
+		return -(x - y) * (x - y)
+	}
+	if o.Agree(out, label) {
+		return 1
+	}
+	return 0
+}
+
+// Gain maps a reward of o to [0, 1], what the policies learn from.
+func (o Output) Gain(reward float64) float64 {
+	if o == Number {
+		return math.Exp(reward)
+	}
+	return reward
+}
+
+// Combine merges the outputs of an ensemble's answered arms with their
+// weights (nil means equal): the weighted vote for labels, ties going to
+// the first output; the weighted mean for numbers, of the outputs that
+// are numbers (the vote if none is).
+func (o Output) Combine(outs [][]byte, weights []float64) []byte {
+	w := func(i int) float64 {
+		if weights == nil {
+			return 1
+		}
+		return weights[i]
+	}
+	if o == Number {
+		var sum, total float64
+		for i, out := range outs {
+			if x, ok := number(out); ok {
+				sum += w(i) * x
+				total += w(i)
+			}
+		}
+		if total > 0 {
+			return strconv.AppendFloat(nil, sum/total, 'g', -1, 64)
+		}
+	}
+	votes := map[string]float64{}
+	keys := make([]string, len(outs))
+	best := -1
+	for i, out := range outs {
+		k, _ := json.Marshal(value(out))
+		keys[i] = string(k)
+		votes[keys[i]] += w(i)
+	}
+	for i := range outs {
+		if best < 0 || votes[keys[i]] > votes[keys[best]] {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	return outs[best]
+}
+
+// Agree reports whether two outputs are the same answer: the same JSON
+// value (3 and 3.0 agree), or the same bytes when not JSON.
+func (o Output) Agree(a, b []byte) bool {
+	x, _ := json.Marshal(value(a))
+	y, _ := json.Marshal(value(b))
+	return bytes.Equal(x, y)
+}

@@ -1,0 +1,334 @@
+package selection
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/sloproxy/sloproxy/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// accuracies are those of the four digits models of the integration test,
+// measured on the held-out rows.
+var accuracies = map[string]float64{"knn": 0.987, "logreg": 0.815, "tree": 0.633, "constant": 0.083}
+
+var arms = []string{"constant", "knn", "logreg", "tree"}
+
+// simulate streams n queries through p, each arm right with its accuracy,
+// and returns the arm of each query.
+func simulate(t *testing.T, p Policy, acc map[string]float64, n int, rng *rand.Rand) []string {
+	t.Helper()
+	ctx := context.Background()
+	out := make([]string, n)
+	for i := range out {
+		c := p.Choose(ctx, arms)
+		gains := make([]float64, len(c.Arms))
+		for j, a := range c.Arms {
+			if rng.Float64() < acc[a] {
+				gains[j] = 1
+			}
+		}
+		if err := p.Feedback(ctx, c, gains); err != nil {
+			t.Fatal(err)
+		}
+		out[i] = c.Arms[0]
+	}
+	return out
+}
+
+func share(chosen []string, arm string) float64 {
+	n := 0
+	for _, a := range chosen {
+		if a == arm {
+			n++
+		}
+	}
+	return float64(n) / float64(len(chosen))
+}
+
+func newTestTable(st State) *Table { return NewTable(Options{State: st}) }
+
+func TestExp3FindsTheBestArm(t *testing.T) {
+	for seed := uint64(1); seed <= 5; seed++ {
+		p, _ := newTestTable(nil).Get("digits", NameExp3)
+		p.(*Exp3).src = newSource(seed)
+		chosen := simulate(t, p, accuracies, 3000, rand.New(rand.NewPCG(seed, 0)))
+		if s := share(chosen[2000:], "knn"); s < 0.8 {
+			t.Errorf("seed %d: knn got %.3f of the last 1000 queries; want ≥ 0.8", seed, s)
+		}
+	}
+}
+
+func TestExp3MovesAwayFromAnArmThatTurnsBad(t *testing.T) {
+	p, _ := newTestTable(nil).Get("digits", NameExp3)
+	p.(*Exp3).src = newSource(7)
+	rng := rand.New(rand.NewPCG(7, 0))
+	simulate(t, p, accuracies, 1500, rng)
+	swapped := map[string]float64{"knn": 0.083, "logreg": 0.815, "tree": 0.633, "constant": 0.083}
+	chosen := simulate(t, p, swapped, 1000, rng)
+	if s := share(chosen[300:500], "knn"); s > 0.2 {
+		t.Errorf("knn, now constant, still got %.3f of queries 300-500 after the swap", s)
+	}
+	if s := share(chosen[500:], "logreg"); s < 0.6 {
+		t.Errorf("logreg, now the best, got %.3f of the queries from 500 after the swap; want ≥ 0.6", s)
+	}
+}
+
+func TestExp4WeighsTheBestArmMost(t *testing.T) {
+	p, _ := newTestTable(nil).Get("digits", NameExp4)
+	simulate(t, p, accuracies, 500, rand.New(rand.NewPCG(3, 0)))
+	c := p.Choose(context.Background(), arms)
+	if len(c.Arms) != 4 {
+		t.Fatalf("exp4 asked %v; want all four", c.Arms)
+	}
+	w := zip(c.Arms, c.Weights)
+	if w["knn"] <= w["logreg"]+w["tree"]+w["constant"] {
+		t.Errorf("weights %v: knn should outvote the others together", w)
+	}
+}
+
+func TestWeightedShares(t *testing.T) {
+	tab := newTestTable(nil)
+	tab.Set(map[string]Spec{"a": {Policy: NameWeighted, Shares: map[string]float64{"m:1": 3, "m:2": 1}, Seed: 1}})
+	p, _ := tab.Get("a", NameWeighted)
+	chosen := simulate(t, p, nil, 4000, rand.New(rand.NewPCG(1, 0)))
+	if s := share(chosen, "m:2"); math.Abs(s-0.25) > 0.03 {
+		t.Errorf("canary share %.3f; want 0.25", s)
+	}
+}
+
+func TestGuardRollsBackASlowCanary(t *testing.T) {
+	st := NewMemory()
+	reg := prometheus.NewRegistry()
+	tab := NewTable(Options{State: st, Registerer: reg})
+	spec := Spec{Policy: NameWeighted, Shares: map[string]float64{"m": 1, "m:2": 1}, Seed: 1,
+		Guard: Guard{Canary: "m:2", MinQueries: 10, MinAttainment: 0.9}}
+	tab.Set(map[string]Spec{"a": spec})
+	p, _ := tab.Get("a", NameWeighted)
+	now := time.Unix(1000, 0)
+	for range 9 {
+		p.(Observer).Observe("m:2", now, false, false)
+		p.(Observer).Observe("m", now, false, false) // not the canary: ignored
+	}
+	if got := tab.Status(context.Background(), "a", NameWeighted, nil); len(got.RolledBack) != 0 {
+		t.Fatalf("rolled back after 9 of 10 queries: %+v", got)
+	}
+	p.(Observer).Observe("m:2", now, false, false)
+	got := tab.Status(context.Background(), "a", NameWeighted, nil)
+	if len(got.RolledBack) != 1 || got.Shares["m:2"] != 0 || got.Shares["m"] != 1 {
+		t.Fatalf("status after 10 late answers: %+v", got)
+	}
+	if n := promtest.ToFloat64(tab.m.rollbacks.WithLabelValues("a", "m:2")); n != 1 {
+		t.Errorf("rollbacks metric %v; want 1", n)
+	}
+	for range 100 {
+		if c := p.Choose(context.Background(), nil); c.Arms[0] != "m" {
+			t.Fatalf("chose %v after the rollback", c.Arms)
+		}
+	}
+	// Another proxy, on the same state, with a fresh table: rolled back too.
+	other := newTestTable(st)
+	other.Set(map[string]Spec{"a": spec})
+	if got := other.Status(context.Background(), "a", NameWeighted, nil); len(got.RolledBack) != 1 {
+		t.Errorf("another proxy's status: %+v; want the canary rolled back", got)
+	}
+}
+
+func TestGuardRollsBackAFailingCanary(t *testing.T) {
+	tab := newTestTable(nil)
+	tab.Set(map[string]Spec{"a": {Policy: NameWeighted, Shares: map[string]float64{"m": 9, "m:2": 1},
+		Guard: Guard{Canary: "m:2", MinQueries: 4, MaxErrorRate: 0.2}}})
+	p, _ := tab.Get("a", "")
+	now := time.Unix(1000, 0)
+	for _, failed := range []bool{false, false, true, false} {
+		p.(Observer).Observe("m:2", now, !failed, failed)
+	}
+	if got := tab.Status(context.Background(), "a", "", nil); len(got.RolledBack) != 1 {
+		t.Errorf("a canary failing 1 in 4 with max_error_rate 0.2 is not rolled back: %+v", got)
+	}
+}
+
+func TestShadowIsNeverChosen(t *testing.T) {
+	tab := newTestTable(nil)
+	tab.Set(map[string]Spec{"a": {Policy: NameExp3, Shadow: "knn"}})
+	p, _ := tab.Get("a", NameExp3)
+	for range 200 {
+		c := p.Choose(context.Background(), arms)
+		if c.Shadow != "knn" || c.Arms[0] == "knn" {
+			t.Fatalf("choice %+v: the shadow must be copied, not chosen", c)
+		}
+	}
+}
+
+func TestCombine(t *testing.T) {
+	tests := []struct {
+		out     Output
+		outs    []string
+		weights []float64
+		want    string
+	}{
+		{Label, []string{"3", "5", "5"}, nil, "5"},
+		{Label, []string{"3", "5", "5"}, []float64{0.7, 0.2, 0.1}, "3"},
+		{Label, []string{`"cat"`, `"dog"`}, nil, `"cat"`}, // a tie: the first
+		{Label, []string{"3", "3.0"}, []float64{0.1, 0.1}, "3"},
+		{Number, []string{"1", "3"}, []float64{1, 3}, "2.5"},
+		{Number, []string{"1", "x", "3"}, nil, "2"},
+		{Number, []string{"x", "y", "y"}, nil, "y"},
+	}
+	for _, tt := range tests {
+		outs := make([][]byte, len(tt.outs))
+		for i, o := range tt.outs {
+			outs[i] = []byte(o)
+		}
+		if got := string(tt.out.Combine(outs, tt.weights)); got != tt.want {
+			t.Errorf("%s.Combine(%q, %v) = %q; want %q", tt.out, tt.outs, tt.weights, got, tt.want)
+		}
+	}
+}
+
+func TestRewardAndLabels(t *testing.T) {
+	if r := Label.Reward([]byte("7"), json.RawMessage("7")); r != 1 {
+		t.Errorf("label 7 for output 7: reward %v", r)
+	}
+	if r := Label.Reward([]byte("cat"), json.RawMessage(`"cat"`)); r != 1 {
+		t.Errorf("label \"cat\" for the non-JSON output cat: reward %v", r)
+	}
+	if r := Label.Reward([]byte("7"), json.RawMessage(`"7"`)); r != 0 {
+		t.Errorf("label \"7\" for output 7: reward %v; a string is not a number", r)
+	}
+	if r := Number.Reward([]byte("1.5"), json.RawMessage("2")); r != -0.25 {
+		t.Errorf("number 2 for 1.5: reward %v", r)
+	}
+	if g := Number.Gain(0); g != 1 {
+		t.Errorf("gain of a perfect number %v", g)
+	}
+	for _, tt := range []struct {
+		out   Output
+		label string
+		ok    bool
+	}{{Label, "3", true}, {Label, `"cat"`, true}, {Label, "true", true}, {Label, "[1]", false}, {Label, "{}", false},
+		{Label, "null", false}, {Number, "2.5", true}, {Number, `"2.5"`, false}, {Label, "{", false}} {
+		err := tt.out.CheckLabel(json.RawMessage(tt.label))
+		if (err == nil) != tt.ok {
+			t.Errorf("%s.CheckLabel(%s) = %v; want ok %v", tt.out, tt.label, err, tt.ok)
+		}
+	}
+}
+
+func TestSpecValidate(t *testing.T) {
+	bad := map[string]Spec{
+		"must be single":     {Policy: "ucb"},
+		"weighted needs":     {Policy: NameWeighted},
+		"finite number":      {Policy: NameWeighted, Shares: map[string]float64{"a": -1}},
+		"one must be":        {Policy: NameWeighted, Shares: map[string]float64{"a": 0}},
+		"not one of":         {Policy: NameWeighted, Shares: map[string]float64{"a": 1}, Guard: Guard{Canary: "b"}},
+		"no other arm":       {Policy: NameWeighted, Shares: map[string]float64{"a": 1}, Guard: Guard{Canary: "a"}},
+		"takes none":         {Policy: NameExp3, Shares: map[string]float64{"a": 1}},
+		"output":             {Output: "image"},
+		"gamma":              {Policy: NameExp3, Gamma: 2},
+		"eta":                {Policy: NameExp3, Eta: -1},
+		"within [0, 1]":      {Policy: NameWeighted, Shares: map[string]float64{"a": 1, "b": 1}, Guard: Guard{Canary: "a", MinAttainment: 2}},
+		"must not be negati": {Guard: Guard{MinQueries: -1}},
+	}
+	for want, s := range bad {
+		if err := s.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%+v: error %v; want one saying %q", s, err, want)
+		}
+	}
+	if err := (Spec{}).Validate(); err != nil {
+		t.Errorf("the zero spec: %v", err)
+	}
+}
+
+// testStates runs f on a Memory and on a Redis state.
+func testStates(t *testing.T, f func(t *testing.T, st State)) {
+	t.Run("memory", func(t *testing.T) { f(t, NewMemory()) })
+	t.Run("redis", func(t *testing.T) {
+		rdb := redis.NewClient(&redis.Options{Addr: testutil.StartRedis(t)})
+		t.Cleanup(func() { _ = rdb.Close() })
+		f(t, NewRedis(rdb, "test:"))
+	})
+}
+
+func TestStateAddNormalizes(t *testing.T) {
+	testStates(t, func(t *testing.T, st State) {
+		ctx := context.Background()
+		got, err := st.Add(ctx, "k", map[string]float64{"a": -1, "b": -3, "c": -20}, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]float64{"a": 0, "b": -2, "c": -5}
+		for k, v := range want {
+			if math.Abs(got[k]-v) > 1e-12 {
+				t.Errorf("after Add: %v; want %v", got, want)
+			}
+		}
+		if again, _ := st.Get(ctx, "k"); len(again) != 3 || again["b"] != got["b"] {
+			t.Errorf("Get %v; want %v", again, got)
+		}
+		if flags, err := st.Add(ctx, "f", map[string]float64{"x": 1}, 0); err != nil || flags["x"] != 1 {
+			t.Errorf("Add without gap: %v, %v", flags, err)
+		}
+	})
+}
+
+// TestStateAddIsAtomic adds from many goroutines at once: none is lost.
+func TestStateAddIsAtomic(t *testing.T) {
+	testStates(t, func(t *testing.T, st State) {
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 25 {
+					if _, err := st.Add(context.Background(), "n", map[string]float64{"a": 1, "b": 0.5}, 0); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		got, _ := st.Get(context.Background(), "n")
+		if got["a"] != 200 || got["b"] != 100 {
+			t.Errorf("after 200 concurrent adds: %v; want a=200 b=100", got)
+		}
+	})
+}
+
+// TestLearningSurvivesRestartAndReload: a new table on the same state (a
+// restarted proxy) and a changed spec (a reload) keep what was learned.
+func TestLearningSurvivesRestartAndReload(t *testing.T) {
+	testStates(t, func(t *testing.T, st State) {
+		ctx := context.Background()
+		first := newTestTable(st)
+		p, _ := first.Get("digits", NameExp3)
+		simulate(t, p, accuracies, 300, rand.New(rand.NewPCG(1, 0)))
+		learned := first.Status(ctx, "digits", NameExp3, arms)
+		if learned.Shares["knn"] < 0.5 {
+			t.Fatalf("after 300 queries: %+v", learned)
+		}
+		restarted := newTestTable(st)
+		if got := restarted.Status(ctx, "digits", NameExp3, arms); !reflect.DeepEqual(got, learned) {
+			t.Errorf("after a restart: %+v; want %+v", got, learned)
+		}
+		restarted.Set(map[string]Spec{"digits": {Policy: NameExp3, Gamma: 0.2}})
+		got := restarted.Status(ctx, "digits", NameExp3, arms)
+		if got.Shares["knn"] < 0.5 || got.Shares["knn"] == learned.Shares["knn"] {
+			t.Errorf("after a reload to gamma 0.2: %+v; want the learned weights with more exploration", got)
+		}
+	})
+}
