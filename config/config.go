@@ -92,6 +92,33 @@ type Limits struct {
 // Runtimes configures the runtimes this proxy manages.
 type Runtimes struct {
 	Process ProcessRuntime `yaml:"process"`
+	Docker  DockerRuntime  `yaml:"docker"`
+}
+
+// DockerRuntime runs model replicas as containers on a Docker Engine (see
+// package containers/docker). Proxies that share a Redis and an Engine may
+// all enable it with one owner: they adopt each other's containers.
+type DockerRuntime struct {
+	// Enabled makes this proxy start, watch and replace the containers of
+	// docker models. Off by default: it needs an Engine.
+	Enabled bool `yaml:"enabled"`
+	// Host is the Engine's address; empty means $DOCKER_HOST, else the
+	// Engine's default socket.
+	Host string `yaml:"host"`
+	// Owner labels the containers; empty means "sloproxy".
+	Owner string `yaml:"owner"`
+	// Network is the network containers join; empty means the Engine's
+	// default bridge.
+	Network string `yaml:"network"`
+	// WritableRoot gives containers a writable root file system; false
+	// keeps it read-only with a tmpfs on /tmp.
+	WritableRoot bool `yaml:"writable_root"`
+	// StartTimeout bounds a container's start up to its answered warm-up
+	// request; 0 means 2 minutes.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+	// DrainTimeout is how long a withdrawn replica keeps running for the
+	// queries sent to it; 0 means 5 s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
 
 // ProcessRuntime runs model replicas as local processes.
@@ -385,6 +412,13 @@ type Model struct {
 	Image     string            `yaml:"image"`
 	Replicas  int               `yaml:"replicas"`
 	BatchSize int               `yaml:"batch_size"`
+
+	// CPUs, MemoryBytes, GPUs and DeviceIDs limit and equip each docker
+	// container; see state.RuntimeSpec.
+	CPUs        float64  `yaml:"cpus"`
+	MemoryBytes int64    `yaml:"memory_bytes"`
+	GPUs        int      `yaml:"gpus"`
+	DeviceIDs   []string `yaml:"device_ids"`
 }
 
 // Default is the configuration an empty file yields.
@@ -462,6 +496,9 @@ func (c *Config) Validate() error {
 	if p := c.Runtimes.Process.PortBase; p < 1 || p > 65535 {
 		return fmt.Errorf("runtimes.process.port_base %d: must be a port, 1 to 65535", p)
 	}
+	if d := c.Runtimes.Docker; d.StartTimeout < 0 || d.DrainTimeout < 0 {
+		return fmt.Errorf("runtimes.docker: start_timeout %v, drain_timeout %v: must not be negative", d.StartTimeout, d.DrainTimeout)
+	}
 	if c.Cache.L1Bytes <= 0 {
 		return fmt.Errorf("cache.l1_bytes %d: must be positive", c.Cache.L1Bytes)
 	}
@@ -534,7 +571,7 @@ func (m Model) ModelVersion() state.ModelVersion {
 		Version:   m.Version,
 		InputType: state.InputType(m.InputType),
 		Runtime: state.RuntimeSpec{Kind: state.RuntimeKind(m.Runtime), Command: m.Command, Env: m.Env,
-			Addresses: m.Addresses, Image: m.Image},
+			Addresses: m.Addresses, Image: m.Image, CPUs: m.CPUs, MemoryBytes: m.MemoryBytes, GPUs: m.GPUs, DeviceIDs: m.DeviceIDs},
 		Replicas:  m.Replicas,
 		BatchSize: m.BatchSize,
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -41,6 +42,14 @@ func TestFullFile(t *testing.T) {
 	}
 	if c.Models[0].Runtime != "process" {
 		t.Fatalf("runtime default: %q", c.Models[0].Runtime)
+	}
+	d := c.Runtimes.Docker
+	if !d.Enabled || d.Owner != "team-a" || d.DrainTimeout != 2*time.Second {
+		t.Fatalf("runtimes.docker: %+v", d)
+	}
+	want := state.RuntimeSpec{Kind: state.RuntimeDocker, Image: "sloproxy/onnx:3", CPUs: 1.5, MemoryBytes: 512 << 20, GPUs: 1}
+	if got := c.Models[2].ModelVersion().Runtime; !reflect.DeepEqual(got, want) {
+		t.Fatalf("docker model's runtime: %+v, want %+v", got, want)
 	}
 }
 
@@ -93,6 +102,7 @@ func TestBadFiles(t *testing.T) {
 		"bad-cache-bytes.bad.yml":          "cache.l1_bytes 0: must be positive",
 		"bad-log-level.bad.yml":            `log.level "verbose": must be debug, info, warn or error`,
 		"bad-port-base.bad.yml":            "runtimes.process.port_base 70000: must be a port, 1 to 65535",
+		"bad-docker-drain.bad.yml":         "runtimes.docker: start_timeout 0s, drain_timeout -1s: must not be negative",
 		"slo-bad-shed.bad.yml":             `apps[0].shed "drop": must be default, reject or unavailable`,
 		"slo-bad-objective.bad.yml":        "apps[0].objective 1: must be above 0 and below 1",
 		"slo-bad-window.bad.yml":           "apps[0].window 10ms: must be at least 1s",

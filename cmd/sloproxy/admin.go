@@ -45,10 +45,10 @@ var appVerbs = []verb{
 	{"unlink", "APP MODEL", "stop APP from using MODEL", appsUnlink},
 }
 
-// modelVerbs are the verbs of `sloproxy models`. (`deploy`, which builds
-// and starts containers with progress output, arrives with the docker
-// runtime.)
+// modelVerbs are the verbs of `sloproxy models`.
 var modelVerbs = []verb{
+	{"deploy", "--name NAME --version V --image IMAGE --input-type TYPE [--replicas N] [--gpus all|N|device=ID,...] [--cpus N] [--memory SIZE] [--env KEY=VALUE] [--batch-size N] [--wait D] [--no-switch]",
+		"deploy a docker image: register the version, wait for its replicas, then move traffic to it", modelsDeploy},
 	{"list", "", "list the models and their versions", modelsList},
 	{"get", "NAME", "show a model's versions and replicas", modelsGet},
 	{"register", "--name NAME --version V --input-type TYPE --runtime process|external|docker [runtime flags] [--replicas N] [--batch-size N]", "register a model version", modelsRegister},

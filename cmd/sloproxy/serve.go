@@ -30,6 +30,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/config"
+	"github.com/sloproxy/sloproxy/containers/docker"
 	"github.com/sloproxy/sloproxy/containers/process"
 	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/proxy"
@@ -142,6 +143,16 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		defer func() { _ = procs.Close() }() // stops the children, last
 		runtimes[state.RuntimeProcess] = procs
 	}
+	if d := cfg.Runtimes.Docker; d.Enabled {
+		containers, err := docker.New(ctx, docker.Options{Host: d.Host, Owner: d.Owner, Network: d.Network, WritableRoot: d.WritableRoot,
+			StartTimeout: d.StartTimeout, DrainTimeout: d.DrainTimeout, Logger: log.Named("docker")})
+		if err != nil {
+			return fmt.Errorf("runtimes.docker: %w", err)
+		}
+		// Closing leaves the containers running: the next start adopts them.
+		defer func() { _ = containers.Close() }()
+		runtimes[state.RuntimeDocker] = containers
+	}
 	mgr := runtime.NewManager(store, runtime.Options{Runtimes: runtimes, Logger: log.Named("runtime")})
 	if err := mgr.Start(ctx); err != nil {
 		return err
@@ -185,7 +196,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 
 	servers := []*http.Server{
 		newServer(p.Handler(), log),
-		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus}), log),
+		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem}), log),
 	}
 	failed := make(chan error, len(servers))
 	var serving sync.WaitGroup

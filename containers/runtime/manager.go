@@ -45,7 +45,8 @@ type Options struct {
 }
 
 // Manager makes the runtimes run what the state says. It reconciles on every
-// change of the state's snapshot and every Options.Interval: for each
+// change of the state's snapshot, every Options.Interval and whenever a
+// runtime that is a Notifier signals a change: for each
 // version in the state whose runtime kind it manages, it calls Ensure and
 // registers the addresses with SetReplicas when they differ from the
 // snapshot's; a version a runtime runs that is no longer in the state (or
@@ -63,6 +64,11 @@ type Manager struct {
 	// pass serializes passes: the loop's and Reconcile's. Runtimes are
 	// called from one goroutine at a time.
 	pass sync.Mutex
+
+	// problemsMu guards problems: the last ensure error of each version
+	// whose last ensure failed.
+	problemsMu sync.Mutex
+	problems   map[VersionKey]string
 
 	// mu guards cancel and done: the lifecycle.
 	mu     sync.Mutex
@@ -83,7 +89,28 @@ func NewManager(store Store, opts Options) *Manager {
 		runtimes: maps.Clone(opts.Runtimes),
 		interval: opts.Interval,
 		log:      opts.Logger,
+		problems: map[VersionKey]string{},
 	}
+}
+
+// Problem returns why the last attempt to run a model version failed (the
+// runtime's Ensure error, such as a missing image or a container that
+// exits at start), or "" if it succeeded or the version is not managed
+// here. The admin API shows it, so that who deploys sees it.
+func (m *Manager) Problem(model, version string) string {
+	m.problemsMu.Lock()
+	defer m.problemsMu.Unlock()
+	return m.problems[VersionKey{model, version}]
+}
+
+func (m *Manager) setProblem(k VersionKey, err error) {
+	m.problemsMu.Lock()
+	defer m.problemsMu.Unlock()
+	if err == nil {
+		delete(m.problems, k)
+		return
+	}
+	m.problems[k] = err.Error()
 }
 
 // Start reconciles in the background, at once and then on every change,
@@ -123,6 +150,16 @@ func (m *Manager) loop(ctx context.Context) {
 	defer close(m.done)
 	tick := time.NewTicker(m.interval)
 	defer tick.Stop()
+	// The runtimes' own changes merge into wake: a burst of them costs
+	// one pass.
+	wake := make(chan struct{}, 1)
+	var forwarders sync.WaitGroup
+	defer forwarders.Wait()
+	for _, rt := range m.runtimes {
+		if n, ok := rt.(Notifier); ok {
+			forwarders.Go(func() { forward(ctx, n.Changed(), wake) })
+		}
+	}
 	for {
 		snap := m.store.Snapshot()
 		_ = m.reconcile(ctx, snap)
@@ -133,6 +170,23 @@ func (m *Manager) loop(ctx context.Context) {
 			return
 		case <-snap.Changed():
 		case <-tick.C:
+		case <-wake:
+		}
+	}
+}
+
+// forward sends to wake, without blocking, each time from receives, until
+// ctx is done.
+func forward(ctx context.Context, from <-chan struct{}, wake chan<- struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-from:
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
@@ -157,6 +211,9 @@ func (m *Manager) reconcile(ctx context.Context, snap *state.Snapshot) (err erro
 	}
 	// Remove first, freeing ports and resources for what starts below.
 	errs := m.removeUndesired(ctx, desired)
+	m.problemsMu.Lock()
+	maps.DeleteFunc(m.problems, func(k VersionKey, _ string) bool { _, ok := desired[k]; return !ok })
+	m.problemsMu.Unlock()
 	for _, k := range slices.SortedFunc(maps.Keys(desired), VersionKey.Compare) {
 		if err := m.ensure(ctx, desired[k]); err != nil {
 			errs = append(errs, err)
@@ -197,6 +254,7 @@ func (m *Manager) removeUndesired(ctx context.Context, desired map[VersionKey]st
 func (m *Manager) ensure(ctx context.Context, mv state.ModelVersion) error {
 	log := m.log.With(zap.String("kind", string(mv.Runtime.Kind)), zap.String("model", mv.Model), zap.String("version", mv.Version))
 	addrs, err := m.runtimes[mv.Runtime.Kind].Ensure(ctx, mv)
+	m.setProblem(VersionKey{mv.Model, mv.Version}, err)
 	if err != nil {
 		log.Warn("runtime: ensuring replicas failed; retrying on the next pass", zap.Error(err))
 		return fmt.Errorf("%s runtime: model %q version %q: ensure: %w", mv.Runtime.Kind, mv.Model, mv.Version, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,13 +140,69 @@ func TestManagerRetriesFailures(t *testing.T) {
 	if err := m.Reconcile(ctx); err == nil {
 		t.Fatal("Reconcile returned nil while Ensure fails")
 	}
+	if p := m.Problem("m", "1"); !strings.Contains(p, "injected failure") {
+		t.Errorf("Problem = %q while Ensure fails, want its error", p)
+	}
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 	fake.setFail(false)
 	testutil.Eventually(t, 5*time.Second, "registered on a later pass", func() bool { return len(store.Snapshot().Replicas("m", "1")) == 1 })
+	if p := m.Problem("m", "1"); p != "" {
+		t.Errorf("Problem = %q after a successful pass, want none", p)
+	}
 	if err := m.Start(ctx); err == nil {
 		t.Error("a second Start returned nil")
 	}
+}
+
+// notifying is a runtime whose replica's address changes on its own, as a
+// docker container replaced after a crash does, and which says so.
+type notifying struct {
+	mu      sync.Mutex
+	addr    string
+	changed chan struct{}
+}
+
+func (n *notifying) Ensure(context.Context, state.ModelVersion) ([]string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return []string{n.addr}, nil
+}
+
+func (n *notifying) Remove(context.Context, string, string) error { return nil }
+
+func (n *notifying) Running(context.Context) ([]runtime.VersionKey, error) { return nil, nil }
+
+func (n *notifying) Changed() <-chan struct{} { return n.changed }
+
+func (n *notifying) set(addr string) {
+	n.mu.Lock()
+	n.addr = addr
+	n.mu.Unlock()
+	n.changed <- struct{}{}
+}
+
+func TestManagerPassOnRuntimeChange(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewStore(nil, state.Options{})
+	n := &notifying{addr: "127.0.0.1:9001", changed: make(chan struct{})}
+	// An interval that never comes: only the runtime's signal can cause
+	// the second registration.
+	m := runtime.NewManager(store, runtime.Options{Runtimes: map[state.RuntimeKind]runtime.Runtime{state.RuntimeDocker: n}, Interval: time.Hour})
+	if err := store.PutVersion(ctx, state.ModelVersion{Model: "m", Version: "1", InputType: state.InputBytes, Replicas: 1,
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeDocker, Image: "m:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	registered := func(addr string) func() bool {
+		return func() bool { return slices.Equal(store.Snapshot().Replicas("m", "1"), []string{addr}) }
+	}
+	testutil.Eventually(t, 5*time.Second, "the first address registered", registered("127.0.0.1:9001"))
+	n.set("127.0.0.1:9002")
+	testutil.Eventually(t, 5*time.Second, "the new address registered after the runtime's signal", registered("127.0.0.1:9002"))
 }

@@ -51,6 +51,15 @@ type Runtime interface {
 	Running(ctx context.Context) ([]VersionKey, error)
 }
 
+// Notifier is implemented by runtimes whose replicas change on their own:
+// a docker container that becomes ready after its warm-up, or dies and is
+// replaced. The Manager runs a pass whenever Changed's channel receives, so
+// such a change reaches the state at once rather than on the next periodic
+// pass.
+type Notifier interface {
+	Changed() <-chan struct{}
+}
+
 // VersionKey names a model version.
 type VersionKey struct {
 	Model, Version string

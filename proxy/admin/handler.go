@@ -34,6 +34,12 @@ type Options struct {
 	// decided (shares, canaries rolled back). Nil means GET
 	// /api/v1/apps/{app}/selection answers 501.
 	Selection func(ctx context.Context, app string) (selection.Status, error)
+	// Problem says why this proxy's runtimes could not run a model version
+	// on their last attempt (a missing image, a container that exits at
+	// start), answered as the version's "problem"; "" when there is none.
+	// Nil means no version has one: this proxy runs no runtime, or its
+	// problems are not reported.
+	Problem func(model, version string) string
 }
 
 // The API's paths. Names in braces are path variables.
@@ -68,6 +74,9 @@ type handler struct {
 	// Comparing hashes keeps the comparison constant-time even in the
 	// token's length.
 	tokenHash []byte
+
+	// problem is Options.Problem, never nil.
+	problem func(model, version string) string
 }
 
 // NewHandler returns the admin API over store.
@@ -76,9 +85,12 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 }
 
 func newHandler(store *state.Store, opts Options) *handler {
-	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection}
+	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem}
 	if h.log == nil {
 		h.log = zap.NewNop()
+	}
+	if h.problem == nil {
+		h.problem = func(string, string) string { return "" }
 	}
 	if opts.Token != "" {
 		sum := sha256.Sum256([]byte(opts.Token))

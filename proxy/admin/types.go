@@ -106,6 +106,10 @@ type VersionView struct {
 	// the runtimes registered as live; empty, never null, when none are.
 	// The desired count is Replicas.
 	LiveReplicas []string `json:"live_replicas"`
+	// Problem says why the runtime could not run the version on its last
+	// attempt, as the proxy that answers saw it (see Options.Problem);
+	// empty when there is none.
+	Problem string `json:"problem,omitempty"`
 }
 
 // ModelView is a model as the API answers it.
@@ -183,8 +187,8 @@ func appView(snap *state.Snapshot, a state.App) AppView {
 	return AppView{App: appFromState(a), Models: nonNil(snap.ModelsOf(a.Name))}
 }
 
-// modelView builds the view of m from snap.
-func modelView(snap *state.Snapshot, m state.Model) ModelView {
+// modelView builds the view of m from snap, with each version's problem.
+func modelView(snap *state.Snapshot, m state.Model, problem func(model, version string) string) ModelView {
 	v := ModelView{
 		Name:           m.Name,
 		CurrentVersion: m.CurrentVersion,
@@ -197,6 +201,7 @@ func modelView(snap *state.Snapshot, m state.Model) ModelView {
 			ModelVersion: mv,
 			Current:      mv.Version == m.CurrentVersion,
 			LiveReplicas: nonNil(snap.Replicas(m.Name, mv.Version)),
+			Problem:      problem(m.Name, mv.Version),
 		})
 	}
 	return v
