@@ -35,6 +35,11 @@ type Options struct {
 	// Progress receives a line a second while the run goes on; nil means
 	// none.
 	Progress io.Writer
+	// Warmup is sent first, at the schedule's first rate and with its
+	// arrivals, and left out of the result: the load generator's
+	// connections and the proxy's learned state reach the steady state
+	// before anything is measured. 0 means none.
+	Warmup time.Duration
 }
 
 // Result is what a run measured.
@@ -160,6 +165,14 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if n := sched.Requests(); n == 0 {
 		return nil, fmt.Errorf("the schedule sends no request")
 	}
+	if opts.Warmup < 0 {
+		return nil, fmt.Errorf("warm-up %v: must not be negative", opts.Warmup)
+	}
+	sent := sched
+	if opts.Warmup > 0 {
+		sent = &Schedule{Phases: append([]Phase{{Duration: opts.Warmup, Rate: sched.Phases[0].Rate}}, sched.Phases...),
+			Poisson: sched.Poisson, Seed: sched.Seed}
+	}
 	atk := vegeta.NewAttacker(vegeta.Timeout(opts.Timeout), vegeta.KeepAlive(true), vegeta.Connections(10000),
 		vegeta.MaxBody(64<<10))
 	target := vegeta.Target{Method: http.MethodPost, URL: opts.URL, Body: opts.Body,
@@ -176,8 +189,20 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	stopScrape := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex // guards sec and res while the scraper writes MeanBatch
-	start := time.Now()
+
+	// What is measured starts after the warm-up.
+	start := time.Now().Add(opts.Warmup)
 	wg.Go(func() {
+		if opts.Warmup > 0 {
+			if opts.Progress != nil {
+				fmt.Fprintf(opts.Progress, "warming up for %v\n", opts.Warmup)
+			}
+			select {
+			case <-stopScrape:
+				return
+			case <-time.After(time.Until(start)):
+			}
+		}
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		batches.scrape() // the baseline
@@ -206,7 +231,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	})
 
 	// No duration limit: the schedule stops the attack after its last request.
-	results := atk.Attack(vegeta.NewStaticTargeter(target), sched, 0, "sloproxy-bench")
+	results := atk.Attack(vegeta.NewStaticTargeter(target), sent, 0, "sloproxy-bench")
 	done := ctx.Done()
 loop:
 	for {
@@ -214,6 +239,9 @@ loop:
 		case r, ok := <-results:
 			if !ok {
 				break loop
+			}
+			if r.Timestamp.Before(start) {
+				continue // warm-up
 			}
 			k, why := classify(r)
 			i := min(max(int(r.Timestamp.Sub(start)/time.Second), 0), seconds-1)

@@ -48,6 +48,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	seed := fs.Uint64("seed", 1, "the seed of Poisson arrivals")
 	metrics := fs.String("metrics", "", "the proxy's /metrics, scraped for batch sizes (default: /metrics on the URL's host; \"none\" for none)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long one request may take before it counts as an error")
+	warmup := fs.Duration("warmup", 0, "send this long first, at the first rate, and leave it out of the result")
 	jsonOut := fs.String("json", "", "write the result, with its per-second series, as JSON to this file")
 	plotOut := fs.String("plot", "", "write a PNG plot of latency, load and batch size over time to this file")
 	if err := fs.Parse(args); err != nil {
@@ -65,6 +66,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	if *slo <= 0 {
 		return fmt.Errorf("--slo %v: must be positive", *slo)
+	}
+	if *warmup < 0 {
+		return fmt.Errorf("--warmup %v: must not be negative", *warmup)
 	}
 	sched := &loadtest.Schedule{Seed: *seed}
 	switch *arrival {
@@ -110,7 +114,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	fmt.Fprintf(stderr, "sending %d requests over %v to %s\n", sched.Requests(), sched.Duration(), *target)
 	res, err := loadtest.Run(ctx, loadtest.Options{URL: *target, Body: payload, Schedule: sched, SLO: *slo,
-		MetricsURL: metricsURL, Timeout: *timeout, Progress: stderr})
+		MetricsURL: metricsURL, Timeout: *timeout, Progress: stderr, Warmup: *warmup})
 	if res == nil {
 		return err
 	}

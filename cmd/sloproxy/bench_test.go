@@ -15,7 +15,8 @@ import (
 )
 
 // TestBench runs `sloproxy bench` against a served proxy with the noop
-// model, a real process.
+// model, a real process. The 50 requests of its warm-up are left out of
+// the result.
 func TestBench(t *testing.T) {
 	noop := testutil.BuildGo(t, "./examples/noop")
 	s := startServe(t, fmt.Sprintf(`
@@ -33,7 +34,7 @@ models:
 	jsonPath, plotPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.png")
 	var out, errOut bytes.Buffer
 	err := runBench([]string{"--url", "http://" + s.query + "/apps/echo/predict", "--body", `{"input": "hi"}`,
-		"--slo", "500ms", "--phases", "1s@100,1s@300", "--arrival", "constant", "--json", jsonPath, "--plot", plotPath}, &out, &errOut)
+		"--slo", "500ms", "--phases", "1s@100,1s@300", "--arrival", "constant", "--warmup", "500ms", "--json", jsonPath, "--plot", plotPath}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, errOut.String())
 	}
@@ -101,6 +102,7 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--arrival", "bursty"}, "constant or poisson"},
 		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--body", "{oops"}, "not valid JSON"},
 		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "Inf", "--duration", "1s", "--body", "{}"}, "rate"},
+		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--warmup", "-1s"}, "--warmup"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
