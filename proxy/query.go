@@ -257,6 +257,9 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Po
 		a.output = out
 	case isShed(err):
 		p.shed(a, app, pol, err)
+	case errors.Is(err, dispatch.ErrDoomed):
+		*a = p.fallback(*a, app, "deadline: "+err.Error())
+		a.late = true
 	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
 		_, healthy := t.d.Replicas()
 		*a = p.fallback(*a, app, fmt.Sprintf("deadline: model %s did not answer within the app's SLO of %v (%d healthy replicas)", t.model, app.SLO, healthy))

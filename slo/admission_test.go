@@ -80,7 +80,7 @@ func TestAdmissionShedsWhatWouldBeLateUnderOverload(t *testing.T) {
 	var results [2]outcomes
 	for i, b := range []slo.Batching{without, withAdmission} {
 		results[i] = overload(t, b, m.Addr, 1000, 2*time.Second)
-		t.Logf("admission=%v: %d answered in time, %d shed at once, %d waited until their deadline, %d other errors",
+		t.Logf("admission=%v: %d answered in time, %d shed, %d waited until their deadline, %d other errors",
 			b.Admission, results[i].ok, results[i].shed, results[i].late, len(results[i].other))
 	}
 	for _, r := range results {
@@ -88,13 +88,16 @@ func TestAdmissionShedsWhatWouldBeLateUnderOverload(t *testing.T) {
 			t.Fatalf("unexpected errors: %v", r.other)
 		}
 	}
+	// Without admission every query is queued; the controller still
+	// refuses, when it comes to them, those at the head of the queue that
+	// could no longer make their deadline even alone (they count as shed
+	// here), but by then they have waited. With admission the queries the
+	// replica cannot serve are refused at once, so the ones it admits are
+	// answered in time rather than late, and more of them.
 	off, on := results[0], results[1]
-	if off.shed != 0 {
-		t.Errorf("without admission %d queries were shed", off.shed)
+	if on.ok <= off.ok {
+		t.Errorf("admission answered %d in time, no more than the %d without it", on.ok, off.ok)
 	}
-	// With admission the queries the replica cannot serve are refused at
-	// once instead of waiting in the queue until their deadline, so the
-	// ones it admits are answered in time rather than late.
 	if on.shed == 0 {
 		t.Fatal("with admission no query was shed under twice the capacity")
 	}

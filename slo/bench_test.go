@@ -34,6 +34,6 @@ func BenchmarkAdmission(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		f.Plan(20*time.Millisecond, 64)
+		f.Estimate(16)
 	}
 }

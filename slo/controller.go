@@ -72,10 +72,11 @@ func (c *AIMD) Observe(n int, latency time.Duration) {
 
 var _ dispatch.Controller = (*AIMD)(nil)
 
-// LatencyModel fits latency(n) ≈ a + b·n on a high quantile (see Fit) and
-// chooses the largest n that fits both the steady-state budget of the head
-// query's SLO and its slack. It needs no tuning: the fit is
-// learned from the replica's own batches.
+// LatencyModel fits latency(n) ≈ a + b·n with a high quantile of the
+// residuals on top (see Fit) and chooses the largest n whose latency at
+// that quantile meets the head query's deadline, within the steady-state
+// size of its SLO. It needs no tuning: the fit is learned from the
+// replica's own batches.
 type LatencyModel struct {
 	fit *Fit
 	max int
@@ -89,23 +90,31 @@ func NewLatencyModel(quantile float64, window, max int) *LatencyModel {
 	return &LatencyModel{fit: NewFit(window, quantile), max: max}
 }
 
-// BatchSize implements dispatch.Controller: the steady-state size for the
-// head query's SLO (see Fit.Plan), cut to what its slack allows. With no
-// deadline in sight it chooses the cap; when even one query cannot make
-// the head's deadline it chooses 1, so that the head goes out at once
-// rather than not at all.
+// BatchSize implements dispatch.Controller: the largest batch whose
+// latency at the quantile fits the head query's slack (Fit.Largest), so
+// that the head makes its deadline, and so do the queries behind it, whose
+// deadlines are later; but no larger than the steady-state size of the
+// head's SLO (Fit.Plan), so that the queries arriving while it runs make
+// theirs too. The batch takes fewer when fewer are queued. With no
+// deadline in sight it chooses the cap. A head that can make its deadline
+// only typically, not at the quantile, goes in the batch that typically
+// makes it; one that cannot even typically make it alone gets 0: it is
+// refused, rather than spending a batch on it.
 func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 	limit := c.max
 	if limit <= 0 {
 		limit = dispatch.NoLimit
 	}
 	if slo > 0 {
-		limit, _, _ = c.fit.Plan(slo, limit)
+		limit = c.fit.Plan(slo, limit)
 	}
-	if slack >= 0 {
-		limit = min(limit, c.fit.Largest(slack, limit))
+	if slack < 0 {
+		return limit
 	}
-	return max(1, limit)
+	if n := c.fit.Largest(slack, limit); n > 0 {
+		return n
+	}
+	return c.fit.LargestTypical(slack, limit)
 }
 
 // Observe implements dispatch.Controller.

@@ -26,9 +26,7 @@ type Fit struct {
 	r     float64    // the residuals' quantile, seconds (≥ 0)
 	maxN  int        // the largest batch observed
 
-	// Scratch space of refit, kept so that a refit allocates nothing.
-	fastest []float64 // by batch size: the least latency seen, 0 if none
-	top     []float64 // the largest residuals, ascending
+	top []float64 // refit's scratch space: the largest residuals, ascending
 }
 
 type obs struct {
@@ -66,29 +64,44 @@ func (f *Fit) Observe(n int, latency time.Duration) {
 	f.dirty = true
 }
 
-// Estimate is the planned latency of a batch of n items: the fit plus the
-// residuals' quantile. Before any observation it is 0.
-func (f *Fit) Estimate(n int) time.Duration {
+// Estimate is what a batch of n items takes: typically (the fit, a + b·n)
+// and at the quantile, typical plus tail (the residuals' quantile). Before
+// any observation both are 0.
+func (f *Fit) Estimate(n int) (typical, tail time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refit()
-	return seconds(f.a + f.b*float64(n) + f.r)
+	return seconds(f.a + f.b*float64(n)), seconds(f.r)
 }
 
-// Largest is the largest batch size, at most limit, whose estimate fits
-// within budget, and 0 when not even one item does. A Fit that has not yet
-// seen two batch sizes cannot tell the cost per item: it allows doubling
-// the largest batch seen, so that the sizes it needs to learn come.
+// Largest is the largest batch size, at most limit, whose latency at the
+// quantile, a + b·n + r, fits within budget, and 0 when not even one item
+// does. A Fit that has not yet seen two batch sizes cannot tell the cost
+// per item: it allows doubling the largest batch seen, so that the sizes
+// it needs to learn come.
 func (f *Fit) Largest(budget time.Duration, limit int) int {
+	return f.largest(budget, limit, true)
+}
+
+// LargestTypical is Largest for the typical latency, a + b·n, without the
+// tail.
+func (f *Fit) LargestTypical(budget time.Duration, limit int) int {
+	return f.largest(budget, limit, false)
+}
+
+func (f *Fit) largest(budget time.Duration, limit int, tail bool) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refit()
 	if f.count == 0 {
 		return limit
 	}
-	left := budget.Seconds() - f.a - f.r
+	left := budget.Seconds() - f.a
+	if tail {
+		left -= f.r
+	}
 	switch {
-	case left < 0:
+	case left < f.b:
 		return 0
 	case f.b <= 0:
 		return min(limit, max(1, 2*f.maxN))
@@ -99,26 +112,23 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 // Plan is the steady-state batch size for an objective slo: the largest n,
 // at most limit, for which waiting out a batch already running and then
 // one's own still finishes within slo, 2·(a + b·n) + r ≤ slo (the delays r
-// planned for once: they seldom strike both batches), with a + b·n and r.
-// With no n fitting it returns 1. Before any observation it returns limit
-// and zero durations.
-func (f *Fit) Plan(slo time.Duration, limit int) (n int, batch, tail time.Duration) {
+// planned for once: they seldom strike both batches). With no n fitting
+// it returns 1; before any observation, limit.
+func (f *Fit) Plan(slo time.Duration, limit int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refit()
 	if f.count == 0 {
-		return limit, 0, 0
+		return limit
 	}
 	left := (slo.Seconds()-f.r)/2 - f.a
 	switch {
 	case left < f.b:
-		n = 1
+		return 1
 	case f.b <= 0:
-		n = min(limit, max(1, 2*f.maxN))
-	default:
-		n = int(min(float64(limit), math.Floor(left/f.b)))
+		return min(limit, max(1, 2*f.maxN))
 	}
-	return n, seconds(f.a + f.b*float64(n)), seconds(f.r)
+	return int(min(float64(limit), math.Floor(left/f.b)))
 }
 
 // Params returns the fitted a and b and the residuals' quantile.
@@ -132,40 +142,24 @@ func (f *Fit) Params() (a, b, r time.Duration) {
 // refit recomputes a, b and r when observations changed. Called with mu
 // held.
 //
-// a and b are fitted by least squares to the fastest batch of each size
-// seen, not to every batch: a model's own cost is what the fastest batches
-// show, while the delays on top (the processor shared with other work, a
-// collector's pause) are one-sided noise that would make a fit to all
-// batches guess the cost per item from the spread of delays. Those delays
-// are what r plans for: the quantile of every batch's excess over the fit.
+// a and b are fitted by least squares to every batch held, and r is the
+// quantile of the batches' excess over that line. Delays that strike
+// batches whatever their size (the processor shared with other work, a
+// timer that wakes late, a collector's pause) move a and r, not b.
 func (f *Fit) refit() {
 	if !f.dirty {
 		return
 	}
 	f.dirty = false
 	held := f.obs[:f.count]
-	if len(f.fastest) <= f.maxN {
-		f.fastest = make([]float64, f.maxN+1)
-	}
-	fastest := f.fastest[:f.maxN+1]
-	clear(fastest)
+	var sn, sl, snn, snl float64
 	for _, o := range held {
-		if l := fastest[int(o.n)]; l == 0 || o.latency < l {
-			fastest[int(o.n)] = max(o.latency, math.SmallestNonzeroFloat64)
-		}
+		sn += o.n
+		sl += o.latency
+		snn += o.n * o.n
+		snl += o.n * o.latency
 	}
-	var k, sn, sl, snn, snl float64
-	for n, l := range fastest {
-		if l == 0 {
-			continue
-		}
-		n := float64(n)
-		k++
-		sn += n
-		sl += l
-		snn += n * n
-		snl += n * l
-	}
+	k := float64(len(held))
 	meanN, meanL := sn/k, sl/k
 	varN := snn/k - meanN*meanN
 	f.b = 0

@@ -29,8 +29,9 @@ func TestFitLearnsTheCostModelOnItsQuantile(t *testing.T) {
 	}
 	// The planned latency covers 99% of batches: a + b·n + r ≥ 5ms +
 	// 0.25ms·n + 0.99ms, within a small error.
-	if est, floor := f.Estimate(20), 10*time.Millisecond+900*time.Microsecond; est < floor || est > 11200*time.Microsecond {
-		t.Errorf("Estimate(20) = %v, want about 11ms", est)
+	typical, tail := f.Estimate(20)
+	if est, floor := typical+tail, 10*time.Millisecond+900*time.Microsecond; est < floor || est > 11200*time.Microsecond {
+		t.Errorf("Estimate(20) = %v + %v, want about 11ms in all", typical, tail)
 	}
 }
 
@@ -64,20 +65,27 @@ func TestFitLargest(t *testing.T) {
 	}
 }
 
-func TestLatencyModelPlansAgainstSlackAndSteadyState(t *testing.T) {
-	c := NewLatencyModel(0.99, 0, 0)
+func TestLatencyModelFitsTheHeadsSlack(t *testing.T) {
+	// Batches of every size from 1 to 40 at 5ms + 0.25ms·n, each seen
+	// once on time and once 2ms late: the fit is the line between,
+	// 6ms + 0.25ms·n, with a tail of 1ms.
+	c := NewLatencyModel(0.99, 0, 64)
 	for n := 1; n <= 40; n++ {
 		c.Observe(n, 5*time.Millisecond+time.Duration(n)*250*time.Microsecond)
+		c.Observe(n, 7*time.Millisecond+time.Duration(n)*250*time.Microsecond)
 	}
+	const ms = time.Millisecond
 	tests := []struct {
 		name       string
 		slack, slo time.Duration
 		want       int
 	}{
-		{"steady state: half of a 20ms SLO", 20 * time.Millisecond, 20 * time.Millisecond, 20},
-		{"the head's slack binds", 7 * time.Millisecond, 20 * time.Millisecond, 8},
-		{"not even one fits: send the head alone", time.Millisecond, 20 * time.Millisecond, 1},
-		{"a looser SLO allows more", 40 * time.Millisecond, 40 * time.Millisecond, 60},
+		{"no deadline in sight: the cap", -1, -1, 64},
+		{"a fresh head: the steady-state size, 2·(6ms + 0.25ms·n) + 1ms ≤ 20ms", 20 * ms, 20 * ms, 14},
+		{"a looser SLO: the largest batch whose p99 fits the slack", 20 * ms, 80 * ms, 52},
+		{"an older head: its slack binds", 10 * ms, 20 * ms, 12},
+		{"a head that makes it only typically: the batch that typically does", 7 * ms, 20 * ms, 4},
+		{"a head that cannot make it even alone: refused", 6 * ms, 20 * ms, 0},
 	}
 	for _, tc := range tests {
 		if got := c.BatchSize(tc.slack, tc.slo); got < tc.want-1 || got > tc.want {

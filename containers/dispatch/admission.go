@@ -31,13 +31,15 @@ func reserveOf(ctx context.Context) time.Duration {
 // admit predicts q's finish from the queue and the estimator and refuses
 // q when it is past q's deadline less reserve.
 //
-// The replicas are taken to be busy and to send batches of the size the
-// estimator plans for q's budget: q waits for the batch in progress (half
-// of one, on average), for the batches that carry the queries ahead of it,
-// and for its own, plus the tail delay once. With no healthy replica, with
-// an empty queue, or before the estimator has seen a batch, q is admitted:
-// there is nothing to predict from (or too little to refuse on), and the
-// deadline still bounds its wait.
+// The replicas are taken to be busy, and to take what is queued when they
+// come free, as they do: the queries ahead of q and q itself, shared among
+// the healthy replicas, k each, in rounds of at most the size the
+// estimator plans for q's budget. q waits for the batch in progress (half
+// of one, on average, taken to be the size of the next), then for its
+// rounds, plus the tail delay once.
+// With no healthy replica, with an empty queue, or before the estimator
+// has seen a batch, q is admitted: there is nothing to predict from (or
+// too little to refuse on), and the deadline still bounds its wait.
 func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) error {
 	replicas := int(d.healthy.Load())
 	if replicas == 0 {
@@ -50,11 +52,13 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 		return nil
 	}
 	budget := q.deadline.Sub(q.enqueued)
-	n, batch, tail := est.Plan(budget, d.opts.MaxBatch)
+	k := (queued + replicas) / replicas // ⌈(queued + 1) / replicas⌉
+	limit := max(1, est.Plan(budget, d.opts.MaxBatch))
+	rounds := (k + limit - 1) / limit
+	batch, tail := est.Estimate(min(k, limit))
 	if batch <= 0 {
 		return nil
 	}
-	rounds := queued/(replicas*max(1, n)) + 1
 	finish := batch/2 + time.Duration(rounds)*batch + tail
 	if finish <= budget-reserve {
 		return nil

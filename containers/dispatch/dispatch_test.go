@@ -195,6 +195,56 @@ func TestExpiredQueriesNeverReachTheModel(t *testing.T) {
 	}
 }
 
+// slackLimited is a controller for the test: it takes a batch to need 4 s,
+// so a head with less slack than that cannot make its deadline.
+type slackLimited struct{}
+
+func (slackLimited) BatchSize(slack, _ time.Duration) int {
+	if slack >= 0 && slack < 4*time.Second {
+		return 0
+	}
+	return 1
+}
+
+func (slackLimited) Observe(int, time.Duration) {}
+
+func TestDoomedHeadsAreAnsweredAtOnce(t *testing.T) {
+	m := &model{delay: 100 * time.Millisecond}
+	d := startDispatcher(t, Options{MaxBatch: 1, NewController: func() Controller { return slackLimited{} }}, serve(t, m).addr)
+	// The first query (no deadline) occupies the only replica for 100 ms.
+	busy := make(chan error, 1)
+	go func() {
+		_, _, err := d.Predict(context.Background(), []byte("first"))
+		busy <- err
+	}()
+	for m.inputs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// When the replica frees, a head with 3 s left cannot make it by the
+	// controller's reckoning: it is answered then, not at its deadline.
+	doomed, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, _, err := d.Predict(doomed, []byte("doomed"))
+	if !errors.Is(err, ErrDoomed) || !errors.Is(err, ErrDeadline) {
+		t.Fatalf("doomed query: %v, want ErrDoomed, which is ErrDeadline too", err)
+	}
+	if doomed.Err() != nil {
+		t.Fatal("the doomed query was answered at its deadline, not when it reached the head")
+	}
+	if err := <-busy; err != nil {
+		t.Fatal(err)
+	}
+	// One with time to spare is sent.
+	later, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if _, _, err := d.Predict(later, []byte("later")); err != nil {
+		t.Fatalf("a query with time to spare: %v", err)
+	}
+	if n := m.inputs.Load(); n != 2 {
+		t.Fatalf("model saw %d inputs, want 2: the doomed query must not reach it", n)
+	}
+}
+
 func TestDeadReplicaInFlightRetriedElsewhere(t *testing.T) {
 	slow := serve(t, &model{delay: 50 * time.Millisecond})
 	fast := serve(t, &model{delay: time.Millisecond})

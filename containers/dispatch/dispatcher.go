@@ -20,7 +20,10 @@ type Controller interface {
 	// BatchSize is the most queries the next batch may hold, given the
 	// time left until the earliest deadline in the queue (slack) and that
 	// query's whole budget, its deadline less its arrival (slo); either is
-	// negative when the head query has no deadline.
+	// negative when the head query has no deadline. 0 says that the head
+	// cannot make its deadline even alone: the dispatcher answers it at
+	// once (ErrDoomed) rather than spend a batch on it, and asks again
+	// for the next head.
 	BatchSize(slack, slo time.Duration) int
 	// Observe records that a batch of n queries took latency to answer.
 	Observe(n int, latency time.Duration)
@@ -47,10 +50,13 @@ type Estimator interface {
 	// Observe records that a batch of n queries took latency.
 	Observe(n int, latency time.Duration)
 	// Plan is the batch size, at most limit, that a busy replica should
-	// send for queries whose objective is slo, the typical latency of a
-	// batch of that size, and the extra delay to plan for once per query
-	// (a high quantile). Before any observation the durations are 0.
-	Plan(slo time.Duration, limit int) (n int, batch, tail time.Duration)
+	// send for queries whose objective is slo; before any observation,
+	// limit.
+	Plan(slo time.Duration, limit int) int
+	// Estimate is how long a batch of n queries typically takes, and the
+	// extra delay to plan for once per query (a high quantile). Before any
+	// observation both are 0.
+	Estimate(n int) (typical, tail time.Duration)
 }
 
 // Options configure a Dispatcher. The zero value of each field has the

@@ -12,6 +12,7 @@ import (
 	"container/heap"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -21,6 +22,23 @@ import (
 // ErrDeadline is returned for a query whose deadline passed before a model
 // answered it.
 var ErrDeadline = errors.New("deadline passed before a model answered")
+
+// ErrDoomed is returned for a query answered before its deadline because
+// no batch could any longer answer it in time (see Controller). Such an
+// error is also ErrDeadline.
+var ErrDoomed = errors.New("no batch could answer in time")
+
+// doomedError is ErrDoomed for one query, and ErrDeadline.
+type doomedError struct {
+	model string
+	left  time.Duration
+}
+
+func (e *doomedError) Error() string {
+	return fmt.Sprintf("model %s could not answer in the %v left: no batch is that fast", e.model, e.left.Round(time.Microsecond))
+}
+
+func (e *doomedError) Is(target error) bool { return target == ErrDoomed || target == ErrDeadline }
 
 // ErrStopped is returned for queries that a stopped queue could not answer.
 var ErrStopped = errors.New("model version is shutting down")
@@ -160,17 +178,28 @@ func (qu *queue) take(n, maxFrame int, dst []*query) ([]*query, <-chan struct{})
 	return dst, nil
 }
 
-// head returns the time left to the earliest deadline in the queue
-// (slack) and that query's whole budget, its deadline less its arrival
-// (slo); both are -1 when the queue is empty or its head has no deadline.
-func (qu *queue) head() (slack, slo time.Duration) {
+// head returns the earliest-deadline query, the time left to its deadline
+// (slack) and its whole budget, its deadline less its arrival (slo); the
+// durations are -1 when the queue is empty (and the query nil) or the head
+// has no deadline.
+func (qu *queue) head() (q *query, slack, slo time.Duration) {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
-	if qu.h.Len() == 0 || qu.h[0].deadline.IsZero() {
-		return -1, -1
+	if qu.h.Len() == 0 {
+		return nil, -1, -1
 	}
 	h := qu.h[0]
-	return h.deadline.Sub(qu.now()), h.deadline.Sub(h.enqueued)
+	if h.deadline.IsZero() {
+		return h, -1, -1
+	}
+	return h, h.deadline.Sub(qu.now()), h.deadline.Sub(h.enqueued)
+}
+
+// refuse answers q with err if it is still queued, taking it out.
+func (qu *queue) refuse(q *query, err error) {
+	if qu.remove(q) {
+		q.reply <- result{err: err}
+	}
 }
 
 // len is the number of queued queries.

@@ -224,10 +224,22 @@ const (
 // frame limit, which bounds the batch's bytes, and why a batch of that size
 // leaves (full or deadline).
 func (r *replica) limits() (batch, maxFrame, reason int) {
-	slack, slo := r.d.q.head()
-	r.ctrlMu.Lock()
-	n := r.ctrl.BatchSize(slack, slo)
-	r.ctrlMu.Unlock()
+	var slack, slo time.Duration
+	var n int
+	for {
+		var head *query
+		head, slack, slo = r.d.q.head()
+		r.ctrlMu.Lock()
+		n = r.ctrl.BatchSize(slack, slo)
+		r.ctrlMu.Unlock()
+		if n > 0 || head == nil {
+			break
+		}
+		// The head cannot make its deadline: answered now, it leaves the
+		// replica free for queries that can, instead of taking a batch
+		// of its own to miss anyway.
+		r.d.q.refuse(head, &doomedError{model: r.d.name, left: slack})
+	}
 	limit, maxFrame := r.d.opts.MaxBatch, rpc.DefaultMaxFrame
 	if h, ok := r.client.Hello(); ok {
 		if h.MaxBatch > 0 {
