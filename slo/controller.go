@@ -73,10 +73,9 @@ func (c *AIMD) Observe(n int, latency time.Duration) {
 var _ dispatch.Controller = (*AIMD)(nil)
 
 // LatencyModel fits latency(n) ≈ a + b·n with a high quantile of the
-// residuals on top (see Fit) and chooses the largest n whose latency at
-// that quantile meets the head query's deadline, within the steady-state
-// size of its SLO. It needs no tuning: the fit is learned from the
-// replica's own batches.
+// residuals on top (see Fit) and chooses the steady-state size of the head
+// query's SLO, refusing a head that can no longer make its deadline. It
+// needs no tuning: the fit is learned from the replica's own batches.
 type LatencyModel struct {
 	fit *Fit
 	max int
@@ -90,16 +89,19 @@ func NewLatencyModel(quantile float64, window, max int) *LatencyModel {
 	return &LatencyModel{fit: NewFit(window, quantile), max: max}
 }
 
-// BatchSize implements dispatch.Controller: the largest batch whose
-// latency at the quantile fits the head query's slack (Fit.Largest), so
-// that the head makes its deadline, and so do the queries behind it, whose
-// deadlines are later; but no larger than the steady-state size of the
-// head's SLO (Fit.Plan), so that the queries arriving while it runs make
-// theirs too. The batch takes fewer when fewer are queued. With no
-// deadline in sight it chooses the cap. A head that can make its deadline
-// only typically, not at the quantile, goes in the batch that typically
-// makes it; one that cannot even typically make it alone gets 0: it is
-// refused, rather than spending a batch on it.
+// BatchSize implements dispatch.Controller: the steady-state size of the
+// head query's SLO (Fit.Plan), the largest batch for which a query that
+// waits out the batch in progress and then rides its own still makes its
+// deadline; the batch takes fewer when fewer are queued. With no deadline
+// in sight it chooses the cap. The head's slack decides only whether it is
+// sent at all: a head that cannot typically make its deadline even alone
+// gets 0, and the dispatcher answers it at once rather than spend a batch
+// on it.
+//
+// Cutting the batch to the head's slack, as a first version did, was
+// measured to collapse under overload: the heads of a long queue have
+// little slack, so batches shrink, pay their fixed cost more often, and
+// the queue ages further (docs/benchmarks.md).
 func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 	limit := c.max
 	if limit <= 0 {
@@ -111,10 +113,10 @@ func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 	if slack < 0 {
 		return limit
 	}
-	if n := c.fit.Largest(slack, limit); n > 0 {
-		return n
+	if c.fit.Largest(slack, limit) == 0 {
+		return 0
 	}
-	return c.fit.LargestTypical(slack, limit)
+	return limit
 }
 
 // Observe implements dispatch.Controller.

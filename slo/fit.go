@@ -74,22 +74,12 @@ func (f *Fit) Estimate(n int) (typical, tail time.Duration) {
 	return seconds(f.a + f.b*float64(n)), seconds(f.r)
 }
 
-// Largest is the largest batch size, at most limit, whose latency at the
-// quantile, a + b·n + r, fits within budget, and 0 when not even one item
+// Largest is the largest batch size, at most limit, whose typical
+// latency, a + b·n, fits within budget, and 0 when not even one item
 // does. A Fit that has not yet seen two batch sizes cannot tell the cost
 // per item: it allows doubling the largest batch seen, so that the sizes
 // it needs to learn come.
 func (f *Fit) Largest(budget time.Duration, limit int) int {
-	return f.largest(budget, limit, true)
-}
-
-// LargestTypical is Largest for the typical latency, a + b·n, without the
-// tail.
-func (f *Fit) LargestTypical(budget time.Duration, limit int) int {
-	return f.largest(budget, limit, false)
-}
-
-func (f *Fit) largest(budget time.Duration, limit int, tail bool) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refit()
@@ -97,9 +87,6 @@ func (f *Fit) largest(budget time.Duration, limit int, tail bool) int {
 		return limit
 	}
 	left := budget.Seconds() - f.a
-	if tail {
-		left -= f.r
-	}
 	switch {
 	case left < f.b:
 		return 0

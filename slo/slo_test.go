@@ -65,7 +65,7 @@ func TestFitLargest(t *testing.T) {
 	}
 }
 
-func TestLatencyModelFitsTheHeadsSlack(t *testing.T) {
+func TestLatencyModelPlansTheSteadyStateAndRefusesDoomedHeads(t *testing.T) {
 	// Batches of every size from 1 to 40 at 5ms + 0.25ms·n, each seen
 	// once on time and once 2ms late: the fit is the line between,
 	// 6ms + 0.25ms·n, with a tail of 1ms.
@@ -81,11 +81,10 @@ func TestLatencyModelFitsTheHeadsSlack(t *testing.T) {
 		want       int
 	}{
 		{"no deadline in sight: the cap", -1, -1, 64},
-		{"a fresh head: the steady-state size, 2·(6ms + 0.25ms·n) + 1ms ≤ 20ms", 20 * ms, 20 * ms, 14},
-		{"a looser SLO: the largest batch whose p99 fits the slack", 20 * ms, 80 * ms, 52},
-		{"an older head: its slack binds", 10 * ms, 20 * ms, 12},
-		{"a head that makes it only typically: the batch that typically does", 7 * ms, 20 * ms, 4},
-		{"a head that cannot make it even alone: refused", 6 * ms, 20 * ms, 0},
+		{"the steady-state size, 2·(6ms + 0.25ms·n) + 1ms ≤ 20ms", 20 * ms, 20 * ms, 14},
+		{"a looser SLO allows more, up to the cap", 20 * ms, 80 * ms, 64},
+		{"an older head is still sent in a full batch", 7 * ms, 20 * ms, 14},
+		{"a head that cannot typically make it even alone: refused", 6 * ms, 20 * ms, 0},
 	}
 	for _, tc := range tests {
 		if got := c.BatchSize(tc.slack, tc.slo); got < tc.want-1 || got > tc.want {
