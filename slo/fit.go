@@ -98,9 +98,13 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 
 // Plan is the steady-state batch size for an objective slo: the largest n,
 // at most limit, for which waiting out a batch already running and then
-// one's own still finishes within slo, 2·(a + b·n) + r ≤ slo (the delays r
-// planned for once: they seldom strike both batches). With no n fitting
-// it returns 1; before any observation, limit.
+// one's own typically finishes within slo, 2·(a + b·n) ≤ slo. The tail is
+// not charged here: it is admission's to plan for, by refusing what would
+// miss (see package dispatch). Charging it here too was measured to
+// collapse a replica to batches of one under overload, when a busy
+// processor stretches every batch: a and r grow, the planned size falls to
+// one, throughput falls with it, and the overload deepens. With no n
+// fitting it returns 1; before any observation, limit.
 func (f *Fit) Plan(slo time.Duration, limit int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -108,7 +112,7 @@ func (f *Fit) Plan(slo time.Duration, limit int) int {
 	if f.count == 0 {
 		return limit
 	}
-	left := (slo.Seconds()-f.r)/2 - f.a
+	left := slo.Seconds()/2 - f.a
 	switch {
 	case left < f.b:
 		return 1

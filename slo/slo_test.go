@@ -81,9 +81,9 @@ func TestLatencyModelPlansTheSteadyStateAndRefusesDoomedHeads(t *testing.T) {
 		want       int
 	}{
 		{"no deadline in sight: the cap", -1, -1, 64},
-		{"the steady-state size, 2·(6ms + 0.25ms·n) + 1ms ≤ 20ms", 20 * ms, 20 * ms, 14},
+		{"the steady-state size, 2·(6ms + 0.25ms·n) ≤ 20ms", 20 * ms, 20 * ms, 16},
 		{"a looser SLO allows more, up to the cap", 20 * ms, 80 * ms, 64},
-		{"an older head is still sent in a full batch", 7 * ms, 20 * ms, 14},
+		{"an older head is still sent in a full batch", 7 * ms, 20 * ms, 16},
 		{"a head that cannot typically make it even alone: refused", 6 * ms, 20 * ms, 0},
 	}
 	for _, tc := range tests {
