@@ -78,11 +78,27 @@ func TestHeadersTightenTheDeadline(t *testing.T) {
 func TestShedPolicies(t *testing.T) {
 	e := newEnv(t, nil)
 	e.addModel(state.App{Name: "slow", InputType: state.InputFloat32, SLO: 120 * time.Millisecond, DefaultOutput: "-1"}, "cost", slowModel(t))
+	// One query a batch: of 12 at once only the first can make it. (With
+	// batching, the replica would take all 12 in one batch of 62ms.)
+	base := slo.DefaultPolicy
+	base.Batching.Controller, base.Batching.Size = "static", 1
+	e.proxy.ApplyPolicies(map[string]slo.Policy{"slow": base})
 	// Admission learns from batches: until one has been answered it
-	// admits everything.
-	if status, _, body := e.postWith("/apps/slow/predict", `{"input": [1]}`, nil); status != 200 || !strings.Contains(body, `"default":false`) {
-		t.Fatalf("warm-up: %d %s", status, body)
-	}
+	// admits everything. The policy above reaches the dispatcher in the
+	// background, with a new estimator: warm up until that one has
+	// learned. The subtests change only the shed policy, so what it
+	// learned stays.
+	testutil.Eventually(t, 10*time.Second, "the static controller's estimator to learn", func() bool {
+		if status, _, body := e.postWith("/apps/slow/predict", `{"input": [1]}`, nil); status != 200 || !strings.Contains(body, `"default":false`) {
+			t.Fatalf("warm-up: %d %s", status, body)
+		}
+		f, ok := e.proxy.pool.get("cost", "1").Estimator().(*slo.Fit)
+		if !ok {
+			return false
+		}
+		a, _, _ := f.Params()
+		return a > 0
+	})
 	tests := []struct {
 		shed       slo.Shed
 		status     int
@@ -95,11 +111,11 @@ func TestShedPolicies(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(string(tc.shed), func(t *testing.T) {
-			p := slo.DefaultPolicy
+			p := base
 			p.Shed, p.RetryAfter = tc.shed, 2500*time.Millisecond
 			e.proxy.ApplyPolicies(map[string]slo.Policy{"slow": p})
-			// One replica, 51ms a batch, 120ms to answer: of 12 queries at
-			// once the first ones make it and the rest cannot.
+			// One replica, 51ms a query, 120ms to answer: of 12 queries
+			// at once the first ones make it and the rest cannot.
 			type reply struct {
 				status      int
 				retry, body string
