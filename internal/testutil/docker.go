@@ -130,8 +130,10 @@ func BuildExampleImage(t testing.TB, cli *client.Client, example string) string 
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		// The image's containers first: an image in use would only lose
-		// its tag.
-		removeContainers(ctx, t, cli, filters.NewArgs(filters.Arg("ancestor", tag)))
+		// its tag. Only those created from this tag: builds of the same
+		// example in other test binaries make the same image under other
+		// tags, and the ancestor filter matches by image.
+		removeContainers(ctx, t, cli, filters.NewArgs(filters.Arg("ancestor", tag)), func(c container.Summary) bool { return c.Image == tag })
 		if _, err := cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
 			t.Logf("removing image %s: %v", tag, err)
 		}
@@ -146,18 +148,22 @@ func RemoveContainers(t testing.TB, cli *client.Client, key, value string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		removeContainers(ctx, t, cli, filters.NewArgs(filters.Arg("label", key+"="+value)))
+		removeContainers(ctx, t, cli, filters.NewArgs(filters.Arg("label", key+"="+value)), nil)
 	})
 }
 
-// removeContainers removes the containers that f selects, running or not.
-func removeContainers(ctx context.Context, t testing.TB, cli *client.Client, f filters.Args) {
+// removeContainers removes the containers that f selects and keep (nil:
+// all) accepts, running or not.
+func removeContainers(ctx context.Context, t testing.TB, cli *client.Client, f filters.Args, keep func(container.Summary) bool) {
 	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
 		t.Logf("listing containers %v: %v", f, err)
 		return
 	}
 	for _, c := range list {
+		if keep != nil && !keep(c) {
+			continue
+		}
 		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
 			t.Logf("removing container %s: %v", c.ID, err)
 		}
