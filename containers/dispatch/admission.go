@@ -33,8 +33,8 @@ func reserveOf(ctx context.Context) time.Duration {
 //
 // The replicas are taken to be busy, and to take what is queued when they
 // come free, as they do: the queries ahead of q and q itself, shared among
-// the healthy replicas, k each, in rounds of at most the size the
-// estimator plans for q's budget. q waits for the batch in progress (half
+// the healthy replicas, k each, in rounds of at most the size their
+// controllers send. q waits for the batch in progress (half
 // of one, on average, taken to be the size of the next), then for its
 // rounds, plus the tail delay once.
 // With no healthy replica, with an empty queue, or before the estimator
@@ -53,7 +53,7 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	}
 	budget := q.deadline.Sub(q.enqueued)
 	k := (queued + replicas) / replicas // ⌈(queued + 1) / replicas⌉
-	limit := max(1, est.Plan(budget, d.opts.MaxBatch))
+	limit := max(1, min(d.opts.MaxBatch, d.batchSize(budget)))
 	rounds := (k + limit - 1) / limit
 	batch, tail := est.Estimate(min(k, limit))
 	if batch <= 0 {
@@ -68,4 +68,22 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	}
 	return fmt.Errorf("%w: model %s predicted to answer in %v (%d queued, %d replicas), past the %v left", ErrShed, d.name,
 		finish.Round(time.Microsecond), queued, replicas, (budget - reserve).Round(time.Microsecond))
+}
+
+// batchSize is the smallest batch the healthy replicas' controllers would
+// send to queries of this budget with no deadline yet pressing: the size
+// the replicas take when queries wait, whatever the controller (a static
+// size, AIMD's current one, the latency model's steady-state one).
+func (d *Dispatcher) batchSize(budget time.Duration) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := NoLimit
+	for _, r := range d.replicas {
+		if r.isHealthy() {
+			r.ctrlMu.Lock()
+			n = min(n, r.ctrl.BatchSize(-1, budget))
+			r.ctrlMu.Unlock()
+		}
+	}
+	return n
 }

@@ -49,10 +49,6 @@ var _ Controller = Static(1)
 type Estimator interface {
 	// Observe records that a batch of n queries took latency.
 	Observe(n int, latency time.Duration)
-	// Plan is the batch size, at most limit, that a busy replica should
-	// send for queries whose objective is slo; before any observation,
-	// limit.
-	Plan(slo time.Duration, limit int) int
 	// Estimate is how long a batch of n queries typically takes, and the
 	// extra delay to plan for once per query (a high quantile). Before any
 	// observation both are 0.
