@@ -154,7 +154,7 @@ func (rep *replica) run(ctx context.Context, adopt string) {
 		}
 	}()
 	opts := &rep.rt.opts
-	var delay time.Duration
+	backoff := runtime.Backoff{Min: opts.MinBackoff, Max: opts.MaxBackoff, ResetAfter: opts.ResetAfter}
 	for {
 		started := time.Now()
 		err := rep.once(ctx, adopt)
@@ -162,19 +162,11 @@ func (rep *replica) run(ctx context.Context, adopt string) {
 		if ctx.Err() != nil {
 			return
 		}
-		if delay == 0 || time.Since(started) >= opts.ResetAfter {
-			delay = opts.MinBackoff
-		} else {
-			delay = min(2*delay, opts.MaxBackoff)
-		}
+		delay := backoff.Next(time.Since(started))
 		rep.setReady("", err)
 		rep.log.Warn("docker runtime: replica failed; replacing its container", zap.Error(err), zap.Duration("backoff", delay))
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !runtime.Sleep(ctx, delay) {
 			return
-		case <-t.C:
 		}
 		rep.mu.Lock()
 		rep.restarts++

@@ -126,7 +126,7 @@ func (rep *replica) run(ctx context.Context) {
 		}
 	}()
 	opts := &rep.rt.opts
-	var delay time.Duration
+	backoff := runtime.Backoff{Min: opts.MinBackoff, Max: opts.MaxBackoff, ResetAfter: opts.ResetAfter}
 	for {
 		started := time.Now()
 		ex := rep.runOnce(ctx)
@@ -135,11 +135,7 @@ func (rep *replica) run(ctx context.Context) {
 			return
 		}
 		up := time.Since(started)
-		if delay == 0 || up >= opts.ResetAfter {
-			delay = opts.MinBackoff
-		} else {
-			delay = min(2*delay, opts.MaxBackoff)
-		}
+		delay := backoff.Next(up)
 		rep.mu.Lock()
 		restarts := rep.restarts
 		rep.mu.Unlock()
@@ -149,12 +145,8 @@ func (rep *replica) run(ctx context.Context) {
 		}
 		rep.log.Warn(msg, append(ex.fields(),
 			zap.Duration("uptime", up), zap.Int("restarts", restarts), zap.Duration("backoff", delay))...)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !runtime.Sleep(ctx, delay) {
 			return
-		case <-t.C:
 		}
 		rep.mu.Lock()
 		rep.restarts++
