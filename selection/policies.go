@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,57 @@ type env struct {
 	st  State
 	m   *Metrics
 	log *zap.Logger
+
+	// recent holds the maps this proxy last read or wrote, for choices:
+	// a query reads its policy's weights from a copy at most stateMaxAge
+	// old instead of a Redis round trip each. This proxy's own feedback
+	// updates the copy at once; other proxies' reaches it within
+	// stateMaxAge. The learners' status reads the state afresh.
+	mu     sync.Mutex
+	recent map[string]recentMap
+}
+
+type recentMap struct {
+	m  map[string]float64 // never changed once stored
+	at time.Time
+}
+
+// stateMaxAge is how old a copy of the shared state a choice may use.
+const stateMaxAge = 100 * time.Millisecond
+
+// choiceRead is read for a choice: from this proxy's copy while it is
+// fresh. The map must not be changed.
+func (e *env) choiceRead(ctx context.Context, key string) map[string]float64 {
+	e.mu.Lock()
+	r, ok := e.recent[key]
+	e.mu.Unlock()
+	if ok && time.Since(r.at) < stateMaxAge {
+		return r.m
+	}
+	m, err := e.st.Get(ctx, key)
+	if err != nil {
+		return e.unreadable(err)
+	}
+	e.remember(key, m)
+	return m
+}
+
+// add is State.Add, keeping the result as this proxy's copy.
+func (e *env) add(ctx context.Context, key string, deltas map[string]float64, gap float64) error {
+	m, err := e.st.Add(ctx, key, deltas, gap)
+	if err == nil {
+		e.remember(key, m)
+	}
+	return err
+}
+
+func (e *env) remember(key string, m map[string]float64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.recent == nil {
+		e.recent = map[string]recentMap{}
+	}
+	e.recent[key] = recentMap{m: m, at: time.Now()}
 }
 
 // read returns the map at key, or an empty one (counted and logged at
@@ -39,13 +91,19 @@ type env struct {
 func (e *env) read(ctx context.Context, key string) map[string]float64 {
 	m, err := e.st.Get(ctx, key)
 	if err != nil {
-		e.m.stateErrors.WithLabelValues(e.app).Inc()
-		if ce := e.log.Check(zap.DebugLevel, "selection: state unreadable; choosing without it"); ce != nil {
-			ce.Write(zap.String("app", e.app), zap.Error(err))
-		}
-		return map[string]float64{}
+		return e.unreadable(err)
 	}
 	return m
+}
+
+// unreadable counts and logs a state read that failed, and returns the
+// empty map a policy then chooses with.
+func (e *env) unreadable(err error) map[string]float64 {
+	e.m.stateErrors.WithLabelValues(e.app).Inc()
+	if ce := e.log.Check(zap.DebugLevel, "selection: state unreadable; choosing without it"); ce != nil {
+		ce.Write(zap.String("app", e.app), zap.Error(err))
+	}
+	return map[string]float64{}
 }
 
 // Single asks the first arm: the model linked to the app, at its current
@@ -168,7 +226,7 @@ func (g *guard) rolledBack(ctx context.Context) bool {
 	if g.done.Load() {
 		return true
 	}
-	if g.read(ctx, g.key)[g.spec.Canary] >= 1 {
+	if g.choiceRead(ctx, g.key)[g.spec.Canary] >= 1 {
 		g.done.Store(true)
 	}
 	return g.done.Load()
@@ -206,7 +264,7 @@ func (g *guard) rollback(why ...zap.Field) {
 		zap.Duration("window", g.spec.Window))...)
 	ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
 	defer cancel()
-	if _, err := g.st.Add(ctx, g.key, map[string]float64{g.spec.Canary: 1}, 0); err != nil {
+	if err := g.add(ctx, g.key, map[string]float64{g.spec.Canary: 1}, 0); err != nil {
 		g.m.stateErrors.WithLabelValues(g.app).Inc()
 		g.log.Error("selection: could not record the rollback in the shared state; other proxies keep the canary", zap.String("app", g.app), zap.Error(err))
 	}
@@ -231,8 +289,9 @@ func newExp3(e *env, s Spec) *Exp3 {
 	return &Exp3{env: e, key: "exp3:" + e.app, eta: s.Eta, gamma: s.Gamma, gap: s.Gap, src: newSource(s.Seed)}
 }
 
-func (x *Exp3) probs(ctx context.Context, arms []string) []float64 {
-	p := softmax(arms, x.read(ctx, x.key))
+// probs are the arms' probabilities from the log-weights logw.
+func (x *Exp3) probs(logw map[string]float64, arms []string) []float64 {
+	p := softmax(arms, logw)
 	for i := range p {
 		p[i] = (1-x.gamma)*p[i] + x.gamma/float64(len(arms))
 	}
@@ -244,7 +303,7 @@ func (x *Exp3) Choose(ctx context.Context, arms []string) Choice {
 	if len(arms) == 0 {
 		return Choice{}
 	}
-	p := x.probs(ctx, arms)
+	p := x.probs(x.choiceRead(ctx, x.key), arms)
 	i := x.src.pick(p)
 	return Choice{Arms: []string{arms[i]}, Probs: []float64{p[i]}, Among: arms}
 }
@@ -264,12 +323,12 @@ func (x *Exp3) Feedback(ctx context.Context, c Choice, gains []float64) error {
 	if !answered {
 		return nil
 	}
-	_, err := x.st.Add(ctx, x.key, deltas, x.gap)
+	err := x.add(ctx, x.key, deltas, x.gap)
 	return err
 }
 
 func (x *Exp3) status(ctx context.Context, arms []string) Status {
-	return Status{Policy: NameExp3, Shares: zip(arms, x.probs(ctx, arms))}
+	return Status{Policy: NameExp3, Shares: zip(arms, x.probs(x.read(ctx, x.key), arms))}
 }
 
 // Exp4 is the ensemble: every arm answers and the answers combine by the
@@ -294,7 +353,7 @@ func (x *Exp4) Choose(ctx context.Context, arms []string) Choice {
 	for i := range probs {
 		probs[i] = 1
 	}
-	return Choice{Arms: arms, Probs: probs, Weights: softmax(arms, x.read(ctx, x.key))}
+	return Choice{Arms: arms, Probs: probs, Weights: softmax(arms, x.choiceRead(ctx, x.key))}
 }
 
 // Feedback implements Policy.
@@ -310,7 +369,7 @@ func (x *Exp4) Feedback(ctx context.Context, c Choice, gains []float64) error {
 	if !answered {
 		return nil
 	}
-	_, err := x.st.Add(ctx, x.key, deltas, x.gap)
+	err := x.add(ctx, x.key, deltas, x.gap)
 	return err
 }
 
