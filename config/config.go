@@ -296,6 +296,8 @@ type Batching struct {
 	// Admission sheds queries predicted to miss their deadline; unset
 	// means on.
 	Admission *bool `yaml:"admission"`
+	// Pace staggers the replicas' batch starts; unset means on.
+	Pace *bool `yaml:"pace"`
 }
 
 // Batching is b with the defaults filled in.
@@ -312,6 +314,9 @@ func (b Batching) Batching() slo.Batching {
 	}
 	if b.Admission != nil {
 		d.Admission = *b.Admission
+	}
+	if b.Pace != nil {
+		d.Pace = *b.Pace
 	}
 	d.Size = b.Size
 	return d

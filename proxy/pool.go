@@ -102,6 +102,7 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 			b := batching[mv.Model]
 			if e != nil && e.batching != b {
 				e.d.SetBatching(b.NewController(), b.NewEstimator())
+				e.d.SetPace(b.Pace)
 				e.batching = b
 			}
 			if e == nil {
@@ -112,7 +113,7 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 				}
 				opts := p.opts
 				opts.Model, opts.Version, opts.InputType, opts.MaxBatch = mv.Model, mv.Version, it, batch
-				opts.NewController, opts.NewEstimator = b.NewController(), b.NewEstimator()
+				opts.NewController, opts.NewEstimator, opts.Pace = b.NewController(), b.NewEstimator(), b.Pace
 				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch, batching: b}
 				e.d.Start(ctx)
 				p.ds[k] = e

@@ -77,8 +77,9 @@ var _ dispatch.Controller = (*AIMD)(nil)
 // query's SLO, refusing a head that can no longer make its deadline. It
 // needs no tuning: the fit is learned from the replica's own batches.
 type LatencyModel struct {
-	fit *Fit
-	max int
+	fit   *Fit
+	max   int
+	lanes int // over which the dispatcher staggers batch starts; 0 or 1: not staggered
 }
 
 // NewLatencyModel returns a LatencyModel planning against the given
@@ -108,7 +109,7 @@ func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 		limit = dispatch.NoLimit
 	}
 	if slo > 0 {
-		limit = c.fit.Plan(slo, limit)
+		limit = c.fit.Plan(slo, c.lanes, limit)
 	}
 	if slack < 0 {
 		return limit
@@ -121,6 +122,11 @@ func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 
 // Observe implements dispatch.Controller.
 func (c *LatencyModel) Observe(n int, latency time.Duration) { c.fit.Observe(n, latency) }
+
+// SetLanes is told by the dispatcher over how many lanes it staggers batch
+// starts: a query then waits at most a 1/lanes share of a batch for its
+// own to start, and the steady-state size grows to match (Fit.Plan).
+func (c *LatencyModel) SetLanes(lanes int) { c.lanes = lanes }
 
 // Fit returns the controller's latency fit.
 func (c *LatencyModel) Fit() *Fit { return c.fit }

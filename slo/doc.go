@@ -10,9 +10,13 @@
 // A query whose batch starts just after another batch started on the same
 // replica waits for that batch and then for its own, so a replica that is
 // kept busy meets an objective S only if a batch of the chosen size n
-// finishes within S/2: 2·latency(n) ≤ S. The controllers are handed that
-// steady-state budget (half the head query's SLO) and the head query's
-// remaining slack, and a batch must fit both: the slack so that the head
-// is not late, the half so that the queries arriving behind the batch are
-// not. docs/benchmarks.md derives the throughput bound that follows.
+// finishes within S/2: 2·latency(n) ≤ S. When the dispatcher staggers the
+// batch starts of a version's replicas (pacing, on by default), a query
+// waits at most a 1/lanes share of a batch for the next start, and the
+// condition loosens to (1 + 1/lanes)·latency(n) ≤ S; LatencyModel is told
+// the lanes before each choice. The controllers are handed the head
+// query's SLO and its remaining slack, and a batch must fit both: the
+// slack so that the head is not late, the steady-state condition so that
+// the queries arriving behind the batch are not. docs/benchmarks.md
+// derives the throughput bounds that follow.
 package slo

@@ -96,23 +96,26 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 	return int(min(float64(limit), math.Floor(left/f.b)))
 }
 
-// Plan is the steady-state batch size for an objective slo: the largest n,
-// at most limit, for which waiting out a batch already running and then
-// one's own typically finishes within slo, 2·(a + b·n) ≤ slo. The tail is
-// not charged here: it is admission's to plan for, by refusing what would
-// miss (see package dispatch). Charging it here too was measured to
-// collapse a replica to batches of one under overload, when a busy
-// processor stretches every batch: a and r grow, the planned size falls to
-// one, throughput falls with it, and the overload deepens. With no n
-// fitting it returns 1; before any observation, limit.
-func (f *Fit) Plan(slo time.Duration, limit int) int {
+// Plan is the steady-state batch size for an objective slo when batch
+// starts are staggered over lanes (1: not staggered; see dispatch's
+// pacer): the largest n, at most limit, for which waiting for the next
+// start, at most a 1/lanes share of a batch, and then riding one's own
+// batch typically finishes within slo, (1 + 1/lanes)·(a + b·n) ≤ slo. The
+// tail is not charged here: it is admission's to plan for, by refusing
+// what would miss (see package dispatch). Charging it here too was
+// measured to collapse a replica to batches of one under overload, when a
+// busy processor stretches every batch: a and r grow, the planned size
+// falls to one, throughput falls with it, and the overload deepens. With
+// no n fitting it returns 1; before any observation, limit.
+func (f *Fit) Plan(slo time.Duration, lanes, limit int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refit()
 	if f.count == 0 {
 		return limit
 	}
-	left := slo.Seconds()/2 - f.a
+	lanes = max(1, lanes)
+	left := slo.Seconds()*float64(lanes)/float64(lanes+1) - f.a
 	switch {
 	case left < f.b:
 		return 1

@@ -47,11 +47,15 @@ type Batching struct {
 	// Admission sheds queries predicted to miss their deadline before
 	// they queue. Off, every query waits until its deadline.
 	Admission bool `yaml:"admission"`
+	// Pace staggers the starts of the replicas' batches, an even share of
+	// a batch's service time apart, so that a query waits for a fraction
+	// of a batch instead of a whole one (see dispatch's pacer).
+	Pace bool `yaml:"pace"`
 }
 
 // DefaultBatching needs no tuning: latency_model on the p99, with
-// admission.
-var DefaultBatching = Batching{Controller: ControllerLatencyModel, Quantile: 0.99, Decrease: 0.9, Admission: true}
+// admission and paced replicas.
+var DefaultBatching = Batching{Controller: ControllerLatencyModel, Quantile: 0.99, Decrease: 0.9, Admission: true, Pace: true}
 
 // Validate names the first problem of b.
 func (b Batching) Validate() error {

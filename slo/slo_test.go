@@ -77,16 +77,21 @@ func TestLatencyModelPlansTheSteadyStateAndRefusesDoomedHeads(t *testing.T) {
 	const ms = time.Millisecond
 	tests := []struct {
 		name       string
+		lanes      int
 		slack, slo time.Duration
 		want       int
 	}{
-		{"no deadline in sight: the cap", -1, -1, 64},
-		{"the steady-state size, 2·(6ms + 0.25ms·n) ≤ 20ms", 20 * ms, 20 * ms, 16},
-		{"a looser SLO allows more, up to the cap", 20 * ms, 80 * ms, 64},
-		{"an older head is still sent in a full batch", 7 * ms, 20 * ms, 16},
-		{"a head that cannot typically make it even alone: refused", 6 * ms, 20 * ms, 0},
+		{"no deadline in sight: the cap", 1, -1, -1, 64},
+		{"the steady-state size, 2·(6ms + 0.25ms·n) ≤ 20ms", 1, 20 * ms, 20 * ms, 16},
+		{"a looser SLO allows more, up to the cap", 1, 20 * ms, 80 * ms, 64},
+		{"an older head is still sent in a full batch", 1, 7 * ms, 20 * ms, 16},
+		{"a head that cannot typically make it even alone: refused", 1, 6 * ms, 20 * ms, 0},
+		{"starts staggered over two lanes: 1.5·(6ms + 0.25ms·n) ≤ 20ms", 2, 20 * ms, 20 * ms, 29},
+		{"over four lanes: 1.25·(6ms + 0.25ms·n) ≤ 20ms", 4, 20 * ms, 20 * ms, 40},
+		{"lanes 0 is one lane", 0, 20 * ms, 20 * ms, 16},
 	}
 	for _, tc := range tests {
+		c.SetLanes(tc.lanes)
 		if got := c.BatchSize(tc.slack, tc.slo); got < tc.want-1 || got > tc.want {
 			t.Errorf("%s: BatchSize(%v, %v) = %d, want %d", tc.name, tc.slack, tc.slo, got, tc.want)
 		}

@@ -29,6 +29,14 @@ type Controller interface {
 	Observe(n int, latency time.Duration)
 }
 
+// laneAware is implemented by controllers whose sizes depend on how long a
+// query waits for a batch to start. Before each choice the dispatcher
+// tells them over how many lanes (replica slots) it staggers batch starts,
+// 1 when it does not (see pacer).
+type laneAware interface {
+	SetLanes(lanes int)
+}
+
 // NoLimit is the size a Controller chooses when it sets no limit of its
 // own: the dispatcher's and the container's limits still apply.
 const NoLimit = 1 << 30
@@ -76,6 +84,9 @@ type Options struct {
 	// deadline, before queueing it; nil means no admission control: every
 	// query waits until its deadline.
 	NewEstimator func() Estimator
+	// Pace staggers the replicas' batch starts (see pacer); SetPace
+	// changes it.
+	Pace bool
 	// HeartbeatInterval is the time between PINGs to each replica, and
 	// HeartbeatTimeout how long one may take; two failures in a row eject
 	// the replica. 0 means 500 ms and 1 s.
@@ -102,6 +113,8 @@ type Dispatcher struct {
 	metrics *versionMetrics
 	q       *queue
 	est     atomic.Pointer[estimator] // nil: no admission control
+	pacing  atomic.Bool
+	pace    pacer
 	healthy atomic.Int32
 	ctx     context.Context
 
@@ -139,6 +152,7 @@ func New(opts Options) *Dispatcher {
 	d := &Dispatcher{opts: opts, name: opts.Model + ":" + opts.Version, metrics: opts.Metrics.forVersion(opts.Model, opts.Version),
 		q: newQueue(opts.Now), replicas: map[string]*replica{}}
 	d.SetBatching(opts.NewController, opts.NewEstimator)
+	d.SetPace(opts.Pace)
 	return d
 }
 
@@ -200,6 +214,37 @@ func (d *Dispatcher) SetBatching(newController func() Controller, newEstimator f
 		return
 	}
 	d.est.Store(&estimator{newEstimator()})
+}
+
+// SetPace turns the staggering of batch starts on or off.
+func (d *Dispatcher) SetPace(on bool) { d.pacing.Store(on) }
+
+// lanes is over how many worker slots batch starts are staggered: all the
+// healthy replicas' while pacing, else 1.
+func (d *Dispatcher) lanes() int {
+	if !d.pacing.Load() {
+		return 1
+	}
+	return max(1, int(d.healthy.Load())*d.opts.Slots)
+}
+
+// batchSizeOf asks c for a size, telling it the lanes first; called with
+// the controller's replica's ctrlMu held.
+func (d *Dispatcher) batchSizeOf(c Controller, lanes int, slack, slo time.Duration) int {
+	if la, ok := c.(laneAware); ok {
+		la.SetLanes(lanes)
+	}
+	return c.BatchSize(slack, slo)
+}
+
+// hold is how long a free worker waits before taking a batch of up to n
+// (see pacer).
+func (d *Dispatcher) hold(n int) time.Duration {
+	if !d.pacing.Load() {
+		return 0
+	}
+	_, slack, _ := d.q.head()
+	return d.pace.hold(d.opts.Now(), d.lanes(), n, d.q.len(), slack)
 }
 
 // Estimator returns the version's current estimator, nil when admission is

@@ -184,12 +184,32 @@ func (r *replica) heartbeat(ctx context.Context) {
 func (r *replica) work(ctx context.Context) {
 	var batch []*query
 	var inputs [][]byte
+	var held *time.Timer
+	defer func() {
+		if held != nil {
+			held.Stop()
+		}
+	}()
 	for {
 		epoch, err := r.waitHealthy(ctx)
 		if err != nil {
 			return
 		}
 		n, maxFrame, reason := r.limits()
+		if wait := r.d.hold(n); wait > 0 {
+			if held == nil {
+				held = time.NewTimer(wait)
+			} else {
+				held.Reset(wait)
+			}
+			select {
+			case <-held.C:
+			case <-ctx.Done():
+				return
+			case <-epoch.Done():
+			}
+			continue // the head and the queue have moved on
+		}
 		batch, wake := r.d.q.take(n, maxFrame, batch[:0])
 		if batch == nil {
 			select {
@@ -226,11 +246,12 @@ const (
 func (r *replica) limits() (batch, maxFrame, reason int) {
 	var slack, slo time.Duration
 	var n int
+	lanes := r.d.lanes()
 	for {
 		var head *query
 		head, slack, slo = r.d.q.head()
 		r.ctrlMu.Lock()
-		n = r.ctrl.BatchSize(slack, slo)
+		n = r.d.batchSizeOf(r.ctrl, lanes, slack, slo)
 		r.ctrlMu.Unlock()
 		if n > 0 || head == nil {
 			break
@@ -283,8 +304,10 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 	if vm := r.d.metrics; vm != nil {
 		vm.observeBatch(batch, now)
 	}
+	r.d.pace.started(now)
 	outs, err := r.client.Predict(ctx, r.d.opts.InputType, inputs)
 	latency := r.d.opts.Now().Sub(now)
+	r.d.pace.finished(latency, err == nil)
 	switch {
 	case err == nil:
 		r.ctrlMu.Lock()

@@ -1,0 +1,75 @@
+package dispatch
+
+import (
+	"sync"
+	"time"
+)
+
+// pacer staggers the batch starts of one model version's replicas.
+//
+// Replicas that pull whenever they come free fall into step: two replicas
+// that finish close together both take what is queued, and the queries
+// that arrive next wait for a whole batch before either is free again, so
+// a query's latency approaches twice a batch's service time. Started an
+// even share of a service time apart (half of it for two lanes), the
+// replicas hand out batches twice as often and a query waits at most that
+// share: for the same objective each batch may be larger, and the version
+// answers more.
+//
+// A free worker therefore holds its batch until the share since the
+// latest start has passed, but never when no other batch is in flight (an
+// idle version answers at once), when the queue already fills the batch,
+// or for longer than the head's slack less one service time.
+type pacer struct {
+	mu       sync.Mutex // guards the fields below
+	inFlight int
+	last     time.Time     // the latest batch's start
+	service  time.Duration // moving average of batches' service times; 0 before the first
+}
+
+// serviceWeight is the moving average's weight of the newest service time.
+const serviceWeight = 8 // 1/8
+
+// started records a batch's start.
+func (p *pacer) started(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inFlight++
+	p.last = now
+}
+
+// finished records a batch's end and, when it was answered, its service
+// time.
+func (p *pacer) finished(service time.Duration, answered bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inFlight--
+	if !answered {
+		return
+	}
+	if p.service == 0 {
+		p.service = service
+	} else {
+		p.service += (service - p.service) / serviceWeight
+	}
+}
+
+// hold is how long a free worker waits before taking a batch of up to n
+// from queued queries, of which the head has slack left (negative: no
+// deadline), when lanes workers serve the version.
+func (p *pacer) hold(now time.Time, lanes, n, queued int, slack time.Duration) time.Duration {
+	if lanes < 2 || queued == 0 || queued >= n {
+		return 0
+	}
+	p.mu.Lock()
+	inFlight, last, service := p.inFlight, p.last, p.service
+	p.mu.Unlock()
+	if inFlight == 0 || service == 0 {
+		return 0
+	}
+	wait := last.Add(service / time.Duration(lanes)).Sub(now)
+	if slack >= 0 {
+		wait = min(wait, slack-service)
+	}
+	return max(0, wait)
+}
