@@ -272,7 +272,7 @@ func (c *cli) showApp(a admin.AppView) error {
 	return c.show(a, func(w io.Writer) {
 		policy := a.Policy
 		if policy == "" {
-			policy = "- (the single linked model)"
+			policy = "single (the first linked model)"
 		}
 		fmt.Fprintf(w, "name:\t%s\n", a.Name)
 		fmt.Fprintf(w, "input type:\t%s\n", a.InputType)
@@ -304,7 +304,7 @@ func appsCreate(c *cli, args []string) error {
 	})
 	fs.DurationVar(&slo, "slo", 0, "the latency objective, such as 50ms (required)")
 	fs.StringVar(&a.DefaultOutput, "default-output", "", "the `output` answered, flagged, when the deadline passes first")
-	fs.StringVar(&a.Policy, "policy", "", "the model selection `policy`; empty means the single linked model")
+	fs.StringVar(&a.Policy, "policy", "", "the model selection `policy`: single (the first linked model; the default), weighted, exp3 or exp4; their parameters (shares, eta, shadow, canary guard) are set in the configuration file's selection block")
 	fs.IntVar(&a.Priority, "priority", 0, "the app's `priority` when load is shed: lower is shed first")
 	var cacheTTL time.Duration
 	fs.DurationVar(&cacheTTL, "cache-ttl", 0, "how long answers stay in the prediction cache, such as 30m; 0 means the cache's default")
