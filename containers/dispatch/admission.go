@@ -31,12 +31,20 @@ func reserveOf(ctx context.Context) time.Duration {
 // admit predicts q's finish from the queue and the estimator and refuses
 // q when it is past q's deadline less reserve.
 //
-// The replicas are taken to be busy, and to take what is queued when they
-// come free, as they do: the queries ahead of q and q itself, shared among
-// the healthy replicas, k each, in rounds of at most the size their
-// controllers send. q waits for the batch in progress (half
-// of one, on average, taken to be the size of the next), then for its
-// rounds, plus the tail delay once.
+// The replicas are taken to be busy, as they are when a queue forms, and
+// each free worker to take up to n of the queue at once, n the size the
+// controllers send: q rides the j-th batch to start, j = ⌈(queued+1)/n⌉.
+// Over its lanes (healthy replicas times slots) batches start a 1/lanes
+// share of a batch's service time L apart, so the j-th starts at most
+// first + (j-1)·L/lanes from now, where first, the wait for the next start,
+// is L/lanes when the dispatcher paces its replicas and a whole L when it
+// does not (a batch may just have begun on every lane); L is the estimate
+// for a full batch of n, which is what the batches ahead are when a queue
+// forms. q then takes its own batch's estimate, of min(queued+1, n), and
+// the fit's tail.
+// The waits are the worst case, not the mean: what admission promises is
+// that the queries it lets in make their deadline.
+//
 // With no healthy replica, with an empty queue, or before the estimator
 // has seen a batch, q is admitted: there is nothing to predict from (or
 // too little to refuse on), and the deadline still bounds its wait.
@@ -52,14 +60,13 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 		return nil
 	}
 	budget := q.deadline.Sub(q.enqueued)
-	k := (queued + replicas) / replicas // ⌈(queued + 1) / replicas⌉
-	limit := max(1, min(d.opts.MaxBatch, d.batchSize(budget)))
-	rounds := (k + limit - 1) / limit
-	batch, tail := est.Estimate(min(k, limit))
-	if batch <= 0 {
+	n := max(1, min(d.opts.MaxBatch, d.batchSize(budget)))
+	full, _ := est.Estimate(n)
+	own, tail := est.Estimate(min(queued+1, n))
+	if full <= 0 || own <= 0 {
 		return nil
 	}
-	finish := batch/2 + time.Duration(rounds)*batch + tail
+	finish := predictFinish(queued, n, replicas*d.opts.Slots, d.pacing.Load(), full, own) + tail
 	if finish <= budget-reserve {
 		return nil
 	}
@@ -68,6 +75,19 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	}
 	return fmt.Errorf("%w: model %s predicted to answer in %v (%d queued, %d replicas), past the %v left", ErrShed, d.name,
 		finish.Round(time.Microsecond), queued, replicas, (budget - reserve).Round(time.Microsecond))
+}
+
+// predictFinish is when a query joining queued others finishes, typically
+// and at the worst of the waits (see admit): batches of n over lanes
+// lanes, a full one taking full and the query's own own.
+func predictFinish(queued, n, lanes int, paced bool, full, own time.Duration) time.Duration {
+	j := time.Duration((queued + n) / n) // ⌈(queued + 1) / n⌉
+	l := time.Duration(max(1, lanes))
+	first := full
+	if paced {
+		first = full / l
+	}
+	return first + (j-1)*full/l + own
 }
 
 // batchSize is the smallest batch the healthy replicas' controllers would
