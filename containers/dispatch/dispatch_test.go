@@ -161,19 +161,32 @@ func TestBatchesRespectTheController(t *testing.T) {
 	}
 }
 
-func TestExpiredQueriesNeverReachTheModel(t *testing.T) {
-	m := &model{delay: 100 * time.Millisecond}
-	d := startDispatcher(t, Options{MaxBatch: 1}, serve(t, m).addr)
-	// The first query occupies the only replica for 100 ms; the others
-	// expire in the queue meanwhile.
+// occupy sends one query without a deadline to d, whose only replica
+// serves m, and returns once m has it; the channel gets its error when it
+// is answered.
+func occupy(t *testing.T, d *Dispatcher, m *model) <-chan error {
+	t.Helper()
 	busy := make(chan error, 1)
 	go func() {
 		_, _, err := d.Predict(context.Background(), []byte("first"))
 		busy <- err
 	}()
+	deadline := time.Now().Add(10 * time.Second)
 	for m.inputs.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the model did not get the first query within 10 s")
+		}
 		time.Sleep(time.Millisecond)
 	}
+	return busy
+}
+
+func TestExpiredQueriesNeverReachTheModel(t *testing.T) {
+	m := &model{delay: 100 * time.Millisecond}
+	d := startDispatcher(t, Options{MaxBatch: 1}, serve(t, m).addr)
+	// The first query occupies the only replica for 100 ms; the others
+	// expire in the queue meanwhile.
+	busy := occupy(t, d, m)
 	_, errs := stream(d, 20, 20, 20*time.Millisecond, 0)
 	if len(errs) != 20 {
 		t.Fatalf("%d of 20 queries failed, want all (their deadline is before the replica frees)", len(errs))
@@ -212,14 +225,7 @@ func TestDoomedHeadsAreAnsweredAtOnce(t *testing.T) {
 	m := &model{delay: 100 * time.Millisecond}
 	d := startDispatcher(t, Options{MaxBatch: 1, NewController: func() Controller { return slackLimited{} }}, serve(t, m).addr)
 	// The first query (no deadline) occupies the only replica for 100 ms.
-	busy := make(chan error, 1)
-	go func() {
-		_, _, err := d.Predict(context.Background(), []byte("first"))
-		busy <- err
-	}()
-	for m.inputs.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	busy := occupy(t, d, m)
 	// When the replica frees, a head with 3 s left cannot make it by the
 	// controller's reckoning: it is answered then, not at its deadline.
 	doomed, cancel := context.WithTimeout(context.Background(), 3*time.Second)
