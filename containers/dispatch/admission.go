@@ -69,9 +69,7 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	if full <= 0 || own <= 0 {
 		return nil
 	}
-	lanes := max(1, replicas*d.opts.Slots)
-	ahead := (queued/n + lanes) / lanes // batches on q's lane before its own, the one in flight included
-	finish := predictFinish(queued, n, lanes, d.pacing.Load(), full, own) + time.Duration(1+ahead)*tail
+	finish := predictFinish(queued, n, replicas*d.opts.Slots, d.pacing.Load(), full, own, tail)
 	if finish <= budget-reserve {
 		return nil
 	}
@@ -82,17 +80,19 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 		finish.Round(time.Microsecond), queued, replicas, (budget - reserve).Round(time.Microsecond))
 }
 
-// predictFinish is when a query joining queued others finishes, typically
-// and at the worst of the waits (see admit): batches of n over lanes
-// lanes, a full one taking full and the query's own own.
-func predictFinish(queued, n, lanes int, paced bool, full, own time.Duration) time.Duration {
-	j := time.Duration((queued + n) / n) // ⌈(queued + 1) / n⌉
-	l := time.Duration(max(1, lanes))
+// predictFinish is when a query joining queued others finishes at the
+// worst of its waits (see admit): batches of n over lanes lanes, a full
+// one typically taking full and the query's own own, each delayed by up
+// to tail.
+func predictFinish(queued, n, lanes int, paced bool, full, own, tail time.Duration) time.Duration {
+	l := max(1, lanes)
+	j := (queued + n) / n // the batch q rides: ⌈(queued + 1) / n⌉
+	onLane := 1 + (j-1)/l // batches on q's lane before its own, the one in flight included
 	first := full
 	if paced {
-		first = full / l
+		first = full / time.Duration(l)
 	}
-	return first + (j-1)*full/l + own
+	return first + time.Duration(j-1)*full/time.Duration(l) + own + time.Duration(onLane+1)*tail
 }
 
 // batchSize is the smallest batch the healthy replicas' controllers would

@@ -24,8 +24,29 @@ func TestPredictFinish(t *testing.T) {
 		{"no lanes counts as one", 3, 0, true, 6 * ms, 10*ms + 6*ms},
 	}
 	for _, c := range cases {
-		if got := predictFinish(c.queued, 10, c.lanes, c.paced, 10*ms, c.own); got != c.want {
+		if got := predictFinish(c.queued, 10, c.lanes, c.paced, 10*ms, c.own, 0); got != c.want {
 			t.Errorf("%s: predictFinish(%d, 10, %d, %v, 10ms, %v) = %v, want %v", c.name, c.queued, c.lanes, c.paced, c.own, got, c.want)
+		}
+	}
+}
+
+func TestPredictFinishChargesTheTailPerBatchOnTheLane(t *testing.T) {
+	ms := time.Millisecond
+	cases := []struct {
+		name          string
+		queued, lanes int
+		tails         time.Duration
+	}{
+		{"the first batch: the one in flight and its own", 3, 2, 2},
+		{"the second start, on the other lane: still two", 10, 2, 2},
+		{"the third start comes after one more batch on its lane", 20, 2, 3},
+		{"the fourth start", 35, 2, 3},
+		{"one lane: every batch ahead is on it", 25, 1, 4},
+	}
+	for _, c := range cases {
+		without := predictFinish(c.queued, 10, c.lanes, true, 10*ms, 10*ms, 0)
+		if got := predictFinish(c.queued, 10, c.lanes, true, 10*ms, 10*ms, ms) - without; got != c.tails*ms {
+			t.Errorf("%s: the tail adds %v, want %d tails", c.name, got, c.tails)
 		}
 	}
 }
