@@ -323,8 +323,7 @@ func (x *Exp3) Feedback(ctx context.Context, c Choice, gains []float64) error {
 	if !answered {
 		return nil
 	}
-	err := x.add(ctx, x.key, deltas, x.gap)
-	return err
+	return x.add(ctx, x.key, deltas, x.gap)
 }
 
 func (x *Exp3) status(ctx context.Context, arms []string) Status {
@@ -369,8 +368,7 @@ func (x *Exp4) Feedback(ctx context.Context, c Choice, gains []float64) error {
 	if !answered {
 		return nil
 	}
-	err := x.add(ctx, x.key, deltas, x.gap)
-	return err
+	return x.add(ctx, x.key, deltas, x.gap)
 }
 
 func (x *Exp4) status(ctx context.Context, arms []string) Status {
