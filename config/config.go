@@ -20,6 +20,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/process"
+	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
@@ -46,6 +47,9 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Cache configures the prediction cache.
 	Cache Cache `yaml:"cache"`
+	// Feedback configures what proxies remember of answered queries for
+	// their feedback.
+	Feedback Feedback `yaml:"feedback"`
 	// Apps are created in the state at start, with their links, unless
 	// the state has them already (see Seed).
 	Apps []App `yaml:"apps"`
@@ -154,6 +158,18 @@ type Cache struct {
 	// RedisTimeout bounds each Redis call of the cache; past it the query
 	// goes on without L2.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
+}
+
+// Feedback configures what proxies remember of answered queries, so that
+// feedback can score them.
+type Feedback struct {
+	// Recent is how many answered queries this proxy keeps in memory.
+	Recent int `yaml:"recent"`
+	// Shared keeps each answered query in Redis too, when there is one,
+	// so that its feedback may reach any proxy sharing it.
+	Shared bool `yaml:"shared"`
+	// SharedTTL is how long Redis keeps each.
+	SharedTTL time.Duration `yaml:"shared_ttl"`
 }
 
 // Log configures logging.
@@ -436,9 +452,10 @@ var Default = Config{
 		Enabled:  true,
 		PortBase: process.DefaultBasePort,
 	}},
-	OIP:   OIP{DefaultTimeout: time.Second},
-	Log:   Log{Level: "info", Format: "json"},
-	Cache: Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
+	OIP:      OIP{DefaultTimeout: time.Second},
+	Log:      Log{Level: "info", Format: "json"},
+	Cache:    Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
+	Feedback: Feedback{Recent: proxy.DefaultRecentQueries, Shared: true, SharedTTL: proxy.DefaultSharedTTL},
 }
 
 // Load reads and validates the file at path.
@@ -512,6 +529,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.RedisTimeout <= 0 {
 		return fmt.Errorf("cache.redis_timeout %v: must be positive", c.Cache.RedisTimeout)
+	}
+	if c.Feedback.Recent <= 0 {
+		return fmt.Errorf("feedback.recent %d: must be positive", c.Feedback.Recent)
+	}
+	if c.Feedback.SharedTTL <= 0 {
+		return fmt.Errorf("feedback.shared_ttl %v: must be positive", c.Feedback.SharedTTL)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -43,6 +43,9 @@ func TestFullFile(t *testing.T) {
 	if c.Models[0].Runtime != "process" {
 		t.Fatalf("runtime default: %q", c.Models[0].Runtime)
 	}
+	if f := c.Feedback; f.Recent != 1000 || !f.Shared || f.SharedTTL != time.Minute {
+		t.Fatalf("feedback: %+v; want recent 1000, shared kept true, shared_ttl 1m", f)
+	}
 	d := c.Runtimes.Docker
 	if !d.Enabled || d.Owner != "team-a" || d.DrainTimeout != 2*time.Second {
 		t.Fatalf("runtimes.docker: %+v", d)
@@ -112,6 +115,7 @@ func TestBadFiles(t *testing.T) {
 		"slo-bad-quantile.bad.yml":         "apps[0].batching.quantile 0.3: must be above 0.5 and below 1",
 		"slo-batching-conflict.bad.yml":    `apps[1].batching: model "m" is also linked to app "a", whose batching differs`,
 		"slo-retry-after-default.bad.yml":  "apps[0].retry_after 2s: only reject and unavailable answers carry Retry-After, and shed is default",
+		"bad-feedback-ttl.bad.yml":         "feedback.shared_ttl -1m0s: must be positive",
 		"selection-bad-policy.bad.yml":     `apps[0].selection: policy "ucb": must be single, weighted, exp3 or exp4`,
 		"selection-unlinked-share.bad.yml": `apps[0].selection: shares["other:2"]: model not in the app's models`,
 	}

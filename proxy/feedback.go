@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -60,6 +61,8 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(ErrBadInput, "\"label\": %v", err))
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), feedbackTimeout)
+	defer cancel()
 	id := req.QueryID
 	if req.Input != nil {
 		in, err := encodeInput(req.Input, app.InputType, "input")
@@ -67,16 +70,24 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		if id, ok = p.recent.idOf(app.Name, in); !ok {
-			writeError(w, errorf(ErrNotFound, "no recent query of app %q had this input (this proxy remembers its last %d answered queries)",
-				app.Name, p.opts.RecentQueries))
+		id, ok, err = p.recent.idOf(ctx, app.Name, in)
+		switch {
+		case err != nil:
+			writeError(w, errorf(ErrUnavailable, "the recent queries could not be read: %v", err))
+			return
+		case !ok:
+			writeError(w, errorf(ErrNotFound, "no recent query of app %q had this input (%s)", app.Name, p.remembers()))
 			return
 		}
 	}
-	q, ok := p.recent.take(id, app.Name)
-	if !ok {
-		writeError(w, errorf(ErrNotFound, "no recent query %q of app %q: unknown, answered by another proxy, already scored, or forgotten (this proxy remembers its last %d answered queries)",
-			id, app.Name, p.opts.RecentQueries))
+	q, ok, err := p.recent.take(ctx, id, app.Name)
+	switch {
+	case err != nil:
+		writeError(w, errorf(ErrUnavailable, "the recent queries could not be read: %v", err))
+		return
+	case !ok:
+		writeError(w, errorf(ErrNotFound, "no recent query %q of app %q: unknown, already scored, or forgotten (%s)",
+			id, app.Name, p.remembers()))
 		return
 	}
 	rewards := make(map[string]float64, len(q.choice.Arms)+1)
@@ -88,10 +99,10 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 			gains[j] = spec.Output.Gain(rewards[arm])
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), feedbackTimeout)
-	defer cancel()
 	if err := sel.Feedback(ctx, q.choice, gains); err != nil {
-		p.recent.restore(id, q)
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), feedbackTimeout)
+		defer rcancel()
+		p.recent.restore(rctx, id, q)
 		p.log.Warn("feedback: the policy state could not be updated", zap.String("app", app.Name), zap.String("query_id", id), zap.Error(err))
 		writeError(w, errorf(ErrUnavailable, "the policy state could not be updated: %v", err))
 		return
@@ -107,6 +118,14 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 		m.Scored(app.Name, q.choice.Shadow, spec.Output.Gain(rewards[q.choice.Shadow]))
 	}
 	writeJSON(w, appendFeedback(make([]byte, 0, 128), id, rewards))
+}
+
+// remembers says which answered queries feedback can reach.
+func (p *Proxy) remembers() string {
+	if p.recent.shared != nil {
+		return fmt.Sprintf("the proxies sharing this Redis keep each answered query for %v", p.recent.shared.ttl)
+	}
+	return fmt.Sprintf("this proxy remembers its last %d answered queries; feedback must reach the proxy that answered", p.opts.RecentQueries)
 }
 
 // appendFeedback appends the feedback API's answer: the query's id and

@@ -7,6 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
@@ -131,5 +136,127 @@ func TestShadowIsRecordedNeverReturned(t *testing.T) {
 	_, m := e.post("/apps/echo/feedback", `{"query_id": "`+id+`", "label": 7}`)
 	if got := mustJSON(m["rewards"]); got != `{"a":1,"shadow":1}` {
 		t.Errorf("rewards %s; want both the answer and the shadow's scored", got)
+	}
+}
+
+// TestFeedbackThroughAnyProxy runs two proxies on one real Redis that
+// share their answered queries: feedback sent to the proxy that did not
+// answer scores the query, once across both, by id or by input, with the
+// shadow's answer too; and a proxy without Redis still scores its own.
+func TestFeedbackThroughAnyProxy(t *testing.T) {
+	addr := testutil.StartRedis(t)
+	var envs [2]*env
+	for i := range envs {
+		client := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { _ = client.Close() })
+		store := state.NewStore(state.NewRedis(client, state.RedisOptions{Prefix: "fb:"}), state.Options{})
+		must(t, store.Start(context.Background()))
+		t.Cleanup(func() { _ = store.Close() })
+		reg := prometheus.NewRegistry()
+		envs[i] = newEnvOpts(t, Options{Store: store, Registry: reg,
+			Selection:     selection.NewTable(selection.Options{State: selection.NewRedis(client, "fb:selection:"), Registerer: reg}),
+			SharedQueries: SharedQueries{Redis: client, Prefix: "fb:"},
+			Dispatch:      dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
+	}
+	a, b := envs[0], envs[1]
+	a.addModel(state.App{Name: "echo", InputType: state.InputString, SLO: 2 * time.Second, Policy: "exp3"}, "m", noop(t, "string"))
+	a.addLinked("echo", "shadow", noop(t, "string"), state.InputString)
+	spec := map[string]selection.Spec{"echo": {Policy: "exp3", Shadow: "shadow"}}
+	for _, e := range envs {
+		e.proxy.ApplySelection(spec)
+		e.waitHealthy("m", "1")
+		e.waitHealthy("shadow", "1")
+	}
+	query := func(input string) string {
+		t.Helper()
+		status, m := a.post("/apps/echo/predict", `{"input": "`+input+`"}`)
+		id, _ := m["query_id"].(string)
+		if status != 200 || m["default"] != false || id == "" {
+			t.Fatalf("predict through A: %d %v", status, m)
+		}
+		return id
+	}
+	// feedback posts body to e until the query's write reaches Redis (a
+	// 404 until then), and returns the answer.
+	feedback := func(e *env, body string) map[string]any {
+		t.Helper()
+		var m map[string]any
+		testutil.Eventually(t, 5*time.Second, "the feedback "+body+" is accepted", func() bool {
+			var status int
+			status, m = e.post("/apps/echo/feedback", body)
+			return status == 200
+		})
+		return m
+	}
+
+	id := query("7")
+	testutil.Eventually(t, 5*time.Second, "the shadow's answer is compared", func() bool {
+		return counterSum(t, a.reg, "sloproxy_selection_shadow_total", "app", "echo", "model", "shadow") == 1
+	})
+	m := feedback(b, `{"query_id": "`+id+`", "label": "6"}`)
+	if m["query_id"] != id || mustJSON(m["rewards"]) != `{"m":0,"shadow":0}` {
+		t.Errorf("feedback through B: %v; want the query %s with m's and the shadow's rewards, 0 each", m, id)
+	}
+	for i, e := range envs {
+		if status, m := e.post("/apps/echo/feedback", `{"query_id": "`+id+`", "label": "6"}`); status != 404 {
+			t.Errorf("second feedback for %s through proxy %d: %d %v; want 404, scored once", id, i, status, m)
+		}
+	}
+	id = query("8")
+	if m := feedback(b, `{"input": "8", "label": 8}`); m["query_id"] != id || mustJSON(m["rewards"]) != `{"m":1,"shadow":1}` {
+		t.Errorf("feedback by input through B: %v; want the query %s, rewards 1", m, id)
+	}
+	if status, m := a.post("/apps/echo/feedback", `{"query_id": "`+id+`", "label": 8}`); status != 404 {
+		t.Errorf("feedback through A for a query B scored: %d %v; want 404", status, m)
+	}
+	statusA, err := a.proxy.SelectionStatus(context.Background(), "echo")
+	must(t, err)
+	statusB, err := b.proxy.SelectionStatus(context.Background(), "echo")
+	must(t, err)
+	if !reflect.DeepEqual(statusA, statusB) {
+		t.Errorf("the proxies learned differently: %+v and %+v", statusA, statusB)
+	}
+}
+
+// TestSharedQueryCannotComeBack drives the Redis side of the recent
+// queries on a real Redis through the orders in which a query's write and
+// its feedback may arrive.
+func TestSharedQueryCannotComeBack(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: testutil.StartRedis(t)})
+	t.Cleanup(func() { _ = client.Close() })
+	sh := newShared(SharedQueries{Redis: client, Prefix: "sq:"}, prometheus.NewRegistry(), zap.NewNop())
+	ctx := context.Background()
+	q := &asked{app: "app", choice: selection.Choice{Arms: []string{"a", "b"}, Probs: []float64{0.5, 0.5}}, outs: [][]byte{[]byte(`1`), nil}}
+	write := func(id string) {
+		sh.write(ctx, []sharedWrite{{id: id, q: q, input: inputKey{"app", 1}}})
+	}
+	write("written")
+	if _, st, err := sh.take(ctx, "written", "other-app"); err != nil || st != sharedAbsent {
+		t.Errorf("take as another app: %v, %v; want absent", st, err)
+	}
+	got, st, err := sh.take(ctx, "written", "app")
+	if err != nil || st != sharedFound || !reflect.DeepEqual(got.choice, q.choice) || !reflect.DeepEqual(got.outs, q.outs) {
+		t.Fatalf("take: %+v, %v, %v; want the query as written", got, st, err)
+	}
+	if _, st, _ := sh.take(ctx, "written", "app"); st != sharedTaken {
+		t.Errorf("second take: %v; want taken", st)
+	}
+	must(t, sh.restore(ctx, "written"))
+	if _, st, _ := sh.take(ctx, "written", "app"); st != sharedFound {
+		t.Errorf("take after restore: %v; want found", st)
+	}
+	// Scored before its write arrived: the write must not bring it back.
+	if taken, err := sh.mark(ctx, "late"); err != nil || taken {
+		t.Fatalf("mark: %v, %v", taken, err)
+	}
+	write("late")
+	if _, st, _ := sh.take(ctx, "late", "app"); st != sharedTaken {
+		t.Errorf("take after a late write: %v; want taken", st)
+	}
+	if id, ok, err := sh.idOf(ctx, inputKey{"app", 1}); err != nil || !ok || id != "late" {
+		t.Errorf("idOf: %q %v %v; want the latest query written, late", id, ok, err)
+	}
+	if ttl := client.TTL(ctx, "sq:recent:q:written").Val(); ttl <= 0 || ttl > DefaultSharedTTL {
+		t.Errorf("TTL of a query %v; want up to %v", ttl, DefaultSharedTTL)
 	}
 }

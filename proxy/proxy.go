@@ -63,6 +63,9 @@ type Options struct {
 	// RecentQueries is how many answered queries the proxy remembers for
 	// feedback. 0 means DefaultRecentQueries.
 	RecentQueries int
+	// SharedQueries, with its Redis set, keeps the answered queries in
+	// Redis too, so that feedback may reach any proxy sharing it.
+	SharedQueries SharedQueries
 	// Dispatch is the template for each model version's dispatcher; its
 	// Model, Version, InputType, MaxBatch and Metrics are set per version.
 	Dispatch dispatch.Options
@@ -77,7 +80,7 @@ type Proxy struct {
 	metrics *metrics
 	attain  *attainment
 	sel     *selection.Table
-	recent  *recent
+	recent  *recent // the writer of its shared part runs in Run
 	// background holds the shadow queries, each bounded by its query's
 	// deadline; Run waits for them.
 	background sync.WaitGroup
@@ -124,6 +127,10 @@ func New(opts Options) *Proxy {
 	}
 	var prefix [8]byte
 	_, _ = rand.Read(prefix[:])
+	var sh *shared
+	if opts.SharedQueries.Redis != nil {
+		sh = newShared(opts.SharedQueries, opts.Registry, opts.Logger)
+	}
 	p := &Proxy{
 		opts:     opts,
 		log:      opts.Logger,
@@ -131,7 +138,7 @@ func New(opts Options) *Proxy {
 		metrics:  newMetrics(opts.Registry),
 		attain:   &attainment{policies: opts.Policies, windows: map[string]*slo.Window{}},
 		sel:      opts.Selection,
-		recent:   newRecent(opts.RecentQueries),
+		recent:   newRecent(opts.RecentQueries, sh, opts.Logger),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
 	opts.Registry.MustRegister(p.attain, p.pool)
@@ -163,6 +170,13 @@ func (p *Proxy) Handler() http.Handler { return p.handler }
 func (p *Proxy) Run(ctx context.Context) {
 	p.ready.Store(true)
 	defer p.ready.Store(false)
+	if sh := p.recent.shared; sh != nil {
+		var writer sync.WaitGroup
+		wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		writer.Go(func() { sh.run(wctx) })
+		defer writer.Wait()
+		defer stop() // after the shadows, whose answers it writes too
+	}
 	defer p.background.Wait()
 	p.pool.run(ctx, p.opts.Store)
 }

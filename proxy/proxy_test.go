@@ -49,8 +49,16 @@ func newEnvWith(t *testing.T, store *state.Store, c *cache.Cache, reg *prometheu
 	if store == nil {
 		store = state.NewStore(nil, state.Options{})
 	}
-	p := New(Options{Store: store, Registry: reg, MaxBodyBytes: 1 << 16, MaxInputBatch: 8, Cache: c,
+	return newEnvOpts(t, Options{Store: store, Registry: reg, MaxBodyBytes: 1 << 16, MaxInputBatch: 8, Cache: c,
 		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
+}
+
+// newEnvOpts runs a proxy with opts (Store and Registry set) until the
+// test ends.
+func newEnvOpts(t *testing.T, opts Options) *env {
+	t.Helper()
+	p := New(opts)
+	store, reg := opts.Store, opts.Registry
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(ctx) }()

@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"context"
 	"sync"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/selection"
 )
@@ -31,11 +34,14 @@ func (q *asked) shadow() []byte {
 }
 
 // recent remembers the latest answered queries, by id and by (app, input),
-// in two bounded LRUs (github.com/hashicorp/golang-lru: no goroutines).
+// in two bounded LRUs (github.com/hashicorp/golang-lru: no goroutines),
+// and, with shared, in Redis for feedback through any proxy.
 type recent struct {
-	mu      sync.Mutex // makes take's look-up and removal one step
+	mu      sync.Mutex // makes takeLocal's look-up and removal one step
 	byID    *lru.Cache[string, *asked]
 	byInput *lru.Cache[inputKey, string]
+	shared  *shared // nil: this proxy's memory only
+	log     *zap.Logger
 }
 
 // inputKey names an app's input by a 64-bit hash: a collision would at
@@ -45,26 +51,119 @@ type inputKey struct {
 	hash uint64
 }
 
-func newRecent(size int) *recent {
+func newRecent(size int, sh *shared, log *zap.Logger) *recent {
 	byID, _ := lru.New[string, *asked](size) // errors only for size ≤ 0
 	byInput, _ := lru.New[inputKey, string](size)
-	return &recent{byID: byID, byInput: byInput}
+	return &recent{byID: byID, byInput: byInput, shared: sh, log: log}
 }
 
 // put remembers query id of app with input.
 func (r *recent) put(id string, input []byte, q *asked) {
+	k := inputKey{q.app, xxhash.Sum64(input)}
 	r.byID.Add(id, q)
-	r.byInput.Add(inputKey{q.app, xxhash.Sum64(input)}, id)
+	r.byInput.Add(k, id)
+	if r.shared != nil {
+		r.shared.enqueue(sharedWrite{id: id, q: q, input: k})
+	}
 }
 
-// idOf returns the id of the latest query of app with input.
-func (r *recent) idOf(app string, input []byte) (string, bool) {
-	return r.byInput.Get(inputKey{app, xxhash.Sum64(input)})
+// shadowed records the shadow's answer out to query id, which may come
+// after put.
+func (r *recent) shadowed(id string, q *asked, out []byte) {
+	q.mu.Lock()
+	q.shadowOut = out
+	q.mu.Unlock()
+	if r.shared != nil {
+		r.shared.enqueue(sharedWrite{id: id, shadow: out})
+	}
+}
+
+// sharedGrace is how long a feedback that finds its query nowhere waits
+// for the write of another proxy's answer, which a client that sends the
+// feedback at once may overtake.
+const sharedGrace = 20 * time.Millisecond
+
+// idOf returns the id of the latest query of app with input: as any proxy
+// recorded it, with shared, else as this one did.
+func (r *recent) idOf(ctx context.Context, app string, input []byte) (string, bool, error) {
+	k := inputKey{app, xxhash.Sum64(input)}
+	if r.shared == nil {
+		id, ok := r.byInput.Get(k)
+		return id, ok, nil
+	}
+	for wait := graceOf(ctx); ; {
+		id, ok, err := r.shared.idOf(ctx, k)
+		if ok || err != nil {
+			return id, ok, err
+		}
+		if id, ok := r.byInput.Get(k); ok {
+			return id, true, nil
+		}
+		if !wait() {
+			return "", false, nil
+		}
+	}
+}
+
+// graceOf returns a function that sleeps a little and reports true while
+// sharedGrace has not passed since graceOf, and ctx is not done.
+func graceOf(ctx context.Context) func() bool {
+	end := time.Now().Add(sharedGrace)
+	return func() bool {
+		if time.Now().After(end) {
+			return false
+		}
+		t := time.NewTimer(2 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // take removes and returns query id of app, so that its feedback counts
-// once.
-func (r *recent) take(id, app string) (*asked, bool) {
+// once: across proxies, with shared. It fails only when Redis cannot be
+// reached and this proxy did not answer the query.
+func (r *recent) take(ctx context.Context, id, app string) (*asked, bool, error) {
+	local, ok := r.takeLocal(id, app)
+	if r.shared == nil {
+		return local, ok, nil
+	}
+	q, st, err := r.shared.take(ctx, id, app)
+	for wait := graceOf(ctx); err == nil && st == sharedAbsent && !ok && wait(); {
+		q, st, err = r.shared.take(ctx, id, app)
+	}
+	switch {
+	case err != nil && ok:
+		r.log.Warn("feedback: Redis is unavailable; scoring this proxy's own record of the query", zap.String("query_id", id), zap.Error(err))
+		return local, true, nil
+	case err != nil:
+		return nil, false, err
+	case st == sharedTaken:
+		return nil, false, nil
+	case st == sharedFound && ok:
+		return local, true, nil // the same query, with its shadow's answer however late it came
+	case st == sharedFound:
+		return q, true, nil
+	case !ok:
+		return nil, false, nil
+	}
+	// Only here: its write to Redis is still queued, or was dropped. Mark
+	// it taken there first, so that the write cannot bring it back.
+	taken, err := r.shared.mark(ctx, id)
+	if err != nil {
+		r.log.Warn("feedback: Redis is unavailable; scoring this proxy's own record of the query", zap.String("query_id", id), zap.Error(err))
+	}
+	if taken {
+		return nil, false, nil
+	}
+	return local, true, nil
+}
+
+func (r *recent) takeLocal(id, app string) (*asked, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q, ok := r.byID.Peek(id)
@@ -76,4 +175,11 @@ func (r *recent) take(id, app string) (*asked, bool) {
 }
 
 // restore puts back what take removed, when the feedback failed.
-func (r *recent) restore(id string, q *asked) { r.byID.Add(id, q) }
+func (r *recent) restore(ctx context.Context, id string, q *asked) {
+	r.byID.Add(id, q)
+	if r.shared != nil {
+		if err := r.shared.restore(ctx, id); err != nil {
+			r.log.Warn("feedback: the query stays taken in Redis; only this proxy can score it again", zap.String("query_id", id), zap.Error(err))
+		}
+	}
+}

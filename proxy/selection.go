@@ -85,7 +85,7 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 	rec := &asked{app: q.app.Name, choice: c, outs: make([][]byte, len(c.Arms))}
 	if c.Shadow != "" {
 		shadowed = make(chan []byte, 1)
-		p.shadow(ctx, q, c.Shadow, input, rec, shadowed)
+		p.shadow(ctx, q, c.Shadow, a.id, input, rec, shadowed)
 	}
 	parts := make([]answer, len(c.Arms))
 	var wg sync.WaitGroup
@@ -188,7 +188,7 @@ func (p *Proxy) observe(sel selection.Policy, c selection.Choice, parts []answer
 // shadow asks the shadow arm for input in the background, by ctx's
 // deadline, and compares its answer with the one returned (sent on
 // returned) and records it in rec for feedback.
-func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm string, input []byte, rec *asked, returned <-chan []byte) {
+func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, input []byte, rec *asked, returned <-chan []byte) {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadlineOf(ctx))
 	t := p.targetOfArm(q.snap, arm)
 	p.background.Go(func() {
@@ -206,9 +206,7 @@ func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm string, input []
 		case ret != nil:
 			p.sel.Metrics().Shadowed(q.app.Name, arm, fmt.Sprint(q.spec.Output.Agree(a.output, ret)))
 		}
-		rec.mu.Lock()
-		rec.shadowOut = a.output
-		rec.mu.Unlock()
+		p.recent.shadowed(id, rec, a.output)
 	})
 }
 

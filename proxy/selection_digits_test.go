@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"image/color"
 	"math/rand/v2"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,18 +75,12 @@ func newDigitsLab(t *testing.T) *digitsLab {
 	return lab
 }
 
-// newSelectionEnv is newEnv with the selection table sel (nil: in memory).
-func newSelectionEnv(t *testing.T, store *state.Store, sel *selection.Table) *env {
+// newSelectionEnv is newEnv with the selection table sel (nil: in memory)
+// and the answered queries shared through sq.
+func newSelectionEnv(t *testing.T, store *state.Store, sel *selection.Table, sq SharedQueries) *env {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	p := New(Options{Store: store, Registry: reg, Selection: sel, Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Run(ctx) }()
-	e := &env{t: t, store: store, proxy: p, reg: reg}
-	e.srv = httptest.NewServer(p.Handler())
-	t.Cleanup(func() { e.srv.Close(); cancel(); <-done })
-	return e
+	return newEnvOpts(t, Options{Store: store, Registry: prometheus.NewRegistry(), Selection: sel, SharedQueries: sq,
+		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
 }
 
 // deploy registers version of model at addr, as an external replica.
@@ -136,6 +129,34 @@ func (l *digitsLab) step(e *env, app string, n int) (answer map[string]any, rewa
 	return a, rewards
 }
 
+// stepVia sends the n-th query of the stream to app through e and its
+// label as feedback through other, the proxy that did not answer. The
+// answering proxy writes the query to Redis in the background: a feedback
+// that overtakes the write is answered 404 and changes nothing, so it is
+// sent again, for up to 5 s; stepVia returns how many were.
+func (l *digitsLab) stepVia(e, other *env, app string, n int) (retried int) {
+	e.t.Helper()
+	row := l.order[n%len(l.order)]
+	status, a := e.post("/apps/"+app+"/predict", l.bodies[row])
+	if status != 200 {
+		e.t.Fatalf("query %d: %d %v", n, status, a)
+	}
+	if a["default"] == true {
+		return 0
+	}
+	body := fmt.Sprintf(`{"query_id": %q, "label": %d}`, a["query_id"], l.labels[row])
+	for start := time.Now(); ; retried++ {
+		status, f := other.post("/apps/"+app+"/feedback", body)
+		switch {
+		case status == 200:
+			return retried
+		case status != 404 || time.Since(start) > 5*time.Second:
+			e.t.Fatalf("feedback %d through the other proxy: %d %v", n, status, f)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // armOf is the arm of an answer's model:version.
 func armOf(a map[string]any) string {
 	arm, _, _ := strings.Cut(fmt.Sprint(a["model"]), ":")
@@ -148,7 +169,7 @@ func armOf(a map[string]any) string {
 func TestSelectionOnDigits(t *testing.T) {
 	lab := newDigitsLab(t)
 	t.Run("exp3 finds the best model", func(t *testing.T) {
-		e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil)
+		e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil, SharedQueries{})
 		lab.setup(e, "digits", time.Second, selection.Spec{Policy: selection.NameExp3, Seed: 1})
 		last := map[string]int{}
 		for n := range 3000 {
@@ -164,7 +185,7 @@ func TestSelectionOnDigits(t *testing.T) {
 	})
 	t.Run("exp3 moves away from a model that turns bad", func(t *testing.T) { lab.swap(t) })
 	t.Run("exp4 is at least as accurate as the best model", func(t *testing.T) {
-		e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil)
+		e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil, SharedQueries{})
 		lab.setup(e, "vote", time.Second, selection.Spec{Policy: selection.NameExp4})
 		// The ensemble starts with equal weights, a plain majority vote
 		// that the three weaker models can win against knn; it is judged
@@ -211,7 +232,7 @@ func TestSelectionOnDigits(t *testing.T) {
 // 500 queries. With SLOPROXY_SELECTION_OUT set to a folder it writes the
 // traffic share per window of 50 queries there, as swap.csv and swap.png.
 func (l *digitsLab) swap(t *testing.T) {
-	e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil)
+	e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil, SharedQueries{})
 	l.setup(e, "digits", time.Second, selection.Spec{Policy: selection.NameExp3, Seed: 2})
 	const total, at, window = 3000, 1500, 50
 	arms := make([]string, total)
@@ -286,9 +307,10 @@ func writeShares(dir string, shares []map[string]float64, window, at int) error 
 	return p.Save(8*vg.Inch, 4*vg.Inch, filepath.Join(dir, "swap.png"))
 }
 
-// twoProxies streams queries through two proxies sharing one Redis (state
-// and policy state), alternating, each query's feedback to the proxy that
-// answered it; both must end with the same weights.
+// twoProxies streams queries through two proxies sharing one Redis (state,
+// policy state and answered queries), alternating, each query's feedback
+// to the proxy that did not answer it; both must end with the same
+// weights.
 func (l *digitsLab) twoProxies(t *testing.T) {
 	addr := testutil.StartRedis(t)
 	var envs []*env
@@ -299,7 +321,7 @@ func (l *digitsLab) twoProxies(t *testing.T) {
 		must(t, store.Start(context.Background()))
 		t.Cleanup(func() { _ = store.Close() })
 		sel := selection.NewTable(selection.Options{State: selection.NewRedis(rdb, "e2e:selection:")})
-		envs = append(envs, newSelectionEnv(t, store, sel))
+		envs = append(envs, newSelectionEnv(t, store, sel, SharedQueries{Redis: rdb, Prefix: "e2e:"}))
 	}
 	spec := selection.Spec{Policy: selection.NameExp3, Seed: 3}
 	l.setup(envs[0], "digits", time.Second, spec)
@@ -308,9 +330,11 @@ func (l *digitsLab) twoProxies(t *testing.T) {
 		envs[1].waitHealthy(m, "1")
 	}
 	ctx := context.Background()
+	retried := 0
 	for n := range 600 {
-		l.step(envs[n%2], "digits", n)
+		retried += l.stepVia(envs[n%2], envs[(n+1)%2], "digits", n)
 	}
+	t.Logf("two proxies: %d of 600 feedbacks found their query not yet in Redis and were sent again", retried)
 	a, err := envs[0].proxy.SelectionStatus(ctx, "digits")
 	must(t, err)
 	b, err := envs[1].proxy.SelectionStatus(ctx, "digits")
@@ -330,7 +354,7 @@ func (l *digitsLab) twoProxies(t *testing.T) {
 // takes 2 s against an SLO of 150 ms: its guard rolls it back, and no
 // query gets a late answer.
 func (l *digitsLab) canary(t *testing.T) {
-	e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil)
+	e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil, SharedQueries{})
 	slow := testutil.StartModel(t, []string{testutil.BuildGo(t, "./examples/costmodel"), "--a", "2s", "--b", "0", "--input-type", "float64"}).Addr
 	spec := selection.Spec{Policy: selection.NameWeighted, Seed: 4, Shares: map[string]float64{"knn": 1, "knn:slow": 1},
 		Guard: selection.Guard{Canary: "knn:slow", MinQueries: 10, MinAttainment: 0.9}}

@@ -149,7 +149,7 @@ func restartOnly(a, b *config.Config) []string {
 	for name, pair := range map[string][2]any{
 		"listen": {a.Listen, b.Listen}, "admin": {a.Admin, b.Admin}, "redis": {a.Redis, b.Redis},
 		"limits": {a.Limits, b.Limits}, "runtimes": {a.Runtimes, b.Runtimes}, "oip": {a.OIP, b.OIP},
-		"log": {a.Log, b.Log}, "cache": {a.Cache, b.Cache},
+		"log": {a.Log, b.Log}, "cache": {a.Cache, b.Cache}, "feedback": {a.Feedback, b.Feedback},
 	} {
 		if !reflect.DeepEqual(pair[0], pair[1]) {
 			out = append(out, name)

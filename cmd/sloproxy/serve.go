@@ -185,6 +185,8 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		DefaultBatchSize: cfg.Limits.DefaultBatchSize,
 		OIPTimeout:       cfg.OIP.DefaultTimeout,
 		Policies:         slo.NewTable(cfg.Policies()),
+		RecentQueries:    cfg.Feedback.Recent,
+		SharedQueries:    sharedQueries(cfg, rdb),
 	})
 	background.Go(func() { watchConfig(hupCtx, path, cfg, store, p, reg, hup, log.Named("config")) })
 	// The dispatchers outlive the listeners: runCtx ends only after the
@@ -276,6 +278,15 @@ func openStore(ctx context.Context, cfg *config.Config, rdb *redis.Client, log *
 		return nil, err // it names the state
 	}
 	return store, nil
+}
+
+// sharedQueries keeps answered queries in Redis for feedback through any
+// proxy, when there is a Redis and the config asks for it.
+func sharedQueries(cfg *config.Config, rdb *redis.Client) proxy.SharedQueries {
+	if rdb == nil || !cfg.Feedback.Shared {
+		return proxy.SharedQueries{}
+	}
+	return proxy.SharedQueries{Redis: rdb, Prefix: cfg.Redis.Prefix, TTL: cfg.Feedback.SharedTTL}
 }
 
 // openCache starts the prediction cache the config asks for (nil when it

@@ -1,0 +1,281 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/selection"
+)
+
+// DefaultSharedTTL is how long a query stays in Redis for feedback
+// through any proxy when SharedQueries.TTL is 0.
+const DefaultSharedTTL = 10 * time.Minute
+
+const (
+	sharedQueue   = 8192 // writes waiting for the writer; more are dropped
+	sharedBatch   = 256  // writes in one pipeline
+	sharedTimeout = 2 * time.Second
+)
+
+// SharedQueries mirrors the answered queries in Redis so that their
+// feedback may reach any proxy that shares it, not only the one that
+// answered.
+type SharedQueries struct {
+	// Redis holds them; nil means this proxy's memory only.
+	Redis redis.UniversalClient
+	// Prefix starts their keys.
+	Prefix string
+	// TTL is how long each is kept. 0 means DefaultSharedTTL.
+	TTL time.Duration
+}
+
+// sharedRecord is an answered query as Redis keeps it: field "q" of its
+// hash, beside its app ("a") and the shadow's answer ("s", written when it
+// comes).
+type sharedRecord struct {
+	Arms    []string  `json:"arms"`
+	Probs   []float64 `json:"probs,omitempty"`
+	Weights []float64 `json:"weights,omitempty"`
+	Among   []string  `json:"among,omitempty"`
+	Shadow  string    `json:"shadow,omitempty"`
+	Outs    [][]byte  `json:"outs"`
+}
+
+// sharedWrite is one write on its way to Redis: a query (q set) with its
+// input's key, or a shadow's answer (shadow set).
+type sharedWrite struct {
+	id     string
+	q      *asked
+	input  inputKey
+	shadow []byte
+}
+
+// writeScript sets fields of the query hash KEYS[1] (ARGV[2], ARGV[3], …)
+// and its expiry (ARGV[1] ms), unless its feedback was taken already
+// (field "t"): a write that comes after the feedback cannot make the query
+// scorable again.
+var writeScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 't') == 1 then return 0 end
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`)
+
+// takeScript marks the query hash KEYS[1] taken (field "t", expiring in
+// ARGV[1] ms) and returns its query and shadow fields when it holds a
+// query of app ARGV[2]; "taken" when it was taken before; nil when it
+// holds no query of that app. With ARGV[2] empty it only marks it (and
+// answers "marked"). One script: a query is scored once across proxies.
+var takeScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 't') == 1 then return 'taken' end
+if ARGV[2] == '' then
+  redis.call('HSET', KEYS[1], 't', '1')
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return 'marked'
+end
+local v = redis.call('HMGET', KEYS[1], 'q', 's', 'a')
+if not v[1] or v[3] ~= ARGV[2] then return false end
+redis.call('HSET', KEYS[1], 't', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return {v[1], v[2]}
+`)
+
+// shared is the Redis side of recent: a writer goroutine that mirrors
+// what put records, and the look-ups feedback makes through any proxy.
+type shared struct {
+	rdb    redis.UniversalClient
+	prefix string
+	ttl    time.Duration
+	writes chan sharedWrite
+	log    *zap.Logger
+
+	dropped prometheus.Counter
+	errors  *prometheus.CounterVec
+}
+
+func newShared(o SharedQueries, reg prometheus.Registerer, log *zap.Logger) *shared {
+	if o.TTL <= 0 {
+		o.TTL = DefaultSharedTTL
+	}
+	s := &shared{rdb: o.Redis, prefix: o.Prefix + "recent:", ttl: o.TTL, writes: make(chan sharedWrite, sharedQueue), log: log,
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sloproxy_feedback_shared_dropped_total",
+			Help: "Answered queries not mirrored in Redis because its writer was behind: their feedback reaches only the proxy that answered.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sloproxy_feedback_shared_errors_total",
+			Help: "Failed Redis calls of the shared recent queries, by operation (write, take, lookup, restore).",
+		}, []string{"op"}),
+	}
+	reg.MustRegister(s.dropped, s.errors)
+	return s
+}
+
+func (s *shared) queryKey(id string) string { return s.prefix + "q:" + id }
+
+func (s *shared) inputKey(k inputKey) string {
+	return s.prefix + "in:" + k.app + ":" + strconv.FormatUint(k.hash, 16)
+}
+
+// enqueue hands w to the writer without waiting: a query never waits on
+// Redis for its feedback's sake.
+func (s *shared) enqueue(w sharedWrite) {
+	select {
+	case s.writes <- w:
+	default:
+		s.dropped.Inc()
+	}
+}
+
+// run writes what is queued, a pipeline at a time, until ctx is done, and
+// then what is still queued.
+func (s *shared) run(ctx context.Context) {
+	batch := make([]sharedWrite, 0, sharedBatch)
+	for {
+		select {
+		case w := <-s.writes:
+			s.write(ctx, s.drain(append(batch[:0], w)))
+		case <-ctx.Done():
+			for batch = s.drain(batch[:0]); len(batch) > 0; batch = s.drain(batch[:0]) {
+				s.write(context.Background(), batch)
+			}
+			return
+		}
+	}
+}
+
+func (s *shared) drain(batch []sharedWrite) []sharedWrite {
+	for len(batch) < cap(batch) {
+		select {
+		case w := <-s.writes:
+			batch = append(batch, w)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (s *shared) write(ctx context.Context, batch []sharedWrite) {
+	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	defer cancel()
+	ttl := strconv.FormatInt(s.ttl.Milliseconds(), 10)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, w := range batch {
+			if w.q == nil {
+				writeScript.Eval(ctx, p, []string{s.queryKey(w.id)}, ttl, "s", w.shadow)
+				continue
+			}
+			writeScript.Eval(ctx, p, []string{s.queryKey(w.id)}, ttl, "q", encodeShared(w.q), "a", w.q.app)
+			if out := w.q.shadow(); out != nil {
+				writeScript.Eval(ctx, p, []string{s.queryKey(w.id)}, ttl, "s", out)
+			}
+			p.Set(ctx, s.inputKey(w.input), w.id, s.ttl)
+		}
+		return nil
+	})
+	if err != nil {
+		s.errors.WithLabelValues("write").Inc()
+		s.log.Warn("feedback: mirroring answered queries in Redis failed; their feedback reaches only this proxy",
+			zap.Int("queries", len(batch)), zap.Error(err))
+	}
+}
+
+func encodeShared(q *asked) []byte {
+	c := q.choice
+	b, _ := json.Marshal(sharedRecord{Arms: c.Arms, Probs: c.Probs, Weights: c.Weights, Among: c.Among, Shadow: c.Shadow, Outs: q.outs})
+	return b
+}
+
+func decodeShared(raw, app string) (*asked, error) {
+	var r sharedRecord
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return nil, err
+	}
+	if len(r.Outs) != len(r.Arms) || (r.Probs != nil && len(r.Probs) != len(r.Arms)) || (r.Weights != nil && len(r.Weights) != len(r.Arms)) {
+		return nil, errors.New("its arms, outputs and probabilities differ in number")
+	}
+	return &asked{app: app, outs: r.Outs,
+		choice: selection.Choice{Arms: r.Arms, Probs: r.Probs, Weights: r.Weights, Among: r.Among, Shadow: r.Shadow}}, nil
+}
+
+// sharedState is what Redis holds of a query for feedback.
+type sharedState int
+
+const (
+	sharedAbsent sharedState = iota // no query of the app: unknown, expired, or not yet written
+	sharedTaken                     // its feedback was taken already
+	sharedFound                     // returned, and now taken
+)
+
+// take returns query id of app and marks it taken in Redis.
+func (s *shared) take(ctx context.Context, id, app string) (*asked, sharedState, error) {
+	res, err := takeScript.Run(ctx, s.rdb, []string{s.queryKey(id)}, s.ttl.Milliseconds(), app).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, sharedAbsent, nil
+	case err != nil:
+		s.errors.WithLabelValues("take").Inc()
+		return nil, sharedAbsent, fmt.Errorf("taking query %q from Redis: %w", id, err)
+	}
+	fields, ok := res.([]any)
+	if !ok {
+		return nil, sharedTaken, nil
+	}
+	raw, _ := fields[0].(string)
+	q, err := decodeShared(raw, app)
+	if err != nil {
+		return nil, sharedAbsent, fmt.Errorf("query %q in Redis is not a query record: %w", id, err)
+	}
+	if len(fields) > 1 {
+		if out, ok := fields[1].(string); ok {
+			q.shadowOut = []byte(out)
+		}
+	}
+	return q, sharedFound, nil
+}
+
+// mark marks query id taken in Redis, so that a write of it still on its
+// way cannot make it scorable again; it reports whether it was taken
+// before.
+func (s *shared) mark(ctx context.Context, id string) (taken bool, err error) {
+	res, err := takeScript.Run(ctx, s.rdb, []string{s.queryKey(id)}, s.ttl.Milliseconds(), "").Text()
+	if err != nil {
+		s.errors.WithLabelValues("take").Inc()
+		return false, fmt.Errorf("marking query %q taken in Redis: %w", id, err)
+	}
+	return res == "taken", nil
+}
+
+// restore makes query id scorable again after a failed feedback.
+func (s *shared) restore(ctx context.Context, id string) error {
+	if err := s.rdb.HDel(ctx, s.queryKey(id), "t").Err(); err != nil {
+		s.errors.WithLabelValues("restore").Inc()
+		return fmt.Errorf("restoring query %q in Redis: %w", id, err)
+	}
+	return nil
+}
+
+// idOf returns the id of the latest query with input k, as any proxy
+// recorded it.
+func (s *shared) idOf(ctx context.Context, k inputKey) (string, bool, error) {
+	id, err := s.rdb.Get(ctx, s.inputKey(k)).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return "", false, nil
+	case err != nil:
+		s.errors.WithLabelValues("lookup").Inc()
+		return "", false, fmt.Errorf("looking the input up in Redis: %w", err)
+	}
+	return id, true, nil
+}
