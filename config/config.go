@@ -10,10 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
-	"slices"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -282,19 +279,7 @@ func validateSelection(a App) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	linked := func(arm string) bool {
-		model, _, _ := strings.Cut(arm, ":")
-		return slices.Contains(a.Models, model)
-	}
-	for _, arm := range slices.Sorted(maps.Keys(s.Shares)) {
-		if !linked(arm) {
-			return fmt.Errorf("shares[%q]: model not in the app's models", arm)
-		}
-	}
-	if s.Shadow != "" && !linked(s.Shadow) {
-		return fmt.Errorf("shadow %q: model not in the app's models", s.Shadow)
-	}
-	return nil
+	return s.CheckArms(a.Models)
 }
 
 // Batching is an app's batch-size controller; see slo.Batching. Its zero

@@ -45,7 +45,7 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(ErrBadInput, "body is not the JSON object {\"query_id\": ..., \"label\": ...} or {\"input\": ..., \"label\": ...}: %v", err))
 		return
 	}
-	sel, spec := p.sel.Get(app.Name, app.Policy)
+	sel, spec := p.sel.Get(app.Name, app.Policy, app.Selection)
 	switch {
 	case len(req.Label) == 0:
 		writeError(w, errorf(ErrBadInput, "body has no \"label\""))

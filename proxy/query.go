@@ -177,7 +177,7 @@ func (p *Proxy) targetOf(snap *state.Snapshot, app state.App) target {
 // the app allows it, else from the model, concurrently. parent is the
 // request's context.
 func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *state.Snapshot, app state.App, pol slo.Policy, inputs [][]byte) []answer {
-	if sel, spec := p.sel.Get(app.Name, app.Policy); sel != (selection.Single{}) {
+	if sel, spec := p.sel.Get(app.Name, app.Policy, app.Selection); sel != (selection.Single{}) {
 		return p.answerSelected(parent, deadline, snap, app, pol, sel, spec, inputs)
 	}
 	answers := make([]answer, len(inputs))

@@ -232,5 +232,5 @@ func (p *Proxy) SelectionStatus(ctx context.Context, app string) (selection.Stat
 	if !ok {
 		return selection.Status{}, fmt.Errorf("%w: no app named %q", state.ErrNotFound, app)
 	}
-	return p.sel.Status(ctx, a.Name, a.Policy, snap.ModelsOf(a.Name)), nil
+	return p.sel.Status(ctx, a.Name, a.Policy, a.Selection, snap.ModelsOf(a.Name)), nil
 }

@@ -24,6 +24,10 @@ type Status struct {
 	Shadow string `json:"shadow,omitempty"`
 	// RolledBack lists the canaries rolled back.
 	RolledBack []string `json:"rolled_back,omitempty"`
+	// Spec is the spec the policy was built from, with its defaults.
+	Spec Spec `json:"spec"`
+	// Source says where the spec comes from: admin, config or defaults.
+	Source Source `json:"source"`
 }
 
 // env is what every policy of an app shares: its shared state, metrics

@@ -65,7 +65,7 @@ func newTestTable(st State) *Table { return NewTable(Options{State: st}) }
 
 func TestExp3FindsTheBestArm(t *testing.T) {
 	for seed := uint64(1); seed <= 5; seed++ {
-		p, _ := newTestTable(nil).Get("digits", NameExp3)
+		p, _ := newTestTable(nil).Get("digits", NameExp3, nil)
 		p.(*Exp3).src = newSource(seed)
 		chosen := simulate(t, p, accuracies, 3000, rand.New(rand.NewPCG(seed, 0)))
 		if s := share(chosen[2000:], "knn"); s < 0.8 {
@@ -75,7 +75,7 @@ func TestExp3FindsTheBestArm(t *testing.T) {
 }
 
 func TestExp3MovesAwayFromAnArmThatTurnsBad(t *testing.T) {
-	p, _ := newTestTable(nil).Get("digits", NameExp3)
+	p, _ := newTestTable(nil).Get("digits", NameExp3, nil)
 	p.(*Exp3).src = newSource(7)
 	rng := rand.New(rand.NewPCG(7, 0))
 	simulate(t, p, accuracies, 1500, rng)
@@ -90,7 +90,7 @@ func TestExp3MovesAwayFromAnArmThatTurnsBad(t *testing.T) {
 }
 
 func TestExp4WeighsTheBestArmMost(t *testing.T) {
-	p, _ := newTestTable(nil).Get("digits", NameExp4)
+	p, _ := newTestTable(nil).Get("digits", NameExp4, nil)
 	simulate(t, p, accuracies, 500, rand.New(rand.NewPCG(3, 0)))
 	c := p.Choose(context.Background(), arms)
 	if len(c.Arms) != 4 {
@@ -105,7 +105,7 @@ func TestExp4WeighsTheBestArmMost(t *testing.T) {
 func TestWeightedShares(t *testing.T) {
 	tab := newTestTable(nil)
 	tab.Set(map[string]Spec{"a": {Policy: NameWeighted, Shares: map[string]float64{"m:1": 3, "m:2": 1}, Seed: 1}})
-	p, _ := tab.Get("a", NameWeighted)
+	p, _ := tab.Get("a", NameWeighted, nil)
 	chosen := simulate(t, p, nil, 4000, rand.New(rand.NewPCG(1, 0)))
 	if s := share(chosen, "m:2"); math.Abs(s-0.25) > 0.03 {
 		t.Errorf("canary share %.3f; want 0.25", s)
@@ -119,17 +119,17 @@ func TestGuardRollsBackASlowCanary(t *testing.T) {
 	spec := Spec{Policy: NameWeighted, Shares: map[string]float64{"m": 1, "m:2": 1}, Seed: 1,
 		Guard: Guard{Canary: "m:2", MinQueries: 10, MinAttainment: 0.9}}
 	tab.Set(map[string]Spec{"a": spec})
-	p, _ := tab.Get("a", NameWeighted)
+	p, _ := tab.Get("a", NameWeighted, nil)
 	now := time.Unix(1000, 0)
 	for range 9 {
 		p.(Observer).Observe("m:2", now, false, false)
 		p.(Observer).Observe("m", now, false, false) // not the canary: ignored
 	}
-	if got := tab.Status(context.Background(), "a", NameWeighted, nil); len(got.RolledBack) != 0 {
+	if got := tab.Status(context.Background(), "a", NameWeighted, nil, nil); len(got.RolledBack) != 0 {
 		t.Fatalf("rolled back after 9 of 10 queries: %+v", got)
 	}
 	p.(Observer).Observe("m:2", now, false, false)
-	got := tab.Status(context.Background(), "a", NameWeighted, nil)
+	got := tab.Status(context.Background(), "a", NameWeighted, nil, nil)
 	if len(got.RolledBack) != 1 || got.Shares["m:2"] != 0 || got.Shares["m"] != 1 {
 		t.Fatalf("status after 10 late answers: %+v", got)
 	}
@@ -144,7 +144,7 @@ func TestGuardRollsBackASlowCanary(t *testing.T) {
 	// Another proxy, on the same state, with a fresh table: rolled back too.
 	other := newTestTable(st)
 	other.Set(map[string]Spec{"a": spec})
-	if got := other.Status(context.Background(), "a", NameWeighted, nil); len(got.RolledBack) != 1 {
+	if got := other.Status(context.Background(), "a", NameWeighted, nil, nil); len(got.RolledBack) != 1 {
 		t.Errorf("another proxy's status: %+v; want the canary rolled back", got)
 	}
 }
@@ -153,12 +153,12 @@ func TestGuardRollsBackAFailingCanary(t *testing.T) {
 	tab := newTestTable(nil)
 	tab.Set(map[string]Spec{"a": {Policy: NameWeighted, Shares: map[string]float64{"m": 9, "m:2": 1},
 		Guard: Guard{Canary: "m:2", MinQueries: 4, MaxErrorRate: 0.2}}})
-	p, _ := tab.Get("a", "")
+	p, _ := tab.Get("a", "", nil)
 	now := time.Unix(1000, 0)
 	for _, failed := range []bool{false, false, true, false} {
 		p.(Observer).Observe("m:2", now, !failed, failed)
 	}
-	if got := tab.Status(context.Background(), "a", "", nil); len(got.RolledBack) != 1 {
+	if got := tab.Status(context.Background(), "a", "", nil, nil); len(got.RolledBack) != 1 {
 		t.Errorf("a canary failing 1 in 4 with max_error_rate 0.2 is not rolled back: %+v", got)
 	}
 }
@@ -166,7 +166,7 @@ func TestGuardRollsBackAFailingCanary(t *testing.T) {
 func TestShadowIsNeverChosen(t *testing.T) {
 	tab := newTestTable(nil)
 	tab.Set(map[string]Spec{"a": {Policy: NameExp3, Shadow: "knn"}})
-	p, _ := tab.Get("a", NameExp3)
+	p, _ := tab.Get("a", NameExp3, nil)
 	for range 200 {
 		c := p.Choose(context.Background(), arms)
 		if c.Shadow != "knn" || c.Arms[0] == "knn" {
@@ -315,18 +315,18 @@ func TestLearningSurvivesRestartAndReload(t *testing.T) {
 	testStates(t, func(t *testing.T, st State) {
 		ctx := context.Background()
 		first := newTestTable(st)
-		p, _ := first.Get("digits", NameExp3)
+		p, _ := first.Get("digits", NameExp3, nil)
 		simulate(t, p, accuracies, 300, rand.New(rand.NewPCG(1, 0)))
-		learned := first.Status(ctx, "digits", NameExp3, arms)
+		learned := first.Status(ctx, "digits", NameExp3, nil, arms)
 		if learned.Shares["knn"] < 0.5 {
 			t.Fatalf("after 300 queries: %+v", learned)
 		}
 		restarted := newTestTable(st)
-		if got := restarted.Status(ctx, "digits", NameExp3, arms); !reflect.DeepEqual(got, learned) {
+		if got := restarted.Status(ctx, "digits", NameExp3, nil, arms); !reflect.DeepEqual(got, learned) {
 			t.Errorf("after a restart: %+v; want %+v", got, learned)
 		}
 		restarted.Set(map[string]Spec{"digits": {Policy: NameExp3, Gamma: 0.2}})
-		got := restarted.Status(ctx, "digits", NameExp3, arms)
+		got := restarted.Status(ctx, "digits", NameExp3, nil, arms)
 		if got.Shares["knn"] < 0.5 || got.Shares["knn"] == learned.Shares["knn"] {
 			t.Errorf("after a reload to gamma 0.2: %+v; want the learned weights with more exploration", got)
 		}

@@ -21,11 +21,12 @@ type Options struct {
 	Logger *zap.Logger
 }
 
-// Table holds the apps' policies. Specs come from the configuration (Set,
-// on each reload); an app it has no spec for gets the policy its name
-// alone describes, with the defaults. A policy is rebuilt only when its
-// spec changes; what it learned is in the State, so it survives that and
-// a restart. Safe for concurrent use.
+// Table holds the apps' policies. An app's spec is the one set through the
+// admin API, kept in the shared state with the app (stored, below); else
+// the configuration's (Set, on each reload); else the defaults of the
+// policy its name alone describes. A policy is rebuilt only when its spec
+// changes; what it learned is in the State, so it survives that and a
+// restart. Safe for concurrent use.
 type Table struct {
 	st  State
 	m   *Metrics
@@ -37,8 +38,9 @@ type Table struct {
 }
 
 type built struct {
-	spec Spec
-	p    Policy
+	stored string // the stored spec it was built from; empty when none
+	spec   Spec
+	p      Policy
 }
 
 // NewTable returns a table with no specs.
@@ -58,45 +60,94 @@ func NewTable(opts Options) *Table {
 // Metrics are the table's metrics, for the query path to report to.
 func (t *Table) Metrics() *Metrics { return t.m }
 
-// Set replaces the specs by app, which must be valid (Spec.Validate).
+// Set replaces the configuration's specs by app, which must be valid
+// (Spec.Validate).
 func (t *Table) Set(specs map[string]Spec) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.specs = specs
 }
 
-// specOf returns app's spec: the configured one, else the policy name's
-// defaults. It holds t.mu.
-func (t *Table) specOf(app, policy string) Spec {
+// Source says where an app's spec comes from.
+type Source string
+
+// Sources of a spec.
+const (
+	FromAdmin    Source = "admin"    // the admin API, kept in the shared state
+	FromConfig   Source = "config"   // the configuration file
+	FromDefaults Source = "defaults" // the policy's name alone
+)
+
+// specOf returns app's configured spec, else the policy name's defaults,
+// and which. It holds t.mu.
+func (t *Table) specOf(app, policy string) (Spec, Source) {
 	if s, ok := t.specs[app]; ok {
-		return s.withDefaults()
+		return s.withDefaults(), FromConfig
 	}
-	return Spec{Policy: policy}.withDefaults()
+	return Spec{Policy: policy}.withDefaults(), FromDefaults
 }
 
-// Get returns the policy of app, whose policy field is policy, and the
+// Get returns the policy of app, whose policy field is policy and whose
+// stored spec (the admin API's, in ParseSpec's form) is stored, and the
 // spec it was built from.
-func (t *Table) Get(app, policy string) (Policy, Spec) {
+func (t *Table) Get(app, policy string, stored []byte) (Policy, Spec) {
+	p, spec, _ := t.get(app, policy, stored)
+	return p, spec
+}
+
+func (t *Table) get(app, policy string, stored []byte) (Policy, Spec, Source) {
+	if len(stored) > 0 {
+		return t.getStored(app, stored)
+	}
 	t.mu.RLock()
-	spec := t.specOf(app, policy)
+	spec, src := t.specOf(app, policy)
 	b, ok := t.built[app]
 	t.mu.RUnlock()
-	if ok && reflect.DeepEqual(b.spec, spec) {
-		return b.p, spec
+	if ok && b.stored == "" && reflect.DeepEqual(b.spec, spec) {
+		return b.p, spec, src
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	spec = t.specOf(app, policy)
-	if b, ok := t.built[app]; ok && reflect.DeepEqual(b.spec, spec) {
-		return b.p, spec
+	spec, src = t.specOf(app, policy)
+	if b, ok := t.built[app]; ok && b.stored == "" && reflect.DeepEqual(b.spec, spec) {
+		return b.p, spec, src
 	}
+	t.built[app] = t.buildOrSingle(app, spec, "")
+	return t.built[app].p, spec, src
+}
+
+// getStored is get for an app with a stored spec: it is parsed once, when
+// it changes.
+func (t *Table) getStored(app string, stored []byte) (Policy, Spec, Source) {
+	t.mu.RLock()
+	b, ok := t.built[app]
+	t.mu.RUnlock()
+	if ok && b.stored == string(stored) {
+		return b.p, b.spec, FromAdmin
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if b, ok := t.built[app]; ok && b.stored == string(stored) {
+		return b.p, b.spec, FromAdmin
+	}
+	spec, err := ParseSpec(stored)
+	if err != nil {
+		t.log.Error("selection: the app's stored spec is invalid; it is served as single", zap.String("app", app), zap.Error(err))
+	}
+	b = t.buildOrSingle(app, spec.withDefaults(), string(stored))
+	t.built[app] = b
+	return b.p, b.spec, FromAdmin
+}
+
+// buildOrSingle builds app's policy from spec, or Single when spec is
+// invalid.
+func (t *Table) buildOrSingle(app string, spec Spec, stored string) built {
 	p, err := t.build(app, spec)
 	if err != nil {
 		t.log.Error("selection: the app's policy is invalid; it is served as single", zap.String("app", app), zap.Error(err))
 		p = Single{}
 	}
-	t.built[app] = built{spec: spec, p: p}
-	return p, spec
+	return built{stored: stored, spec: spec, p: p}
 }
 
 func (t *Table) build(app string, s Spec) (Policy, error) {
@@ -124,8 +175,10 @@ func (t *Table) build(app string, s Spec) (Policy, error) {
 }
 
 // Status returns what app's policy has learned, over arms (the models
-// linked to the app).
-func (t *Table) Status(ctx context.Context, app, policy string, arms []string) Status {
-	p, _ := t.Get(app, policy)
-	return statusOf(ctx, p, arms)
+// linked to the app), with its spec and where that comes from.
+func (t *Table) Status(ctx context.Context, app, policy string, stored []byte, arms []string) Status {
+	p, spec, src := t.get(app, policy, stored)
+	st := statusOf(ctx, p, arms)
+	st.Spec, st.Source = spec, src
+	return st
 }

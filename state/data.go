@@ -66,7 +66,7 @@ func (d *Data) appsOf(model string) []string {
 
 func (d *Data) putApp(a App) error {
 	if old, ok := d.Apps[a.Name]; ok {
-		if old == a {
+		if reflect.DeepEqual(old, a) {
 			return errNoChange
 		}
 		for _, name := range d.Links[a.Name] {

@@ -45,7 +45,7 @@ func testApps(t *testing.T, newBackend func() state.Backend) {
 	a := state.App{Name: "digits", InputType: state.InputFloat32, SLO: 1500 * time.Microsecond, DefaultOutput: "-1", Policy: "exp3", Priority: 2}
 	must(t, s.PutApp(ctx, a))
 	must(t, s.PutApp(ctx, app("beta", state.InputBytes)))
-	if got, ok := s.Snapshot().App("digits"); !ok || got != a {
+	if got, ok := s.Snapshot().App("digits"); !ok || !reflect.DeepEqual(got, a) {
 		t.Fatalf("App(digits) = %+v, %v; want %+v", got, ok, a)
 	}
 	if got := names(s.Snapshot().Apps(), func(a state.App) string { return a.Name }); !slices.Equal(got, []string{"beta", "digits"}) {

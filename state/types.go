@@ -70,6 +70,10 @@ type App struct {
 	// NoCache keeps the app's answers out of the prediction cache: every
 	// query of the app reaches a model.
 	NoCache bool `json:"no_cache,omitempty"`
+	// Selection, when set, is the selection policy's spec set through the
+	// admin API, in the selection package's JSON form; it takes the place
+	// of the configuration file's. nil means none.
+	Selection json.RawMessage `json:"selection,omitempty"`
 }
 
 // appJSON is App's wire form: SLO as fractional milliseconds, the cache

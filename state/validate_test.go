@@ -3,6 +3,7 @@ package state_test
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -107,7 +108,7 @@ func TestAppJSON(t *testing.T) {
 		if err := json.Unmarshal(b, &back); err != nil {
 			t.Fatal(err)
 		}
-		if back != a {
+		if !reflect.DeepEqual(back, a) {
 			t.Errorf("round trip of %+v gave %+v", a, back)
 		}
 	}
@@ -116,7 +117,7 @@ func TestAppJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := state.App{Name: "x", InputType: state.InputString, SLO: 100 * time.Millisecond, DefaultOutput: "none"}
-	if a != want {
+	if !reflect.DeepEqual(a, want) {
 		t.Errorf("Unmarshal = %+v; want %+v", a, want)
 	}
 	if err := json.Unmarshal([]byte(`{"name":"x","input_type":"string","slo_ms":1e300}`), &a); err != nil {
@@ -136,7 +137,7 @@ func TestAppJSON(t *testing.T) {
 		t.Errorf("Marshal(%+v) = %s", c, b)
 	}
 	var back state.App
-	if err := json.Unmarshal(b, &back); err != nil || back != c {
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, c) {
 		t.Errorf("round trip of %+v gave %+v (%v)", c, back, err)
 	}
 	c.CacheTTL = -time.Second

@@ -5,13 +5,16 @@ package main
 // calls. Each verb is one small function; the tables list them.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -43,6 +46,9 @@ var appVerbs = []verb{
 	{"delete", "NAME", "delete an app and its links", appsDelete},
 	{"link", "APP MODEL", "let APP use MODEL", appsLink},
 	{"unlink", "APP MODEL", "stop APP from using MODEL", appsUnlink},
+	{"select", "APP SPEC|@FILE", "set APP's selection policy and its settings (JSON, as docs/selection.md) for every proxy, in place of the configuration file's", appsSelect},
+	{"clear-selection", "APP", "remove what select set: APP's policy takes the configuration file's settings, or its defaults", appsClearSelection},
+	{"selection", "APP", "show APP's selection policy: its spec, where it comes from, and what it learned", appsSelection},
 }
 
 // modelVerbs are the verbs of `sloproxy models`.
@@ -289,6 +295,10 @@ func (c *cli) showApp(a admin.AppView) error {
 			fmt.Fprintf(w, "cache:\tTTL %v\n", time.Duration(a.CacheTTLSeconds*float64(time.Second)))
 		}
 		fmt.Fprintf(w, "models:\t%s\n", list(a.Models))
+		var spec bytes.Buffer
+		if a.Selection != nil && json.Compact(&spec, a.Selection) == nil {
+			fmt.Fprintf(w, "selection:\t%s\n", spec.Bytes())
+		}
 	})
 }
 
@@ -304,7 +314,7 @@ func appsCreate(c *cli, args []string) error {
 	})
 	fs.DurationVar(&slo, "slo", 0, "the latency objective, such as 50ms (required)")
 	fs.StringVar(&a.DefaultOutput, "default-output", "", "the `output` answered, flagged, when the deadline passes first")
-	fs.StringVar(&a.Policy, "policy", "", "the model selection `policy`: single (the first linked model; the default), weighted, exp3 or exp4; their parameters (shares, eta, shadow, canary guard) are set in the configuration file's selection block")
+	fs.StringVar(&a.Policy, "policy", "", "the model selection `policy`: single (the first linked model; the default), weighted, exp3 or exp4; their parameters (shares, eta, shadow, canary guard) come from apps select, else the configuration file's selection block")
 	fs.IntVar(&a.Priority, "priority", 0, "the app's `priority` when load is shed: lower is shed first")
 	var cacheTTL time.Duration
 	fs.DurationVar(&cacheTTL, "cache-ttl", 0, "how long answers stay in the prediction cache, such as 30m; 0 means the cache's default")
@@ -368,6 +378,73 @@ func changeLink(c *cli, verb string, args []string, change func(*admin.Client, c
 		}
 		c.done("app %s uses models: %s", a.Name, list(a.Models))
 		return nil
+	})
+}
+
+func appsSelect(c *cli, args []string) error {
+	pos, err := c.parse(c.flagSet("select"), args, "APP", "SPEC")
+	if err != nil {
+		return err
+	}
+	spec := []byte(pos[1])
+	if file, ok := strings.CutPrefix(pos[1], "@"); ok {
+		if spec, err = os.ReadFile(file); err != nil {
+			return fmt.Errorf("reading the spec: %w", err)
+		}
+	}
+	if !json.Valid(spec) {
+		return fmt.Errorf("the spec is not JSON: give an object such as {\"policy\": \"weighted\", \"shares\": {\"m\": 9, \"m:2\": 1}}")
+	}
+	return c.call(func(ctx context.Context, ac *admin.Client) error {
+		a, err := ac.SetSelection(ctx, pos[0], spec)
+		if err != nil {
+			return err
+		}
+		return c.showApp(a)
+	})
+}
+
+func appsClearSelection(c *cli, args []string) error {
+	pos, err := c.parse(c.flagSet("clear-selection"), args, "APP")
+	if err != nil {
+		return err
+	}
+	return c.call(func(ctx context.Context, ac *admin.Client) error {
+		a, err := ac.ClearSelection(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return c.showApp(a)
+	})
+}
+
+func appsSelection(c *cli, args []string) error {
+	pos, err := c.parse(c.flagSet("selection"), args, "APP")
+	if err != nil {
+		return err
+	}
+	return c.call(func(ctx context.Context, ac *admin.Client) error {
+		st, err := ac.Selection(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		spec, err := json.Marshal(st.Spec)
+		if err != nil {
+			return err
+		}
+		return c.show(st, func(w io.Writer) {
+			fmt.Fprintf(w, "policy:\t%s\n", st.Policy)
+			fmt.Fprintf(w, "spec:\t%s (from %s)\n", spec, st.Source)
+			if st.Shadow != "" {
+				fmt.Fprintf(w, "shadow:\t%s\n", st.Shadow)
+			}
+			if len(st.RolledBack) > 0 {
+				fmt.Fprintf(w, "rolled back:\t%s\n", list(st.RolledBack))
+			}
+			for _, arm := range slices.Sorted(maps.Keys(st.Shares)) {
+				fmt.Fprintf(w, "share %s:\t%.3f\n", arm, st.Shares[arm])
+			}
+		})
 	})
 }
 

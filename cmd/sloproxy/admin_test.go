@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/sloproxy/sloproxy/proxy/admin"
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -20,7 +23,17 @@ func startAdmin(t *testing.T) (*httptest.Server, *state.Store) {
 	t.Setenv(envAdminURL, "")
 	t.Setenv(envAdminToken, "")
 	store := state.NewStore(nil, state.Options{})
-	srv := httptest.NewServer(admin.NewHandler(store, admin.Options{Token: cliTestToken}))
+	// The proxy's own view of the selection, without a query path.
+	policies := selection.NewTable(selection.Options{})
+	status := func(ctx context.Context, name string) (selection.Status, error) {
+		snap := store.Snapshot()
+		a, ok := snap.App(name)
+		if !ok {
+			return selection.Status{}, fmt.Errorf("%w: no app named %q", state.ErrNotFound, name)
+		}
+		return policies.Status(ctx, a.Name, a.Policy, a.Selection, snap.ModelsOf(name)), nil
+	}
+	srv := httptest.NewServer(admin.NewHandler(store, admin.Options{Token: cliTestToken, Selection: status}))
 	t.Cleanup(srv.Close)
 	return srv, store
 }
@@ -70,6 +83,15 @@ func TestAdminCLI(t *testing.T) {
 
 		{"apps", []string{"link", "digits", "mnist"}, []string{"app digits uses models: mnist"}, ""},
 		{"apps", []string{"link", "spam", "mnist"}, nil, "409 Conflict"},
+		{"apps", []string{"select", "digits", `{"policy": "weighted", "shares": {"mnist": 9, "mnist:2": 1}}`},
+			[]string{"policy: weighted", `selection: {"policy":"weighted","shares":{"mnist":9,"mnist:2":1}}`}, ""},
+		{"apps", []string{"selection", "digits"}, []string{"policy: weighted", `spec: {"policy":"weighted","output":"label",`, "(from admin)",
+			"share mnist: 0.900", "share mnist:2: 0.100"}, ""},
+		{"apps", []string{"select", "digits", `{"policy": "weighted"}`}, nil, `400 Bad Request: app "digits": selection: weighted needs shares`},
+		{"apps", []string{"select", "digits", `{"policy": `}, nil, "the spec is not JSON"},
+		{"apps", []string{"select", "digits", "@/no/such/spec.json"}, nil, "reading the spec"},
+		{"apps", []string{"clear-selection", "digits"}, []string{"policy: weighted"}, ""},
+		{"apps", []string{"selection", "digits"}, []string{"(from defaults)"}, ""},
 		{"models", []string{"list"}, []string{"NAME", "mnist  1        float32  1,2       digits"}, ""},
 		{"models", []string{"get", "mnist"}, []string{"current version:  1", "apps:             digits",
 			"1        *        process   0/1", "16     /bin/mnist --version 1", "2                 process   0/2", "auto   /bin/mnist --version=2"}, ""},

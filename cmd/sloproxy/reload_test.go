@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -109,4 +110,24 @@ models:
 	}
 	testutil.Eventually(t, 10*time.Second, "the new batching to apply", func() bool { return metric(t, s.query, fitA) == "0" })
 	waitServed(t, s.query, "echo", `{"input": "x"}`, 5*time.Second)
+
+	// A selection spec set through the admin API outlives a reload that
+	// changes the app: the file does not hold it.
+	if _, _, err := runCLI("apps", "--admin", "http://"+s.admin, "--token", "t", "select", "echo", `{"policy": "exp3", "gamma": 0.2}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(cfg("400ms", "reject", "aimd")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the SLO change to apply", func() bool { return strings.Contains(sloOf(), `"slo_ms":400`) })
+	var app struct {
+		Policy    string          `json:"policy"`
+		Selection json.RawMessage `json:"selection"`
+	}
+	if err := json.Unmarshal([]byte(sloOf()), &app); err != nil {
+		t.Fatal(err)
+	}
+	if app.Policy != "exp3" || string(app.Selection) != `{"policy":"exp3","gamma":0.2}` {
+		t.Errorf("the reload dropped the admin API's selection spec: policy %q, selection %s", app.Policy, app.Selection)
+	}
 }

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 
@@ -84,11 +85,19 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return badRequest("app %q: name %q in the body differs from the path's", name, body.Name)
 	}
-	if err := checkPolicy(body.state()); err != nil {
+	next := body.state()
+	if err := checkPolicy(next); err != nil {
 		return err
 	}
-	_, existed := h.store.Snapshot().App(name)
-	if err := h.store.PutApp(r.Context(), body.state()); err != nil {
+	cur, existed := h.store.Snapshot().App(name)
+	if cur.Selection != nil {
+		if next.Policy != cur.Policy {
+			return fmt.Errorf("%w: app %q: policy %q: its selection spec, set through %s, is policy %q; change that, or DELETE it first",
+				state.ErrConflict, name, next.Policy, pathApps+"/"+name+"/selection", cur.Policy)
+		}
+		next.Selection = cur.Selection
+	}
+	if err := h.store.PutApp(r.Context(), next); err != nil {
 		return err
 	}
 	status := http.StatusOK
@@ -157,9 +166,65 @@ func (h *handler) getSelection(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// PUT /api/v1/apps/{app}/selection sets the app's selection spec, which
+// every proxy then uses in place of its configuration file's, and the
+// app's policy to the spec's. It answers the app.
+func (h *handler) putSelection(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	var raw json.RawMessage
+	if err := decode(w, r, &raw); err != nil {
+		return err
+	}
+	snap := h.store.Snapshot()
+	a, ok := snap.App(name)
+	if !ok {
+		return fmt.Errorf("%w: app %q", state.ErrNotFound, name)
+	}
+	spec, err := selection.ParseSpec(raw)
+	if err != nil {
+		return badRequest("app %q: selection: %v", name, err)
+	}
+	if err := spec.CheckArms(snap.ModelsOf(name)); err != nil {
+		return badRequest("app %q: selection: %v (link it first)", name, err)
+	}
+	if a.Selection, err = json.Marshal(spec); err != nil {
+		return err
+	}
+	a.Policy = spec.Policy
+	if err := h.store.PutApp(r.Context(), a); err != nil {
+		return err
+	}
+	return h.writeApp(w, http.StatusOK, name)
+}
+
+// DELETE /api/v1/apps/{app}/selection removes the app's selection spec:
+// its policy keeps its name and takes the configuration file's settings,
+// or the defaults. It answers the app.
+func (h *handler) deleteSelection(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	a, ok := h.store.Snapshot().App(name)
+	if !ok {
+		return fmt.Errorf("%w: app %q", state.ErrNotFound, name)
+	}
+	if a.Selection != nil {
+		a.Selection = nil
+		if err := h.store.PutApp(r.Context(), a); err != nil {
+			return err
+		}
+	}
+	return h.writeApp(w, http.StatusOK, name)
+}
+
 // checkPolicy rejects a policy name the selection package does not know.
-// (Its settings, such as weighted's shares, come from the configuration
-// file; see docs/selection.md.)
+// (Its settings, such as weighted's shares, come from
+// PUT /api/v1/apps/{app}/selection or the configuration file; see
+// docs/selection.md.)
 func checkPolicy(a state.App) error {
 	if !selection.ValidName(a.Policy) {
 		return badRequest("app %q: policy %q: must be empty, single, weighted, exp3 or exp4", a.Name, a.Policy)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -107,6 +108,28 @@ func (c *Client) Unlink(ctx context.Context, app, model string) (AppView, error)
 	var v AppView
 	err := c.do(ctx, http.MethodDelete, pathApps+"/"+seg(app)+"/links/"+seg(model), nil, &v)
 	return v, err
+}
+
+// SetSelection sets app's selection spec, in the selection package's JSON
+// form, and returns the app.
+func (c *Client) SetSelection(ctx context.Context, app string, spec json.RawMessage) (AppView, error) {
+	var v AppView
+	err := c.do(ctx, http.MethodPut, pathApps+"/"+seg(app)+"/selection", spec, &v)
+	return v, err
+}
+
+// ClearSelection removes app's selection spec and returns the app.
+func (c *Client) ClearSelection(ctx context.Context, app string) (AppView, error) {
+	var v AppView
+	err := c.do(ctx, http.MethodDelete, pathApps+"/"+seg(app)+"/selection", nil, &v)
+	return v, err
+}
+
+// Selection returns what app's selection policy has learned, and its spec.
+func (c *Client) Selection(ctx context.Context, app string) (selection.Status, error) {
+	var st selection.Status
+	err := c.do(ctx, http.MethodGet, pathApps+"/"+seg(app)+"/selection", nil, &st)
+	return st, err
 }
 
 // Models lists every model.

@@ -117,6 +117,8 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodPut, pathLink, h.link)
 	handle(http.MethodDelete, pathLink, h.unlink)
 	handle(http.MethodGet, pathSelect, h.getSelection)
+	handle(http.MethodPut, pathSelect, h.putSelection)
+	handle(http.MethodDelete, pathSelect, h.deleteSelection)
 
 	handle(http.MethodGet, pathModels, h.listModels)
 	handle(http.MethodGet, pathModel, h.getModel)

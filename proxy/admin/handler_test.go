@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -92,7 +93,7 @@ func TestAPI(t *testing.T) {
 			wantStatus: 201, wantHeader: map[string]string{"Location": "/api/v1/apps/faces", "Content-Type": "application/json"},
 			checkState: func(t *testing.T, snap *state.Snapshot) {
 				want := state.App{Name: "faces", InputType: state.InputBytes, SLO: 12500 * time.Microsecond, DefaultOutput: "none", Policy: "exp3", Priority: -1}
-				if a, _ := snap.App("faces"); a != want {
+				if a, _ := snap.App("faces"); !reflect.DeepEqual(a, want) {
 					t.Errorf("app %+v; want %+v", a, want)
 				}
 			}},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
@@ -49,5 +50,69 @@ func TestUnknownPolicyIsRefused(t *testing.T) {
 	}
 	if a := call(t, srv, "PUT", "/api/v1/apps/a", "", `{"input_type": "string", "slo_ms": 5, "policy": "exp3"}`); a.status != 201 {
 		t.Errorf("policy exp3: %d %s", a.status, a.body)
+	}
+}
+
+// TestSelectionSpec sets an app's selection spec through the API: it is
+// stored with the app for every proxy, validated as a whole against the
+// app's links, kept by a PUT of the app with the same policy, and removed
+// by DELETE.
+func TestSelectionSpec(t *testing.T) {
+	store := state.NewStore(nil, state.Options{})
+	seed(t, store)
+	srv := startAPI(t, store, Options{Token: testToken})
+	const canary = `{"policy": "weighted", "shares": {"mnist": 9, "mnist:2": 1}, "guard": {"canary": "mnist:2", "min_attainment": 0.95}}`
+	bad := []struct {
+		name, path, body string
+		status           int
+		want             string
+	}{
+		{"unknown app", "/api/v1/apps/nope/selection", canary, 404, `app "nope"`},
+		{"unlinked share", "/api/v1/apps/spam/selection", canary, 400, `shares["mnist"]: model not in the app's models (link it first)`},
+		{"invalid spec", "/api/v1/apps/digits/selection", `{"policy": "weighted"}`, 400, "weighted needs shares"},
+		{"misspelt field", "/api/v1/apps/digits/selection", `{"policy": "exp3", "gama": 0.2}`, 400, `unknown field "gama"`},
+		{"not JSON", "/api/v1/apps/digits/selection", `{"policy": `, 400, "request body"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			a := call(t, srv, "PUT", tt.path, "", tt.body)
+			if a.status != tt.status || !strings.Contains(a.errorMessage(t), tt.want) {
+				t.Fatalf("got %d %s; want %d with %q", a.status, a.body, tt.status, tt.want)
+			}
+		})
+	}
+	if a, _ := store.Snapshot().App("digits"); a.Selection != nil || a.Policy != "" {
+		t.Fatalf("bad specs changed the app: %+v", a)
+	}
+
+	a := call(t, srv, "PUT", "/api/v1/apps/digits/selection", "", canary)
+	var view AppView
+	a.decodeInto(t, &view)
+	if s, err := selection.ParseSpec(view.Selection); a.status != 200 || view.Policy != "weighted" || err != nil || s.Shares["mnist:2"] != 1 {
+		t.Fatalf("PUT selection: %d %s", a.status, a.body)
+	}
+	stored, _ := store.Snapshot().App("digits")
+	spec, err := selection.ParseSpec(stored.Selection)
+	if err != nil || spec.Guard.Canary != "mnist:2" || spec.Guard.MinAttainment != 0.95 || stored.Policy != "weighted" {
+		t.Fatalf("stored %+v: %+v, %v", stored, spec, err)
+	}
+	if a := call(t, srv, "PUT", "/api/v1/apps/digits", "", `{"input_type": "float32", "slo_ms": 40, "policy": "exp3"}`); a.status != 409 ||
+		!strings.Contains(a.errorMessage(t), `its selection spec, set through /api/v1/apps/digits/selection, is policy "weighted"`) {
+		t.Errorf("PUT app with another policy: %d %s", a.status, a.body)
+	}
+	if a := call(t, srv, "PUT", "/api/v1/apps/digits", "", `{"input_type": "float32", "slo_ms": 40, "policy": "weighted"}`); a.status != 200 {
+		t.Errorf("PUT app with the same policy: %d %s", a.status, a.body)
+	}
+	if kept, _ := store.Snapshot().App("digits"); kept.SLO != 40*time.Millisecond || string(kept.Selection) != string(stored.Selection) {
+		t.Errorf("after PUT app: %+v; want the new SLO and the spec kept", kept)
+	}
+	a = call(t, srv, "DELETE", "/api/v1/apps/digits/selection", "", "")
+	view = AppView{}
+	a.decodeInto(t, &view)
+	if a.status != 200 || view.Selection != nil || view.Policy != "weighted" {
+		t.Errorf("DELETE selection: %d %s", a.status, a.body)
+	}
+	if got, _ := store.Snapshot().App("digits"); got.Selection != nil {
+		t.Errorf("after DELETE: %+v", got)
 	}
 }

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"math"
 	"time"
 
@@ -44,6 +45,9 @@ type AppView struct {
 	// Models are the sorted names of the models linked to the app; empty,
 	// never null, when there are none.
 	Models []string `json:"models"`
+	// Selection is the selection spec set through
+	// PUT /api/v1/apps/{app}/selection; absent when none is.
+	Selection json.RawMessage `json:"selection,omitempty"`
 }
 
 // SLO returns the app's SLO as a duration.
@@ -184,7 +188,7 @@ type ErrorBody struct {
 
 // appView builds the view of a from snap.
 func appView(snap *state.Snapshot, a state.App) AppView {
-	return AppView{App: appFromState(a), Models: nonNil(snap.ModelsOf(a.Name))}
+	return AppView{App: appFromState(a), Models: nonNil(snap.ModelsOf(a.Name)), Selection: a.Selection}
 }
 
 // modelView builds the view of m from snap, with each version's problem.

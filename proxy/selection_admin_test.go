@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/proxy/admin"
+	"github.com/sloproxy/sloproxy/selection"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// TestCanaryThroughTheAdminAPI sets an app's weighted shares through the
+// real admin API: the proxy splits the traffic by them at once, shows
+// where its spec comes from, and goes back to the configuration's when the
+// spec is deleted.
+func TestCanaryThroughTheAdminAPI(t *testing.T) {
+	e := newEnv(t, nil)
+	e.addModel(state.App{Name: "echo", InputType: state.InputString, SLO: 2 * time.Second}, "a", noop(t, "string"))
+	e.addLinked("echo", "b", noop(t, "string"), state.InputString)
+	e.waitHealthy("b", "1")
+	e.proxy.ApplySelection(map[string]selection.Spec{"echo": {Policy: selection.NameSingle}})
+	const token = "t0ken"
+	api := httptest.NewServer(admin.NewHandler(e.store, admin.Options{Token: token, Selection: e.proxy.SelectionStatus}))
+	t.Cleanup(api.Close)
+	send := func(method, body string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, api.URL+"/api/v1/apps/echo/selection", strings.NewReader(body))
+		must(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	count := func(n int) map[string]int {
+		t.Helper()
+		got := map[string]int{}
+		for range n {
+			status, m := e.post("/apps/echo/predict", `{"input": "1"}`)
+			if status != 200 || m["default"] != false {
+				t.Fatalf("predict: %d %v", status, m)
+			}
+			got[armOf(m)]++
+		}
+		return got
+	}
+	if got := count(50); got["a"] != 50 {
+		t.Fatalf("single, from the configuration: %v; want every query to a", got)
+	}
+	if status := send("PUT", `{"policy": "weighted", "shares": {"a": 3, "b": 1}, "seed": 9}`); status != 200 {
+		t.Fatalf("PUT selection: %d", status)
+	}
+	testutil.Eventually(t, 5*time.Second, "the proxy sees the spec", func() bool {
+		st, err := e.proxy.SelectionStatus(context.Background(), "echo")
+		return err == nil && st.Source == selection.FromAdmin
+	})
+	got := count(400)
+	t.Logf("weighted 3:1 through the admin API, 400 queries: %v", got)
+	// 100 expected for b; 4 standard deviations of a binomial(400, 1/4) is 35.
+	if got["b"] < 65 || got["b"] > 135 || got["a"]+got["b"] != 400 {
+		t.Errorf("shares 3:1 gave %v", got)
+	}
+	if status := send("DELETE", ""); status != 200 {
+		t.Fatalf("DELETE selection: %d", status)
+	}
+	testutil.Eventually(t, 5*time.Second, "the proxy drops the spec", func() bool {
+		st, err := e.proxy.SelectionStatus(context.Background(), "echo")
+		return err == nil && st.Source == selection.FromConfig
+	})
+	if got := count(50); got["a"] != 50 {
+		t.Errorf("single again: %v", got)
+	}
+}
