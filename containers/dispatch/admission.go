@@ -40,13 +40,18 @@ func reserveOf(ctx context.Context) time.Duration {
 // is L/lanes when the dispatcher paces its replicas and a whole L when it
 // does not (a batch may just have begun on every lane); L is the estimate
 // for a full batch of n, which is what the batches ahead are when a queue
-// forms. q then takes its own batch's estimate, of min(queued+1, n). The
-// fit's tail, the quantile of one batch's delay over its estimate, is
-// added for each batch whose delay q's lane passes on: the one in flight,
-// those ahead of q on its lane, and q's own. Charged once, admitted
-// queries missed their deadline 2.5-3.7% of the time under 2x overload
-// (docs/benchmarks.md). The waits are the worst case, not the mean: what
-// admission promises is that the queries it lets in make their deadline.
+// forms. q then takes its own batch's estimate, of min(queued+1, n).
+//
+// To that prediction admission adds a margin for its error. From the
+// second batch on it is calibrated: the 99.5th percentile of how late the
+// queries it admitted to the same batch index finished after their
+// prediction (see calibration). Otherwise, and until the calibration has
+// enough recent queries, it is the fit's tail, the quantile of one batch's
+// delay over its estimate, once for each batch whose delay q waits out on
+// its lane (the one in flight, those ahead of q there, and q's own): safe
+// but dear, since the batches' delays do not all fall on one query (under
+// 2x overload it kept 99.0-99.8% of the admitted in time, but shed some
+// that would have made it near the top rate; docs/benchmarks.md).
 //
 // With no healthy replica, with an empty queue, or before the estimator
 // has seen a batch, q is admitted: there is nothing to predict from (or
@@ -69,30 +74,51 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	if full <= 0 || own <= 0 {
 		return nil
 	}
-	finish := predictFinish(queued, n, replicas*d.opts.Slots, d.pacing.Load(), full, own, tail)
-	if finish <= budget-reserve {
-		return nil
+	predicted, j, batches := predictFinish(queued, n, replicas*d.opts.Slots, d.pacing.Load(), full, own)
+	margin, ok := time.Duration(0), false
+	if calibrated(j) {
+		margin, ok = est.cal.margin(j, q.enqueued)
 	}
-	if d.metrics != nil {
-		d.metrics.shed.Inc()
+	if !ok {
+		margin = time.Duration(batches) * tail
 	}
-	return fmt.Errorf("%w: model %s predicted to answer in %v (%d queued, %d replicas), past the %v left", ErrShed, d.name,
-		finish.Round(time.Microsecond), queued, replicas, (budget - reserve).Round(time.Microsecond))
+	if finish := predicted + margin; finish > budget-reserve {
+		if d.metrics != nil {
+			d.metrics.shed.Inc()
+		}
+		return fmt.Errorf("%w: model %s predicted to answer in %v (%d queued, %d replicas), past the %v left", ErrShed, d.name,
+			finish.Round(time.Microsecond), queued, replicas, (budget - reserve).Round(time.Microsecond))
+	}
+	if calibrated(j) {
+		q.est, q.predicted, q.batch = est, predicted, j
+	}
+	return nil
 }
 
-// predictFinish is when a query joining queued others finishes at the
-// worst of its waits (see admit): batches of n over lanes lanes, a full
-// one typically taking full and the query's own own, each delayed by up
-// to tail.
-func predictFinish(queued, n, lanes int, paced bool, full, own, tail time.Duration) time.Duration {
+// calibrate tells q's estimator's calibration how late q finished, at now,
+// against its prediction; queries admitted without a calibrated
+// prediction tell nothing.
+func (q *query) calibrate(now time.Time) {
+	if q.est != nil {
+		q.est.cal.observe(q.batch, now, now.Sub(q.enqueued)-q.predicted)
+	}
+}
+
+// predictFinish is when a query joining queued others finishes, at the
+// worst of its waits but with no delays (see admit): batches of n over
+// lanes lanes, a full one taking full and the query's own own. It also
+// returns the batch the query rides, j, and the batches whose delays it
+// waits out on its lane: the one in flight, those ahead of it there, and
+// its own.
+func predictFinish(queued, n, lanes int, paced bool, full, own time.Duration) (finish time.Duration, j, batches int) {
 	l := max(1, lanes)
-	j := (queued + n) / n // the batch q rides: ⌈(queued + 1) / n⌉
+	j = (queued + n) / n  // the batch q rides: ⌈(queued + 1) / n⌉
 	onLane := 1 + (j-1)/l // batches on q's lane before its own, the one in flight included
 	first := full
 	if paced {
 		first = full / time.Duration(l)
 	}
-	return first + time.Duration(j-1)*full/time.Duration(l) + own + time.Duration(onLane+1)*tail
+	return first + time.Duration(j-1)*full/time.Duration(l) + own, j, onLane + 1
 }
 
 // batchSize is the smallest batch the healthy replicas' controllers would

@@ -24,29 +24,70 @@ func TestPredictFinish(t *testing.T) {
 		{"no lanes counts as one", 3, 0, true, 6 * ms, 10*ms + 6*ms},
 	}
 	for _, c := range cases {
-		if got := predictFinish(c.queued, 10, c.lanes, c.paced, 10*ms, c.own, 0); got != c.want {
+		if got, _, _ := predictFinish(c.queued, 10, c.lanes, c.paced, 10*ms, c.own); got != c.want {
 			t.Errorf("%s: predictFinish(%d, 10, %d, %v, 10ms, %v) = %v, want %v", c.name, c.queued, c.lanes, c.paced, c.own, got, c.want)
 		}
 	}
 }
 
-func TestPredictFinishChargesTheTailPerBatchOnTheLane(t *testing.T) {
-	ms := time.Millisecond
+func TestPredictFinishCountsTheBatchesOnTheLane(t *testing.T) {
 	cases := []struct {
-		name          string
-		queued, lanes int
-		tails         time.Duration
+		name                string
+		queued, lanes       int
+		wantJ, wantBatchDel int
 	}{
-		{"the first batch: the one in flight and its own", 3, 2, 2},
-		{"the second start, on the other lane: still two", 10, 2, 2},
-		{"the third start comes after one more batch on its lane", 20, 2, 3},
-		{"the fourth start", 35, 2, 3},
-		{"one lane: every batch ahead is on it", 25, 1, 4},
+		{"the first batch: the one in flight and its own", 3, 2, 1, 2},
+		{"the second start, on the other lane: still two", 10, 2, 2, 2},
+		{"the third start comes after one more batch on its lane", 20, 2, 3, 3},
+		{"the fourth start", 35, 2, 4, 3},
+		{"one lane: every batch ahead is on it", 25, 1, 3, 4},
 	}
 	for _, c := range cases {
-		without := predictFinish(c.queued, 10, c.lanes, true, 10*ms, 10*ms, 0)
-		if got := predictFinish(c.queued, 10, c.lanes, true, 10*ms, 10*ms, ms) - without; got != c.tails*ms {
-			t.Errorf("%s: the tail adds %v, want %d tails", c.name, got, c.tails)
+		_, j, batches := predictFinish(c.queued, 10, c.lanes, true, 10*time.Millisecond, 10*time.Millisecond)
+		if j != c.wantJ || batches != c.wantBatchDel {
+			t.Errorf("%s: batch %d, %d batch delays; want %d, %d", c.name, j, batches, c.wantJ, c.wantBatchDel)
 		}
+	}
+}
+
+func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
+	var c calibration
+	now := time.Unix(1000, 0)
+	if _, ok := c.margin(2, now); ok {
+		t.Fatal("a margin with no errors seen")
+	}
+	// 1..112 µs for the second batch (the margin is recomputed every
+	// calEvery errors from calMin, 64, on): the 99.5th percentile of 112
+	// is the ⌈111.44⌉th.
+	for i := 1; i <= 112; i++ {
+		c.observe(2, now, time.Duration(i)*time.Microsecond)
+	}
+	if m, ok := c.margin(2, now); !ok || m != 112*time.Microsecond {
+		t.Errorf("margin %v, %v; want 112µs", m, ok)
+	}
+	if _, ok := c.margin(3, now); ok {
+		t.Error("the third batch has a margin from the second's errors")
+	}
+	// Stale: nothing seen for calStale, the margin is not trusted.
+	if _, ok := c.margin(2, now.Add(calStale)); ok {
+		t.Error("a margin trusted calStale after its latest error")
+	}
+	// The window keeps the latest calWindow: after that many early ones
+	// (negative, a pessimistic prediction), the margin is theirs.
+	for range calWindow {
+		c.observe(2, now, -time.Millisecond)
+	}
+	if m, _ := c.margin(2, now); m != -time.Millisecond {
+		t.Errorf("after %d errors of -1ms, margin %v", calWindow, m)
+	}
+	// Batches from calStrata+1 on share the deepest stratum.
+	for range calMin {
+		c.observe(calStrata+5, now, time.Millisecond)
+	}
+	if m, ok := c.margin(calStrata+1, now); !ok || m != time.Millisecond {
+		t.Errorf("deepest stratum: %v, %v", m, ok)
+	}
+	if _, ok := c.margin(calStrata, now); ok {
+		t.Error("the stratum below the deepest took its errors")
 	}
 }

@@ -213,7 +213,7 @@ func (d *Dispatcher) SetBatching(newController func() Controller, newEstimator f
 		d.est.Store(nil)
 		return
 	}
-	d.est.Store(&estimator{newEstimator()})
+	d.est.Store(&estimator{Estimator: newEstimator()})
 }
 
 // SetPace turns the staggering of batch starts on or off.
@@ -256,8 +256,12 @@ func (d *Dispatcher) Estimator() Estimator {
 	return nil
 }
 
-// estimator boxes an Estimator for an atomic pointer.
-type estimator struct{ Estimator }
+// estimator boxes an Estimator for an atomic pointer, with admission's
+// calibration, which a new estimator starts afresh.
+type estimator struct {
+	Estimator
+	cal calibration
+}
 
 // Replicas returns the replicas' addresses and how many are healthy.
 func (d *Dispatcher) Replicas() (addrs []string, healthy int) {
@@ -315,6 +319,7 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 		if r.err != nil {
 			return nil, r.replica, r.err
 		}
+		q.calibrate(d.opts.Now())
 		if r.out.Err != "" {
 			return nil, r.replica, &ModelError{Model: d.opts.Model, Version: d.opts.Version, Message: r.out.Err}
 		}
@@ -322,6 +327,7 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 	case <-ctx.Done():
 		d.q.remove(q)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			q.calibrate(d.opts.Now())
 			return nil, "", ErrDeadline
 		}
 		return nil, "", ctx.Err()

@@ -52,6 +52,13 @@ type query struct {
 	index    int // position in the heap; -1 once taken out
 	attempts int
 	reply    chan result // buffered 1; receives exactly one result
+
+	// Set by admission when it made a calibrated prediction of the
+	// query's finish: the estimator whose calibration learns from it, the
+	// prediction, and the batch the query was to ride.
+	est       *estimator
+	predicted time.Duration
+	batch     int
 }
 
 type result struct {

@@ -1,0 +1,87 @@
+package dispatch
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// Calibration's parameters: how many of the latest errors each stratum
+// keeps, how many it needs before it is trusted, how often its quantile
+// is recomputed, and the quantile (admission's promise: the queries it
+// lets in finish in time but for about 1 in 100 at the margin).
+const (
+	calStrata   = 6
+	calWindow   = 256
+	calMin      = 64
+	calEvery    = 16
+	calQuantile = 0.995
+	calStale    = time.Second
+)
+
+// calibration learns how far admission's prediction of a query's finish
+// falls short of when it finished, from the queries admission let in
+// behind at least a full batch. Errors are kept apart by stratum, the
+// batch the query rode (2nd, 3rd, ...; the deepest stratum takes the rest):
+// queries further back are later by more. Each stratum's margin is the
+// calQuantile of its latest calWindow errors, trusted while it has calMin
+// of them and its latest is under calStale old, so that a margin that
+// came to shed every query of its stratum does not outlive the load that
+// made it. A query that missed its deadline counts with the error it had
+// by then, a lower bound, so misses raise the margin too.
+//
+// Queries on the first batch are not calibrated: the batcher may hold
+// them for a fuller batch while their deadline allows (so they finish
+// later than predicted yet in time), and they are admitted whenever a
+// batch has room.
+type calibration struct {
+	mu     sync.Mutex
+	strata [calStrata]errWindow
+}
+
+// errWindow holds a stratum's latest errors in a ring.
+type errWindow struct {
+	errs   [calWindow]time.Duration
+	n      int // errors held, up to calWindow
+	next   int // where the next one goes
+	since  int // errors since margin was computed
+	margin time.Duration
+	latest time.Time       // of the latest error
+	sorted []time.Duration // scratch for the quantile
+}
+
+// calibrated reports whether queries riding the j-th batch are
+// calibrated: from the second on.
+func calibrated(j int) bool { return j >= 2 }
+
+// stratumOf maps the batch a query rides (2 or more) to its stratum.
+func stratumOf(j int) int { return min(max(j, 2), calStrata+1) - 2 }
+
+// margin returns the margin of queries riding the j-th batch at now, and
+// false when it has none to trust.
+func (c *calibration) margin(j int, now time.Time) (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := &c.strata[stratumOf(j)]
+	return w.margin, w.n >= calMin && now.Sub(w.latest) < calStale
+}
+
+// observe records that a query riding the j-th batch finished at now, err
+// after its prediction (negative: before).
+func (c *calibration) observe(j int, now time.Time, err time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := &c.strata[stratumOf(j)]
+	w.latest = now
+	w.errs[w.next] = err
+	w.next = (w.next + 1) % calWindow
+	w.n = min(w.n+1, calWindow)
+	w.since++
+	if w.n >= calMin && (w.since >= calEvery || w.n == calMin) {
+		w.since = 0
+		w.sorted = append(w.sorted[:0], w.errs[:w.n]...)
+		slices.Sort(w.sorted)
+		i := int(calQuantile*float64(w.n)+0.999999) - 1 // ⌈q·n⌉, from 1
+		w.margin = w.sorted[min(max(i, 0), w.n-1)]
+	}
+}
