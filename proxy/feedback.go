@@ -13,8 +13,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// feedbackTimeout bounds the update of the shared policy state that one
-// feedback makes.
+// feedbackTimeout bounds what one feedback does in Redis: finding its
+// query (with the wait for its write) and updating the shared policy
+// state.
 const feedbackTimeout = 2 * time.Second
 
 // feedbackRequest is the feedback API's body: the query, by its id or

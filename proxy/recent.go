@@ -93,11 +93,14 @@ func (r *recent) idOf(ctx context.Context, app string, input []byte) (string, bo
 	}
 	for wait := graceOf(ctx); ; {
 		id, ok, err := r.shared.idOf(ctx, k)
-		if ok || err != nil {
-			return id, ok, err
+		if ok {
+			return id, true, nil
 		}
 		if id, ok := r.byInput.Get(k); ok {
-			return id, true, nil
+			return id, true, nil // this proxy's own, with Redis down or the write still queued
+		}
+		if err != nil {
+			return "", false, err
 		}
 		if !wait() {
 			return "", false, nil
@@ -179,7 +182,7 @@ func (r *recent) restore(ctx context.Context, id string, q *asked) {
 	r.byID.Add(id, q)
 	if r.shared != nil {
 		if err := r.shared.restore(ctx, id); err != nil {
-			r.log.Warn("feedback: the query stays taken in Redis; only this proxy can score it again", zap.String("query_id", id), zap.Error(err))
+			r.log.Warn("feedback: the query stays taken in Redis; no proxy can score it again until it expires", zap.String("query_id", id), zap.Error(err))
 		}
 	}
 }

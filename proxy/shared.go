@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,6 +98,7 @@ type shared struct {
 	prefix string
 	ttl    time.Duration
 	writes chan sharedWrite
+	closed atomic.Bool // run has returned: writes are dropped
 	log    *zap.Logger
 
 	dropped prometheus.Counter
@@ -128,8 +130,13 @@ func (s *shared) inputKey(k inputKey) string {
 }
 
 // enqueue hands w to the writer without waiting: a query never waits on
-// Redis for its feedback's sake.
+// Redis for its feedback's sake. Once the writer has stopped, w is
+// dropped and counted.
 func (s *shared) enqueue(w sharedWrite) {
+	if s.closed.Load() {
+		s.dropped.Inc()
+		return
+	}
 	select {
 	case s.writes <- w:
 	default:
@@ -138,16 +145,20 @@ func (s *shared) enqueue(w sharedWrite) {
 }
 
 // run writes what is queued, a pipeline at a time, until ctx is done, and
-// then what is still queued.
+// then, within sharedTimeout in all, what is still queued. A pipeline is
+// never cut short by ctx: each has its own timeout.
 func (s *shared) run(ctx context.Context) {
+	defer s.closed.Store(true)
 	batch := make([]sharedWrite, 0, sharedBatch)
 	for {
 		select {
 		case w := <-s.writes:
-			s.write(ctx, s.drain(append(batch[:0], w)))
+			s.write(context.WithoutCancel(ctx), s.drain(append(batch[:0], w)))
 		case <-ctx.Done():
-			for batch = s.drain(batch[:0]); len(batch) > 0; batch = s.drain(batch[:0]) {
-				s.write(context.Background(), batch)
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedTimeout)
+			defer cancel()
+			for batch = s.drain(batch[:0]); len(batch) > 0 && final.Err() == nil; batch = s.drain(batch[:0]) {
+				s.write(final, batch)
 			}
 			return
 		}
@@ -202,7 +213,7 @@ func decodeShared(raw, app string) (*asked, error) {
 	if err := json.Unmarshal([]byte(raw), &r); err != nil {
 		return nil, err
 	}
-	if len(r.Outs) != len(r.Arms) || (r.Probs != nil && len(r.Probs) != len(r.Arms)) || (r.Weights != nil && len(r.Weights) != len(r.Arms)) {
+	if len(r.Arms) == 0 || len(r.Outs) != len(r.Arms) || len(r.Probs) != len(r.Arms) || (r.Weights != nil && len(r.Weights) != len(r.Arms)) {
 		return nil, errors.New("its arms, outputs and probabilities differ in number")
 	}
 	return &asked{app: app, outs: r.Outs,
@@ -235,7 +246,8 @@ func (s *shared) take(ctx context.Context, id, app string) (*asked, sharedState,
 	raw, _ := fields[0].(string)
 	q, err := decodeShared(raw, app)
 	if err != nil {
-		return nil, sharedAbsent, fmt.Errorf("query %q in Redis is not a query record: %w", id, err)
+		s.errors.WithLabelValues("take").Inc()
+		return nil, sharedAbsent, fmt.Errorf("query %q in Redis is not a query record, and stays taken: %w", id, err)
 	}
 	if len(fields) > 1 {
 		if out, ok := fields[1].(string); ok {
