@@ -153,12 +153,12 @@ func TestGuardRollsBackAFailingCanary(t *testing.T) {
 	tab := newTestTable(nil)
 	tab.Set(map[string]Spec{"a": {Policy: NameWeighted, Shares: map[string]float64{"m": 9, "m:2": 1},
 		Guard: Guard{Canary: "m:2", MinQueries: 4, MaxErrorRate: 0.2}}})
-	p, _ := tab.Get("a", "", nil)
+	p, _ := tab.Get("a", NameWeighted, nil)
 	now := time.Unix(1000, 0)
 	for _, failed := range []bool{false, false, true, false} {
 		p.(Observer).Observe("m:2", now, !failed, failed)
 	}
-	if got := tab.Status(context.Background(), "a", "", nil, nil); len(got.RolledBack) != 1 {
+	if got := tab.Status(context.Background(), "a", NameWeighted, nil, nil); len(got.RolledBack) != 1 {
 		t.Errorf("a canary failing 1 in 4 with max_error_rate 0.2 is not rolled back: %+v", got)
 	}
 }

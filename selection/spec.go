@@ -64,6 +64,9 @@ func (s *Spec) UnmarshalJSON(raw []byte) error {
 	}
 	*s = Spec{Policy: j.Policy, Output: j.Output, Shares: j.Shares, Eta: j.Eta, Gamma: j.Gamma, Gap: j.Gap, Shadow: j.Shadow, Seed: j.Seed}
 	if g := j.Guard; g != nil {
+		if g.Canary == "" {
+			return fmt.Errorf("guard.canary: required with a guard")
+		}
 		if !(g.WindowS >= 0 && g.WindowS <= 86400) {
 			return fmt.Errorf("guard.window_s %v: must be within [0, 86400]", g.WindowS)
 		}
@@ -76,7 +79,7 @@ func (s *Spec) UnmarshalJSON(raw []byte) error {
 // MarshalJSON writes s in the form ParseSpec reads.
 func (s Spec) MarshalJSON() ([]byte, error) {
 	j := specJSON{Policy: s.Policy, Output: s.Output, Shares: s.Shares, Eta: s.Eta, Gamma: s.Gamma, Gap: s.Gap, Shadow: s.Shadow, Seed: s.Seed}
-	if g := s.Guard; g != (Guard{}) {
+	if g := s.Guard; g.Canary != "" {
 		j.Guard = &guardJSON{Canary: g.Canary, WindowS: g.Window.Seconds(), MinQueries: g.MinQueries,
 			MinAttainment: g.MinAttainment, MaxErrorRate: g.MaxErrorRate}
 	}

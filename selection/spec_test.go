@@ -28,6 +28,7 @@ func TestParseSpec(t *testing.T) {
 		{name: "negative share", raw: `{"policy": "weighted", "shares": {"a": -1, "b": 1}}`, err: `shares["a"] -1`},
 		{name: "canary not a share", raw: `{"policy": "weighted", "shares": {"a": 1}, "guard": {"canary": "b"}}`, err: `guard.canary "b"`},
 		{name: "negative window", raw: `{"policy": "weighted", "shares": {"a": 1, "b": 1}, "guard": {"canary": "b", "window_s": -1}}`, err: "guard.window_s -1"},
+		{name: "guard without a canary", raw: `{"policy": "weighted", "shares": {"a": 1, "b": 1}, "guard": {"min_attainment": 0.9}}`, err: "guard.canary: required"},
 		{name: "gamma above 1", raw: `{"policy": "exp3", "gamma": 2}`, err: "gamma 2"},
 		{name: "not an object", raw: `[1]`, err: "not a selection spec"},
 		{name: "two objects", raw: `{"policy": "exp3"} {}`, err: "data after the object"},
@@ -130,4 +131,30 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("round trip of %s: %+v, %v; want %+v", out, back, err, s)
 		}
 	})
+}
+
+// TestConfigSpecIsForItsPolicy: the configuration's spec tunes the app's
+// policy only when it names the same one; otherwise the app runs the
+// policy it names, with its defaults.
+func TestConfigSpecIsForItsPolicy(t *testing.T) {
+	tab := newTestTable(nil)
+	tab.Set(map[string]Spec{"a": {Policy: NameExp3, Gamma: 0.3}, "b": {Gamma: 0.2}})
+	ctx := context.Background()
+	tests := []struct {
+		app, policy string
+		source      Source
+		want        string
+		gamma       float64
+	}{
+		{"a", NameExp3, FromConfig, NameExp3, 0.3},
+		{"a", NameExp4, FromDefaults, NameExp4, DefaultGamma},
+		{"b", "", FromConfig, NameSingle, 0.2},
+		{"b", NameSingle, FromConfig, NameSingle, 0.2},
+	}
+	for _, tt := range tests {
+		st := tab.Status(ctx, tt.app, tt.policy, nil, []string{"m"})
+		if st.Source != tt.source || st.Spec.Policy != tt.want || st.Spec.Gamma != tt.gamma {
+			t.Errorf("app %s, policy %q: %s %s gamma %v; want %s %s gamma %v", tt.app, tt.policy, st.Source, st.Spec.Policy, st.Spec.Gamma, tt.source, tt.want, tt.gamma)
+		}
+	}
 }

@@ -23,8 +23,8 @@ type Options struct {
 
 // Table holds the apps' policies. An app's spec is the one set through the
 // admin API, kept in the shared state with the app (stored, below); else
-// the configuration's (Set, on each reload); else the defaults of the
-// policy its name alone describes. A policy is rebuilt only when its spec
+// the configuration's (Set, on each reload) when it is for the policy the
+// app names; else the defaults of that policy. A policy is rebuilt only when its spec
 // changes; what it learned is in the State, so it survives that and a
 // restart. Safe for concurrent use.
 type Table struct {
@@ -78,13 +78,16 @@ const (
 	FromDefaults Source = "defaults" // the policy's name alone
 )
 
-// specOf returns app's configured spec, else the policy name's defaults,
-// and which. It holds t.mu.
+// specOf returns app's configured spec when it is for the app's policy,
+// else the policy name's defaults, and which. It holds t.mu.
 func (t *Table) specOf(app, policy string) (Spec, Source) {
+	byName := Spec{Policy: policy}.withDefaults()
 	if s, ok := t.specs[app]; ok {
-		return s.withDefaults(), FromConfig
+		if s = s.withDefaults(); s.Policy == byName.Policy {
+			return s, FromConfig
+		}
 	}
-	return Spec{Policy: policy}.withDefaults(), FromDefaults
+	return byName, FromDefaults
 }
 
 // Get returns the policy of app, whose policy field is policy and whose

@@ -66,6 +66,11 @@ func (d *Data) appsOf(model string) []string {
 
 func (d *Data) putApp(a App) error {
 	if old, ok := d.Apps[a.Name]; ok {
+		if a.Selection == nil {
+			// Set through the admin API, which alone changes it (see
+			// setApp): a put of the app's other fields keeps it.
+			a.Selection = old.Selection
+		}
 		if reflect.DeepEqual(old, a) {
 			return errNoChange
 		}
@@ -79,6 +84,26 @@ func (d *Data) putApp(a App) error {
 		d.Apps = make(map[string]App)
 	}
 	d.Apps[a.Name] = a
+	return nil
+}
+
+// setApp replaces app name by what change makes of it, given the models
+// linked to it; the app must exist.
+func (d *Data) setApp(name string, change func(a *App, models []string) error) error {
+	a, ok := d.Apps[name]
+	if !ok {
+		return notFound("app %q", name)
+	}
+	if err := change(&a, slices.Clone(d.Links[name])); err != nil {
+		return err
+	}
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	if reflect.DeepEqual(d.Apps[name], a) {
+		return errNoChange
+	}
+	d.Apps[name] = a
 	return nil
 }
 

@@ -292,12 +292,21 @@ func checkSchema(d *Data) error {
 }
 
 // PutApp creates app a or replaces the app of that name. Changing the input
-// type of an app linked to models is a conflict.
+// type of an app linked to models is a conflict. A replaced app's
+// selection spec (see UpdateApp) stays unless a has one.
 func (s *Store) PutApp(ctx context.Context, a App) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
 	return s.update(ctx, func(d *Data) error { return d.putApp(a) })
+}
+
+// UpdateApp changes the app named name in one step with the state: change
+// gets the app and the models linked to it, and may refuse with an error,
+// which UpdateApp returns. Unlike PutApp it can set or clear the app's
+// Selection, which a put keeps.
+func (s *Store) UpdateApp(ctx context.Context, name string, change func(a *App, models []string) error) error {
+	return s.update(ctx, func(d *Data) error { return d.setApp(name, change) })
 }
 
 // DeleteApp deletes the app named name and its links.

@@ -2,6 +2,7 @@ package state_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -29,6 +30,7 @@ func TestStore(t *testing.T) {
 		{"propagation", testPropagation},
 		{"late start loads everything", testLateStart},
 		{"concurrent mutations", testConcurrent},
+		{"a selection spec is set by UpdateApp and kept by PutApp", testAppSelection},
 	}
 	for _, kind := range backendKinds(t) {
 		t.Run(kind.name, func(t *testing.T) {
@@ -430,5 +432,38 @@ func TestAddVersion(t *testing.T) {
 	}
 	if mv, _ := a.Snapshot().Version("m", "1"); mv.Runtime.Command[0] != "/bin/m" {
 		t.Fatalf("the spec was overwritten: %+v", mv)
+	}
+}
+
+func testAppSelection(t *testing.T, newBackend func() state.Backend) {
+	s := startStore(t, newBackend(), state.Options{})
+	ctx := t.Context()
+	must(t, s.PutApp(ctx, app("digits", state.InputFloat32)))
+	spec := json.RawMessage(`{"policy":"exp3","gamma":0.2}`)
+	refused := errors.New("refused")
+	if err := s.UpdateApp(ctx, "digits", func(*state.App, []string) error { return refused }); !errors.Is(err, refused) {
+		t.Fatalf("UpdateApp whose change refuses: %v; want its error", err)
+	}
+	if err := s.UpdateApp(ctx, "nope", func(*state.App, []string) error { return nil }); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("UpdateApp of an unknown app: %v", err)
+	}
+	must(t, s.UpdateApp(ctx, "digits", func(a *state.App, models []string) error {
+		a.Selection = spec
+		return nil
+	}))
+	// A put of the app's other fields keeps the spec.
+	replaced := app("digits", state.InputFloat32)
+	replaced.SLO, replaced.Policy = 3*time.Second, "exp4"
+	must(t, s.PutApp(ctx, replaced))
+	got, _ := s.Snapshot().App("digits")
+	if got.SLO != 3*time.Second || got.Policy != "exp4" || string(got.Selection) != string(spec) {
+		t.Fatalf("after PutApp: %+v; want the new SLO and policy, with the spec kept", got)
+	}
+	must(t, s.UpdateApp(ctx, "digits", func(a *state.App, _ []string) error {
+		a.Selection = nil
+		return nil
+	}))
+	if got, _ := s.Snapshot().App("digits"); got.Selection != nil {
+		t.Fatalf("after clearing: %+v", got)
 	}
 }

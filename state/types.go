@@ -72,7 +72,8 @@ type App struct {
 	NoCache bool `json:"no_cache,omitempty"`
 	// Selection, when set, is the selection policy's spec set through the
 	// admin API, in the selection package's JSON form; it takes the place
-	// of the configuration file's. nil means none.
+	// of the configuration file's, and its policy of Policy. nil means
+	// none. Only Store.UpdateApp sets or clears it: PutApp keeps it.
 	Selection json.RawMessage `json:"selection,omitempty"`
 }
 

@@ -314,7 +314,7 @@ func appsCreate(c *cli, args []string) error {
 	})
 	fs.DurationVar(&slo, "slo", 0, "the latency objective, such as 50ms (required)")
 	fs.StringVar(&a.DefaultOutput, "default-output", "", "the `output` answered, flagged, when the deadline passes first")
-	fs.StringVar(&a.Policy, "policy", "", "the model selection `policy`: single (the first linked model; the default), weighted, exp3 or exp4; their parameters (shares, eta, shadow, canary guard) come from apps select, else the configuration file's selection block")
+	fs.StringVar(&a.Policy, "policy", "", "the model selection `policy`: single (the first linked model; the default), weighted, exp3 or exp4; their parameters (shares, eta, shadow, canary guard) come from the configuration file's selection block; apps select sets a policy with its parameters in place of both")
 	fs.IntVar(&a.Priority, "priority", 0, "the app's `priority` when load is shed: lower is shed first")
 	var cacheTTL time.Duration
 	fs.DurationVar(&cacheTTL, "cache-ttl", 0, "how long answers stay in the prediction cache, such as 30m; 0 means the cache's default")

@@ -128,13 +128,9 @@ func (r *reloader) apply(ctx context.Context, cfg *config.Config) error {
 	var updated []string
 	for _, a := range cfg.Apps {
 		if old, ok := prev[a.Name]; ok && !reflect.DeepEqual(old, a.App()) {
-			next := a.App()
-			if cur, ok := r.store.Snapshot().App(a.Name); ok && cur.Selection != nil {
-				// The admin API's spec, which the file does not hold, and
-				// its policy.
-				next.Selection, next.Policy = cur.Selection, cur.Policy
-			}
-			if err := r.store.PutApp(ctx, next); err != nil {
+			// PutApp keeps a selection spec set through the admin API,
+			// which the file does not hold.
+			if err := r.store.PutApp(ctx, a.App()); err != nil {
 				return fmt.Errorf("app %s: %w", a.Name, err)
 			}
 			updated = append(updated, a.Name)

@@ -89,14 +89,8 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 	if err := checkPolicy(next); err != nil {
 		return err
 	}
-	cur, existed := h.store.Snapshot().App(name)
-	if cur.Selection != nil {
-		if next.Policy != cur.Policy {
-			return fmt.Errorf("%w: app %q: policy %q: its selection spec, set through %s, is policy %q; change that, or DELETE it first",
-				state.ErrConflict, name, next.Policy, pathApps+"/"+name+"/selection", cur.Policy)
-		}
-		next.Selection = cur.Selection
-	}
+	_, existed := h.store.Snapshot().App(name)
+	// The store keeps a selection spec set through PUT .../selection.
 	if err := h.store.PutApp(r.Context(), next); err != nil {
 		return err
 	}
@@ -167,8 +161,8 @@ func (h *handler) getSelection(w http.ResponseWriter, r *http.Request) error {
 }
 
 // PUT /api/v1/apps/{app}/selection sets the app's selection spec, which
-// every proxy then uses in place of its configuration file's, and the
-// app's policy to the spec's. It answers the app.
+// every proxy then runs in place of the policy the app names and the
+// configuration file's settings for it. It answers the app.
 func (h *handler) putSelection(w http.ResponseWriter, r *http.Request) error {
 	name, err := pathName(r, "app")
 	if err != nil {
@@ -178,45 +172,44 @@ func (h *handler) putSelection(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &raw); err != nil {
 		return err
 	}
-	snap := h.store.Snapshot()
-	a, ok := snap.App(name)
-	if !ok {
-		return fmt.Errorf("%w: app %q", state.ErrNotFound, name)
-	}
 	spec, err := selection.ParseSpec(raw)
 	if err != nil {
+		if _, ok := h.store.Snapshot().App(name); !ok {
+			return fmt.Errorf("%w: app %q", state.ErrNotFound, name)
+		}
 		return badRequest("app %q: selection: %v", name, err)
 	}
-	if err := spec.CheckArms(snap.ModelsOf(name)); err != nil {
-		return badRequest("app %q: selection: %v (link it first)", name, err)
-	}
-	if a.Selection, err = json.Marshal(spec); err != nil {
+	stored, err := json.Marshal(spec)
+	if err != nil {
 		return err
 	}
-	a.Policy = spec.Policy
-	if err := h.store.PutApp(r.Context(), a); err != nil {
+	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, models []string) error {
+		if err := spec.CheckArms(models); err != nil {
+			return badRequest("app %q: selection: %v (link it first)", name, err)
+		}
+		a.Selection = stored
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	return h.writeApp(w, http.StatusOK, name)
 }
 
 // DELETE /api/v1/apps/{app}/selection removes the app's selection spec:
-// its policy keeps its name and takes the configuration file's settings,
-// or the defaults. It answers the app.
+// the app runs the policy it names again, with the configuration file's
+// settings for it, or the defaults. It answers the app.
 func (h *handler) deleteSelection(w http.ResponseWriter, r *http.Request) error {
 	name, err := pathName(r, "app")
 	if err != nil {
 		return err
 	}
-	a, ok := h.store.Snapshot().App(name)
-	if !ok {
-		return fmt.Errorf("%w: app %q", state.ErrNotFound, name)
-	}
-	if a.Selection != nil {
+	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, _ []string) error {
 		a.Selection = nil
-		if err := h.store.PutApp(r.Context(), a); err != nil {
-			return err
-		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return h.writeApp(w, http.StatusOK, name)
 }
