@@ -104,6 +104,14 @@ func (q *query) calibrate(now time.Time) {
 	}
 }
 
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // predictFinish is when a query joining queued others finishes, at the
 // worst of its waits but with no delays (see admit): batches of n over
 // lanes lanes, a full one taking full and the query's own own. It also

@@ -90,4 +90,11 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 	if _, ok := c.margin(calStrata, now); ok {
 		t.Error("the stratum below the deepest took its errors")
 	}
+	// An error after calStale without any starts the stratum afresh: the
+	// old margin does not come back with it.
+	later := now.Add(calStale)
+	c.observe(2, later, 0)
+	if m, ok := c.margin(2, later); ok {
+		t.Errorf("after a quiet spell one error brought back the margin %v", m)
+	}
 }

@@ -9,7 +9,8 @@ import (
 // Calibration's parameters: how many of the latest errors each stratum
 // keeps, how many it needs before it is trusted, how often its quantile
 // is recomputed, and the quantile (admission's promise: the queries it
-// lets in finish in time but for about 1 in 100 at the margin).
+// lets in finish in time but for about 1 in 200 at the margin), and how
+// long a stratum's errors are kept once none come.
 const (
 	calStrata   = 6
 	calWindow   = 256
@@ -25,7 +26,8 @@ const (
 // batch the query rode (2nd, 3rd, ...; the deepest stratum takes the rest):
 // queries further back are later by more. Each stratum's margin is the
 // calQuantile of its latest calWindow errors, trusted while it has calMin
-// of them and its latest is under calStale old, so that a margin that
+// of them and its latest is under calStale old; an error that comes after
+// calStale without any starts the stratum afresh, so that a margin that
 // came to shed every query of its stratum does not outlive the load that
 // made it. A query that missed its deadline counts with the error it had
 // by then, a lower bound, so misses raise the margin too.
@@ -72,6 +74,9 @@ func (c *calibration) observe(j int, now time.Time, err time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w := &c.strata[stratumOf(j)]
+	if now.Sub(w.latest) >= calStale {
+		w.n, w.next, w.since, w.margin = 0, 0, 0, 0
+	}
 	w.latest = now
 	w.errs[w.next] = err
 	w.next = (w.next + 1) % calWindow

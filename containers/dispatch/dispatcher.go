@@ -317,6 +317,9 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 	select {
 	case r := <-q.reply:
 		if r.err != nil {
+			if errors.Is(r.err, ErrDeadline) { // expired in the queue, or refused as doomed
+				q.calibrate(later(d.opts.Now(), q.deadline))
+			}
 			return nil, r.replica, r.err
 		}
 		q.calibrate(d.opts.Now())
