@@ -330,10 +330,22 @@ func (rep *replica) watch(ctx context.Context, id string, c *rpc.Client) error {
 				continue
 			}
 			if misses++; misses >= heartbeatMisses && ctx.Err() == nil {
+				if rep.exited(ctx, id) { // its die event is late: the exit says more
+					return rep.exitError(ctx, id)
+				}
 				return rep.containerError(ctx, id, fmt.Sprintf("missed %d heartbeats in a row: %v", misses, err))
 			}
 		}
 	}
+}
+
+// exited reports whether the Engine says container id is no longer
+// running; false when it cannot tell.
+func (rep *replica) exited(ctx context.Context, id string) bool {
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engineTimeout)
+	defer cancel()
+	info, err := rep.rt.engine.ContainerInspect(ictx, id)
+	return err == nil && info.State != nil && !info.State.Running && !info.State.Restarting
 }
 
 // exitError is the ContainerError of a container that exited.
