@@ -265,8 +265,12 @@ func (l *digitsLab) swap(t *testing.T) {
 	}
 }
 
-// writeShares writes the traffic share per window as CSV and a plot.
+// writeShares writes the traffic share per window as CSV and a plot into
+// dir, which it creates if need be.
 func writeShares(dir string, shares []map[string]float64, window, at int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	var csv strings.Builder
 	csv.WriteString("query," + strings.Join(digitsArms, ",") + "\n")
 	p := plot.New()
