@@ -158,3 +158,23 @@ func TestConfigSpecIsForItsPolicy(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTableGet is what every query pays to find its app's policy:
+// a configured spec, and a stored one.
+func BenchmarkTableGet(b *testing.B) {
+	tab := newTestTable(nil)
+	tab.Set(map[string]Spec{"a": {Policy: NameWeighted, Shares: map[string]float64{"m": 9, "m:2": 1}}})
+	stored := []byte(`{"policy":"exp3","gamma":0.2}`)
+	b.Run("config", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			tab.Get("a", NameWeighted, nil)
+		}
+	})
+	b.Run("stored", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			tab.Get("b", "", stored)
+		}
+	})
+}

@@ -24,23 +24,34 @@ type Options struct {
 // Table holds the apps' policies. An app's spec is the one set through the
 // admin API, kept in the shared state with the app (stored, below); else
 // the configuration's (Set, on each reload) when it is for the policy the
-// app names; else the defaults of that policy. A policy is rebuilt only when its spec
-// changes; what it learned is in the State, so it survives that and a
-// restart. Safe for concurrent use.
+// app names; else the defaults of that policy. A policy is rebuilt only
+// when its spec changes; what it learned is in the State, so it survives
+// that and a restart. Safe for concurrent use.
 type Table struct {
 	st  State
 	m   *Metrics
 	log *zap.Logger
 
-	mu    sync.RWMutex // guards specs and built
+	mu    sync.RWMutex // guards specs, gen and built
 	specs map[string]Spec
+	gen   uint64 // counts Set calls: a built policy of an older one is checked again
 	built map[string]built
 }
 
+// built is an app's policy, the spec it runs and where that came from,
+// and what the spec was derived from.
 type built struct {
-	stored string // the stored spec it was built from; empty when none
-	spec   Spec
-	p      Policy
+	from builtFrom
+	spec Spec
+	src  Source
+	p    Policy
+}
+
+// builtFrom is what an app's spec is derived from: the configuration's
+// generation, the policy the app names and its stored spec.
+type builtFrom struct {
+	gen            uint64
+	policy, stored string
 }
 
 // NewTable returns a table with no specs.
@@ -66,6 +77,7 @@ func (t *Table) Set(specs map[string]Spec) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.specs = specs
+	t.gen++
 }
 
 // Source says where an app's spec comes from.
@@ -78,9 +90,18 @@ const (
 	FromDefaults Source = "defaults" // the policy's name alone
 )
 
-// specOf returns app's configured spec when it is for the app's policy,
-// else the policy name's defaults, and which. It holds t.mu.
-func (t *Table) specOf(app, policy string) (Spec, Source) {
+// specOf returns app's spec and where it comes from: its stored spec
+// when it has one; else its configured spec when that is for the app's
+// policy; else the policy name's defaults. It holds t.mu.
+func (t *Table) specOf(app, policy string, stored []byte) (Spec, Source) {
+	if len(stored) > 0 {
+		s, err := ParseSpec(stored)
+		if err != nil {
+			t.log.Error("selection: the app's stored spec is invalid; it is served as single", zap.String("app", app), zap.Error(err))
+			s = Spec{}
+		}
+		return s.withDefaults(), FromAdmin
+	}
 	byName := Spec{Policy: policy}.withDefaults()
 	if s, ok := t.specs[app]; ok {
 		if s = s.withDefaults(); s.Policy == byName.Policy {
@@ -98,59 +119,43 @@ func (t *Table) Get(app, policy string, stored []byte) (Policy, Spec) {
 	return p, spec
 }
 
+// get is Get with the spec's source. A query finds its app's policy with
+// a read lock and three comparisons; the spec is derived again only when
+// the configuration, the app's policy or its stored spec changed, and the
+// policy rebuilt only when the spec did.
 func (t *Table) get(app, policy string, stored []byte) (Policy, Spec, Source) {
-	if len(stored) > 0 {
-		return t.getStored(app, stored)
-	}
 	t.mu.RLock()
-	spec, src := t.specOf(app, policy)
 	b, ok := t.built[app]
+	fresh := ok && b.from.gen == t.gen && b.from.policy == policy && b.from.stored == string(stored)
 	t.mu.RUnlock()
-	if ok && b.stored == "" && reflect.DeepEqual(b.spec, spec) {
-		return b.p, spec, src
+	if fresh {
+		return b.p, b.spec, b.src
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	spec, src = t.specOf(app, policy)
-	if b, ok := t.built[app]; ok && b.stored == "" && reflect.DeepEqual(b.spec, spec) {
-		return b.p, spec, src
+	from := builtFrom{gen: t.gen, policy: policy, stored: string(stored)}
+	b, ok = t.built[app]
+	if ok && b.from == from {
+		return b.p, b.spec, b.src
 	}
-	t.built[app] = t.buildOrSingle(app, spec, "")
-	return t.built[app].p, spec, src
-}
-
-// getStored is get for an app with a stored spec: it is parsed once, when
-// it changes.
-func (t *Table) getStored(app string, stored []byte) (Policy, Spec, Source) {
-	t.mu.RLock()
-	b, ok := t.built[app]
-	t.mu.RUnlock()
-	if ok && b.stored == string(stored) {
-		return b.p, b.spec, FromAdmin
+	spec, src := t.specOf(app, policy, stored)
+	if !ok || !reflect.DeepEqual(b.spec, spec) {
+		b.p = t.buildOrSingle(app, spec)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if b, ok := t.built[app]; ok && b.stored == string(stored) {
-		return b.p, b.spec, FromAdmin
-	}
-	spec, err := ParseSpec(stored)
-	if err != nil {
-		t.log.Error("selection: the app's stored spec is invalid; it is served as single", zap.String("app", app), zap.Error(err))
-	}
-	b = t.buildOrSingle(app, spec.withDefaults(), string(stored))
+	b.from, b.spec, b.src = from, spec, src
 	t.built[app] = b
-	return b.p, b.spec, FromAdmin
+	return b.p, b.spec, b.src
 }
 
 // buildOrSingle builds app's policy from spec, or Single when spec is
 // invalid.
-func (t *Table) buildOrSingle(app string, spec Spec, stored string) built {
+func (t *Table) buildOrSingle(app string, spec Spec) Policy {
 	p, err := t.build(app, spec)
 	if err != nil {
 		t.log.Error("selection: the app's policy is invalid; it is served as single", zap.String("app", app), zap.Error(err))
-		p = Single{}
+		return Single{}
 	}
-	return built{stored: stored, spec: spec, p: p}
+	return p
 }
 
 func (t *Table) build(app string, s Spec) (Policy, error) {
