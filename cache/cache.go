@@ -50,6 +50,8 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/sloproxy/sloproxy/internal/writeback"
 )
 
 // Defaults of Options' fields.
@@ -66,6 +68,8 @@ const (
 	fillBatch = 128
 	// writeTimeout is the least time a pipeline of fills gets.
 	writeTimeout = 250 * time.Millisecond
+	// drainTimeout bounds the writing of what is queued at Close.
+	drainTimeout = time.Second
 )
 
 // Options configure a Cache. The zero value of each field has the meaning
@@ -128,7 +132,7 @@ type Cache struct {
 	ttl     time.Duration // for entries put with none
 	breaker *gobreaker.CircuitBreaker[any]
 	flights singleflight.Group
-	fills   chan fill
+	fills   *writeback.Queue[fill]
 	m       *metrics
 	log     *zap.Logger
 
@@ -169,10 +173,10 @@ func New(opts Options) (*Cache, error) {
 		prefix:  opts.Prefix,
 		timeout: opts.Timeout,
 		ttl:     opts.DefaultTTL,
-		fills:   make(chan fill, fillQueue),
 		m:       newMetrics(opts.Registerer),
 		log:     opts.Logger,
 	}
+	c.fills = writeback.New(fillQueue, fillBatch, drainTimeout, c.writeBatch)
 	l1, err := otter.New(&otter.Options[[16]byte, *entry]{
 		MaximumWeight: uint64(opts.L1Bytes),
 		Weigher: func(_ [16]byte, e *entry) uint32 {
@@ -221,14 +225,14 @@ func (c *Cache) Start(ctx context.Context) error {
 		return nil
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { c.writeFills(ctx) })
+	wg.Go(func() { c.fills.Run(ctx) })
 	wg.Go(func() { c.followPurges(ctx) })
 	go func() { wg.Wait(); close(c.done) }()
 	return nil
 }
 
-// Close stops the background work, writing up to one pipeline of the fills
-// still queued, and L1's maintenance.
+// Close stops the background work, writing the fills still queued (within
+// drainTimeout), and L1's maintenance.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	cancel, done := c.cancel, c.done
@@ -333,9 +337,7 @@ func (c *Cache) Put(k Key, out []byte, ttl time.Duration) {
 	if c.rdb == nil {
 		return
 	}
-	select {
-	case c.fills <- fill{key: c.redisKey(k), val: encodeValue(k.Check, out), ttl: ttl}:
-	default:
+	if !c.fills.Offer(fill{key: c.redisKey(k), val: encodeValue(k.Check, out), ttl: ttl}) {
 		c.m.fillsDropped.Inc()
 	}
 }
@@ -416,37 +418,7 @@ func (c *Cache) redisWithin(ctx context.Context, timeout time.Duration, op strin
 	return v, err
 }
 
-// writeFills writes queued fills to Redis in pipelines until ctx is done,
-// then writes one more pipeline of what is still queued.
-func (c *Cache) writeFills(ctx context.Context) {
-	batch := make([]fill, 0, fillBatch)
-	for {
-		select {
-		case f := <-c.fills:
-			c.writeBatch(ctx, c.drainFills(append(batch[:0], f)))
-		case <-ctx.Done():
-			if batch = c.drainFills(batch[:0]); len(batch) > 0 {
-				c.writeBatch(context.Background(), batch)
-			}
-			return
-		}
-	}
-}
-
-// drainFills appends queued fills to batch, without waiting, up to its
-// capacity.
-func (c *Cache) drainFills(batch []fill) []fill {
-	for len(batch) < cap(batch) {
-		select {
-		case f := <-c.fills:
-			batch = append(batch, f)
-		default:
-			return batch
-		}
-	}
-	return batch
-}
-
+// writeBatch writes fills to Redis in one pipeline.
 func (c *Cache) writeBatch(ctx context.Context, batch []fill) {
 	// No query waits on a write: it may take longer than a lookup, and a
 	// pipeline of up to fillBatch SETs should not fail (and be lost) on a

@@ -173,7 +173,7 @@ func (p *Proxy) Run(ctx context.Context) {
 	if sh := p.recent.shared; sh != nil {
 		var writer sync.WaitGroup
 		wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		writer.Go(func() { sh.run(wctx) })
+		writer.Go(func() { sh.writes.Run(wctx) })
 		defer writer.Wait()
 		defer stop() // after the shadows, whose answers it writes too
 	}

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/internal/writeback"
 	"github.com/sloproxy/sloproxy/selection"
 )
 
@@ -97,8 +97,7 @@ type shared struct {
 	rdb    redis.UniversalClient
 	prefix string
 	ttl    time.Duration
-	writes chan sharedWrite
-	closed atomic.Bool // run has returned: writes are dropped
+	writes *writeback.Queue[sharedWrite] // run by Proxy.Run
 	log    *zap.Logger
 
 	dropped prometheus.Counter
@@ -109,7 +108,7 @@ func newShared(o SharedQueries, reg prometheus.Registerer, log *zap.Logger) *sha
 	if o.TTL <= 0 {
 		o.TTL = DefaultSharedTTL
 	}
-	s := &shared{rdb: o.Redis, prefix: o.Prefix + "recent:", ttl: o.TTL, writes: make(chan sharedWrite, sharedQueue), log: log,
+	s := &shared{rdb: o.Redis, prefix: o.Prefix + "recent:", ttl: o.TTL, log: log,
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sloproxy_feedback_shared_dropped_total",
 			Help: "Answered queries not mirrored in Redis because its writer was behind: their feedback reaches only the proxy that answered.",
@@ -119,6 +118,7 @@ func newShared(o SharedQueries, reg prometheus.Registerer, log *zap.Logger) *sha
 			Help: "Failed Redis calls of the shared recent queries, by operation (write, take, lookup, restore).",
 		}, []string{"op"}),
 	}
+	s.writes = writeback.New(sharedQueue, sharedBatch, sharedTimeout, s.write)
 	reg.MustRegister(s.dropped, s.errors)
 	return s
 }
@@ -130,67 +130,33 @@ func (s *shared) inputKey(k inputKey) string {
 }
 
 // enqueue hands w to the writer without waiting: a query never waits on
-// Redis for its feedback's sake. Once the writer has stopped, w is
-// dropped and counted.
+// Redis for its feedback's sake. When the writer is behind or has
+// stopped, w is dropped and counted.
 func (s *shared) enqueue(w sharedWrite) {
-	if s.closed.Load() {
-		s.dropped.Inc()
-		return
-	}
-	select {
-	case s.writes <- w:
-	default:
+	if !s.writes.Offer(w) {
 		s.dropped.Inc()
 	}
 }
 
-// run writes what is queued, a pipeline at a time, until ctx is done, and
-// then, within sharedTimeout in all, what is still queued. A pipeline is
-// never cut short by ctx: each has its own timeout.
-func (s *shared) run(ctx context.Context) {
-	defer s.closed.Store(true)
-	batch := make([]sharedWrite, 0, sharedBatch)
-	for {
-		select {
-		case w := <-s.writes:
-			s.write(context.WithoutCancel(ctx), s.drain(append(batch[:0], w)))
-		case <-ctx.Done():
-			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedTimeout)
-			defer cancel()
-			for batch = s.drain(batch[:0]); len(batch) > 0 && final.Err() == nil; batch = s.drain(batch[:0]) {
-				s.write(final, batch)
-			}
-			return
-		}
-	}
-}
-
-func (s *shared) drain(batch []sharedWrite) []sharedWrite {
-	for len(batch) < cap(batch) {
-		select {
-		case w := <-s.writes:
-			batch = append(batch, w)
-		default:
-			return batch
-		}
-	}
-	return batch
-}
-
+// write sends batch to Redis in one pipeline: for each query one script
+// call (its record, app and, if it came already, the shadow's answer) and
+// its input's key; for each later shadow answer one script call.
 func (s *shared) write(ctx context.Context, batch []sharedWrite) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
 	ttl := strconv.FormatInt(s.ttl.Milliseconds(), 10)
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, w := range batch {
+			key := []string{s.queryKey(w.id)}
 			if w.q == nil {
-				writeScript.Eval(ctx, p, []string{s.queryKey(w.id)}, ttl, "s", w.shadow)
+				writeScript.Eval(ctx, p, key, ttl, "s", w.shadow)
 				continue
 			}
-			writeScript.Eval(ctx, p, []string{s.queryKey(w.id)}, ttl, "q", encodeShared(w.q), "a", w.q.app)
+			args := []any{ttl, "q", encodeShared(w.q), "a", w.q.app}
 			if out := w.q.shadow(); out != nil {
-				writeScript.Eval(ctx, p, []string{s.queryKey(w.id)}, ttl, "s", out)
+				args = append(args, "s", out)
 			}
+			writeScript.Eval(ctx, p, key, args...)
 			p.Set(ctx, s.inputKey(w.input), w.id, s.ttl)
 		}
 		return nil
