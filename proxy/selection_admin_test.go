@@ -2,9 +2,7 @@ package proxy
 
 import (
 	"context"
-	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,16 +25,8 @@ func TestCanaryThroughTheAdminAPI(t *testing.T) {
 	const token = "t0ken"
 	api := httptest.NewServer(admin.NewHandler(e.store, admin.Options{Token: token, Selection: e.proxy.SelectionStatus}))
 	t.Cleanup(api.Close)
-	send := func(method, body string) int {
-		t.Helper()
-		req, err := http.NewRequest(method, api.URL+"/api/v1/apps/echo/selection", strings.NewReader(body))
-		must(t, err)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		must(t, err)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	client := &admin.Client{BaseURL: api.URL, Token: token}
+	ctx := context.Background()
 	count := func(n int) map[string]int {
 		t.Helper()
 		got := map[string]int{}
@@ -52,11 +42,11 @@ func TestCanaryThroughTheAdminAPI(t *testing.T) {
 	if got := count(50); got["a"] != 50 {
 		t.Fatalf("single, from the configuration: %v; want every query to a", got)
 	}
-	if status := send("PUT", `{"policy": "weighted", "shares": {"a": 3, "b": 1}, "seed": 9}`); status != 200 {
-		t.Fatalf("PUT selection: %d", status)
+	if _, err := client.SetSelection(ctx, "echo", []byte(`{"policy": "weighted", "shares": {"a": 3, "b": 1}, "seed": 9}`)); err != nil {
+		t.Fatalf("PUT selection: %v", err)
 	}
 	testutil.Eventually(t, 5*time.Second, "the proxy sees the spec", func() bool {
-		st, err := e.proxy.SelectionStatus(context.Background(), "echo")
+		st, err := e.proxy.SelectionStatus(ctx, "echo")
 		return err == nil && st.Source == selection.FromAdmin
 	})
 	got := count(400)
@@ -65,11 +55,11 @@ func TestCanaryThroughTheAdminAPI(t *testing.T) {
 	if got["b"] < 65 || got["b"] > 135 || got["a"]+got["b"] != 400 {
 		t.Errorf("shares 3:1 gave %v", got)
 	}
-	if status := send("DELETE", ""); status != 200 {
-		t.Fatalf("DELETE selection: %d", status)
+	if _, err := client.ClearSelection(ctx, "echo"); err != nil {
+		t.Fatalf("DELETE selection: %v", err)
 	}
 	testutil.Eventually(t, 5*time.Second, "the proxy drops the spec", func() bool {
-		st, err := e.proxy.SelectionStatus(context.Background(), "echo")
+		st, err := e.proxy.SelectionStatus(ctx, "echo")
 		return err == nil && st.Source == selection.FromConfig
 	})
 	if got := count(50); got["a"] != 50 {

@@ -111,47 +111,36 @@ func (l *digitsLab) setup(e *env, app string, slo time.Duration, spec selection.
 
 // step sends the n-th query of the stream to app and its label as
 // feedback, and returns the answer and the feedback's rewards by arm.
-func (l *digitsLab) step(e *env, app string, n int) (answer map[string]any, rewards map[string]any) {
+func (l *digitsLab) step(e *env, app string, n int) (answer, rewards map[string]any) {
 	e.t.Helper()
-	row := l.order[n%len(l.order)]
-	status, a := e.post("/apps/"+app+"/predict", l.bodies[row])
-	if status != 200 {
-		e.t.Fatalf("query %d: %d %v", n, status, a)
-	}
-	if a["default"] == true {
-		return a, nil
-	}
-	status, f := e.post("/apps/"+app+"/feedback", fmt.Sprintf(`{"query_id": %q, "label": %d}`, a["query_id"], l.labels[row]))
-	if status != 200 {
-		e.t.Fatalf("feedback %d: %d %v", n, status, f)
-	}
-	rewards, _ = f["rewards"].(map[string]any)
-	return a, rewards
+	answer, rewards, _ = l.stepVia(e, e, app, n)
+	return answer, rewards
 }
 
-// stepVia sends the n-th query of the stream to app through e and its
-// label as feedback through other, the proxy that did not answer. The
-// answering proxy writes the query to Redis in the background: a feedback
-// that overtakes the write is answered 404 and changes nothing, so it is
-// sent again, for up to 5 s; stepVia returns how many were.
-func (l *digitsLab) stepVia(e, other *env, app string, n int) (retried int) {
+// stepVia is step with the feedback sent through other. When other did
+// not answer, the answering proxy writes the query to Redis in the
+// background: a feedback that overtakes the write is answered 404 and
+// changes nothing, so it is sent again, for up to 5 s; stepVia returns how
+// many were.
+func (l *digitsLab) stepVia(e, other *env, app string, n int) (answer, rewards map[string]any, retried int) {
 	e.t.Helper()
 	row := l.order[n%len(l.order)]
-	status, a := e.post("/apps/"+app+"/predict", l.bodies[row])
+	status, answer := e.post("/apps/"+app+"/predict", l.bodies[row])
 	if status != 200 {
-		e.t.Fatalf("query %d: %d %v", n, status, a)
+		e.t.Fatalf("query %d: %d %v", n, status, answer)
 	}
-	if a["default"] == true {
-		return 0
+	if answer["default"] == true {
+		return answer, nil, 0
 	}
-	body := fmt.Sprintf(`{"query_id": %q, "label": %d}`, a["query_id"], l.labels[row])
+	body := fmt.Sprintf(`{"query_id": %q, "label": %d}`, answer["query_id"], l.labels[row])
 	for start := time.Now(); ; retried++ {
 		status, f := other.post("/apps/"+app+"/feedback", body)
 		switch {
 		case status == 200:
-			return retried
+			rewards, _ = f["rewards"].(map[string]any)
+			return answer, rewards, retried
 		case status != 404 || time.Since(start) > 5*time.Second:
-			e.t.Fatalf("feedback %d through the other proxy: %d %v", n, status, f)
+			e.t.Fatalf("feedback %d: %d %v", n, status, f)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -336,7 +325,8 @@ func (l *digitsLab) twoProxies(t *testing.T) {
 	ctx := context.Background()
 	retried := 0
 	for n := range 600 {
-		retried += l.stepVia(envs[n%2], envs[(n+1)%2], "digits", n)
+		_, _, r := l.stepVia(envs[n%2], envs[(n+1)%2], "digits", n)
+		retried += r
 	}
 	t.Logf("two proxies: %d of 600 feedbacks found their query not yet in Redis and were sent again", retried)
 	a, err := envs[0].proxy.SelectionStatus(ctx, "digits")
