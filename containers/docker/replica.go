@@ -330,8 +330,8 @@ func (rep *replica) watch(ctx context.Context, id string, c *rpc.Client) error {
 				continue
 			}
 			if misses++; misses >= heartbeatMisses && ctx.Err() == nil {
-				if rep.exited(ctx, id) { // its die event is late: the exit says more
-					return rep.exitError(ctx, id)
+				if reason, stopped := rep.exitState(ctx, id); stopped { // its die event is late: the exit says more
+					return rep.containerError(ctx, id, reason)
 				}
 				return rep.containerError(ctx, id, fmt.Sprintf("missed %d heartbeats in a row: %v", misses, err))
 			}
@@ -339,29 +339,28 @@ func (rep *replica) watch(ctx context.Context, id string, c *rpc.Client) error {
 	}
 }
 
-// exited reports whether the Engine says container id is no longer
-// running; false when it cannot tell.
-func (rep *replica) exited(ctx context.Context, id string) bool {
+// exitState asks the Engine how container id exited, and whether it is
+// stopped; not stopped when it runs or the Engine cannot tell.
+func (rep *replica) exitState(ctx context.Context, id string) (reason string, stopped bool) {
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engineTimeout)
 	defer cancel()
 	info, err := rep.rt.engine.ContainerInspect(ictx, id)
-	return err == nil && info.State != nil && !info.State.Running && !info.State.Restarting
+	if err != nil || info.State == nil {
+		return "exited", false
+	}
+	reason = fmt.Sprintf("exited with status %d", info.State.ExitCode)
+	if info.State.OOMKilled {
+		reason += " (out of memory)"
+	}
+	if info.State.Error != "" {
+		reason += ": " + info.State.Error
+	}
+	return reason, !info.State.Running && !info.State.Restarting
 }
 
 // exitError is the ContainerError of a container that exited.
 func (rep *replica) exitError(ctx context.Context, id string) error {
-	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engineTimeout)
-	defer cancel()
-	reason := "exited"
-	if info, err := rep.rt.engine.ContainerInspect(ictx, id); err == nil && info.State != nil {
-		reason = fmt.Sprintf("exited with status %d", info.State.ExitCode)
-		if info.State.OOMKilled {
-			reason += " (out of memory)"
-		}
-		if info.State.Error != "" {
-			reason += ": " + info.State.Error
-		}
-	}
+	reason, _ := rep.exitState(ctx, id)
 	return rep.containerError(ctx, id, reason)
 }
 
