@@ -95,12 +95,13 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	return nil
 }
 
-// calibrate tells q's estimator's calibration how late q finished, at now,
-// against its prediction; queries admitted without a calibrated
-// prediction tell nothing.
-func (q *query) calibrate(now time.Time) {
+// calibrate tells q's estimator's calibration how late q finished, at the
+// later of now() and by, against its prediction; queries admitted without
+// a calibrated prediction tell nothing (and do not read the clock).
+func (q *query) calibrate(now func() time.Time, by time.Time) {
 	if q.est != nil {
-		q.est.cal.observe(q.batch, now, now.Sub(q.enqueued)-q.predicted)
+		t := later(now(), by)
+		q.est.cal.observe(q.batch, t, t.Sub(q.enqueued)-q.predicted)
 	}
 }
 
