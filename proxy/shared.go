@@ -65,9 +65,7 @@ type sharedWrite struct {
 // scorable again.
 var writeScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], 't') == 1 then return 0 end
-for i = 2, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `)
