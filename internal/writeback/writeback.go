@@ -46,18 +46,17 @@ func (q *Queue[T]) Offer(v T) bool {
 func (q *Queue[T]) Run(ctx context.Context) {
 	defer q.stopped.Store(true)
 	batch := make([]T, 0, q.batch)
-	for {
+	for ctx.Err() == nil { // once stopped, straight to the bounded drain below
 		select {
 		case v := <-q.items:
 			q.write(context.WithoutCancel(ctx), q.drain(append(batch[:0], v)))
 		case <-ctx.Done():
-			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.final)
-			defer cancel()
-			for batch = q.drain(batch[:0]); len(batch) > 0 && final.Err() == nil; batch = q.drain(batch[:0]) {
-				q.write(final, batch)
-			}
-			return
 		}
+	}
+	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.final)
+	defer cancel()
+	for batch = q.drain(batch[:0]); len(batch) > 0 && final.Err() == nil; batch = q.drain(batch[:0]) {
+		q.write(final, batch)
 	}
 }
 

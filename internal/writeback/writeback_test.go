@@ -88,7 +88,11 @@ func TestFinalDrainStopsAtItsDeadline(t *testing.T) {
 	calls := 0
 	q := New(10, 1, 20*time.Millisecond, func(ctx context.Context, _ []int) {
 		calls++
-		<-ctx.Done() // a write that hangs until its deadline
+		// A write that hangs until its context's deadline, as a real one
+		// bounds itself: here to a minute.
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		<-ctx.Done()
 	})
 	for i := range 5 {
 		q.Offer(i)
