@@ -189,15 +189,20 @@ func TestFeedbackThroughAnyProxy(t *testing.T) {
 		return m
 	}
 
-	id := query("7")
 	// The shadow answers in the background, and A writes its answer to
 	// Redis after the query's: a feedback before that would score the
 	// query without it.
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = rdb.Close() })
-	testutil.Eventually(t, 5*time.Second, "the shadow's answer reaches Redis", func() bool {
-		return rdb.HExists(context.Background(), "fb:recent:q:"+id, "s").Val()
-	})
+	shadowInRedis := func(id string) {
+		t.Helper()
+		testutil.Eventually(t, 5*time.Second, "the shadow's answer to "+id+" reaches Redis", func() bool {
+			return rdb.HExists(context.Background(), "fb:recent:q:"+id, "s").Val()
+		})
+	}
+
+	id := query("7")
+	shadowInRedis(id)
 	m := feedback(b, `{"query_id": "`+id+`", "label": "6"}`)
 	if m["query_id"] != id || mustJSON(m["rewards"]) != `{"m":0,"shadow":0}` {
 		t.Errorf("feedback through B: %v; want the query %s with m's and the shadow's rewards, 0 each", m, id)
@@ -208,6 +213,7 @@ func TestFeedbackThroughAnyProxy(t *testing.T) {
 		}
 	}
 	id = query("8")
+	shadowInRedis(id)
 	if m := feedback(b, `{"input": "8", "label": 8}`); m["query_id"] != id || mustJSON(m["rewards"]) != `{"m":1,"shadow":1}` {
 		t.Errorf("feedback by input through B: %v; want the query %s, rewards 1", m, id)
 	}
