@@ -227,8 +227,9 @@ type App struct {
 // Selection tunes an app's selection policy; see selection.Spec, whose
 // zero fields mean its defaults.
 type Selection struct {
-	// Output is label (the default: votes, exact-match rewards) or number
-	// (weighted means, negative squared error).
+	// Output is label (the default: votes, exact-match rewards), number
+	// (weighted means, negative squared error) or probabilities (weighted
+	// means of class probabilities, the right class's probability).
 	Output string `yaml:"output"`
 	// Shares are weighted's traffic shares by model or model:version.
 	Shares map[string]float64 `yaml:"shares"`

@@ -31,12 +31,15 @@ import (
 var digitsArms = []string{"knn", "logreg", "tree", "constant"}
 
 // digitsLab holds the held-out digits and the four models, each served by
-// examples/sklearn/serve.py in its own process, shared by the subtests.
+// examples/sklearn/serve.py in its own process twice, as labels and as
+// class probabilities, shared by the subtests.
 type digitsLab struct {
 	bodies []string // predict bodies of the held-out rows
 	labels []int
-	order  []int // the stream: held-out rows shuffled with a fixed seed, repeated
+	pred   map[string][]int // each model's label for each held-out row
+	order  []int            // the stream: held-out rows shuffled with a fixed seed, repeated
 	addrs  map[string]string
+	proba  map[string]string // the same models' predict_proba
 }
 
 func newDigitsLab(t *testing.T) *digitsLab {
@@ -54,11 +57,12 @@ func newDigitsLab(t *testing.T) *digitsLab {
 		t.Fatal(err)
 	}
 	var held struct {
-		X [][]float64 `json:"x"`
-		Y []int       `json:"y"`
+		X    [][]float64      `json:"x"`
+		Y    []int            `json:"y"`
+		Pred map[string][]int `json:"pred"`
 	}
 	must(t, json.Unmarshal(raw, &held))
-	lab := &digitsLab{labels: held.Y, addrs: map[string]string{}}
+	lab := &digitsLab{labels: held.Y, pred: held.Pred, addrs: map[string]string{}, proba: map[string]string{}}
 	for _, x := range held.X {
 		b, _ := json.Marshal(map[string]any{"input": x})
 		lab.bodies = append(lab.bodies, string(b))
@@ -69,8 +73,9 @@ func newDigitsLab(t *testing.T) *digitsLab {
 	}
 	serve := filepath.Join(root, "examples", "sklearn", "serve.py")
 	for _, m := range digitsArms {
-		lab.addrs[m] = testutil.StartModel(t, []string{testutil.Python, serve, "--model", filepath.Join(dir, m+".joblib"),
-			"--input-type", "float64", "--name", m}).Addr
+		argv := []string{testutil.Python, serve, "--model", filepath.Join(dir, m+".joblib"), "--input-type", "float64", "--name", m}
+		lab.addrs[m] = testutil.StartModel(t, argv).Addr
+		lab.proba[m] = testutil.StartModel(t, append(argv, "--method", "predict_proba")).Addr
 	}
 	return lab
 }
@@ -92,11 +97,16 @@ func deploy(t *testing.T, store *state.Store, model, version, addr string) {
 	must(t, store.SetReplicas(ctx, model, version, []string{addr}))
 }
 
-// setup creates app on e's store, linked to the four models, with spec.
+// setup creates app on e's store, linked to the four models, with spec;
+// the models answer class probabilities when spec's output is those.
 func (l *digitsLab) setup(e *env, app string, slo time.Duration, spec selection.Spec) {
 	e.t.Helper()
+	addrs := l.addrs
+	if spec.Output == selection.Probabilities {
+		addrs = l.proba
+	}
 	for _, m := range digitsArms {
-		deploy(e.t, e.store, m, "1", l.addrs[m])
+		deploy(e.t, e.store, m, "1", addrs[m])
 	}
 	must(e.t, e.store.PutApp(context.Background(), state.App{Name: app, InputType: state.InputFloat64, SLO: slo,
 		DefaultOutput: "-1", Policy: spec.Policy, NoCache: true}))
@@ -174,46 +184,90 @@ func TestSelectionOnDigits(t *testing.T) {
 	})
 	t.Run("exp3 moves away from a model that turns bad", func(t *testing.T) { lab.swap(t) })
 	t.Run("exp4 is at least as accurate as the best model", func(t *testing.T) {
-		e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil, SharedQueries{})
-		lab.setup(e, "vote", time.Second, selection.Spec{Policy: selection.NameExp4})
 		// The ensemble starts with equal weights, a plain majority vote
 		// that the three weaker models can win against knn; it is judged
-		// once it has learned, after warmUp queries. The whole stream's
-		// figures are logged too.
-		const n, warmUp = 600, 100
-		right, all := map[string]float64{}, map[string]float64{}
-		for i := range n {
-			a, rewards := lab.step(e, "vote", i)
-			if a["model"] != "ensemble" || len(rewards) != 4 {
-				t.Fatalf("query %d: %v; rewards %v", i, a, rewards)
-			}
-			scores := map[string]float64{}
-			if int(a["output"].(float64)) == lab.labels[lab.order[i]] {
-				scores["ensemble"] = 1
-			}
-			for arm, r := range rewards {
-				scores[arm] = r.(float64)
-			}
-			for k, v := range scores {
-				all[k] += v
-				if i >= warmUp {
-					right[k] += v
-				}
-			}
+		// once it has learned, after the first 100 queries. The whole
+		// stream's figures are logged too.
+		all, learned := lab.ensemble(t, selection.Label)
+		if best := bestOf(learned); learned["ensemble"] < learned[best] {
+			t.Errorf("after the first 100 queries the ensemble was right %v times, %s alone %v times", learned["ensemble"], best, learned[best])
 		}
-		best := ""
-		for _, arm := range digitsArms {
-			if best == "" || right[arm] > right[best] {
-				best = arm
-			}
+		t.Logf("exp4 voting labels: right answers of all 600 queries %v; of the last 500 %v", all, learned)
+	})
+	t.Run("exp4 on class probabilities is at least as accurate as the best model throughout", func(t *testing.T) {
+		// The mean of the models' class probabilities: from the first
+		// query on, knn's certainty outweighs the weaker models' unsure
+		// agreement that a vote follows, and their weights fall by the
+		// probability they did not give the right class.
+		all, learned := lab.ensemble(t, selection.Probabilities)
+		if best := bestOf(all); all["ensemble"] < all[best] {
+			t.Errorf("of all 600 queries the ensemble was right %v times, %s alone %v times", all["ensemble"], best, all[best])
 		}
-		t.Logf("exp4: right answers of all %d queries %v; of the %d after the first %d %v", n, all, n-warmUp, warmUp, right)
-		if right["ensemble"] < right[best] {
-			t.Errorf("after the first %d queries the ensemble was right %v times, %s alone %v times", warmUp, right["ensemble"], best, right[best])
-		}
+		t.Logf("exp4 on class probabilities: right answers of all 600 queries %v; of the last 500 %v", all, learned)
 	})
 	t.Run("two proxies on one Redis learn the same weights", func(t *testing.T) { lab.twoProxies(t) })
 	t.Run("a canary slower than the SLO is rolled back", func(t *testing.T) { lab.canary(t) })
+}
+
+// ensemble streams 600 queries through an exp4 app of the four models
+// with outputs of kind out, the labels fed back, and returns how many each
+// model and the ensemble got right, of all and of the last 500.
+func (l *digitsLab) ensemble(t *testing.T, out selection.Output) (all, learned map[string]float64) {
+	e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil, SharedQueries{})
+	l.setup(e, "vote", time.Second, selection.Spec{Policy: selection.NameExp4, Output: out})
+	const n, warmUp = 600, 100
+	all, learned = map[string]float64{}, map[string]float64{}
+	for i := range n {
+		a, rewards := l.step(e, "vote", i)
+		if a["model"] != "ensemble" || len(rewards) != 4 {
+			t.Fatalf("query %d: %v; rewards %v", i, a, rewards)
+		}
+		row := l.order[i]
+		right := map[string]bool{"ensemble": answerClass(t, a["output"], out) == l.labels[row]}
+		for _, arm := range digitsArms {
+			right[arm] = l.pred[arm][row] == l.labels[row]
+		}
+		for k, ok := range right {
+			if ok {
+				all[k]++
+				if i >= warmUp {
+					learned[k]++
+				}
+			}
+		}
+	}
+	return all, learned
+}
+
+// answerClass is the class an answer's output names: the label, or the
+// most probable class of class probabilities.
+func answerClass(t *testing.T, output any, out selection.Output) int {
+	t.Helper()
+	if out != selection.Probabilities {
+		return int(output.(float64))
+	}
+	p, ok := output.([]any)
+	if !ok || len(p) != 10 {
+		t.Fatalf("ensemble output %v: want 10 class probabilities", output)
+	}
+	best := 0
+	for i := range p {
+		if p[i].(float64) > p[best].(float64) {
+			best = i
+		}
+	}
+	return best
+}
+
+// bestOf is the model with the most right answers in right.
+func bestOf(right map[string]float64) string {
+	best := ""
+	for _, arm := range digitsArms {
+		if best == "" || right[arm] > right[best] {
+			best = arm
+		}
+	}
+	return best
 }
 
 // swap replaces knn's current version with the constant predictor after

@@ -32,7 +32,8 @@
 // # Rewards and gains
 //
 // An app's outputs are labels (compared exactly: the reward is 1 for the
-// right label, else 0) or numbers (the reward is the negative squared
-// error). Policies learn from gains in [0, 1]: the reward itself for
-// labels, exp(reward) for numbers.
+// right label, else 0), numbers (the reward is the negative squared
+// error) or class probabilities (the reward is the probability given to
+// the right class). Policies learn from gains in [0, 1]: the reward itself
+// for labels and probabilities, exp(reward) for numbers.
 package selection

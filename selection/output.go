@@ -21,6 +21,13 @@ const (
 	// Number outputs are scalars: an ensemble takes the weighted mean; a
 	// reward is the negative squared error.
 	Number Output = "number"
+	// Probabilities outputs are class probabilities, a JSON array whose
+	// i-th number is the model's probability of class i (scikit-learn's
+	// predict_proba): an ensemble takes their weighted mean, so a model
+	// sure of its answer outweighs an unsure one where a vote counts both
+	// alike; a label is a class index, and the reward is the probability
+	// the output gave it.
+	Probabilities Output = "probabilities"
 )
 
 // ErrLabel is the error of a label that does not fit the app's output.
@@ -28,11 +35,17 @@ var ErrLabel = errors.New("bad label")
 
 // CheckLabel returns an error wrapping ErrLabel when label (JSON) is not
 // a label of o: a string, number or boolean for Label, a number for
-// Number.
+// Number, a class index (a non-negative integer) for Probabilities.
 func (o Output) CheckLabel(label json.RawMessage) error {
 	var v any
 	if err := json.Unmarshal(label, &v); err != nil {
 		return fmt.Errorf("%w: %q is not JSON", ErrLabel, label)
+	}
+	if o == Probabilities {
+		if _, ok := classIndex(v); !ok {
+			return fmt.Errorf("%w: the app's outputs are class probabilities; %s is not a class index (an integer from 0)", ErrLabel, label)
+		}
+		return nil
 	}
 	switch v.(type) {
 	case float64:
@@ -64,10 +77,52 @@ func number(out []byte) (float64, bool) {
 	return f, ok
 }
 
+// classIndex returns v (a decoded JSON value) as a class index, if it is
+// a non-negative integer.
+func classIndex(v any) (int, bool) {
+	f, ok := v.(float64)
+	if !ok || f < 0 || f != math.Trunc(f) || f > math.MaxInt32 {
+		return 0, false
+	}
+	return int(f), true
+}
+
+// probabilities returns out as class probabilities, if it is a non-empty
+// JSON array of numbers.
+func probabilities(out []byte) ([]float64, bool) {
+	var p []float64
+	if json.Unmarshal(out, &p) != nil || len(p) == 0 {
+		return nil, false
+	}
+	return p, true
+}
+
+// argmax is the index of p's largest element, the first of equals.
+func argmax(p []float64) int {
+	best := 0
+	for i, x := range p {
+		if x > p[best] {
+			best = i
+		}
+	}
+	return best
+}
+
 // Reward scores out against label (which CheckLabel accepted): 1 or 0
 // for labels, the negative squared error for numbers (-Inf when out is
-// not a number).
+// not a number), the probability out gave the label's class for
+// Probabilities (0 when out is not class probabilities or too short).
 func (o Output) Reward(out []byte, label json.RawMessage) float64 {
+	if o == Probabilities {
+		var v any
+		_ = json.Unmarshal(label, &v)
+		k, _ := classIndex(v)
+		p, ok := probabilities(out)
+		if !ok || k >= len(p) {
+			return 0
+		}
+		return p[k]
+	}
 	if o == Number {
 		y, _ := number(label)
 		x, ok := number(out)
@@ -84,8 +139,11 @@ func (o Output) Reward(out []byte, label json.RawMessage) float64 {
 
 // Gain maps a reward of o to [0, 1], what the policies learn from.
 func (o Output) Gain(reward float64) float64 {
-	if o == Number {
+	switch o {
+	case Number:
 		return math.Exp(reward)
+	case Probabilities:
+		return min(max(reward, 0), 1)
 	}
 	return reward
 }
@@ -93,13 +151,39 @@ func (o Output) Gain(reward float64) float64 {
 // Combine merges the outputs of an ensemble's answered arms with their
 // weights (nil means equal): the weighted vote for labels, ties going to
 // the first output; the weighted mean for numbers, of the outputs that
-// are numbers (the vote if none is).
+// are numbers (the vote if none is); for class probabilities the
+// element-wise weighted mean of the outputs that are arrays of numbers as
+// long as the first such (the vote if none is).
 func (o Output) Combine(outs [][]byte, weights []float64) []byte {
 	w := func(i int) float64 {
 		if weights == nil {
 			return 1
 		}
 		return weights[i]
+	}
+	if o == Probabilities {
+		var sum []float64
+		var total float64
+		for i, out := range outs {
+			p, ok := probabilities(out)
+			if !ok || (sum != nil && len(p) != len(sum)) {
+				continue
+			}
+			if sum == nil {
+				sum = make([]float64, len(p))
+			}
+			for k, x := range p {
+				sum[k] += w(i) * x
+			}
+			total += w(i)
+		}
+		if total > 0 {
+			for k := range sum {
+				sum[k] /= total
+			}
+			b, _ := json.Marshal(sum)
+			return b
+		}
 	}
 	if o == Number {
 		var sum, total float64
@@ -132,9 +216,17 @@ func (o Output) Combine(outs [][]byte, weights []float64) []byte {
 	return outs[best]
 }
 
-// Agree reports whether two outputs are the same answer: the same JSON
-// value (3 and 3.0 agree), or the same bytes when not JSON.
+// Agree reports whether two outputs are the same answer: for class
+// probabilities that are both, the same most probable class; else the
+// same JSON value (3 and 3.0 agree), or the same bytes when not JSON.
 func (o Output) Agree(a, b []byte) bool {
+	if o == Probabilities {
+		p, okP := probabilities(a)
+		q, okQ := probabilities(b)
+		if okP && okQ {
+			return argmax(p) == argmax(q)
+		}
+	}
 	x, _ := json.Marshal(value(a))
 	y, _ := json.Marshal(value(b))
 	return bytes.Equal(x, y)

@@ -81,7 +81,7 @@ const (
 type Spec struct {
 	// Policy is single, weighted, exp3 or exp4; empty means single.
 	Policy string
-	// Output is label or number; empty means label.
+	// Output is label, number or probabilities; empty means label.
 	Output Output
 	// Shares are weighted's traffic shares by arm (a model, or
 	// model:version); they need not sum to 1.
@@ -184,8 +184,8 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("policy %q: must be single, weighted, exp3 or exp4", s.Policy)
 	}
 	switch {
-	case s.Output != Label && s.Output != Number:
-		return fmt.Errorf("output %q: must be label or number", s.Output)
+	case s.Output != Label && s.Output != Number && s.Output != Probabilities:
+		return fmt.Errorf("output %q: must be label, number or probabilities", s.Output)
 	case !(s.Eta > 0) || math.IsInf(s.Eta, 1):
 		return fmt.Errorf("eta %v: must be positive", s.Eta)
 	case !(s.Gamma > 0 && s.Gamma <= 1):

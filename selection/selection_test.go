@@ -189,6 +189,11 @@ func TestCombine(t *testing.T) {
 		{Number, []string{"1", "3"}, []float64{1, 3}, "2.5"},
 		{Number, []string{"1", "x", "3"}, nil, "2"},
 		{Number, []string{"x", "y", "y"}, nil, "y"},
+		// A sure model outweighs two unsure ones that a vote would follow.
+		{Probabilities, []string{"[0,1]", "[0.625,0.375]", "[0.625,0.375]", "[0.625,0.375]"}, nil, "[0.46875,0.53125]"},
+		{Probabilities, []string{"[1,0]", "[0,1]"}, []float64{3, 1}, "[0.75,0.25]"},
+		{Probabilities, []string{"[1,0]", "7", "[0,1,0]", "[0,1]"}, nil, "[0.5,0.5]"}, // not arrays, or shorter or longer than the first: left out
+		{Probabilities, []string{"7", "[]", "7"}, nil, "7"},                           // none are: the vote
 	}
 	for _, tt := range tests {
 		outs := make([][]byte, len(tt.outs))
@@ -218,11 +223,27 @@ func TestRewardAndLabels(t *testing.T) {
 		t.Errorf("gain of a perfect number %v", g)
 	}
 	for _, tt := range []struct {
+		out, label string
+		want       float64
+	}{{"[0.2,0.7,0.1]", "1", 0.7}, {"[0.2,0.7,0.1]", "0", 0.2}, {"[0.2,0.7,0.1]", "3", 0}, {"2", "0", 0}, {`"x"`, "0", 0}} {
+		if r := Probabilities.Reward([]byte(tt.out), json.RawMessage(tt.label)); r != tt.want {
+			t.Errorf("class %s for probabilities %s: reward %v; want %v", tt.label, tt.out, r, tt.want)
+		}
+	}
+	if g := Probabilities.Gain(1.5); g != 1 {
+		t.Errorf("gain of a score above 1: %v; want 1", g)
+	}
+	if !Probabilities.Agree([]byte("[0.2,0.8]"), []byte("[0.4,0.6]")) || Probabilities.Agree([]byte("[0.2,0.8]"), []byte("[0.6,0.4]")) {
+		t.Error("class probabilities agree when, and only when, their most probable class is the same")
+	}
+	for _, tt := range []struct {
 		out   Output
 		label string
 		ok    bool
 	}{{Label, "3", true}, {Label, `"cat"`, true}, {Label, "true", true}, {Label, "[1]", false}, {Label, "{}", false},
-		{Label, "null", false}, {Number, "2.5", true}, {Number, `"2.5"`, false}, {Label, "{", false}} {
+		{Label, "null", false}, {Number, "2.5", true}, {Number, `"2.5"`, false}, {Label, "{", false},
+		{Probabilities, "3", true}, {Probabilities, "0", true}, {Probabilities, "-1", false}, {Probabilities, "2.5", false},
+		{Probabilities, `"3"`, false}, {Probabilities, "1e10", false}} {
 		err := tt.out.CheckLabel(json.RawMessage(tt.label))
 		if (err == nil) != tt.ok {
 			t.Errorf("%s.CheckLabel(%s) = %v; want ok %v", tt.out, tt.label, err, tt.ok)

@@ -8,8 +8,9 @@ estimators of clearly different accuracy and writes each as OUT_DIR/NAME.joblib:
 knn (3 nearest neighbours), logreg (a logistic regression so strongly
 regularized, C=1e-5, that it falls well behind), tree (a decision tree of
 depth 4) and constant (the most frequent training label). The held-out
-rows go to OUT_DIR/heldout.json as {"x": [[64 floats]...], "y": [labels]};
-each model's held-out accuracy to stderr.
+rows go to OUT_DIR/heldout.json as {"x": [[64 floats]...], "y": [labels],
+"pred": {NAME: [each row's predicted label]}}; each model's held-out
+accuracy to stderr.
 """
 import json
 import os
@@ -34,12 +35,14 @@ def main():
         "tree": DecisionTreeClassifier(max_depth=4, random_state=0),
         "constant": DummyClassifier(strategy="most_frequent"),
     }
+    pred = {}
     for name, model in models.items():
         model.fit(X_train, y_train)
         joblib.dump(model, os.path.join(out, name + ".joblib"))
+        pred[name] = model.predict(X_test).tolist()
         print(f"{name} held-out accuracy {model.score(X_test, y_test):.3f}", file=sys.stderr)
     with open(os.path.join(out, "heldout.json"), "w") as f:
-        json.dump({"x": X_test.tolist(), "y": y_test.tolist()}, f)
+        json.dump({"x": X_test.tolist(), "y": y_test.tolist(), "pred": pred}, f)
 
 
 if __name__ == "__main__":
