@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -21,10 +22,10 @@ import (
 // idle version answers at once), when the queue already fills the batch,
 // or for longer than the head's slack less one service time.
 type pacer struct {
-	mu       sync.Mutex // guards the fields below
-	inFlight int
-	last     time.Time     // the latest batch's start
-	service  time.Duration // moving average of batches' service times; 0 before the first
+	mu      sync.Mutex    // guards the fields below
+	starts  []time.Time   // of the batches in flight
+	last    time.Time     // the latest batch's start
+	service time.Duration // moving average of batches' service times; 0 before the first
 }
 
 // serviceWeight is the moving average's weight of the newest service time.
@@ -34,16 +35,18 @@ const serviceWeight = 8 // 1/8
 func (p *pacer) started(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.inFlight++
+	p.starts = append(p.starts, now)
 	p.last = now
 }
 
-// finished records a batch's end and, when it was answered, its service
-// time.
-func (p *pacer) finished(service time.Duration, answered bool) {
+// finished records the end of the batch that started at start and, when
+// it was answered, its service time.
+func (p *pacer) finished(start time.Time, service time.Duration, answered bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.inFlight--
+	if i := slices.IndexFunc(p.starts, start.Equal); i >= 0 {
+		p.starts = slices.Delete(p.starts, i, i+1)
+	}
 	if !answered {
 		return
 	}
@@ -62,7 +65,7 @@ func (p *pacer) hold(now time.Time, lanes, n, queued int, slack time.Duration) t
 		return 0
 	}
 	p.mu.Lock()
-	inFlight, last, service := p.inFlight, p.last, p.service
+	inFlight, last, service := len(p.starts), p.last, p.service
 	p.mu.Unlock()
 	if inFlight == 0 || service == 0 {
 		return 0
@@ -70,6 +73,25 @@ func (p *pacer) hold(now time.Time, lanes, n, queued int, slack time.Duration) t
 	wait := last.Add(service / time.Duration(lanes)).Sub(now)
 	if slack >= 0 {
 		wait = min(wait, slack-service)
+	}
+	return max(0, wait)
+}
+
+// untilStart is how long after now a worker takes the next batch, over
+// lanes worker slots, when a batch in flight takes at most full: at once
+// while a slot is free, else when the earliest batch in flight is due to
+// end; when the worker would hold a batch that the queue does not fill
+// (held: pacing, fewer queued than a batch), not before the pacing share
+// after the latest start (see hold).
+func (p *pacer) untilStart(now time.Time, lanes int, held bool, full time.Duration) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var wait time.Duration
+	if len(p.starts) > 0 && len(p.starts) >= lanes {
+		wait = slices.MinFunc(p.starts, time.Time.Compare).Add(full).Sub(now)
+	}
+	if held && lanes >= 2 && len(p.starts) > 0 && p.service > 0 {
+		wait = max(wait, p.last.Add(p.service/time.Duration(lanes)).Sub(now))
 	}
 	return max(0, wait)
 }

@@ -36,7 +36,7 @@ func TestPacerHold(t *testing.T) {
 			p := &pacer{}
 			if !c.noService {
 				p.started(t0.Add(-time.Hour))
-				p.finished(10*ms, true)
+				p.finished(t0.Add(-time.Hour), 10*ms, true)
 			}
 			for range c.inFlight {
 				p.started(t0)
@@ -61,9 +61,55 @@ func TestPacerServiceIsAMovingAverage(t *testing.T) {
 		{time.Millisecond, true, 8 * time.Millisecond},
 	} {
 		p.started(time.Time{})
-		p.finished(c.service, c.answered)
-		if p.service != c.want || p.inFlight != 0 {
-			t.Fatalf("after %v (answered %v): service %v, in flight %d; want %v, 0", c.service, c.answered, p.service, p.inFlight, c.want)
+		p.finished(time.Time{}, c.service, c.answered)
+		if p.service != c.want || len(p.starts) != 0 {
+			t.Fatalf("after %v (answered %v): service %v, in flight %d; want %v, 0", c.service, c.answered, p.service, len(p.starts), c.want)
 		}
+	}
+}
+
+func TestPacerUntilStart(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := time.Millisecond
+	// A pacer with a 10 ms service time whose batches in flight started
+	// the given times after t0; now is 6 ms after t0, a full batch 12 ms.
+	cases := []struct {
+		name   string
+		starts []time.Duration
+		lanes  int
+		held   bool
+		want   time.Duration
+	}{
+		{name: "nothing in flight: at once", lanes: 2, held: true, want: 0},
+		{name: "a lane free, not held", starts: []time.Duration{5 * ms}, lanes: 2, want: 0},
+		{name: "a lane free, held: half a service time after the latest start", starts: []time.Duration{5 * ms}, lanes: 2, held: true, want: 4 * ms},
+		{name: "every lane busy: when the earliest is due", starts: []time.Duration{-2 * ms, 5 * ms}, lanes: 2, want: 4 * ms},
+		{name: "every lane busy and held: the later of the two", starts: []time.Duration{-5 * ms, 5 * ms}, lanes: 2, held: true, want: 4 * ms},
+		{name: "the earliest is overdue", starts: []time.Duration{-7 * ms, 5 * ms}, lanes: 2, want: 0},
+		{name: "one lane, busy: holds nothing", starts: []time.Duration{0}, lanes: 1, held: true, want: 6 * ms},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := &pacer{}
+			p.started(t0.Add(-time.Hour))
+			p.finished(t0.Add(-time.Hour), 10*ms, true)
+			for _, s := range c.starts {
+				p.started(t0.Add(s))
+			}
+			if got := p.untilStart(t0.Add(6*ms), c.lanes, c.held, 12*ms); got != c.want {
+				t.Errorf("untilStart = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestPacerFinishedForgetsItsOwnStart(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	p := &pacer{}
+	p.started(t0)
+	p.started(t0.Add(time.Millisecond))
+	p.finished(t0, time.Millisecond, true)
+	if len(p.starts) != 1 || !p.starts[0].Equal(t0.Add(time.Millisecond)) {
+		t.Errorf("in flight after the first batch ended: %v; want the second's start", p.starts)
 	}
 }

@@ -307,7 +307,7 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 	r.d.pace.started(now)
 	outs, err := r.client.Predict(ctx, r.d.opts.InputType, inputs)
 	latency := r.d.opts.Now().Sub(now)
-	r.d.pace.finished(latency, err == nil)
+	r.d.pace.finished(now, latency, err == nil)
 	switch {
 	case err == nil:
 		r.ctrlMu.Lock()
