@@ -37,9 +37,9 @@ func reserveOf(ctx context.Context) time.Duration {
 // share of a batch's service time L apart, so the j-th starts
 // first + (j-1)·L/lanes from now. first, the wait for the next start, is
 // read off the batches in flight: none while a lane is free, else until
-// the earliest of them is due to end, taking L; and, when pacing would
-// hold q's batch (q fits the first), not before the pacing share after the
-// latest start. L is the estimate for a full batch of n, which is what the
+// the first of them is due to end (its start plus the estimate for its
+// size); and, when pacing would hold q's batch (q fits the first), not
+// before the pacing share after the latest start. L is the estimate for a full batch of n, which is what the
 // batches ahead are when a queue forms. q then takes its own batch's
 // estimate, of min(queued+1, n).
 //
@@ -81,7 +81,7 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 		return nil
 	}
 	lanes := replicas * d.opts.Slots
-	first := d.pace.untilStart(q.enqueued, lanes, d.pacing.Load() && queued < n, full)
+	first := d.pace.untilStart(q.enqueued, lanes, d.pacing.Load() && queued < n)
 	predicted, j, batches := predictFinish(queued, n, lanes, first, full, own)
 	margin, ok := time.Duration(0), false
 	if calibrated(j) {

@@ -23,19 +23,22 @@ import (
 // or for longer than the head's slack less one service time.
 type pacer struct {
 	mu      sync.Mutex    // guards the fields below
-	starts  []time.Time   // of the batches in flight
+	flights []flight      // the batches in flight
 	last    time.Time     // the latest batch's start
 	service time.Duration // moving average of batches' service times; 0 before the first
 }
 
+// flight is a batch in flight: when it started and when it is due to end.
+type flight struct{ start, due time.Time }
+
 // serviceWeight is the moving average's weight of the newest service time.
 const serviceWeight = 8 // 1/8
 
-// started records a batch's start.
-func (p *pacer) started(now time.Time) {
+// started records a batch's start at now and when it is due to end.
+func (p *pacer) started(now, due time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.starts = append(p.starts, now)
+	p.flights = append(p.flights, flight{now, due})
 	p.last = now
 }
 
@@ -44,8 +47,8 @@ func (p *pacer) started(now time.Time) {
 func (p *pacer) finished(start time.Time, service time.Duration, answered bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if i := slices.IndexFunc(p.starts, start.Equal); i >= 0 {
-		p.starts = slices.Delete(p.starts, i, i+1)
+	if i := slices.IndexFunc(p.flights, func(f flight) bool { return f.start.Equal(start) }); i >= 0 {
+		p.flights = slices.Delete(p.flights, i, i+1)
 	}
 	if !answered {
 		return
@@ -65,7 +68,7 @@ func (p *pacer) hold(now time.Time, lanes, n, queued int, slack time.Duration) t
 		return 0
 	}
 	p.mu.Lock()
-	inFlight, last, service := len(p.starts), p.last, p.service
+	inFlight, last, service := len(p.flights), p.last, p.service
 	p.mu.Unlock()
 	if inFlight == 0 || service == 0 {
 		return 0
@@ -78,19 +81,18 @@ func (p *pacer) hold(now time.Time, lanes, n, queued int, slack time.Duration) t
 }
 
 // untilStart is how long after now a worker takes the next batch, over
-// lanes worker slots, when a batch in flight takes at most full: at once
-// while a slot is free, else when the earliest batch in flight is due to
-// end; when the worker would hold a batch that the queue does not fill
-// (held: pacing, fewer queued than a batch), not before the pacing share
-// after the latest start (see hold).
-func (p *pacer) untilStart(now time.Time, lanes int, held bool, full time.Duration) time.Duration {
+// lanes worker slots: at once while a slot is free, else when the first
+// batch in flight is due to end; when the worker would hold a batch that
+// the queue does not fill (held: pacing, fewer queued than a batch), not
+// before the pacing share after the latest start (see hold).
+func (p *pacer) untilStart(now time.Time, lanes int, held bool) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var wait time.Duration
-	if len(p.starts) > 0 && len(p.starts) >= lanes {
-		wait = slices.MinFunc(p.starts, time.Time.Compare).Add(full).Sub(now)
+	if len(p.flights) > 0 && len(p.flights) >= lanes {
+		wait = slices.MinFunc(p.flights, func(a, b flight) int { return a.due.Compare(b.due) }).due.Sub(now)
 	}
-	if held && lanes >= 2 && len(p.starts) > 0 && p.service > 0 {
+	if held && lanes >= 2 && len(p.flights) > 0 && p.service > 0 {
 		wait = max(wait, p.last.Add(p.service/time.Duration(lanes)).Sub(now))
 	}
 	return max(0, wait)
