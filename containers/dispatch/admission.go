@@ -31,22 +31,16 @@ func reserveOf(ctx context.Context) time.Duration {
 // admit predicts q's finish from the queue and the estimator and refuses
 // q when it is past q's deadline less reserve.
 //
-// Each free worker takes up to n of the queue at once, n the size the
+// The replicas are taken to be busy, as they are when a queue forms, and
+// each free worker to take up to n of the queue at once, n the size the
 // controllers send: q rides the j-th batch to start, j = ⌈(queued+1)/n⌉.
 // Over its lanes (healthy replicas times slots) batches start a 1/lanes
-// share of a batch's service time L apart, so the j-th starts
-// first + (j-1)·L/lanes from now. first, the wait for the next start, is
-// read off the batches in flight: none while a lane is free, else until
-// the first of them is due to end (its start plus the estimate for its
-// size); and, when pacing would hold q's batch (q fits the first), not
-// before the pacing share after the latest start. L is the estimate for a full batch of n, which is what the
-// batches ahead are when a queue forms. q then takes its own batch's
-// estimate, of min(queued+1, n).
-//
-// (Before, first was the worst case, L/lanes when paced and a whole L
-// when not, as though a batch had just begun on every lane; reading the
-// batches in flight instead stopped shedding, near the top rate, queries
-// that would have made their deadline: docs/benchmarks.md.)
+// share of a batch's service time L apart, so the j-th starts at most
+// first + (j-1)·L/lanes from now, where first, the wait for the next start,
+// is L/lanes when the dispatcher paces its replicas and a whole L when it
+// does not (a batch may just have begun on every lane); L is the estimate
+// for a full batch of n, which is what the batches ahead are when a queue
+// forms. q then takes its own batch's estimate, of min(queued+1, n).
 //
 // To that prediction admission adds a margin for its error. From the
 // second batch on it is calibrated: the 99.5th percentile of how late the
@@ -80,9 +74,7 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	if full <= 0 || own <= 0 {
 		return nil
 	}
-	lanes := replicas * d.opts.Slots
-	first := d.pace.untilStart(q.enqueued, lanes, d.pacing.Load() && queued < n)
-	predicted, j, batches := predictFinish(queued, n, lanes, first, full, own)
+	predicted, j, batches := predictFinish(queued, n, replicas*d.opts.Slots, d.pacing.Load(), full, own)
 	margin, ok := time.Duration(0), false
 	if calibrated(j) {
 		margin, ok = est.cal.margin(j, q.enqueued)
@@ -121,16 +113,20 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// predictFinish is when a query joining queued others finishes, with no
-// delays (see admit): the next batch starts after first, then batches of
-// n over lanes lanes, a full one taking full and the query's own own. It
-// also returns the batch the query rides, j, and the batches whose delays
-// it waits out on its lane: the one in flight, those ahead of it there,
-// and its own.
-func predictFinish(queued, n, lanes int, first, full, own time.Duration) (finish time.Duration, j, batches int) {
+// predictFinish is when a query joining queued others finishes, at the
+// worst of its waits but with no delays (see admit): batches of n over
+// lanes lanes, a full one taking full and the query's own own. It also
+// returns the batch the query rides, j, and the batches whose delays it
+// waits out on its lane: the one in flight, those ahead of it there, and
+// its own.
+func predictFinish(queued, n, lanes int, paced bool, full, own time.Duration) (finish time.Duration, j, batches int) {
 	l := max(1, lanes)
 	j = (queued + n) / n  // the batch q rides: ⌈(queued + 1) / n⌉
 	onLane := 1 + (j-1)/l // batches on q's lane before its own, the one in flight included
+	first := full
+	if paced {
+		first = full / time.Duration(l)
+	}
 	return first + time.Duration(j-1)*full/time.Duration(l) + own, j, onLane + 1
 }
 

@@ -35,11 +35,11 @@ func TestPacerHold(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := &pacer{}
 			if !c.noService {
-				p.started(t0.Add(-time.Hour), t0)
-				p.finished(t0.Add(-time.Hour), 10*ms, true)
+				p.started(t0.Add(-time.Hour))
+				p.finished(10*ms, true)
 			}
 			for range c.inFlight {
-				p.started(t0, t0)
+				p.started(t0)
 			}
 			if got := p.hold(t0.Add(c.after), c.lanes, c.n, c.qd, c.slack); got != c.want {
 				t.Errorf("hold = %v, want %v", got, c.want)
@@ -60,59 +60,10 @@ func TestPacerServiceIsAMovingAverage(t *testing.T) {
 		{time.Second, false, 9 * time.Millisecond}, // a failed batch says nothing of service times
 		{time.Millisecond, true, 8 * time.Millisecond},
 	} {
-		p.started(time.Time{}, time.Time{})
-		p.finished(time.Time{}, c.service, c.answered)
-		if p.service != c.want || len(p.flights) != 0 {
-			t.Fatalf("after %v (answered %v): service %v, in flight %d; want %v, 0", c.service, c.answered, p.service, len(p.flights), c.want)
+		p.started(time.Time{})
+		p.finished(c.service, c.answered)
+		if p.service != c.want || p.inFlight != 0 {
+			t.Fatalf("after %v (answered %v): service %v, in flight %d; want %v, 0", c.service, c.answered, p.service, p.inFlight, c.want)
 		}
-	}
-}
-
-func TestPacerUntilStart(t *testing.T) {
-	t0 := time.Unix(1000, 0)
-	ms := time.Millisecond
-	// A pacer with a 10 ms service time whose batches in flight started
-	// the given times after t0 and are due the given times after their
-	// start; now is 6 ms after t0.
-	type fl struct{ start, takes time.Duration }
-	cases := []struct {
-		name    string
-		flights []fl
-		lanes   int
-		held    bool
-		want    time.Duration
-	}{
-		{name: "nothing in flight: at once", lanes: 2, held: true, want: 0},
-		{name: "a lane free, not held", flights: []fl{{5 * ms, 12 * ms}}, lanes: 2, want: 0},
-		{name: "a lane free, held: half a service time after the latest start", flights: []fl{{5 * ms, 12 * ms}}, lanes: 2, held: true, want: 4 * ms},
-		{name: "every lane busy: when the first is due", flights: []fl{{-2 * ms, 12 * ms}, {5 * ms, 12 * ms}}, lanes: 2, want: 4 * ms},
-		{name: "the later start, a smaller batch, is due first", flights: []fl{{-2 * ms, 12 * ms}, {5 * ms, 3 * ms}}, lanes: 2, want: 2 * ms},
-		{name: "every lane busy and held: the later of the two", flights: []fl{{-5 * ms, 12 * ms}, {5 * ms, 12 * ms}}, lanes: 2, held: true, want: 4 * ms},
-		{name: "the first is overdue", flights: []fl{{-7 * ms, 12 * ms}, {5 * ms, 12 * ms}}, lanes: 2, want: 0},
-		{name: "one lane, busy: holds nothing", flights: []fl{{0, 12 * ms}}, lanes: 1, held: true, want: 6 * ms},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			p := &pacer{}
-			p.started(t0.Add(-time.Hour), t0)
-			p.finished(t0.Add(-time.Hour), 10*ms, true)
-			for _, f := range c.flights {
-				p.started(t0.Add(f.start), t0.Add(f.start+f.takes))
-			}
-			if got := p.untilStart(t0.Add(6*ms), c.lanes, c.held); got != c.want {
-				t.Errorf("untilStart = %v, want %v", got, c.want)
-			}
-		})
-	}
-}
-
-func TestPacerFinishedForgetsItsOwnStart(t *testing.T) {
-	t0 := time.Unix(1000, 0)
-	p := &pacer{}
-	p.started(t0, t0.Add(time.Millisecond))
-	p.started(t0.Add(time.Millisecond), t0.Add(2*time.Millisecond))
-	p.finished(t0, time.Millisecond, true)
-	if len(p.flights) != 1 || !p.flights[0].start.Equal(t0.Add(time.Millisecond)) {
-		t.Errorf("in flight after the first batch ended: %v; want the second", p.flights)
 	}
 }

@@ -304,15 +304,10 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 	if vm := r.d.metrics; vm != nil {
 		vm.observeBatch(batch, now)
 	}
-	due := now // unknown without an estimator; only admission asks
-	if est := r.d.est.Load(); est != nil {
-		typical, _ := est.Estimate(len(batch))
-		due = now.Add(typical)
-	}
-	r.d.pace.started(now, due)
+	r.d.pace.started(now)
 	outs, err := r.client.Predict(ctx, r.d.opts.InputType, inputs)
 	latency := r.d.opts.Now().Sub(now)
-	r.d.pace.finished(now, latency, err == nil)
+	r.d.pace.finished(latency, err == nil)
 	switch {
 	case err == nil:
 		r.ctrlMu.Lock()
