@@ -65,12 +65,11 @@ func (d *Data) appsOf(model string) []string {
 // errNoChange, before modifying d, so d is untouched unless they return nil.
 
 func (d *Data) putApp(a App) error {
+	// The selection spec is set through the admin API, which alone changes
+	// it (see setApp): a put of the app's other fields keeps it.
+	a.Selection = nil
 	if old, ok := d.Apps[a.Name]; ok {
-		if a.Selection == nil {
-			// Set through the admin API, which alone changes it (see
-			// setApp): a put of the app's other fields keeps it.
-			a.Selection = old.Selection
-		}
+		a.Selection = old.Selection
 		if reflect.DeepEqual(old, a) {
 			return errNoChange
 		}
