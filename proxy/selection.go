@@ -114,8 +114,8 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 		}
 	}
 	if shadowed != nil {
-		var out []byte
-		if a.err == nil && !a.isDefault {
+		var out []byte // nil: nothing returned to compare with, nothing kept
+		if answered && a.err == nil && !a.isDefault {
 			out = a.output
 		}
 		shadowed <- out
@@ -187,7 +187,8 @@ func (p *Proxy) observe(sel selection.Policy, c selection.Choice, parts []answer
 
 // shadow asks the shadow arm for input in the background, by ctx's
 // deadline, and compares its answer with the one returned (sent on
-// returned) and records it in rec for feedback.
+// returned) and records it in rec for feedback; when none was returned,
+// the query is not kept for feedback and the shadow's answer is dropped.
 func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, input []byte, rec *asked, returned <-chan []byte) {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadlineOf(ctx))
 	t := p.targetOfArm(q.snap, arm)
@@ -203,9 +204,10 @@ func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, inpu
 		case t.why != "" || a.err != nil || a.isDefault:
 			p.sel.Metrics().Shadowed(q.app.Name, arm, "missing")
 			return
-		case ret != nil:
-			p.sel.Metrics().Shadowed(q.app.Name, arm, fmt.Sprint(q.spec.Output.Agree(a.output, ret)))
+		case ret == nil:
+			return // no model answered the query, so it is not kept for feedback
 		}
+		p.sel.Metrics().Shadowed(q.app.Name, arm, fmt.Sprint(q.spec.Output.Agree(a.output, ret)))
 		p.recent.shadowed(id, rec, a.output)
 	})
 }
