@@ -153,7 +153,8 @@ func (o Output) Gain(reward float64) float64 {
 // the first output; the weighted mean for numbers, of the outputs that
 // are numbers (the vote if none is); for class probabilities the
 // element-wise weighted mean of the outputs that are arrays of numbers as
-// long as the first such (the vote if none is).
+// long as the first such (the vote if none is, or if their mean is not
+// finite).
 func (o Output) Combine(outs [][]byte, weights []float64) []byte {
 	w := func(i int) float64 {
 		if weights == nil {
@@ -181,8 +182,9 @@ func (o Output) Combine(outs [][]byte, weights []float64) []byte {
 			for k := range sum {
 				sum[k] /= total
 			}
-			b, _ := json.Marshal(sum)
-			return b
+			if b, err := json.Marshal(sum); err == nil { // fails on sums past the float range
+				return b
+			}
 		}
 	}
 	if o == Number {

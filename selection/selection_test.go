@@ -189,11 +189,12 @@ func TestCombine(t *testing.T) {
 		{Number, []string{"1", "3"}, []float64{1, 3}, "2.5"},
 		{Number, []string{"1", "x", "3"}, nil, "2"},
 		{Number, []string{"x", "y", "y"}, nil, "y"},
-		// A sure model outweighs two unsure ones that a vote would follow.
+		// A sure model outweighs three unsure ones that a vote would follow.
 		{Probabilities, []string{"[0,1]", "[0.625,0.375]", "[0.625,0.375]", "[0.625,0.375]"}, nil, "[0.46875,0.53125]"},
 		{Probabilities, []string{"[1,0]", "[0,1]"}, []float64{3, 1}, "[0.75,0.25]"},
 		{Probabilities, []string{"[1,0]", "7", "[0,1,0]", "[0,1]"}, nil, "[0.5,0.5]"}, // not arrays, or shorter or longer than the first: left out
 		{Probabilities, []string{"7", "[]", "7"}, nil, "7"},                           // none are: the vote
+		{Probabilities, []string{"[1e308]", "[1e308]"}, nil, "[1e308]"},               // a mean past the float range: the vote
 	}
 	for _, tt := range tests {
 		outs := make([][]byte, len(tt.outs))
