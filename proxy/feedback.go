@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -83,6 +84,9 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 	}
 	q, ok, err := p.recent.take(ctx, id, app.Name)
 	switch {
+	case errors.Is(err, ErrNotFound): // its record is unreadable: retrying cannot help
+		writeError(w, err)
+		return
 	case err != nil:
 		writeError(w, errorf(ErrUnavailable, "the recent queries could not be read: %v", err))
 		return

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -269,5 +270,14 @@ func TestSharedQueryCannotComeBack(t *testing.T) {
 	}
 	if ttl := client.TTL(ctx, "sq:recent:q:written").Val(); ttl <= 0 || ttl > DefaultSharedTTL {
 		t.Errorf("TTL of a query %v; want up to %v", ttl, DefaultSharedTTL)
+	}
+	// A record that is not a query cannot be scored, now or on a retry:
+	// not found, not unavailable.
+	must(t, client.HSet(ctx, "sq:recent:q:garbled", "q", "{", "a", "app").Err())
+	if _, _, err := sh.take(ctx, "garbled", "app"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("take of a garbled record: %v; want ErrNotFound", err)
+	}
+	if _, st, err := sh.take(ctx, "garbled", "app"); err != nil || st != sharedTaken {
+		t.Errorf("second take of a garbled record: %v, %v; want taken", st, err)
 	}
 }

@@ -211,7 +211,7 @@ func (s *shared) take(ctx context.Context, id, app string) (*asked, sharedState,
 	q, err := decodeShared(raw, app)
 	if err != nil {
 		s.errors.WithLabelValues("take").Inc()
-		return nil, sharedAbsent, fmt.Errorf("query %q in Redis is not a query record, and stays taken: %w", id, err)
+		return nil, sharedAbsent, errorf(ErrNotFound, "query %q cannot be scored: its record in Redis is not a query record (%v), and stays taken", id, err)
 	}
 	if len(fields) > 1 {
 		if out, ok := fields[1].(string); ok {
