@@ -331,14 +331,7 @@ func TestRemovedReplicaDrains(t *testing.T) {
 	a := serve(t, m)
 	b := serve(t, &model{})
 	d := startDispatcher(t, Options{MaxBatch: 1}, a.addr)
-	res := make(chan error, 1)
-	go func() {
-		_, _, err := d.Predict(context.Background(), []byte("x"))
-		res <- err
-	}()
-	for m.inputs.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	res := occupy(t, d, m)
 	d.SetReplicas([]string{b.addr}) // a's batch in flight still answers
 	if err := <-res; err != nil {
 		t.Fatalf("query in flight on a removed replica: %v", err)
