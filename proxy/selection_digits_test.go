@@ -213,6 +213,7 @@ func TestSelectionOnDigits(t *testing.T) {
 // with outputs of kind out, the labels fed back, and returns how many each
 // model and the ensemble got right, of all and of the last 500.
 func (l *digitsLab) ensemble(t *testing.T, out selection.Output) (all, learned map[string]float64) {
+	t.Helper()
 	e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil, SharedQueries{})
 	l.setup(e, "vote", time.Second, selection.Spec{Policy: selection.NameExp4, Output: out})
 	const n, warmUp = 600, 100
@@ -223,17 +224,17 @@ func (l *digitsLab) ensemble(t *testing.T, out selection.Output) (all, learned m
 			t.Fatalf("query %d: %v; rewards %v", i, a, rewards)
 		}
 		row := l.order[i]
-		right := map[string]bool{"ensemble": answerClass(t, a["output"], out) == l.labels[row]}
-		for _, arm := range digitsArms {
-			right[arm] = l.pred[arm][row] == l.labels[row]
-		}
-		for k, ok := range right {
-			if ok {
-				all[k]++
+		tally := func(who string, class int) {
+			if class == l.labels[row] {
+				all[who]++
 				if i >= warmUp {
-					learned[k]++
+					learned[who]++
 				}
 			}
+		}
+		tally("ensemble", answerClass(t, a["output"], out))
+		for _, arm := range digitsArms {
+			tally(arm, l.pred[arm][row])
 		}
 	}
 	return all, learned
@@ -244,16 +245,24 @@ func (l *digitsLab) ensemble(t *testing.T, out selection.Output) (all, learned m
 func answerClass(t *testing.T, output any, out selection.Output) int {
 	t.Helper()
 	if out != selection.Probabilities {
-		return int(output.(float64))
+		label, ok := output.(float64)
+		if !ok {
+			t.Fatalf("ensemble output %v: want a label", output)
+		}
+		return int(label)
 	}
 	p, ok := output.([]any)
 	if !ok || len(p) != 10 {
 		t.Fatalf("ensemble output %v: want 10 class probabilities", output)
 	}
-	best := 0
-	for i := range p {
-		if p[i].(float64) > p[best].(float64) {
-			best = i
+	best, top := 0, -1.0
+	for i, v := range p {
+		x, ok := v.(float64)
+		if !ok {
+			t.Fatalf("ensemble output %v: class %d is not a number", output, i)
+		}
+		if x > top {
+			best, top = i, x
 		}
 	}
 	return best
