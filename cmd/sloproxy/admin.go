@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sloproxy/sloproxy/proxy/admin"
+	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -254,7 +255,7 @@ func appsList(c *cli, args []string) error {
 		return c.show(admin.AppList{Apps: apps}, func(w io.Writer) {
 			fmt.Fprintln(w, "NAME\tINPUT\tSLO\tPOLICY\tPRIORITY\tMODELS")
 			for _, a := range apps {
-				fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%d\t%s\n", a.Name, a.InputType, a.SLO(), orDash(a.Policy), a.Priority, list(a.Models))
+				fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%d\t%s\n", a.Name, a.InputType, a.SLO(), orDash(policyOf(a)), a.Priority, list(a.Models))
 			}
 		})
 	})
@@ -274,9 +275,20 @@ func appsGet(c *cli, args []string) error {
 	})
 }
 
+// policyOf is the selection policy a runs: the one the spec set through
+// the admin API names, marked so, else the one the app names.
+func policyOf(a admin.AppView) string {
+	if a.Selection != nil {
+		if s, err := selection.ParseSpec(a.Selection); err == nil {
+			return s.Policy + " (set by apps select)"
+		}
+	}
+	return a.Policy
+}
+
 func (c *cli) showApp(a admin.AppView) error {
 	return c.show(a, func(w io.Writer) {
-		policy := a.Policy
+		policy := policyOf(a)
 		if policy == "" {
 			policy = "single (the first linked model)"
 		}
