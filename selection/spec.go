@@ -3,7 +3,9 @@ package selection
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -59,7 +61,7 @@ func (s *Spec) UnmarshalJSON(raw []byte) error {
 	if err := dec.Decode(&j); err != nil {
 		return fmt.Errorf("not a selection spec: %w", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("not a selection spec: data after the object")
 	}
 	*s = Spec{Policy: j.Policy, Output: j.Output, Shares: j.Shares, Eta: j.Eta, Gamma: j.Gamma, Gap: j.Gap, Shadow: j.Shadow, Seed: j.Seed}

@@ -32,6 +32,7 @@ func TestParseSpec(t *testing.T) {
 		{name: "gamma above 1", raw: `{"policy": "exp3", "gamma": 2}`, err: "gamma 2"},
 		{name: "not an object", raw: `[1]`, err: "not a selection spec"},
 		{name: "two objects", raw: `{"policy": "exp3"} {}`, err: "data after the object"},
+		{name: "a stray brace after it", raw: `{"policy": "exp3"} }`, err: "data after the object"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
