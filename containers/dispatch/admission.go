@@ -69,8 +69,11 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	}
 	budget := q.deadline.Sub(q.enqueued)
 	n := max(1, min(d.opts.MaxBatch, d.batchSize(budget)))
-	full, _ := est.Estimate(n)
-	own, tail := est.Estimate(min(queued+1, n))
+	full, tail := est.Estimate(n)
+	own := full
+	if queued+1 < n { // else its own batch is a full one: asked already
+		own, tail = est.Estimate(queued + 1)
+	}
 	if full <= 0 || own <= 0 {
 		return nil
 	}
