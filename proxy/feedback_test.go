@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
@@ -146,19 +145,7 @@ func TestShadowIsRecordedNeverReturned(t *testing.T) {
 // shadow's answer too.
 func TestFeedbackThroughAnyProxy(t *testing.T) {
 	addr := testutil.StartRedis(t)
-	var envs [2]*env
-	for i := range envs {
-		client := redis.NewClient(&redis.Options{Addr: addr})
-		t.Cleanup(func() { _ = client.Close() })
-		store := state.NewStore(state.NewRedis(client, state.RedisOptions{Prefix: "fb:"}), state.Options{})
-		must(t, store.Start(context.Background()))
-		t.Cleanup(func() { _ = store.Close() })
-		reg := prometheus.NewRegistry()
-		envs[i] = newEnvOpts(t, Options{Store: store, Registry: reg,
-			Selection:     selection.NewTable(selection.Options{State: selection.NewRedis(client, "fb:selection:"), Registerer: reg}),
-			SharedQueries: SharedQueries{Redis: client, Prefix: "fb:"},
-			Dispatch:      dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
-	}
+	envs := [2]*env{newRedisEnv(t, addr, "fb:"), newRedisEnv(t, addr, "fb:")}
 	a, b := envs[0], envs[1]
 	a.addModel(state.App{Name: "echo", InputType: state.InputString, SLO: 2 * time.Second, Policy: "exp3"}, "m", noop(t, "string"))
 	a.addLinked("echo", "shadow", noop(t, "string"), state.InputString)

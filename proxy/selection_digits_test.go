@@ -88,6 +88,19 @@ func newSelectionEnv(t *testing.T, store *state.Store, sel *selection.Table, sq 
 		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
 }
 
+// newRedisEnv is a proxy of several sharing the Redis at addr under
+// prefix: its state store, policy state and answered queries.
+func newRedisEnv(t *testing.T, addr, prefix string) *env {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	store := state.NewStore(state.NewRedis(rdb, state.RedisOptions{Prefix: prefix}), state.Options{})
+	must(t, store.Start(context.Background()))
+	t.Cleanup(func() { _ = store.Close() })
+	sel := selection.NewTable(selection.Options{State: selection.NewRedis(rdb, prefix+"selection:")})
+	return newSelectionEnv(t, store, sel, SharedQueries{Redis: rdb, Prefix: prefix})
+}
+
 // deploy registers version of model at addr, as an external replica.
 func deploy(t *testing.T, store *state.Store, model, version, addr string) {
 	t.Helper()
@@ -371,13 +384,7 @@ func (l *digitsLab) twoProxies(t *testing.T) {
 	addr := testutil.StartRedis(t)
 	var envs []*env
 	for range 2 {
-		rdb := redis.NewClient(&redis.Options{Addr: addr})
-		t.Cleanup(func() { _ = rdb.Close() })
-		store := state.NewStore(state.NewRedis(rdb, state.RedisOptions{Prefix: "e2e:"}), state.Options{})
-		must(t, store.Start(context.Background()))
-		t.Cleanup(func() { _ = store.Close() })
-		sel := selection.NewTable(selection.Options{State: selection.NewRedis(rdb, "e2e:selection:")})
-		envs = append(envs, newSelectionEnv(t, store, sel, SharedQueries{Redis: rdb, Prefix: "e2e:"}))
+		envs = append(envs, newRedisEnv(t, addr, "e2e:"))
 	}
 	spec := selection.Spec{Policy: selection.NameExp3, Seed: 3}
 	l.setup(envs[0], "digits", time.Second, spec)
