@@ -40,7 +40,7 @@ func main() {
 		log.Fatal(err)
 	}
 	hello := rpc.Hello{InputType: it, MaxBatch: uint32(*maxBatch), Model: rpc.ModelName(*name, "costmodel"), ModelVersion: rpc.ModelVersion(*version)}
-	m := newCostModel(*a, *b, *jitter)
+	m := newCostModel(*a, *b, *jitter, sleepPrecise)
 	if err := rpc.NewServer(m, rpc.ServerOptions{Hello: hello}).Serve(ctx, ln); err != nil {
 		log.Fatal(err)
 	}

@@ -15,8 +15,9 @@ type costModel struct {
 	sleep        func(context.Context, time.Duration) error
 }
 
-func newCostModel(a, b, jitter time.Duration) *costModel {
-	m := &costModel{a: a, b: b, jitter: jitter, token: make(chan struct{}, 1), sleep: sleepCtx}
+// newCostModel makes a model whose batches wait out their cost with sleep.
+func newCostModel(a, b, jitter time.Duration, sleep func(context.Context, time.Duration) error) *costModel {
+	m := &costModel{a: a, b: b, jitter: jitter, token: make(chan struct{}, 1), sleep: sleep}
 	m.token <- struct{}{}
 	return m
 }
@@ -50,15 +51,4 @@ func (m *costModel) Predict(ctx context.Context, inputs [][]byte) ([]rpc.Output,
 		out[i].Data = output
 	}
 	return out, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
