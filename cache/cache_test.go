@@ -174,7 +174,9 @@ func TestCollisionIsAMiss(t *testing.T) {
 	}
 	b, _ := newCache(t, addr, Options{})
 	sltest.Eventually(t, 5*time.Second, "k1 in Redis", func() bool { _, hit := get(b, k1); return hit == L2 })
-	c, regC := newCache(t, addr, Options{})
+	// C's one lookup must reach Redis to see the collision: a lookup past
+	// the default 5 ms budget (a loaded machine under -race) is a plain miss.
+	c, regC := newCache(t, addr, Options{Timeout: 5 * time.Second})
 	if out, hit := get(c, k2); hit != Miss {
 		t.Fatalf("Redis answered the colliding key with %q (%v)", out, hit)
 	}
