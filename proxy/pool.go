@@ -169,12 +169,12 @@ func (p *pool) closeAll() {
 }
 
 var fitDesc = prometheus.NewDesc("sloproxy_latency_fit_seconds",
-	"What admission and the latency_model controller have learned of a model version's batches: latency(n) = a + b*n, planned with a tail; term is a, b (seconds per query), tail (one batch's delay at the quantile) or pair (two batches' in a row). 0 before the first batch.",
+	"What admission and the latency_model controller have learned of a model version's batches: latency(n) = a + b*n, planned with a tail; term is a, b (seconds per query) or tail. 0 before the first batch.",
 	[]string{"model", "version", "term"}, nil)
 
 // fitParams is an estimator that can tell its fit (slo.Fit).
 type fitParams interface {
-	Params() (a, b, tail, pair time.Duration)
+	Params() (a, b, tail time.Duration)
 }
 
 // Describe implements prometheus.Collector: the latency fit of every
@@ -190,8 +190,8 @@ func (p *pool) Collect(ch chan<- prometheus.Metric) {
 		if !ok {
 			continue
 		}
-		a, b, tail, pair := f.Params()
-		for term, v := range map[string]time.Duration{"a": a, "b": b, "tail": tail, "pair": pair} {
+		a, b, tail := f.Params()
+		for term, v := range map[string]time.Duration{"a": a, "b": b, "tail": tail} {
 			ch <- prometheus.MustNewConstMetric(fitDesc, prometheus.GaugeValue, v.Seconds(), k.model, k.version, term)
 		}
 	}

@@ -96,7 +96,7 @@ func TestShedPolicies(t *testing.T) {
 		if !ok {
 			return false
 		}
-		a, _, _, _ := f.Params()
+		a, _, _ := f.Params()
 		return a > 0
 	})
 	tests := []struct {

@@ -11,9 +11,7 @@ import (
 // a high quantile of the residuals, from the most recent observations (see
 // refit for how). The quantile, not the mean, is what a deadline must be
 // planned against: a fit of the mean misses half of the time by
-// construction. It also keeps the same quantile of two batches in a row,
-// the sum of consecutive batches' residuals: what a query that waits out
-// one batch and then rides the next must plan for.
+// construction.
 //
 // Fit is safe for concurrent use.
 type Fit struct {
@@ -26,12 +24,9 @@ type Fit struct {
 	dirty bool       // obs changed since a, b and r were computed
 	a, b  float64    // seconds, seconds per item
 	r     float64    // the residuals' quantile, seconds (≥ 0)
-	pair  float64    // the quantile of consecutive residuals' sums, seconds (≥ 0)
 	maxN  int        // the largest batch observed
 
-	// refit's scratch space: the largest residuals and sums of two,
-	// ascending
-	top, topPair []float64
+	top []float64 // refit's scratch space: the largest residuals, ascending
 }
 
 type obs struct {
@@ -70,15 +65,13 @@ func (f *Fit) Observe(n int, latency time.Duration) {
 }
 
 // Estimate is what a batch of n items takes: typically (the fit, a + b·n)
-// and at the quantile, typical plus tail (the residuals' quantile); pair is
-// the quantile of two batches' delays in a row, at most 2·tail and less
-// when their delays do not come together. Before any observation all are
-// 0; with one, pair is 2·tail.
-func (f *Fit) Estimate(n int) (typical, tail, pair time.Duration) {
+// and at the quantile, typical plus tail (the residuals' quantile). Before
+// any observation both are 0.
+func (f *Fit) Estimate(n int) (typical, tail time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refit()
-	return seconds(f.a + f.b*float64(n)), seconds(f.r), seconds(f.pair)
+	return seconds(f.a + f.b*float64(n)), seconds(f.r)
 }
 
 // Largest is the largest batch size, at most limit, whose typical
@@ -132,25 +125,21 @@ func (f *Fit) Plan(slo time.Duration, lanes, limit int) int {
 	return int(min(float64(limit), math.Floor(left/f.b)))
 }
 
-// Params returns the fitted a and b, the residuals' quantile and the
-// quantile of two consecutive residuals' sum.
-func (f *Fit) Params() (a, b, r, pair time.Duration) {
+// Params returns the fitted a and b and the residuals' quantile.
+func (f *Fit) Params() (a, b, r time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refit()
-	return seconds(f.a), seconds(f.b), seconds(f.r), seconds(f.pair)
+	return seconds(f.a), seconds(f.b), seconds(f.r)
 }
 
-// refit recomputes a, b, r and pair when observations changed. Called
-// with mu held.
+// refit recomputes a, b and r when observations changed. Called with mu
+// held.
 //
-// a and b are fitted by least squares to every batch held, r is the
-// quantile of the batches' excess over that line, and pair the quantile of
-// the sum of two consecutive batches' excesses. Delays that strike batches
-// whatever their size (the processor shared with other work, a timer that
-// wakes late, a collector's pause) move a, r and pair, not b. A spell that
-// delays batches one after another raises pair towards 2·r; isolated
-// delays leave it nearer r.
+// a and b are fitted by least squares to every batch held, and r is the
+// quantile of the batches' excess over that line. Delays that strike
+// batches whatever their size (the processor shared with other work, a
+// timer that wakes late, a collector's pause) move a and r, not b.
 func (f *Fit) refit() {
 	if !f.dirty {
 		return
@@ -172,56 +161,25 @@ func (f *Fit) refit() {
 		f.b = max(0, (snl/k-meanN*meanL)/varN)
 	}
 	f.a = max(0, meanL-f.b*meanN)
-	// The quantiles are the m-th largest residual and sum of two: keep the
-	// m largest in ascending order (m is small for a high quantile). The
-	// sums are of batches in the order they were observed, oldest first.
-	older, newer := held, f.obs[:0]
-	if f.count == len(f.obs) {
-		older, newer = f.obs[f.next:], f.obs[:f.next]
-	}
-	m, mPair := f.rank(len(held)), f.rank(len(held)-1)
-	top, topPair := f.top[:0], f.topPair[:0]
-	var prev float64
-	first := true
-	for _, seg := range [2][]obs{older, newer} {
-		for _, o := range seg {
-			res := o.latency - (f.a + f.b*o.n)
-			if len(top) < m || res > top[0] {
-				top = keepLargest(top, m, res)
-			}
-			if sum := prev + res; !first && (len(topPair) < mPair || sum > topPair[0]) {
-				topPair = keepLargest(topPair, mPair, sum)
-			}
-			prev, first = res, false
+	// The quantile is the m-th largest residual: keep the m largest in
+	// ascending order (m is small for a high quantile).
+	m := len(held) - min(len(held)-1, int(math.Ceil(f.quantile*float64(len(held))))-1)
+	top := f.top[:0]
+	for _, o := range held {
+		res := o.latency - (f.a + f.b*o.n)
+		if len(top) == m && res <= top[0] {
+			continue
 		}
+		i, _ := slices.BinarySearch(top, res)
+		if len(top) < m {
+			top = slices.Insert(top, i, res)
+			continue
+		}
+		copy(top[:i-1], top[1:i])
+		top[i-1] = res
 	}
-	f.top, f.topPair = top, topPair
+	f.top = top
 	f.r = max(0, top[0])
-	f.pair = 2 * f.r
-	if len(topPair) > 0 {
-		f.pair = max(0, topPair[0])
-	}
-}
-
-// rank is which of n values, counted from the largest, is their quantile:
-// the ⌈quantile·n⌉-th smallest. 0 for none.
-func (f *Fit) rank(n int) int {
-	if n <= 0 {
-		return 0
-	}
-	return n - min(n-1, int(math.Ceil(f.quantile*float64(n)))-1)
-}
-
-// keepLargest adds v to top, the m ≥ 1 largest values seen, ascending,
-// when top is not full or v is larger than its least.
-func keepLargest(top []float64, m int, v float64) []float64 {
-	i, _ := slices.BinarySearch(top, v)
-	if len(top) < m {
-		return slices.Insert(top, i, v)
-	}
-	copy(top[:i-1], top[1:i])
-	top[i-1] = v
-	return top
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -19,7 +19,7 @@ func TestFitLearnsTheCostModelOnItsQuantile(t *testing.T) {
 		jitter := time.Duration(rng.Int64N(int64(time.Millisecond)))
 		f.Observe(n, 5*time.Millisecond+time.Duration(n)*250*time.Microsecond+jitter)
 	}
-	a, b, r, _ := f.Params()
+	a, b, r := f.Params()
 	t.Logf("a=%v b=%v r=%v", a, b, r)
 	if a < 5*time.Millisecond || a > 6*time.Millisecond {
 		t.Errorf("a = %v, want 5ms plus about half the jitter", a)
@@ -29,7 +29,7 @@ func TestFitLearnsTheCostModelOnItsQuantile(t *testing.T) {
 	}
 	// The planned latency covers 99% of batches: a + b·n + r ≥ 5ms +
 	// 0.25ms·n + 0.99ms, within a small error.
-	typical, tail, _ := f.Estimate(20)
+	typical, tail := f.Estimate(20)
 	if est, floor := typical+tail, 10*time.Millisecond+900*time.Microsecond; est < floor || est > 11200*time.Microsecond {
 		t.Errorf("Estimate(20) = %v + %v, want about 11ms in all", typical, tail)
 	}
@@ -194,15 +194,13 @@ func TestTable(t *testing.T) {
 	}
 }
 
-// TestFitTailIsTheQuantile checks the fit's tail and pair, found by
-// keeping the largest residuals and sums of two, against sorting all of
-// them; 700 observations wrap the window of 512, whose pairs must then
-// run from the oldest held to the newest.
+// TestFitTailIsTheQuantile checks the fit's tail, found by keeping the
+// largest residuals, against sorting all of them.
 func TestFitTailIsTheQuantile(t *testing.T) {
 	for _, tc := range []struct {
 		quantile float64
 		count    int
-	}{{0.99, 512}, {0.99, 40}, {0.9, 300}, {0.6, 512}, {0.99, 700}, {0.99, 2}, {0.99, 1}} {
+	}{{0.99, 512}, {0.99, 40}, {0.9, 300}, {0.6, 512}, {0.99, 1}} {
 		rng := rand.New(rand.NewPCG(1, uint64(tc.count)))
 		f := NewFit(0, tc.quantile)
 		var lat []time.Duration
@@ -213,66 +211,15 @@ func TestFitTailIsTheQuantile(t *testing.T) {
 			f.Observe(n, l)
 			ns, lat = append(ns, n), append(lat, l)
 		}
-		held := max(0, len(lat)-FitWindow)
-		ns, lat = ns[held:], lat[held:]
-		a, b, r, pair := f.Params()
+		a, b, r := f.Params()
 		res := make([]float64, len(lat))
 		for i := range lat {
 			res[i] = (lat[i] - a - b*time.Duration(ns[i])).Seconds()
 		}
-		var sums []float64
-		for i := 1; i < len(res); i++ {
-			sums = append(sums, res[i-1]+res[i])
-		}
-		quantile := func(v []float64) float64 {
-			slices.Sort(v)
-			return max(0, v[min(len(v)-1, int(math.Ceil(tc.quantile*float64(len(v))))-1)])
-		}
-		want := quantile(res)
+		slices.Sort(res)
+		want := max(0, res[min(len(res)-1, int(math.Ceil(tc.quantile*float64(len(res))))-1)])
 		if d := r.Seconds() - want; d > 1e-7 || d < -1e-7 {
 			t.Errorf("quantile %v of %d: tail %v, want %v", tc.quantile, tc.count, r, want)
 		}
-		wantPair := 2 * want
-		if len(sums) > 0 {
-			wantPair = quantile(sums)
-		}
-		if d := pair.Seconds() - wantPair; d > 1e-7 || d < -1e-7 {
-			t.Errorf("quantile %v of %d: pair %v, want %v", tc.quantile, tc.count, pair, wantPair)
-		}
-	}
-}
-
-// TestFitPair checks that delays in a row raise the pair to twice the tail,
-// and isolated ones do not. The batches are 4 ms late about 1 time in 25;
-// the fit's a takes in their mean, so a late batch's residual, the tail, is
-// r = 4 ms less a little, and an on-time one's r - 4 ms.
-func TestFitPair(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		slow func(i int) bool                    // whether the i-th batch is late
-		want func(r time.Duration) time.Duration // the pair, from the tail
-	}{
-		// Never two in a row: a pair holds at most one late batch.
-		{"isolated", func(i int) bool { return i%25 == 0 }, func(r time.Duration) time.Duration { return r + r - 4*time.Millisecond }},
-		// In runs of two: a pair holds both.
-		{"in a row", func(i int) bool { return i%50 < 2 }, func(r time.Duration) time.Duration { return 2 * r }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := NewFit(0, 0.99)
-			for i := range FitWindow {
-				l := 5 * time.Millisecond
-				if tc.slow(i) {
-					l += 4 * time.Millisecond
-				}
-				f.Observe(10, l)
-			}
-			_, _, r, pair := f.Params()
-			if r < 3800*time.Microsecond || r > 4*time.Millisecond {
-				t.Fatalf("tail %v, want 4ms less the late batches' share of it", r)
-			}
-			if want := tc.want(r); pair < want-time.Microsecond || pair > want+time.Microsecond {
-				t.Errorf("pair %v (tail %v), want %v", pair, r, want)
-			}
-		})
 	}
 }

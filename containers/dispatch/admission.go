@@ -46,13 +46,12 @@ func reserveOf(ctx context.Context) time.Duration {
 // second batch on it is calibrated: the 99.5th percentile of how late the
 // queries it admitted to the same batch index finished after their
 // prediction (see calibration). Otherwise, and until the calibration has
-// enough recent queries, it is the estimator's: the quantile of two
-// batches' delays in a row for the one in flight on q's lane and q's own,
-// and the fit's tail, the quantile of one batch's delay, for each batch
-// ahead of q there. Charging the tail for the first two as well, as
-// admission did before, assumed both delays at their quantile at once:
-// safe but dear, since the batches' delays do not all fall on one query
-// (docs/benchmarks.md).
+// enough recent queries, it is the fit's tail, the quantile of one batch's
+// delay over its estimate, once for each batch whose delay q waits out on
+// its lane (the one in flight, those ahead of q there, and q's own): safe
+// but dear, since the batches' delays do not all fall on one query (under
+// 2x overload it kept 99.0-99.8% of the admitted in time, but shed some
+// that would have made it near the top rate; docs/benchmarks.md).
 //
 // With no healthy replica, with an empty queue, or before the estimator
 // has seen a batch, q is admitted: there is nothing to predict from (or
@@ -70,10 +69,10 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	}
 	budget := q.deadline.Sub(q.enqueued)
 	n := max(1, min(d.opts.MaxBatch, d.batchSize(budget)))
-	full, tail, pair := est.Estimate(n)
+	full, tail := est.Estimate(n)
 	own := full
 	if queued+1 < n { // else its own batch is a full one: asked already
-		own, tail, pair = est.Estimate(queued + 1)
+		own, tail = est.Estimate(queued + 1)
 	}
 	if full <= 0 || own <= 0 {
 		return nil
@@ -84,7 +83,7 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 		margin, ok = est.cal.margin(j, q.enqueued)
 	}
 	if !ok {
-		margin = pair + time.Duration(batches-2)*tail
+		margin = time.Duration(batches) * tail
 	}
 	if finish := predicted + margin; finish > budget-reserve {
 		if d.metrics != nil {
@@ -121,8 +120,8 @@ func later(a, b time.Time) time.Time {
 // worst of its waits but with no delays (see admit): batches of n over
 // lanes lanes, a full one taking full and the query's own own. It also
 // returns the batch the query rides, j, and the batches whose delays it
-// waits out on its lane (two or more): the one in flight, those ahead of
-// it there, and its own.
+// waits out on its lane: the one in flight, those ahead of it there, and
+// its own.
 func predictFinish(queued, n, lanes int, paced bool, full, own time.Duration) (finish time.Duration, j, batches int) {
 	l := max(1, lanes)
 	j = (queued + n) / n  // the batch q rides: ⌈(queued + 1) / n⌉

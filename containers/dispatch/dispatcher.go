@@ -57,12 +57,10 @@ var _ Controller = Static(1)
 type Estimator interface {
 	// Observe records that a batch of n queries took latency.
 	Observe(n int, latency time.Duration)
-	// Estimate is how long a batch of n queries typically takes, the
-	// extra delay to plan for once per batch (a high quantile), and the
-	// extra delay to plan for two batches in a row (the same quantile of
-	// their summed delays, at most 2·tail). Before any observation all
-	// are 0.
-	Estimate(n int) (typical, tail, pair time.Duration)
+	// Estimate is how long a batch of n queries typically takes, and the
+	// extra delay to plan for once per query (a high quantile). Before any
+	// observation both are 0.
+	Estimate(n int) (typical, tail time.Duration)
 }
 
 // Options configure a Dispatcher. The zero value of each field has the
