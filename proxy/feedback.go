@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -74,8 +73,8 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 		}
 		id, ok, err = p.recent.idOf(ctx, app.Name, in)
 		switch {
-		case err != nil:
-			writeError(w, errorf(ErrUnavailable, "the recent queries could not be read: %v", err))
+		case err != nil: // ErrUnavailable: Redis could not be reached
+			writeError(w, err)
 			return
 		case !ok:
 			writeError(w, errorf(ErrNotFound, "no recent query of app %q had this input (%s)", app.Name, p.remembers()))
@@ -84,11 +83,8 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 	}
 	q, ok, err := p.recent.take(ctx, id, app.Name)
 	switch {
-	case errors.Is(err, ErrNotFound): // its record is unreadable: retrying cannot help
+	case err != nil: // ErrUnavailable, or ErrNotFound for a record that cannot be read
 		writeError(w, err)
-		return
-	case err != nil:
-		writeError(w, errorf(ErrUnavailable, "the recent queries could not be read: %v", err))
 		return
 	case !ok:
 		writeError(w, errorf(ErrNotFound, "no recent query %q of app %q: unknown, already scored, or forgotten (%s)",

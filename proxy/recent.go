@@ -128,8 +128,9 @@ func graceOf(ctx context.Context) func() bool {
 }
 
 // take removes and returns query id of app, so that its feedback counts
-// once: across proxies, with shared. It fails only when Redis cannot be
-// reached and this proxy did not answer the query.
+// once: across proxies, with shared. It fails only when this proxy did not
+// answer the query and Redis cannot be reached (ErrUnavailable) or holds
+// a record of it that cannot be read (ErrNotFound).
 func (r *recent) take(ctx context.Context, id, app string) (*asked, bool, error) {
 	local, ok := r.takeLocal(id, app)
 	if r.shared == nil {
@@ -141,7 +142,7 @@ func (r *recent) take(ctx context.Context, id, app string) (*asked, bool, error)
 	}
 	switch {
 	case err != nil && ok:
-		r.log.Warn("feedback: Redis is unavailable; scoring this proxy's own record of the query", zap.String("query_id", id), zap.Error(err))
+		r.log.Warn("feedback: Redis could not give the query; scoring this proxy's own record of it", zap.String("query_id", id), zap.Error(err))
 		return local, true, nil
 	case err != nil:
 		return nil, false, err

@@ -113,7 +113,7 @@ func newShared(o SharedQueries, reg prometheus.Registerer, log *zap.Logger) *sha
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sloproxy_feedback_shared_errors_total",
-			Help: "Failed Redis calls of the shared recent queries, by operation (write, take, lookup, restore).",
+			Help: "Redis calls of the shared recent queries that failed or returned a record that is not a query record, by operation (write, take, lookup, restore).",
 		}, []string{"op"}),
 	}
 	s.writes = writeback.New(sharedQueue, sharedBatch, sharedTimeout, s.write)
@@ -201,7 +201,7 @@ func (s *shared) take(ctx context.Context, id, app string) (*asked, sharedState,
 		return nil, sharedAbsent, nil
 	case err != nil:
 		s.errors.WithLabelValues("take").Inc()
-		return nil, sharedAbsent, fmt.Errorf("taking query %q from Redis: %w", id, err)
+		return nil, sharedAbsent, errorf(ErrUnavailable, "the recent queries could not be read: taking query %q from Redis: %v", id, err)
 	}
 	fields, ok := res.([]any)
 	if !ok {
@@ -228,7 +228,7 @@ func (s *shared) mark(ctx context.Context, id string) (taken bool, err error) {
 	res, err := takeScript.Run(ctx, s.rdb, []string{s.queryKey(id)}, s.ttl.Milliseconds(), "").Text()
 	if err != nil {
 		s.errors.WithLabelValues("take").Inc()
-		return false, fmt.Errorf("marking query %q taken in Redis: %w", id, err)
+		return false, errorf(ErrUnavailable, "marking query %q taken in Redis: %v", id, err)
 	}
 	return res == "taken", nil
 }
@@ -251,7 +251,7 @@ func (s *shared) idOf(ctx context.Context, k inputKey) (string, bool, error) {
 		return "", false, nil
 	case err != nil:
 		s.errors.WithLabelValues("lookup").Inc()
-		return "", false, fmt.Errorf("looking the input up in Redis: %w", err)
+		return "", false, errorf(ErrUnavailable, "the recent queries could not be read: looking the input up in Redis: %v", err)
 	}
 	return id, true, nil
 }
