@@ -67,9 +67,9 @@ func (d *Data) appsOf(model string) []string {
 func (d *Data) putApp(a App) error {
 	// The selection spec is set through the admin API, which alone changes
 	// it (see setApp): a put of the app's other fields keeps it.
-	a.Selection = nil
-	if old, ok := d.Apps[a.Name]; ok {
-		a.Selection = old.Selection
+	old, ok := d.Apps[a.Name]
+	a.Selection = old.Selection // nil for a new app
+	if ok {
 		if reflect.DeepEqual(old, a) {
 			return errNoChange
 		}

@@ -292,8 +292,8 @@ func checkSchema(d *Data) error {
 }
 
 // PutApp creates app a or replaces the app of that name. Changing the input
-// type of an app linked to models is a conflict. A replaced app's
-// selection spec (see UpdateApp) stays unless a has one.
+// type of an app linked to models is a conflict. A put keeps the stored
+// selection spec and ignores a's: only UpdateApp sets it.
 func (s *Store) PutApp(ctx context.Context, a App) error {
 	if err := a.Validate(); err != nil {
 		return err
