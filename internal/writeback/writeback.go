@@ -27,7 +27,10 @@ func New[T any](size, batch int, final time.Duration, write func(ctx context.Con
 }
 
 // Offer queues v without waiting. It reports false, and drops v, when the
-// queue is full or Run has returned.
+// queue is full or Run has returned. Best effort at the end: an Offer that
+// races with Run's final drain may report true for an item never written
+// (checking stopped and sending are not one step, and a lock around them
+// would cost every offer for the sake of shutdown).
 func (q *Queue[T]) Offer(v T) bool {
 	if q.stopped.Load() {
 		return false
