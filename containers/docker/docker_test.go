@@ -277,8 +277,9 @@ func TestDeployServeAndReplaceKilled(t *testing.T) {
 		if st.Restarts == 0 {
 			continue
 		}
-		// The Engine's die event told, not the heartbeats, which would
-		// say "missed 3 heartbeats".
+		// Its exit told, whether the Engine's die event came first or the
+		// missed heartbeats found the container stopped: not "missed 3
+		// heartbeats", which is for a container still running.
 		var cerr *docker.ContainerError
 		if !errors.As(st.Err, &cerr) || !strings.Contains(cerr.Reason, "exited with status 137") {
 			t.Errorf("replica %d restarted after %v, want its container's exit with status 137 (SIGKILL)", st.Index, st.Err)

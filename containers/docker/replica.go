@@ -246,7 +246,8 @@ func (rep *replica) start(ctx context.Context, id string, adopted bool) (string,
 		return "", fmt.Errorf("inspecting container %s: %w", id, err)
 	}
 	if info.State == nil || !info.State.Running {
-		return "", rep.exitError(ctx, id)
+		reason, _ := exitReason(info.State)
+		return "", rep.failure(ctx, id, strings.TrimPrefix(info.Name, "/"), reason)
 	}
 	var bindings []string
 	if info.NetworkSettings != nil {
@@ -330,49 +331,63 @@ func (rep *replica) watch(ctx context.Context, id string, c *rpc.Client) error {
 				continue
 			}
 			if misses++; misses >= heartbeatMisses && ctx.Err() == nil {
-				if reason, stopped := rep.exitState(ctx, id); stopped { // its die event is late: the exit says more
-					return rep.containerError(ctx, id, reason)
+				name, st := rep.inspect(ctx, id)
+				reason, stopped := exitReason(st)
+				if !stopped { // else its die event is late: the exit says more
+					reason = fmt.Sprintf("missed %d heartbeats in a row: %v", misses, err)
 				}
-				return rep.containerError(ctx, id, fmt.Sprintf("missed %d heartbeats in a row: %v", misses, err))
+				return rep.failure(ctx, id, name, reason)
 			}
 		}
 	}
 }
 
-// exitState asks the Engine how container id exited, and whether it is
-// stopped; not stopped when it runs or the Engine cannot tell.
-func (rep *replica) exitState(ctx context.Context, id string) (reason string, stopped bool) {
+// inspect asks the Engine for container id's name and state: id and nil
+// when it cannot tell.
+func (rep *replica) inspect(ctx context.Context, id string) (name string, st *container.State) {
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engineTimeout)
 	defer cancel()
 	info, err := rep.rt.engine.ContainerInspect(ictx, id)
-	if err != nil || info.State == nil {
+	if err != nil {
+		return id, nil
+	}
+	return strings.TrimPrefix(info.Name, "/"), info.State
+}
+
+// exitReason tells how a container in state st exited, and whether it is
+// stopped; not stopped when it runs, restarts, or st is nil.
+func exitReason(st *container.State) (reason string, stopped bool) {
+	if st == nil {
 		return "exited", false
 	}
-	reason = fmt.Sprintf("exited with status %d", info.State.ExitCode)
-	if info.State.OOMKilled {
+	reason = fmt.Sprintf("exited with status %d", st.ExitCode)
+	if st.OOMKilled {
 		reason += " (out of memory)"
 	}
-	if info.State.Error != "" {
-		reason += ": " + info.State.Error
+	if st.Error != "" {
+		reason += ": " + st.Error
 	}
-	return reason, !info.State.Running && !info.State.Restarting
+	return reason, !st.Running && !st.Restarting
 }
 
 // exitError is the ContainerError of a container that exited.
 func (rep *replica) exitError(ctx context.Context, id string) error {
-	reason, _ := rep.exitState(ctx, id)
-	return rep.containerError(ctx, id, reason)
+	name, st := rep.inspect(ctx, id)
+	reason, _ := exitReason(st)
+	return rep.failure(ctx, id, name, reason)
 }
 
-// containerError is a ContainerError with the container's last lines of
-// output.
+// containerError is the ContainerError of container id for reason.
 func (rep *replica) containerError(ctx context.Context, id, reason string) error {
+	name, _ := rep.inspect(ctx, id)
+	return rep.failure(ctx, id, name, reason)
+}
+
+// failure is a ContainerError of container id, named name, with the
+// container's last lines of output.
+func (rep *replica) failure(ctx context.Context, id, name, reason string) error {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engineTimeout)
 	defer cancel()
-	name := id
-	if info, err := rep.rt.engine.ContainerInspect(lctx, id); err == nil {
-		name = strings.TrimPrefix(info.Name, "/")
-	}
 	logs, err := rep.rt.tail(lctx, id)
 	if err != nil {
 		logs = []string{fmt.Sprintf("(its output could not be read: %v)", err)}
