@@ -70,12 +70,14 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 	budget := q.deadline.Sub(q.enqueued)
 	n := max(1, min(d.opts.MaxBatch, d.batchSize(budget)))
 	full, tail := est.Estimate(n)
+	if full <= 0 {
+		return nil
+	}
 	own := full
 	if queued+1 < n { // else its own batch is a full one: asked already
-		own, tail = est.Estimate(queued + 1)
-	}
-	if full <= 0 || own <= 0 {
-		return nil
+		if own, tail = est.Estimate(queued + 1); own <= 0 {
+			return nil
+		}
 	}
 	predicted, j, batches := predictFinish(queued, n, replicas*d.opts.Slots, d.pacing.Load(), full, own)
 	margin, ok := time.Duration(0), false
