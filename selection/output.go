@@ -151,10 +151,10 @@ func (o Output) Gain(reward float64) float64 {
 // Combine merges the outputs of an ensemble's answered arms with their
 // weights (nil means equal): the weighted vote for labels, ties going to
 // the first output; the weighted mean for numbers, of the outputs that
-// are numbers (the vote if none is); for class probabilities the
-// element-wise weighted mean of the outputs that are arrays of numbers as
-// long as the first such (the vote if none is, or if their mean is not
-// finite).
+// are numbers; for class probabilities the element-wise weighted mean of
+// the outputs that are arrays of numbers as long as the first such. A
+// mean falls back on the vote when no output is of its kind, or when it
+// is not finite (outputs whose sum passes the float range).
 func (o Output) Combine(outs [][]byte, weights []float64) []byte {
 	w := func(i int) float64 {
 		if weights == nil {
@@ -182,8 +182,15 @@ func (o Output) Combine(outs [][]byte, weights []float64) []byte {
 			for k := range sum {
 				sum[k] /= total
 			}
-			if b, err := json.Marshal(sum); err == nil { // fails on sums past the float range
-				return b
+			if finite(sum...) {
+				b := append(make([]byte, 0, 2+8*len(sum)), '[')
+				for k, x := range sum {
+					if k > 0 {
+						b = append(b, ',')
+					}
+					b = strconv.AppendFloat(b, x, 'g', -1, 64)
+				}
+				return append(b, ']')
 			}
 		}
 	}
@@ -195,8 +202,8 @@ func (o Output) Combine(outs [][]byte, weights []float64) []byte {
 				total += w(i)
 			}
 		}
-		if total > 0 {
-			return strconv.AppendFloat(nil, sum/total, 'g', -1, 64)
+		if m := sum / total; total > 0 && finite(m) {
+			return strconv.AppendFloat(nil, m, 'g', -1, 64)
 		}
 	}
 	votes := map[string]float64{}
@@ -216,6 +223,16 @@ func (o Output) Combine(outs [][]byte, weights []float64) []byte {
 		return nil
 	}
 	return outs[best]
+}
+
+// finite reports whether every x is a finite number.
+func finite(xs ...float64) bool {
+	for _, x := range xs {
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			return false
+		}
+	}
+	return true
 }
 
 // Agree reports whether two outputs are the same answer: for class

@@ -189,6 +189,7 @@ func TestCombine(t *testing.T) {
 		{Number, []string{"1", "3"}, []float64{1, 3}, "2.5"},
 		{Number, []string{"1", "x", "3"}, nil, "2"},
 		{Number, []string{"x", "y", "y"}, nil, "y"},
+		{Number, []string{"1e308", "1e308"}, nil, "1e308"}, // a mean past the float range: the vote
 		// A sure model outweighs three unsure ones that a vote would follow.
 		{Probabilities, []string{"[0,1]", "[0.625,0.375]", "[0.625,0.375]", "[0.625,0.375]"}, nil, "[0.46875,0.53125]"},
 		{Probabilities, []string{"[1,0]", "[0,1]"}, []float64{3, 1}, "[0.75,0.25]"},
