@@ -91,6 +91,13 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 			id, app.Name, p.remembers()))
 		return
 	}
+	if err := spec.Output.CheckClass(req.Label, q.outs); err != nil {
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), feedbackTimeout)
+		defer rcancel()
+		p.recent.restore(rctx, id, q) // bad input changes nothing: it stays scorable
+		writeError(w, errorf(ErrBadInput, "\"label\": %v", err))
+		return
+	}
 	rewards := make(map[string]float64, len(q.choice.Arms)+1)
 	gains := make([]float64, len(q.choice.Arms))
 	for j, arm := range q.choice.Arms {

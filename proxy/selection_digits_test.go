@@ -250,6 +250,22 @@ func (l *digitsLab) ensemble(t *testing.T, out selection.Output) (all, learned m
 			tally(arm, l.pred[arm][row])
 		}
 	}
+	if out == selection.Probabilities {
+		// A class past every model's ten is a bad label: 400, and the query
+		// stays scorable.
+		row := l.order[0]
+		status, a := e.post("/apps/vote/predict", l.bodies[row])
+		if status != 200 || a["default"] == true {
+			t.Fatalf("one more query: %d %v", status, a)
+		}
+		status, f := e.post("/apps/vote/feedback", fmt.Sprintf(`{"query_id": %q, "label": 10}`, a["query_id"]))
+		if msg := fmt.Sprint(f["error"]); status != 400 || !strings.Contains(msg, "class 10") {
+			t.Errorf("feedback with class 10 of 10 classes: %d %v; want 400 naming the class", status, f)
+		}
+		if status, f := e.post("/apps/vote/feedback", fmt.Sprintf(`{"query_id": %q, "label": %d}`, a["query_id"], l.labels[row])); status != 200 {
+			t.Errorf("feedback with the right class after a bad one: %d %v; want 200", status, f)
+		}
+	}
 	return all, learned
 }
 

@@ -61,6 +61,31 @@ func (o Output) CheckLabel(label json.RawMessage) error {
 	return fmt.Errorf("%w: the app's outputs are labels; %s is not a string, number or boolean", ErrLabel, label)
 }
 
+// CheckClass returns an error wrapping ErrLabel when o is Probabilities
+// and label (which CheckLabel accepted) is a class that none of outs, the
+// outputs a query's arms answered (nil: not answered), has while some are
+// class probabilities: a class past every array is a mistaken label, not
+// a model that gave it nothing. When none are, every arm scores 0 (see
+// Reward), which is what an arm that answers no probabilities earns.
+func (o Output) CheckClass(label json.RawMessage, outs [][]byte) error {
+	if o != Probabilities {
+		return nil
+	}
+	var v any
+	_ = json.Unmarshal(label, &v)
+	k, _ := classIndex(v)
+	classes := 0
+	for _, out := range outs {
+		if p, ok := probabilities(out); ok {
+			classes = max(classes, len(p))
+		}
+	}
+	if classes > 0 && k >= classes {
+		return fmt.Errorf("%w: class %d: the query's outputs have %d classes (0 to %d)", ErrLabel, k, classes, classes-1)
+	}
+	return nil
+}
+
 // value decodes a model's output as the query API shows it: its JSON
 // value, or the string it is when it is not JSON.
 func value(out []byte) any {

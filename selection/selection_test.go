@@ -3,6 +3,7 @@ package selection
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -204,6 +205,34 @@ func TestCombine(t *testing.T) {
 		}
 		if got := string(tt.out.Combine(outs, tt.weights)); got != tt.want {
 			t.Errorf("%s.Combine(%q, %v) = %q; want %q", tt.out, tt.outs, tt.weights, got, tt.want)
+		}
+	}
+}
+
+func TestCheckClass(t *testing.T) {
+	tests := []struct {
+		out   Output
+		label string
+		outs  []string // "" for an arm that did not answer
+		ok    bool
+	}{
+		{Probabilities, "2", []string{"[0.1,0.2,0.7]", ""}, true},
+		{Probabilities, "2", []string{"[0.5,0.5]", "[0.1,0.2,0.7]"}, true}, // one output has it
+		{Probabilities, "3", []string{"[0.5,0.5]", "[0.1,0.2,0.7]"}, false},
+		{Probabilities, "99999", []string{"[0.1,0.2,0.7]"}, false},
+		{Probabilities, "5", []string{"7", ""}, true}, // no output is class probabilities: each scores 0
+		{Label, "99999", []string{"[0.1,0.9]"}, true},
+	}
+	for _, tt := range tests {
+		outs := make([][]byte, len(tt.outs))
+		for i, o := range tt.outs {
+			if o != "" {
+				outs[i] = []byte(o)
+			}
+		}
+		err := tt.out.CheckClass(json.RawMessage(tt.label), outs)
+		if tt.ok && err != nil || !tt.ok && !errors.Is(err, ErrLabel) {
+			t.Errorf("%s.CheckClass(%s, %q) = %v; want ok %v", tt.out, tt.label, tt.outs, err, tt.ok)
 		}
 	}
 }
