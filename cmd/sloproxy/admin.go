@@ -276,14 +276,17 @@ func appsGet(c *cli, args []string) error {
 }
 
 // policyOf is the selection policy a runs: the one the spec set through
-// the admin API names, marked so, else the one the app names.
+// the admin API names, marked so (single when that spec is invalid, as
+// the proxy serves it), else the one the app names.
 func policyOf(a admin.AppView) string {
-	if a.Selection != nil {
-		if s, err := selection.ParseSpec(a.Selection); err == nil {
-			return s.Policy + " (set by apps select)"
-		}
+	if a.Selection == nil {
+		return a.Policy
 	}
-	return a.Policy
+	s, err := selection.ParseSpec(a.Selection)
+	if err != nil {
+		return fmt.Sprintf("single (the spec set by apps select is invalid: %v)", err)
+	}
+	return s.Policy + " (set by apps select)"
 }
 
 func (c *cli) showApp(a admin.AppView) error {
