@@ -114,8 +114,8 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 		}
 	}
 	if shadowed != nil {
-		var out []byte // nil: nothing returned to compare with, nothing kept
-		if answered && a.err == nil && !a.isDefault {
+		var out []byte                    // nil: nothing returned to compare with, nothing kept
+		if a.err == nil && !a.isDefault { // only when some part answered
 			out = a.output
 		}
 		shadowed <- out
