@@ -31,27 +31,31 @@ func reserveOf(ctx context.Context) time.Duration {
 // admit predicts q's finish from the queue and the estimator and refuses
 // q when it is past q's deadline less reserve.
 //
-// The replicas are taken to be busy, as they are when a queue forms, and
-// each free worker to take up to n of the queue at once, n the size the
+// Each free worker takes up to n of the queue at once, n the size the
 // controllers send: q rides the j-th batch to start, j = ⌈(queued+1)/n⌉.
-// Over its lanes (healthy replicas times slots) batches start a 1/lanes
-// share of a batch's service time L apart, so the j-th starts at most
-// first + (j-1)·L/lanes from now, where first, the wait for the next start,
-// is L/lanes when the dispatcher paces its replicas and a whole L when it
-// does not (a batch may just have begun on every lane); L is the estimate
+// The first starts when a lane (healthy replicas times slots) comes free:
+// now if one is, else when the earliest batch in flight is expected to
+// end, its start plus the estimate for its size; and, while the
+// dispatcher paces its replicas, no earlier than a 1/lanes share of a
+// service time after the latest start (see pacer). Over the lanes later
+// batches start a 1/lanes share of a batch's service time L apart, so the
+// j-th starts at most first + (j-1)·L/lanes from now; L is the estimate
 // for a full batch of n, which is what the batches ahead are when a queue
 // forms. q then takes its own batch's estimate, of min(queued+1, n).
+// Timing the first start from the batches in flight, rather than taking
+// the worst wait for it (L/lanes when paced, L when not), is what lets in
+// a query that arrives as a batch is about to leave: near the top rate
+// the worst wait shed 2-6% of the queries of which nearly all would have
+// made it (docs/benchmarks.md).
 //
-// To that prediction admission adds a margin for its error. From the
-// second batch on it is calibrated: the 99.5th percentile of how late the
-// queries it admitted to the same batch index finished after their
-// prediction (see calibration). Otherwise, and until the calibration has
-// enough recent queries, it is the fit's tail, the quantile of one batch's
-// delay over its estimate, once for each batch whose delay q waits out on
-// its lane (the one in flight, those ahead of q there, and q's own): safe
-// but dear, since the batches' delays do not all fall on one query (under
-// 2x overload it kept 99.0-99.8% of the admitted in time, but shed some
-// that would have made it near the top rate; docs/benchmarks.md).
+// To that prediction admission adds a margin for its error, calibrated:
+// the 99.5th percentile of how late the queries it admitted to the same
+// batch index recently finished after their prediction (see calibration).
+// Until the calibration has enough recent queries it is the fit's tail,
+// the quantile of one batch's delay over its estimate, once for each
+// batch whose delay q waits out on its lane (the one in flight, those
+// ahead of q there, and q's own): safe but dear, since the batches'
+// delays do not all fall on one query.
 //
 // With no healthy replica, with an empty queue, or before the estimator
 // has seen a batch, q is admitted: there is nothing to predict from (or
@@ -79,11 +83,10 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 			return nil
 		}
 	}
-	predicted, j, batches := predictFinish(queued, n, replicas*d.opts.Slots, d.pacing.Load(), full, own)
-	margin, ok := time.Duration(0), false
-	if calibrated(j) {
-		margin, ok = est.cal.margin(j, q.enqueued)
-	}
+	lanes := replicas * d.opts.Slots
+	first := d.pace.nextStart(q.enqueued, lanes, d.pacing.Load())
+	predicted, j, batches := predictFinish(queued, n, lanes, first, full, own)
+	margin, ok := est.cal.margin(j, q.enqueued)
 	if !ok {
 		margin = time.Duration(batches) * tail
 	}
@@ -94,15 +97,13 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 		return fmt.Errorf("%w: model %s predicted to answer in %v (%d queued, %d replicas), past the %v left", ErrShed, d.name,
 			finish.Round(time.Microsecond), queued, replicas, (budget - reserve).Round(time.Microsecond))
 	}
-	if calibrated(j) {
-		q.est, q.predicted, q.batch = est, predicted, j
-	}
+	q.est, q.predicted, q.batch = est, predicted, j
 	return nil
 }
 
 // calibrate tells q's estimator's calibration how late q finished, at the
 // later of now() and by, against its prediction; queries admitted without
-// a calibrated prediction tell nothing (and do not read the clock).
+// a prediction tell nothing (and do not read the clock).
 func (q *query) calibrate(now func() time.Time, by time.Time) {
 	if q.est != nil {
 		t := later(now(), by)
@@ -118,20 +119,16 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// predictFinish is when a query joining queued others finishes, at the
-// worst of its waits but with no delays (see admit): batches of n over
-// lanes lanes, a full one taking full and the query's own own. It also
-// returns the batch the query rides, j, and the batches whose delays it
-// waits out on its lane: the one in flight, those ahead of it there, and
-// its own.
-func predictFinish(queued, n, lanes int, paced bool, full, own time.Duration) (finish time.Duration, j, batches int) {
+// predictFinish is when a query joining queued others finishes, with no
+// delays (see admit): batches of n over
+// lanes lanes, the first starting after first, a full one taking full and
+// the query's own own. It also returns the batch the query rides, j, and
+// the batches whose delays it waits out on its lane: the one in flight,
+// those ahead of it there, and its own.
+func predictFinish(queued, n, lanes int, first, full, own time.Duration) (finish time.Duration, j, batches int) {
 	l := max(1, lanes)
 	j = (queued + n) / n  // the batch q rides: ⌈(queued + 1) / n⌉
 	onLane := 1 + (j-1)/l // batches on q's lane before its own, the one in flight included
-	first := full
-	if paced {
-		first = full / time.Duration(l)
-	}
 	return first + time.Duration(j-1)*full/time.Duration(l) + own, j, onLane + 1
 }
 

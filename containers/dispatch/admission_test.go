@@ -9,23 +9,22 @@ func TestPredictFinish(t *testing.T) {
 	ms := time.Millisecond
 	// A full batch of 10 takes 10ms; the query's own, when smaller, 6ms.
 	cases := []struct {
-		name          string
-		queued, lanes int
-		paced         bool
-		own, want     time.Duration
+		name             string
+		queued, lanes    int
+		first, own, want time.Duration
 	}{
-		{"first batch, two paced lanes: half a batch's wait, then its own", 3, 2, true, 6 * ms, 5*ms + 6*ms},
-		{"first batch, unpaced: a whole batch's wait", 3, 2, false, 6 * ms, 10*ms + 6*ms},
-		{"the 10th query ahead still fits the first batch", 9, 2, true, 10 * ms, 5*ms + 10*ms},
-		{"the 11th rides the second start, half a batch later", 10, 2, true, 10 * ms, 5*ms + 5*ms + 10*ms},
-		{"the fourth start over two lanes", 35, 2, true, 10 * ms, 5*ms + 3*5*ms + 10*ms},
-		{"one lane: batches back to back", 25, 1, true, 10 * ms, 10*ms + 2*10*ms + 10*ms},
-		{"four unpaced lanes", 25, 4, false, 10 * ms, 10*ms + 2*10*ms/4 + 10*ms},
-		{"no lanes counts as one", 3, 0, true, 6 * ms, 10*ms + 6*ms},
+		{"first batch: its start, then its own", 3, 2, 2 * ms, 6 * ms, 2*ms + 6*ms},
+		{"first batch leaving now", 3, 2, 0, 6 * ms, 6 * ms},
+		{"the 10th query ahead still fits the first batch", 9, 2, 5 * ms, 10 * ms, 5*ms + 10*ms},
+		{"the 11th rides the second start, half a batch later", 10, 2, 5 * ms, 10 * ms, 5*ms + 5*ms + 10*ms},
+		{"the fourth start over two lanes", 35, 2, 1 * ms, 10 * ms, 1*ms + 3*5*ms + 10*ms},
+		{"one lane: batches back to back", 25, 1, 4 * ms, 10 * ms, 4*ms + 2*10*ms + 10*ms},
+		{"four lanes", 25, 4, 0, 10 * ms, 2*10*ms/4 + 10*ms},
+		{"no lanes counts as one", 13, 0, 3 * ms, 6 * ms, 3*ms + 10*ms + 6*ms},
 	}
 	for _, c := range cases {
-		if got, _, _ := predictFinish(c.queued, 10, c.lanes, c.paced, 10*ms, c.own); got != c.want {
-			t.Errorf("%s: predictFinish(%d, 10, %d, %v, 10ms, %v) = %v, want %v", c.name, c.queued, c.lanes, c.paced, c.own, got, c.want)
+		if got, _, _ := predictFinish(c.queued, 10, c.lanes, c.first, 10*ms, c.own); got != c.want {
+			t.Errorf("%s: predictFinish(%d, 10, %d, %v, 10ms, %v) = %v, want %v", c.name, c.queued, c.lanes, c.first, c.own, got, c.want)
 		}
 	}
 }
@@ -43,7 +42,7 @@ func TestPredictFinishCountsTheBatchesOnTheLane(t *testing.T) {
 		{"one lane: every batch ahead is on it", 25, 1, 3, 4},
 	}
 	for _, c := range cases {
-		_, j, batches := predictFinish(c.queued, 10, c.lanes, true, 10*time.Millisecond, 10*time.Millisecond)
+		_, j, batches := predictFinish(c.queued, 10, c.lanes, 5*time.Millisecond, 10*time.Millisecond, 10*time.Millisecond)
 		if j != c.wantJ || batches != c.wantBatchDel {
 			t.Errorf("%s: batch %d, %d batch delays; want %d, %d", c.name, j, batches, c.wantJ, c.wantBatchDel)
 		}
@@ -65,8 +64,10 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 	if m, ok := c.margin(2, now); !ok || m != 112*time.Microsecond {
 		t.Errorf("margin %v, %v; want 112µs", m, ok)
 	}
-	if _, ok := c.margin(3, now); ok {
-		t.Error("the third batch has a margin from the second's errors")
+	for _, j := range []int{1, 3} {
+		if _, ok := c.margin(j, now); ok {
+			t.Errorf("batch %d has a margin from the second's errors", j)
+		}
 	}
 	// Stale: nothing seen for calStale, the margin is not trusted.
 	if _, ok := c.margin(2, now.Add(calStale)); ok {
@@ -80,14 +81,14 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 	if m, _ := c.margin(2, now); m != -time.Millisecond {
 		t.Errorf("after %d errors of -1ms, margin %v", calWindow, m)
 	}
-	// Batches from calStrata+1 on share the deepest stratum.
+	// Batches from calStrata on share the deepest stratum.
 	for range calMin {
 		c.observe(calStrata+5, now, time.Millisecond)
 	}
-	if m, ok := c.margin(calStrata+1, now); !ok || m != time.Millisecond {
+	if m, ok := c.margin(calStrata, now); !ok || m != time.Millisecond {
 		t.Errorf("deepest stratum: %v, %v", m, ok)
 	}
-	if _, ok := c.margin(calStrata, now); ok {
+	if _, ok := c.margin(calStrata-1, now); ok {
 		t.Error("the stratum below the deepest took its errors")
 	}
 	// An error after calStale without any starts the stratum afresh: the

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -20,30 +21,36 @@ import (
 // latest start has passed, but never when no other batch is in flight (an
 // idle version answers at once), when the queue already fills the batch,
 // or for longer than the head's slack less one service time.
+//
+// The pacer also keeps when each batch in flight is expected to end, from
+// which admission predicts the next start (nextStart).
 type pacer struct {
-	mu       sync.Mutex // guards the fields below
-	inFlight int
-	last     time.Time     // the latest batch's start
-	service  time.Duration // moving average of batches' service times; 0 before the first
+	mu      sync.Mutex    // guards the fields below
+	ends    []time.Time   // when the batches in flight are expected to end
+	last    time.Time     // the latest batch's start
+	service time.Duration // moving average of batches' service times; 0 before the first
 }
 
 // serviceWeight is the moving average's weight of the newest service time.
 const serviceWeight = 8 // 1/8
 
-// started records a batch's start.
-func (p *pacer) started(now time.Time) {
+// started records a batch's start at now, expected to end at end.
+func (p *pacer) started(now, end time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.inFlight++
+	p.ends = append(p.ends, end)
 	p.last = now
 }
 
 // finished records a batch's end and, when it was answered, its service
 // time.
-func (p *pacer) finished(service time.Duration, answered bool) {
+func (p *pacer) finished(end time.Time, service time.Duration, answered bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.inFlight--
+	if i := slices.Index(p.ends, end); i >= 0 {
+		p.ends[i] = p.ends[len(p.ends)-1]
+		p.ends = p.ends[:len(p.ends)-1]
+	}
 	if !answered {
 		return
 	}
@@ -62,7 +69,7 @@ func (p *pacer) hold(now time.Time, lanes, n, queued int, slack time.Duration) t
 		return 0
 	}
 	p.mu.Lock()
-	inFlight, last, service := p.inFlight, p.last, p.service
+	inFlight, last, service := len(p.ends), p.last, p.service
 	p.mu.Unlock()
 	if inFlight == 0 || service == 0 {
 		return 0
@@ -72,4 +79,22 @@ func (p *pacer) hold(now time.Time, lanes, n, queued int, slack time.Duration) t
 		wait = min(wait, slack-service)
 	}
 	return max(0, wait)
+}
+
+// nextStart is how long from now until a worker takes the next batch,
+// over lanes lanes: when a lane is free, or else the earliest that a batch
+// in flight is expected to end (now, if that is past), and no earlier,
+// when paced, than a 1/lanes share of a service time after the latest
+// start.
+func (p *pacer) nextStart(now time.Time, lanes int, paced bool) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at := now
+	if len(p.ends) >= lanes {
+		at = slices.MinFunc(p.ends, time.Time.Compare)
+	}
+	if paced && len(p.ends) > 0 && p.service > 0 {
+		at = later(at, p.last.Add(p.service/time.Duration(max(1, lanes))))
+	}
+	return max(0, at.Sub(now))
 }

@@ -304,10 +304,15 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 	if vm := r.d.metrics; vm != nil {
 		vm.observeBatch(batch, now)
 	}
-	r.d.pace.started(now)
+	end := now
+	if est := r.d.est.Load(); est != nil {
+		typical, _ := est.Estimate(len(batch))
+		end = now.Add(typical)
+	}
+	r.d.pace.started(now, end)
 	outs, err := r.client.Predict(ctx, r.d.opts.InputType, inputs)
 	latency := r.d.opts.Now().Sub(now)
-	r.d.pace.finished(latency, err == nil)
+	r.d.pace.finished(end, latency, err == nil)
 	switch {
 	case err == nil:
 		r.ctrlMu.Lock()
