@@ -97,22 +97,25 @@ func TestSchedulePoisson(t *testing.T) {
 
 func TestClassify(t *testing.T) {
 	tests := []struct {
-		name string
-		r    vegeta.Result
-		want kind
+		name  string
+		r     vegeta.Result
+		want  kind
+		proxy time.Duration
 	}{
-		{"model", vegeta.Result{Code: 200, Body: []byte(`{"output": 3, "default": false}`)}, kindModel},
-		{"default", vegeta.Result{Code: 200, Body: []byte(`{"output": -1, "default": true, "default_explanation": "deadline: ..."}`)}, kindDefault},
-		{"shed default", vegeta.Result{Code: 200, Body: []byte(`{"default": true, "default_explanation": "shed: would miss SLO"}`)}, kindShed},
-		{"429", vegeta.Result{Code: http.StatusTooManyRequests}, kindShed},
-		{"503", vegeta.Result{Code: http.StatusServiceUnavailable}, kindShed},
-		{"400", vegeta.Result{Code: 400, Body: []byte(`{"error": "bad input"}`)}, kindError},
-		{"not JSON", vegeta.Result{Code: 200, Body: []byte(`oops`)}, kindError},
-		{"connection refused", vegeta.Result{Error: "connection refused"}, kindError},
+		{"model", vegeta.Result{Code: 200, Body: []byte(`{"output": 3, "default": false, "latency_ms": 1.25}`)}, kindModel, 1250 * time.Microsecond},
+		{"model, no latency said", vegeta.Result{Code: 200, Body: []byte(`{"output": 3, "default": false}`)}, kindModel, -1},
+		{"model, a latency that cannot be", vegeta.Result{Code: 200, Body: []byte(`{"output": 3, "default": false, "latency_ms": -2}`)}, kindModel, -1},
+		{"default", vegeta.Result{Code: 200, Body: []byte(`{"output": -1, "default": true, "default_explanation": "deadline: ...", "latency_ms": 20}`)}, kindDefault, 20 * time.Millisecond},
+		{"shed default", vegeta.Result{Code: 200, Body: []byte(`{"default": true, "default_explanation": "shed: would miss SLO", "latency_ms": 0.1}`)}, kindShed, 100 * time.Microsecond},
+		{"429", vegeta.Result{Code: http.StatusTooManyRequests}, kindShed, -1},
+		{"503", vegeta.Result{Code: http.StatusServiceUnavailable}, kindShed, -1},
+		{"400", vegeta.Result{Code: 400, Body: []byte(`{"error": "bad input"}`)}, kindError, -1},
+		{"not JSON", vegeta.Result{Code: 200, Body: []byte(`oops`)}, kindError, -1},
+		{"connection refused", vegeta.Result{Error: "connection refused"}, kindError, -1},
 	}
 	for _, tt := range tests {
-		if got, _ := classify(&tt.r); got != tt.want {
-			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		if got, _, proxy := classify(&tt.r); got != tt.want || proxy != tt.proxy {
+			t.Errorf("%s: %v, proxy's latency %v; want %v, %v", tt.name, got, proxy, tt.want, tt.proxy)
 		}
 	}
 }

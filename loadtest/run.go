@@ -76,6 +76,16 @@ type Result struct {
 	Latency     Percentiles `json:"latency"`
 	Admitted    Percentiles `json:"admitted_latency"`
 	ShedLatency Percentiles `json:"shed_latency"`
+	// ProxyAdmitted is Admitted by the proxy's own clock, each answer's
+	// latency_ms (from its handler's start to the answer), and Outside the
+	// rest of the client's measure: the way to the proxy and back, through
+	// both processes and the kernel, which the proxy cannot see.
+	// LateOutside counts the admitted answers late by the client's clock
+	// but within the SLO by the proxy's. All three are over the admitted
+	// answers that carry latency_ms.
+	ProxyAdmitted Percentiles `json:"proxy_admitted_latency"`
+	Outside       Percentiles `json:"outside_proxy"`
+	LateOutside   int         `json:"late_outside_proxy"`
 	// Reasons counts the default outputs' explanations, and ErrorReasons
 	// the errors' (the transport's error, or the status and the proxy's
 	// message), numbers and durations in them blanked so that alike
@@ -111,9 +121,10 @@ type Second struct {
 
 // answer is what the proxy's body says.
 type answer struct {
-	Default     bool   `json:"default"`
-	Explanation string `json:"default_explanation"`
-	Error       string `json:"error"`
+	Default     bool     `json:"default"`
+	Explanation string   `json:"default_explanation"`
+	Error       string   `json:"error"`
+	LatencyMS   *float64 `json:"latency_ms"`
 }
 
 type kind int
@@ -126,29 +137,35 @@ const (
 )
 
 // classify reads one result and says why it is what it is: the default
-// output's explanation, or the error.
-func classify(r *vegeta.Result) (kind, string) {
+// output's explanation, or the error. It also returns the latency the
+// proxy measured for an answer that says (latency_ms), and -1 for one
+// that does not.
+func classify(r *vegeta.Result) (kind, string, time.Duration) {
 	var a answer
 	parsed := json.Unmarshal(r.Body, &a) == nil
 	switch {
 	case r.Error != "" && r.Code == 0:
-		return kindError, r.Error
+		return kindError, r.Error, -1
 	case r.Code == http.StatusTooManyRequests || r.Code == http.StatusServiceUnavailable:
-		return kindShed, a.Error
+		return kindShed, a.Error, -1
 	case r.Code != http.StatusOK && parsed && a.Error != "":
-		return kindError, fmt.Sprintf("HTTP %d: %s", r.Code, a.Error)
+		return kindError, fmt.Sprintf("HTTP %d: %s", r.Code, a.Error), -1
 	case r.Code != http.StatusOK:
-		return kindError, fmt.Sprintf("HTTP %d", r.Code)
+		return kindError, fmt.Sprintf("HTTP %d", r.Code), -1
 	case !parsed:
-		return kindError, "the answer is not JSON"
+		return kindError, "the answer is not JSON", -1
+	}
+	proxy := time.Duration(-1)
+	if a.LatencyMS != nil && *a.LatencyMS >= 0 {
+		proxy = time.Duration(*a.LatencyMS * float64(time.Millisecond))
 	}
 	switch {
 	case !a.Default:
-		return kindModel, ""
+		return kindModel, "", proxy
 	case strings.HasPrefix(a.Explanation, "shed"):
-		return kindShed, a.Explanation
+		return kindShed, a.Explanation, proxy
 	}
-	return kindDefault, a.Explanation
+	return kindDefault, a.Explanation, proxy
 }
 
 // Run sends the schedule's requests and measures the answers. It returns
@@ -183,7 +200,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	seconds := int(math.Ceil(duration.Seconds()))
 	lat := make([][]time.Duration, seconds)
 	sec := make([]Second, seconds)
-	var all, admitted, shed []time.Duration
+	var all, admitted, shed, proxyAdmitted, outside []time.Duration
 
 	batches := &batchScraper{url: opts.MetricsURL}
 	stopScrape := make(chan struct{})
@@ -243,7 +260,7 @@ loop:
 			if r.Timestamp.Before(start) {
 				continue // warm-up
 			}
-			k, why := classify(r)
+			k, why, proxy := classify(r)
 			i := min(max(int(r.Timestamp.Sub(start)/time.Second), 0), seconds-1)
 			mu.Lock()
 			res.Sent++
@@ -271,6 +288,13 @@ loop:
 					shed = append(shed, r.Latency)
 				} else {
 					admitted = append(admitted, r.Latency)
+					if proxy >= 0 {
+						proxyAdmitted = append(proxyAdmitted, proxy)
+						outside = append(outside, r.Latency-proxy)
+						if late && proxy <= opts.SLO {
+							res.LateOutside++
+						}
+					}
 				}
 				if late {
 					res.Late++
@@ -303,6 +327,8 @@ loop:
 	res.Latency = percentiles(all)
 	res.Admitted = percentiles(admitted)
 	res.ShedLatency = percentiles(shed)
+	res.ProxyAdmitted = percentiles(proxyAdmitted)
+	res.Outside = percentiles(outside)
 	for i := range sec {
 		p := percentiles(lat[i])
 		sec[i].T, sec[i].P50, sec[i].P99 = i, p.P50, p.P99

@@ -173,6 +173,11 @@ func report(w io.Writer, r *loadtest.Result) {
 		pct("  not shed", r.Admitted)
 		pct("  shed", r.ShedLatency)
 	}
+	if r.ProxyAdmitted != (loadtest.Percentiles{}) {
+		pct("  not shed, proxy", r.ProxyAdmitted)
+		pct("  outside the proxy", r.Outside)
+		fmt.Fprintf(w, "%-22s %8d  (late here, within the SLO by the proxy's clock)\n", "late outside proxy", r.LateOutside)
+	}
 	top(w, "default", r.Reasons)
 	top(w, "error", r.ErrorReasons)
 }

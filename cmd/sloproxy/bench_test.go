@@ -54,6 +54,11 @@ models:
 		t.Errorf("admitted attainment %v, admitted latency %+v, shed latency %+v; with nothing shed, want 1, the overall %+v and none",
 			res.AdmittedModelAttainment, res.Admitted, res.ShedLatency, res.Latency)
 	}
+	// The proxy's own measure of each answer is part of the client's.
+	if res.ProxyAdmitted.P50 <= 0 || res.ProxyAdmitted.Max > res.Admitted.Max || res.Outside.P50 < 0 || res.LateOutside != 0 {
+		t.Errorf("by the proxy's clock %+v, outside it %+v, %d late only outside; want a measure within the client's, none late",
+			res.ProxyAdmitted, res.Outside, res.LateOutside)
+	}
 	if len(res.Seconds) != 2 || res.Seconds[0].Sent != 100 || res.Seconds[1].Sent != 300 {
 		t.Errorf("per second: %+v, want 100 then 300 sent", res.Seconds)
 	}
@@ -64,7 +69,7 @@ models:
 	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
 		t.Errorf("the plot is not a PNG (%v)", err)
 	}
-	for _, want := range []string{"sent", "400", "SLO attainment", "p99"} {
+	for _, want := range []string{"sent", "400", "SLO attainment", "p99", "outside the proxy"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the report lacks %q", want)
 		}
