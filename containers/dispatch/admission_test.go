@@ -1,6 +1,8 @@
 package dispatch
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -97,5 +99,66 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 	c.observe(2, later, 0)
 	if m, ok := c.margin(2, later); ok {
 		t.Errorf("after a quiet spell one error brought back the margin %v", m)
+	}
+}
+
+// lineEst is an estimator that knows the model: a batch of n takes 5ms +
+// n·0.5ms, with a tail of 1ms.
+type lineEst struct{}
+
+func (lineEst) Observe(int, time.Duration) {}
+
+func (lineEst) Estimate(n int) (time.Duration, time.Duration) {
+	return 5*time.Millisecond + time.Duration(n)*time.Millisecond/2, time.Millisecond
+}
+
+// TestAdmissionTimesTheNextStartFromTheBatchesInFlight: a query behind 9
+// others, with batches of 10 over two paced lanes (a full batch takes
+// 10ms), rides the next batch to leave; whether it makes a 14ms budget
+// depends on when that is. Uncalibrated, the margin is two tails (the
+// batch in flight on its lane and its own), so it is admitted if the
+// next start is at most 2ms away: 2ms + 10ms + 2ms. The worst wait for a
+// start, half a full batch, would shed it every time.
+func TestAdmissionTimesTheNextStartFromTheBatchesInFlight(t *testing.T) {
+	ms := time.Millisecond
+	t0 := time.Unix(1000, 0)
+	cases := []struct {
+		name      string
+		lastStart time.Duration    // of the latest batch, from t0
+		ends      [2]time.Duration // of the two batches in flight, from t0
+		admitted  bool
+	}{
+		{"a batch about to end, the pacing share past", -4 * ms, [2]time.Duration{500 * time.Microsecond, 6 * ms}, true},
+		{"both batches well under way", -1 * ms, [2]time.Duration{4 * ms, 9 * ms}, false},
+		{"a batch about to end, but the pacer holds the lane", -500 * time.Microsecond, [2]time.Duration{500 * time.Microsecond, 9500 * time.Microsecond}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := New(Options{Model: "m", Version: "1", Pace: true, Now: func() time.Time { return t0 },
+				NewController: func() Controller { return Static(10) }, NewEstimator: func() Estimator { return lineEst{} }})
+			for _, addr := range []string{"a", "b"} {
+				d.replicas[addr] = &replica{d: d, addr: addr, healthy: true, ctrl: Static(10)}
+			}
+			d.healthy.Store(2)
+			// The pacer: a service time of 10ms, and the two batches in
+			// flight.
+			d.pace.started(t0.Add(-time.Hour), t0.Add(-time.Hour))
+			d.pace.finished(t0.Add(-time.Hour), 10*ms, true)
+			d.pace.started(t0.Add(c.lastStart-10*ms), t0.Add(c.ends[1]))
+			d.pace.started(t0.Add(c.lastStart), t0.Add(c.ends[0]))
+			for range 9 {
+				if err := d.q.push(&query{ctx: context.Background(), enqueued: t0, deadline: t0.Add(14 * ms), reply: make(chan result, 1)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			q := &query{ctx: context.Background(), enqueued: t0, deadline: t0.Add(14 * ms), reply: make(chan result, 1)}
+			err := d.admit(d.est.Load(), q, 0)
+			if got := err == nil; got != c.admitted {
+				t.Errorf("admitted %v (%v), want %v", got, err, c.admitted)
+			}
+			if err != nil && !errors.Is(err, ErrShed) {
+				t.Errorf("refused with %v, not ErrShed", err)
+			}
+		})
 	}
 }
