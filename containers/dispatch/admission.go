@@ -120,11 +120,11 @@ func later(a, b time.Time) time.Time {
 }
 
 // predictFinish is when a query joining queued others finishes, with no
-// delays (see admit): batches of n over
-// lanes lanes, the first starting after first, a full one taking full and
-// the query's own own. It also returns the batch the query rides, j, and
-// the batches whose delays it waits out on its lane: the one in flight,
-// those ahead of it there, and its own.
+// delays (see admit): batches of n over lanes lanes, the first starting
+// after first, a full one taking full and the query's own own. It also
+// returns the batch the query rides, j, and the batches whose delays it
+// waits out on its lane: the one in flight, those ahead of it there, and
+// its own.
 func predictFinish(queued, n, lanes int, first, full, own time.Duration) (finish time.Duration, j, batches int) {
 	l := max(1, lanes)
 	j = (queued + n) / n  // the batch q rides: ⌈(queued + 1) / n⌉
