@@ -33,15 +33,16 @@ func reserveOf(ctx context.Context) time.Duration {
 //
 // Each free worker takes up to n of the queue at once, n the size the
 // controllers send: q rides the j-th batch to start, j = ⌈(queued+1)/n⌉.
-// The first starts when a lane (healthy replicas times slots) comes free:
-// now if one is, else when the earliest batch in flight is expected to
-// end, its start plus the estimate for its size; and, while the
-// dispatcher paces its replicas, no earlier than a 1/lanes share of a
-// service time after the latest start (see pacer). Over the lanes later
-// batches start a 1/lanes share of a batch's service time L apart, so the
-// j-th starts at most first + (j-1)·L/lanes from now; L is the estimate
-// for a full batch of n, which is what the batches ahead are when a queue
-// forms. q then takes its own batch's estimate, of min(queued+1, n).
+// The first is expected to start when a lane (healthy replicas times
+// slots) comes free: now if one is, else when the earliest batch in
+// flight is expected to end, its start plus the estimate for its size;
+// and, while the dispatcher paces its replicas, no earlier than a 1/lanes
+// share of a service time after the latest start (see pacer.nextStart).
+// Over the lanes later batches start a 1/lanes share of a batch's service
+// time L apart, so the j-th is expected to start at first + (j-1)·L/lanes
+// from now; L is the estimate for a full batch of n, which is what the
+// batches ahead are when a queue forms. q then takes its own batch's
+// estimate, of min(queued+1, n).
 // Timing the first start from the batches in flight, rather than taking
 // the worst wait for it (L/lanes when paced, L when not), is what lets in
 // a query that arrives as a batch is about to leave: near the top rate

@@ -112,25 +112,27 @@ func (lineEst) Estimate(n int) (time.Duration, time.Duration) {
 	return 5*time.Millisecond + time.Duration(n)*time.Millisecond/2, time.Millisecond
 }
 
-// TestAdmissionTimesTheNextStartFromTheBatchesInFlight: a query behind 9
-// others, with batches of 10 over two paced lanes (a full batch takes
-// 10ms), rides the next batch to leave; whether it makes a 14ms budget
-// depends on when that is. Uncalibrated, the margin is two tails (the
-// batch in flight on its lane and its own), so it is admitted if the
-// next start is at most 2ms away: 2ms + 10ms + 2ms. The worst wait for a
-// start, half a full batch, would shed it every time.
+// TestAdmissionTimesTheNextStartFromTheBatchesInFlight: with batches of
+// 10 over two paced lanes (a full batch takes 10ms), a query rides the
+// next batch to leave, and whether it makes its budget depends on when
+// that is. Uncalibrated, the margin is two tails (the batch in flight on
+// its lane and its own). Behind 5 others its own batch takes 8ms, and a
+// 12ms budget admits it if the next start is at most 2ms away. The worst
+// wait for a start, half a full batch, would shed the admitted case too.
 func TestAdmissionTimesTheNextStartFromTheBatchesInFlight(t *testing.T) {
 	ms := time.Millisecond
 	t0 := time.Unix(1000, 0)
 	cases := []struct {
 		name      string
+		queued    int
+		budget    time.Duration
 		lastStart time.Duration    // of the latest batch, from t0
 		ends      [2]time.Duration // of the two batches in flight, from t0
 		admitted  bool
 	}{
-		{"a batch about to end, the pacing share past", -4 * ms, [2]time.Duration{500 * time.Microsecond, 6 * ms}, true},
-		{"both batches well under way", -1 * ms, [2]time.Duration{4 * ms, 9 * ms}, false},
-		{"a batch about to end, but the pacer holds the lane", -500 * time.Microsecond, [2]time.Duration{500 * time.Microsecond, 9500 * time.Microsecond}, false},
+		{"a batch about to end, the pacing share past", 5, 12 * ms, -4 * ms, [2]time.Duration{500 * time.Microsecond, 6 * ms}, true},
+		{"both batches well under way", 5, 12 * ms, -1 * ms, [2]time.Duration{4 * ms, 9 * ms}, false},
+		{"a batch about to end, but the pacer holds the lane", 5, 12 * ms, -500 * time.Microsecond, [2]time.Duration{500 * time.Microsecond, 9500 * time.Microsecond}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -146,12 +148,12 @@ func TestAdmissionTimesTheNextStartFromTheBatchesInFlight(t *testing.T) {
 			d.pace.finished(t0.Add(-time.Hour), 10*ms, true)
 			d.pace.started(t0.Add(c.lastStart-10*ms), t0.Add(c.ends[1]))
 			d.pace.started(t0.Add(c.lastStart), t0.Add(c.ends[0]))
-			for range 9 {
-				if err := d.q.push(&query{ctx: context.Background(), enqueued: t0, deadline: t0.Add(14 * ms), reply: make(chan result, 1)}); err != nil {
+			for range c.queued {
+				if err := d.q.push(&query{ctx: context.Background(), enqueued: t0, deadline: t0.Add(c.budget), reply: make(chan result, 1)}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			q := &query{ctx: context.Background(), enqueued: t0, deadline: t0.Add(14 * ms), reply: make(chan result, 1)}
+			q := &query{ctx: context.Background(), enqueued: t0, deadline: t0.Add(c.budget), reply: make(chan result, 1)}
 			err := d.admit(d.est.Load(), q, 0)
 			if got := err == nil; got != c.admitted {
 				t.Errorf("admitted %v (%v), want %v", got, err, c.admitted)

@@ -85,7 +85,9 @@ func (p *pacer) hold(now time.Time, lanes, n, queued int, slack time.Duration) t
 // over lanes lanes: when a lane is free, or else the earliest that a batch
 // in flight is expected to end (now, if that is past), and no earlier,
 // when paced, than a 1/lanes share of a service time after the latest
-// start.
+// start. That floor is taken even where hold would not hold (one lane, or
+// a queue that fills the batch), which errs late; applied only where hold
+// holds, it measured no better (docs/benchmarks.md).
 func (p *pacer) nextStart(now time.Time, lanes int, paced bool) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()

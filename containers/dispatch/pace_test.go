@@ -87,6 +87,7 @@ func TestPacerNextStart(t *testing.T) {
 		{name: "a lane free, paced: half a service time after the latest start", inFlight: []batch{{0, 10 * ms}}, lanes: 2, paced: true, after: 1 * ms, want: 4 * ms},
 		{name: "every lane busy: the earliest expected end", inFlight: []batch{{0, 10 * ms}, {-4 * ms, 6 * ms}}, lanes: 2, after: 1 * ms, want: 5 * ms},
 		{name: "every lane busy, paced: the share after the latest start comes later", inFlight: []batch{{-4 * ms, 2 * ms}, {0, 10 * ms}}, lanes: 2, paced: true, after: 1 * ms, want: 4 * ms},
+		{name: "one lane, paced: the floor is still taken, a service time after the latest start", inFlight: []batch{{0, 5 * ms}}, lanes: 1, paced: true, after: 1 * ms, want: 9 * ms},
 		{name: "an end past due: now", inFlight: []batch{{-20 * ms, -10 * ms}}, lanes: 1, after: 1 * ms, want: 0},
 		{name: "more in flight than lanes (a replica ejected)", inFlight: []batch{{0, 10 * ms}, {0, 8 * ms}, {0, 9 * ms}}, lanes: 2, after: 1 * ms, want: 7 * ms},
 	}

@@ -53,8 +53,9 @@ type query struct {
 	attempts int
 	reply    chan result // buffered 1; receives exactly one result
 
-	// Set by admission when it made a prediction of the query's finish: the estimator whose calibration learns from it, the
-	// prediction, and the batch the query was to ride.
+	// Set by admission when it made a prediction of the query's finish:
+	// the estimator whose calibration learns from it, the prediction, and
+	// the batch the query was to ride.
 	est       *estimator
 	predicted time.Duration
 	batch     int
