@@ -1,9 +1,13 @@
 package loadtest
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,5 +143,40 @@ func TestPercentiles(t *testing.T) {
 	}
 	if (percentiles(nil) != Percentiles{}) {
 		t.Error("percentiles of nothing are not zero")
+	}
+}
+
+// TestRunSetsTheProxysMeasureBesideTheClients: against a handler that
+// answers after 30 ms and says it took 1 ms (or, for every other query,
+// 25 ms), with an SLO of 20 ms, every answer is late by the client's
+// clock, half of them within the SLO by the proxy's, and the time outside
+// the proxy is the rest of the client's measure.
+func TestRunSetsTheProxysMeasureBesideTheClients(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		said := "1"
+		if n.Add(1)%2 == 0 {
+			said = "25"
+		}
+		time.Sleep(30 * time.Millisecond)
+		fmt.Fprintf(w, `{"output": 1, "default": false, "latency_ms": %s}`, said)
+	}))
+	defer srv.Close()
+	res, err := Run(context.Background(), Options{URL: srv.URL, Body: []byte(`{"input": 1}`), SLO: 20 * time.Millisecond,
+		Schedule: &Schedule{Phases: []Phase{{time.Second, 20}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 20 || res.Model != 20 || res.Late != 20 {
+		t.Fatalf("sent %d, model %d, late %d; want 20 answered by the model, all late", res.Sent, res.Model, res.Late)
+	}
+	if res.LateOutside != 10 {
+		t.Errorf("%d late by the client's clock alone, want the 10 the proxy said took 1 ms", res.LateOutside)
+	}
+	if res.ProxyAdmitted.P50 != time.Millisecond || res.ProxyAdmitted.Max != 25*time.Millisecond {
+		t.Errorf("by the proxy's clock %+v, want p50 1ms, max 25ms", res.ProxyAdmitted)
+	}
+	if res.Outside.Max < 29*time.Millisecond || res.Outside.P50 < 5*time.Millisecond {
+		t.Errorf("outside the proxy %+v: want the client's 30 ms and more less the proxy's 1 or 25", res.Outside)
 	}
 }

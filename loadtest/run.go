@@ -157,7 +157,7 @@ func classify(r *vegeta.Result) (kind, string, time.Duration) {
 	}
 	proxy := time.Duration(-1)
 	if a.LatencyMS != nil && *a.LatencyMS >= 0 {
-		proxy = time.Duration(*a.LatencyMS * float64(time.Millisecond))
+		proxy = time.Duration(math.Round(*a.LatencyMS * float64(time.Millisecond)))
 	}
 	switch {
 	case !a.Default:
