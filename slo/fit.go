@@ -2,9 +2,10 @@ package slo
 
 import (
 	"math"
-	"slices"
 	"sync"
 	"time"
+
+	"github.com/sloproxy/sloproxy/internal/quantile"
 )
 
 // Fit estimates a batch's latency from its size, latency(n) ≈ a + b·n plus
@@ -26,7 +27,7 @@ type Fit struct {
 	r     float64    // the residuals' quantile, seconds (≥ 0)
 	maxN  int        // the largest batch observed
 
-	top []float64 // refit's scratch space: the largest residuals, ascending
+	res, top []float64 // refit's scratch space: the residuals, and the largest of them
 }
 
 type obs struct {
@@ -161,25 +162,14 @@ func (f *Fit) refit() {
 		f.b = max(0, (snl/k-meanN*meanL)/varN)
 	}
 	f.a = max(0, meanL-f.b*meanN)
-	// The quantile is the m-th largest residual: keep the m largest in
-	// ascending order (m is small for a high quantile).
-	m := len(held) - min(len(held)-1, int(math.Ceil(f.quantile*float64(len(held))))-1)
-	top := f.top[:0]
+	res := f.res[:0]
 	for _, o := range held {
-		res := o.latency - (f.a + f.b*o.n)
-		if len(top) == m && res <= top[0] {
-			continue
-		}
-		i, _ := slices.BinarySearch(top, res)
-		if len(top) < m {
-			top = slices.Insert(top, i, res)
-			continue
-		}
-		copy(top[:i-1], top[1:i])
-		top[i-1] = res
+		res = append(res, o.latency-(f.a+f.b*o.n))
 	}
-	f.top = top
-	f.r = max(0, top[0])
+	f.res = res
+	var r float64
+	r, f.top = quantile.High(res, f.quantile, f.top)
+	f.r = max(0, r)
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -1,9 +1,10 @@
 package dispatch
 
 import (
-	"slices"
 	"sync"
 	"time"
+
+	"github.com/sloproxy/sloproxy/internal/quantile"
 )
 
 // Calibration's parameters: how many of the latest errors each stratum
@@ -52,7 +53,7 @@ type errWindow struct {
 	since  int // errors since margin was computed
 	margin time.Duration
 	latest time.Time       // of the latest error
-	sorted []time.Duration // scratch for the quantile
+	top    []time.Duration // scratch for the quantile
 }
 
 // stratumOf maps the batch a query rides (1 or more) to its stratum.
@@ -83,9 +84,6 @@ func (c *calibration) observe(j int, now time.Time, err time.Duration) {
 	w.since++
 	if w.n >= calMin && (w.since >= calEvery || w.n == calMin) {
 		w.since = 0
-		w.sorted = append(w.sorted[:0], w.errs[:w.n]...)
-		slices.Sort(w.sorted)
-		i := int(calQuantile*float64(w.n)+0.999999) - 1 // ⌈q·n⌉, from 1
-		w.margin = w.sorted[min(max(i, 0), w.n-1)]
+		w.margin, w.top = quantile.High(w.errs[:w.n], calQuantile, w.top)
 	}
 }
