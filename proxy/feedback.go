@@ -92,9 +92,7 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := spec.Output.CheckClass(req.Label, q.outs); err != nil {
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), feedbackTimeout)
-		defer rcancel()
-		p.recent.restore(rctx, id, q) // bad input changes nothing: it stays scorable
+		p.recent.restore(ctx, id, q) // bad input changes nothing: it stays scorable
 		writeError(w, errorf(ErrBadInput, "\"label\": %v", err))
 		return
 	}
@@ -108,9 +106,7 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err := sel.Feedback(ctx, q.choice, gains); err != nil {
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), feedbackTimeout)
-		defer rcancel()
-		p.recent.restore(rctx, id, q)
+		p.recent.restore(ctx, id, q)
 		p.log.Warn("feedback: the policy state could not be updated", zap.String("app", app.Name), zap.String("query_id", id), zap.Error(err))
 		writeError(w, errorf(ErrUnavailable, "the policy state could not be updated: %v", err))
 		return

@@ -178,10 +178,14 @@ func (r *recent) takeLocal(id, app string) (*asked, bool) {
 	return q, true
 }
 
-// restore puts back what take removed, when the feedback failed.
+// restore puts back what take removed, when the feedback failed. It
+// runs even when ctx, the request's, has ended (a failed feedback may be
+// one that ran out of time), under a feedbackTimeout of its own.
 func (r *recent) restore(ctx context.Context, id string, q *asked) {
 	r.byID.Add(id, q)
 	if r.shared != nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), feedbackTimeout)
+		defer cancel()
 		if err := r.shared.restore(ctx, id); err != nil {
 			r.log.Warn("feedback: the query stays taken in Redis; no proxy can score it again until it expires", zap.String("query_id", id), zap.Error(err))
 		}
