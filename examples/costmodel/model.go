@@ -52,3 +52,16 @@ func (m *costModel) Predict(ctx context.Context, inputs [][]byte) ([]rpc.Output,
 	}
 	return out, nil
 }
+
+// sleepTimer waits d, or until ctx is done, on the runtime's timer: in a
+// synctest bubble, on the bubble's clock.
+func sleepTimer(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

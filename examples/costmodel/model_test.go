@@ -8,20 +8,9 @@ import (
 	"time"
 )
 
-// sleepClock waits on the clock of the test's synctest bubble, which the
-// kernel's nanosleep would not advance.
-func sleepClock(ctx context.Context, d time.Duration) error {
-	select {
-	case <-time.After(d):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 func TestCostIsAPlusBN(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := newCostModel(5*time.Millisecond, 250*time.Microsecond, 0, sleepClock)
+		m := newCostModel(5*time.Millisecond, 250*time.Microsecond, 0, sleepTimer)
 		for _, n := range []int{1, 8, 64} {
 			start := time.Now()
 			out, err := m.Predict(context.Background(), make([][]byte, n))
@@ -38,7 +27,7 @@ func TestCostIsAPlusBN(t *testing.T) {
 
 func TestOneBatchAtATime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := newCostModel(10*time.Millisecond, 0, 0, sleepClock)
+		m := newCostModel(10*time.Millisecond, 0, 0, sleepTimer)
 		start := time.Now()
 		done := make(chan time.Duration, 2)
 		for range 2 {
@@ -56,7 +45,7 @@ func TestOneBatchAtATime(t *testing.T) {
 
 func TestExpiredWhileWaitingIsNotComputed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := newCostModel(10*time.Millisecond, 0, 0, sleepClock)
+		m := newCostModel(10*time.Millisecond, 0, 0, sleepTimer)
 		busy := make(chan struct{})
 		go func() {
 			defer close(busy)

@@ -32,7 +32,7 @@ func BenchmarkSleep(b *testing.B) {
 		name  string
 		sleep func(context.Context, time.Duration) error
 	}{
-		{"timer", sleepClock},
+		{"timer", sleepTimer},
 		{"precise", sleepPrecise},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
