@@ -144,8 +144,7 @@ func TestAdmissionTimesTheNextStartFromTheBatchesInFlight(t *testing.T) {
 			d.healthy.Store(2)
 			// The pacer: a service time of 10ms, and the two batches in
 			// flight.
-			d.pace.started(t0.Add(-time.Hour), t0.Add(-time.Hour))
-			d.pace.finished(t0.Add(-time.Hour), 10*ms, true)
+			served(&d.pace, t0, 10*ms)
 			d.pace.started(t0.Add(c.lastStart-10*ms), t0.Add(c.ends[1]))
 			d.pace.started(t0.Add(c.lastStart), t0.Add(c.ends[0]))
 			for range c.queued {

@@ -5,6 +5,13 @@ import (
 	"time"
 )
 
+// served gives p a service time, from a batch that ended long before t0.
+func served(p *pacer, t0 time.Time, service time.Duration) {
+	long := t0.Add(-time.Hour)
+	p.started(long, long)
+	p.finished(long, service, true)
+}
+
 func TestPacerHold(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	ms := time.Millisecond
@@ -35,8 +42,7 @@ func TestPacerHold(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := &pacer{}
 			if !c.noService {
-				p.started(t0.Add(-time.Hour), t0.Add(-time.Hour))
-				p.finished(t0.Add(-time.Hour), 10*ms, true)
+				served(p, t0, 10*ms)
 			}
 			for range c.inFlight {
 				p.started(t0, t0.Add(10*ms))
@@ -94,8 +100,7 @@ func TestPacerNextStart(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := &pacer{}
-			p.started(t0.Add(-time.Hour), t0.Add(-time.Hour))
-			p.finished(t0.Add(-time.Hour), 10*ms, true)
+			served(p, t0, 10*ms)
 			for _, b := range c.inFlight {
 				p.started(t0.Add(b.start), t0.Add(b.end))
 			}
