@@ -80,6 +80,10 @@ type LatencyModel struct {
 	fit   *Fit
 	max   int
 	lanes int // over which the dispatcher staggers batch starts; 0 or 1: not staggered
+
+	mu       sync.Mutex // guards observed and probing
+	observed time.Time  // when the latest batch was observed
+	probing  bool       // a head was sent against the fit's verdict
 }
 
 // NewLatencyModel returns a LatencyModel planning against the given
@@ -103,6 +107,13 @@ func NewLatencyModel(quantile float64, window, max int) *LatencyModel {
 // measured to collapse under overload: the heads of a long queue have
 // little slack, so batches shrink, pay their fixed cost more often, and
 // the queue ages further (docs/benchmarks.md).
+//
+// A head is refused only while the fit is current: when no batch has
+// been observed for the head's whole SLO, the fit has had every head
+// refused for that long and learned nothing since, and the head is sent
+// as a probe. A spell that made the fit slower than the SLO (a fixed
+// cost a above it) would otherwise refuse every later query for good,
+// with the replica idle; the probe's latency starts the fit afresh.
 func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 	limit := c.max
 	if limit <= 0 {
@@ -111,17 +122,31 @@ func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 	if slo > 0 {
 		limit = c.fit.Plan(slo, c.lanes, limit)
 	}
-	if slack < 0 {
+	if slack < 0 || c.fit.Largest(slack, limit) > 0 {
 		return limit
 	}
-	if c.fit.Largest(slack, limit) == 0 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.observed) < slo {
 		return 0
 	}
+	c.probing = true
 	return limit
 }
 
-// Observe implements dispatch.Controller.
-func (c *LatencyModel) Observe(n int, latency time.Duration) { c.fit.Observe(n, latency) }
+// Observe implements dispatch.Controller. The batch that follows a probe
+// replaces what the fit held (see BatchSize).
+func (c *LatencyModel) Observe(n int, latency time.Duration) {
+	c.mu.Lock()
+	probe := c.probing
+	c.observed, c.probing = time.Now(), false
+	c.mu.Unlock()
+	if probe {
+		c.fit.restart(n, latency)
+		return
+	}
+	c.fit.Observe(n, latency)
+}
 
 // SetLanes is told by the dispatcher over how many lanes it staggers batch
 // starts: a query then waits at most a 1/lanes share of a batch for its

@@ -65,6 +65,15 @@ func (f *Fit) Observe(n int, latency time.Duration) {
 	f.dirty = true
 }
 
+// restart forgets every observation and records that a batch of n items
+// took latency: the fit starts afresh from it.
+func (f *Fit) restart(n int, latency time.Duration) {
+	f.mu.Lock()
+	f.next, f.count, f.maxN = 0, 0, 0
+	f.mu.Unlock()
+	f.Observe(n, latency)
+}
+
 // Estimate is what a batch of n items takes: typically (the fit, a + b·n)
 // and at the quantile, typical plus tail (the residuals' quantile). Before
 // any observation both are 0.

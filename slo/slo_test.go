@@ -98,6 +98,43 @@ func TestLatencyModelPlansTheSteadyStateAndRefusesDoomedHeads(t *testing.T) {
 	}
 }
 
+func TestLatencyModelProbesAfterRefusingForAWholeSLO(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const ms = time.Millisecond
+		// A spell taught the fit that every batch takes 30ms or more,
+		// past a 20ms SLO: every head is doomed by its reckoning.
+		c := NewLatencyModel(0.99, 0, 64)
+		for n := 1; n <= 40; n++ {
+			c.Observe(n, 30*ms+time.Duration(n)*250*time.Microsecond)
+		}
+		if got := c.BatchSize(19*ms, 20*ms); got != 0 {
+			t.Fatalf("fresh from the spell, a head with 19ms left: BatchSize = %d, want 0 (refused)", got)
+		}
+		// Nothing observed for a whole SLO: the next head is sent.
+		time.Sleep(20 * ms)
+		n := c.BatchSize(19*ms, 20*ms)
+		if n == 0 {
+			t.Fatal("after a whole SLO without a batch every head is still refused: the replica would stay idle for good")
+		}
+		// The probe finished in 5.5ms: the fit starts afresh from it, and
+		// the heads that follow are sent.
+		c.Observe(1, 5500*time.Microsecond)
+		if a, _, _ := c.fit.Params(); a != 5500*time.Microsecond {
+			t.Errorf("after the probe the fit's a = %v, want the probe's 5.5ms", a)
+		}
+		if got := c.BatchSize(19*ms, 20*ms); got == 0 {
+			t.Error("after a fast probe the next head is refused")
+		}
+		// A probe that confirms the fit: heads are refused again until
+		// another SLO passes without a batch.
+		c.Observe(1, 30*ms)
+		c.Observe(1, 30*ms)
+		if got := c.BatchSize(19*ms, 20*ms); got != 0 {
+			t.Errorf("with the fit current at 30ms a head with 19ms left: BatchSize = %d, want 0", got)
+		}
+	})
+}
+
 func TestAIMD(t *testing.T) {
 	c := &AIMD{}
 	const slo = 20 * time.Millisecond
