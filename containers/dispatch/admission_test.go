@@ -102,6 +102,31 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 	}
 }
 
+func TestCalibrationForgetsASpellByTime(t *testing.T) {
+	var c calibration
+	t0 := time.Unix(1000, 0)
+	// A spell: 64 queries of the first batch finish 10ms after their
+	// prediction; then, half a second later, 200 finish 100µs after it.
+	for range calMin {
+		c.observe(1, t0, 10*time.Millisecond)
+	}
+	for range 200 {
+		c.observe(1, t0.Add(500*time.Millisecond), 100*time.Microsecond)
+	}
+	if m, ok := c.margin(1, t0.Add(500*time.Millisecond)); !ok || m != 10*time.Millisecond {
+		t.Fatalf("within calStale of the spell: margin %v, %v; want the spell's 10ms", m, ok)
+	}
+	// Once the spell is calStale old its errors no longer count, though
+	// fewer than calWindow came after them and no new one came since.
+	if m, ok := c.margin(1, t0.Add(calStale+time.Millisecond)); !ok || m != 100*time.Microsecond {
+		t.Errorf("calStale after the spell: margin %v, %v; want 100µs from the errors since", m, ok)
+	}
+	// And once those are calStale old too, none is left to trust.
+	if m, ok := c.margin(1, t0.Add(500*time.Millisecond+calStale)); ok {
+		t.Errorf("every error calStale old: margin %v still trusted", m)
+	}
+}
+
 // lineEst is an estimator that knows the model: a batch of n takes 5ms +
 // n·0.5ms, with a tail of 1ms.
 type lineEst struct{}

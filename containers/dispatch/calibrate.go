@@ -9,14 +9,16 @@ import (
 
 // Calibration's parameters: how many of the latest errors each stratum
 // keeps, how many it needs before it is trusted, how often its quantile
-// is recomputed, and the quantile (admission's promise: the queries it
+// is recomputed (every calEvery errors, and at least every calRefresh
+// while it is read), the quantile (admission's promise: the queries it
 // lets in finish in time but for about 1 in 200 at the margin), and how
-// long a stratum's errors are kept once none come.
+// long an error counts.
 const (
 	calStrata   = 6
 	calWindow   = 256
 	calMin      = 64
 	calEvery    = 16
+	calRefresh  = 50 * time.Millisecond
 	calQuantile = 0.995
 	calStale    = time.Second
 )
@@ -26,12 +28,18 @@ const (
 // behind at least one other. Errors are kept apart by stratum, the batch
 // the query rode (1st, 2nd, ...; the deepest stratum takes the rest):
 // queries further back are later by more. Each stratum's margin is the
-// calQuantile of its latest calWindow errors, trusted while it has calMin
-// of them and its latest is under calStale old; an error that comes after
-// calStale without any starts the stratum afresh, so that a margin that
-// came to shed every query of its stratum does not outlive the load that
-// made it. A query that missed its deadline counts with the error it had
-// by then, a lower bound, so misses raise the margin too.
+// calQuantile of its latest calWindow errors that are under calStale
+// old, trusted while there are calMin of them. A query that missed its
+// deadline counts with the error it had by then, a lower bound, so misses
+// raise the margin too.
+//
+// Errors age out by time as well as by count so that a spell's margin
+// does not outlive the spell. Counted alone, a spell's few large errors
+// set the margin until calWindow newer ones pushed them out; but the
+// margin sheds most of the stratum, so the newer ones came slowly, and
+// admission went on shedding most queries for seconds after the spell,
+// with the queries it let in finishing well inside their deadlines
+// (docs/benchmarks.md).
 //
 // The first batch was left out while admission took the worst wait for
 // its start: its queries then finished well before their prediction
@@ -47,13 +55,16 @@ type calibration struct {
 
 // errWindow holds a stratum's latest errors in a ring.
 type errWindow struct {
-	errs   [calWindow]time.Duration
-	n      int // errors held, up to calWindow
-	next   int // where the next one goes
-	since  int // errors since margin was computed
-	margin time.Duration
-	latest time.Time       // of the latest error
-	top    []time.Duration // scratch for the quantile
+	errs     [calWindow]time.Duration
+	ats      [calWindow]int64 // when each error's query finished, Unix ns
+	n        int              // errors held, up to calWindow
+	next     int              // where the next one goes
+	since    int              // errors since margin was computed
+	margin   time.Duration
+	trusted  bool
+	computed time.Time       // when margin was
+	fresh    []time.Duration // scratch: the errors under calStale old
+	top      []time.Duration // scratch for the quantile
 }
 
 // stratumOf maps the batch a query rides (1 or more) to its stratum.
@@ -65,7 +76,10 @@ func (c *calibration) margin(j int, now time.Time) (time.Duration, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w := &c.strata[stratumOf(j)]
-	return w.margin, w.n >= calMin && now.Sub(w.latest) < calStale
+	if now.Sub(w.computed) >= calRefresh {
+		w.compute(now)
+	}
+	return w.margin, w.trusted
 }
 
 // observe records that a query riding the j-th batch finished at now, err
@@ -74,16 +88,38 @@ func (c *calibration) observe(j int, now time.Time, err time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w := &c.strata[stratumOf(j)]
-	if now.Sub(w.latest) >= calStale {
-		w.n, w.next, w.since, w.margin = 0, 0, 0, 0
-	}
-	w.latest = now
-	w.errs[w.next] = err
+	w.errs[w.next], w.ats[w.next] = err, now.UnixNano()
 	w.next = (w.next + 1) % calWindow
 	w.n = min(w.n+1, calWindow)
-	w.since++
-	if w.n >= calMin && (w.since >= calEvery || w.n == calMin) {
-		w.since = 0
-		w.margin, w.top = quantile.High(w.errs[:w.n], calQuantile, w.top)
+	if w.since++; w.since >= calEvery {
+		w.compute(now)
 	}
+}
+
+// compute recomputes the margin at now from the errors under calStale
+// old: the latest ones, since they come in the order their queries
+// finish.
+func (w *errWindow) compute(now time.Time) {
+	w.since, w.computed = 0, now
+	cutoff := now.UnixNano() - int64(calStale)
+	k := 0 // how many of the latest are fresh
+	for k < w.n && w.ats[(w.next-1-k+calWindow)%calWindow] > cutoff {
+		k++
+	}
+	w.trusted = k >= calMin
+	if !w.trusted {
+		return
+	}
+	errs := w.errs[:w.n]
+	if k < w.n {
+		// The fresh ones end just before next and may wrap around.
+		from := (w.next - k + calWindow) % calWindow
+		if from < w.next {
+			errs = append(w.fresh[:0], w.errs[from:w.next]...)
+		} else {
+			errs = append(append(w.fresh[:0], w.errs[from:]...), w.errs[:w.next]...)
+		}
+		w.fresh = errs
+	}
+	w.margin, w.top = quantile.High(errs, calQuantile, w.top)
 }
