@@ -153,7 +153,4 @@ func (c *LatencyModel) Observe(n int, latency time.Duration) {
 // own to start, and the steady-state size grows to match (Fit.Plan).
 func (c *LatencyModel) SetLanes(lanes int) { c.lanes = lanes }
 
-// Fit returns the controller's latency fit.
-func (c *LatencyModel) Fit() *Fit { return c.fit }
-
 var _ dispatch.Controller = (*LatencyModel)(nil)
