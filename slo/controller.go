@@ -81,9 +81,10 @@ type LatencyModel struct {
 	max   int
 	lanes int // over which the dispatcher staggers batch starts; 0 or 1: not staggered
 
-	mu       sync.Mutex // guards observed and probing
+	mu       sync.Mutex // guards observed, probed and probing
 	observed time.Time  // when the latest batch was observed
-	probing  bool       // a head was sent against the fit's verdict
+	probed   time.Time  // when the latest probe was sent
+	probing  bool       // a probe was sent and no batch observed since
 }
 
 // NewLatencyModel returns a LatencyModel planning against the given
@@ -108,12 +109,19 @@ func NewLatencyModel(quantile float64, window, max int) *LatencyModel {
 // little slack, so batches shrink, pay their fixed cost more often, and
 // the queue ages further (docs/benchmarks.md).
 //
-// A head is refused only while the fit is current: when no batch has
-// been observed for the head's whole SLO, the fit has had every head
-// refused for that long and learned nothing since, and the head is sent
-// as a probe. A spell that made the fit slower than the SLO (a fixed
-// cost a above it) would otherwise refuse every later query for good,
-// with the replica idle; the probe's latency starts the fit afresh.
+// A head is refused only while the fit is current: when neither a batch
+// was observed nor a probe sent for the head's whole SLO, the fit has had
+// every head refused for that long and learned nothing since, and the
+// head is sent as a probe, at most one an SLO. A spell that made the fit
+// slower than the SLO (a fixed cost a above it) would otherwise refuse
+// every later query for good, with the replica idle. The next batch
+// observed after a probe, the probe's or one that was in flight, starts
+// the fit afresh: either is newer than anything the fit held. A probe
+// that fails is not observed (the dispatcher observes answered batches
+// only), and the next comes an SLO later.
+//
+// The clock is the process's (time.Now), not the dispatcher's: the
+// probe's spacing needs no more than that.
 func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 	limit := c.max
 	if limit <= 0 {
@@ -125,17 +133,29 @@ func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 	if slack < 0 || c.fit.Largest(slack, limit) > 0 {
 		return limit
 	}
+	if slo <= 0 {
+		return 0 // a deadline as old as the query: no probe can help it
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if time.Since(c.observed) < slo {
+	now := time.Now()
+	if now.Sub(later(c.observed, c.probed)) < slo {
 		return 0
 	}
-	c.probing = true
+	c.probing, c.probed = true, now
 	return limit
 }
 
-// Observe implements dispatch.Controller. The batch that follows a probe
-// replaces what the fit held (see BatchSize).
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Observe implements dispatch.Controller. The first batch observed after
+// a probe replaces what the fit held (see BatchSize).
 func (c *LatencyModel) Observe(n int, latency time.Duration) {
 	c.mu.Lock()
 	probe := c.probing

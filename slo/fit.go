@@ -58,20 +58,29 @@ func (f *Fit) Observe(n int, latency time.Duration) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.add(n, latency)
+}
+
+// restart forgets every observation and records that a batch of n items
+// took latency: the fit starts afresh from it. An observation Observe
+// would drop leaves the fit as it was.
+func (f *Fit) restart(n int, latency time.Duration) {
+	if n <= 0 || latency < 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.next, f.count, f.maxN = 0, 0, 0
+	f.add(n, latency)
+}
+
+// add records an observation; called with mu held.
+func (f *Fit) add(n int, latency time.Duration) {
 	f.obs[f.next] = obs{n: float64(n), latency: latency.Seconds()}
 	f.next = (f.next + 1) % len(f.obs)
 	f.count = min(f.count+1, len(f.obs))
 	f.maxN = max(f.maxN, n)
 	f.dirty = true
-}
-
-// restart forgets every observation and records that a batch of n items
-// took latency: the fit starts afresh from it.
-func (f *Fit) restart(n int, latency time.Duration) {
-	f.mu.Lock()
-	f.next, f.count, f.maxN = 0, 0, 0
-	f.mu.Unlock()
-	f.Observe(n, latency)
 }
 
 // Estimate is what a batch of n items takes: typically (the fit, a + b·n)

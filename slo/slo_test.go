@@ -107,30 +107,40 @@ func TestLatencyModelProbesAfterRefusingForAWholeSLO(t *testing.T) {
 		for n := 1; n <= 40; n++ {
 			c.Observe(n, 30*ms+time.Duration(n)*250*time.Microsecond)
 		}
-		if got := c.BatchSize(19*ms, 20*ms); got != 0 {
-			t.Fatalf("fresh from the spell, a head with 19ms left: BatchSize = %d, want 0 (refused)", got)
+		head := func() int { return c.BatchSize(19*ms, 20*ms) }
+		steps := []struct {
+			name    string
+			sleep   time.Duration // first
+			observe time.Duration // then a batch of one observed, if positive
+			sent    bool          // then whether a head with 19ms left is sent
+		}{
+			{"fresh from the spell: refused", 0, 0, false},
+			{"an SLO without a batch: a probe", 20 * ms, 0, true},
+			{"the probe not answered: none other within its SLO", 10 * ms, 0, false},
+			{"nor just before its end", 10*ms - 1, 0, false},
+			{"an SLO after the probe: the next", 1, 0, true},
+			{"that one answered in 5.5ms: the fit starts afresh from it", 0, 5500 * time.Microsecond, true},
+			{"a batch of 30ms: the fit's a 17.75ms, still sent", 0, 30 * ms, true},
+			{"another: a 21.8ms, refused while batches are observed", 0, 30 * ms, false},
+			{"an SLO later a probe", 20 * ms, 0, true},
+			{"answered in 30ms, it starts the fit afresh at 30ms", 0, 30 * ms, false},
 		}
-		// Nothing observed for a whole SLO: the next head is sent.
-		time.Sleep(20 * ms)
-		n := c.BatchSize(19*ms, 20*ms)
-		if n == 0 {
-			t.Fatal("after a whole SLO without a batch every head is still refused: the replica would stay idle for good")
+		for _, st := range steps {
+			time.Sleep(st.sleep)
+			if st.observe > 0 {
+				c.Observe(1, st.observe)
+			}
+			if st.observe == 5500*time.Microsecond {
+				if a, _, _ := c.fit.Params(); a != st.observe {
+					t.Fatalf("%s: the fit's a = %v, want the probe's alone", st.name, a)
+				}
+			}
+			if got := head(); (got > 0) != st.sent {
+				t.Fatalf("%s: BatchSize = %d, want the head sent: %v", st.name, got, st.sent)
+			}
 		}
-		// The probe finished in 5.5ms: the fit starts afresh from it, and
-		// the heads that follow are sent.
-		c.Observe(1, 5500*time.Microsecond)
-		if a, _, _ := c.fit.Params(); a != 5500*time.Microsecond {
-			t.Errorf("after the probe the fit's a = %v, want the probe's 5.5ms", a)
-		}
-		if got := c.BatchSize(19*ms, 20*ms); got == 0 {
-			t.Error("after a fast probe the next head is refused")
-		}
-		// A probe that confirms the fit: heads are refused again until
-		// another SLO passes without a batch.
-		c.Observe(1, 30*ms)
-		c.Observe(1, 30*ms)
-		if got := c.BatchSize(19*ms, 20*ms); got != 0 {
-			t.Errorf("with the fit current at 30ms a head with 19ms left: BatchSize = %d, want 0", got)
+		if got := c.BatchSize(0, 0); got != 0 {
+			t.Errorf("a head whose deadline is its arrival: BatchSize = %d, want 0, probe or not", got)
 		}
 	})
 }
