@@ -58,8 +58,8 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 		t.Fatal("a margin with no errors seen")
 	}
 	// 1..112 µs for the second batch (the margin is recomputed every
-	// calEvery errors from calMin, 64, on): the 99.5th percentile of 112
-	// is the ⌈111.44⌉th.
+	// calEvery errors, and trusted from calMin, 64, on): the 99.5th
+	// percentile of 112 is the ⌈111.44⌉th.
 	for i := 1; i <= 112; i++ {
 		c.observe(2, now, time.Duration(i)*time.Microsecond)
 	}
@@ -76,11 +76,12 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 		t.Error("a margin trusted calStale after its latest error")
 	}
 	// The window keeps the latest calWindow: after that many early ones
-	// (negative, a pessimistic prediction), the margin is theirs.
+	// (negative, a pessimistic prediction), the margin is theirs, once
+	// recomputed (a read calRefresh after the last computation).
 	for range calWindow {
 		c.observe(2, now, -time.Millisecond)
 	}
-	if m, _ := c.margin(2, now); m != -time.Millisecond {
+	if m, _ := c.margin(2, now.Add(calRefresh)); m != -time.Millisecond {
 		t.Errorf("after %d errors of -1ms, margin %v", calWindow, m)
 	}
 	// Batches from calStrata on share the deepest stratum.
@@ -103,27 +104,39 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 }
 
 func TestCalibrationForgetsASpellByTime(t *testing.T) {
-	var c calibration
-	t0 := time.Unix(1000, 0)
-	// A spell: 64 queries of the first batch finish 10ms after their
-	// prediction; then, half a second later, 200 finish 100µs after it.
-	for range calMin {
-		c.observe(1, t0, 10*time.Millisecond)
+	// A spell: queries of the first batch finish 10ms after their
+	// prediction; half a second later others finish 1µs, 2µs, ... k µs
+	// after it. k < 200, so the 99.5th percentile of the k is their
+	// largest, and of the k with one of the spell's, the spell's.
+	cases := []struct {
+		name         string
+		spell, fresh int
+	}{
+		{"the ring not yet full", 3, calMin},
+		{"the ring wrapped", 250, 70},
 	}
-	for range 200 {
-		c.observe(1, t0.Add(500*time.Millisecond), 100*time.Microsecond)
-	}
-	if m, ok := c.margin(1, t0.Add(500*time.Millisecond)); !ok || m != 10*time.Millisecond {
-		t.Fatalf("within calStale of the spell: margin %v, %v; want the spell's 10ms", m, ok)
-	}
-	// Once the spell is calStale old its errors no longer count, though
-	// fewer than calWindow came after them and no new one came since.
-	if m, ok := c.margin(1, t0.Add(calStale+time.Millisecond)); !ok || m != 100*time.Microsecond {
-		t.Errorf("calStale after the spell: margin %v, %v; want 100µs from the errors since", m, ok)
-	}
-	// And once those are calStale old too, none is left to trust.
-	if m, ok := c.margin(1, t0.Add(500*time.Millisecond+calStale)); ok {
-		t.Errorf("every error calStale old: margin %v still trusted", m)
+	for _, tc := range cases {
+		var c calibration
+		t0 := time.Unix(1000, 0)
+		for range tc.spell {
+			c.observe(1, t0, 10*time.Millisecond)
+		}
+		for i := 1; i <= tc.fresh; i++ {
+			c.observe(1, t0.Add(500*time.Millisecond), time.Duration(i)*time.Microsecond)
+		}
+		if m, ok := c.margin(1, t0.Add(500*time.Millisecond)); !ok || m != 10*time.Millisecond {
+			t.Errorf("%s, within calStale of the spell: margin %v, %v; want the spell's 10ms", tc.name, m, ok)
+		}
+		// Once the spell is calStale old none of its errors counts, though
+		// fewer than calWindow came after them and none since.
+		want := time.Duration(tc.fresh) * time.Microsecond
+		if m, ok := c.margin(1, t0.Add(calStale+time.Millisecond)); !ok || m != want {
+			t.Errorf("%s, calStale after the spell: margin %v, %v; want %v from the errors since", tc.name, m, ok, want)
+		}
+		// And once those are calStale old too, none is left to trust.
+		if m, ok := c.margin(1, t0.Add(500*time.Millisecond+calStale)); ok {
+			t.Errorf("%s, every error calStale old: margin %v still trusted", tc.name, m)
+		}
 	}
 }
 

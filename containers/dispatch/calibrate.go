@@ -9,8 +9,8 @@ import (
 
 // Calibration's parameters: how many of the latest errors each stratum
 // keeps, how many it needs before it is trusted, how often its quantile
-// is recomputed (every calEvery errors, and at least every calRefresh
-// while it is read), the quantile (admission's promise: the queries it
+// is recomputed (every calEvery errors, every error while it is not
+// trusted, and at least every calRefresh while it is read), the quantile (admission's promise: the queries it
 // lets in finish in time but for about 1 in 200 at the margin), and how
 // long an error counts.
 const (
@@ -91,14 +91,15 @@ func (c *calibration) observe(j int, now time.Time, err time.Duration) {
 	w.errs[w.next], w.ats[w.next] = err, now.UnixNano()
 	w.next = (w.next + 1) % calWindow
 	w.n = min(w.n+1, calWindow)
-	if w.since++; w.since >= calEvery {
+	if w.since++; w.since >= calEvery || (!w.trusted && w.n >= calMin) {
 		w.compute(now)
 	}
 }
 
 // compute recomputes the margin at now from the errors under calStale
-// old: the latest ones, since they come in the order their queries
-// finish.
+// old: the latest ones, as errors come about in the order of their
+// stamps (not quite: a query refused early is stamped at its deadline,
+// at most an SLO ahead, and observers stamp before they take the lock).
 func (w *errWindow) compute(now time.Time) {
 	w.since, w.computed = 0, now
 	cutoff := now.UnixNano() - int64(calStale)
