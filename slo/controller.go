@@ -81,10 +81,9 @@ type LatencyModel struct {
 	max   int
 	lanes int // over which the dispatcher staggers batch starts; 0 or 1: not staggered
 
-	mu       sync.Mutex // guards observed, probed and probing
-	observed time.Time  // when the latest batch was observed
-	probed   time.Time  // when the latest probe was sent
-	probing  bool       // a probe was sent and no batch observed since
+	mu      sync.Mutex // guards learned and probing
+	learned time.Time  // when the latest batch was observed or probe sent
+	probing bool       // a probe was sent and no batch observed since
 }
 
 // NewLatencyModel returns a LatencyModel planning against the given
@@ -138,20 +137,11 @@ func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := time.Now()
-	if now.Sub(later(c.observed, c.probed)) < slo {
+	if time.Since(c.learned) < slo {
 		return 0
 	}
-	c.probing, c.probed = true, now
+	c.probing, c.learned = true, time.Now()
 	return limit
-}
-
-// later is the later of a and b.
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // Observe implements dispatch.Controller. The first batch observed after
@@ -159,7 +149,7 @@ func later(a, b time.Time) time.Time {
 func (c *LatencyModel) Observe(n int, latency time.Duration) {
 	c.mu.Lock()
 	probe := c.probing
-	c.observed, c.probing = time.Now(), false
+	c.learned, c.probing = time.Now(), false
 	c.mu.Unlock()
 	if probe {
 		c.fit.restart(n, latency)
