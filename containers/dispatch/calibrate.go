@@ -10,9 +10,9 @@ import (
 // Calibration's parameters: how many of the latest errors each stratum
 // keeps, how many it needs before it is trusted, how often its quantile
 // is recomputed (every calEvery errors, every error while it is not
-// trusted, and at least every calRefresh while it is read), the quantile (admission's promise: the queries it
-// lets in finish in time but for about 1 in 200 at the margin), and how
-// long an error counts.
+// trusted, and at least every calRefresh while it is read), the quantile
+// (admission's promise: the queries it lets in finish in time but for
+// about 1 in 200 at the margin), and how long an error counts.
 const (
 	calStrata   = 6
 	calWindow   = 256
