@@ -19,20 +19,37 @@ type outcomes struct {
 	other          []error
 }
 
+// serveOne starts a dispatcher over the one costmodel replica at addr,
+// with the controllers newCtrl makes and the estimator newEst makes (nil:
+// no admission), and waits until the replica is healthy. It returns the
+// dispatcher, the context to send queries under, and what stops both.
+func serveOne(t *testing.T, addr string, newCtrl func() dispatch.Controller, newEst func() dispatch.Estimator) (*dispatch.Dispatcher, context.Context, func()) {
+	t.Helper()
+	d := dispatch.New(dispatch.Options{Model: "cost", Version: "1", InputType: rpc.Float32, MaxBatch: 64,
+		NewController: newCtrl, NewEstimator: newEst, HeartbeatInterval: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	d.Start(ctx)
+	stop := func() { d.Close(); cancel() }
+	healthy := false
+	defer func() {
+		if !healthy { // Eventually failed the test
+			stop()
+		}
+	}()
+	d.SetReplicas([]string{addr})
+	testutil.Eventually(t, 10*time.Second, "the replica is healthy", func() bool { _, h := d.Replicas(); return h == 1 })
+	healthy = true
+	return d, ctx, stop
+}
+
 // overload sends rate queries a second for span to a dispatcher over one
 // costmodel replica (a = 20ms, b = 1ms: 500 queries a second at most
 // within an 80ms SLO, see package slo's budgets), each with an 80ms
 // deadline, and counts the outcomes.
 func overload(t *testing.T, b slo.Batching, addr string, rate int, span time.Duration) outcomes {
 	t.Helper()
-	d := dispatch.New(dispatch.Options{Model: "cost", Version: "1", InputType: rpc.Float32, MaxBatch: 64,
-		NewController: b.NewController(), NewEstimator: b.NewEstimator(), HeartbeatInterval: 50 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	d.Start(ctx)
-	defer d.Close()
-	d.SetReplicas([]string{addr})
-	testutil.Eventually(t, 10*time.Second, "the replica is healthy", func() bool { _, h := d.Replicas(); return h == 1 })
+	d, ctx, stop := serveOne(t, addr, b.NewController(), b.NewEstimator())
+	defer stop()
 
 	// Warm-up at a tenth of the rate: the estimator and the controller
 	// learn from real batches before the overload.

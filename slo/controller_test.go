@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
-	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/slo"
 )
@@ -25,14 +24,8 @@ func TestLatencyModelRecoversFromASpellSlowerThanTheSLO(t *testing.T) {
 		}
 		return c
 	}
-	d := dispatch.New(dispatch.Options{Model: "cost", Version: "1", InputType: rpc.Float32, MaxBatch: 64,
-		NewController: spell, HeartbeatInterval: 50 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	d.Start(ctx)
-	defer d.Close()
-	d.SetReplicas([]string{m.Addr})
-	testutil.Eventually(t, 10*time.Second, "the replica is healthy", func() bool { _, h := d.Replicas(); return h == 1 })
+	d, ctx, stop := serveOne(t, m.Addr, spell, nil)
+	defer stop()
 
 	// One query at a time, each with 20ms to its deadline, for up to 10s:
 	// the model must come to answer them.
