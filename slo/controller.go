@@ -60,17 +60,37 @@ func (c *AIMD) Observe(n int, latency time.Duration) {
 	defer c.mu.Unlock()
 	switch {
 	case c.budget > 0 && latency > c.budget:
-		d := c.Decrease
-		if d <= 0 || d >= 1 {
-			d = 0.9
-		}
-		c.size = max(1, c.size*d)
+		c.decrease()
 	case n >= int(c.size) && (c.Max <= 0 || c.size < float64(c.Max)):
 		c.size++
 	}
 }
 
-var _ dispatch.Controller = (*AIMD)(nil)
+// ObserveOverrun implements dispatch.OverrunObserver: a batch abandoned
+// past its queries' deadlines after more than the budget missed it, and
+// shrinks the size as a miss does. One abandoned sooner (sent with less
+// slack than the budget) tells nothing of the budget.
+func (c *AIMD) ObserveOverrun(_ int, atLeast time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.budget > 0 && atLeast > c.budget {
+		c.decrease()
+	}
+}
+
+// decrease multiplies the size by Decrease; called with mu held.
+func (c *AIMD) decrease() {
+	d := c.Decrease
+	if d <= 0 || d >= 1 {
+		d = 0.9
+	}
+	c.size = max(1, c.size*d)
+}
+
+var (
+	_ dispatch.Controller      = (*AIMD)(nil)
+	_ dispatch.OverrunObserver = (*AIMD)(nil)
+)
 
 // LatencyModel fits latency(n) ≈ a + b·n with a high quantile of the
 // residuals on top (see Fit) and chooses the steady-state size of the head
@@ -158,9 +178,18 @@ func (c *LatencyModel) Observe(n int, latency time.Duration) {
 	c.fit.Observe(n, latency)
 }
 
+// ObserveOverrun implements dispatch.OverrunObserver: the fit records the
+// abandoned batch as Fit.ObserveOverrun does. It neither ends a probe nor
+// counts as learning (see BatchSize): a probe that overruns is one that
+// failed, and the next comes an SLO later.
+func (c *LatencyModel) ObserveOverrun(n int, atLeast time.Duration) { c.fit.ObserveOverrun(n, atLeast) }
+
 // SetLanes is told by the dispatcher over how many lanes it staggers batch
 // starts: a query then waits at most a 1/lanes share of a batch for its
 // own to start, and the steady-state size grows to match (Fit.Plan).
 func (c *LatencyModel) SetLanes(lanes int) { c.lanes = lanes }
 
-var _ dispatch.Controller = (*LatencyModel)(nil)
+var (
+	_ dispatch.Controller      = (*LatencyModel)(nil)
+	_ dispatch.OverrunObserver = (*LatencyModel)(nil)
+)

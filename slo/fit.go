@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/internal/quantile"
 )
 
@@ -59,6 +60,27 @@ func (f *Fit) Observe(n int, latency time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.add(n, latency)
+}
+
+// ObserveOverrun records that a batch of n items was abandoned after
+// atLeast, past its queries' deadlines (dispatch.OverrunObserver): it took
+// at least that. Above the fitted line for n the lower bound is recorded
+// as the batch's latency. That understates one of the slowest batches, but
+// leaving it out would hide them all from the residuals' quantile, which
+// they decide. At or below the line (a batch sent with less slack than it
+// typically takes) it tells nothing the fit can use, and is dropped. Before
+// any observation it is recorded: the lower bound is all there is.
+func (f *Fit) ObserveOverrun(n int, atLeast time.Duration) {
+	if n <= 0 || atLeast < 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refit()
+	if f.count > 0 && atLeast.Seconds() <= f.a+f.b*float64(n) {
+		return
+	}
+	f.add(n, atLeast)
 }
 
 // restart forgets every observation and records that a batch of n items
@@ -189,5 +211,10 @@ func (f *Fit) refit() {
 	r, f.top = quantile.High(res, f.quantile, f.top)
 	f.r = max(0, r)
 }
+
+var (
+	_ dispatch.Estimator       = (*Fit)(nil)
+	_ dispatch.OverrunObserver = (*Fit)(nil)
+)
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -270,3 +270,55 @@ func TestFitTailIsTheQuantile(t *testing.T) {
 		}
 	}
 }
+
+// TestOverrunsTeachWhatTheyBound tells AIMD and the latency model of
+// batches of 10 abandoned past their deadlines (dispatch.OverrunObserver),
+// after a spell of batches that took exactly the cost model: what each
+// lower bound teaches depends on what it exceeds.
+func TestOverrunsTeachWhatTheyBound(t *testing.T) {
+	cost := func(n int) time.Duration { return 5*time.Millisecond + time.Duration(n)*250*time.Microsecond }
+	const slo = 20 * time.Millisecond // AIMD's budget is 10ms; a batch of 10 typically takes 7.5ms
+	for _, tc := range []struct {
+		name        string
+		atLeast     time.Duration
+		aimdShrinks bool // past the budget
+		fitLearns   bool // past the fitted line
+	}{
+		{"past the budget and the line", 30 * time.Millisecond, true, true},
+		{"past the line, within the budget", 9 * time.Millisecond, false, true},
+		{"within the line", 5 * time.Millisecond, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &AIMD{}
+			for range 15 {
+				n := a.BatchSize(slo, slo)
+				a.Observe(n, cost(n))
+			}
+			before := a.BatchSize(slo, slo)
+			a.ObserveOverrun(10, tc.atLeast)
+			if after := a.BatchSize(slo, slo); (after < before) != tc.aimdShrinks || after > before {
+				t.Errorf("AIMD's size went from %d to %d; shrink: %v", before, after, tc.aimdShrinks)
+			}
+
+			c := NewLatencyModel(0.99, 0, 0)
+			for i := range 500 {
+				n := 1 + i%32
+				c.Observe(n, cost(n))
+			}
+			// Ten overruns of 512 batches are above the fit's 99th percentile.
+			for range 10 {
+				c.ObserveOverrun(10, tc.atLeast)
+			}
+			_, tail := c.fit.Estimate(10)
+			if learned := tail > 0; learned != tc.fitLearns {
+				t.Errorf("the fit's tail is %v after ten overruns of %v; learned: %v", tail, tc.atLeast, tc.fitLearns)
+			}
+		})
+	}
+	// Before any batch, a lower bound is all the fit has.
+	f := NewFit(0, 0.99)
+	f.ObserveOverrun(10, 30*time.Millisecond)
+	if typical, _ := f.Estimate(10); typical != 30*time.Millisecond {
+		t.Errorf("a fit told only of an overrun of 30ms estimates %v", typical)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -248,6 +249,69 @@ func TestDoomedHeadsAreAnsweredAtOnce(t *testing.T) {
 	}
 	if n := m.inputs.Load(); n != 2 {
 		t.Fatalf("model saw %d inputs, want 2: the doomed query must not reach it", n)
+	}
+}
+
+// overruns records what a dispatcher tells a controller or an estimator:
+// the sizes of batches observed and of batches abandoned past their
+// deadlines, with how long each had taken.
+type overruns struct {
+	mu       sync.Mutex
+	observed []int
+	overrun  []int
+	atLeast  []time.Duration
+}
+
+func (o *overruns) BatchSize(time.Duration, time.Duration) int { return 4 }
+
+func (o *overruns) Observe(n int, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.observed = append(o.observed, n)
+}
+
+func (o *overruns) Estimate(int) (time.Duration, time.Duration) { return 0, 0 }
+
+func (o *overruns) ObserveOverrun(n int, atLeast time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.overrun, o.atLeast = append(o.overrun, n), append(o.atLeast, atLeast)
+}
+
+func TestOverrunBatchesAreToldToTheLearners(t *testing.T) {
+	ctrl, est := &overruns{}, &overruns{}
+	m := &model{delay: 300 * time.Millisecond}
+	d := startDispatcher(t, Options{MaxBatch: 64, NewController: func() Controller { return ctrl },
+		NewEstimator: func() Estimator { return est }}, serve(t, m).addr)
+	// A query with 50ms to its deadline, which the model takes 300ms
+	// over: the dispatcher abandons its batch at the deadline.
+	if _, errs := stream(d, 1, 1, 50*time.Millisecond, 0); len(errs) != 1 || !errors.Is(errs[0], ErrDeadline) {
+		t.Fatalf("errors %v, want ErrDeadline (the model answers after the deadline)", errs)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctrl.mu.Lock()
+		est.mu.Lock()
+		told := len(ctrl.overrun) > 0 && len(est.overrun) > 0
+		if told {
+			for _, o := range []*overruns{ctrl, est} {
+				if len(o.observed) != 0 || !slices.Equal(o.overrun, []int{1}) {
+					t.Errorf("told of answered batches %v and overruns %v; want one overrun of 1 and no answer", o.observed, o.overrun)
+				}
+				if o.atLeast[0] <= 0 || o.atLeast[0] >= m.delay {
+					t.Errorf("an overrun after %v; want it between the send and the model's answer, %v later", o.atLeast[0], m.delay)
+				}
+			}
+		}
+		est.mu.Unlock()
+		ctrl.mu.Unlock()
+		if told {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the controller and the estimator were not told of the abandoned batch within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -25,8 +25,19 @@ type Controller interface {
 	// once (ErrDoomed) rather than spend a batch on it, and asks again
 	// for the next head.
 	BatchSize(slack, slo time.Duration) int
-	// Observe records that a batch of n queries took latency to answer.
+	// Observe records that a batch of n queries took latency to answer;
+	// a batch abandoned unanswered is told to an OverrunObserver instead.
 	Observe(n int, latency time.Duration)
+}
+
+// OverrunObserver is implemented by controllers and estimators that learn
+// from a batch abandoned because it outlived the latest deadline of its
+// queries (the container's answer would come too late for every one of
+// them): it took at least atLeast, how much longer no one knows. Such
+// batches are the slowest of all; a learner that is told only of answered
+// batches sees its worst misses never.
+type OverrunObserver interface {
+	ObserveOverrun(n int, atLeast time.Duration)
 }
 
 // laneAware is implemented by controllers whose sizes depend on how long a

@@ -328,6 +328,7 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 			q.reply <- result{out: outs[i], replica: r.addr}
 		}
 	case errors.Is(err, context.DeadlineExceeded):
+		r.observeOverrun(len(batch), latency)
 		for _, q := range batch {
 			q.reply <- result{err: ErrDeadline, replica: r.addr}
 		}
@@ -351,6 +352,22 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 		}
 	}
 	return inputs
+}
+
+// observeOverrun tells the replica's controller and the version's
+// estimator, those that learn from it, that a batch of n was abandoned
+// after latency, past its queries' deadlines (OverrunObserver).
+func (r *replica) observeOverrun(n int, latency time.Duration) {
+	r.ctrlMu.Lock()
+	if o, ok := r.ctrl.(OverrunObserver); ok {
+		o.ObserveOverrun(n, latency)
+	}
+	r.ctrlMu.Unlock()
+	if est := r.d.est.Load(); est != nil {
+		if o, ok := est.Estimator.(OverrunObserver); ok {
+			o.ObserveOverrun(n, latency)
+		}
+	}
 }
 
 // retryable reports whether a failed batch may go to another replica: the
