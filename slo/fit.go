@@ -2,6 +2,7 @@ package slo
 
 import (
 	"math"
+	"sort"
 	"sync"
 	"time"
 
@@ -14,6 +15,15 @@ import (
 // refit for how). The quantile, not the mean, is what a deadline must be
 // planned against: a fit of the mean misses half of the time by
 // construction.
+//
+// The most recent are the last window observations, less those more than
+// FitSpan older than the latest, but never fewer than fitMin. Held by
+// count alone, a spell's slow batches stayed until window newer ones
+// pushed them out; and a spell that made a large makes the latency model
+// plan batches of one, so admission shed what could not ride them, the
+// replicas sent few batches, and the spell lasted in the fit for
+// seconds: 3.5 s of almost every query shed after the load generator's
+// start at 2,800/s (docs/benchmarks.md).
 //
 // Fit is safe for concurrent use.
 type Fit struct {
@@ -33,11 +43,20 @@ type Fit struct {
 
 type obs struct {
 	n       float64
-	latency float64 // seconds
+	latency float64       // seconds
+	at      time.Duration // when it was observed, since epoch
 }
 
 // FitWindow is how many observations a Fit keeps by default.
 const FitWindow = 512
+
+// FitSpan is how much older than the latest observation the others a Fit
+// holds may be, and fitMin how many of the latest it holds whatever their
+// age.
+const (
+	FitSpan = time.Second
+	fitMin  = 32
+)
 
 // NewFit returns a Fit over the last window observations (FitWindow if
 // window ≤ 0) planning against the given quantile of the residuals (0.99
@@ -98,7 +117,7 @@ func (f *Fit) restart(n int, latency time.Duration) {
 
 // add records an observation; called with mu held.
 func (f *Fit) add(n int, latency time.Duration) {
-	f.obs[f.next] = obs{n: float64(n), latency: latency.Seconds()}
+	f.obs[f.next] = obs{n: float64(n), latency: latency.Seconds(), at: time.Since(epoch)}
 	f.next = (f.next + 1) % len(f.obs)
 	f.count = min(f.count+1, len(f.obs))
 	f.maxN = max(f.maxN, n)
@@ -177,8 +196,8 @@ func (f *Fit) Params() (a, b, r time.Duration) {
 // refit recomputes a, b and r when observations changed. Called with mu
 // held.
 //
-// a and b are fitted by least squares to every batch held, and r is the
-// quantile of the batches' excess over that line. Delays that strike
+// a and b are fitted by least squares to every batch held (see Fit), and r
+// is the quantile of the batches' excess over that line. Delays that strike
 // batches whatever their size (the processor shared with other work, a
 // timer that wakes late, a collector's pause) move a and r, not b.
 func (f *Fit) refit() {
@@ -186,15 +205,17 @@ func (f *Fit) refit() {
 		return
 	}
 	f.dirty = false
-	held := f.obs[:f.count]
+	older, newer := f.held()
 	var sn, sl, snn, snl float64
-	for _, o := range held {
-		sn += o.n
-		sl += o.latency
-		snn += o.n * o.n
-		snl += o.n * o.latency
+	for _, run := range [2][]obs{older, newer} {
+		for _, o := range run {
+			sn += o.n
+			sl += o.latency
+			snn += o.n * o.n
+			snl += o.n * o.latency
+		}
 	}
-	k := float64(len(held))
+	k := float64(len(older) + len(newer))
 	meanN, meanL := sn/k, sl/k
 	varN := snn/k - meanN*meanN
 	f.b = 0
@@ -203,8 +224,10 @@ func (f *Fit) refit() {
 	}
 	f.a = max(0, meanL-f.b*meanN)
 	res := f.res[:0]
-	for _, o := range held {
-		res = append(res, o.latency-(f.a+f.b*o.n))
+	for _, run := range [2][]obs{older, newer} {
+		for _, o := range run {
+			res = append(res, o.latency-(f.a+f.b*o.n))
+		}
 	}
 	f.res = res
 	var r float64
@@ -216,5 +239,26 @@ var (
 	_ dispatch.Estimator       = (*Fit)(nil)
 	_ dispatch.OverrunObserver = (*Fit)(nil)
 )
+
+// held is the observations the fit holds (see Fit), oldest first, in the
+// ring's two runs. Called with mu held and count > 0.
+func (f *Fit) held() (older, newer []obs) {
+	w := len(f.obs)
+	oldest := (f.next - f.count + w) % w
+	latest := f.obs[(f.next-1+w)%w].at
+	// Stamped as they are added, under mu and on the monotonic clock, the
+	// observations' times rise along the ring from the oldest.
+	k := f.count - sort.Search(f.count-fitMin, func(i int) bool {
+		return latest-f.obs[(oldest+i)%w].at <= FitSpan
+	})
+	if from := f.next - k; from >= 0 {
+		return nil, f.obs[from:f.next]
+	}
+	return f.obs[f.next-k+w:], f.obs[:f.next]
+}
+
+// epoch is what observations are stamped against: time.Since reads the
+// monotonic clock, which neither steps nor slews.
+var epoch = time.Now()
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -322,3 +322,49 @@ func TestOverrunsTeachWhatTheyBound(t *testing.T) {
 		t.Errorf("a fit told only of an overrun of 30ms estimates %v", typical)
 	}
 }
+
+// TestFitHoldsTheLatestSpan drives a Fit with a fake clock: a spell of
+// slow batches is forgotten once it is more than FitSpan older than the
+// latest batch, but the latest fitMin are held however old.
+func TestFitHoldsTheLatestSpan(t *testing.T) {
+	cost := func(n int) time.Duration { return 5*time.Millisecond + time.Duration(n)*250*time.Microsecond }
+	near := func(got, want time.Duration) bool {
+		return got-want < 10*time.Microsecond && want-got < 10*time.Microsecond
+	}
+	synctest.Test(t, func(t *testing.T) {
+		f := NewFit(0, 0.99)
+		// A spell: 200 batches of 30ms over half a second.
+		for i := range 200 {
+			f.Observe(1+i%32, 30*time.Millisecond)
+			time.Sleep(2500 * time.Microsecond)
+		}
+		// Then the cost model's batches, 100 over 0.4 s: the spell is
+		// within FitSpan of them, and held.
+		model := func() {
+			for i := range 100 {
+				n := 1 + i%32
+				f.Observe(n, cost(n))
+				time.Sleep(4 * time.Millisecond)
+			}
+		}
+		model()
+		if a, _, _ := f.Params(); a < 10*time.Millisecond {
+			t.Fatalf("a = %v with the spell half a second before the latest batch; want it held", a)
+		}
+		// A second later the spell is more than FitSpan older than the
+		// latest batch.
+		time.Sleep(FitSpan)
+		model()
+		if a, b, r := f.Params(); !near(a, 5*time.Millisecond) || !near(b, 250*time.Microsecond) || r > 10*time.Microsecond {
+			t.Fatalf("a = %v, b = %v, tail %v after the spell aged out; want the cost model's 5ms, 250µs, 0", a, b, r)
+		}
+		// After ten idle seconds, one slow batch: the fit holds it with
+		// the latest fitMin-1 before it, however old.
+		time.Sleep(10 * time.Second)
+		f.Observe(8, 30*time.Millisecond)
+		typical, _ := f.Estimate(8)
+		if want := (cost(8)*(fitMin-1) + 30*time.Millisecond) / fitMin; typical < cost(8) || typical > 2*want {
+			t.Fatalf("a batch of 8 estimated at %v after one of 30ms; want about %v, the mean of the latest %d", typical, want, fitMin)
+		}
+	})
+}
