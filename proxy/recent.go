@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
-	lru "github.com/hashicorp/golang-lru/v2"
 	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/selection"
@@ -34,14 +33,12 @@ func (q *asked) shadow() []byte {
 }
 
 // recent remembers the latest answered queries, by id and by (app, input),
-// in two bounded LRUs (github.com/hashicorp/golang-lru: no goroutines),
-// and, with shared, in Redis for feedback through any proxy.
+// in this proxy's memory (a ring) and, with shared, in Redis for feedback
+// through any proxy.
 type recent struct {
-	mu      sync.Mutex // makes takeLocal's look-up and removal one step
-	byID    *lru.Cache[string, *asked]
-	byInput *lru.Cache[inputKey, string]
-	shared  *shared // nil: this proxy's memory only
-	log     *zap.Logger
+	mem    *ring
+	shared *shared // nil: this proxy's memory only
+	log    *zap.Logger
 }
 
 // inputKey names an app's input by a 64-bit hash: a collision would at
@@ -52,16 +49,13 @@ type inputKey struct {
 }
 
 func newRecent(size int, sh *shared, log *zap.Logger) *recent {
-	byID, _ := lru.New[string, *asked](size) // errors only for size ≤ 0
-	byInput, _ := lru.New[inputKey, string](size)
-	return &recent{byID: byID, byInput: byInput, shared: sh, log: log}
+	return &recent{mem: newRing(size), shared: sh, log: log}
 }
 
 // put remembers query id of app with input.
 func (r *recent) put(id string, input []byte, q *asked) {
 	k := inputKey{q.app, xxhash.Sum64(input)}
-	r.byID.Add(id, q)
-	r.byInput.Add(k, id)
+	r.mem.put(id, k, q)
 	if r.shared != nil {
 		r.shared.enqueue(sharedWrite{id: id, q: q, input: k})
 	}
@@ -73,6 +67,7 @@ func (r *recent) shadowed(id string, q *asked, out []byte) {
 	q.mu.Lock()
 	q.shadowOut = out
 	q.mu.Unlock()
+	r.mem.shadowed(id, out)
 	if r.shared != nil {
 		r.shared.enqueue(sharedWrite{id: id, shadow: out})
 	}
@@ -88,7 +83,7 @@ const sharedGrace = 20 * time.Millisecond
 func (r *recent) idOf(ctx context.Context, app string, input []byte) (string, bool, error) {
 	k := inputKey{app, xxhash.Sum64(input)}
 	if r.shared == nil {
-		id, ok := r.byInput.Get(k)
+		id, ok := r.mem.idOf(k)
 		return id, ok, nil
 	}
 	for wait := graceOf(ctx); ; {
@@ -96,7 +91,7 @@ func (r *recent) idOf(ctx context.Context, app string, input []byte) (string, bo
 		if ok {
 			return id, true, nil
 		}
-		if id, ok := r.byInput.Get(k); ok {
+		if id, ok := r.mem.idOf(k); ok {
 			return id, true, nil // this proxy's own, with Redis down or the write still queued
 		}
 		if err != nil {
@@ -132,7 +127,7 @@ func graceOf(ctx context.Context) func() bool {
 // answer the query and Redis cannot be reached (ErrUnavailable) or holds
 // a record of it that cannot be read (ErrNotFound).
 func (r *recent) take(ctx context.Context, id, app string) (*asked, bool, error) {
-	local, ok := r.takeLocal(id, app)
+	local, ok := r.mem.take(id, app)
 	if r.shared == nil {
 		return local, ok, nil
 	}
@@ -167,22 +162,11 @@ func (r *recent) take(ctx context.Context, id, app string) (*asked, bool, error)
 	return local, true, nil
 }
 
-func (r *recent) takeLocal(id, app string) (*asked, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	q, ok := r.byID.Peek(id)
-	if !ok || q.app != app {
-		return nil, false
-	}
-	r.byID.Remove(id)
-	return q, true
-}
-
 // restore puts back what take removed, when the feedback failed. It
 // runs even when ctx, the request's, has ended (a failed feedback may be
 // one that ran out of time), under a feedbackTimeout of its own.
 func (r *recent) restore(ctx context.Context, id string, q *asked) {
-	r.byID.Add(id, q)
+	r.mem.restore(id, q)
 	if r.shared != nil {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), feedbackTimeout)
 		defer cancel()

@@ -1,0 +1,352 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/sloproxy/sloproxy/selection"
+)
+
+// ring is this proxy's own memory of its latest answered queries, up to
+// its size, the oldest forgotten first. It keeps each query's record
+// encoded in a byte slice of its own and finds them through maps keyed and
+// valued by hashes and slots, so that the garbage collector has one
+// object a record to mark and nothing inside it to follow. Two LRUs of Go
+// values it replaced held some fifteen pointers a record: full (65,536
+// records) at 2,000 queries a second on two processors, the collector's
+// mark phase took a median 24 ms, up to 57 ms, where 1,024 records took
+// 3.3 ms, and every long mark delayed the batches in flight
+// (docs/benchmarks.md, run U).
+//
+// ring is safe for concurrent use.
+type ring struct {
+	mu      sync.Mutex
+	recs    [][]byte         // by slot; nil: empty
+	next    int              // the slot the next record takes
+	byID    map[uint64]int32 // an id's hash to the slot of its query
+	byInput map[uint64]int32 // an (app, input) key's hash to the slot of the latest query with it
+}
+
+func newRing(size int) *ring {
+	return &ring{recs: make([][]byte, size), byID: make(map[uint64]int32, size), byInput: make(map[uint64]int32, size)}
+}
+
+// A record: whether it was taken (1 byte), the hash of its input (8), its
+// id, app, choice, outputs and shadow's answer; strings and byte slices
+// length-prefixed (uvarint), a nil slice as length 0 behind a 0 flag.
+const recTaken = 0
+
+// put remembers query id, of key k, forgetting the oldest when full. It
+// reads q under mu, so that a shadow's answer that comes meanwhile is
+// either read here or finds the record (shadowed): recent.shadowed sets
+// it on q before it takes mu.
+func (r *ring) put(id string, k inputKey, q *asked) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.claim()
+	r.recs[s] = encodeRec(nil, id, k.hash, q)
+	r.byID[xxhash.Sum64String(id)] = s
+	r.byInput[keyHash(k)] = s
+}
+
+// forget empties slot s and the map entries that lead to it; called with
+// mu held.
+func (r *ring) forget(s int32) {
+	old := r.recs[s]
+	if old == nil {
+		return
+	}
+	r.recs[s] = nil
+	id, app, inHash, ok := recHead(old)
+	if !ok {
+		return
+	}
+	if h := xxhash.Sum64(id); r.byID[h] == s {
+		delete(r.byID, h)
+	}
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.Write(app)
+	if h := keyHashEnd(&d, inHash); r.byInput[h] == s {
+		delete(r.byInput, h)
+	}
+}
+
+// idOf returns the id of the latest remembered query of key k, taken or
+// not.
+func (r *ring) idOf(k inputKey) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.byInput[keyHash(k)]
+	if !ok {
+		return "", false
+	}
+	id, app, inHash, ok := recHead(r.recs[s])
+	if !ok || string(app) != k.app || inHash != k.hash {
+		return "", false
+	}
+	return string(id), true
+}
+
+// take returns query id of app and marks it taken, so that its feedback
+// counts once.
+func (r *ring) take(id, app string) (*asked, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.find(id)
+	if !ok || rec[recTaken] == 1 {
+		return nil, false
+	}
+	q, _, err := decodeRec(rec)
+	if err != nil || q.app != app {
+		return nil, false
+	}
+	rec[recTaken] = 1
+	return q, true
+}
+
+// restore makes query id scorable again after take; if its record was
+// forgotten meanwhile, as the newest, found by id only.
+func (r *ring) restore(id string, q *asked) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec, ok := r.find(id); ok {
+		rec[recTaken] = 0
+		return
+	}
+	s := r.claim()
+	r.recs[s] = encodeRec(nil, id, 0, q)
+	r.byID[xxhash.Sum64String(id)] = s
+}
+
+// find returns query id's record, taken or not; called with mu held.
+func (r *ring) find(id string) ([]byte, bool) {
+	s, ok := r.byID[xxhash.Sum64String(id)]
+	if !ok {
+		return nil, false
+	}
+	rec := r.recs[s]
+	got, _, _, ok := recHead(rec)
+	return rec, ok && string(got) == id
+}
+
+// claim empties the oldest slot and returns it; called with mu held.
+func (r *ring) claim() int32 {
+	s := int32(r.next)
+	r.next = (r.next + 1) % len(r.recs)
+	r.forget(s)
+	return s
+}
+
+// shadowed records the shadow's answer out to query id, if remembered.
+func (r *ring) shadowed(id string, out []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.find(id)
+	if !ok {
+		return
+	}
+	q, _, err := decodeRec(rec)
+	if err != nil {
+		return
+	}
+	q.shadowOut = out
+	next := encodeRec(nil, id, binary.LittleEndian.Uint64(rec[1:9]), q)
+	next[recTaken] = rec[recTaken]
+	r.recs[r.byID[xxhash.Sum64String(id)]] = next
+}
+
+// keyHash is the hash of an (app, input) key.
+func keyHash(k inputKey) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.WriteString(k.app)
+	return keyHashEnd(&d, k.hash)
+}
+
+// keyHashEnd ends a key's hash, d holding its app's name: a 0 byte after
+// the name, then the input's hash.
+func keyHashEnd(d *xxhash.Digest, inHash uint64) uint64 {
+	var b [9]byte
+	binary.LittleEndian.PutUint64(b[1:], inHash)
+	_, _ = d.Write(b[:])
+	return d.Sum64()
+}
+
+func encodeRec(b []byte, id string, inHash uint64, q *asked) []byte {
+	b = slices.Grow(b, recSize(id, q))
+	b = append(b, 0)
+	b = binary.LittleEndian.AppendUint64(b, inHash)
+	b = appendRecString(b, id)
+	b = appendRecString(b, q.app)
+	c := q.choice
+	b = appendRecStrings(b, c.Arms)
+	b = appendRecFloats(b, c.Probs)
+	b = appendRecFloats(b, c.Weights)
+	b = appendRecStrings(b, c.Among)
+	b = appendRecString(b, c.Shadow)
+	b = binary.AppendUvarint(b, uint64(len(q.outs)))
+	for _, o := range q.outs {
+		b = appendRecBytes(b, o)
+	}
+	return appendRecBytes(b, q.shadow())
+}
+
+// recSize is about how long q's record is, for one allocation: a few
+// bytes more than it takes.
+func recSize(id string, q *asked) int {
+	c := q.choice
+	n := 64 + len(id) + len(q.app) + len(c.Shadow) + 8*(len(c.Probs)+len(c.Weights)) + len(q.shadowOut)
+	for _, ss := range [2][]string{c.Arms, c.Among} {
+		for _, s := range ss {
+			n += len(s) + 4
+		}
+	}
+	for _, o := range q.outs {
+		n += len(o) + 8
+	}
+	return n
+}
+
+func appendRecString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// appendRecBytes writes a nil slice as a 0 flag, any other as 1 and the
+// bytes.
+func appendRecBytes(b, p []byte) []byte {
+	if p == nil {
+		return append(b, 0)
+	}
+	return append(binary.AppendUvarint(append(b, 1), uint64(len(p))), p...)
+}
+
+func appendRecStrings(b []byte, ss []string) []byte {
+	if ss == nil {
+		return append(b, 0)
+	}
+	b = binary.AppendUvarint(append(b, 1), uint64(len(ss)))
+	for _, s := range ss {
+		b = appendRecString(b, s)
+	}
+	return b
+}
+
+func appendRecFloats(b []byte, fs []float64) []byte {
+	if fs == nil {
+		return append(b, 0)
+	}
+	b = binary.AppendUvarint(append(b, 1), uint64(len(fs)))
+	for _, f := range fs {
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
+	}
+	return b
+}
+
+var errRec = errors.New("a remembered query's record is corrupt")
+
+// recReader reads a record; its first error sticks.
+type recReader struct {
+	b   []byte
+	err error
+}
+
+func (r *recReader) uvarint() int {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 || n > 1 && r.b[n-1] == 0 || v > uint64(len(r.b)) { // none, not the shortest, or longer than the record
+		r.err, r.b = errRec, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return int(v)
+}
+
+func (r *recReader) bytes(n int) []byte {
+	if n > len(r.b) {
+		r.err, r.b = errRec, nil
+		return nil
+	}
+	p := r.b[:n:n]
+	r.b = r.b[n:]
+	return p
+}
+
+func (r *recReader) flag() bool {
+	p := r.bytes(1)
+	if len(p) == 1 && p[0] > 1 {
+		r.err, r.b = errRec, nil
+	}
+	return len(p) == 1 && p[0] == 1
+}
+
+func (r *recReader) string() string { return string(r.bytes(r.uvarint())) }
+
+func (r *recReader) optBytes() []byte {
+	if !r.flag() {
+		return nil
+	}
+	return append([]byte{}, r.bytes(r.uvarint())...)
+}
+
+func (r *recReader) strings() []string {
+	if !r.flag() {
+		return nil
+	}
+	ss := make([]string, r.uvarint())
+	for i := range ss {
+		ss[i] = r.string()
+	}
+	return ss
+}
+
+func (r *recReader) floats() []float64 {
+	if !r.flag() {
+		return nil
+	}
+	fs := make([]float64, r.uvarint())
+	for i := range fs {
+		if p := r.bytes(8); len(p) == 8 {
+			fs[i] = math.Float64frombits(binary.LittleEndian.Uint64(p))
+		}
+	}
+	return fs
+}
+
+// recHead reads a record's id, app and input hash, the first two as views
+// of the record.
+func recHead(rec []byte) (id, app []byte, inHash uint64, ok bool) {
+	if len(rec) < 9 {
+		return nil, nil, 0, false
+	}
+	r := recReader{b: rec[9:]}
+	id = r.bytes(r.uvarint())
+	app = r.bytes(r.uvarint())
+	return id, app, binary.LittleEndian.Uint64(rec[1:9]), r.err == nil
+}
+
+// decodeRec reads a whole record into a fresh asked, with its id.
+func decodeRec(rec []byte) (*asked, string, error) {
+	if len(rec) < 9 {
+		return nil, "", errRec
+	}
+	r := recReader{b: rec[9:]}
+	id := r.string()
+	q := &asked{app: r.string()}
+	q.choice = selection.Choice{Arms: r.strings(), Probs: r.floats(), Weights: r.floats(), Among: r.strings(), Shadow: r.string()}
+	if n := r.uvarint(); r.err == nil {
+		q.outs = make([][]byte, n)
+		for i := range q.outs {
+			q.outs[i] = r.optBytes()
+		}
+	}
+	q.shadowOut = r.optBytes()
+	if r.err != nil || len(r.b) != 0 {
+		return nil, "", errRec
+	}
+	return q, id, nil
+}
