@@ -122,7 +122,7 @@ func graceOf(ctx context.Context) func() bool {
 	}
 }
 
-// take removes and returns query id of app, so that its feedback counts
+// take marks taken and returns query id of app, so that its feedback counts
 // once: across proxies, with shared. It fails only when this proxy did not
 // answer the query and Redis cannot be reached (ErrUnavailable) or holds
 // a record of it that cannot be read (ErrNotFound).
@@ -144,7 +144,7 @@ func (r *recent) take(ctx context.Context, id, app string) (*asked, bool, error)
 	case st == sharedTaken:
 		return nil, false, nil
 	case st == sharedFound && ok:
-		return local, true, nil // the same query, with its shadow's answer however late it came
+		return local, true, nil // the same query, with its shadow's answer if it came before this take
 	case st == sharedFound:
 		return q, true, nil
 	case !ok:
@@ -162,7 +162,7 @@ func (r *recent) take(ctx context.Context, id, app string) (*asked, bool, error)
 	return local, true, nil
 }
 
-// restore puts back what take removed, when the feedback failed. It
+// restore makes what take marked scorable again, when the feedback failed. It
 // runs even when ctx, the request's, has ended (a failed feedback may be
 // one that ran out of time), under a feedbackTimeout of its own.
 func (r *recent) restore(ctx context.Context, id string, q *asked) {

@@ -37,8 +37,9 @@ func newRing(size int) *ring {
 }
 
 // A record: whether it was taken (1 byte), the hash of its input (8), its
-// id, app, choice, outputs and shadow's answer; strings and byte slices
-// length-prefixed (uvarint), a nil slice as length 0 behind a 0 flag.
+// id, app, choice, outputs and shadow's answer; strings length-prefixed
+// (uvarint); an optional slice as a 0 byte when nil, else a 1 byte and the
+// slice, length-prefixed.
 const recTaken = 0
 
 // put remembers query id, of key k, forgetting the oldest when full. It
@@ -110,8 +111,9 @@ func (r *ring) take(id, app string) (*asked, bool) {
 	return q, true
 }
 
-// restore makes query id scorable again after take; if its record was
-// forgotten meanwhile, as the newest, found by id only.
+// restore makes query id scorable again after take, in the place it had
+// (a restored query is forgotten no later than it would have been); if
+// its record was forgotten meanwhile, as the newest, found by id only.
 func (r *ring) restore(id string, q *asked) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -201,7 +203,7 @@ func encodeRec(b []byte, id string, inHash uint64, q *asked) []byte {
 // bytes more than it takes.
 func recSize(id string, q *asked) int {
 	c := q.choice
-	n := 64 + len(id) + len(q.app) + len(c.Shadow) + 8*(len(c.Probs)+len(c.Weights)) + len(q.shadowOut)
+	n := 64 + len(id) + len(q.app) + len(c.Shadow) + 8*(len(c.Probs)+len(c.Weights)) + len(q.shadow())
 	for _, ss := range [2][]string{c.Arms, c.Among} {
 		for _, s := range ss {
 			n += len(s) + 4

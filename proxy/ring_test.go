@@ -80,6 +80,41 @@ func TestRingTakesOnceAndRestores(t *testing.T) {
 	}
 }
 
+func TestRingFindsTheLatestQueryOfAnInput(t *testing.T) {
+	r := newRing(2)
+	r.put("q1", key("app", "in"), single("app", "m", "1"))
+	r.put("q2", key("app", "in"), single("app", "m", "2"))
+	r.put("q3", key("app", "other"), single("app", "m", "3")) // forgets q1, whose input q2 now has
+	if id, ok := r.idOf(key("app", "in")); !ok || id != "q2" {
+		t.Errorf("by input: %q, %v; want q2, the latest with it", id, ok)
+	}
+	if id, ok := r.idOf(key("other-app", "in")); ok {
+		t.Errorf("another app's input found %q", id)
+	}
+}
+
+// TestRecentShadowRacesPut has the shadow's answer come while its query is
+// being remembered, as selection's shadow goroutine may: run with -race,
+// and every record ends up with it.
+func TestRecentShadowRacesPut(t *testing.T) {
+	r := newRecent(64, nil, nil)
+	for i := range 64 {
+		id := fmt.Sprint("q", i)
+		q := single("app", "m", "7")
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.shadowed(id, q, []byte("s"))
+		}()
+		r.put(id, []byte(id), q)
+		<-done
+		got, ok := r.mem.take(id, "app")
+		if !ok || string(got.shadow()) != "s" {
+			t.Fatalf("%s: took %+v, %v; want the shadow's answer s", id, got, ok)
+		}
+	}
+}
+
 func TestRingShadowed(t *testing.T) {
 	r := newRing(2)
 	r.put("q1", key("app", "in"), single("app", "m", "7"))
@@ -89,8 +124,12 @@ func TestRingShadowed(t *testing.T) {
 	if !ok || string(q.shadow()) != "8" {
 		t.Fatalf("took %+v, %v; want the shadow's answer 8", q, ok)
 	}
-	// A shadow's answer that comes after the take is kept for a restore.
+	// A shadow's answer that comes after the take is kept for a restore,
+	// and leaves the query taken until then.
 	r.shadowed("q1", []byte("9"))
+	if _, ok := r.take("q1", "app"); ok {
+		t.Fatal("a shadow's answer after the take made the query scorable again")
+	}
 	r.restore("q1", q)
 	if q, ok := r.take("q1", "app"); !ok || string(q.shadow()) != "9" {
 		t.Fatalf("took %+v, %v; want the later shadow's answer 9", q, ok)
