@@ -136,8 +136,8 @@ func NewLatencyModel(quantile float64, window, max int) *LatencyModel {
 // every later query for good, with the replica idle. The next batch
 // observed after a probe, the probe's or one that was in flight, starts
 // the fit afresh: either is newer than anything the fit held. A probe
-// that fails is not observed (the dispatcher observes answered batches
-// only), and the next comes an SLO later.
+// that fails ends no probe (an abandoned batch reaches the fit only as an
+// overrun, see ObserveOverrun), and the next comes an SLO later.
 //
 // The clock is the process's (time.Now), not the dispatcher's: the
 // probe's spacing needs no more than that.

@@ -72,14 +72,7 @@ func NewFit(window int, quantile float64) *Fit {
 }
 
 // Observe records that a batch of n items took latency.
-func (f *Fit) Observe(n int, latency time.Duration) {
-	if n <= 0 || latency < 0 {
-		return
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.add(n, latency)
-}
+func (f *Fit) Observe(n int, latency time.Duration) { f.record(n, latency, asIs) }
 
 // ObserveOverrun records that a batch of n items was abandoned after
 // atLeast, past its queries' deadlines (dispatch.OverrunObserver): it took
@@ -89,29 +82,39 @@ func (f *Fit) Observe(n int, latency time.Duration) {
 // they decide. At or below the line (a batch sent with less slack than it
 // typically takes) it tells nothing the fit can use, and is dropped. Before
 // any observation it is recorded: the lower bound is all there is.
-func (f *Fit) ObserveOverrun(n int, atLeast time.Duration) {
-	if n <= 0 || atLeast < 0 {
-		return
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.refit()
-	if f.count > 0 && atLeast.Seconds() <= f.a+f.b*float64(n) {
-		return
-	}
-	f.add(n, atLeast)
-}
+func (f *Fit) ObserveOverrun(n int, atLeast time.Duration) { f.record(n, atLeast, asOverrun) }
 
 // restart forgets every observation and records that a batch of n items
 // took latency: the fit starts afresh from it. An observation Observe
 // would drop leaves the fit as it was.
-func (f *Fit) restart(n int, latency time.Duration) {
+func (f *Fit) restart(n int, latency time.Duration) { f.record(n, latency, asFirst) }
+
+// recording is how Fit.record takes an observation: as it is, as an
+// overrun's lower bound, or in place of every earlier one.
+type recording int
+
+const (
+	asIs recording = iota
+	asOverrun
+	asFirst
+)
+
+// record records that a batch of n items took latency, as how says; a
+// batch of no items or a negative latency is dropped.
+func (f *Fit) record(n int, latency time.Duration, how recording) {
 	if n <= 0 || latency < 0 {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.next, f.count, f.maxN = 0, 0, 0
+	switch how {
+	case asOverrun:
+		if f.refit(); f.count > 0 && latency.Seconds() <= f.a+f.b*float64(n) {
+			return
+		}
+	case asFirst:
+		f.next, f.count, f.maxN = 0, 0, 0
+	}
 	f.add(n, latency)
 }
 
@@ -205,9 +208,9 @@ func (f *Fit) refit() {
 		return
 	}
 	f.dirty = false
-	older, newer := f.held()
+	held := f.held()
 	var sn, sl, snn, snl float64
-	for _, run := range [2][]obs{older, newer} {
+	for _, run := range held {
 		for _, o := range run {
 			sn += o.n
 			sl += o.latency
@@ -215,7 +218,7 @@ func (f *Fit) refit() {
 			snl += o.n * o.latency
 		}
 	}
-	k := float64(len(older) + len(newer))
+	k := float64(len(held[0]) + len(held[1]))
 	meanN, meanL := sn/k, sl/k
 	varN := snn/k - meanN*meanN
 	f.b = 0
@@ -224,7 +227,7 @@ func (f *Fit) refit() {
 	}
 	f.a = max(0, meanL-f.b*meanN)
 	res := f.res[:0]
-	for _, run := range [2][]obs{older, newer} {
+	for _, run := range held {
 		for _, o := range run {
 			res = append(res, o.latency-(f.a+f.b*o.n))
 		}
@@ -241,8 +244,9 @@ var (
 )
 
 // held is the observations the fit holds (see Fit), oldest first, in the
-// ring's two runs. Called with mu held and count > 0.
-func (f *Fit) held() (older, newer []obs) {
+// ring's two runs (the first empty when they do not wrap). Called with mu
+// held and count > 0.
+func (f *Fit) held() [2][]obs {
 	w := len(f.obs)
 	oldest := (f.next - f.count + w) % w
 	latest := f.obs[(f.next-1+w)%w].at
@@ -252,9 +256,9 @@ func (f *Fit) held() (older, newer []obs) {
 		return latest-f.obs[(oldest+i)%w].at <= FitSpan
 	})
 	if from := f.next - k; from >= 0 {
-		return nil, f.obs[from:f.next]
+		return [2][]obs{nil, f.obs[from:f.next]}
 	}
-	return f.obs[f.next-k+w:], f.obs[:f.next]
+	return [2][]obs{f.obs[f.next-k+w:], f.obs[:f.next]}
 }
 
 // epoch is what observations are stamped against: time.Since reads the
