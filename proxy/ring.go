@@ -21,7 +21,7 @@ import (
 // records) at 2,000 queries a second on two processors, the collector's
 // mark phase took a median 24 ms, up to 57 ms, where 1,024 records took
 // 3.3 ms, and every long mark delayed the batches in flight
-// (docs/benchmarks.md, run U).
+// (docs/benchmarks.md, run U and "The feedback memory as bytes").
 //
 // ring is safe for concurrent use.
 type ring struct {
@@ -99,7 +99,7 @@ func (r *ring) idOf(k inputKey) (string, bool) {
 func (r *ring) take(id, app string) (*asked, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, ok := r.find(id)
+	_, rec, ok := r.find(id)
 	if !ok || rec[recTaken] == 1 {
 		return nil, false
 	}
@@ -117,7 +117,7 @@ func (r *ring) take(id, app string) (*asked, bool) {
 func (r *ring) restore(id string, q *asked) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rec, ok := r.find(id); ok {
+	if _, rec, ok := r.find(id); ok {
 		rec[recTaken] = 0
 		return
 	}
@@ -126,15 +126,16 @@ func (r *ring) restore(id string, q *asked) {
 	r.byID[xxhash.Sum64String(id)] = s
 }
 
-// find returns query id's record, taken or not; called with mu held.
-func (r *ring) find(id string) ([]byte, bool) {
+// find returns query id's slot and record, taken or not; called with mu
+// held.
+func (r *ring) find(id string) (int32, []byte, bool) {
 	s, ok := r.byID[xxhash.Sum64String(id)]
 	if !ok {
-		return nil, false
+		return 0, nil, false
 	}
 	rec := r.recs[s]
 	got, _, _, ok := recHead(rec)
-	return rec, ok && string(got) == id
+	return s, rec, ok && string(got) == id
 }
 
 // claim empties the oldest slot and returns it; called with mu held.
@@ -149,7 +150,7 @@ func (r *ring) claim() int32 {
 func (r *ring) shadowed(id string, out []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, ok := r.find(id)
+	s, rec, ok := r.find(id)
 	if !ok {
 		return
 	}
@@ -160,7 +161,7 @@ func (r *ring) shadowed(id string, out []byte) {
 	q.shadowOut = out
 	next := encodeRec(nil, id, binary.LittleEndian.Uint64(rec[1:9]), q)
 	next[recTaken] = rec[recTaken]
-	r.recs[r.byID[xxhash.Sum64String(id)]] = next
+	r.recs[s] = next
 }
 
 // keyHash is the hash of an (app, input) key.
@@ -187,10 +188,10 @@ func encodeRec(b []byte, id string, inHash uint64, q *asked) []byte {
 	b = appendRecString(b, id)
 	b = appendRecString(b, q.app)
 	c := q.choice
-	b = appendRecStrings(b, c.Arms)
-	b = appendRecFloats(b, c.Probs)
-	b = appendRecFloats(b, c.Weights)
-	b = appendRecStrings(b, c.Among)
+	b = appendRecList(b, c.Arms, appendRecString)
+	b = appendRecList(b, c.Probs, appendRecFloat)
+	b = appendRecList(b, c.Weights, appendRecFloat)
+	b = appendRecList(b, c.Among, appendRecString)
 	b = appendRecString(b, c.Shadow)
 	b = binary.AppendUvarint(b, uint64(len(q.outs)))
 	for _, o := range q.outs {
@@ -228,24 +229,19 @@ func appendRecBytes(b, p []byte) []byte {
 	return append(binary.AppendUvarint(append(b, 1), uint64(len(p))), p...)
 }
 
-func appendRecStrings(b []byte, ss []string) []byte {
-	if ss == nil {
-		return append(b, 0)
-	}
-	b = binary.AppendUvarint(append(b, 1), uint64(len(ss)))
-	for _, s := range ss {
-		b = appendRecString(b, s)
-	}
-	return b
+func appendRecFloat(b []byte, f float64) []byte {
+	return binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
 }
 
-func appendRecFloats(b []byte, fs []float64) []byte {
-	if fs == nil {
+// appendRecList writes a nil list as a 0 flag, any other as 1, its length
+// and each element as each writes it.
+func appendRecList[T any](b []byte, list []T, each func([]byte, T) []byte) []byte {
+	if list == nil {
 		return append(b, 0)
 	}
-	b = binary.AppendUvarint(append(b, 1), uint64(len(fs)))
-	for _, f := range fs {
-		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
+	b = binary.AppendUvarint(append(b, 1), uint64(len(list)))
+	for _, e := range list {
+		b = each(b, e)
 	}
 	return b
 }
@@ -295,28 +291,23 @@ func (r *recReader) optBytes() []byte {
 	return append([]byte{}, r.bytes(r.uvarint())...)
 }
 
-func (r *recReader) strings() []string {
-	if !r.flag() {
-		return nil
+func (r *recReader) float() float64 {
+	if p := r.bytes(8); len(p) == 8 {
+		return math.Float64frombits(binary.LittleEndian.Uint64(p))
 	}
-	ss := make([]string, r.uvarint())
-	for i := range ss {
-		ss[i] = r.string()
-	}
-	return ss
+	return 0
 }
 
-func (r *recReader) floats() []float64 {
+// readRecList reads what appendRecList wrote, each element with each.
+func readRecList[T any](r *recReader, each func() T) []T {
 	if !r.flag() {
 		return nil
 	}
-	fs := make([]float64, r.uvarint())
-	for i := range fs {
-		if p := r.bytes(8); len(p) == 8 {
-			fs[i] = math.Float64frombits(binary.LittleEndian.Uint64(p))
-		}
+	list := make([]T, r.uvarint())
+	for i := range list {
+		list[i] = each()
 	}
-	return fs
+	return list
 }
 
 // recHead reads a record's id, app and input hash, the first two as views
@@ -339,7 +330,8 @@ func decodeRec(rec []byte) (*asked, string, error) {
 	r := recReader{b: rec[9:]}
 	id := r.string()
 	q := &asked{app: r.string()}
-	q.choice = selection.Choice{Arms: r.strings(), Probs: r.floats(), Weights: r.floats(), Among: r.strings(), Shadow: r.string()}
+	q.choice = selection.Choice{Arms: readRecList(&r, r.string), Probs: readRecList(&r, r.float), Weights: readRecList(&r, r.float),
+		Among: readRecList(&r, r.string), Shadow: r.string()}
 	if n := r.uvarint(); r.err == nil {
 		q.outs = make([][]byte, n)
 		for i := range q.outs {
