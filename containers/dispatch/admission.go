@@ -50,8 +50,9 @@ func reserveOf(ctx context.Context) time.Duration {
 // made it (docs/benchmarks.md).
 //
 // To that prediction admission adds a margin for its error, calibrated:
-// the 99.5th percentile of how late the queries it admitted to the same
-// batch index recently finished after their prediction (see calibration).
+// a high percentile of how late the queries it admitted to the same batch
+// index recently finished after their prediction, the 99.5th or lower
+// while few of them finish past their deadline (see calibration).
 // Until the calibration has enough recent queries it is the fit's tail,
 // the quantile of one batch's delay over its estimate, once for each
 // batch whose delay q waits out on its lane (the one in flight, those
@@ -103,12 +104,13 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 }
 
 // calibrate tells q's estimator's calibration how late q finished, at the
-// later of now() and by, against its prediction; queries admitted without
-// a prediction tell nothing (and do not read the clock).
-func (q *query) calibrate(now func() time.Time, by time.Time) {
+// later of now() and by, against its prediction, and whether that was past
+// its deadline (an expired query was); queries admitted without a
+// prediction tell nothing (and do not read the clock).
+func (q *query) calibrate(now func() time.Time, by time.Time, expired bool) {
 	if q.est != nil {
 		t := later(now(), by)
-		q.est.cal.observe(q.batch, t, t.Sub(q.enqueued)-q.predicted)
+		q.est.cal.observe(q.batch, t, t.Sub(q.enqueued)-q.predicted, expired || t.After(q.deadline))
 	}
 }
 

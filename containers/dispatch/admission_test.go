@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -61,7 +62,7 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 	// calEvery errors, and trusted from calMin, 64, on): the 99.5th
 	// percentile of 112 is the ⌈111.44⌉th.
 	for i := 1; i <= 112; i++ {
-		c.observe(2, now, time.Duration(i)*time.Microsecond)
+		c.observe(2, now, time.Duration(i)*time.Microsecond, false)
 	}
 	if m, ok := c.margin(2, now); !ok || m != 112*time.Microsecond {
 		t.Errorf("margin %v, %v; want 112µs", m, ok)
@@ -79,14 +80,14 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 	// (negative, a pessimistic prediction), the margin is theirs, once
 	// recomputed (a read calRefresh after the last computation).
 	for range calWindow {
-		c.observe(2, now, -time.Millisecond)
+		c.observe(2, now, -time.Millisecond, false)
 	}
 	if m, _ := c.margin(2, now.Add(calRefresh)); m != -time.Millisecond {
 		t.Errorf("after %d errors of -1ms, margin %v", calWindow, m)
 	}
 	// Batches from calStrata on share the deepest stratum.
 	for range calMin {
-		c.observe(calStrata+5, now, time.Millisecond)
+		c.observe(calStrata+5, now, time.Millisecond, false)
 	}
 	if m, ok := c.margin(calStrata, now); !ok || m != time.Millisecond {
 		t.Errorf("deepest stratum: %v, %v", m, ok)
@@ -97,7 +98,7 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 	// An error after calStale without any starts the stratum afresh: the
 	// old margin does not come back with it.
 	later := now.Add(calStale)
-	c.observe(2, later, 0)
+	c.observe(2, later, 0, false)
 	if m, ok := c.margin(2, later); ok {
 		t.Errorf("after a quiet spell one error brought back the margin %v", m)
 	}
@@ -119,10 +120,10 @@ func TestCalibrationForgetsASpellByTime(t *testing.T) {
 		var c calibration
 		t0 := time.Unix(1000, 0)
 		for range tc.spell {
-			c.observe(1, t0, 10*time.Millisecond)
+			c.observe(1, t0, 10*time.Millisecond, false)
 		}
 		for i := 1; i <= tc.fresh; i++ {
-			c.observe(1, t0.Add(500*time.Millisecond), time.Duration(i)*time.Microsecond)
+			c.observe(1, t0.Add(500*time.Millisecond), time.Duration(i)*time.Microsecond, false)
 		}
 		if m, ok := c.margin(1, t0.Add(500*time.Millisecond)); !ok || m != 10*time.Millisecond {
 			t.Errorf("%s, within calStale of the spell: margin %v, %v; want the spell's 10ms", tc.name, m, ok)
@@ -199,5 +200,67 @@ func TestAdmissionTimesTheNextStartFromTheBatchesInFlight(t *testing.T) {
 				t.Errorf("refused with %v, not ErrShed", err)
 			}
 		})
+	}
+}
+
+// TestCalibrationRiskFollowsTheLateShare: the margin leaves out more of
+// the errors' tail while few of the admitted finish late, and goes back
+// to the 99.5th percentile when more than riskTarget of them do.
+func TestCalibrationRiskFollowsTheLateShare(t *testing.T) {
+	type round struct {
+		n, late int
+		steps   int
+		apart   time.Duration // between steps
+	}
+	quiet := round{riskOutcomes, 0, 12, riskStep}
+	cases := []struct {
+		name   string
+		rounds []round
+		want   float64 // the risk afterwards
+	}{
+		{"none late: up to riskHigh", []round{quiet}, riskHigh},
+		{"then 1% late: back down to riskLow", []round{quiet, {riskOutcomes, 4, 4, riskStep}}, riskLow},
+		{"then one step of 1% late: half of riskHigh", []round{quiet, {riskOutcomes, 4, 1, riskStep}}, riskHigh / 2},
+		{"then 0.5% late, not above the target nor under half: held", []round{quiet, {riskOutcomes, 2, 3, riskStep}}, riskHigh},
+		{"then all late, but one outcome short of a step: held", []round{quiet, {riskOutcomes - 1, riskOutcomes, 1, riskStep}}, riskHigh},
+		{"then all late, three rounds within a step: one halving", []round{quiet, {riskOutcomes, riskOutcomes, 3, riskStep / 4}}, riskHigh / 2},
+		{"none late, a step's outcomes spread over two: grows every other", []round{{riskOutcomes / 2, 0, 4, riskStep}}, riskLow * 5 / 4 * 5 / 4},
+	}
+	for _, tc := range cases {
+		var c calibration
+		at := time.Unix(1000, 0)
+		for _, r := range tc.rounds {
+			for range r.steps {
+				for i := range r.n {
+					c.observe(3, at, 0, i < r.late)
+				}
+				at = at.Add(r.apart)
+			}
+		}
+		if got := 1 - c.quantile(); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("%s: risk %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestCalibrationMarginTakesTheRisk: after a quiet spell the margin is
+// the 95th percentile of the errors, 1..256µs, not their 99.5th.
+func TestCalibrationMarginTakesTheRisk(t *testing.T) {
+	var c calibration
+	at := time.Unix(1000, 0)
+	if m, _ := c.margin(1, at); c.quantile() != 1-riskLow || m != 0 {
+		t.Fatalf("a fresh calibration: quantile %v, margin %v", c.quantile(), m)
+	}
+	for range 12 {
+		for range riskOutcomes {
+			c.observe(3, at, 0, false)
+		}
+		at = at.Add(riskStep)
+	}
+	for i := 1; i <= calWindow; i++ {
+		c.observe(1, at, time.Duration(i)*time.Microsecond, false)
+	}
+	if m, ok := c.margin(1, at.Add(calRefresh)); !ok || m != 244*time.Microsecond {
+		t.Errorf("margin %v, %v; want the ⌈0.95·256⌉th error, 244µs", m, ok)
 	}
 }

@@ -13,6 +13,6 @@ func BenchmarkCalibrationObserve(b *testing.B) {
 	now := time.Unix(1000, 0)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		c.observe(1, now, time.Duration(i*7919%2000)*time.Microsecond)
+		c.observe(1, now, time.Duration(i*7919%2000)*time.Microsecond, false)
 	}
 }

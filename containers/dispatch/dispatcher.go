@@ -329,11 +329,11 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 	case r := <-q.reply:
 		if r.err != nil {
 			if errors.Is(r.err, ErrDeadline) { // expired in the queue, or refused as doomed
-				q.calibrate(d.opts.Now, q.deadline)
+				q.calibrate(d.opts.Now, q.deadline, true)
 			}
 			return nil, r.replica, r.err
 		}
-		q.calibrate(d.opts.Now, time.Time{})
+		q.calibrate(d.opts.Now, time.Time{}, false)
 		if r.out.Err != "" {
 			return nil, r.replica, &ModelError{Model: d.opts.Model, Version: d.opts.Version, Message: r.out.Err}
 		}
@@ -341,7 +341,7 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 	case <-ctx.Done():
 		d.q.remove(q)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			q.calibrate(d.opts.Now, time.Time{})
+			q.calibrate(d.opts.Now, time.Time{}, true)
 			return nil, "", ErrDeadline
 		}
 		return nil, "", ctx.Err()
