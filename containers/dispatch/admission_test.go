@@ -106,9 +106,11 @@ func TestCalibrationMarginIsTheQuantileOfTheLatestErrors(t *testing.T) {
 
 func TestCalibrationForgetsASpellByTime(t *testing.T) {
 	// A spell: queries of the first batch finish 10ms after their
-	// prediction; half a second later others finish 1µs, 2µs, ... k µs
-	// after it. k < 200, so the 99.5th percentile of the k is their
-	// largest, and of the k with one of the spell's, the spell's.
+	// prediction; from calQuiet/2 later to calStale after it others finish
+	// 1µs, 2µs, ... k µs after it, evenly spread, so that none of the
+	// gaps between them is calQuiet. k < 200, so the 99.5th percentile of
+	// the k is their largest, and of the k with one of the spell's, the
+	// spell's.
 	cases := []struct {
 		name         string
 		spell, fresh int
@@ -122,22 +124,64 @@ func TestCalibrationForgetsASpellByTime(t *testing.T) {
 		for range tc.spell {
 			c.observe(1, t0, 10*time.Millisecond, false)
 		}
+		from, every := t0.Add(calQuiet/2), (calStale-calQuiet/2)/time.Duration(tc.fresh-1)
 		for i := 1; i <= tc.fresh; i++ {
-			c.observe(1, t0.Add(500*time.Millisecond), time.Duration(i)*time.Microsecond, false)
+			c.observe(1, from.Add(time.Duration(i-1)*every), time.Duration(i)*time.Microsecond, false)
 		}
-		if m, ok := c.margin(1, t0.Add(500*time.Millisecond)); !ok || m != 10*time.Millisecond {
+		if m, ok := c.margin(1, t0.Add(calStale-time.Millisecond)); !ok || m != 10*time.Millisecond {
 			t.Errorf("%s, within calStale of the spell: margin %v, %v; want the spell's 10ms", tc.name, m, ok)
 		}
 		// Once the spell is calStale old none of its errors counts, though
-		// fewer than calWindow came after them and none since.
+		// fewer than calWindow came after them.
 		want := time.Duration(tc.fresh) * time.Microsecond
-		if m, ok := c.margin(1, t0.Add(calStale+time.Millisecond)); !ok || m != want {
+		if m, ok := c.margin(1, t0.Add(calStale+calRefresh)); !ok || m != want {
 			t.Errorf("%s, calStale after the spell: margin %v, %v; want %v from the errors since", tc.name, m, ok, want)
 		}
-		// And once those are calStale old too, none is left to trust.
-		if m, ok := c.margin(1, t0.Add(500*time.Millisecond+calStale)); ok {
-			t.Errorf("%s, every error calStale old: margin %v still trusted", tc.name, m)
+		// And when none has come for calQuiet, none is left to trust.
+		if m, ok := c.margin(1, t0.Add(calStale+calQuiet)); ok {
+			t.Errorf("%s, nothing for calQuiet: margin %v still trusted", tc.name, m)
 		}
+	}
+}
+
+// TestCalibrationForgetsWhatCameBeforeAGap: a stall's errors set the
+// margin; once no query of the stratum has finished for calQuiet (they
+// were all shed) it is not trusted, and the queries let in after the gap
+// set it afresh, though the stall's errors are under calStale old.
+func TestCalibrationForgetsWhatCameBeforeAGap(t *testing.T) {
+	var c calibration
+	t0 := time.Unix(1000, 0)
+	for range 100 {
+		c.observe(1, t0, 15*time.Millisecond, false)
+	}
+	for i := 1; i <= 100; i++ {
+		c.observe(1, t0, time.Duration(i)*time.Microsecond, false)
+	}
+	if m, ok := c.margin(1, t0.Add(calRefresh)); !ok || m != 15*time.Millisecond {
+		t.Fatalf("during the stall: margin %v, %v; want 15ms", m, ok)
+	}
+	if m, ok := c.margin(1, t0.Add(calQuiet)); ok {
+		t.Errorf("nothing finished for calQuiet: margin %v still trusted", m)
+	}
+	after := t0.Add(calQuiet + calRefresh)
+	for i := 1; i <= calMin; i++ {
+		c.observe(1, after, time.Duration(i)*time.Microsecond, false)
+	}
+	if m, ok := c.margin(1, after); !ok || m != time.Duration(calMin)*time.Microsecond {
+		t.Errorf("after the gap: margin %v, %v; want %v, the largest since", m, ok, time.Duration(calMin)*time.Microsecond)
+	}
+	// An error stamped ahead of its place (a query refused early, at its
+	// deadline) makes no gap of its own.
+	var d calibration
+	for i := 1; i <= calMin; i++ {
+		at := t0.Add(time.Duration(i) * time.Millisecond)
+		if i == calMin/2 {
+			at = at.Add(calQuiet + 20*time.Millisecond)
+		}
+		d.observe(1, at, time.Duration(i)*time.Microsecond, false)
+	}
+	if m, ok := d.margin(1, t0.Add(calMin*time.Millisecond+calRefresh)); !ok || m != time.Duration(calMin)*time.Microsecond {
+		t.Errorf("with one stamp ahead: margin %v, %v; want all %d errors' largest", m, ok, calMin)
 	}
 }
 

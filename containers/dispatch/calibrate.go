@@ -10,8 +10,8 @@ import (
 // Calibration's parameters: how many of the latest errors each stratum
 // keeps, how many it needs before it is trusted, how often its quantile
 // is recomputed (every calEvery errors, every error while it is not
-// trusted, and at least every calRefresh while it is read), and how long
-// an error counts.
+// trusted, and at least every calRefresh while it is read), how long an
+// error counts, and how long a quiet spell forgets what came before it.
 const (
 	calStrata  = 6
 	calWindow  = 256
@@ -19,6 +19,7 @@ const (
 	calEvery   = 16
 	calRefresh = 50 * time.Millisecond
 	calStale   = time.Second
+	calQuiet   = 200 * time.Millisecond
 )
 
 // The risk admission takes, its promise: of the queries it lets in with a
@@ -63,7 +64,14 @@ const (
 // margin sheds most of the stratum, so the newer ones came slowly, and
 // admission went on shedding most queries for seconds after the spell,
 // with the queries it let in finishing well inside their deadlines
-// (docs/benchmarks.md).
+// (docs/benchmarks.md). Aged out after calStale, a stall's errors (a
+// collection, the processor taken) still shed nearly every query for
+// that second: admission let in none it predicted, so none finished to
+// say the stall was over. So a stratum none of whose queries finished for
+// calQuiet is not trusted, and its errors before that gap no longer
+// count: admission falls back on the fit's tail, lets some in, and learns
+// afresh from them. A lasting slowdown keeps its margin, since the
+// queries let in under it go on finishing late.
 //
 // The first batch was left out while admission took the worst wait for
 // its start: its queries then finished well before their prediction
@@ -153,15 +161,23 @@ func (c *calibration) tune(now time.Time, late bool) {
 }
 
 // compute recomputes the margin at now, the errors' q-quantile, from the
-// errors under calStale old: the latest ones, as errors come about in the
-// order of their stamps (not quite: a query refused early is stamped at
-// its deadline, at most an SLO ahead, and observers stamp before they
-// take the lock).
+// fresh errors: the latest ones, back to the first that is calStale old
+// or that came calQuiet or more before every newer one (and none is fresh
+// when the latest is calQuiet old). Errors come about in the order of
+// their stamps, not quite: a query refused early is stamped at its
+// deadline, at most an SLO ahead, and observers stamp before they take
+// the lock; measuring each gap from the earliest stamp after it keeps a
+// stamp ahead of its place from making one.
 func (w *errWindow) compute(now time.Time, q float64) {
 	w.since, w.computed = 0, now
-	cutoff := now.UnixNano() - int64(calStale)
-	k := 0 // how many of the latest are fresh
-	for k < w.n && w.ats[(w.next-1-k+calWindow)%calWindow] > cutoff {
+	cutoff, quiet := now.UnixNano()-int64(calStale), int64(calQuiet)
+	k, earliest := 0, now.UnixNano() // how many of the latest are fresh; their earliest stamp
+	for k < w.n {
+		at := w.ats[(w.next-1-k+calWindow)%calWindow]
+		if at <= cutoff || at <= earliest-quiet {
+			break
+		}
+		earliest = min(earliest, at)
 		k++
 	}
 	w.trusted = k >= calMin
