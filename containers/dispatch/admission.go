@@ -93,6 +93,7 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 		margin = time.Duration(batches) * tail
 	}
 	if finish := predicted + margin; finish > budget-reserve {
+		est.cal.shed(j, q.enqueued)
 		if d.metrics != nil {
 			d.metrics.shed.Inc()
 		}
@@ -106,11 +107,15 @@ func (d *Dispatcher) admit(est *estimator, q *query, reserve time.Duration) erro
 // calibrate tells q's estimator's calibration how late q finished, at the
 // later of now() and by, against its prediction, and whether that was past
 // its deadline (an expired query was); queries admitted without a
-// prediction tell nothing (and do not read the clock).
+// prediction tell nothing (and do not read the clock). The error is
+// stamped with now(), not by: a query refused as doomed ends before its
+// deadline, and a stamp ahead of the clock would date the stratum's
+// latest error in the future.
 func (q *query) calibrate(now func() time.Time, by time.Time, expired bool) {
 	if q.est != nil {
-		t := later(now(), by)
-		q.est.cal.observe(q.batch, t, t.Sub(q.enqueued)-q.predicted, expired || t.After(q.deadline))
+		n := now()
+		t := later(n, by)
+		q.est.cal.observe(q.batch, n, t.Sub(q.enqueued)-q.predicted, expired || t.After(q.deadline))
 	}
 }
 

@@ -137,51 +137,73 @@ func TestCalibrationForgetsASpellByTime(t *testing.T) {
 		if m, ok := c.margin(1, t0.Add(calStale+calRefresh)); !ok || m != want {
 			t.Errorf("%s, calStale after the spell: margin %v, %v; want %v from the errors since", tc.name, m, ok, want)
 		}
-		// And when none has come for calQuiet, none is left to trust.
-		if m, ok := c.margin(1, t0.Add(calStale+calQuiet)); ok {
-			t.Errorf("%s, nothing for calQuiet: margin %v still trusted", tc.name, m)
+		// And once those are calStale old too, none is left to trust.
+		if m, ok := c.margin(1, t0.Add(2*calStale)); ok {
+			t.Errorf("%s, every error calStale old: margin %v still trusted", tc.name, m)
 		}
 	}
 }
 
 // TestCalibrationForgetsWhatCameBeforeAGap: a stall's errors set the
-// margin; once no query of the stratum has finished for calQuiet (they
-// were all shed) it is not trusted, and the queries let in after the gap
-// set it afresh, though the stall's errors are under calStale old.
+// margin; once the stratum has shed with none of its queries finishing
+// for calQuiet it is not trusted, and the queries let in after that gap
+// set it afresh, though the stall's errors are under calStale old. A
+// stratum that shed nothing keeps them.
 func TestCalibrationForgetsWhatCameBeforeAGap(t *testing.T) {
-	var c calibration
 	t0 := time.Unix(1000, 0)
-	for range 100 {
-		c.observe(1, t0, 15*time.Millisecond, false)
+	stall := func() *calibration {
+		c := new(calibration)
+		for range 100 {
+			c.observe(1, t0, 15*time.Millisecond, false)
+		}
+		for i := 1; i <= 100; i++ {
+			c.observe(1, t0, time.Duration(i)*time.Microsecond, false)
+		}
+		if m, ok := c.margin(1, t0.Add(calRefresh)); !ok || m != 15*time.Millisecond {
+			t.Fatalf("during the stall: margin %v, %v; want 15ms", m, ok)
+		}
+		return c
 	}
-	for i := 1; i <= 100; i++ {
-		c.observe(1, t0, time.Duration(i)*time.Microsecond, false)
+
+	c := stall()
+	c.shed(1, t0.Add(calRefresh))
+	if m, ok := c.margin(1, t0.Add(calQuiet-time.Millisecond)); !ok || m != 15*time.Millisecond {
+		t.Errorf("shedding, the latest error under calQuiet old: margin %v, %v; want the stall's", m, ok)
 	}
-	if m, ok := c.margin(1, t0.Add(calRefresh)); !ok || m != 15*time.Millisecond {
-		t.Fatalf("during the stall: margin %v, %v; want 15ms", m, ok)
+	if m, ok := c.margin(1, t0.Add(calQuiet+calRefresh)); ok {
+		t.Errorf("shedding, nothing finished for calQuiet: margin %v still trusted", m)
 	}
-	if m, ok := c.margin(1, t0.Add(calQuiet)); ok {
-		t.Errorf("nothing finished for calQuiet: margin %v still trusted", m)
-	}
-	after := t0.Add(calQuiet + calRefresh)
+	after := t0.Add(calQuiet + 2*calRefresh)
 	for i := 1; i <= calMin; i++ {
 		c.observe(1, after, time.Duration(i)*time.Microsecond, false)
 	}
-	if m, ok := c.margin(1, after); !ok || m != time.Duration(calMin)*time.Microsecond {
-		t.Errorf("after the gap: margin %v, %v; want %v, the largest since", m, ok, time.Duration(calMin)*time.Microsecond)
+	want := time.Duration(calMin) * time.Microsecond
+	if m, ok := c.margin(1, after.Add(calRefresh)); !ok || m != want {
+		t.Errorf("after the gap: margin %v, %v; want %v, the largest since", m, ok, want)
 	}
-	// An error stamped ahead of its place (a query refused early, at its
-	// deadline) makes no gap of its own.
-	var d calibration
-	for i := 1; i <= calMin; i++ {
-		at := t0.Add(time.Duration(i) * time.Millisecond)
-		if i == calMin/2 {
-			at = at.Add(calQuiet + 20*time.Millisecond)
-		}
-		d.observe(1, at, time.Duration(i)*time.Microsecond, false)
+
+	// Nothing shed in the stratum: quiet, but no gap.
+	idle := stall()
+	idle.shed(2, t0.Add(calRefresh))
+	if m, ok := idle.margin(1, t0.Add(calQuiet+calRefresh)); !ok || m != 15*time.Millisecond {
+		t.Errorf("idle for calQuiet: margin %v, %v; want the stall's still", m, ok)
 	}
-	if m, ok := d.margin(1, t0.Add(calMin*time.Millisecond+calRefresh)); !ok || m != time.Duration(calMin)*time.Microsecond {
-		t.Errorf("with one stamp ahead: margin %v, %v; want all %d errors' largest", m, ok, calMin)
+}
+
+// TestCalibrateStampsTheClock: a query refused as doomed counts with its
+// deadline's error, a lower bound, but is stamped when it was refused, so
+// that the stratum's latest error is not dated ahead of the clock.
+func TestCalibrateStampsTheClock(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	est := &estimator{Estimator: lineEst{}}
+	q := &query{est: est, enqueued: t0, deadline: t0.Add(300 * time.Millisecond), predicted: 40 * time.Millisecond, batch: 1}
+	q.calibrate(func() time.Time { return t0.Add(10 * time.Millisecond) }, q.deadline, true)
+	w := &est.cal.strata[0]
+	if w.n != 1 || w.errs[0] != 260*time.Millisecond || w.ats[0] != t0.Add(10*time.Millisecond).UnixNano() {
+		t.Errorf("held %d: error %v stamped %v; want 260ms stamped at the clock's 10ms", w.n, w.errs[0], time.Unix(0, w.ats[0]).Sub(t0))
+	}
+	if est.cal.ended != 1 || est.cal.late != 1 {
+		t.Errorf("outcomes %d, late %d; want the doomed query counted late", est.cal.ended, est.cal.late)
 	}
 }
 
@@ -287,24 +309,35 @@ func TestCalibrationRiskFollowsTheLateShare(t *testing.T) {
 	}
 }
 
-// TestCalibrationMarginTakesTheRisk: after a quiet spell the margin is
-// the 95th percentile of the errors, 1..256µs, not their 99.5th.
+// TestCalibrationMarginTakesTheRisk: the margin is the (1 − risk)-
+// quantile of the errors, 1..256µs, and a step of the risk has it
+// recomputed at once.
 func TestCalibrationMarginTakesTheRisk(t *testing.T) {
 	var c calibration
 	at := time.Unix(1000, 0)
 	if m, _ := c.margin(1, at); c.quantile() != 1-riskLow || m != 0 {
 		t.Fatalf("a fresh calibration: quantile %v, margin %v", c.quantile(), m)
 	}
-	for range 12 {
+	// Ten quiet steps: risk 0.005·1.25¹⁰ ≈ 0.0466, the ⌈0.9534·256⌉th.
+	for range 10 {
 		for range riskOutcomes {
 			c.observe(3, at, 0, false)
 		}
 		at = at.Add(riskStep)
 	}
+	fill := at.Add(-10 * time.Millisecond) // under riskStep after the last step
 	for i := 1; i <= calWindow; i++ {
-		c.observe(1, at, time.Duration(i)*time.Microsecond, false)
+		c.observe(1, fill, time.Duration(i)*time.Microsecond, false)
 	}
-	if m, ok := c.margin(1, at.Add(calRefresh)); !ok || m != 244*time.Microsecond {
-		t.Errorf("margin %v, %v; want the ⌈0.95·256⌉th error, 244µs", m, ok)
+	if m, ok := c.margin(1, fill); !ok || m != 245*time.Microsecond {
+		t.Errorf("after ten steps: margin %v, %v; want 245µs", m, ok)
+	}
+	// The eleventh step, 10ms after that margin was computed, takes the
+	// risk to riskHigh: the ⌈0.95·256⌉th.
+	for range riskOutcomes - calWindow {
+		c.observe(3, at, 0, false)
+	}
+	if m, ok := c.margin(1, at); !ok || m != 244*time.Microsecond {
+		t.Errorf("after the eleventh step: margin %v, %v; want 244µs", m, ok)
 	}
 }

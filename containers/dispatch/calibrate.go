@@ -11,7 +11,8 @@ import (
 // keeps, how many it needs before it is trusted, how often its quantile
 // is recomputed (every calEvery errors, every error while it is not
 // trusted, and at least every calRefresh while it is read), how long an
-// error counts, and how long a quiet spell forgets what came before it.
+// error counts, and how long a stratum may shed with none of its queries
+// finishing before it forgets its errors.
 const (
 	calStrata  = 6
 	calWindow  = 256
@@ -43,7 +44,8 @@ const (
 // the query rode (1st, 2nd, ...; the deepest stratum takes the rest):
 // queries further back are later by more. Each stratum's margin is the
 // (1 − risk)-quantile of its latest calWindow errors that are under
-// calStale old, trusted while there are calMin of them. A query that
+// calStale old and newer than its latest quiet gap (below), trusted while
+// there are calMin of them. A query that
 // missed its deadline counts with the error it had by then, a lower
 // bound, so misses raise the margin too.
 //
@@ -67,11 +69,13 @@ const (
 // (docs/benchmarks.md). Aged out after calStale, a stall's errors (a
 // collection, the processor taken) still shed nearly every query for
 // that second: admission let in none it predicted, so none finished to
-// say the stall was over. So a stratum none of whose queries finished for
-// calQuiet is not trusted, and its errors before that gap no longer
-// count: admission falls back on the fit's tail, lets some in, and learns
-// afresh from them. A lasting slowdown keeps its margin, since the
-// queries let in under it go on finishing late.
+// say the stall was over. So a stratum that sheds while none of its
+// queries has finished for calQuiet, a quiet gap, forgets the errors
+// before it and is not trusted: admission falls back on the fit's tail,
+// lets some in, and learns afresh from them. A lasting slowdown keeps its
+// margin, since the queries let in under it go on finishing late; a
+// stratum that sheds nothing (idle, or its queries all admitted) keeps
+// its errors for calStale.
 //
 // The first batch was left out while admission took the worst wait for
 // its start: its queries then finished well before their prediction
@@ -99,7 +103,9 @@ type errWindow struct {
 	margin   time.Duration
 	trusted  bool
 	computed time.Time       // when margin was
-	fresh    []time.Duration // scratch: the errors under calStale old
+	shedAt   int64           // when the stratum last shed a query, Unix ns
+	forgot   int64           // the errors stamped up to this, Unix ns, no longer count
+	fresh    []time.Duration // scratch: the errors that count
 	top      []time.Duration // scratch for the quantile
 }
 
@@ -118,6 +124,14 @@ func (c *calibration) margin(j int, now time.Time) (time.Duration, bool) {
 	return w.margin, w.trusted
 }
 
+// shed records that admission shed a query that would have ridden the
+// j-th batch, at now.
+func (c *calibration) shed(j int, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.strata[stratumOf(j)].shedAt = now.UnixNano()
+}
+
 // observe records that a query riding the j-th batch finished at now, err
 // after its prediction (negative: before), and whether that was past its
 // deadline.
@@ -134,7 +148,7 @@ func (c *calibration) observe(j int, now time.Time, err time.Duration, late bool
 	}
 }
 
-// quantile is the errors' quantile the margins take.
+// quantile is the errors' quantile the margins take; c.mu held.
 func (c *calibration) quantile() float64 { return 1 - max(c.risk, riskLow) }
 
 // tune counts one finished query and steps the risk (see calibration);
@@ -161,23 +175,22 @@ func (c *calibration) tune(now time.Time, late bool) {
 }
 
 // compute recomputes the margin at now, the errors' q-quantile, from the
-// fresh errors: the latest ones, back to the first that is calStale old
-// or that came calQuiet or more before every newer one (and none is fresh
-// when the latest is calQuiet old). Errors come about in the order of
-// their stamps, not quite: a query refused early is stamped at its
-// deadline, at most an SLO ahead, and observers stamp before they take
-// the lock; measuring each gap from the earliest stamp after it keeps a
-// stamp ahead of its place from making one.
+// errors that count: the latest ones, back to the first that is calStale
+// old or stamped before the latest quiet gap. A gap is found here: the
+// stratum shed after its latest error, and that error is calQuiet old.
+// Errors come about in the order of their stamps, but for observers that
+// stamp before they take the lock.
 func (w *errWindow) compute(now time.Time, q float64) {
 	w.since, w.computed = 0, now
-	cutoff, quiet := now.UnixNano()-int64(calStale), int64(calQuiet)
-	k, earliest := 0, now.UnixNano() // how many of the latest are fresh; their earliest stamp
-	for k < w.n {
-		at := w.ats[(w.next-1-k+calWindow)%calWindow]
-		if at <= cutoff || at <= earliest-quiet {
-			break
+	if w.n > 0 {
+		latest := w.ats[(w.next-1+calWindow)%calWindow]
+		if w.shedAt > latest && latest <= now.UnixNano()-int64(calQuiet) {
+			w.forgot = latest
 		}
-		earliest = min(earliest, at)
+	}
+	cutoff := max(now.UnixNano()-int64(calStale), w.forgot)
+	k := 0 // how many of the latest count
+	for k < w.n && w.ats[(w.next-1-k+calWindow)%calWindow] > cutoff {
 		k++
 	}
 	w.trusted = k >= calMin

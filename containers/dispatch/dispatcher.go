@@ -341,7 +341,7 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 	case <-ctx.Done():
 		d.q.remove(q)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			q.calibrate(d.opts.Now, time.Time{}, true)
+			q.calibrate(d.opts.Now, q.deadline, true)
 			return nil, "", ErrDeadline
 		}
 		return nil, "", ctx.Err()
