@@ -315,12 +315,7 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 	r.d.pace.finished(end, latency, err == nil)
 	switch {
 	case err == nil:
-		r.ctrlMu.Lock()
-		r.ctrl.Observe(len(batch), latency)
-		r.ctrlMu.Unlock()
-		if est := r.d.est.Load(); est != nil {
-			est.Observe(len(batch), latency)
-		}
+		r.observe(len(batch), latency, true)
 		if vm := r.d.metrics; vm != nil {
 			vm.service.Observe(latency.Seconds())
 		}
@@ -328,7 +323,7 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 			q.reply <- result{out: outs[i], replica: r.addr}
 		}
 	case errors.Is(err, context.DeadlineExceeded):
-		r.observeOverrun(len(batch), latency)
+		r.observe(len(batch), latency, false)
 		for _, q := range batch {
 			q.reply <- result{err: ErrDeadline, replica: r.addr}
 		}
@@ -354,19 +349,26 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 	return inputs
 }
 
-// observeOverrun tells the replica's controller and the version's
-// estimator, those that learn from it, that a batch of n was abandoned
-// after latency, past its queries' deadlines (OverrunObserver).
-func (r *replica) observeOverrun(n int, latency time.Duration) {
+// observe tells the replica's controller and the version's estimator that
+// a batch of n was answered after latency or, not answered, abandoned
+// after it past its queries' deadlines (see observeTo).
+func (r *replica) observe(n int, latency time.Duration, answered bool) {
 	r.ctrlMu.Lock()
-	if o, ok := r.ctrl.(OverrunObserver); ok {
-		o.ObserveOverrun(n, latency)
-	}
+	observeTo(r.ctrl, n, latency, answered)
 	r.ctrlMu.Unlock()
 	if est := r.d.est.Load(); est != nil {
-		if o, ok := est.Estimator.(OverrunObserver); ok {
-			o.ObserveOverrun(n, latency)
-		}
+		observeTo(est.Estimator, n, latency, answered)
+	}
+}
+
+// observeTo tells learner of a batch of n that took latency: Observe when
+// it was answered; when it was abandoned, ObserveOverrun if the learner
+// implements OverrunObserver, else nothing.
+func observeTo(learner interface{ Observe(int, time.Duration) }, n int, latency time.Duration, answered bool) {
+	if answered {
+		learner.Observe(n, latency)
+	} else if o, ok := learner.(OverrunObserver); ok {
+		o.ObserveOverrun(n, latency)
 	}
 }
 
