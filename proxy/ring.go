@@ -181,8 +181,11 @@ func keyHashEnd(d *xxhash.Digest, inHash uint64) uint64 {
 	return d.Sum64()
 }
 
+// encodeRec appends query id's record to b; it reads q's shadow answer
+// once, under q's lock.
 func encodeRec(b []byte, id string, inHash uint64, q *asked) []byte {
-	b = slices.Grow(b, recSize(id, q))
+	shadow := q.shadow()
+	b = slices.Grow(b, recSize(id, q, shadow))
 	b = append(b, 0)
 	b = binary.LittleEndian.AppendUint64(b, inHash)
 	b = appendRecString(b, id)
@@ -197,14 +200,14 @@ func encodeRec(b []byte, id string, inHash uint64, q *asked) []byte {
 	for _, o := range q.outs {
 		b = appendRecBytes(b, o)
 	}
-	return appendRecBytes(b, q.shadow())
+	return appendRecBytes(b, shadow)
 }
 
-// recSize is about how long q's record is, for one allocation: a few
-// bytes more than it takes.
-func recSize(id string, q *asked) int {
+// recSize is about how long q's record is, with its shadow's answer, for
+// one allocation: a few bytes more than it takes.
+func recSize(id string, q *asked, shadow []byte) int {
 	c := q.choice
-	n := 64 + len(id) + len(q.app) + len(c.Shadow) + 8*(len(c.Probs)+len(c.Weights)) + len(q.shadow())
+	n := 64 + len(id) + len(q.app) + len(c.Shadow) + 8*(len(c.Probs)+len(c.Weights)) + len(shadow)
 	for _, ss := range [2][]string{c.Arms, c.Among} {
 		for _, s := range ss {
 			n += len(s) + 4
