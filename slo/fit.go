@@ -29,14 +29,15 @@ import (
 type Fit struct {
 	quantile float64
 
-	mu    sync.Mutex // guards the fields below
-	obs   []obs      // ring of the last len(obs) observations
-	next  int        // where the next observation goes
-	count int        // observations held, up to len(obs)
-	dirty bool       // obs changed since a, b and r were computed
-	a, b  float64    // seconds, seconds per item
-	r     float64    // the residuals' quantile, seconds (≥ 0)
-	maxN  int        // the largest batch observed
+	mu      sync.Mutex // guards the fields below
+	obs     []obs      // ring of the last len(obs) observations
+	next    int        // where the next observation goes
+	count   int        // observations held, up to len(obs)
+	dirty   bool       // obs changed since a, b, r and typical were computed
+	a, b    float64    // seconds, seconds per item
+	r       float64    // the residuals' quantile, seconds (≥ 0)
+	typical float64    // the mean latency of the batches held, seconds
+	maxN    int        // the largest batch observed
 
 	res, top []float64 // refit's scratch space: the residuals, and the largest of them
 }
@@ -161,15 +162,30 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 
 // Plan is the steady-state batch size for an objective slo when batch
 // starts are staggered over lanes (1: not staggered; see dispatch's
-// pacer): the largest n, at most limit, for which waiting for the next
-// start, at most a 1/lanes share of a batch, and then riding one's own
-// batch typically finishes within slo, (1 + 1/lanes)·(a + b·n) ≤ slo. The
-// tail is not charged here: it is admission's to plan for, by refusing
-// what would miss (see package dispatch). Charging it here too was
-// measured to collapse a replica to batches of one under overload, when a
-// busy processor stretches every batch: a and r grow, the planned size
-// falls to one, throughput falls with it, and the overload deepens. With
-// no n fitting it returns 1; before any observation, limit.
+// pacer): the largest n, at most limit, for which a query that waits for
+// the next start and then rides its own batch typically finishes within
+// slo. The next start is when the lane that started earliest ends its
+// batch, of at most n; the pacer started the lanes a 1/lanes share of a
+// typical batch apart, the mean latency of the batches the fit holds, so
+// that lane started (1 − 1/lanes) of one before the query arrived, just
+// after the latest start:
+//
+//	2·(a + b·n) − (1 − 1/lanes)·min(typical, a + b·n) ≤ slo.
+//
+// Where the batches are as large as the plan, typical is a + b·n and this
+// is (1 + 1/lanes)·(a + b·n) ≤ slo. Where they are smaller (a load below
+// the top rate, whose bursts still fill a batch to n) the batch in flight
+// may be larger than the spacing allowed for, and the plan is smaller: an
+// earlier version planned every batch as if typical (the latency model's
+// size then served no more than static:32, where static:24 served 13%
+// more, docs/benchmarks.md). As the load rises the batches grow, and the
+// plan with them, up to the first form. The tail is not charged here: it
+// is admission's to plan for, by refusing what would miss (see package
+// dispatch). Charging it here too was measured to collapse a replica to
+// batches of one under overload, when a busy processor stretches every
+// batch: a and r grow, the planned size falls to one, throughput falls
+// with it, and the overload deepens. With no n fitting it returns 1;
+// before any observation, limit.
 func (f *Fit) Plan(slo time.Duration, lanes, limit int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -177,8 +193,11 @@ func (f *Fit) Plan(slo time.Duration, lanes, limit int) int {
 	if f.count == 0 {
 		return limit
 	}
-	lanes = max(1, lanes)
-	left := slo.Seconds()*float64(lanes)/float64(lanes+1) - f.a
+	l := float64(max(1, lanes))
+	s := slo.Seconds()
+	// The largest batch latency T with 2T − (1 − 1/l)·min(typical, T) ≤ s.
+	longest := min(s*l/(l+1), (s+(1-1/l)*f.typical)/2)
+	left := longest - f.a
 	switch {
 	case left < f.b:
 		return 1
@@ -196,11 +215,12 @@ func (f *Fit) Params() (a, b, r time.Duration) {
 	return seconds(f.a), seconds(f.b), seconds(f.r)
 }
 
-// refit recomputes a, b and r when observations changed. Called with mu
-// held.
+// refit recomputes a, b, r and typical when observations changed. Called
+// with mu held.
 //
-// a and b are fitted by least squares to every batch held (see Fit), and r
-// is the quantile of the batches' excess over that line. Delays that strike
+// a and b are fitted by least squares to every batch held (see Fit), r
+// is the quantile of the batches' excess over that line, and typical the
+// batches' mean latency. Delays that strike
 // batches whatever their size (the processor shared with other work, a
 // timer that wakes late, a collector's pause) move a and r, not b.
 func (f *Fit) refit() {
@@ -226,6 +246,7 @@ func (f *Fit) refit() {
 		f.b = max(0, (snl/k-meanN*meanL)/varN)
 	}
 	f.a = max(0, meanL-f.b*meanN)
+	f.typical = meanL
 	res := f.res[:0]
 	for _, run := range held {
 		for _, o := range run {

@@ -86,14 +86,48 @@ func TestLatencyModelPlansTheSteadyStateAndRefusesDoomedHeads(t *testing.T) {
 		{"a looser SLO allows more, up to the cap", 1, 20 * ms, 80 * ms, 64},
 		{"an older head is still sent in a full batch", 1, 7 * ms, 20 * ms, 16},
 		{"a head that cannot typically make it even alone: refused", 1, 6 * ms, 20 * ms, 0},
-		{"starts staggered over two lanes: 1.5·(6ms + 0.25ms·n) ≤ 20ms", 2, 20 * ms, 20 * ms, 29},
-		{"over four lanes: 1.25·(6ms + 0.25ms·n) ≤ 20ms", 4, 20 * ms, 20 * ms, 40},
+		// The batches' mean latency, the typical, is 6ms + 0.25ms·20.5 =
+		// 11.125ms, below the plan's: 2·T − (1 − 1/lanes)·11.125ms ≤ 20ms.
+		{"starts staggered over two lanes: 2·T − 0.5·11.125ms ≤ 20ms", 2, 20 * ms, 20 * ms, 27},
+		{"over four lanes: 2·T − 0.75·11.125ms ≤ 20ms", 4, 20 * ms, 20 * ms, 32},
 		{"lanes 0 is one lane", 0, 20 * ms, 20 * ms, 16},
 	}
 	for _, tc := range tests {
 		c.SetLanes(tc.lanes)
 		if got := c.BatchSize(tc.slack, tc.slo); got < tc.want-1 || got > tc.want {
 			t.Errorf("%s: BatchSize(%v, %v) = %d, want %d", tc.name, tc.slack, tc.slo, got, tc.want)
+		}
+	}
+}
+
+func TestPlanFollowsTheTypicalBatch(t *testing.T) {
+	// Every batch takes exactly 6ms + 0.25ms·n. A query waits for the lane
+	// that started earliest to end its batch of up to n, a 1 − 1/lanes
+	// share of a typical batch after it started, and then rides its own:
+	// 2·T(n) − (1 − 1/lanes)·min(typical, T(n)) ≤ slo.
+	const ms = time.Millisecond
+	tests := []struct {
+		name     string
+		from, to int // the sizes of the batches observed, once each
+		lanes    int
+		slo      time.Duration
+		want     int
+	}{
+		{"batches as large as the plan: 1.5·T(n) ≤ 20ms", 27, 33, 2, 20 * ms, 29},
+		{"small batches (typical 7.25ms): 2·T(n) − 0.5·7.25ms ≤ 20ms", 1, 9, 2, 20 * ms, 23},
+		{"over four lanes: 2·T(n) − 0.75·7.25ms ≤ 20ms", 1, 9, 4, 20 * ms, 26},
+		{"over four lanes, large batches: 1.25·T(n) ≤ 20ms", 35, 45, 4, 20 * ms, 40},
+		{"one lane: 2·T(n) ≤ 20ms whatever the batches", 1, 9, 1, 20 * ms, 16},
+		{"one lane, large batches", 27, 33, 1, 20 * ms, 16},
+		{"not even one item fits: 1", 1, 9, 2, 8 * ms, 1},
+	}
+	for _, tc := range tests {
+		f := NewFit(0, 0.99)
+		for n := tc.from; n <= tc.to; n++ {
+			f.Observe(n, 6*ms+time.Duration(n)*250*time.Microsecond)
+		}
+		if got := f.Plan(tc.slo, tc.lanes, 64); got < tc.want-1 || got > tc.want {
+			t.Errorf("%s: Plan(%v, %d) = %d, want %d", tc.name, tc.slo, tc.lanes, got, tc.want)
 		}
 	}
 }
