@@ -185,8 +185,9 @@ func (c *LatencyModel) Observe(n int, latency time.Duration) {
 func (c *LatencyModel) ObserveOverrun(n int, atLeast time.Duration) { c.fit.ObserveOverrun(n, atLeast) }
 
 // SetLanes is told by the dispatcher over how many lanes it staggers batch
-// starts: a query then waits at most a 1/lanes share of a batch for its
-// own to start, and the steady-state size grows to match (Fit.Plan).
+// starts: while the batches are alike a query then waits at most a
+// 1/lanes share of a batch for its own to start, and the steady-state
+// size grows to match (Fit.Plan).
 func (c *LatencyModel) SetLanes(lanes int) { c.lanes = lanes }
 
 var (

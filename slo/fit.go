@@ -29,15 +29,15 @@ import (
 type Fit struct {
 	quantile float64
 
-	mu      sync.Mutex // guards the fields below
-	obs     []obs      // ring of the last len(obs) observations
-	next    int        // where the next observation goes
-	count   int        // observations held, up to len(obs)
-	dirty   bool       // obs changed since a, b, r and typical were computed
-	a, b    float64    // seconds, seconds per item
-	r       float64    // the residuals' quantile, seconds (≥ 0)
-	typical float64    // the mean latency of the batches held, seconds
-	maxN    int        // the largest batch observed
+	mu    sync.Mutex // guards the fields below
+	obs   []obs      // ring of the last len(obs) observations
+	next  int        // where the next observation goes
+	count int        // observations held, up to len(obs)
+	dirty bool       // obs changed since a, b, r and mean were computed
+	a, b  float64    // seconds, seconds per item
+	r     float64    // the residuals' quantile, seconds (≥ 0)
+	mean  float64    // the mean latency of the batches held, seconds
+	maxN  int        // the largest batch observed
 
 	res, top []float64 // refit's scratch space: the residuals, and the largest of them
 }
@@ -165,10 +165,12 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 // pacer): the largest n, at most limit, for which a query that waits for
 // the next start and then rides its own batch typically finishes within
 // slo. The next start is when the lane that started earliest ends its
-// batch, of at most n; the pacer started the lanes a 1/lanes share of a
-// typical batch apart, the mean latency of the batches the fit holds, so
-// that lane started (1 − 1/lanes) of one before the query arrived, just
-// after the latest start:
+// batch, of at most n. The pacer spaces the starts a 1/lanes share of its
+// moving average of the version's service times apart (while the queue
+// does not fill the batch); the mean latency of the batches this fit
+// holds, its replica's, stands in for that average, the typical batch.
+// That lane therefore started (1 − 1/lanes) of a typical batch before a
+// query that arrived just after the latest start:
 //
 //	2·(a + b·n) − (1 − 1/lanes)·min(typical, a + b·n) ≤ slo.
 //
@@ -176,9 +178,9 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 // is (1 + 1/lanes)·(a + b·n) ≤ slo. Where they are smaller (a load below
 // the top rate, whose bursts still fill a batch to n) the batch in flight
 // may be larger than the spacing allowed for, and the plan is smaller: an
-// earlier version planned every batch as if typical (the latency model's
-// size then served no more than static:32, where static:24 served 13%
-// more, docs/benchmarks.md). As the load rises the batches grow, and the
+// earlier version planned as if every batch were typical (the latency
+// model's size then served no more than static:32, where static:24
+// served 13% more, docs/benchmarks.md). As the load rises the batches grow, and the
 // plan with them, up to the first form. The tail is not charged here: it
 // is admission's to plan for, by refusing what would miss (see package
 // dispatch). Charging it here too was measured to collapse a replica to
@@ -195,8 +197,8 @@ func (f *Fit) Plan(slo time.Duration, lanes, limit int) int {
 	}
 	l := float64(max(1, lanes))
 	s := slo.Seconds()
-	// The largest batch latency T with 2T − (1 − 1/l)·min(typical, T) ≤ s.
-	longest := min(s*l/(l+1), (s+(1-1/l)*f.typical)/2)
+	// The largest batch latency T with 2T − (1 − 1/l)·min(mean, T) ≤ s.
+	longest := min(s*l/(l+1), (s+(1-1/l)*f.mean)/2)
 	left := longest - f.a
 	switch {
 	case left < f.b:
@@ -215,14 +217,14 @@ func (f *Fit) Params() (a, b, r time.Duration) {
 	return seconds(f.a), seconds(f.b), seconds(f.r)
 }
 
-// refit recomputes a, b, r and typical when observations changed. Called
+// refit recomputes a, b, r and mean when observations changed. Called
 // with mu held.
 //
 // a and b are fitted by least squares to every batch held (see Fit), r
-// is the quantile of the batches' excess over that line, and typical the
-// batches' mean latency. Delays that strike
-// batches whatever their size (the processor shared with other work, a
-// timer that wakes late, a collector's pause) move a and r, not b.
+// is the quantile of the batches' excess over that line, and mean the
+// batches' mean latency. Delays that strike batches whatever their size
+// (the processor shared with other work, a timer that wakes late, a
+// collector's pause) move a and r, not b.
 func (f *Fit) refit() {
 	if !f.dirty {
 		return
@@ -246,7 +248,7 @@ func (f *Fit) refit() {
 		f.b = max(0, (snl/k-meanN*meanL)/varN)
 	}
 	f.a = max(0, meanL-f.b*meanN)
-	f.typical = meanL
+	f.mean = meanL
 	res := f.res[:0]
 	for _, run := range held {
 		for _, o := range run {
