@@ -180,14 +180,14 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 // may be larger than the spacing allowed for, and the plan is smaller: an
 // earlier version planned as if every batch were typical (the latency
 // model's size then served no more than static:32, where static:24
-// served 13% more, docs/benchmarks.md). As the load rises the batches grow, and the
-// plan with them, up to the first form. The tail is not charged here: it
-// is admission's to plan for, by refusing what would miss (see package
-// dispatch). Charging it here too was measured to collapse a replica to
-// batches of one under overload, when a busy processor stretches every
-// batch: a and r grow, the planned size falls to one, throughput falls
-// with it, and the overload deepens. With no n fitting it returns 1;
-// before any observation, limit.
+// served 13% more, docs/benchmarks.md). As the load rises the batches
+// grow, and the plan with them, up to the first form. The tail is not
+// charged here: it is admission's to plan for, by refusing what would
+// miss (see package dispatch). Charging it here too was measured to
+// collapse a replica to batches of one under overload, when a busy
+// processor stretches every batch: a and r grow, the planned size falls
+// to one, throughput falls with it, and the overload deepens. With no n
+// fitting it returns 1; before any observation, limit.
 func (f *Fit) Plan(slo time.Duration, lanes, limit int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
