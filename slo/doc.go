@@ -16,7 +16,8 @@
 // batches are alike, and the condition loosens to
 // (1 + 1/lanes)·latency(n) ≤ S. Below the top rate, where a burst's batch
 // of n outlasts the spacing of the typical smaller ones, LatencyModel
-// plans less (Fit.Plan); it is told the lanes before each choice. The
+// plans less (Fit.Plan), and AIMD holds its batches to the same
+// condition's budget; both are told the lanes before each choice. The
 // controllers are handed the head query's SLO and its remaining slack,
 // and a batch must fit both: the slack so that the head is not late, the
 // steady-state condition so that the queries arriving behind the batch

@@ -195,11 +195,7 @@ func (f *Fit) Plan(slo time.Duration, lanes, limit int) int {
 	if f.count == 0 {
 		return limit
 	}
-	l := float64(max(1, lanes))
-	s := slo.Seconds()
-	// The largest batch latency T with 2T − (1 − 1/l)·min(mean, T) ≤ s.
-	longest := min(s*l/(l+1), (s+(1-1/l)*f.mean)/2)
-	left := longest - f.a
+	left := steadyLongest(slo.Seconds(), lanes, f.mean) - f.a
 	switch {
 	case left < f.b:
 		return 1
@@ -207,6 +203,16 @@ func (f *Fit) Plan(slo time.Duration, lanes, limit int) int {
 		return min(limit, max(1, 2*f.maxN))
 	}
 	return int(min(float64(limit), math.Floor(left/f.b)))
+}
+
+// steadyLongest is the longest a batch may take, in seconds, for a query
+// that waits for the next of starts staggered over lanes and then rides
+// its own batch to finish within slo, where typical is the typical
+// batch's latency (see Plan): the largest T with
+// 2T − (1 − 1/lanes)·min(typical, T) ≤ slo. Over one lane it is slo/2.
+func steadyLongest(slo float64, lanes int, typical float64) float64 {
+	l := float64(max(1, lanes))
+	return min(slo*l/(l+1), (slo+(1-1/l)*typical)/2)
 }
 
 // Params returns the fitted a and b and the residuals' quantile.

@@ -1,6 +1,7 @@
 package slo
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -205,6 +206,47 @@ func TestAIMD(t *testing.T) {
 	}
 	if got := c.BatchSize(slo, slo); got != before {
 		t.Fatalf("small batches moved the size from %d to %d", before, got)
+	}
+}
+
+// TestAIMDBudgetFollowsTheLanes runs full batches of a 5ms + 0.25ms·n
+// cost model with a 20ms SLO through AIMD over staggered lanes. Once its
+// batches are as long as its budget, the budget is lanes/(lanes+1) of the
+// SLO (Fit.Plan's steady state): the size climbs to about the largest n
+// whose batch fits it and then saws between that and a tenth below. The
+// moving average trails a climbing size, so the climb may stop a size or
+// two short of that n; it never passes it by more than the one size
+// tried.
+func TestAIMDBudgetFollowsTheLanes(t *testing.T) {
+	const slo = 20 * time.Millisecond
+	cost := func(n int) time.Duration { return 5*time.Millisecond + time.Duration(n)*250*time.Microsecond }
+	for _, tc := range []struct {
+		lanes    int
+		top      int // the largest n with cost(n) within the steady budget
+		budgetMS float64
+	}{
+		{lanes: 1, top: 20, budgetMS: 10},
+		{lanes: 2, top: 33, budgetMS: 40.0 / 3},
+		{lanes: 4, top: 44, budgetMS: 16},
+	} {
+		t.Run(fmt.Sprint(tc.lanes, " lanes"), func(t *testing.T) {
+			c := &AIMD{}
+			c.SetLanes(tc.lanes)
+			lo, hi := tc.top, 0
+			for i := range 400 {
+				n := c.BatchSize(slo, slo)
+				if i >= 200 {
+					lo, hi = min(lo, n), max(hi, n)
+				}
+				c.Observe(n, cost(n))
+			}
+			if hi < tc.top-2 || hi > tc.top+1 {
+				t.Errorf("the size rose to %d, want %d to %d: the budget of %.2fms fits %d", hi, tc.top-2, tc.top+1, tc.budgetMS, tc.top)
+			}
+			if floor := int(0.9 * float64(tc.top)); lo < floor-1 {
+				t.Errorf("the size fell to %d, below a tenth under %d", lo, tc.top)
+			}
+		})
 	}
 }
 
