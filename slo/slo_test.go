@@ -210,24 +210,24 @@ func TestAIMD(t *testing.T) {
 }
 
 // TestAIMDBudgetFollowsTheLanes runs full batches of a 5ms + 0.25ms·n
-// cost model with a 20ms SLO through AIMD over staggered lanes. Once its
-// batches are as long as its budget, the budget is lanes/(lanes+1) of the
-// SLO (Fit.Plan's steady state): the size climbs to about the largest n
-// whose batch fits it and then saws between that and a tenth below. The
-// moving average trails a climbing size, so the climb may stop a size or
-// two short of that n; it never passes it by more than the one size
-// tried.
+// cost model with a 20ms SLO through AIMD over staggered lanes. The budget
+// is bounded by lanes/(lanes+1) of the SLO (Fit.Plan's steady state, for
+// batches as long as the budget), and the size saws below the largest n
+// whose batch fits that bound. The moving average of a sawtooth stays
+// below its top, so the budget stays under the bound and the climb stops
+// a size or two short of that n; it never passes it by more than the one
+// size tried. Each miss takes a tenth off the size tried.
 func TestAIMDBudgetFollowsTheLanes(t *testing.T) {
 	const slo = 20 * time.Millisecond
 	cost := func(n int) time.Duration { return 5*time.Millisecond + time.Duration(n)*250*time.Microsecond }
 	for _, tc := range []struct {
-		lanes    int
-		top      int // the largest n with cost(n) within the steady budget
-		budgetMS float64
+		lanes   int
+		top     int // the largest n with cost(n) within the bound
+		boundMS float64
 	}{
-		{lanes: 1, top: 20, budgetMS: 10},
-		{lanes: 2, top: 33, budgetMS: 40.0 / 3},
-		{lanes: 4, top: 44, budgetMS: 16},
+		{lanes: 1, top: 20, boundMS: 10},
+		{lanes: 2, top: 33, boundMS: 40.0 / 3},
+		{lanes: 4, top: 44, boundMS: 16},
 	} {
 		t.Run(fmt.Sprint(tc.lanes, " lanes"), func(t *testing.T) {
 			c := &AIMD{}
@@ -241,13 +241,29 @@ func TestAIMDBudgetFollowsTheLanes(t *testing.T) {
 				c.Observe(n, cost(n))
 			}
 			if hi < tc.top-2 || hi > tc.top+1 {
-				t.Errorf("the size rose to %d, want %d to %d: the budget of %.2fms fits %d", hi, tc.top-2, tc.top+1, tc.budgetMS, tc.top)
+				t.Errorf("the size rose to %d, want %d to %d: the bound of %.2fms fits %d", hi, tc.top-2, tc.top+1, tc.boundMS, tc.top)
 			}
-			if floor := int(0.9 * float64(tc.top)); lo < floor-1 {
-				t.Errorf("the size fell to %d, below a tenth under %d", lo, tc.top)
+			if floor := int(0.9*float64(hi)) - 1; lo < floor {
+				t.Errorf("the size fell to %d, more than a tenth under its top %d", lo, hi)
 			}
 		})
 	}
+	// The budget follows the typical batch, not only the lanes: batches of
+	// a millisecond over two lanes keep it near half the SLO (10.25ms), so
+	// a batch of 11ms is a miss that a budget of 2/3 of the SLO would pass.
+	t.Run("short typical batch", func(t *testing.T) {
+		c := &AIMD{}
+		c.SetLanes(2)
+		for range 5 {
+			n := c.BatchSize(slo, slo)
+			c.Observe(n, time.Millisecond)
+		}
+		before := c.BatchSize(slo, slo)
+		c.Observe(before, 11*time.Millisecond)
+		if after := c.BatchSize(slo, slo); after >= before {
+			t.Fatalf("a batch of 11ms after batches of 1ms moved the size from %d to %d; want it shrunk", before, after)
+		}
+	})
 }
 
 func TestWindowForgetsWhatIsOlderThanItsSpan(t *testing.T) {
