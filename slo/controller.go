@@ -33,10 +33,8 @@ type Static = dispatch.Static
 // are not staggered: a query may wait out a whole batch and then ride its
 // own. Where the dispatcher staggers them over lanes (SetLanes) a query
 // waits for the next start, and the budget is the latency model's for the
-// same wait (Fit.Plan), with AIMD's moving average of its batches'
-// latencies as the typical batch: between half the SLO, before any batch
-// is observed, and lanes/(lanes+1) of it once the batches are as long as
-// the budget. On the cost model four times slower, over two lanes, AIMD
+// same wait (Fit.Plan): between half the SLO, before any batch, and
+// lanes/(lanes+1) of it once the typical batch is as long as the budget. On the cost model four times slower, over two lanes, AIMD
 // served 0.90 of the best static size's rate with half the SLO as its
 // budget and 0.96 with this one (docs/benchmarks.md).
 //
@@ -47,16 +45,12 @@ type AIMD struct {
 	// Max caps the size; 0 means no cap beyond the dispatcher's.
 	Max int
 
-	mu     sync.Mutex // guards the fields below
-	size   float64
-	budget time.Duration // the budget of the last size chosen
-	lanes  int           // over which batch starts are staggered; 0 or 1: not staggered
-	mean   time.Duration // moving average of the answered batches' latencies; 0 before the first
+	mu      sync.Mutex // guards the fields below
+	size    float64
+	budget  time.Duration // the budget of the last size chosen
+	lanes   int           // over which batch starts are staggered; 0 or 1: not staggered
+	typical time.Duration // the typical batch's service time, as the pacer spaces starts by it
 }
-
-// aimdMeanWeight is the moving average's weight of the newest batch, the
-// pacer's.
-const aimdMeanWeight = 8 // 1/8
 
 // BatchSize implements dispatch.Controller.
 func (c *AIMD) BatchSize(_, slo time.Duration) int {
@@ -66,28 +60,24 @@ func (c *AIMD) BatchSize(_, slo time.Duration) int {
 		c.size = 1
 	}
 	if slo > 0 {
-		c.budget = seconds(steadyLongest(slo.Seconds(), c.lanes, c.mean.Seconds()))
+		c.budget = seconds(steadyLongest(slo.Seconds(), c.lanes, c.typical.Seconds()))
 	}
 	return int(c.size)
 }
 
 // SetLanes is told by the dispatcher over how many lanes it staggers batch
-// starts; the budget follows (see AIMD).
-func (c *AIMD) SetLanes(lanes int) {
+// starts and the typical batch's service time; the budget follows (see
+// AIMD).
+func (c *AIMD) SetLanes(lanes int, typical time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.lanes = lanes
+	c.lanes, c.typical = lanes, typical
 }
 
 // Observe implements dispatch.Controller.
 func (c *AIMD) Observe(n int, latency time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.mean == 0 {
-		c.mean = latency
-	} else {
-		c.mean += (latency - c.mean) / aimdMeanWeight
-	}
 	switch {
 	case c.budget > 0 && latency > c.budget:
 		c.decrease()
@@ -127,9 +117,10 @@ var (
 // query's SLO, refusing a head that can no longer make its deadline. It
 // needs no tuning: the fit is learned from the replica's own batches.
 type LatencyModel struct {
-	fit   *Fit
-	max   int
-	lanes int // over which the dispatcher staggers batch starts; 0 or 1: not staggered
+	fit     *Fit
+	max     int
+	lanes   int           // over which the dispatcher staggers batch starts; 0 or 1: not staggered
+	typical time.Duration // the typical batch's service time, as the pacer spaces starts by it
 
 	mu      sync.Mutex // guards learned and probing
 	learned time.Time  // when the latest batch was observed or probe sent
@@ -177,7 +168,7 @@ func (c *LatencyModel) BatchSize(slack, slo time.Duration) int {
 		limit = dispatch.NoLimit
 	}
 	if slo > 0 {
-		limit = c.fit.Plan(slo, c.lanes, limit)
+		limit = c.fit.Plan(slo, c.lanes, c.typical, limit)
 	}
 	if slack < 0 || c.fit.Largest(slack, limit) > 0 {
 		return limit
@@ -215,10 +206,13 @@ func (c *LatencyModel) Observe(n int, latency time.Duration) {
 func (c *LatencyModel) ObserveOverrun(n int, atLeast time.Duration) { c.fit.ObserveOverrun(n, atLeast) }
 
 // SetLanes is told by the dispatcher over how many lanes it staggers batch
-// starts: while the batches are alike a query then waits at most a
-// 1/lanes share of a batch for its own to start, and the steady-state
-// size grows to match (Fit.Plan).
-func (c *LatencyModel) SetLanes(lanes int) { c.lanes = lanes }
+// starts and the typical batch's service time, by which the pacer spaces
+// them: while the batches are alike a query then waits at most a 1/lanes
+// share of a batch for its own to start, and the steady-state size grows
+// to match (Fit.Plan).
+func (c *LatencyModel) SetLanes(lanes int, typical time.Duration) {
+	c.lanes, c.typical = lanes, typical
+}
 
 var (
 	_ dispatch.Controller      = (*LatencyModel)(nil)

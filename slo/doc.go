@@ -13,13 +13,13 @@
 // finishes within S/2: 2·latency(n) ≤ S. When the dispatcher staggers the
 // batch starts of a version's replicas (pacing, on by default), a query
 // waits at most a 1/lanes share of a batch for the next start while the
-// batches are alike, and the condition loosens to
-// (1 + 1/lanes)·latency(n) ≤ S. Below the top rate, where a burst's batch
-// of n outlasts the spacing of the typical smaller ones, LatencyModel
-// plans less (Fit.Plan), and AIMD holds its batches to the same
-// condition's budget; both are told the lanes before each choice. The
-// controllers are handed the head query's SLO and its remaining slack,
-// and a batch must fit both: the slack so that the head is not late, the
-// steady-state condition so that the queries arriving behind the batch
-// are not. docs/benchmarks.md derives the throughput bounds that follow.
+// batches are alike, and the condition loosens to (1 + 1/lanes)·latency(n)
+// ≤ S. Below the top rate, where a burst's batch of n outlasts the spacing
+// of the typical smaller ones, LatencyModel plans less (Fit.Plan), and AIMD
+// holds its batches to the same condition's budget; both are told the lanes
+// and the pacer's typical batch before each choice. The controllers are
+// handed the head query's SLO and its remaining slack, and a batch must fit
+// both: the slack so that the head is not late, the steady-state condition
+// so that the queries arriving behind the batch are not. docs/benchmarks.md
+// derives the throughput bounds that follow.
 package slo

@@ -33,10 +33,9 @@ type Fit struct {
 	obs   []obs      // ring of the last len(obs) observations
 	next  int        // where the next observation goes
 	count int        // observations held, up to len(obs)
-	dirty bool       // obs changed since a, b, r and mean were computed
+	dirty bool       // obs changed since a, b and r were computed
 	a, b  float64    // seconds, seconds per item
 	r     float64    // the residuals' quantile, seconds (≥ 0)
-	mean  float64    // the mean latency of the batches held, seconds
 	maxN  int        // the largest batch observed
 
 	res, top []float64 // refit's scratch space: the residuals, and the largest of them
@@ -165,12 +164,11 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 // pacer): the largest n, at most limit, for which a query that waits for
 // the next start and then rides its own batch typically finishes within
 // slo. The next start is when the lane that started earliest ends its
-// batch, of at most n. The pacer spaces the starts a 1/lanes share of its
-// moving average of the version's service times apart (while the queue
-// does not fill the batch); the mean latency of the batches this fit
-// holds, its replica's, stands in for that average, the typical batch.
-// That lane therefore started (1 − 1/lanes) of a typical batch before a
-// query that arrived just after the latest start:
+// batch, of at most n. The pacer spaces the starts a 1/lanes share of
+// typical apart (while the queue does not fill the batch), its moving
+// average of the version's service times. That lane therefore started
+// (1 − 1/lanes) of a typical batch before a query that arrived just after
+// the latest start:
 //
 //	2·(a + b·n) − (1 − 1/lanes)·min(typical, a + b·n) ≤ slo.
 //
@@ -188,14 +186,14 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 // processor stretches every batch: a and r grow, the planned size falls
 // to one, throughput falls with it, and the overload deepens. With no n
 // fitting it returns 1; before any observation, limit.
-func (f *Fit) Plan(slo time.Duration, lanes, limit int) int {
+func (f *Fit) Plan(slo time.Duration, lanes int, typical time.Duration, limit int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refit()
 	if f.count == 0 {
 		return limit
 	}
-	left := steadyLongest(slo.Seconds(), lanes, f.mean) - f.a
+	left := steadyLongest(slo.Seconds(), lanes, typical.Seconds()) - f.a
 	switch {
 	case left < f.b:
 		return 1
@@ -223,14 +221,13 @@ func (f *Fit) Params() (a, b, r time.Duration) {
 	return seconds(f.a), seconds(f.b), seconds(f.r)
 }
 
-// refit recomputes a, b, r and mean when observations changed. Called
-// with mu held.
+// refit recomputes a, b and r when observations changed. Called with mu
+// held.
 //
-// a and b are fitted by least squares to every batch held (see Fit), r
-// is the quantile of the batches' excess over that line, and mean the
-// batches' mean latency. Delays that strike batches whatever their size
-// (the processor shared with other work, a timer that wakes late, a
-// collector's pause) move a and r, not b.
+// a and b are fitted by least squares to every batch held (see Fit), and r
+// is the quantile of the batches' excess over that line. Delays that strike
+// batches whatever their size (the processor shared with other work, a
+// timer that wakes late, a collector's pause) move a and r, not b.
 func (f *Fit) refit() {
 	if !f.dirty {
 		return
@@ -254,7 +251,6 @@ func (f *Fit) refit() {
 		f.b = max(0, (snl/k-meanN*meanL)/varN)
 	}
 	f.a = max(0, meanL-f.b*meanN)
-	f.mean = meanL
 	res := f.res[:0]
 	for _, run := range held {
 		for _, o := range run {

@@ -87,14 +87,16 @@ func TestLatencyModelPlansTheSteadyStateAndRefusesDoomedHeads(t *testing.T) {
 		{"a looser SLO allows more, up to the cap", 1, 20 * ms, 80 * ms, 64},
 		{"an older head is still sent in a full batch", 1, 7 * ms, 20 * ms, 16},
 		{"a head that cannot typically make it even alone: refused", 1, 6 * ms, 20 * ms, 0},
-		// The batches' mean latency, the typical, is 6ms + 0.25ms·20.5 =
-		// 11.125ms, below the plan's: 2·T − (1 − 1/lanes)·11.125ms ≤ 20ms.
+		// The typical batch the pacer spaces the starts by, here the
+		// batches' mean latency 6ms + 0.25ms·20.5 = 11.125ms, is below the
+		// plan's: 2·T − (1 − 1/lanes)·11.125ms ≤ 20ms.
 		{"starts staggered over two lanes: 2·T − 0.5·11.125ms ≤ 20ms", 2, 20 * ms, 20 * ms, 27},
 		{"over four lanes: 2·T − 0.75·11.125ms ≤ 20ms", 4, 20 * ms, 20 * ms, 32},
 		{"lanes 0 is one lane", 0, 20 * ms, 20 * ms, 16},
 	}
+	const typical = 6*ms + 20500*time.Microsecond/4
 	for _, tc := range tests {
-		c.SetLanes(tc.lanes)
+		c.SetLanes(tc.lanes, typical)
 		if got := c.BatchSize(tc.slack, tc.slo); got < tc.want-1 || got > tc.want {
 			t.Errorf("%s: BatchSize(%v, %v) = %d, want %d", tc.name, tc.slack, tc.slo, got, tc.want)
 		}
@@ -127,7 +129,9 @@ func TestPlanFollowsTheTypicalBatch(t *testing.T) {
 		for n := tc.from; n <= tc.to; n++ {
 			f.Observe(n, 6*ms+time.Duration(n)*250*time.Microsecond)
 		}
-		if got := f.Plan(tc.slo, tc.lanes, 64); got < tc.want-1 || got > tc.want {
+		// The pacer's average of these batches: their mean.
+		typical := 6*ms + time.Duration(tc.from+tc.to)*125*time.Microsecond
+		if got := f.Plan(tc.slo, tc.lanes, typical, 64); got < tc.want-1 || got > tc.want {
 			t.Errorf("%s: Plan(%v, %d) = %d, want %d", tc.name, tc.slo, tc.lanes, got, tc.want)
 		}
 	}
@@ -210,13 +214,15 @@ func TestAIMD(t *testing.T) {
 }
 
 // TestAIMDBudgetFollowsTheLanes runs full batches of a 5ms + 0.25ms·n
-// cost model with a 20ms SLO through AIMD over staggered lanes. The budget
-// is bounded by lanes/(lanes+1) of the SLO (Fit.Plan's steady state, for
-// batches as long as the budget), and the size saws below the largest n
-// whose batch fits that bound. The moving average of a sawtooth stays
-// below its top, so the budget stays under the bound and the climb stops
-// a size or two short of that n; it never passes it by more than the one
-// size tried. Each miss takes a tenth off the size tried.
+// cost model with a 20ms SLO through AIMD over staggered lanes, the test
+// keeping the pacer's moving average of the batches (weight 1/8) as the
+// typical batch. The budget is bounded by lanes/(lanes+1) of the SLO
+// (Fit.Plan's steady state, for batches as long as the budget), and the
+// size saws below the largest n whose batch fits that bound. The moving
+// average of a sawtooth stays below its top, so the budget stays under the
+// bound and the climb stops a size or two short of that n; it never passes
+// it by more than the one size tried. Each miss takes a tenth off the size
+// tried.
 func TestAIMDBudgetFollowsTheLanes(t *testing.T) {
 	const slo = 20 * time.Millisecond
 	cost := func(n int) time.Duration { return 5*time.Millisecond + time.Duration(n)*250*time.Microsecond }
@@ -231,14 +237,20 @@ func TestAIMDBudgetFollowsTheLanes(t *testing.T) {
 	} {
 		t.Run(fmt.Sprint(tc.lanes, " lanes"), func(t *testing.T) {
 			c := &AIMD{}
-			c.SetLanes(tc.lanes)
+			var typical time.Duration
 			lo, hi := tc.top, 0
 			for i := range 400 {
+				c.SetLanes(tc.lanes, typical)
 				n := c.BatchSize(slo, slo)
 				if i >= 200 {
 					lo, hi = min(lo, n), max(hi, n)
 				}
 				c.Observe(n, cost(n))
+				if typical == 0 {
+					typical = cost(n)
+				} else {
+					typical += (cost(n) - typical) / 8
+				}
 			}
 			if hi < tc.top-2 || hi > tc.top+1 {
 				t.Errorf("the size rose to %d, want %d to %d: the bound of %.2fms fits %d", hi, tc.top-2, tc.top+1, tc.boundMS, tc.top)
@@ -253,7 +265,7 @@ func TestAIMDBudgetFollowsTheLanes(t *testing.T) {
 	// a batch of 11ms is a miss that a budget of 2/3 of the SLO would pass.
 	t.Run("short typical batch", func(t *testing.T) {
 		c := &AIMD{}
-		c.SetLanes(2)
+		c.SetLanes(2, time.Millisecond)
 		for range 5 {
 			n := c.BatchSize(slo, slo)
 			c.Observe(n, time.Millisecond)

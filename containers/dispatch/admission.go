@@ -148,11 +148,11 @@ func (d *Dispatcher) batchSize(budget time.Duration) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n := NoLimit
-	lanes := d.lanes()
+	sp := d.spacing()
 	for _, r := range d.replicas {
 		if r.isHealthy() {
 			r.ctrlMu.Lock()
-			n = min(n, d.batchSizeOf(r.ctrl, lanes, -1, budget))
+			n = min(n, d.batchSizeOf(r.ctrl, sp, -1, budget))
 			r.ctrlMu.Unlock()
 		}
 	}

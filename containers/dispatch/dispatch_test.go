@@ -162,6 +162,44 @@ func TestBatchesRespectTheController(t *testing.T) {
 	}
 }
 
+// paceRecorder is a Static size that records what the dispatcher tells
+// lane-aware controllers.
+type paceRecorder struct {
+	Static
+	mu      *sync.Mutex
+	lanes   *int
+	typical *time.Duration
+}
+
+func (r paceRecorder) SetLanes(lanes int, typical time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*r.lanes, *r.typical = lanes, typical
+}
+
+func TestLaneAwareControllersAreToldThePacersSpacing(t *testing.T) {
+	const delay = 5 * time.Millisecond
+	var mu sync.Mutex
+	var lanes int
+	var typical time.Duration
+	d := startDispatcher(t, Options{MaxBatch: 64, Pace: true, NewController: func() Controller {
+		return paceRecorder{Static: 4, mu: &mu, lanes: &lanes, typical: &typical}
+	}}, serve(t, &model{delay: delay}).addr, serve(t, &model{delay: delay}).addr)
+	if _, errs := stream(d, 200, 16, 5*time.Second, 0); len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if lanes != 2 {
+		t.Errorf("told %d lanes, want 2 (two replicas of one slot, paced)", lanes)
+	}
+	// Every batch the models answered took at least their delay, so the
+	// pacer's average of the service times does too.
+	if typical < delay || typical > time.Second {
+		t.Errorf("told a typical batch of %v, want the pacer's average, at least the models' %v", typical, delay)
+	}
+}
+
 // occupy sends one query without a deadline to d, whose only replica
 // serves m, and returns once m has it; the channel gets its error when it
 // is answered.

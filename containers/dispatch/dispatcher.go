@@ -43,9 +43,11 @@ type OverrunObserver interface {
 // laneAware is implemented by controllers whose sizes depend on how long a
 // query waits for a batch to start. Before each choice the dispatcher
 // tells them over how many lanes (replica slots) it staggers batch starts,
-// 1 when it does not (see pacer).
+// 1 when it does not, and the typical batch's service time, the moving
+// average by which the pacer spaces the starts (0 before the first; see
+// pacer).
 type laneAware interface {
-	SetLanes(lanes int)
+	SetLanes(lanes int, typical time.Duration)
 }
 
 // NoLimit is the size a Controller chooses when it sets no limit of its
@@ -239,11 +241,24 @@ func (d *Dispatcher) lanes() int {
 	return max(1, int(d.healthy.Load())*d.opts.Slots)
 }
 
-// batchSizeOf asks c for a size, telling it the lanes first; called with
-// the controller's replica's ctrlMu held.
-func (d *Dispatcher) batchSizeOf(c Controller, lanes int, slack, slo time.Duration) int {
+// spacing is how batch starts are staggered: over how many lanes, and
+// the typical service time by which the pacer spaces them.
+type spacing struct {
+	lanes   int
+	typical time.Duration
+}
+
+// spacing reads the lanes and the pacer's typical service time, once for
+// every controller a choice asks.
+func (d *Dispatcher) spacing() spacing {
+	return spacing{lanes: d.lanes(), typical: d.pace.typical()}
+}
+
+// batchSizeOf asks c for a size, telling it the spacing first; called
+// with the controller's replica's ctrlMu held.
+func (d *Dispatcher) batchSizeOf(c Controller, sp spacing, slack, slo time.Duration) int {
 	if la, ok := c.(laneAware); ok {
-		la.SetLanes(lanes)
+		la.SetLanes(sp.lanes, sp.typical)
 	}
 	return c.BatchSize(slack, slo)
 }

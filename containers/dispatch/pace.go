@@ -81,6 +81,14 @@ func (p *pacer) hold(now time.Time, lanes, n, queued int, slack time.Duration) t
 	return max(0, wait)
 }
 
+// typical is the moving average of the batches' service times by which
+// the starts are spaced; 0 before the first.
+func (p *pacer) typical() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.service
+}
+
 // nextStart is how long from now until a worker takes the next batch,
 // over lanes lanes: when a lane is free, or else the earliest that a batch
 // in flight is expected to end (now, if that is past), and no earlier,

@@ -246,12 +246,12 @@ const (
 func (r *replica) limits() (batch, maxFrame, reason int) {
 	var slack, slo time.Duration
 	var n int
-	lanes := r.d.lanes()
+	sp := r.d.spacing()
 	for {
 		var head *query
 		head, slack, slo = r.d.q.head()
 		r.ctrlMu.Lock()
-		n = r.d.batchSizeOf(r.ctrl, lanes, slack, slo)
+		n = r.d.batchSizeOf(r.ctrl, sp, slack, slo)
 		r.ctrlMu.Unlock()
 		if n > 0 || head == nil {
 			break
