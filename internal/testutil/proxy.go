@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sloproxy/sloproxy/config"
+	"gopkg.in/yaml.v3"
 )
 
 // Proxy is the real sloproxy binary serving a configuration file, as an
@@ -49,8 +49,15 @@ func StartProxyIn(t testing.TB, dir, path string, args ...string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(raw)
-	if err != nil {
+	// The listeners' addresses are read with yaml rather than config.Parse:
+	// testutil serves the tests of packages that config imports.
+	var cfg struct {
+		Listen string `yaml:"listen"`
+		Admin  struct {
+			Listen string `yaml:"listen"`
+		} `yaml:"admin"`
+	}
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
 		t.Fatalf("config: %v\n%s", err, raw)
 	}
 	bin := BuildGo(t, "./cmd/sloproxy")
