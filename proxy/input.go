@@ -41,19 +41,19 @@ func encodeInput(raw json.RawMessage, it state.InputType, what string) ([]byte, 
 	err := eachNumber(raw, func(i int, tok []byte) error {
 		v, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(tok), len(tok)), 64)
 		if err != nil {
-			return fmt.Errorf("%w: %s[%d]: %s is not a number", ErrBadInput, what, i, clip(tok))
+			return fmt.Errorf("%w: %s[%d]: %s is not a number", ErrBadInput, what, i, clipToken(tok))
 		}
 		switch it {
 		case state.InputFloat64:
 			out = binary.LittleEndian.AppendUint64(out, math.Float64bits(v))
 		case state.InputFloat32:
 			if math.Abs(v) > math.MaxFloat32 {
-				return fmt.Errorf("%w: %s[%d]: %s is out of float32 range", ErrBadInput, what, i, clip(tok))
+				return fmt.Errorf("%w: %s[%d]: %s is out of float32 range", ErrBadInput, what, i, clipToken(tok))
 			}
 			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(float32(v)))
 		case state.InputInt32:
 			if v != math.Trunc(v) || v < math.MinInt32 || v > math.MaxInt32 {
-				return fmt.Errorf("%w: %s[%d]: %s is not an int32", ErrBadInput, what, i, clip(tok))
+				return fmt.Errorf("%w: %s[%d]: %s is not an int32", ErrBadInput, what, i, clipToken(tok))
 			}
 			out = binary.LittleEndian.AppendUint32(out, uint32(int32(v)))
 		}
@@ -165,8 +165,8 @@ func skipValue(b []byte, p int) (int, error) {
 	return p, nil
 }
 
-// clip shortens a JSON token for an error message.
-func clip(b []byte) string {
+// clipToken shortens a JSON token for an error message.
+func clipToken(b []byte) string {
 	const n = 40
 	if len(b) <= n {
 		return string(b)

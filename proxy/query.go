@@ -78,12 +78,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, appName, err)
 		return
 	}
-	var req predictRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		p.reject(w, appName, errorf(ErrBadInput, "body is not the JSON object {\"input\": ...} or {\"input_batch\": [...]}: %v", err))
-		return
-	}
-	inputs, err := p.inputs(&req, app)
+	batch, inputs, err := p.decodePredict(body, app)
 	if err != nil {
 		p.reject(w, appName, err)
 		return
@@ -106,7 +101,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 	if r.Context().Err() != nil {
 		return // the client is gone
 	}
-	if req.InputBatch == nil {
+	if !batch {
 		if a := &answers[0]; a.err != nil {
 			writeQueryError(w, a.id, a.err)
 			return
@@ -122,6 +117,17 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		b = appendAnswer(b, &answers[i], latency)
 	}
 	writeJSON(w, append(b, "]}"...))
+}
+
+// decodePredict decodes a query API body for app into its inputs, encoded
+// for the RPC; batch says whether it held "input_batch".
+func (p *Proxy) decodePredict(body []byte, app state.App) (batch bool, inputs [][]byte, err error) {
+	var req predictRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return false, nil, errorf(ErrBadInput, "body is not the JSON object {\"input\": ...} or {\"input_batch\": [...]}: %v", err)
+	}
+	inputs, err = p.inputs(&req, app)
+	return req.InputBatch != nil, inputs, err
 }
 
 // inputs encodes the request's input or inputs for app.

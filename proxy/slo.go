@@ -32,7 +32,7 @@ func budget(r *http.Request, app state.App, pol slo.Policy) (time.Duration, int,
 	if v := r.Header.Get(HeaderTimeout); v != "" {
 		t, err := parseTimeout(v)
 		if err != nil {
-			return 0, 0, errorf(ErrBadInput, "header %s %q: %v", HeaderTimeout, clip([]byte(v)), err)
+			return 0, 0, errorf(ErrBadInput, "header %s %q: %v", HeaderTimeout, clipToken([]byte(v)), err)
 		}
 		d = min(d, t)
 	}
@@ -42,7 +42,7 @@ func budget(r *http.Request, app state.App, pol slo.Policy) (time.Duration, int,
 		case !pol.RequestPriority:
 			return 0, 0, errorf(ErrBadInput, "header %s: app %q does not let requests set their priority (its policy's request_priority is off)", HeaderPriority, app.Name)
 		case err != nil:
-			return 0, 0, errorf(ErrBadInput, "header %s %q: must be an integer", HeaderPriority, clip([]byte(v)))
+			return 0, 0, errorf(ErrBadInput, "header %s %q: must be an integer", HeaderPriority, clipToken([]byte(v)))
 		case p > app.Priority:
 			return 0, 0, errorf(ErrBadInput, "header %s %d: above the app's priority %d", HeaderPriority, p, app.Priority)
 		}
