@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
@@ -20,6 +21,12 @@ var (
 	// ErrUnavailable: the request is valid but cannot be served now.
 	ErrUnavailable = errors.New("unavailable")
 )
+
+// errClientGone is err, a query's context.Canceled, said as what it means:
+// the client closed its connection, or its side of it, before the answer.
+func errClientGone(err error) error {
+	return fmt.Errorf("the client closed the connection before the answer (%w)", err)
+}
 
 // statusOf maps an error to its HTTP status code.
 func statusOf(err error) int {

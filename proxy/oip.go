@@ -240,7 +240,7 @@ func oipError(errs []error, model string, timeout time.Duration) error {
 		case rpc.IsCode(err, rpc.FrameTooLarge):
 			return fmt.Errorf("row %d: %w", row, err)
 		case errors.Is(err, context.Canceled):
-			return err
+			return errClientGone(err)
 		default:
 			return errorf(ErrUnavailable, "model %s failed on row %d: %v", model, row, err)
 		}

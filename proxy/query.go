@@ -98,8 +98,16 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.record("rest", app.Name, &answers[i])
 		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= limit)
 	}
-	if r.Context().Err() != nil {
-		return // the client is gone
+	// A client that closed its side of the connection after its request
+	// (a half-close, or gone altogether) cancels the queries still
+	// waiting; the answers the proxy has are written all the same. If one
+	// was abandoned, the request is answered with that error (499), which
+	// a half-closed client still reads.
+	for i := range answers {
+		if a := &answers[i]; errors.Is(a.err, context.Canceled) {
+			writeQueryError(w, a.id, a.err)
+			return
+		}
 	}
 	if !batch {
 		if a := &answers[0]; a.err != nil {
@@ -272,8 +280,10 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Po
 		a.late = true
 	case errors.Is(err, dispatch.ErrStopped):
 		*a = p.fallback(*a, app, fmt.Sprintf("model %s is shutting down", t.model))
-	case errors.As(err, new(*dispatch.ModelError)), rpc.IsCode(err, rpc.FrameTooLarge), errors.Is(err, context.Canceled):
-		a.err = err // the model refused this input, it is too large for the model, or the caller left
+	case errors.Is(err, context.Canceled):
+		a.err = errClientGone(err)
+	case errors.As(err, new(*dispatch.ModelError)), rpc.IsCode(err, rpc.FrameTooLarge):
+		a.err = err // the model refused this input, or it is too large for the model
 	default:
 		// The replicas failed (connections lost, retries spent): the app
 		// still gets an answer, flagged, with the reason; the operator a
