@@ -8,6 +8,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -54,6 +55,9 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
+// maxErrorBytes bounds an error message in an answer.
+const maxErrorBytes = 4 << 10
+
 // writeError answers {"error": "..."} with err's status.
 func writeError(w http.ResponseWriter, err error) int {
 	return writeQueryError(w, "", err)
@@ -65,7 +69,9 @@ func writeError(w http.ResponseWriter, err error) int {
 func writeQueryError(w http.ResponseWriter, id string, err error) int {
 	status := statusOf(err)
 	var tooLarge *http.MaxBytesError
-	msg := err.Error()
+	// Names from the request are clipped where a message is formatted;
+	// this bounds the whole, for any text that was not.
+	msg := clip.To(err.Error(), maxErrorBytes)
 	if errors.As(err, &tooLarge) {
 		msg = "request body exceeds the limit of " + itoa(tooLarge.Limit) + " bytes"
 	}

@@ -57,7 +57,7 @@ func (p *Proxy) oipVersion(r *http.Request, snap *state.Snapshot) (state.Model, 
 	vars := mux.Vars(r)
 	m, ok := snap.Model(vars["model"])
 	if !ok {
-		return m, state.ModelVersion{}, errorf(ErrNotFound, "no model named %q", vars["model"])
+		return m, state.ModelVersion{}, errorf(ErrNotFound, "no model named %q", clip.String(vars["model"]))
 	}
 	v := vars["version"]
 	if v == "" {
@@ -65,7 +65,7 @@ func (p *Proxy) oipVersion(r *http.Request, snap *state.Snapshot) (state.Model, 
 	}
 	mv, ok := m.Version(v)
 	if !ok {
-		return m, mv, errorf(ErrNotFound, "model %q has no version %q", m.Name, v)
+		return m, mv, errorf(ErrNotFound, "model %q has no version %q", m.Name, clip.String(v))
 	}
 	return m, mv, nil
 }

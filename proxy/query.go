@@ -17,6 +17,7 @@ import (
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -70,7 +71,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 	if !ok {
 		// Labelled with no app: names from the URL would let any client
 		// create metric series.
-		p.reject(w, "", errorf(ErrNotFound, "no app named %q", appName))
+		p.reject(w, "", errorf(ErrNotFound, "no app named %q", clip.String(appName)))
 		return
 	}
 	body, err := p.readBody(w, r)

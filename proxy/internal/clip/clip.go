@@ -11,11 +11,15 @@ const Limit = 100
 // String returns s, or its first Limit bytes followed by "…" when it is
 // longer; the cut falls on a rune boundary, so a valid UTF-8 string stays
 // valid.
-func String(s string) string {
-	if len(s) <= Limit {
+func String(s string) string { return To(s, Limit) }
+
+// To returns s, or its first n bytes followed by "…" when it is longer,
+// cut on a rune boundary.
+func To(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := Limit
+	cut := n
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}

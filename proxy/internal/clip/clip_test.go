@@ -26,3 +26,12 @@ func TestString(t *testing.T) {
 		}
 	}
 }
+
+func TestTo(t *testing.T) {
+	if got := To("héllo", 2); got != "h…" {
+		t.Errorf("To(héllo, 2) = %q, want h…", got)
+	}
+	if got := To("hello", 5); got != "hello" {
+		t.Errorf("To(hello, 5) = %q", got)
+	}
+}
