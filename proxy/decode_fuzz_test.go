@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -30,7 +31,7 @@ func itemSize(it state.InputType) int {
 //	go test -run '^$' -fuzz '^FuzzDecodePredict$' -fuzztime 5m ./proxy
 
 // FuzzDecodeInfer feeds any body to the OIP infer decoder, for every
-// input type: it never panics; it accepts a body with exactly shape[0]
+// input type: it never panics; it accepts only a UTF-8 body with exactly shape[0]
 // rows, within the batch limit, each no larger than the body could hold;
 // and it refuses everything else as the caller's bad input.
 func FuzzDecodeInfer(f *testing.F) {
@@ -64,6 +65,9 @@ func FuzzDecodeInfer(f *testing.F) {
 				}
 				continue
 			}
+			if !utf8.Valid(body) {
+				t.Fatalf("%s %q: accepted a body that is not UTF-8", it, body)
+			}
 			if rows := req.Inputs[0].Shape[0]; int64(len(items)) != rows || rows > 64 {
 				t.Fatalf("%s %q: %d rows for shape %v", it, body, len(items), req.Inputs[0].Shape)
 			}
@@ -83,8 +87,8 @@ func FuzzDecodeInfer(f *testing.F) {
 }
 
 // FuzzDecodePredict feeds any body to the query API's decoder, for apps
-// of every input type: it never panics; it accepts one input or a batch
-// within the limit, and refuses everything else as bad input.
+// of every input type: it never panics; it accepts only a UTF-8 body of
+// one input or a batch within the limit, and refuses everything else as bad input.
 func FuzzDecodePredict(f *testing.F) {
 	for _, seed := range []string{
 		`{"input": "hello"}`, `{"input": [1, 2.5, -3]}`, `{"input": "aGVsbG8="}`,
@@ -108,6 +112,9 @@ func FuzzDecodePredict(f *testing.F) {
 					t.Fatalf("%s %q: error %v is not ErrBadInput", it, body, err)
 				}
 				continue
+			}
+			if !utf8.Valid(body) {
+				t.Fatalf("%s %q: accepted a body that is not UTF-8", it, body)
 			}
 			if len(inputs) == 0 || len(inputs) > 64 || !batch && len(inputs) != 1 {
 				t.Fatalf("%s %q: %d inputs (batch %v)", it, body, len(inputs), batch)

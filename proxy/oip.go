@@ -213,6 +213,9 @@ func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
 // decodeInfer decodes an OIP infer body for a model taking it into the
 // request and its rows, encoded for the RPC.
 func (p *Proxy) decodeInfer(body []byte, it state.InputType) (*oipInferRequest, [][]byte, error) {
+	if err := checkUTF8(body); err != nil {
+		return nil, nil, err
+	}
 	var req oipInferRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, nil, errorf(ErrBadInput, "body is not an inference request: %v", err)

@@ -131,6 +131,9 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 // decodePredict decodes a query API body for app into its inputs, encoded
 // for the RPC; batch says whether it held "input_batch".
 func (p *Proxy) decodePredict(body []byte, app state.App) (batch bool, inputs [][]byte, err error) {
+	if err := checkUTF8(body); err != nil {
+		return false, nil, err
+	}
 	var req predictRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return false, nil, errorf(ErrBadInput, "body is not the JSON object {\"input\": ...} or {\"input_batch\": [...]}: %v", err)
