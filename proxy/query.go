@@ -90,7 +90,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, appName, err)
 		return
 	}
-	ctx := dispatch.WithReserve(r.Context(), slo.Reserve(limit, prio))
+	ctx := dispatch.WithReserve(withBudget(r.Context(), app, limit), slo.Reserve(limit, prio))
 	answers := p.answerAll(ctx, start.Add(limit), snap, app, pol, inputs)
 	now := time.Now()
 	latency := now.Sub(start)
@@ -276,11 +276,11 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Po
 	case isShed(err):
 		p.shed(a, app, pol, err)
 	case errors.Is(err, dispatch.ErrDoomed):
-		*a = p.fallback(*a, app, "deadline: "+err.Error())
+		*a = p.fallback(*a, app, "deadline: "+err.Error()+"; the budget was "+budgetOf(ctx, app))
 		a.late = true
 	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
 		_, healthy := t.d.Replicas()
-		*a = p.fallback(*a, app, fmt.Sprintf("deadline: model %s did not answer within the app's SLO of %v (%d healthy replicas)", t.model, app.SLO, healthy))
+		*a = p.fallback(*a, app, fmt.Sprintf("deadline: model %s did not answer within %s (%d healthy replicas)", t.model, budgetOf(ctx, app), healthy))
 		a.late = true
 	case errors.Is(err, dispatch.ErrStopped):
 		*a = p.fallback(*a, app, fmt.Sprintf("model %s is shutting down", t.model))
