@@ -45,8 +45,8 @@ func (p *Proxy) oipServerMetadata(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (p *Proxy) oipServerReady(w http.ResponseWriter, _ *http.Request) {
-	if !p.ready.Load() {
-		writeError(w, errorf(ErrUnavailable, "the proxy is starting or shutting down"))
+	if err := p.checkReady(p.opts.Store.Snapshot()); err != nil {
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, []byte(`{"ready":true}`))
@@ -113,19 +113,21 @@ func (p *Proxy) oipModelMetadata(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, b)
 }
 
+// oipModelReady answers 200 when the version (the model's current one
+// unless the path names another) has a ready replica on this proxy: the
+// rule /v2/health/ready applies to each app's models.
 func (p *Proxy) oipModelReady(w http.ResponseWriter, r *http.Request) {
 	_, mv, err := p.oipVersion(r, p.opts.Store.Snapshot())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	d := p.pool.get(mv.Model, mv.Version)
-	if d == nil {
-		writeError(w, errorf(ErrUnavailable, "model %s version %s is not running on this proxy", mv.Model, mv.Version))
+	if !p.ready.Load() {
+		writeError(w, errorf(ErrUnavailable, "the proxy is starting or shutting down"))
 		return
 	}
-	if _, healthy := d.Replicas(); healthy == 0 {
-		writeError(w, errorf(ErrUnavailable, "model %s version %s has no healthy replica", mv.Model, mv.Version))
+	if why := p.versionReady(mv); why != "" {
+		writeError(w, errorf(ErrUnavailable, "%s", why))
 		return
 	}
 	writeJSON(w, []byte(`{"ready":true}`))

@@ -50,6 +50,9 @@ type Options struct {
 	// OIPTimeout is the deadline of an OIP infer request without a timeout
 	// parameter, for a model no app links. 0 means 1 s.
 	OIPTimeout time.Duration
+	// Readiness is what GET /v2/health/ready requires; "" means
+	// ReadyEveryApp.
+	Readiness Readiness
 	// Cache is the prediction cache, started by its owner. nil means
 	// none: every query reaches a model.
 	Cache *cache.Cache

@@ -184,6 +184,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		MaxInputBatch:    cfg.Limits.MaxInputBatch,
 		DefaultBatchSize: cfg.Limits.DefaultBatchSize,
 		OIPTimeout:       cfg.OIP.DefaultTimeout,
+		Readiness:        proxy.Readiness(cfg.OIP.Readiness),
 		Policies:         slo.NewTable(cfg.Policies()),
 		RecentQueries:    cfg.Feedback.Recent,
 		SharedQueries:    sharedQueries(cfg, rdb),
