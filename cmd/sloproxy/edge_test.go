@@ -18,7 +18,7 @@ import (
 
 // edgeConfig is a proxy with three apps on real model processes: echo
 // (examples/noop, cached), cm (examples/costmodel, 1 ms) and slow
-// (examples/costmodel, 300 ms a batch, a 10 s SLO); apps and models are
+// (examples/costmodel, 2 s a batch, a 10 s SLO); apps and models are
 // more list items, extra more top-level keys.
 func edgeConfig(t *testing.T, apps, models, extra string) string {
 	noop := testutil.BuildGo(t, "./examples/noop")
@@ -35,7 +35,7 @@ apps:
 %smodels:
   - {name: noop, version: "1", input_type: string, command: [%q, --input-type, string]}
   - {name: cm, version: "1", input_type: float32, command: [%q, -a, 1ms, -b, "0"]}
-  - {name: slow, version: "1", input_type: float32, command: [%q, -a, 300ms, -b, "0"]}
+  - {name: slow, version: "1", input_type: float32, command: [%q, -a, 2s, -b, "0"]}
 %s%s`, testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreePort(t), apps, noop, costmodel, costmodel, models, extra)
 }
 
@@ -265,7 +265,7 @@ func TestEdgeHalfClose(t *testing.T) {
 		}
 	}
 
-	// The slow model takes 300 ms; the proxy notices the closed side
+	// The slow model takes 2 s; the proxy notices the closed side long
 	// before that and abandons the query.
 	before := metricValue(t, px.Query, `sloproxy_requests_total{api="rest",app="slow",model="slow:1",outcome="canceled"}`)
 	for i := range 5 {
