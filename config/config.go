@@ -140,6 +140,10 @@ type OIP struct {
 	// DefaultTimeout is the deadline of an infer request that sets no
 	// timeout parameter, for a model that no app with an SLO links.
 	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	// Readiness is what GET /v2/health/ready requires before it answers
+	// 200: every_app (Triton's strict readiness: each app has a ready
+	// replica of a model that answers it) or any_app (at least one has).
+	Readiness string `yaml:"readiness"`
 }
 
 // Cache configures the prediction cache: an in-process L1 and, when Redis
@@ -438,7 +442,7 @@ var Default = Config{
 		Enabled:  true,
 		PortBase: process.DefaultBasePort,
 	}},
-	OIP:      OIP{DefaultTimeout: time.Second},
+	OIP:      OIP{DefaultTimeout: time.Second, Readiness: string(proxy.ReadyEveryApp)},
 	Log:      Log{Level: "info", Format: "json"},
 	Cache:    Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
 	Feedback: Feedback{Recent: proxy.DefaultRecentQueries, Shared: true, SharedTTL: proxy.DefaultSharedTTL},
@@ -500,6 +504,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OIP.DefaultTimeout <= 0 {
 		return fmt.Errorf("oip.default_timeout %v: must be positive", c.OIP.DefaultTimeout)
+	}
+	if r := proxy.Readiness(c.OIP.Readiness); r != proxy.ReadyEveryApp && r != proxy.ReadyAnyApp {
+		return fmt.Errorf("oip.readiness %q: must be %s or %s", c.OIP.Readiness, proxy.ReadyEveryApp, proxy.ReadyAnyApp)
 	}
 	if p := c.Runtimes.Process.PortBase; p < 1 || p > 65535 {
 		return fmt.Errorf("runtimes.process.port_base %d: must be a port, 1 to 65535", p)

@@ -3,10 +3,12 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -20,6 +22,12 @@ var (
 	// ErrUnavailable: the request is valid but cannot be served now.
 	ErrUnavailable = errors.New("unavailable")
 )
+
+// errClientGone is err, a query's context.Canceled, said as what it means:
+// the client closed its connection, or its side of it, before the answer.
+func errClientGone(err error) error {
+	return fmt.Errorf("the client closed the connection before the answer (%w)", err)
+}
 
 // statusOf maps an error to its HTTP status code.
 func statusOf(err error) int {
@@ -47,6 +55,9 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
+// maxErrorBytes bounds an error message in an answer.
+const maxErrorBytes = 4 << 10
+
 // writeError answers {"error": "..."} with err's status.
 func writeError(w http.ResponseWriter, err error) int {
 	return writeQueryError(w, "", err)
@@ -58,7 +69,9 @@ func writeError(w http.ResponseWriter, err error) int {
 func writeQueryError(w http.ResponseWriter, id string, err error) int {
 	status := statusOf(err)
 	var tooLarge *http.MaxBytesError
-	msg := err.Error()
+	// Names from the request are clipped where a message is formatted;
+	// this bounds the whole, for any text that was not.
+	msg := clip.To(err.Error(), maxErrorBytes)
 	if errors.As(err, &tooLarge) {
 		msg = "request body exceeds the limit of " + itoa(tooLarge.Limit) + " bytes"
 	}

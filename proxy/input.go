@@ -25,6 +25,13 @@ func encodeInput(raw json.RawMessage, it state.InputType, what string) ([]byte, 
 			return nil, fmt.Errorf("%w: %s must be a JSON string for a %s app", ErrBadInput, what, it)
 		}
 		if it == state.InputString {
+			// The body is valid UTF-8 (see checkUTF8), but a \u escape
+			// may still name half of a UTF-16 pair, which the decoder
+			// turns into U+FFFD: the model would get other text than
+			// the client sent.
+			if at := loneSurrogate(raw); at >= 0 {
+				return nil, fmt.Errorf("%w: %s: the escape %s at byte %d of its JSON text is a lone UTF-16 surrogate; strings must be valid Unicode", ErrBadInput, what, raw[at:at+6], at)
+			}
 			return []byte(s), nil
 		}
 		b, err := base64.StdEncoding.DecodeString(s)
@@ -41,19 +48,19 @@ func encodeInput(raw json.RawMessage, it state.InputType, what string) ([]byte, 
 	err := eachNumber(raw, func(i int, tok []byte) error {
 		v, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(tok), len(tok)), 64)
 		if err != nil {
-			return fmt.Errorf("%w: %s[%d]: %s is not a number", ErrBadInput, what, i, clip(tok))
+			return fmt.Errorf("%w: %s[%d]: %s is not a number", ErrBadInput, what, i, clipToken(tok))
 		}
 		switch it {
 		case state.InputFloat64:
 			out = binary.LittleEndian.AppendUint64(out, math.Float64bits(v))
 		case state.InputFloat32:
 			if math.Abs(v) > math.MaxFloat32 {
-				return fmt.Errorf("%w: %s[%d]: %s is out of float32 range", ErrBadInput, what, i, clip(tok))
+				return fmt.Errorf("%w: %s[%d]: %s is out of float32 range", ErrBadInput, what, i, clipToken(tok))
 			}
 			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(float32(v)))
 		case state.InputInt32:
 			if v != math.Trunc(v) || v < math.MinInt32 || v > math.MaxInt32 {
-				return fmt.Errorf("%w: %s[%d]: %s is not an int32", ErrBadInput, what, i, clip(tok))
+				return fmt.Errorf("%w: %s[%d]: %s is not an int32", ErrBadInput, what, i, clipToken(tok))
 			}
 			out = binary.LittleEndian.AppendUint32(out, uint32(int32(v)))
 		}
@@ -66,6 +73,63 @@ func encodeInput(raw json.RawMessage, it state.InputType, what string) ([]byte, 
 }
 
 var errNotArray = errors.New("not a JSON array")
+
+// checkUTF8 refuses a body that is not valid UTF-8, naming the offset of
+// the first byte that starts no valid character. JSON text must be UTF-8
+// (RFC 8259); the decoder would turn such bytes in a string into U+FFFD
+// and the model would get other text than the client sent.
+func checkUTF8(body []byte) error {
+	if utf8.Valid(body) {
+		return nil
+	}
+	for i := 0; i < len(body); {
+		r, size := utf8.DecodeRune(body[i:])
+		if r == utf8.RuneError && size == 1 {
+			return fmt.Errorf("%w: the body is not valid UTF-8: byte %d (0x%02x) starts no valid character; strings must be UTF-8", ErrBadInput, i, body[i])
+		}
+		i += size
+	}
+	return nil
+}
+
+// loneSurrogate returns the offset in the JSON string raw of a \u escape
+// that is half of a UTF-16 surrogate pair without its other half, or -1
+// when there is none.
+func loneSurrogate(raw []byte) int {
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		r, ok := escapedRune(raw, i)
+		switch {
+		case !ok:
+			i++ // another escape: skip its second byte
+		case r >= 0xDC00 && r < 0xE000:
+			return i // a low half first
+		case r >= 0xD800 && r < 0xDC00:
+			if low, ok := escapedRune(raw, i+6); !ok || low < 0xDC00 || low >= 0xE000 {
+				return i
+			}
+			i += 11
+		default:
+			i += 5
+		}
+	}
+	return -1
+}
+
+// escapedRune reads the escape \uXXXX at raw[i:]; false when there is
+// none.
+func escapedRune(raw []byte, i int) (rune, bool) {
+	if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 32)
+	if err != nil {
+		return 0, false
+	}
+	return rune(v), true
+}
 
 // eachNumber calls f with each element of the flat JSON array raw, without
 // allocating. An element that is not a bare number token (a string, an
@@ -165,8 +229,8 @@ func skipValue(b []byte, p int) (int, error) {
 	return p, nil
 }
 
-// clip shortens a JSON token for an error message.
-func clip(b []byte) string {
+// clipToken shortens a JSON token for an error message.
+func clipToken(b []byte) string {
 	const n = 40
 	if len(b) <= n {
 		return string(b)

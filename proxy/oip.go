@@ -15,6 +15,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -44,8 +45,8 @@ func (p *Proxy) oipServerMetadata(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (p *Proxy) oipServerReady(w http.ResponseWriter, _ *http.Request) {
-	if !p.ready.Load() {
-		writeError(w, errorf(ErrUnavailable, "the proxy is starting or shutting down"))
+	if err := p.checkReady(p.opts.Store.Snapshot()); err != nil {
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, []byte(`{"ready":true}`))
@@ -56,7 +57,7 @@ func (p *Proxy) oipVersion(r *http.Request, snap *state.Snapshot) (state.Model, 
 	vars := mux.Vars(r)
 	m, ok := snap.Model(vars["model"])
 	if !ok {
-		return m, state.ModelVersion{}, errorf(ErrNotFound, "no model named %q", vars["model"])
+		return m, state.ModelVersion{}, errorf(ErrNotFound, "no model named %q", clip.String(vars["model"]))
 	}
 	v := vars["version"]
 	if v == "" {
@@ -64,7 +65,7 @@ func (p *Proxy) oipVersion(r *http.Request, snap *state.Snapshot) (state.Model, 
 	}
 	mv, ok := m.Version(v)
 	if !ok {
-		return m, mv, errorf(ErrNotFound, "model %q has no version %q", m.Name, v)
+		return m, mv, errorf(ErrNotFound, "model %q has no version %q", m.Name, clip.String(v))
 	}
 	return m, mv, nil
 }
@@ -112,19 +113,21 @@ func (p *Proxy) oipModelMetadata(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, b)
 }
 
+// oipModelReady answers 200 when the version (the model's current one
+// unless the path names another) has a ready replica on this proxy: the
+// rule /v2/health/ready applies to each app's models.
 func (p *Proxy) oipModelReady(w http.ResponseWriter, r *http.Request) {
 	_, mv, err := p.oipVersion(r, p.opts.Store.Snapshot())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	d := p.pool.get(mv.Model, mv.Version)
-	if d == nil {
-		writeError(w, errorf(ErrUnavailable, "model %s version %s is not running on this proxy", mv.Model, mv.Version))
+	if !p.ready.Load() {
+		writeError(w, errorf(ErrUnavailable, "the proxy is starting or shutting down"))
 		return
 	}
-	if _, healthy := d.Replicas(); healthy == 0 {
-		writeError(w, errorf(ErrUnavailable, "model %s version %s has no healthy replica", mv.Model, mv.Version))
+	if why := p.versionReady(mv); why != "" {
+		writeError(w, errorf(ErrUnavailable, "%s", why))
 		return
 	}
 	writeJSON(w, []byte(`{"ready":true}`))
@@ -161,22 +164,17 @@ func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
 		p.oipReject(w, err)
 		return
 	}
-	var req oipInferRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		p.oipReject(w, errorf(ErrBadInput, "body is not an inference request: %v", err))
-		return
-	}
-	inputs, err := p.oipInputs(&req, mv.InputType)
+	req, inputs, err := p.decodeInfer(body, mv.InputType)
 	if err != nil {
 		p.oipReject(w, err)
 		return
 	}
-	timeout, err := p.oipTimeout(&req, snap, mv.Model)
+	timeout, err := p.oipTimeout(req, snap, mv.Model)
 	if err != nil {
 		p.oipReject(w, err)
 		return
 	}
-	class, err := oipPriority(&req)
+	class, err := oipPriority(req)
 	if err != nil {
 		p.oipReject(w, err)
 		return
@@ -214,6 +212,20 @@ func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, b)
 }
 
+// decodeInfer decodes an OIP infer body for a model taking it into the
+// request and its rows, encoded for the RPC.
+func (p *Proxy) decodeInfer(body []byte, it state.InputType) (*oipInferRequest, [][]byte, error) {
+	if err := checkUTF8(body); err != nil {
+		return nil, nil, err
+	}
+	var req oipInferRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, nil, errorf(ErrBadInput, "body is not an inference request: %v", err)
+	}
+	inputs, err := p.oipInputs(&req, it)
+	return &req, inputs, err
+}
+
 // oipError is the request's error from its rows' (nil when every row was
 // answered), typed as Triton maps it: a model refusing a row is the
 // caller's input (400), a deadline or a replica failure is unavailable
@@ -233,7 +245,7 @@ func oipError(errs []error, model string, timeout time.Duration) error {
 		case rpc.IsCode(err, rpc.FrameTooLarge):
 			return fmt.Errorf("row %d: %w", row, err)
 		case errors.Is(err, context.Canceled):
-			return err
+			return errClientGone(err)
 		default:
 			return errorf(ErrUnavailable, "model %s failed on row %d: %v", model, row, err)
 		}
@@ -260,7 +272,7 @@ func (p *Proxy) oipTimeout(req *oipInferRequest, snap *state.Snapshot, model str
 	if raw, ok := req.Parameters["timeout"]; ok {
 		us, err := strconv.ParseUint(string(raw), 10, 63)
 		if err != nil || us == 0 {
-			return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds, got %s", clip(raw))
+			return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds, got %s", clipToken(raw))
 		}
 		if us < uint64(math.MaxInt64/int64(time.Microsecond)) { // longer ones cannot shorten it
 			timeout = min(timeout, time.Duration(us)*time.Microsecond)
@@ -281,7 +293,7 @@ func oipPriority(req *oipInferRequest) (int, error) {
 	}
 	level, err := strconv.ParseUint(string(raw), 10, 31)
 	if err != nil {
-		return 0, errorf(ErrBadInput, "parameter \"priority\" must be a non-negative integer (1 is the highest level), got %s", clip(raw))
+		return 0, errorf(ErrBadInput, "parameter \"priority\" must be a non-negative integer (1 is the highest level), got %s", clipToken(raw))
 	}
 	if level <= 1 {
 		return 0, nil
@@ -294,41 +306,36 @@ func oipPriority(req *oipInferRequest) (int, error) {
 func (p *Proxy) oipInputs(req *oipInferRequest, it state.InputType) ([][]byte, error) {
 	for _, o := range req.Outputs {
 		if o.Name != "output" {
-			return nil, errorf(ErrBadInput, "unknown output %q: the model has one output, \"output\"", o.Name)
+			return nil, errorf(ErrBadInput, "unknown output %q: the model has one output, \"output\"", clip.String(o.Name))
 		}
 	}
 	if len(req.Inputs) != 1 {
 		return nil, errorf(ErrBadInput, "the request has %d inputs; the model takes one", len(req.Inputs))
 	}
 	t := req.Inputs[0]
+	t.Name = clip.String(t.Name) // it appears only in errors
 	if want := oipDatatype(it); t.Datatype != want {
 		return nil, errorf(ErrBadInput, "input %q has datatype %q; the model takes %s", t.Name, t.Datatype, want)
 	}
 	if len(t.Shape) == 0 {
 		return nil, errorf(ErrBadInput, "input %q has no shape; dimension 0 is the batch", t.Name)
 	}
-	per := int64(1)
-	for i, d := range t.Shape {
-		if d < 0 || d > 1<<31 {
-			return nil, errorf(ErrBadInput, "input %q: shape[%d] = %d is not a size", t.Name, i, d)
-		}
-		if i > 0 {
-			per *= d
-		}
+	n, per, err := shapeSize(t.Shape, p.opts.MaxBodyBytes)
+	if err != nil {
+		return nil, errorf(ErrBadInput, "input %q: %v", t.Name, err)
 	}
-	n := t.Shape[0]
 	if n > int64(p.opts.MaxInputBatch) {
 		return nil, errorf(ErrBadInput, "input %q has %d rows; the limit is %d", t.Name, n, p.opts.MaxInputBatch)
 	}
 	if t.Datatype == "BYTES" && per != 1 {
-		return nil, errorf(ErrBadInput, "input %q: a BYTES input takes one element per row, shape %v has %d", t.Name, t.Shape, per)
+		return nil, errorf(ErrBadInput, "input %q: a BYTES input takes one element per row, shape %s has %d", t.Name, clipShape(t.Shape), per)
 	}
 	var flat []json.RawMessage
 	if err := flatten(t.Data, &flat, 0); err != nil {
 		return nil, errorf(ErrBadInput, "input %q: data: %v", t.Name, err)
 	}
 	if int64(len(flat)) != n*per {
-		return nil, errorf(ErrBadInput, "input %q: shape %v needs %d elements, data has %d", t.Name, t.Shape, n*per, len(flat))
+		return nil, errorf(ErrBadInput, "input %q: shape %s needs %d elements, data has %d", t.Name, clipShape(t.Shape), n*per, len(flat))
 	}
 	items := make([][]byte, n)
 	for i := range items {
@@ -346,6 +353,34 @@ func (p *Proxy) oipInputs(req *oipInferRequest, it state.InputType) ([][]byte, e
 	}
 	return items, nil
 }
+
+// shapeSize returns the rows (shape[0]) and the elements per row of a
+// tensor shape. Every element takes at least one byte of a body of at most
+// maxBody bytes, so a shape of more elements than that is refused before a
+// product can overflow: the count never wraps, and nothing is sized from a
+// count the body could not fill.
+func shapeSize(shape []int64, maxBody int64) (rows, per int64, err error) {
+	per = 1
+	for i, d := range shape {
+		if d < 0 {
+			return 0, 0, fmt.Errorf("shape[%d] = %d is not a size", i, d)
+		}
+		if i > 0 {
+			if d != 0 && per > maxBody/d {
+				return 0, 0, fmt.Errorf("shape %s has more elements than a body of at most %d bytes holds", clipShape(shape), maxBody)
+			}
+			per *= d
+		}
+	}
+	rows = shape[0]
+	if per != 0 && rows > maxBody/per {
+		return 0, 0, fmt.Errorf("shape %s has more elements than a body of at most %d bytes holds", clipShape(shape), maxBody)
+	}
+	return rows, per, nil
+}
+
+// clipShape formats a shape for an error message, clipped.
+func clipShape(shape []int64) string { return clip.String(fmt.Sprint(shape)) }
 
 // encodeRow encodes a row of number tokens.
 func encodeRow(row []json.RawMessage, it state.InputType, what string) ([]byte, error) {

@@ -100,7 +100,9 @@ func TestOpenAPIQueryOperations(t *testing.T) {
 				if strings.HasPrefix(code, "2") {
 					continue
 				}
-				if n, err := strconv.Atoi(code); err != nil || http.StatusText(n) == "" {
+				// 499 is nginx's "client closed request", which a
+				// half-closed client reads; net/http has no text for it.
+				if n, err := strconv.Atoi(code); err != nil || http.StatusText(n) == "" && n != 499 {
 					t.Errorf("response %s is not an HTTP status", code)
 				}
 				resp := testutil.Map(t, oaDeref(t, doc, responses[code]), code)

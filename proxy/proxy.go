@@ -23,6 +23,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -49,6 +50,9 @@ type Options struct {
 	// OIPTimeout is the deadline of an OIP infer request without a timeout
 	// parameter, for a model no app links. 0 means 1 s.
 	OIPTimeout time.Duration
+	// Readiness is what GET /v2/health/ready requires; "" means
+	// ReadyEveryApp.
+	Readiness Readiness
 	// Cache is the prediction cache, started by its owner. nil means
 	// none: every query reaches a model.
 	Cache *cache.Cache
@@ -182,7 +186,10 @@ func (p *Proxy) Run(ctx context.Context) {
 }
 
 func (p *Proxy) routes() *mux.Router {
-	r := mux.NewRouter()
+	// SkipClean: a path holding "..", "//" or an encoded slash is routed
+	// as sent, to a JSON 404, instead of being answered with a redirect
+	// that has no body and turns a POST into a GET.
+	r := mux.NewRouter().SkipClean(true)
 	r.Handle("/metrics", promhttp.HandlerFor(p.opts.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	p.oipRoutes(r)
 	predict := func(w http.ResponseWriter, r *http.Request) { p.servePredict(w, r, mux.Vars(r)["app"]) }
@@ -190,7 +197,7 @@ func (p *Proxy) routes() *mux.Router {
 	r.HandleFunc("/{app}/predict", predict).Methods(http.MethodPost)
 	r.HandleFunc("/apps/{app}/feedback", p.serveFeedback).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errorf(ErrNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
+		writeError(w, errorf(ErrNotFound, "no endpoint %s %s", clip.String(r.Method), clip.String(r.URL.Path)))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

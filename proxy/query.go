@@ -17,6 +17,7 @@ import (
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -70,7 +71,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 	if !ok {
 		// Labelled with no app: names from the URL would let any client
 		// create metric series.
-		p.reject(w, "", errorf(ErrNotFound, "no app named %q", appName))
+		p.reject(w, "", errorf(ErrNotFound, "no app named %q", clip.String(appName)))
 		return
 	}
 	body, err := p.readBody(w, r)
@@ -78,12 +79,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, appName, err)
 		return
 	}
-	var req predictRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		p.reject(w, appName, errorf(ErrBadInput, "body is not the JSON object {\"input\": ...} or {\"input_batch\": [...]}: %v", err))
-		return
-	}
-	inputs, err := p.inputs(&req, app)
+	batch, inputs, err := p.decodePredict(body, app)
 	if err != nil {
 		p.reject(w, appName, err)
 		return
@@ -94,7 +90,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, appName, err)
 		return
 	}
-	ctx := dispatch.WithReserve(r.Context(), slo.Reserve(limit, prio))
+	ctx := dispatch.WithReserve(withBudget(r.Context(), app, limit), slo.Reserve(limit, prio))
 	answers := p.answerAll(ctx, start.Add(limit), snap, app, pol, inputs)
 	now := time.Now()
 	latency := now.Sub(start)
@@ -103,10 +99,18 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.record("rest", app.Name, &answers[i])
 		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= limit)
 	}
-	if r.Context().Err() != nil {
-		return // the client is gone
+	// A client that closed its side of the connection after its request
+	// (a half-close, or gone altogether) cancels the queries still
+	// waiting; the answers the proxy has are written all the same. If one
+	// was abandoned, the request is answered with that error (499), which
+	// a half-closed client still reads.
+	for i := range answers {
+		if a := &answers[i]; errors.Is(a.err, context.Canceled) {
+			writeQueryError(w, a.id, a.err)
+			return
+		}
 	}
-	if req.InputBatch == nil {
+	if !batch {
 		if a := &answers[0]; a.err != nil {
 			writeQueryError(w, a.id, a.err)
 			return
@@ -122,6 +126,20 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		b = appendAnswer(b, &answers[i], latency)
 	}
 	writeJSON(w, append(b, "]}"...))
+}
+
+// decodePredict decodes a query API body for app into its inputs, encoded
+// for the RPC; batch says whether it held "input_batch".
+func (p *Proxy) decodePredict(body []byte, app state.App) (batch bool, inputs [][]byte, err error) {
+	if err := checkUTF8(body); err != nil {
+		return false, nil, err
+	}
+	var req predictRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return false, nil, errorf(ErrBadInput, "body is not the JSON object {\"input\": ...} or {\"input_batch\": [...]}: %v", err)
+	}
+	inputs, err = p.inputs(&req, app)
+	return req.InputBatch != nil, inputs, err
 }
 
 // inputs encodes the request's input or inputs for app.
@@ -258,16 +276,18 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Po
 	case isShed(err):
 		p.shed(a, app, pol, err)
 	case errors.Is(err, dispatch.ErrDoomed):
-		*a = p.fallback(*a, app, "deadline: "+err.Error())
+		*a = p.fallback(*a, app, "deadline: "+err.Error()+"; the budget was "+budgetOf(ctx, app))
 		a.late = true
 	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
 		_, healthy := t.d.Replicas()
-		*a = p.fallback(*a, app, fmt.Sprintf("deadline: model %s did not answer within the app's SLO of %v (%d healthy replicas)", t.model, app.SLO, healthy))
+		*a = p.fallback(*a, app, fmt.Sprintf("deadline: model %s did not answer within %s (%d healthy replicas)", t.model, budgetOf(ctx, app), healthy))
 		a.late = true
 	case errors.Is(err, dispatch.ErrStopped):
 		*a = p.fallback(*a, app, fmt.Sprintf("model %s is shutting down", t.model))
-	case errors.As(err, new(*dispatch.ModelError)), rpc.IsCode(err, rpc.FrameTooLarge), errors.Is(err, context.Canceled):
-		a.err = err // the model refused this input, it is too large for the model, or the caller left
+	case errors.Is(err, context.Canceled):
+		a.err = errClientGone(err)
+	case errors.As(err, new(*dispatch.ModelError)), rpc.IsCode(err, rpc.FrameTooLarge):
+		a.err = err // the model refused this input, or it is too large for the model
 	default:
 		// The replicas failed (connections lost, retries spent): the app
 		// still gets an answer, flagged, with the reason; the operator a

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -32,7 +33,7 @@ func budget(r *http.Request, app state.App, pol slo.Policy) (time.Duration, int,
 	if v := r.Header.Get(HeaderTimeout); v != "" {
 		t, err := parseTimeout(v)
 		if err != nil {
-			return 0, 0, errorf(ErrBadInput, "header %s %q: %v", HeaderTimeout, clip([]byte(v)), err)
+			return 0, 0, errorf(ErrBadInput, "header %s %q: %v", HeaderTimeout, clipToken([]byte(v)), err)
 		}
 		d = min(d, t)
 	}
@@ -42,7 +43,7 @@ func budget(r *http.Request, app state.App, pol slo.Policy) (time.Duration, int,
 		case !pol.RequestPriority:
 			return 0, 0, errorf(ErrBadInput, "header %s: app %q does not let requests set their priority (its policy's request_priority is off)", HeaderPriority, app.Name)
 		case err != nil:
-			return 0, 0, errorf(ErrBadInput, "header %s %q: must be an integer", HeaderPriority, clip([]byte(v)))
+			return 0, 0, errorf(ErrBadInput, "header %s %q: must be an integer", HeaderPriority, clipToken([]byte(v)))
 		case p > app.Priority:
 			return 0, 0, errorf(ErrBadInput, "header %s %d: above the app's priority %d", HeaderPriority, p, app.Priority)
 		}
@@ -51,21 +52,57 @@ func budget(r *http.Request, app state.App, pol slo.Policy) (time.Duration, int,
 	return d, prio, nil
 }
 
+// MaxTimeout is the longest Sloproxy-Timeout a request may give: a
+// deadline is a promise about latency, and one past an hour is a mistake
+// in the header, refused rather than quietly shortened.
+const MaxTimeout = time.Hour
+
 // parseTimeout reads a Go duration or a number of milliseconds; it must be
-// positive.
+// positive and at most MaxTimeout, in whichever form it comes.
 func parseTimeout(v string) (time.Duration, error) {
+	errTooLong := errors.New("above the limit of an hour (1h, 3600s, 3600000 ms)")
 	t, err := time.ParseDuration(v)
 	if err != nil {
 		ms, nerr := strconv.ParseFloat(v, 64)
-		if nerr != nil || ms != ms || ms > float64(time.Hour/time.Millisecond) {
+		switch {
+		case nerr != nil || ms != ms:
 			return 0, errors.New(`must be a duration such as "25ms" or a number of milliseconds`)
+		case ms > float64(MaxTimeout/time.Millisecond):
+			return 0, errTooLong // checked before converting: a huge float does not fit a Duration
+		case ms <= 0:
+			return 0, errors.New("must be positive")
 		}
 		t = time.Duration(ms * float64(time.Millisecond))
 	}
 	if t <= 0 {
 		return 0, errors.New("must be positive")
 	}
+	if t > MaxTimeout {
+		return 0, errTooLong
+	}
 	return t, nil
+}
+
+// callerBudgetKey is the context key of a query's Sloproxy-Timeout when it
+// is shorter than its app's SLO, and so is the budget that applies.
+type callerBudgetKey struct{}
+
+// withBudget notes in ctx the budget that applies to a query of app when
+// it is the caller's rather than the app's SLO.
+func withBudget(ctx context.Context, app state.App, budget time.Duration) context.Context {
+	if budget >= app.SLO {
+		return ctx
+	}
+	return context.WithValue(ctx, callerBudgetKey{}, budget)
+}
+
+// budgetOf says which budget a query of app ran under, for the default
+// output's explanation: the caller's Sloproxy-Timeout or the app's SLO.
+func budgetOf(ctx context.Context, app state.App) string {
+	if d, ok := ctx.Value(callerBudgetKey{}).(time.Duration); ok {
+		return "the caller's " + HeaderTimeout + " of " + d.String()
+	}
+	return "the app's SLO of " + app.SLO.String()
 }
 
 // shedError is a query refused by admission that its app answers with an

@@ -152,3 +152,29 @@ func TestShedPolicies(t *testing.T) {
 		})
 	}
 }
+
+// TestParseTimeout checks every form of Sloproxy-Timeout against the
+// limits: positive, at most an hour.
+func TestParseTimeout(t *testing.T) {
+	cases := []struct {
+		in   string
+		want time.Duration // 0: refused
+	}{
+		{"25ms", 25 * time.Millisecond}, {"1.5s", 1500 * time.Millisecond}, {"25", 25 * time.Millisecond},
+		{"0.5", 500 * time.Microsecond}, {"1h", time.Hour}, {"3600s", time.Hour}, {"3600000", time.Hour},
+		{"100h", 0}, {"3601s", 0}, {"1h0m0.001s", 0}, {"3600001", 0}, {"1e300", 0}, {"+Inf", 0},
+		{"-Inf", 0}, {"NaN", 0}, {"0", 0}, {"-5ms", 0}, {"0s", 0}, {"soon", 0}, {"", 0},
+	}
+	for _, c := range cases {
+		got, err := parseTimeout(c.in)
+		if c.want == 0 {
+			if err == nil {
+				t.Errorf("parseTimeout(%q) = %v, want an error", c.in, got)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("parseTimeout(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+}

@@ -184,6 +184,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		MaxInputBatch:    cfg.Limits.MaxInputBatch,
 		DefaultBatchSize: cfg.Limits.DefaultBatchSize,
 		OIPTimeout:       cfg.OIP.DefaultTimeout,
+		Readiness:        proxy.Readiness(cfg.OIP.Readiness),
 		Policies:         slo.NewTable(cfg.Policies()),
 		RecentQueries:    cfg.Feedback.Recent,
 		SharedQueries:    sharedQueries(cfg, rdb),
@@ -196,9 +197,13 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	go func() { defer close(ran); p.Run(runCtx) }()
 	defer func() { cancelRun(); <-ran }()
 
+	// Both listeners answer a handler's panic with a JSON 500 and log it
+	// with its stack, instead of dropping the connection.
+	recoverer := proxy.NewRecoverer(reg, log.Named("http"))
+	adminHandler := admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem})
 	servers := []*http.Server{
-		newServer(p.Handler(), log),
-		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem}), log),
+		newServer(recoverer.Wrap("query", p.Handler()), log),
+		newServer(recoverer.Wrap("admin", adminHandler), log),
 	}
 	failed := make(chan error, len(servers))
 	var serving sync.WaitGroup
@@ -255,14 +260,17 @@ func watchConfig(ctx context.Context, path string, cfg *config.Config, store *st
 
 // newServer returns an HTTP server with timeouts that bound slow clients:
 // headers and bodies must arrive promptly; responses are bounded by the
-// queries' own deadlines.
+// queries' own deadlines. What net/http itself reports (a failed TLS
+// handshake, a connection error) is a warning: the handlers' panics never
+// reach it (see proxy.Recoverer).
 func newServer(h http.Handler, log *zap.Logger) *http.Server {
+	errorLog, _ := zap.NewStdLogAt(log.Named("http"), zapcore.WarnLevel) // fails only for a level zap does not know
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		ErrorLog:          errorLog,
 	}
 }
 

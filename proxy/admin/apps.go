@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -83,7 +84,7 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 		body.Name = name
 	case name:
 	default:
-		return badRequest("app %q: name %q in the body differs from the path's", name, body.Name)
+		return badRequest("app %q: name %q in the body differs from the path's", name, clip.String(body.Name))
 	}
 	next := body.state()
 	if err := checkPolicy(next); err != nil {
@@ -220,7 +221,7 @@ func (h *handler) deleteSelection(w http.ResponseWriter, r *http.Request) error 
 // docs/selection.md.)
 func checkPolicy(a state.App) error {
 	if !selection.ValidName(a.Policy) {
-		return badRequest("app %q: policy %q: must be empty, single, weighted, exp3 or exp4", a.Name, a.Policy)
+		return badRequest("app %q: policy %q: must be empty, single, weighted, exp3 or exp4", clip.String(a.Name), clip.String(a.Policy))
 	}
 	return nil
 }

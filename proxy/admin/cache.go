@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -25,11 +26,11 @@ func (h *handler) purgeCache(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("cache purge: set exactly one of app and model")
 	case body.App != "":
 		if _, ok := snap.App(body.App); !ok {
-			return fmt.Errorf("%w: cache purge: app %q", state.ErrNotFound, body.App)
+			return fmt.Errorf("%w: cache purge: app %q", state.ErrNotFound, clip.String(body.App))
 		}
 	default:
 		if _, ok := snap.Model(body.Model); !ok {
-			return fmt.Errorf("%w: cache purge: model %q", state.ErrNotFound, body.Model)
+			return fmt.Errorf("%w: cache purge: model %q", state.ErrNotFound, clip.String(body.Model))
 		}
 	}
 	if err := h.purge(r.Context(), body.App, body.Model); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -74,8 +75,10 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		w.Header().Set("Retry-After", "1") // the state backend may be back soon; mutations are safe to retry
 	}
 	if status >= http.StatusInternalServerError {
-		h.log.Error("admin: request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path),
+		h.log.Error("admin: request failed", zap.String("method", clip.String(r.Method)), zap.String("path", clip.String(r.URL.Path)),
 			zap.Int("status", status), zap.Error(err))
 	}
-	writeJSON(w, status, ErrorBody{Error: err.Error()})
+	// Names are clipped where the messages are formatted; this bounds the
+	// whole, for any text from the request that was not.
+	writeJSON(w, status, ErrorBody{Error: clip.To(err.Error(), 4<<10)})
 }

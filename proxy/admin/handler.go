@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -103,7 +104,10 @@ func newHandler(store *state.Store, opts Options) *handler {
 // routes registers every endpoint. docs/openapi-admin.yaml documents each;
 // TestOpenAPIDocumentsEveryRoute checks that it does.
 func (h *handler) routes() *mux.Router {
-	r := mux.NewRouter()
+	// SkipClean: a path holding "..", "//" or an encoded slash is routed
+	// as sent, to a JSON 404, never redirected (a redirect has no JSON
+	// body, and clients follow it with a GET).
+	r := mux.NewRouter().SkipClean(true)
 	handle := func(method, path string, f func(w http.ResponseWriter, r *http.Request) error) {
 		r.Handle(path, h.serve(f)).Methods(method)
 	}
@@ -130,12 +134,12 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodPost, pathPurge, h.purgeCache)
 
 	r.NotFoundHandler = h.serve(func(w http.ResponseWriter, req *http.Request) error {
-		return errorf(http.StatusNotFound, "no endpoint %s %s; see docs/openapi-admin.yaml", req.Method, req.URL.Path)
+		return errorf(http.StatusNotFound, "no endpoint %s %s; see docs/openapi-admin.yaml", clip.String(req.Method), clip.String(req.URL.Path))
 	})
 	r.MethodNotAllowedHandler = h.serve(func(w http.ResponseWriter, req *http.Request) error {
 		allowed := h.allowedMethods(req)
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		return errorf(http.StatusMethodNotAllowed, "method %s not allowed on %s; allowed: %s", req.Method, req.URL.Path, strings.Join(allowed, ", "))
+		return errorf(http.StatusMethodNotAllowed, "method %s not allowed on %s; allowed: %s", clip.String(req.Method), clip.String(req.URL.Path), strings.Join(allowed, ", "))
 	})
 	return r
 }
@@ -196,7 +200,7 @@ func (h *handler) serve(f func(w http.ResponseWriter, r *http.Request) error) ht
 			h.writeError(w, r, err)
 		}
 		if r.Method != http.MethodGet {
-			fields := []zap.Field{zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			fields := []zap.Field{zap.String("method", clip.String(r.Method)), zap.String("path", clip.String(r.URL.Path)),
 				zap.String("remote", r.RemoteAddr), zap.Duration("took", time.Since(start))}
 			if err != nil {
 				fields = append(fields, zap.Int("status", statusOf(err)), zap.NamedError("failure", err))
@@ -212,7 +216,7 @@ func (h *handler) serve(f func(w http.ResponseWriter, r *http.Request) error) ht
 func pathName(r *http.Request, v string) (string, error) {
 	name := mux.Vars(r)[v]
 	if !state.ValidName(name) {
-		return "", badRequest("%s name %q in the path: must match [a-z0-9][a-z0-9_.-]{0,62}", v, name)
+		return "", badRequest("%s name %q in the path: must match [a-z0-9][a-z0-9_.-]{0,62}", v, clip.String(name))
 	}
 	return name, nil
 }

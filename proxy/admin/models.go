@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -60,7 +61,7 @@ func (h *handler) registerVersion(w http.ResponseWriter, r *http.Request) error 
 		v.Model = model
 	case model:
 	default:
-		return badRequest("model %q: model %q in the body differs from the path's", model, v.Model)
+		return badRequest("model %q: model %q in the body differs from the path's", model, clip.String(v.Model))
 	}
 	if err := v.Validate(); err != nil {
 		return err
@@ -109,7 +110,7 @@ func (h *handler) setCurrent(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("model %q: version: required", model)
 	}
 	if !state.ValidName(body.Version) {
-		return badRequest("model %q: version %q: must match [a-z0-9][a-z0-9_.-]{0,62}", model, body.Version)
+		return badRequest("model %q: version %q: must match [a-z0-9][a-z0-9_.-]{0,62}", model, clip.String(body.Version))
 	}
 	if err := h.store.SetCurrent(r.Context(), model, body.Version); err != nil {
 		return err

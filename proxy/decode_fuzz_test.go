@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"errors"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// fuzzBodyLimit is the body limit the decoders are fuzzed under: small,
+// so that shapes past it are cheap to find.
+const fuzzBodyLimit = 1 << 16
+
+var fuzzInputTypes = []state.InputType{state.InputBytes, state.InputInt32, state.InputFloat32, state.InputFloat64, state.InputString}
+
+// itemSize is the size in bytes of one element of a numeric input type.
+func itemSize(it state.InputType) int {
+	if it == state.InputFloat64 {
+		return 8
+	}
+	return 4
+}
+
+// The seeds below are valid and invalid bodies of each kind; the failures
+// found in the past are files under testdata/fuzz/FuzzDecode*. To search
+// for more, run for minutes on demand:
+//
+//	go test -run '^$' -fuzz '^FuzzDecodeInfer$' -fuzztime 5m ./proxy
+//	go test -run '^$' -fuzz '^FuzzDecodePredict$' -fuzztime 5m ./proxy
+
+// FuzzDecodeInfer feeds any body to the OIP infer decoder, for every
+// input type: it never panics; it accepts only a UTF-8 body with exactly shape[0]
+// rows, within the batch limit, each no larger than the body could hold;
+// and it refuses everything else as the caller's bad input.
+func FuzzDecodeInfer(f *testing.F) {
+	for _, seed := range []string{
+		`{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}`,
+		`{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP64","data":[[1,2],[3,4]]}]}`,
+		`{"inputs":[{"name":"x","shape":[1,3],"datatype":"INT32","data":[1,2,3]}],"outputs":[{"name":"output"}]}`,
+		`{"inputs":[{"name":"x","shape":[2],"datatype":"BYTES","data":["a","b"]}]}`,
+		`{"inputs":[{"name":"x","shape":[0],"datatype":"BYTES","data":[]}]}`,
+		`{"inputs":[{"name":"x","shape":[0,5],"datatype":"FP32","data":[]}]}`,
+		`{"inputs":[{"name":"x","shape":[3,0],"datatype":"FP32","data":[]}]}`,
+		`{"inputs":[{"name":"x","shape":[9223372036854775807,2],"datatype":"FP32","data":[]}]}`,
+		`{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[]}]}`,
+		`{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a\ud800"]}]}`,
+		`{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[[[[[1]]]]]}]}`,
+		`{"inputs":[],"parameters":{"timeout":5}}`,
+		`[]`, `null`, `{}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	p := &Proxy{opts: Options{MaxBodyBytes: fuzzBodyLimit, MaxInputBatch: 64}}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if len(body) > fuzzBodyLimit {
+			return // readBody refuses it first
+		}
+		for _, it := range fuzzInputTypes {
+			req, items, err := p.decodeInfer(body, it)
+			if err != nil {
+				if !errors.Is(err, ErrBadInput) {
+					t.Fatalf("%s %q: error %v is not ErrBadInput", it, body, err)
+				}
+				continue
+			}
+			if !utf8.Valid(body) {
+				t.Fatalf("%s %q: accepted a body that is not UTF-8", it, body)
+			}
+			if rows := req.Inputs[0].Shape[0]; int64(len(items)) != rows || rows > 64 {
+				t.Fatalf("%s %q: %d rows for shape %v", it, body, len(items), req.Inputs[0].Shape)
+			}
+			for i, item := range items {
+				if it != state.InputBytes && it != state.InputString && len(item)%itemSize(it) != 0 {
+					t.Fatalf("%s %q: row %d has %d bytes", it, body, i, len(item))
+				}
+				if len(item) > 8*len(body) {
+					t.Fatalf("%s %q: row %d has %d bytes from a %d-byte body", it, body, i, len(item), len(body))
+				}
+			}
+			// The parameters decode without a panic either way.
+			_, _ = oipPriority(req)
+			_, _ = p.oipTimeout(req, &state.Snapshot{}, "m")
+		}
+	})
+}
+
+// FuzzDecodePredict feeds any body to the query API's decoder, for apps
+// of every input type: it never panics; it accepts only a UTF-8 body of
+// one input or a batch within the limit, and refuses everything else as bad input.
+func FuzzDecodePredict(f *testing.F) {
+	for _, seed := range []string{
+		`{"input": "hello"}`, `{"input": [1, 2.5, -3]}`, `{"input": "aGVsbG8="}`,
+		`{"input_batch": ["a", "b"]}`, `{"input_batch": [[1], [2, 3]]}`, `{"input_batch": []}`,
+		`{"input": "a", "input_batch": ["b"]}`, `{}`, `null`, `[]`, `{"input": null}`,
+		`{"input": "\udc00\ud800"}`, `{"input": "\ud83d\ude00"}`,
+		`{"input": [1e400]}`, `{"input": [2147483648]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	p := &Proxy{opts: Options{MaxBodyBytes: fuzzBodyLimit, MaxInputBatch: 64}}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if len(body) > fuzzBodyLimit {
+			return
+		}
+		for _, it := range fuzzInputTypes {
+			app := state.App{Name: "a", InputType: it, SLO: time.Second}
+			batch, inputs, err := p.decodePredict(body, app)
+			if err != nil {
+				if !errors.Is(err, ErrBadInput) {
+					t.Fatalf("%s %q: error %v is not ErrBadInput", it, body, err)
+				}
+				continue
+			}
+			if !utf8.Valid(body) {
+				t.Fatalf("%s %q: accepted a body that is not UTF-8", it, body)
+			}
+			if len(inputs) == 0 || len(inputs) > 64 || !batch && len(inputs) != 1 {
+				t.Fatalf("%s %q: %d inputs (batch %v)", it, body, len(inputs), batch)
+			}
+		}
+	})
+}
