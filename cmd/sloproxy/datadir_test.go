@@ -17,7 +17,9 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/config"
 	"github.com/sloproxy/sloproxy/containers/docker"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/proxy/admin"
@@ -255,4 +257,60 @@ func TestRestartAdoptsDockerReplicas(t *testing.T) {
 	if logs := second.Logs.String(); strings.Contains(logs, "removing a container") {
 		t.Errorf("the restarted proxy removed containers:\n%s", logs)
 	}
+}
+
+// TestOpenDataDir: where data_dir resolves, and the errors that name what
+// to fix.
+func TestOpenDataDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "a-file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		dataDir string
+		want    string // the directory opened
+		err     string // part of the error; empty: none
+	}{
+		{"default: beside the file", "", filepath.Join(dir, "sloproxy-data"), ""},
+		{"relative to the file", "state", filepath.Join(dir, "state"), ""},
+		{"absolute", filepath.Join(dir, "abs"), filepath.Join(dir, "abs"), ""},
+		{"under a file", "a-file/data", "", "not a directory (without redis.addr the proxy keeps its state there"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d, err := openDataDir(&config.Config{DataDir: c.dataDir}, dir)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("error %v; want one saying %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if d.path != c.want {
+				t.Errorf("opened %s; want %s", d.path, c.want)
+			}
+			if info, err := os.Stat(c.want); err != nil || info.Mode().Perm() != 0o700 {
+				t.Errorf("the directory: %v, %v; want mode 0700", info.Mode().Perm(), err)
+			}
+		})
+	}
+
+	t.Run("empty token file", func(t *testing.T) {
+		d, err := openDataDir(&config.Config{DataDir: "empty-token"}, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if err := os.WriteFile(filepath.Join(d.path, tokenFile), []byte("\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := d.adminToken(zap.NewNop()); err == nil || !strings.Contains(err.Error(), "admin-token is empty: delete it") {
+			t.Errorf("an empty token file: %v; want an error saying to delete it", err)
+		}
+	})
 }
