@@ -32,8 +32,15 @@ type Config struct {
 	// Admin is the admin API's listener.
 	Admin Admin `yaml:"admin"`
 	// Redis holds the shared state. An empty address means the embedded
-	// default: state in this process's memory.
+	// default: state in a file under DataDir.
 	Redis Redis `yaml:"redis"`
+	// DataDir is the embedded default's directory: without Redis, the
+	// state, what the selection policies learned and a generated admin
+	// token are kept there, so that they outlive restarts. A relative path
+	// resolves against the configuration file's directory; empty means
+	// DefaultDataDir. Only one process at a time may use it. Unused with
+	// Redis.
+	DataDir string `yaml:"data_dir"`
 	// Limits bound what one request may ask.
 	Limits Limits `yaml:"limits"`
 	// Runtimes configures how this proxy runs model replicas.
@@ -431,6 +438,11 @@ type Model struct {
 	GPUs        int      `yaml:"gpus"`
 	DeviceIDs   []string `yaml:"device_ids"`
 }
+
+// DefaultDataDir is the data directory when DataDir is empty: beside the
+// configuration file, as relative process commands resolve, so that a
+// proxy finds its state wherever it is started from.
+const DefaultDataDir = "sloproxy-data"
 
 // Default is the configuration an empty file yields.
 var Default = Config{

@@ -20,14 +20,16 @@
 //
 // What the bandits learn (log-weights per arm) and the canaries rolled
 // back live in a State: Redis for several proxies, so that each learns from
-// every feedback any of them receives, or memory for one process. Every
-// update is one atomic step (a Lua script in Redis): add the deltas, then
-// shift all log-weights so the largest is 0 and none is more than the
-// policy's Gap below it. The shift keeps the numbers bounded; the floor
-// lets an arm that fell behind win traffic back within about Gap/Eta
-// feedbacks once it becomes the better one (the role of Exp3.S's weight
-// sharing, in one line). The state outlives proxy restarts and config
-// reloads: a policy rebuilt from the same config reads the same key.
+// every feedback any of them receives; Bolt, a file on local disk, for one
+// proxy (the embedded default); or Memory for one process. Every update is
+// one atomic step (a Lua script in Redis, a write transaction in Bolt): add
+// the deltas, then shift all log-weights so the largest is 0 and none is
+// more than the policy's Gap below it. The shift keeps the numbers bounded;
+// the floor lets an arm that fell behind win traffic back within about
+// Gap/Eta feedbacks once it becomes the better one (the role of Exp3.S's
+// weight sharing, in one line). In Redis or Bolt the state outlives proxy
+// restarts, and in every State it outlives config reloads: a policy
+// rebuilt from the same config reads the same key.
 //
 // # Rewards and gains
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
 	"github.com/sloproxy/sloproxy/internal/testutil"
@@ -307,9 +309,10 @@ func TestSpecValidate(t *testing.T) {
 	}
 }
 
-// testStates runs f on a Memory and on a Redis state.
+// testStates runs f on a Memory, a Bolt and a Redis state.
 func testStates(t *testing.T, f func(t *testing.T, st State)) {
 	t.Run("memory", func(t *testing.T) { f(t, NewMemory()) })
+	t.Run("bolt", func(t *testing.T) { f(t, newTestBolt(t, openTestBolt(t, filepath.Join(t.TempDir(), "state.db")))) })
 	t.Run("redis", func(t *testing.T) {
 		rdb := redis.NewClient(&redis.Options{Addr: testutil.StartRedis(t)})
 		t.Cleanup(func() { _ = rdb.Close() })
@@ -383,4 +386,96 @@ func TestLearningSurvivesRestartAndReload(t *testing.T) {
 			t.Errorf("after a reload to gamma 0.2: %+v; want the learned weights with more exploration", got)
 		}
 	})
+}
+
+// openTestBolt opens the bbolt file at path, closed when the test ends.
+func openTestBolt(t *testing.T, path string) *bolt.DB {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func newTestBolt(t *testing.T, db *bolt.DB) *Bolt {
+	t.Helper()
+	st, err := NewBolt(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestBoltLearningSurvivesReopen: a proxy that stops closes its file; the
+// next one opens it and chooses with what the first learned.
+func TestBoltLearningSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	db := openTestBolt(t, path)
+	first := newTestTable(newTestBolt(t, db))
+	p, _ := first.Get("digits", NameExp3, nil)
+	simulate(t, p, accuracies, 300, rand.New(rand.NewPCG(1, 0)))
+	learned := first.Status(ctx, "digits", NameExp3, nil, arms)
+	if learned.Shares["knn"] < 0.5 {
+		t.Fatalf("after 300 queries: %+v", learned)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	reopened := newTestTable(newTestBolt(t, openTestBolt(t, path)))
+	if got := reopened.Status(ctx, "digits", NameExp3, nil, arms); !reflect.DeepEqual(got, learned) {
+		t.Errorf("after reopening the file: %+v; want %+v", got, learned)
+	}
+}
+
+// TestBoltBadValue: a stored value that is not a map of numbers is an
+// error naming the key and the file, not a panic or an empty map.
+func TestBoltBadValue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db := openTestBolt(t, path)
+	st := newTestBolt(t, db)
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("selection")).Put([]byte("k"), []byte(`{"a": "x"}`)) }); err != nil {
+		t.Fatal(err)
+	}
+	for name, op := range map[string]func() error{
+		"Get": func() error { _, err := st.Get(context.Background(), "k"); return err },
+		"Add": func() error { _, err := st.Add(context.Background(), "k", map[string]float64{"a": 1}, 0); return err },
+	} {
+		if err := op(); err == nil || !strings.Contains(err.Error(), "k") || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s of a bad value: %v; want an error naming the key and %s", name, err, path)
+		}
+	}
+}
+
+// BenchmarkStateAdd is one feedback's update of the learned weights.
+func BenchmarkStateAdd(b *testing.B) {
+	states := map[string]func(b *testing.B) State{
+		"memory": func(*testing.B) State { return NewMemory() },
+		"bolt": func(b *testing.B) State {
+			db, err := bolt.Open(filepath.Join(b.TempDir(), "state.db"), 0o600, &bolt.Options{Timeout: time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = db.Close() })
+			st, err := NewBolt(db)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return st
+		},
+	}
+	deltas := map[string]float64{"knn": 0.01, "logreg": -0.02, "tree": 0.005}
+	for name, open := range states {
+		b.Run(name, func(b *testing.B) {
+			st := open(b)
+			for b.Loop() {
+				if _, err := st.Add(b.Context(), "exp3:digits", deltas, 20); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // State stores named maps of arm → number (log-weights, rollback flags),
-// shared by every policy that uses the same key. Memory and Redis
+// shared by every policy that uses the same key. Memory, Bolt and Redis
 // implement it.
 type State interface {
 	// Get returns the map stored at key; empty if none.
@@ -37,7 +37,7 @@ func normalize(m map[string]float64, gap float64) {
 	}
 }
 
-// Memory is a State in this process: the embedded default.
+// Memory is a State in this process, lost when it stops.
 type Memory struct {
 	mu   sync.Mutex // guards maps
 	maps map[string]map[string]float64

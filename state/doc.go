@@ -18,17 +18,19 @@
 //
 // # Writes: validated read-modify-write of one document
 //
-// The state is stored as one document (Data) in a Backend: Memory for a
-// single process (the embedded default), or Redis for several proxies. A
-// mutation (PutApp, Link, SetCurrent, ...) is validated on its own (names,
-// SLO, runtime fields: ErrInvalid), then applied to the latest stored
-// document in one atomic read-modify-write that checks it against the rest
-// of the state (a missing app: ErrNotFound; deleting the current version of
-// a linked model, or linking an app to a model of another input type:
-// ErrConflict), and committed with the revision increased by one. The
-// committed document becomes the mutating Store's snapshot at once.
-// Mutations that would change nothing (linking twice, setting the same
-// replicas) write nothing, so they are safe to retry and to repeat.
+// The state is stored as one document (Data) in a Backend: Bolt, a file on
+// local disk, for one proxy (the embedded default, whose state outlives
+// restarts); Memory, for one process whose state need not (tests); or
+// Redis, for several proxies. A mutation (PutApp, Link, SetCurrent, ...) is
+// validated on its own (names, SLO, runtime fields: ErrInvalid), then
+// applied to the latest stored document in one atomic read-modify-write
+// that checks it against the rest of the state (a missing app: ErrNotFound;
+// deleting the current version of a linked model, or linking an app to a
+// model of another input type: ErrConflict), and committed with the
+// revision increased by one. The committed document becomes the mutating
+// Store's snapshot at once. Mutations that would change nothing (linking
+// twice, setting the same replicas) write nothing, so they are safe to
+// retry and to repeat.
 //
 // # Consistency across proxies
 //

@@ -2,11 +2,13 @@ package state_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
 	"github.com/sloproxy/sloproxy/internal/testutil"
@@ -23,8 +25,9 @@ type backendKind struct {
 	open func(t *testing.T) func() state.Backend
 }
 
-// backendKinds returns the memory kind and a Redis kind over one real
-// redis-server, which every open call shares under its own key prefix.
+// backendKinds returns the memory kind, the bolt kind over a file in a
+// fresh directory, and a Redis kind over one real redis-server, which every
+// open call shares under its own key prefix.
 func backendKinds(t *testing.T) []backendKind {
 	t.Helper()
 	addr := testutil.StartRedis(t)
@@ -32,6 +35,10 @@ func backendKinds(t *testing.T) []backendKind {
 		{"memory", func(t *testing.T) func() state.Backend {
 			m := state.NewMemory()
 			return func() state.Backend { return m }
+		}},
+		{"bolt", func(t *testing.T) func() state.Backend {
+			b := newBoltBackend(t, openBoltDB(t, filepath.Join(t.TempDir(), "state.db")))
+			return func() state.Backend { return b }
 		}},
 		{"redis", func(t *testing.T) func() state.Backend {
 			prefix := fmt.Sprintf("test%d:", prefixes.Add(1))
@@ -52,6 +59,27 @@ func newRedisBackend(t *testing.T, addr, prefix string) *state.Redis {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return state.NewRedis(c, state.RedisOptions{Prefix: prefix, Timeout: 10 * time.Second})
+}
+
+// openBoltDB opens the bbolt file at path, closed when the test ends.
+func openBoltDB(t *testing.T, path string) *bolt.DB {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// newBoltBackend returns a Bolt backend over db.
+func newBoltBackend(t *testing.T, db *bolt.DB) *state.Bolt {
+	t.Helper()
+	b, err := state.NewBolt(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // startStore starts a Store over b, closed when the test ends.

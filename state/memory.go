@@ -5,11 +5,16 @@ import (
 	"sync"
 )
 
-// Memory is a Backend in process memory: the embedded default, for one
-// proxy. Several Stores over one Memory see each other's changes, as
-// Stores over one Redis do.
+// Memory is a Backend in process memory, for one proxy whose state need
+// not outlive it (tests, trials). Several Stores over one Memory see each
+// other's changes, as Stores over one Redis do.
 type Memory struct {
-	// mu guards data and watchers.
+	// save, if not nil, makes a committed document durable before Update
+	// installs it; an error fails the Update and keeps the previous
+	// document. Bolt sets it.
+	save func(*Data) error
+
+	// mu guards data and watchers, and serializes saves.
 	mu       sync.Mutex
 	data     *Data
 	watchers map[chan struct{}]struct{}
@@ -18,8 +23,10 @@ type Memory struct {
 var _ Backend = (*Memory)(nil)
 
 // NewMemory returns an empty Memory.
-func NewMemory() *Memory {
-	return &Memory{data: &Data{Schema: schemaVersion}, watchers: make(map[chan struct{}]struct{})}
+func NewMemory() *Memory { return newMemory(&Data{Schema: schemaVersion}, nil) }
+
+func newMemory(d *Data, save func(*Data) error) *Memory {
+	return &Memory{save: save, data: d, watchers: make(map[chan struct{}]struct{})}
 }
 
 // Load returns the current document.
@@ -49,6 +56,11 @@ func (m *Memory) Update(ctx context.Context, fn func(*Data) error) (*Data, error
 	}
 	d.Revision++
 	d.Schema = schemaVersion
+	if m.save != nil {
+		if err := m.save(d); err != nil {
+			return nil, err
+		}
+	}
 	m.data = d
 	for w := range m.watchers {
 		select {

@@ -149,7 +149,7 @@ func (r *reloader) apply(ctx context.Context, cfg *config.Config) error {
 func restartOnly(a, b *config.Config) []string {
 	var out []string
 	for name, pair := range map[string][2]any{
-		"listen": {a.Listen, b.Listen}, "admin": {a.Admin, b.Admin}, "redis": {a.Redis, b.Redis},
+		"listen": {a.Listen, b.Listen}, "admin": {a.Admin, b.Admin}, "redis": {a.Redis, b.Redis}, "data_dir": {a.DataDir, b.DataDir},
 		"limits": {a.Limits, b.Limits}, "runtimes": {a.Runtimes, b.Runtimes}, "oip": {a.OIP, b.OIP},
 		"log": {a.Log, b.Log}, "cache": {a.Cache, b.Cache}, "feedback": {a.Feedback, b.Feedback},
 	} {

@@ -108,19 +108,26 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	hupCtx, endHup := context.WithCancel(ctx)
 	defer endHup() // before background.Wait
 
-	token := cfg.AdminToken()
-	if token == "" {
-		token = randomToken()
-		log.Warn("no admin token configured: generated one for this run; set admin.token or the variable admin.token_env names",
-			zap.String("variable", cfg.Admin.TokenEnv), zap.String("token", token))
-	}
-
 	var rdb *redis.Client
 	if cfg.Redis.Addr != "" {
 		rdb = redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
 		defer func() { _ = rdb.Close() }() // last: the store and the cache use it
 	}
-	store, err := openStore(ctx, cfg, rdb, log)
+	// Without Redis, the state, what the policies learn and a generated
+	// admin token live in the data directory.
+	var local *dataDir
+	if rdb == nil {
+		if local, err = openDataDir(cfg, dir); err != nil {
+			return err
+		}
+		defer func() { _ = local.Close() }() // after the store and the policies
+		log.Info("keeping the state in the data directory", zap.String("data_dir", local.path))
+	}
+	token, err := adminToken(cfg, local, log)
+	if err != nil {
+		return err
+	}
+	store, err := openStore(ctx, cfg, rdb, local, log)
 	if err != nil {
 		return err
 	}
@@ -168,9 +175,11 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	if predictions != nil {
 		defer func() { _ = predictions.Close() }()
 	}
-	var learned selection.State = selection.NewMemory()
+	var learned selection.State
 	if rdb != nil {
 		learned = selection.NewRedis(rdb, cfg.Redis.Prefix+"selection:")
+	} else if learned, err = local.learned(); err != nil {
+		return err
 	}
 	selections := selection.NewTable(selection.Options{State: learned, Registerer: reg, Logger: log.Named("selection")})
 	selections.Set(cfg.Selections())
@@ -274,12 +283,17 @@ func newServer(h http.Handler, log *zap.Logger) *http.Server {
 	}
 }
 
-// openStore opens the state on rdb, or in memory when rdb is nil, and
+// openStore opens the state on rdb, or in local when rdb is nil, and
 // starts following its changes.
-func openStore(ctx context.Context, cfg *config.Config, rdb *redis.Client, log *zap.Logger) (*state.Store, error) {
-	var backend state.Backend = state.NewMemory()
+func openStore(ctx context.Context, cfg *config.Config, rdb *redis.Client, local *dataDir, log *zap.Logger) (*state.Store, error) {
+	var backend state.Backend
 	if rdb != nil {
 		backend = state.NewRedis(rdb, state.RedisOptions{Prefix: cfg.Redis.Prefix, Logger: log.Named("state")})
+	} else {
+		var err error
+		if backend, err = local.store(); err != nil {
+			return nil, err
+		}
 	}
 	store := state.NewStore(backend, state.Options{Logger: log.Named("state")})
 	if err := store.Start(ctx); err != nil {

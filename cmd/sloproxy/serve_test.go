@@ -46,6 +46,9 @@ func startServeFile(t *testing.T, yaml, path string) *server {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir() // not beside the repository, where serve resolves it
+	}
 	if path != "" {
 		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 			t.Fatal(err)
