@@ -23,6 +23,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/internal/rolling"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -136,7 +137,7 @@ func New(opts Options) *Proxy {
 		log:      opts.Logger,
 		pool:     newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Policies, opts.Logger),
 		metrics:  newMetrics(opts.Registry),
-		attain:   &attainment{policies: opts.Policies, windows: map[string]*slo.Window{}},
+		attain:   &attainment{policies: opts.Policies, windows: map[string]*rolling.Window{}},
 		sel:      opts.Selection,
 		recent:   newRecent(opts.RecentQueries, sh, opts.Logger),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",

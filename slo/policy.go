@@ -163,3 +163,16 @@ func (t *Table) Get(app string) Policy {
 	}
 	return DefaultPolicy
 }
+
+// BurnRate is how fast the error budget burns: the fraction of queries
+// that missed the SLO over the fraction allowed to (1 - objective). 1
+// spends the budget exactly over the SLO's period; 0 with no misses.
+func BurnRate(attainment, objective float64) float64 {
+	if objective >= 1 {
+		if attainment < 1 {
+			return 1e9
+		}
+		return 0
+	}
+	return (1 - attainment) / (1 - objective)
+}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sloproxy/sloproxy/config"
+	"gopkg.in/yaml.v3"
 )
 
 // Proxy is the real sloproxy binary serving a configuration file, as an
@@ -49,12 +49,12 @@ func StartProxyIn(t testing.TB, dir, path string, args ...string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(raw)
+	query, admin, err := listeners(raw)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, raw)
 	}
 	bin := BuildGo(t, "./cmd/sloproxy")
-	p := &Proxy{Query: cfg.Listen, Admin: cfg.Admin.Listen, Config: path, Dir: dir, Logs: &Buffer{}, exited: make(chan struct{})}
+	p := &Proxy{Query: query, Admin: admin, Config: path, Dir: dir, Logs: &Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"serve", "--config", path}, args...)...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = p.Logs, p.Logs
@@ -86,6 +86,26 @@ func StartProxyIn(t testing.TB, dir, path string, args ...string) *Proxy {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// listeners reads the query and admin listeners' addresses from a
+// configuration file, which must set both. It reads them alone, not
+// through package config: config imports the packages whose tests use
+// testutil, and the binary validates the rest when it starts.
+func listeners(raw []byte) (query, admin string, err error) {
+	var c struct {
+		Listen string `yaml:"listen"`
+		Admin  struct {
+			Listen string `yaml:"listen"`
+		} `yaml:"admin"`
+	}
+	if err := yaml.Unmarshal(raw, &c); err != nil {
+		return "", "", err
+	}
+	if c.Listen == "" || c.Admin.Listen == "" {
+		return "", "", fmt.Errorf("listen %q, admin.listen %q: a test's configuration sets both", c.Listen, c.Admin.Listen)
+	}
+	return c.Listen, c.Admin.Listen, nil
 }
 
 // Signal sends sig to the proxy's process.
