@@ -19,9 +19,17 @@ func (Off) Observe(int, time.Duration) {}
 
 var _ dispatch.Controller = Off{}
 
-// Static is dispatch.Static: the same size every time, as today's serving
-// systems' max-batch knob.
-type Static = dispatch.Static
+// Static chooses the same size every time, as the max-batch knob of
+// serving systems without an SLO.
+type Static int
+
+// BatchSize implements dispatch.Controller.
+func (s Static) BatchSize(time.Duration, time.Duration) int { return int(s) }
+
+// Observe implements dispatch.Controller.
+func (Static) Observe(int, time.Duration) {}
+
+var _ dispatch.Controller = Static(1)
 
 // AIMD is Clipper's controller: the batch size grows by one while full
 // batches finish within the steady-state budget and shrinks by a factor on

@@ -263,10 +263,7 @@ func (f *Fit) refit() {
 	f.r = max(0, r)
 }
 
-var (
-	_ dispatch.Estimator       = (*Fit)(nil)
-	_ dispatch.OverrunObserver = (*Fit)(nil)
-)
+var _ dispatch.OverrunObserver = (*Fit)(nil)
 
 // held is the observations the fit holds (see Fit), oldest first, in the
 // ring's two runs (the first empty when they do not wrap). Called with mu

@@ -20,13 +20,13 @@ type outcomes struct {
 }
 
 // serveOne starts a dispatcher over the one costmodel replica at addr,
-// with the controllers newCtrl makes and the estimator newEst makes (nil:
-// no admission), and waits until the replica is healthy. It returns the
+// with the controllers newCtrl makes and the governor gov, and waits
+// until the replica is healthy. It returns the
 // dispatcher, the context to send queries under, and what stops both.
-func serveOne(t *testing.T, addr string, newCtrl func() dispatch.Controller, newEst func() dispatch.Estimator) (*dispatch.Dispatcher, context.Context, func()) {
+func serveOne(t *testing.T, addr string, newCtrl func() dispatch.Controller, gov dispatch.Governor) (*dispatch.Dispatcher, context.Context, func()) {
 	t.Helper()
 	d := dispatch.New(dispatch.Options{Model: "cost", Version: "1", InputType: rpc.Float32, MaxBatch: 64,
-		NewController: newCtrl, NewEstimator: newEst, HeartbeatInterval: 50 * time.Millisecond})
+		NewController: newCtrl, Governor: gov, HeartbeatInterval: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	d.Start(ctx)
 	stop := func() { d.Close(); cancel() }
@@ -48,10 +48,10 @@ func serveOne(t *testing.T, addr string, newCtrl func() dispatch.Controller, new
 // deadline, and counts the outcomes.
 func overload(t *testing.T, b slo.Batching, addr string, rate int, span time.Duration) outcomes {
 	t.Helper()
-	d, ctx, stop := serveOne(t, addr, b.NewController(), b.NewEstimator())
+	d, ctx, stop := serveOne(t, addr, b.NewController(), b.NewGovernor())
 	defer stop()
 
-	// Warm-up at a tenth of the rate: the estimator and the controller
+	// Warm-up at a tenth of the rate: the governor and the controller
 	// learn from real batches before the overload.
 	send := func(n int, every time.Duration, out *outcomes) {
 		var mu sync.Mutex

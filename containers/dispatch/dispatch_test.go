@@ -153,7 +153,7 @@ func TestQueriesSpreadOverReplicas(t *testing.T) {
 
 func TestBatchesRespectTheController(t *testing.T) {
 	m := &model{delay: 5 * time.Millisecond}
-	d := startDispatcher(t, Options{MaxBatch: 64, NewController: func() Controller { return Static(4) }}, serve(t, m).addr)
+	d := startDispatcher(t, Options{MaxBatch: 64, NewController: func() Controller { return fixed(4) }}, serve(t, m).addr)
 	if _, errs := stream(d, 100, 32, 5*time.Second, 0); len(errs) > 0 {
 		t.Fatal(errs[0])
 	}
@@ -162,10 +162,27 @@ func TestBatchesRespectTheController(t *testing.T) {
 	}
 }
 
-// paceRecorder is a Static size that records what the dispatcher tells
+// fixed is a Controller that always chooses the same size.
+type fixed int
+
+func (f fixed) BatchSize(time.Duration, time.Duration) int { return int(f) }
+func (fixed) Observe(int, time.Duration)                   {}
+
+// spacer is a Governor that admits every query, holds no worker, and says
+// that batch starts are staggered over every worker slot, typical apart.
+type spacer struct{ typical time.Duration }
+
+func (spacer) Admit(Arrival) (Prediction, error)                          { return Prediction{}, nil }
+func (spacer) Finished(Prediction, time.Time, bool)                       {}
+func (spacer) Hold(time.Time, int, int, int, time.Duration) time.Duration { return 0 }
+func (s spacer) Spacing(workers int) (int, time.Duration)                 { return workers, s.typical }
+func (spacer) Started(now time.Time, _ int) time.Time                     { return now }
+func (spacer) Ended(int, time.Time, time.Duration, Outcome)               {}
+
+// paceRecorder is a fixed size that records what the dispatcher tells
 // lane-aware controllers.
 type paceRecorder struct {
-	Static
+	fixed
 	mu      *sync.Mutex
 	lanes   *int
 	typical *time.Duration
@@ -177,26 +194,21 @@ func (r paceRecorder) SetLanes(lanes int, typical time.Duration) {
 	*r.lanes, *r.typical = lanes, typical
 }
 
-func TestLaneAwareControllersAreToldThePacersSpacing(t *testing.T) {
+func TestLaneAwareControllersAreToldTheGovernorsSpacing(t *testing.T) {
 	const delay = 5 * time.Millisecond
 	var mu sync.Mutex
 	var lanes int
 	var typical time.Duration
-	d := startDispatcher(t, Options{MaxBatch: 64, Pace: true, NewController: func() Controller {
-		return paceRecorder{Static: 4, mu: &mu, lanes: &lanes, typical: &typical}
+	d := startDispatcher(t, Options{MaxBatch: 64, Governor: spacer{typical: 7 * time.Millisecond}, NewController: func() Controller {
+		return paceRecorder{fixed: 4, mu: &mu, lanes: &lanes, typical: &typical}
 	}}, serve(t, &model{delay: delay}).addr, serve(t, &model{delay: delay}).addr)
 	if _, errs := stream(d, 200, 16, 5*time.Second, 0); len(errs) > 0 {
 		t.Fatal(errs[0])
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if lanes != 2 {
-		t.Errorf("told %d lanes, want 2 (two replicas of one slot, paced)", lanes)
-	}
-	// Every batch the models answered took at least their delay, so the
-	// pacer's average of the service times does too.
-	if typical < delay || typical > time.Second {
-		t.Errorf("told a typical batch of %v, want the pacer's average, at least the models' %v", typical, delay)
+	if lanes != 2 || typical != 7*time.Millisecond {
+		t.Errorf("told %d lanes and a typical batch of %v; want the governor's spacing for two replicas of one slot: 2 and 7ms", lanes, typical)
 	}
 }
 
@@ -290,7 +302,7 @@ func TestDoomedHeadsAreAnsweredAtOnce(t *testing.T) {
 	}
 }
 
-// overruns records what a dispatcher tells a controller or an estimator:
+// overruns records what a dispatcher tells a controller or a governor:
 // the sizes of batches observed and of batches abandoned past their
 // deadlines, with how long each had taken.
 type overruns struct {
@@ -308,7 +320,20 @@ func (o *overruns) Observe(n int, _ time.Duration) {
 	o.observed = append(o.observed, n)
 }
 
-func (o *overruns) Estimate(int) (time.Duration, time.Duration) { return 0, 0 }
+// governed is overruns as a Governor: what Ended is told.
+type governed struct {
+	spacer
+	*overruns
+}
+
+func (g governed) Ended(n int, _ time.Time, latency time.Duration, how Outcome) {
+	switch how {
+	case Answered:
+		g.Observe(n, latency)
+	case Overran:
+		g.ObserveOverrun(n, latency)
+	}
+}
 
 func (o *overruns) ObserveOverrun(n int, atLeast time.Duration) {
 	o.mu.Lock()
@@ -320,7 +345,7 @@ func TestOverrunBatchesAreToldToTheLearners(t *testing.T) {
 	ctrl, est := &overruns{}, &overruns{}
 	m := &model{delay: 300 * time.Millisecond}
 	d := startDispatcher(t, Options{MaxBatch: 64, NewController: func() Controller { return ctrl },
-		NewEstimator: func() Estimator { return est }}, serve(t, m).addr)
+		Governor: governed{overruns: est}}, serve(t, m).addr)
 	// A query with 50ms to its deadline, which the model takes 300ms
 	// over: the dispatcher abandons its batch at the deadline.
 	if _, errs := stream(d, 1, 1, 50*time.Millisecond, 0); len(errs) != 1 || !errors.Is(errs[0], ErrDeadline) {
@@ -347,7 +372,7 @@ func TestOverrunBatchesAreToldToTheLearners(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the controller and the estimator were not told of the abandoned batch within 5 s")
+			t.Fatal("the controller and the governor were not told of the abandoned batch within 5 s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -1,11 +1,12 @@
-package dispatch
+package slo
 
 import (
-	"context"
 	"errors"
 	"math"
 	"testing"
 	"time"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
 )
 
 func TestPredictFinish(t *testing.T) {
@@ -190,20 +191,20 @@ func TestCalibrationForgetsWhatCameBeforeAGap(t *testing.T) {
 	}
 }
 
-// TestCalibrateStampsTheClock: a query refused as doomed counts with its
+// TestFinishedStampsTheClock: a query refused as doomed counts with its
 // deadline's error, a lower bound, but is stamped when it was refused, so
 // that the stratum's latest error is not dated ahead of the clock.
-func TestCalibrateStampsTheClock(t *testing.T) {
+func TestFinishedStampsTheClock(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	est := &estimator{Estimator: lineEst{}}
-	q := &query{est: est, enqueued: t0, deadline: t0.Add(300 * time.Millisecond), predicted: 40 * time.Millisecond, batch: 1}
-	q.calibrate(func() time.Time { return t0.Add(10 * time.Millisecond) }, q.deadline, true)
-	w := &est.cal.strata[0]
+	g := &Governor{est: lineEst{}}
+	p := dispatch.Prediction{Arrived: t0, Deadline: t0.Add(300 * time.Millisecond), Finish: 40 * time.Millisecond, Batch: 1}
+	g.Finished(p, t0.Add(10*time.Millisecond), true)
+	w := &g.cal.strata[0]
 	if w.n != 1 || w.errs[0] != 260*time.Millisecond || w.ats[0] != t0.Add(10*time.Millisecond).UnixNano() {
 		t.Errorf("held %d: error %v stamped %v; want 260ms stamped at the clock's 10ms", w.n, w.errs[0], time.Unix(0, w.ats[0]).Sub(t0))
 	}
-	if est.cal.ended != 1 || est.cal.late != 1 {
-		t.Errorf("outcomes %d, late %d; want the doomed query counted late", est.cal.ended, est.cal.late)
+	if g.cal.ended != 1 || g.cal.late != 1 {
+		t.Errorf("outcomes %d, late %d; want the doomed query counted late", g.cal.ended, g.cal.late)
 	}
 }
 
@@ -211,11 +212,17 @@ func TestCalibrateStampsTheClock(t *testing.T) {
 // n·0.5ms, with a tail of 1ms.
 type lineEst struct{}
 
-func (lineEst) Observe(int, time.Duration) {}
+func (lineEst) Observe(int, time.Duration)        {}
+func (lineEst) ObserveOverrun(int, time.Duration) {}
 
 func (lineEst) Estimate(n int) (time.Duration, time.Duration) {
 	return 5*time.Millisecond + time.Duration(n)*time.Millisecond/2, time.Millisecond
 }
+
+// sizes is a dispatcher whose replicas all take batches of the same size.
+type sizes int
+
+func (s sizes) BatchSize(time.Duration) int { return int(s) }
 
 // TestAdmissionTimesTheNextStartFromTheBatchesInFlight: with batches of
 // 10 over two paced lanes (a full batch takes 10ms), a query rides the
@@ -241,29 +248,22 @@ func TestAdmissionTimesTheNextStartFromTheBatchesInFlight(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := New(Options{Model: "m", Version: "1", Pace: true, Now: func() time.Time { return t0 },
-				NewController: func() Controller { return Static(10) }, NewEstimator: func() Estimator { return lineEst{} }})
-			for _, addr := range []string{"a", "b"} {
-				d.replicas[addr] = &replica{d: d, addr: addr, healthy: true, ctrl: Static(10)}
-			}
-			d.healthy.Store(2)
+			g := &Governor{est: lineEst{}, paced: true}
 			// The pacer: a service time of 10ms, and the two batches in
 			// flight.
-			served(&d.pace, t0, 10*ms)
-			d.pace.started(t0.Add(c.lastStart-10*ms), t0.Add(c.ends[1]))
-			d.pace.started(t0.Add(c.lastStart), t0.Add(c.ends[0]))
-			for range c.queued {
-				if err := d.q.push(&query{ctx: context.Background(), enqueued: t0, deadline: t0.Add(c.budget), reply: make(chan result, 1)}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			q := &query{ctx: context.Background(), enqueued: t0, deadline: t0.Add(c.budget), reply: make(chan result, 1)}
-			err := d.admit(d.est.Load(), q, 0)
+			served(&g.pace, t0, 10*ms)
+			g.pace.started(t0.Add(c.lastStart-10*ms), t0.Add(c.ends[1]))
+			g.pace.started(t0.Add(c.lastStart), t0.Add(c.ends[0]))
+			p, err := g.Admit(dispatch.Arrival{Model: "m:1", Arrived: t0, Deadline: t0.Add(c.budget), Queued: c.queued,
+				Replicas: 2, Slots: 1, Sizes: sizes(10)})
 			if got := err == nil; got != c.admitted {
 				t.Errorf("admitted %v (%v), want %v", got, err, c.admitted)
 			}
-			if err != nil && !errors.Is(err, ErrShed) {
+			if err != nil && !errors.Is(err, dispatch.ErrShed) {
 				t.Errorf("refused with %v, not ErrShed", err)
+			}
+			if err == nil && (p.Batch != 1 || p.Finish != 9*ms) {
+				t.Errorf("predicted batch %d, finish %v; want the first, at 9ms", p.Batch, p.Finish)
 			}
 		})
 	}
