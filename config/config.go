@@ -15,9 +15,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/process"
-	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
@@ -441,7 +441,7 @@ var Default = Config{
 	OIP:      OIP{DefaultTimeout: time.Second},
 	Log:      Log{Level: "info", Format: "json"},
 	Cache:    Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
-	Feedback: Feedback{Recent: proxy.DefaultRecentQueries, Shared: true, SharedTTL: proxy.DefaultSharedTTL},
+	Feedback: Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL},
 }
 
 // Load reads and validates the file at path.
