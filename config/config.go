@@ -18,7 +18,6 @@ import (
 	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/process"
-	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -428,10 +427,15 @@ type Model struct {
 	DeviceIDs   []string `yaml:"device_ids"`
 }
 
+// DefaultAdminListen is where the admin API listens unless admin.listen
+// says otherwise: loopback only, on Clipper's management port. The admin
+// client's default URL (admin.DefaultURL) points there.
+const DefaultAdminListen = "127.0.0.1:1338"
+
 // Default is the configuration an empty file yields.
 var Default = Config{
 	Listen: ":1337",
-	Admin:  Admin{Listen: admin.DefaultAddr, TokenEnv: "SLOPROXY_ADMIN_TOKEN"},
+	Admin:  Admin{Listen: DefaultAdminListen, TokenEnv: "SLOPROXY_ADMIN_TOKEN"},
 	Redis:  Redis{Prefix: state.DefaultRedisPrefix},
 	Limits: Limits{MaxBodyBytes: 4 << 20, MaxInputBatch: 1024, DefaultBatchSize: 32},
 	Runtimes: Runtimes{Process: ProcessRuntime{
