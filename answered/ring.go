@@ -19,7 +19,7 @@ import (
 // object a record to mark and nothing inside it to follow: Go values of
 // the same queries hold some fifteen pointers a record, and marking tens
 // of thousands of them takes the collector long enough to delay the
-// batches in flight (docs/benchmarks.md, "The feedback memory as bytes").
+// batches in flight (BenchmarkMemoryMark measures the marking).
 //
 // ring is safe for concurrent use.
 type ring struct {
@@ -42,7 +42,7 @@ const recTaken = 0
 
 // put remembers query id, of key k, forgetting the oldest when full. It
 // reads q under mu, so that a shadow's answer that comes meanwhile is
-// either read here or finds the record (shadowed): recent.shadowed sets
+// either read here or finds the record (shadowed): Memory.Shadowed sets
 // it on q before it takes mu.
 func (r *ring) put(id string, k inputKey, q *Query) {
 	r.mu.Lock()
@@ -323,7 +323,7 @@ func recHead(rec []byte) (id, app []byte, inHash uint64, ok bool) {
 	return id, app, binary.LittleEndian.Uint64(rec[1:9]), r.err == nil
 }
 
-// decodeRec reads a whole record into a fresh asked, with its id.
+// decodeRec reads a whole record into a fresh Query, with its id.
 func decodeRec(rec []byte) (*Query, string, error) {
 	if len(rec) < 9 {
 		return nil, "", errRec
