@@ -30,12 +30,12 @@ type Controller interface {
 	Observe(n int, latency time.Duration)
 }
 
-// OverrunObserver is implemented by controllers that learn
-// from a batch abandoned because it outlived the latest deadline of its
-// queries (the container's answer would come too late for every one of
-// them): it took at least atLeast, how much longer no one knows. Such
-// batches are the slowest of all; a learner that is told only of answered
-// batches sees its worst misses never.
+// OverrunObserver is implemented by controllers that learn from a batch
+// abandoned because it outlived the latest deadline of its queries (the
+// container's answer would come too late for every one of them): it took
+// at least atLeast, how much longer no one knows. Such batches are the
+// slowest of all; a learner that is told only of answered batches sees
+// its worst misses never. A Governor is told of them by Ended (Overran).
 type OverrunObserver interface {
 	ObserveOverrun(n int, atLeast time.Duration)
 }
