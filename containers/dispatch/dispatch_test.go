@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -26,10 +27,22 @@ type model struct {
 	inputs  atomic.Int64
 	mu      sync.Mutex // guards biggest
 	biggest int
+	got     chan struct{} // closed when the first batch arrives
+	gotOnce sync.Once     // makes got
+	gotDone sync.Once     // closes got
+}
+
+// first returns a channel closed once m has a batch; call it before the
+// model serves.
+func (m *model) first() <-chan struct{} {
+	m.gotOnce.Do(func() { m.got = make(chan struct{}) })
+	return m.got
 }
 
 func (m *model) Predict(ctx context.Context, inputs [][]byte) ([]rpc.Output, error) {
 	m.inputs.Add(int64(len(inputs)))
+	m.gotOnce.Do(func() { m.got = make(chan struct{}) })
+	m.gotDone.Do(func() { close(m.got) })
 	m.mu.Lock()
 	m.biggest = max(m.biggest, len(inputs))
 	m.mu.Unlock()
@@ -88,17 +101,7 @@ func startDispatcher(t *testing.T, opts Options, addrs ...string) *Dispatcher {
 
 func waitHealthy(t *testing.T, d *Dispatcher, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, h := d.Replicas(); h == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			_, h := d.Replicas()
-			t.Fatalf("%d healthy replicas, want %d", h, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, fmt.Sprintf("%d healthy replicas", n), func() bool { _, h := d.Replicas(); return h == n })
 }
 
 // stream sends n queries from c goroutines, each with the given timeout,
@@ -217,17 +220,16 @@ func TestLaneAwareControllersAreToldTheGovernorsSpacing(t *testing.T) {
 // is answered.
 func occupy(t *testing.T, d *Dispatcher, m *model) <-chan error {
 	t.Helper()
+	got := m.first()
 	busy := make(chan error, 1)
 	go func() {
 		_, _, err := d.Predict(context.Background(), []byte("first"))
 		busy <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for m.inputs.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the model did not get the first query within 10 s")
-		}
-		time.Sleep(time.Millisecond)
+	select {
+	case <-got:
+	case err := <-busy:
+		t.Fatalf("the first query was answered before the model got it: %v", err)
 	}
 	return busy
 }
@@ -250,9 +252,15 @@ func TestExpiredQueriesNeverReachTheModel(t *testing.T) {
 	if err := <-busy; err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // let the worker look at the queue again
-	if n := m.inputs.Load(); n != 1 {
-		t.Fatalf("model saw %d inputs, want only the first", n)
+	// A query with time to spare comes after the worker looked at the
+	// queue again: once it is answered, the model saw all it ever will.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := d.Predict(ctx, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.inputs.Load(); n != 2 {
+		t.Fatalf("model saw %d inputs, want only the first and the one after", n)
 	}
 	if d.Queued() != 0 {
 		t.Fatalf("%d expired queries still queued", d.Queued())
@@ -351,35 +359,29 @@ func TestOverrunBatchesAreToldToTheLearners(t *testing.T) {
 	if _, errs := stream(d, 1, 1, 50*time.Millisecond, 0); len(errs) != 1 || !errors.Is(errs[0], ErrDeadline) {
 		t.Fatalf("errors %v, want ErrDeadline (the model answers after the deadline)", errs)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, 5*time.Second, "the controller and the governor to be told of the abandoned batch", func() bool {
 		ctrl.mu.Lock()
+		defer ctrl.mu.Unlock()
 		est.mu.Lock()
-		told := len(ctrl.overrun) > 0 && len(est.overrun) > 0
-		if told {
-			for _, o := range []*overruns{ctrl, est} {
-				if len(o.observed) != 0 || !slices.Equal(o.overrun, []int{1}) {
-					t.Errorf("told of answered batches %v and overruns %v; want one overrun of 1 and no answer", o.observed, o.overrun)
-				}
-				if o.atLeast[0] <= 0 || o.atLeast[0] >= m.delay {
-					t.Errorf("an overrun after %v; want it between the send and the model's answer, %v later", o.atLeast[0], m.delay)
-				}
-			}
+		defer est.mu.Unlock()
+		return len(ctrl.overrun) > 0 && len(est.overrun) > 0
+	})
+	for _, o := range []*overruns{ctrl, est} {
+		o.mu.Lock()
+		if len(o.observed) != 0 || !slices.Equal(o.overrun, []int{1}) {
+			t.Errorf("told of answered batches %v and overruns %v; want one overrun of 1 and no answer", o.observed, o.overrun)
 		}
-		est.mu.Unlock()
-		ctrl.mu.Unlock()
-		if told {
-			return
+		if o.atLeast[0] <= 0 || o.atLeast[0] >= m.delay {
+			t.Errorf("an overrun after %v; want it between the send and the model's answer, %v later", o.atLeast[0], m.delay)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the controller and the governor were not told of the abandoned batch within 5 s")
-		}
-		time.Sleep(5 * time.Millisecond)
+		o.mu.Unlock()
 	}
 }
 
 func TestDeadReplicaInFlightRetriedElsewhere(t *testing.T) {
-	slow := serve(t, &model{delay: 50 * time.Millisecond})
+	slowModel := &model{delay: 50 * time.Millisecond}
+	busy := slowModel.first()
+	slow := serve(t, slowModel)
 	fast := serve(t, &model{delay: time.Millisecond})
 	d := startDispatcher(t, Options{MaxBatch: 4}, slow.addr, fast.addr)
 	done := make(chan struct{})
@@ -389,7 +391,11 @@ func TestDeadReplicaInFlightRetriedElsewhere(t *testing.T) {
 		defer close(done)
 		answers, errs = stream(d, 300, 8, 2*time.Second, time.Millisecond)
 	}()
-	time.Sleep(30 * time.Millisecond)
+	select { // the slow replica has a batch in flight
+	case <-busy:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow replica got no batch within 10 s")
+	}
 	slow.stop() // kills its connections with batches in flight
 	<-done
 	if len(errs) > 0 {
@@ -474,9 +480,7 @@ func TestCloseAnswersQueued(t *testing.T) {
 		_, _, err := d.Predict(context.Background(), []byte("x"))
 		res <- err
 	}()
-	for d.Queued() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "the query to be queued", func() bool { return d.Queued() > 0 })
 	d.Close()
 	if err := <-res; !errors.Is(err, ErrStopped) {
 		t.Fatalf("got %v, want ErrStopped", err)
