@@ -376,11 +376,7 @@ func (c *Config) validatePolicy(a App, models map[string]state.ModelVersion, bat
 		return fmt.Errorf("batching.%w", err)
 	}
 	for j, name := range a.Models {
-		mv := models[name]
-		limit := mv.BatchSize
-		if limit == 0 {
-			limit = c.Limits.DefaultBatchSize
-		}
+		limit := slo.MaxBatch(models[name], c.Limits.DefaultBatchSize)
 		if p.Batching.Size > limit {
 			return fmt.Errorf("batching.size %d: above the batch size %d of model %q (models[%d]); the model's batch size caps every batch",
 				p.Batching.Size, limit, name, j)
