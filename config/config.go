@@ -15,10 +15,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/process"
-	"github.com/sloproxy/sloproxy/proxy"
-	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -388,11 +387,7 @@ func (c *Config) validatePolicy(a App, models map[string]state.ModelVersion, bat
 		return fmt.Errorf("batching.%w", err)
 	}
 	for j, name := range a.Models {
-		mv := models[name]
-		limit := mv.BatchSize
-		if limit == 0 {
-			limit = c.Limits.DefaultBatchSize
-		}
+		limit := slo.MaxBatch(models[name], c.Limits.DefaultBatchSize)
 		if p.Batching.Size > limit {
 			return fmt.Errorf("batching.size %d: above the batch size %d of model %q (models[%d]); the model's batch size caps every batch",
 				p.Batching.Size, limit, name, j)
@@ -444,20 +439,31 @@ type Model struct {
 // proxy finds its state wherever it is started from.
 const DefaultDataDir = "sloproxy-data"
 
+// DefaultAdminListen is where the admin API listens unless admin.listen
+// says otherwise: loopback only, on Clipper's management port. The admin
+// client's default URL (admin.DefaultURL) points there.
+const DefaultAdminListen = "127.0.0.1:1338"
+
+// The values of OIP.Readiness, spelled as proxy.Readiness spells them.
+const (
+	ReadinessEveryApp = "every_app"
+	ReadinessAnyApp   = "any_app"
+)
+
 // Default is the configuration an empty file yields.
 var Default = Config{
 	Listen: ":1337",
-	Admin:  Admin{Listen: admin.DefaultAddr, TokenEnv: "SLOPROXY_ADMIN_TOKEN"},
+	Admin:  Admin{Listen: DefaultAdminListen, TokenEnv: "SLOPROXY_ADMIN_TOKEN"},
 	Redis:  Redis{Prefix: state.DefaultRedisPrefix},
 	Limits: Limits{MaxBodyBytes: 4 << 20, MaxInputBatch: 1024, DefaultBatchSize: 32},
 	Runtimes: Runtimes{Process: ProcessRuntime{
 		Enabled:  true,
 		PortBase: process.DefaultBasePort,
 	}},
-	OIP:      OIP{DefaultTimeout: time.Second, Readiness: string(proxy.ReadyEveryApp)},
+	OIP:      OIP{DefaultTimeout: time.Second, Readiness: ReadinessEveryApp},
 	Log:      Log{Level: "info", Format: "json"},
 	Cache:    Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
-	Feedback: Feedback{Recent: proxy.DefaultRecentQueries, Shared: true, SharedTTL: proxy.DefaultSharedTTL},
+	Feedback: Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL},
 }
 
 // Load reads and validates the file at path.
@@ -517,8 +523,8 @@ func (c *Config) Validate() error {
 	if c.OIP.DefaultTimeout <= 0 {
 		return fmt.Errorf("oip.default_timeout %v: must be positive", c.OIP.DefaultTimeout)
 	}
-	if r := proxy.Readiness(c.OIP.Readiness); r != proxy.ReadyEveryApp && r != proxy.ReadyAnyApp {
-		return fmt.Errorf("oip.readiness %q: must be %s or %s", c.OIP.Readiness, proxy.ReadyEveryApp, proxy.ReadyAnyApp)
+	if r := c.OIP.Readiness; r != ReadinessEveryApp && r != ReadinessAnyApp {
+		return fmt.Errorf("oip.readiness %q: must be %s or %s", r, ReadinessEveryApp, ReadinessAnyApp)
 	}
 	if p := c.Runtimes.Process.PortBase; p < 1 || p > 65535 {
 		return fmt.Errorf("runtimes.process.port_base %d: must be a port, 1 to 65535", p)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/answered"
 )
 
 // feedbackTimeout bounds what one feedback does in Redis: finding its
@@ -71,65 +74,75 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		id, ok, err = p.recent.idOf(ctx, app.Name, in)
+		id, ok, err = p.memory.IDOf(ctx, app.Name, in)
 		switch {
-		case err != nil: // ErrUnavailable: Redis could not be reached
-			writeError(w, err)
+		case err != nil: // Redis could not be reached
+			writeError(w, memoryError(err))
 			return
 		case !ok:
 			writeError(w, errorf(ErrNotFound, "no recent query of app %q had this input (%s)", app.Name, p.remembers()))
 			return
 		}
 	}
-	q, ok, err := p.recent.take(ctx, id, app.Name)
+	q, ok, err := p.memory.Take(ctx, id, app.Name)
 	switch {
-	case err != nil: // ErrUnavailable, or ErrNotFound for a record that cannot be read
-		writeError(w, err)
+	case err != nil: // Redis could not be reached, or holds a record that cannot be read
+		writeError(w, memoryError(err))
 		return
 	case !ok:
 		writeError(w, errorf(ErrNotFound, "no recent query %q of app %q: unknown, already scored, or forgotten (%s)",
 			id, app.Name, p.remembers()))
 		return
 	}
-	if err := spec.Output.CheckClass(req.Label, q.outs); err != nil {
-		p.recent.restore(ctx, id, q) // bad input changes nothing: it stays scorable
+	if err := spec.Output.CheckClass(req.Label, q.Outs); err != nil {
+		p.memory.Restore(ctx, id, q) // bad input changes nothing: it stays scorable
 		writeError(w, errorf(ErrBadInput, "\"label\": %v", err))
 		return
 	}
-	rewards := make(map[string]float64, len(q.choice.Arms)+1)
-	gains := make([]float64, len(q.choice.Arms))
-	for j, arm := range q.choice.Arms {
+	rewards := make(map[string]float64, len(q.Choice.Arms)+1)
+	gains := make([]float64, len(q.Choice.Arms))
+	for j, arm := range q.Choice.Arms {
 		gains[j] = math.NaN()
-		if q.outs[j] != nil {
-			rewards[arm] = spec.Output.Reward(q.outs[j], req.Label)
+		if q.Outs[j] != nil {
+			rewards[arm] = spec.Output.Reward(q.Outs[j], req.Label)
 			gains[j] = spec.Output.Gain(rewards[arm])
 		}
 	}
-	if err := sel.Feedback(ctx, q.choice, gains); err != nil {
-		p.recent.restore(ctx, id, q)
+	if err := sel.Feedback(ctx, q.Choice, gains); err != nil {
+		p.memory.Restore(ctx, id, q)
 		p.log.Warn("feedback: the policy state could not be updated", zap.String("app", app.Name), zap.String("query_id", id), zap.Error(err))
 		writeError(w, errorf(ErrUnavailable, "the policy state could not be updated: %v", err))
 		return
 	}
 	m := p.sel.Metrics()
-	for j, arm := range q.choice.Arms {
+	for j, arm := range q.Choice.Arms {
 		if !math.IsNaN(gains[j]) {
 			m.Scored(app.Name, arm, gains[j])
 		}
 	}
-	if out := q.shadow(); out != nil {
-		rewards[q.choice.Shadow] = spec.Output.Reward(out, req.Label)
-		m.Scored(app.Name, q.choice.Shadow, spec.Output.Gain(rewards[q.choice.Shadow]))
+	if out := q.Shadow(); out != nil {
+		rewards[q.Choice.Shadow] = spec.Output.Reward(out, req.Label)
+		m.Scored(app.Name, q.Choice.Shadow, spec.Output.Gain(rewards[q.Choice.Shadow]))
 	}
 	writeJSON(w, appendFeedback(make([]byte, 0, 128), id, rewards))
 }
 
 // remembers says which answered queries feedback can reach.
 func (p *Proxy) remembers() string {
-	if p.recent.shared != nil {
-		return fmt.Sprintf("the proxies sharing this Redis keep each answered query for %v", p.recent.shared.ttl)
+	if ttl := p.memory.SharedTTL(); ttl > 0 {
+		return fmt.Sprintf("the proxies sharing this Redis keep each answered query for %v", ttl)
 	}
-	return fmt.Sprintf("this proxy remembers its last %d answered queries; feedback must reach the proxy that answered", p.opts.RecentQueries)
+	return fmt.Sprintf("this proxy remembers its last %d answered queries; feedback must reach the proxy that answered", p.memory.Size())
+}
+
+// memoryError maps an error of the answered queries' memory to the query
+// path's errors: a record that cannot be read is not found (it stays
+// taken, so a retry cannot score it either), anything else unavailable.
+func memoryError(err error) error {
+	if errors.Is(err, answered.ErrUnreadable) {
+		return errorf(ErrNotFound, "%v", err)
+	}
+	return errorf(ErrUnavailable, "%v", err)
 }
 
 // appendFeedback appends the feedback API's answer: the query's id and

@@ -2,15 +2,12 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/selection"
@@ -214,57 +211,5 @@ func TestFeedbackThroughAnyProxy(t *testing.T) {
 	must(t, err)
 	if !reflect.DeepEqual(statusA, statusB) {
 		t.Errorf("the proxies learned differently: %+v and %+v", statusA, statusB)
-	}
-}
-
-// TestSharedQueryCannotComeBack drives the Redis side of the recent
-// queries on a real Redis through the orders in which a query's write and
-// its feedback may arrive.
-func TestSharedQueryCannotComeBack(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: testutil.StartRedis(t)})
-	t.Cleanup(func() { _ = client.Close() })
-	sh := newShared(SharedQueries{Redis: client, Prefix: "sq:"}, prometheus.NewRegistry(), zap.NewNop())
-	ctx := context.Background()
-	q := &asked{app: "app", choice: selection.Choice{Arms: []string{"a", "b"}, Probs: []float64{0.5, 0.5}}, outs: [][]byte{[]byte(`1`), nil}}
-	write := func(id string) {
-		sh.write(ctx, []sharedWrite{{id: id, q: q, input: inputKey{"app", 1}}})
-	}
-	write("written")
-	if _, st, err := sh.take(ctx, "written", "other-app"); err != nil || st != sharedAbsent {
-		t.Errorf("take as another app: %v, %v; want absent", st, err)
-	}
-	got, st, err := sh.take(ctx, "written", "app")
-	if err != nil || st != sharedFound || !reflect.DeepEqual(got.choice, q.choice) || !reflect.DeepEqual(got.outs, q.outs) {
-		t.Fatalf("take: %+v, %v, %v; want the query as written", got, st, err)
-	}
-	if _, st, _ := sh.take(ctx, "written", "app"); st != sharedTaken {
-		t.Errorf("second take: %v; want taken", st)
-	}
-	must(t, sh.restore(ctx, "written"))
-	if _, st, _ := sh.take(ctx, "written", "app"); st != sharedFound {
-		t.Errorf("take after restore: %v; want found", st)
-	}
-	// Scored before its write arrived: the write must not bring it back.
-	if taken, err := sh.mark(ctx, "late"); err != nil || taken {
-		t.Fatalf("mark: %v, %v", taken, err)
-	}
-	write("late")
-	if _, st, _ := sh.take(ctx, "late", "app"); st != sharedTaken {
-		t.Errorf("take after a late write: %v; want taken", st)
-	}
-	if id, ok, err := sh.idOf(ctx, inputKey{"app", 1}); err != nil || !ok || id != "late" {
-		t.Errorf("idOf: %q %v %v; want the latest query written, late", id, ok, err)
-	}
-	if ttl := client.TTL(ctx, "sq:recent:q:written").Val(); ttl <= 0 || ttl > DefaultSharedTTL {
-		t.Errorf("TTL of a query %v; want up to %v", ttl, DefaultSharedTTL)
-	}
-	// A record that is not a query cannot be scored, now or on a retry:
-	// not found, not unavailable.
-	must(t, client.HSet(ctx, "sq:recent:q:garbled", "q", "{", "a", "app").Err())
-	if _, _, err := sh.take(ctx, "garbled", "app"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("take of a garbled record: %v; want ErrNotFound", err)
-	}
-	if _, st, err := sh.take(ctx, "garbled", "app"); err != nil || st != sharedTaken {
-		t.Errorf("second take of a garbled record: %v, %v; want taken", st, err)
 	}
 }

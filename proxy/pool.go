@@ -23,7 +23,8 @@ type pooled struct {
 	d         *dispatch.Dispatcher
 	inputType state.InputType
 	batchSize int
-	batching  slo.Batching // a change replaces the controllers, not the dispatcher
+	batching  slo.Batching  // a change replaces the controllers and the governor, not the dispatcher
+	gov       *slo.Governor // the version's admission and pacing
 }
 
 // pool keeps one dispatcher per model version in the state, with the
@@ -52,6 +53,17 @@ func (p *pool) kick() {
 	case p.kicks <- struct{}{}:
 	default: // a sync is already due
 	}
+}
+
+// fit returns the latency fit admission predicts from for a model
+// version, or nil.
+func (p *pool) fit(model, version string) *slo.Fit {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if e := p.ds[versionKey{model, version}]; e != nil {
+		return e.gov.Fit()
+	}
+	return nil
 }
 
 // get returns the dispatcher of a model version, or nil.
@@ -85,15 +97,12 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seen := map[versionKey]bool{}
-	batching := p.batchingOf(snap)
+	batching := p.policies.BatchingOf(snap)
 	for _, m := range snap.Models() {
 		for _, mv := range m.Versions {
 			k := versionKey{mv.Model, mv.Version}
 			seen[k] = true
-			batch := mv.BatchSize
-			if batch <= 0 {
-				batch = p.defaultBatch
-			}
+			batch := slo.MaxBatch(mv, p.defaultBatch)
 			e := p.ds[k]
 			if e != nil && (e.inputType != mv.InputType || e.batchSize != batch) {
 				p.retire(e)
@@ -101,8 +110,8 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 			}
 			b := batching[mv.Model]
 			if e != nil && e.batching != b {
-				e.d.SetBatching(b.NewController(), b.NewEstimator())
-				e.d.SetPace(b.Pace)
+				e.gov = b.NewGovernor()
+				e.d.SetBatching(b.NewController(), e.gov)
 				e.batching = b
 			}
 			if e == nil {
@@ -113,8 +122,9 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 				}
 				opts := p.opts
 				opts.Model, opts.Version, opts.InputType, opts.MaxBatch = mv.Model, mv.Version, it, batch
-				opts.NewController, opts.NewEstimator, opts.Pace = b.NewController(), b.NewEstimator(), b.Pace
-				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch, batching: b}
+				gov := b.NewGovernor()
+				opts.NewController, opts.Governor = b.NewController(), gov
+				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch, batching: b, gov: gov}
 				e.d.Start(ctx)
 				p.ds[k] = e
 			}
@@ -127,25 +137,6 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 			p.retire(e)
 		}
 	}
-}
-
-// batchingOf maps each model to the batching of the first app, by name,
-// that links it; models no app links get slo.DefaultBatching.
-func (p *pool) batchingOf(snap *state.Snapshot) map[string]slo.Batching {
-	out := map[string]slo.Batching{}
-	for _, app := range snap.Apps() {
-		for _, m := range snap.ModelsOf(app.Name) {
-			if _, ok := out[m]; !ok {
-				out[m] = p.policies.Get(app.Name).Batching
-			}
-		}
-	}
-	for _, m := range snap.Models() {
-		if _, ok := out[m.Name]; !ok {
-			out[m.Name] = slo.DefaultBatching
-		}
-	}
-	return out
 }
 
 // retire closes a dispatcher in the background: its queries in flight are
@@ -172,13 +163,8 @@ var fitDesc = prometheus.NewDesc("sloproxy_latency_fit_seconds",
 	"What admission and the latency_model controller have learned of a model version's batches: latency(n) = a + b*n, planned with a tail; term is a, b (seconds per query) or tail. 0 before the first batch.",
 	[]string{"model", "version", "term"}, nil)
 
-// fitParams is an estimator that can tell its fit (slo.Fit).
-type fitParams interface {
-	Params() (a, b, tail time.Duration)
-}
-
 // Describe implements prometheus.Collector: the latency fit of every
-// version whose estimator has one.
+// version with admission.
 func (p *pool) Describe(ch chan<- *prometheus.Desc) { ch <- fitDesc }
 
 // Collect implements prometheus.Collector.
@@ -186,8 +172,8 @@ func (p *pool) Collect(ch chan<- prometheus.Metric) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	for k, e := range p.ds {
-		f, ok := e.d.Estimator().(fitParams)
-		if !ok {
+		f := e.gov.Fit()
+		if f == nil {
 			continue
 		}
 		a, b, tail := f.Params()

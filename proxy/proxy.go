@@ -19,10 +19,13 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/internal/rolling"
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
@@ -65,7 +68,7 @@ type Options struct {
 	// metrics go to Registry.
 	Selection *selection.Table
 	// RecentQueries is how many answered queries the proxy remembers for
-	// feedback. 0 means DefaultRecentQueries.
+	// feedback. 0 means answered.DefaultSize.
 	RecentQueries int
 	// SharedQueries, with its Redis set, keeps the answered queries in
 	// Redis too, so that feedback may reach any proxy sharing it.
@@ -73,6 +76,18 @@ type Options struct {
 	// Dispatch is the template for each model version's dispatcher; its
 	// Model, Version, InputType, MaxBatch and Metrics are set per version.
 	Dispatch dispatch.Options
+}
+
+// SharedQueries keeps the answered queries in Redis too, so that their
+// feedback may reach any proxy that shares it, not only the one that
+// answered (see package answered).
+type SharedQueries struct {
+	// Redis holds them; nil means this proxy's memory only.
+	Redis redis.UniversalClient
+	// Prefix starts their keys.
+	Prefix string
+	// TTL is how long each is kept. 0 means answered.DefaultSharedTTL.
+	TTL time.Duration
 }
 
 // Proxy serves queries. Create it with New, run it with Run, serve its
@@ -84,7 +99,7 @@ type Proxy struct {
 	metrics *metrics
 	attain  *attainment
 	sel     *selection.Table
-	recent  *recent // the writer of its shared part runs in Run
+	memory  *answered.Memory // the answered queries awaiting feedback; its writer runs in Run
 	// background holds the shadow queries, each bounded by its query's
 	// deadline; Run waits for them.
 	background sync.WaitGroup
@@ -122,27 +137,21 @@ func New(opts Options) *Proxy {
 	if opts.Selection == nil {
 		opts.Selection = selection.NewTable(selection.Options{Registerer: opts.Registry, Logger: opts.Logger})
 	}
-	if opts.RecentQueries <= 0 {
-		opts.RecentQueries = DefaultRecentQueries
-	}
 	opts.Dispatch.Metrics = dispatch.NewMetrics(opts.Registry)
 	if opts.Dispatch.Logger == nil {
 		opts.Dispatch.Logger = opts.Logger
 	}
 	var prefix [8]byte
 	_, _ = rand.Read(prefix[:])
-	var sh *shared
-	if opts.SharedQueries.Redis != nil {
-		sh = newShared(opts.SharedQueries, opts.Registry, opts.Logger)
-	}
 	p := &Proxy{
-		opts:     opts,
-		log:      opts.Logger,
-		pool:     newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Policies, opts.Logger),
-		metrics:  newMetrics(opts.Registry),
-		attain:   &attainment{policies: opts.Policies, windows: map[string]*slo.Window{}},
-		sel:      opts.Selection,
-		recent:   newRecent(opts.RecentQueries, sh, opts.Logger),
+		opts:    opts,
+		log:     opts.Logger,
+		pool:    newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Policies, opts.Logger),
+		metrics: newMetrics(opts.Registry),
+		attain:  &attainment{policies: opts.Policies, windows: map[string]*rolling.Window{}},
+		sel:     opts.Selection,
+		memory: answered.New(answered.Options{Size: opts.RecentQueries, Redis: opts.SharedQueries.Redis, Prefix: opts.SharedQueries.Prefix,
+			TTL: opts.SharedQueries.TTL, Registry: opts.Registry, Logger: opts.Logger}),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
 	opts.Registry.MustRegister(p.attain, p.pool)
@@ -174,13 +183,11 @@ func (p *Proxy) Handler() http.Handler { return p.handler }
 func (p *Proxy) Run(ctx context.Context) {
 	p.ready.Store(true)
 	defer p.ready.Store(false)
-	if sh := p.recent.shared; sh != nil {
-		var writer sync.WaitGroup
-		wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		writer.Go(func() { sh.writes.Run(wctx) })
-		defer writer.Wait()
-		defer stop() // after the shadows, whose answers it writes too
-	}
+	var writer sync.WaitGroup
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	writer.Go(func() { p.memory.Run(wctx) })
+	defer writer.Wait()
+	defer stop() // after the shadows, whose answers it writes too
 	defer p.background.Wait()
 	p.pool.run(ctx, p.opts.Store)
 }

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
@@ -383,8 +384,8 @@ func (p *Proxy) remember(app state.App, inputs [][]byte, answers []answer) {
 			continue
 		}
 		arm, _, _ := strings.Cut(a.model, ":")
-		p.recent.put(a.id, inputs[i], &asked{app: app.Name, outs: [][]byte{a.output},
-			choice: selection.Choice{Arms: []string{arm}, Probs: []float64{1}}})
+		p.memory.Put(a.id, inputs[i], &answered.Query{App: app.Name, Outs: [][]byte{a.output},
+			Choice: selection.Choice{Arms: []string{arm}, Probs: []float64{1}}})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
@@ -82,7 +83,7 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 		return
 	}
 	var shadowed chan []byte // the answer returned, for the shadow to compare with
-	rec := &asked{app: q.app.Name, choice: c, outs: make([][]byte, len(c.Arms))}
+	rec := &answered.Query{App: q.app.Name, Choice: c, Outs: make([][]byte, len(c.Arms))}
 	if c.Shadow != "" {
 		shadowed = make(chan []byte, 1)
 		p.shadow(ctx, q, c.Shadow, a.id, input, rec, shadowed)
@@ -110,7 +111,7 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 	answered := false
 	for j := range parts {
 		if parts[j].err == nil && !parts[j].isDefault {
-			rec.outs[j], answered = parts[j].output, true
+			rec.Outs[j], answered = parts[j].output, true
 		}
 	}
 	if shadowed != nil {
@@ -121,7 +122,7 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 		shadowed <- out
 	}
 	if answered {
-		p.recent.put(a.id, input, rec)
+		p.memory.Put(a.id, input, rec)
 	}
 }
 
@@ -189,7 +190,7 @@ func (p *Proxy) observe(sel selection.Policy, c selection.Choice, parts []answer
 // deadline, and compares its answer with the one returned (sent on
 // returned) and records it in rec for feedback; when none was returned,
 // the query is not kept for feedback and the shadow's answer is dropped.
-func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, input []byte, rec *asked, returned <-chan []byte) {
+func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, input []byte, rec *answered.Query, returned <-chan []byte) {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadlineOf(ctx))
 	t := p.targetOfArm(q.snap, arm)
 	p.background.Go(func() {
@@ -208,7 +209,7 @@ func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, inpu
 			return // no model answered the query, so it is not kept for feedback
 		}
 		p.sel.Metrics().Shadowed(q.app.Name, arm, fmt.Sprint(q.spec.Output.Agree(a.output, ret)))
-		p.recent.shadowed(id, rec, a.output)
+		p.memory.Shadowed(id, rec, a.output)
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/internal/rolling"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -138,7 +139,7 @@ type attainment struct {
 	policies *slo.Table
 
 	mu      sync.Mutex // guards windows
-	windows map[string]*slo.Window
+	windows map[string]*rolling.Window
 }
 
 // record counts one answer of app: within its SLO when a model (or the
@@ -148,7 +149,7 @@ func (at *attainment) record(app string, now time.Time, within bool) {
 	at.mu.Lock()
 	w := at.windows[app]
 	if w == nil || w.Span() != span {
-		w = slo.NewWindow(span)
+		w = rolling.NewWindow(span)
 		at.windows[app] = w
 	}
 	at.mu.Unlock()

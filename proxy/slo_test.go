@@ -85,15 +85,15 @@ func TestShedPolicies(t *testing.T) {
 	e.proxy.ApplyPolicies(map[string]slo.Policy{"slow": base})
 	// Admission learns from batches: until one has been answered it
 	// admits everything. The policy above reaches the dispatcher in the
-	// background, with a new estimator: warm up until that one has
+	// background, with a new governor: warm up until that one has
 	// learned. The subtests change only the shed policy, so what it
 	// learned stays.
-	testutil.Eventually(t, 10*time.Second, "the static controller's estimator to learn", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the governor's fit to learn", func() bool {
 		if status, _, body := e.postWith("/apps/slow/predict", `{"input": [1]}`, nil); status != 200 || !strings.Contains(body, `"default":false`) {
 			t.Fatalf("warm-up: %d %s", status, body)
 		}
-		f, ok := e.proxy.pool.get("cost", "1").Estimator().(*slo.Fit)
-		if !ok {
+		f := e.proxy.pool.fit("cost", "1")
+		if f == nil {
 			return false
 		}
 		a, _, _ := f.Params()

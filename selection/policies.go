@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sloproxy/sloproxy/slo"
+	"github.com/sloproxy/sloproxy/internal/rolling"
 )
 
 // Status is what a policy has learned or decided, for the admin API.
@@ -174,7 +174,7 @@ func newWeighted(e *env, s Spec) *Weighted {
 	}
 	if s.Guard.Canary != "" {
 		w.guard = &guard{env: e, spec: s.Guard, key: "canary:" + e.app,
-			within: slo.NewWindow(s.Guard.Window), ok: slo.NewWindow(s.Guard.Window)}
+			within: rolling.NewWindow(s.Guard.Window), ok: rolling.NewWindow(s.Guard.Window)}
 	}
 	return w
 }
@@ -222,7 +222,7 @@ type guard struct {
 	done atomic.Bool // rolled back, as this proxy knows
 	// within counts the canary's answers within the SLO; ok those that
 	// did not fail.
-	within, ok *slo.Window
+	within, ok *rolling.Window
 }
 
 // rolledBack reports whether the canary was rolled back by any proxy.

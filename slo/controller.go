@@ -19,9 +19,17 @@ func (Off) Observe(int, time.Duration) {}
 
 var _ dispatch.Controller = Off{}
 
-// Static is dispatch.Static: the same size every time, as today's serving
-// systems' max-batch knob.
-type Static = dispatch.Static
+// Static chooses the same size every time, as the max-batch knob of
+// serving systems without an SLO.
+type Static int
+
+// BatchSize implements dispatch.Controller.
+func (s Static) BatchSize(time.Duration, time.Duration) int { return int(s) }
+
+// Observe implements dispatch.Controller.
+func (Static) Observe(int, time.Duration) {}
+
+var _ dispatch.Controller = Static(1)
 
 // AIMD is Clipper's controller: the batch size grows by one while full
 // batches finish within the steady-state budget and shrinks by a factor on
@@ -31,12 +39,12 @@ type Static = dispatch.Static
 //
 // The budget is Clipper's, half the head query's SLO, where batch starts
 // are not staggered: a query may wait out a whole batch and then ride its
-// own. Where the dispatcher staggers them over lanes (SetLanes) a query
+// own. Where the Governor staggers them over lanes (SetLanes) a query
 // waits for the next start, and the budget is the latency model's for the
 // same wait (Fit.Plan): between half the SLO, before any batch, and
-// lanes/(lanes+1) of it once the typical batch is as long as the budget. On the cost model four times slower, over two lanes, AIMD
-// served 0.90 of the best static size's rate with half the SLO as its
-// budget and 0.96 with this one (docs/benchmarks.md).
+// lanes/(lanes+1) of it once the typical batch is as long as the budget.
+// Half the SLO there would hold AIMD to smaller batches than the wait
+// allows, and so to a lower rate.
 //
 // AIMD is safe for concurrent use (a replica's slots share it).
 type AIMD struct {
@@ -65,9 +73,9 @@ func (c *AIMD) BatchSize(_, slo time.Duration) int {
 	return int(c.size)
 }
 
-// SetLanes is told by the dispatcher over how many lanes it staggers batch
-// starts and the typical batch's service time; the budget follows (see
-// AIMD).
+// SetLanes is told by the dispatcher, from the Governor's Spacing, over
+// how many lanes batch starts are staggered and the typical batch's
+// service time; the budget follows (see AIMD).
 func (c *AIMD) SetLanes(lanes int, typical time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -119,7 +127,7 @@ var (
 type LatencyModel struct {
 	fit     *Fit
 	max     int
-	lanes   int           // over which the dispatcher staggers batch starts; 0 or 1: not staggered
+	lanes   int           // over which batch starts are staggered; 0 or 1: not staggered
 	typical time.Duration // the typical batch's service time, as the pacer spaces starts by it
 
 	mu      sync.Mutex // guards learned and probing
@@ -144,10 +152,9 @@ func NewLatencyModel(quantile float64, window, max int) *LatencyModel {
 // gets 0, and the dispatcher answers it at once rather than spend a batch
 // on it.
 //
-// Cutting the batch to the head's slack, as a first version did, was
-// measured to collapse under overload: the heads of a long queue have
-// little slack, so batches shrink, pay their fixed cost more often, and
-// the queue ages further (docs/benchmarks.md).
+// The batch is not cut to the head's slack: under overload the heads of a
+// long queue have little slack, so batches cut to it shrink, pay their
+// fixed cost more often, and the queue ages further.
 //
 // A head is refused only while the fit is current: when neither a batch
 // was observed nor a probe sent for the head's whole SLO, the fit has had
@@ -205,9 +212,9 @@ func (c *LatencyModel) Observe(n int, latency time.Duration) {
 // failed, and the next comes an SLO later.
 func (c *LatencyModel) ObserveOverrun(n int, atLeast time.Duration) { c.fit.ObserveOverrun(n, atLeast) }
 
-// SetLanes is told by the dispatcher over how many lanes it staggers batch
-// starts and the typical batch's service time, by which the pacer spaces
-// them: while the batches are alike a query then waits at most a 1/lanes
+// SetLanes is told by the dispatcher, from the Governor's Spacing, over
+// how many lanes batch starts are staggered and the typical batch's
+// service time, by which the pacer spaces them: while the batches are alike a query then waits at most a 1/lanes
 // share of a batch for its own to start, and the steady-state size grows
 // to match (Fit.Plan).
 func (c *LatencyModel) SetLanes(lanes int, typical time.Duration) {

@@ -18,12 +18,12 @@ import (
 //
 // The most recent are the last window observations, less those more than
 // FitSpan older than the latest, but never fewer than fitMin. Held by
-// count alone, a spell's slow batches stayed until window newer ones
-// pushed them out; and a spell that made a large makes the latency model
-// plan batches of one, so admission shed what could not ride them, the
-// replicas sent few batches, and the spell lasted in the fit for
-// seconds: 3.5 s of almost every query shed after the load generator's
-// start at 2,800/s (docs/benchmarks.md).
+// count alone, a spell's slow batches would stay until window newer ones
+// pushed them out; and a spell that makes a large makes the latency model
+// plan batches of one, so admission sheds what cannot ride them, the
+// replicas send few batches, and the spell would last in the fit for
+// seconds, with almost every query shed. Aged out by time, it lasts at
+// most FitSpan.
 //
 // Fit is safe for concurrent use.
 type Fit struct {
@@ -160,8 +160,7 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 }
 
 // Plan is the steady-state batch size for an objective slo when batch
-// starts are staggered over lanes (1: not staggered; see dispatch's
-// pacer): the largest n, at most limit, for which a query that waits for
+// starts are staggered over lanes (1: not staggered; see Governor.Hold): the largest n, at most limit, for which a query that waits for
 // the next start and then rides its own batch typically finishes within
 // slo. The next start is when the lane that started earliest ends its
 // batch, of at most n. The pacer spaces the starts a 1/lanes share of
@@ -175,17 +174,16 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 // Where the batches are as large as the plan, typical is a + b·n and this
 // is (1 + 1/lanes)·(a + b·n) ≤ slo. Where they are smaller (a load below
 // the top rate, whose bursts still fill a batch to n) the batch in flight
-// may be larger than the spacing allowed for, and the plan is smaller: an
-// earlier version planned as if every batch were typical (the latency
-// model's size then served no more than static:32, where static:24
-// served 13% more, docs/benchmarks.md). As the load rises the batches
+// may be larger than the spacing allowed for, and the plan is smaller:
+// planning as if every batch were typical would send bursts' batches that
+// the queries behind them cannot wait out. As the load rises the batches
 // grow, and the plan with them, up to the first form. The tail is not
 // charged here: it is admission's to plan for, by refusing what would
-// miss (see package dispatch). Charging it here too was measured to
-// collapse a replica to batches of one under overload, when a busy
-// processor stretches every batch: a and r grow, the planned size falls
-// to one, throughput falls with it, and the overload deepens. With no n
-// fitting it returns 1; before any observation, limit.
+// miss (see Governor.Admit). Charged here too, it would collapse a
+// replica to batches of one under overload, when a busy processor
+// stretches every batch: a and r grow, the planned size falls to one,
+// throughput falls with it, and the overload deepens. With no n fitting
+// it returns 1; before any observation, limit.
 func (f *Fit) Plan(slo time.Duration, lanes int, typical time.Duration, limit int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -263,10 +261,7 @@ func (f *Fit) refit() {
 	f.r = max(0, r)
 }
 
-var (
-	_ dispatch.Estimator       = (*Fit)(nil)
-	_ dispatch.OverrunObserver = (*Fit)(nil)
-)
+var _ dispatch.OverrunObserver = (*Fit)(nil)
 
 // held is the observations the fit holds (see Fit), oldest first, in the
 // ring's two runs (the first empty when they do not wrap). Called with mu

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/state"
 )
 
 // Shed is what an app answers for a query refused because it would miss
@@ -49,7 +50,7 @@ type Batching struct {
 	Admission bool `yaml:"admission"`
 	// Pace staggers the starts of the replicas' batches, an even share of
 	// a batch's service time apart, so that a query waits for a fraction
-	// of a batch instead of a whole one (see dispatch's pacer).
+	// of a batch instead of a whole one (see Governor.Hold).
 	Pace bool `yaml:"pace"`
 }
 
@@ -93,13 +94,14 @@ func (b Batching) NewController() func() dispatch.Controller {
 	return func() dispatch.Controller { return NewLatencyModel(b.Quantile, 0, b.Size) }
 }
 
-// NewEstimator returns a factory of the admission estimator, or nil
-// without admission.
-func (b Batching) NewEstimator() func() dispatch.Estimator {
-	if !b.Admission {
-		return nil
+// NewGovernor returns a model version's Governor: admission on a fit of
+// the Quantile when b.Admission is on, paced when b.Pace is.
+func (b Batching) NewGovernor() *Governor {
+	var fit *Fit
+	if b.Admission {
+		fit = NewFit(0, b.Quantile)
 	}
-	return func() dispatch.Estimator { return NewFit(0, b.Quantile) }
+	return NewGovernor(fit, b.Pace)
 }
 
 // Policy is what an SRE sets for one app, beyond the objective itself
@@ -138,6 +140,36 @@ func Reserve(slo time.Duration, priority int) time.Duration {
 	return slo * time.Duration(min(-priority, 4)) / 5
 }
 
+// BatchingOf maps each model of snap to the Batching of the first app, by
+// name, that links it: a model linked to several apps batches as one of
+// them, the same one on every proxy and every reload. Models no app links
+// get DefaultBatching.
+func (t *Table) BatchingOf(snap *state.Snapshot) map[string]Batching {
+	out := map[string]Batching{}
+	for _, app := range snap.Apps() {
+		for _, m := range snap.ModelsOf(app.Name) {
+			if _, ok := out[m]; !ok {
+				out[m] = t.Get(app.Name).Batching
+			}
+		}
+	}
+	for _, m := range snap.Models() {
+		if _, ok := out[m.Name]; !ok {
+			out[m.Name] = DefaultBatching
+		}
+	}
+	return out
+}
+
+// MaxBatch is the cap on the batches of model version mv: its own batch
+// size, else fallback (the configuration's default batch size).
+func MaxBatch(mv state.ModelVersion, fallback int) int {
+	if mv.BatchSize > 0 {
+		return mv.BatchSize
+	}
+	return fallback
+}
+
 // Table maps app names to their policies; a reload replaces it whole.
 // Apps it does not name get DefaultPolicy. Safe for concurrent use.
 type Table struct {
@@ -162,4 +194,17 @@ func (t *Table) Get(app string) Policy {
 		}
 	}
 	return DefaultPolicy
+}
+
+// BurnRate is how fast the error budget burns: the fraction of queries
+// that missed the SLO over the fraction allowed to (1 - objective). 1
+// spends the budget exactly over the SLO's period; 0 with no misses.
+func BurnRate(attainment, objective float64) float64 {
+	if objective >= 1 {
+		if attainment < 1 {
+			return 1e9
+		}
+		return 0
+	}
+	return (1 - attainment) / (1 - objective)
 }

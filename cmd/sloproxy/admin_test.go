@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sloproxy/sloproxy/config"
 	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
@@ -222,5 +223,17 @@ func TestAdminCLIUsage(t *testing.T) {
 	_, stderr, err = runCLI("apps", "-h")
 	if err != nil || !strings.Contains(stderr, "--admin URL") {
 		t.Errorf("apps -h: %v; stderr:\n%s", err, stderr)
+	}
+}
+
+// TestAdminDefaultsAgree: the CLI's default admin URL reaches the address
+// serve listens on by default. config keeps its own default (it imports
+// nothing above it), so the two are checked here, where both are known.
+func TestAdminDefaultsAgree(t *testing.T) {
+	if want := "http://" + config.DefaultAdminListen; admin.DefaultURL != want {
+		t.Errorf("admin.DefaultURL %q, want %q, where serve listens by default", admin.DefaultURL, want)
+	}
+	if admin.DefaultAddr != config.DefaultAdminListen {
+		t.Errorf("admin.DefaultAddr %q, config.DefaultAdminListen %q: they must agree", admin.DefaultAddr, config.DefaultAdminListen)
 	}
 }

@@ -79,7 +79,7 @@ models:
 	}
 
 	// A valid file applies, through the watcher and through SIGHUP alike;
-	// the model's batching did not change, so what its estimator learned
+	// the model's batching did not change, so what its governor learned
 	// from the queries so far stays.
 	const fitA = `sloproxy_latency_fit_seconds{model="echo",term="a",version="1"}`
 	learned := metric(t, s.query, fitA)
@@ -104,7 +104,7 @@ models:
 	waitServed(t, s.query, "echo", `{"input": "x"}`, 5*time.Second)
 
 	// A change of the controller gives the model a new controller and a
-	// new estimator, which start from nothing.
+	// new governor, which start from nothing.
 	if err := os.WriteFile(path, []byte(cfg("500ms", "reject", "aimd")), 0o644); err != nil {
 		t.Fatal(err)
 	}

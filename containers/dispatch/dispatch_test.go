@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -26,10 +27,22 @@ type model struct {
 	inputs  atomic.Int64
 	mu      sync.Mutex // guards biggest
 	biggest int
+	got     chan struct{} // closed when the first batch arrives
+	gotOnce sync.Once     // makes got
+	gotDone sync.Once     // closes got
+}
+
+// first returns a channel closed once m has a batch; call it before the
+// model serves.
+func (m *model) first() <-chan struct{} {
+	m.gotOnce.Do(func() { m.got = make(chan struct{}) })
+	return m.got
 }
 
 func (m *model) Predict(ctx context.Context, inputs [][]byte) ([]rpc.Output, error) {
 	m.inputs.Add(int64(len(inputs)))
+	m.gotOnce.Do(func() { m.got = make(chan struct{}) })
+	m.gotDone.Do(func() { close(m.got) })
 	m.mu.Lock()
 	m.biggest = max(m.biggest, len(inputs))
 	m.mu.Unlock()
@@ -88,17 +101,7 @@ func startDispatcher(t *testing.T, opts Options, addrs ...string) *Dispatcher {
 
 func waitHealthy(t *testing.T, d *Dispatcher, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, h := d.Replicas(); h == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			_, h := d.Replicas()
-			t.Fatalf("%d healthy replicas, want %d", h, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, fmt.Sprintf("%d healthy replicas", n), func() bool { _, h := d.Replicas(); return h == n })
 }
 
 // stream sends n queries from c goroutines, each with the given timeout,
@@ -153,7 +156,7 @@ func TestQueriesSpreadOverReplicas(t *testing.T) {
 
 func TestBatchesRespectTheController(t *testing.T) {
 	m := &model{delay: 5 * time.Millisecond}
-	d := startDispatcher(t, Options{MaxBatch: 64, NewController: func() Controller { return Static(4) }}, serve(t, m).addr)
+	d := startDispatcher(t, Options{MaxBatch: 64, NewController: func() Controller { return fixed(4) }}, serve(t, m).addr)
 	if _, errs := stream(d, 100, 32, 5*time.Second, 0); len(errs) > 0 {
 		t.Fatal(errs[0])
 	}
@@ -162,10 +165,27 @@ func TestBatchesRespectTheController(t *testing.T) {
 	}
 }
 
-// paceRecorder is a Static size that records what the dispatcher tells
+// fixed is a Controller that always chooses the same size.
+type fixed int
+
+func (f fixed) BatchSize(time.Duration, time.Duration) int { return int(f) }
+func (fixed) Observe(int, time.Duration)                   {}
+
+// spacer is a Governor that admits every query, holds no worker, and says
+// that batch starts are staggered over every worker slot, typical apart.
+type spacer struct{ typical time.Duration }
+
+func (spacer) Admit(Arrival) (Prediction, error)                          { return Prediction{}, nil }
+func (spacer) Finished(Prediction, time.Time, bool)                       {}
+func (spacer) Hold(time.Time, int, int, int, time.Duration) time.Duration { return 0 }
+func (s spacer) Spacing(workers int) (int, time.Duration)                 { return workers, s.typical }
+func (spacer) Started(now time.Time, _ int) time.Time                     { return now }
+func (spacer) Ended(int, time.Time, time.Duration, Outcome)               {}
+
+// paceRecorder is a fixed size that records what the dispatcher tells
 // lane-aware controllers.
 type paceRecorder struct {
-	Static
+	fixed
 	mu      *sync.Mutex
 	lanes   *int
 	typical *time.Duration
@@ -177,26 +197,21 @@ func (r paceRecorder) SetLanes(lanes int, typical time.Duration) {
 	*r.lanes, *r.typical = lanes, typical
 }
 
-func TestLaneAwareControllersAreToldThePacersSpacing(t *testing.T) {
+func TestLaneAwareControllersAreToldTheGovernorsSpacing(t *testing.T) {
 	const delay = 5 * time.Millisecond
 	var mu sync.Mutex
 	var lanes int
 	var typical time.Duration
-	d := startDispatcher(t, Options{MaxBatch: 64, Pace: true, NewController: func() Controller {
-		return paceRecorder{Static: 4, mu: &mu, lanes: &lanes, typical: &typical}
+	d := startDispatcher(t, Options{MaxBatch: 64, Governor: spacer{typical: 7 * time.Millisecond}, NewController: func() Controller {
+		return paceRecorder{fixed: 4, mu: &mu, lanes: &lanes, typical: &typical}
 	}}, serve(t, &model{delay: delay}).addr, serve(t, &model{delay: delay}).addr)
 	if _, errs := stream(d, 200, 16, 5*time.Second, 0); len(errs) > 0 {
 		t.Fatal(errs[0])
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if lanes != 2 {
-		t.Errorf("told %d lanes, want 2 (two replicas of one slot, paced)", lanes)
-	}
-	// Every batch the models answered took at least their delay, so the
-	// pacer's average of the service times does too.
-	if typical < delay || typical > time.Second {
-		t.Errorf("told a typical batch of %v, want the pacer's average, at least the models' %v", typical, delay)
+	if lanes != 2 || typical != 7*time.Millisecond {
+		t.Errorf("told %d lanes and a typical batch of %v; want the governor's spacing for two replicas of one slot: 2 and 7ms", lanes, typical)
 	}
 }
 
@@ -205,17 +220,16 @@ func TestLaneAwareControllersAreToldThePacersSpacing(t *testing.T) {
 // is answered.
 func occupy(t *testing.T, d *Dispatcher, m *model) <-chan error {
 	t.Helper()
+	got := m.first()
 	busy := make(chan error, 1)
 	go func() {
 		_, _, err := d.Predict(context.Background(), []byte("first"))
 		busy <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for m.inputs.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the model did not get the first query within 10 s")
-		}
-		time.Sleep(time.Millisecond)
+	select {
+	case <-got:
+	case err := <-busy:
+		t.Fatalf("the first query was answered before the model got it: %v", err)
 	}
 	return busy
 }
@@ -238,9 +252,15 @@ func TestExpiredQueriesNeverReachTheModel(t *testing.T) {
 	if err := <-busy; err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // let the worker look at the queue again
-	if n := m.inputs.Load(); n != 1 {
-		t.Fatalf("model saw %d inputs, want only the first", n)
+	// A query with time to spare comes after the worker looked at the
+	// queue again: once it is answered, the model saw all it ever will.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := d.Predict(ctx, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.inputs.Load(); n != 2 {
+		t.Fatalf("model saw %d inputs, want only the first and the one after", n)
 	}
 	if d.Queued() != 0 {
 		t.Fatalf("%d expired queries still queued", d.Queued())
@@ -290,7 +310,7 @@ func TestDoomedHeadsAreAnsweredAtOnce(t *testing.T) {
 	}
 }
 
-// overruns records what a dispatcher tells a controller or an estimator:
+// overruns records what a dispatcher tells a controller or a governor:
 // the sizes of batches observed and of batches abandoned past their
 // deadlines, with how long each had taken.
 type overruns struct {
@@ -308,7 +328,20 @@ func (o *overruns) Observe(n int, _ time.Duration) {
 	o.observed = append(o.observed, n)
 }
 
-func (o *overruns) Estimate(int) (time.Duration, time.Duration) { return 0, 0 }
+// governed is overruns as a Governor: what Ended is told.
+type governed struct {
+	spacer
+	*overruns
+}
+
+func (g governed) Ended(n int, _ time.Time, latency time.Duration, how Outcome) {
+	switch how {
+	case Answered:
+		g.Observe(n, latency)
+	case Overran:
+		g.ObserveOverrun(n, latency)
+	}
+}
 
 func (o *overruns) ObserveOverrun(n int, atLeast time.Duration) {
 	o.mu.Lock()
@@ -320,41 +353,35 @@ func TestOverrunBatchesAreToldToTheLearners(t *testing.T) {
 	ctrl, est := &overruns{}, &overruns{}
 	m := &model{delay: 300 * time.Millisecond}
 	d := startDispatcher(t, Options{MaxBatch: 64, NewController: func() Controller { return ctrl },
-		NewEstimator: func() Estimator { return est }}, serve(t, m).addr)
+		Governor: governed{overruns: est}}, serve(t, m).addr)
 	// A query with 50ms to its deadline, which the model takes 300ms
 	// over: the dispatcher abandons its batch at the deadline.
 	if _, errs := stream(d, 1, 1, 50*time.Millisecond, 0); len(errs) != 1 || !errors.Is(errs[0], ErrDeadline) {
 		t.Fatalf("errors %v, want ErrDeadline (the model answers after the deadline)", errs)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, 5*time.Second, "the controller and the governor to be told of the abandoned batch", func() bool {
 		ctrl.mu.Lock()
+		defer ctrl.mu.Unlock()
 		est.mu.Lock()
-		told := len(ctrl.overrun) > 0 && len(est.overrun) > 0
-		if told {
-			for _, o := range []*overruns{ctrl, est} {
-				if len(o.observed) != 0 || !slices.Equal(o.overrun, []int{1}) {
-					t.Errorf("told of answered batches %v and overruns %v; want one overrun of 1 and no answer", o.observed, o.overrun)
-				}
-				if o.atLeast[0] <= 0 || o.atLeast[0] >= m.delay {
-					t.Errorf("an overrun after %v; want it between the send and the model's answer, %v later", o.atLeast[0], m.delay)
-				}
-			}
+		defer est.mu.Unlock()
+		return len(ctrl.overrun) > 0 && len(est.overrun) > 0
+	})
+	for _, o := range []*overruns{ctrl, est} {
+		o.mu.Lock()
+		if len(o.observed) != 0 || !slices.Equal(o.overrun, []int{1}) {
+			t.Errorf("told of answered batches %v and overruns %v; want one overrun of 1 and no answer", o.observed, o.overrun)
 		}
-		est.mu.Unlock()
-		ctrl.mu.Unlock()
-		if told {
-			return
+		if o.atLeast[0] <= 0 || o.atLeast[0] >= m.delay {
+			t.Errorf("an overrun after %v; want it between the send and the model's answer, %v later", o.atLeast[0], m.delay)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the controller and the estimator were not told of the abandoned batch within 5 s")
-		}
-		time.Sleep(5 * time.Millisecond)
+		o.mu.Unlock()
 	}
 }
 
 func TestDeadReplicaInFlightRetriedElsewhere(t *testing.T) {
-	slow := serve(t, &model{delay: 50 * time.Millisecond})
+	slowModel := &model{delay: 50 * time.Millisecond}
+	busy := slowModel.first()
+	slow := serve(t, slowModel)
 	fast := serve(t, &model{delay: time.Millisecond})
 	d := startDispatcher(t, Options{MaxBatch: 4}, slow.addr, fast.addr)
 	done := make(chan struct{})
@@ -364,7 +391,11 @@ func TestDeadReplicaInFlightRetriedElsewhere(t *testing.T) {
 		defer close(done)
 		answers, errs = stream(d, 300, 8, 2*time.Second, time.Millisecond)
 	}()
-	time.Sleep(30 * time.Millisecond)
+	select { // the slow replica has a batch in flight
+	case <-busy:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow replica got no batch within 10 s")
+	}
 	slow.stop() // kills its connections with batches in flight
 	<-done
 	if len(errs) > 0 {
@@ -449,9 +480,7 @@ func TestCloseAnswersQueued(t *testing.T) {
 		_, _, err := d.Predict(context.Background(), []byte("x"))
 		res <- err
 	}()
-	for d.Queued() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "the query to be queued", func() bool { return d.Queued() > 0 })
 	d.Close()
 	if err := <-res; !errors.Is(err, ErrStopped) {
 		t.Fatalf("got %v, want ErrStopped", err)

@@ -14,8 +14,8 @@ import (
 	"github.com/sloproxy/sloproxy/containers/rpc"
 )
 
-// Controller chooses the batch sizes of one replica. Package slo's adaptive
-// controllers implement it; Static is the fixed-size one.
+// Controller chooses the batch sizes of one replica. Package slo's
+// controllers implement it.
 type Controller interface {
 	// BatchSize is the most queries the next batch may hold, given the
 	// time left until the earliest deadline in the queue (slack) and that
@@ -30,22 +30,21 @@ type Controller interface {
 	Observe(n int, latency time.Duration)
 }
 
-// OverrunObserver is implemented by controllers and estimators that learn
-// from a batch abandoned because it outlived the latest deadline of its
-// queries (the container's answer would come too late for every one of
-// them): it took at least atLeast, how much longer no one knows. Such
-// batches are the slowest of all; a learner that is told only of answered
-// batches sees its worst misses never.
+// OverrunObserver is implemented by controllers that learn from a batch
+// abandoned because it outlived the latest deadline of its queries (the
+// container's answer would come too late for every one of them): it took
+// at least atLeast, how much longer no one knows. Such batches are the
+// slowest of all; a learner that is told only of answered batches sees
+// its worst misses never. A Governor is told of them by Ended (Overran).
 type OverrunObserver interface {
 	ObserveOverrun(n int, atLeast time.Duration)
 }
 
 // laneAware is implemented by controllers whose sizes depend on how long a
 // query waits for a batch to start. Before each choice the dispatcher
-// tells them over how many lanes (replica slots) it staggers batch starts,
-// 1 when it does not, and the typical batch's service time, the moving
-// average by which the pacer spaces the starts (0 before the first; see
-// pacer).
+// tells them what the Governor's Spacing says: over how many lanes
+// (replica slots) batch starts are staggered, 1 when they are not, and
+// the typical batch's service time (0 before the first).
 type laneAware interface {
 	SetLanes(lanes int, typical time.Duration)
 }
@@ -54,27 +53,92 @@ type laneAware interface {
 // own: the dispatcher's and the container's limits still apply.
 const NoLimit = 1 << 30
 
-// Static is a Controller that always chooses the same size.
-type Static int
+// unlimited is the Controller of a dispatcher given none: every batch
+// takes up to MaxBatch.
+type unlimited struct{}
 
-// BatchSize implements Controller.
-func (s Static) BatchSize(time.Duration, time.Duration) int { return int(s) }
+func (unlimited) BatchSize(time.Duration, time.Duration) int { return NoLimit }
+func (unlimited) Observe(int, time.Duration)                 {}
 
-// Observe implements Controller.
-func (Static) Observe(int, time.Duration) {}
-
-var _ Controller = Static(1)
-
-// Estimator predicts how long batches take, learning from every batch of
-// the model version; admission reads it (package slo's Fit implements it).
-type Estimator interface {
-	// Observe records that a batch of n queries took latency.
-	Observe(n int, latency time.Duration)
-	// Estimate is how long a batch of n queries typically takes, and the
-	// extra delay to plan for once per query (a high quantile). Before any
-	// observation both are 0.
-	Estimate(n int) (typical, tail time.Duration)
+// Governor decides, for the whole model version, what the dispatcher does
+// about time beyond each replica's batch size: which queries may queue,
+// when a free worker takes its batch, and it learns from every batch.
+// Package slo's Governor implements it.
+type Governor interface {
+	Admitter
+	Pacer
+	BatchObserver
 }
+
+// Admitter decides whether a query may join the queue.
+type Admitter interface {
+	// Admit refuses a with an error wrapping ErrShed, or admits it with
+	// a prediction of its finish (the zero Prediction: none).
+	Admit(a Arrival) (Prediction, error)
+	// Finished tells the Admitter that a query it admitted with
+	// prediction p finished at now: answered, or past its deadline
+	// (expired: ErrDeadline, or refused as doomed).
+	Finished(p Prediction, now time.Time, expired bool)
+}
+
+// Arrival is what an Admitter is told of a query about to queue.
+type Arrival struct {
+	Model             string    // the model version, "model:version", for errors
+	Arrived, Deadline time.Time // Deadline is never zero: a query without one is admitted unasked
+	Reserve           time.Duration
+	Queued            int // queries already queued
+	Replicas, Slots   int // healthy replicas, and the batches each has in flight at once
+	// Sizes tells the batch size the replicas take when queries wait.
+	Sizes BatchSizer
+}
+
+// BatchSizer tells the batch size a version's replicas take when queries
+// wait (the Dispatcher).
+type BatchSizer interface {
+	BatchSize(budget time.Duration) int
+}
+
+// Prediction is an Admitter's forecast for a query it admitted, handed
+// back to it by Finished.
+type Prediction struct {
+	Arrived, Deadline time.Time
+	Finish            time.Duration // after Arrived
+	Batch             int           // the batch the query is to ride: 1st, 2nd, ...; 0: no prediction
+}
+
+// Pacer decides when a free worker takes its batch.
+type Pacer interface {
+	// Hold is how long a free worker waits before taking a batch of up to
+	// n from queued queries, of which the head has slack left (negative:
+	// no deadline), when workers worker slots serve the version.
+	Hold(now time.Time, workers, n, queued int, slack time.Duration) time.Duration
+	// Spacing is what lane-aware controllers are told (see laneAware).
+	Spacing(workers int) (lanes int, typical time.Duration)
+}
+
+// BatchObserver learns from the version's batches.
+type BatchObserver interface {
+	// Started records that a batch of n left at now and returns when it
+	// is expected to end, the key Ended takes.
+	Started(now time.Time, n int) (end time.Time)
+	// Ended records how the batch expected to end at end ended, after
+	// latency.
+	Ended(n int, end time.Time, latency time.Duration, how Outcome)
+}
+
+// Outcome is how a batch ended.
+type Outcome int
+
+// The outcomes of a batch.
+const (
+	// Answered: the replica answered it.
+	Answered Outcome = iota
+	// Overran: abandoned because it outlived the latest deadline of its
+	// queries (see OverrunObserver).
+	Overran
+	// Failed: the replica failed it or was lost.
+	Failed
+)
 
 // Options configure a Dispatcher. The zero value of each field has the
 // meaning its comment gives.
@@ -90,16 +154,12 @@ type Options struct {
 	// second slot hides the network round trip behind computation. 0 means 1.
 	Slots int
 	// NewController makes a replica's batch-size controller. nil means
-	// Static(MaxBatch).
+	// batches of up to MaxBatch.
 	NewController func() Controller
-	// NewEstimator makes the model version's latency estimator. With one,
-	// Predict sheds (ErrShed) a query whose predicted finish is past its
-	// deadline, before queueing it; nil means no admission control: every
-	// query waits until its deadline.
-	NewEstimator func() Estimator
-	// Pace staggers the replicas' batch starts (see pacer); SetPace
-	// changes it.
-	Pace bool
+	// Governor admits queries and paces the replicas' batches. nil means
+	// neither: every query waits until its deadline, and a free worker
+	// takes its batch at once.
+	Governor Governor
 	// HeartbeatInterval is the time between PINGs to each replica, and
 	// HeartbeatTimeout how long one may take; two failures in a row eject
 	// the replica. 0 means 500 ms and 1 s.
@@ -125,9 +185,7 @@ type Dispatcher struct {
 	name    string // model:version
 	metrics *versionMetrics
 	q       *queue
-	est     atomic.Pointer[estimator] // nil: no admission control
-	pacing  atomic.Bool
-	pace    pacer
+	gov     atomic.Pointer[governor] // nil: no admission, no pacing
 	healthy atomic.Int32
 	ctx     context.Context
 
@@ -164,8 +222,7 @@ func New(opts Options) *Dispatcher {
 	opts.Logger = opts.Logger.With(zap.String("model", opts.Model), zap.String("version", opts.Version))
 	d := &Dispatcher{opts: opts, name: opts.Model + ":" + opts.Version, metrics: opts.Metrics.forVersion(opts.Model, opts.Version),
 		q: newQueue(opts.Now), replicas: map[string]*replica{}}
-	d.SetBatching(opts.NewController, opts.NewEstimator)
-	d.SetPace(opts.Pace)
+	d.SetBatching(opts.NewController, opts.Governor)
 	return d
 }
 
@@ -204,15 +261,14 @@ func (d *Dispatcher) SetReplicas(addrs []string) {
 	}
 }
 
-// SetBatching replaces the replicas' controllers and the admission
-// estimator with new ones from the factories (see Options.NewController
-// and Options.NewEstimator for what nil means): what a configuration
-// reload that changed the model version's batching applies. Batches in
-// flight report to the controllers they were sized by.
-func (d *Dispatcher) SetBatching(newController func() Controller, newEstimator func() Estimator) {
+// SetBatching replaces the replicas' controllers with new ones from the
+// factory and the governor (see Options.NewController and
+// Options.Governor for what nil means): what a configuration reload that
+// changed the model version's batching applies. Batches in flight report
+// to the controllers and governor they were sized by.
+func (d *Dispatcher) SetBatching(newController func() Controller, gov Governor) {
 	if newController == nil {
-		n := d.opts.MaxBatch
-		newController = func() Controller { return Static(n) }
+		newController = func() Controller { return unlimited{} }
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -222,36 +278,33 @@ func (d *Dispatcher) SetBatching(newController func() Controller, newEstimator f
 		r.ctrl = newController()
 		r.ctrlMu.Unlock()
 	}
-	if newEstimator == nil {
-		d.est.Store(nil)
+	if gov == nil {
+		d.gov.Store(nil)
 		return
 	}
-	d.est.Store(&estimator{Estimator: newEstimator()})
+	d.gov.Store(&governor{gov})
 }
 
-// SetPace turns the staggering of batch starts on or off.
-func (d *Dispatcher) SetPace(on bool) { d.pacing.Store(on) }
+// governor boxes a Governor for an atomic pointer.
+type governor struct{ Governor }
 
-// lanes is over how many worker slots batch starts are staggered: all the
-// healthy replicas' while pacing, else 1.
-func (d *Dispatcher) lanes() int {
-	if !d.pacing.Load() {
-		return 1
-	}
-	return max(1, int(d.healthy.Load())*d.opts.Slots)
-}
+// workers is how many worker slots the healthy replicas have.
+func (d *Dispatcher) workers() int { return int(d.healthy.Load()) * d.opts.Slots }
 
-// spacing is how batch starts are staggered: over how many lanes, and
-// the typical service time by which the pacer spaces them.
+// spacing is what lane-aware controllers are told: the governor's
+// spacing, or one lane and no typical batch without a governor.
 type spacing struct {
 	lanes   int
 	typical time.Duration
 }
 
-// spacing reads the lanes and the pacer's typical service time, once for
-// every controller a choice asks.
+// spacing asks the governor once for every controller a choice asks.
 func (d *Dispatcher) spacing() spacing {
-	return spacing{lanes: d.lanes(), typical: d.pace.typical()}
+	if g := d.gov.Load(); g != nil {
+		lanes, typical := g.Spacing(d.workers())
+		return spacing{lanes: lanes, typical: typical}
+	}
+	return spacing{lanes: 1}
 }
 
 // batchSizeOf asks c for a size, telling it the spacing first; called
@@ -263,30 +316,34 @@ func (d *Dispatcher) batchSizeOf(c Controller, sp spacing, slack, slo time.Durat
 	return c.BatchSize(slack, slo)
 }
 
-// hold is how long a free worker waits before taking a batch of up to n
-// (see pacer).
+// BatchSize is the smallest batch the healthy replicas' controllers would
+// send to queries of this budget with no deadline yet pressing, within
+// MaxBatch and at least 1: the size the replicas take when queries wait
+// (BatchSizer, for admission).
+func (d *Dispatcher) BatchSize(budget time.Duration) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := NoLimit
+	sp := d.spacing()
+	for _, r := range d.replicas {
+		if r.isHealthy() {
+			r.ctrlMu.Lock()
+			n = min(n, d.batchSizeOf(r.ctrl, sp, -1, budget))
+			r.ctrlMu.Unlock()
+		}
+	}
+	return max(1, min(d.opts.MaxBatch, n))
+}
+
+// hold is how long a free worker waits before taking a batch of up to n,
+// as the governor paces the replicas.
 func (d *Dispatcher) hold(n int) time.Duration {
-	if !d.pacing.Load() {
+	g := d.gov.Load()
+	if g == nil {
 		return 0
 	}
 	_, slack, _ := d.q.head()
-	return d.pace.hold(d.opts.Now(), d.lanes(), n, d.q.len(), slack)
-}
-
-// Estimator returns the version's current estimator, nil when admission is
-// off.
-func (d *Dispatcher) Estimator() Estimator {
-	if e := d.est.Load(); e != nil {
-		return e.Estimator
-	}
-	return nil
-}
-
-// estimator boxes an Estimator for an atomic pointer, with admission's
-// calibration, which a new estimator starts afresh.
-type estimator struct {
-	Estimator
-	cal calibration
+	return g.Hold(d.opts.Now(), d.workers(), n, d.q.len(), slack)
 }
 
 // Replicas returns the replicas' addresses and how many are healthy.
@@ -325,17 +382,15 @@ func (d *Dispatcher) Close() {
 
 // Predict queues input and waits for a replica's answer. It returns when the
 // answer comes, when ctx is done (ErrDeadline at ctx's deadline, else ctx's
-// error), or when the dispatcher closes (ErrStopped). With an estimator, a
+// error), or when the dispatcher closes (ErrStopped). With a governor, a
 // query predicted to miss its deadline is refused at once with an error
 // that wraps ErrShed. Item errors from the model come back as a
 // *ModelError. The answer names the replica.
 func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, replica string, err error) {
 	q := &query{ctx: ctx, input: input, enqueued: d.opts.Now(), reply: make(chan result, 1)}
 	q.deadline, _ = ctx.Deadline()
-	if est := d.est.Load(); est != nil && !q.deadline.IsZero() {
-		if err := d.admit(est, q, reserveOf(ctx)); err != nil {
-			return nil, "", err
-		}
+	if err := d.admit(q); err != nil {
+		return nil, "", err
 	}
 	if err := d.q.push(q); err != nil {
 		return nil, "", err
@@ -344,11 +399,11 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 	case r := <-q.reply:
 		if r.err != nil {
 			if errors.Is(r.err, ErrDeadline) { // expired in the queue, or refused as doomed
-				q.calibrate(d.opts.Now, q.deadline, true)
+				d.finished(q, true)
 			}
 			return nil, r.replica, r.err
 		}
-		q.calibrate(d.opts.Now, time.Time{}, false)
+		d.finished(q, false)
 		if r.out.Err != "" {
 			return nil, r.replica, &ModelError{Model: d.opts.Model, Version: d.opts.Version, Message: r.out.Err}
 		}
@@ -356,10 +411,69 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 	case <-ctx.Done():
 		d.q.remove(q)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			q.calibrate(d.opts.Now, q.deadline, true)
+			d.finished(q, true)
 			return nil, "", ErrDeadline
 		}
 		return nil, "", ctx.Err()
+	}
+}
+
+// ErrShed is wrapped by the error Predict returns for a query the
+// governor refused because it was predicted to miss its deadline.
+var ErrShed = errors.New("shed: would miss SLO")
+
+type reserveKey struct{}
+
+// WithReserve returns a context whose queries the governor sheds unless
+// they are predicted to finish reserve before their deadline: how lower
+// priority classes give way first as the queue grows.
+func WithReserve(ctx context.Context, reserve time.Duration) context.Context {
+	if reserve <= 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, reserveKey{}, reserve)
+}
+
+func reserveOf(ctx context.Context) time.Duration {
+	r, _ := ctx.Value(reserveKey{}).(time.Duration)
+	return r
+}
+
+// admit asks the governor whether q, with a deadline, may queue, and
+// keeps its prediction. With no governor, no healthy replica, an empty
+// queue or no deadline, q is admitted unasked: there is nothing to
+// predict from, and the deadline still bounds its wait. An empty queue
+// admits whatever an estimate would say, so that batches keep coming to
+// learn from even after a bad spell made the estimate pessimistic.
+func (d *Dispatcher) admit(q *query) error {
+	g := d.gov.Load()
+	if g == nil || q.deadline.IsZero() {
+		return nil
+	}
+	replicas, queued := int(d.healthy.Load()), d.q.len()
+	if replicas == 0 || queued == 0 {
+		return nil
+	}
+	p, err := g.Admit(Arrival{Model: d.name, Arrived: q.enqueued, Deadline: q.deadline, Reserve: reserveOf(q.ctx),
+		Queued: queued, Replicas: replicas, Slots: d.opts.Slots, Sizes: d})
+	if err != nil {
+		if d.metrics != nil {
+			d.metrics.shed.Inc()
+		}
+		return err
+	}
+	if p.Batch > 0 {
+		q.admitter, q.prediction = g.Governor, p
+	}
+	return nil
+}
+
+// finished tells the governor that admitted q with a prediction that q
+// finished now, expired or answered; a query admitted without one tells
+// nothing (and does not read the clock).
+func (d *Dispatcher) finished(q *query, expired bool) {
+	if q.admitter != nil {
+		q.admitter.Finished(q.prediction, d.opts.Now(), expired)
 	}
 }
 

@@ -6,6 +6,13 @@
 // caller has gone, leave the queue without reaching a model. A replica that
 // stops answering is ejected and its in-flight queries go back to the queue,
 // to be retried elsewhere while their deadlines allow.
+//
+// dispatch decides nothing about time itself: it asks each replica's
+// Controller for the next batch's size, and the version's Governor whether
+// a query may queue (admission) and how long a free worker holds before
+// taking its batch (pacing), and tells both how each batch ended. Package
+// slo implements them; with none, batches take up to MaxBatch, every query
+// is admitted, and no worker holds.
 package dispatch
 
 import (
@@ -53,12 +60,10 @@ type query struct {
 	attempts int
 	reply    chan result // buffered 1; receives exactly one result
 
-	// Set by admission when it made a prediction of the query's finish:
-	// the estimator whose calibration learns from it, the prediction, and
-	// the batch the query was to ride.
-	est       *estimator
-	predicted time.Duration
-	batch     int
+	// Set when the governor admitted the query with a prediction of its
+	// finish: the Admitter to tell when it finishes, and the prediction.
+	admitter   Admitter
+	prediction Prediction
 }
 
 type result struct {

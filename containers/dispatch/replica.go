@@ -304,15 +304,15 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 	if vm := r.d.metrics; vm != nil {
 		vm.observeBatch(batch, now)
 	}
-	end := now
-	if est := r.d.est.Load(); est != nil {
-		typical, _ := est.Estimate(len(batch))
-		end = now.Add(typical)
+	gov, end := r.d.gov.Load(), now
+	if gov != nil {
+		end = gov.Started(now, len(batch))
 	}
-	r.d.pace.started(now, end)
 	outs, err := r.client.Predict(ctx, r.d.opts.InputType, inputs)
 	latency := r.d.opts.Now().Sub(now)
-	r.d.pace.finished(end, latency, err == nil)
+	if gov != nil {
+		gov.Ended(len(batch), end, latency, outcomeOf(err))
+	}
 	switch {
 	case err == nil:
 		r.observe(len(batch), latency, true)
@@ -349,27 +349,29 @@ func (r *replica) send(epoch context.Context, batch []*query, inputs [][]byte) [
 	return inputs
 }
 
-// observe tells the replica's controller and the version's estimator that
-// a batch of n was answered after latency or, not answered, abandoned
-// after it past its queries' deadlines (see observeTo).
+// observe tells the replica's controller that a batch of n was answered
+// after latency or, not answered, abandoned after it past its queries'
+// deadlines: ObserveOverrun then, if the controller implements
+// OverrunObserver.
 func (r *replica) observe(n int, latency time.Duration, answered bool) {
 	r.ctrlMu.Lock()
-	observeTo(r.ctrl, n, latency, answered)
-	r.ctrlMu.Unlock()
-	if est := r.d.est.Load(); est != nil {
-		observeTo(est.Estimator, n, latency, answered)
+	defer r.ctrlMu.Unlock()
+	if answered {
+		r.ctrl.Observe(n, latency)
+	} else if o, ok := r.ctrl.(OverrunObserver); ok {
+		o.ObserveOverrun(n, latency)
 	}
 }
 
-// observeTo tells learner of a batch of n that took latency: Observe when
-// it was answered; when it was abandoned, ObserveOverrun if the learner
-// implements OverrunObserver, else nothing.
-func observeTo(learner interface{ Observe(int, time.Duration) }, n int, latency time.Duration, answered bool) {
-	if answered {
-		learner.Observe(n, latency)
-	} else if o, ok := learner.(OverrunObserver); ok {
-		o.ObserveOverrun(n, latency)
+// outcomeOf is how a batch whose Predict returned err ended.
+func outcomeOf(err error) Outcome {
+	switch {
+	case err == nil:
+		return Answered
+	case errors.Is(err, context.DeadlineExceeded):
+		return Overran
 	}
+	return Failed
 }
 
 // retryable reports whether a failed batch may go to another replica: the

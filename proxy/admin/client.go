@@ -17,7 +17,8 @@ import (
 )
 
 // DefaultAddr is where the serve command listens for the admin API unless
-// configured otherwise; DefaultURL is the same for a client.
+// configured otherwise (config.DefaultAdminListen, the same address);
+// DefaultURL is the same for a client.
 const (
 	DefaultAddr = "127.0.0.1:1338"
 	DefaultURL  = "http://" + DefaultAddr

@@ -1,4 +1,4 @@
-package proxy
+package answered
 
 import (
 	"encoding/binary"
@@ -16,12 +16,10 @@ import (
 // its size, the oldest forgotten first. It keeps each query's record
 // encoded in a byte slice of its own and finds them through maps keyed and
 // valued by hashes and slots, so that the garbage collector has one
-// object a record to mark and nothing inside it to follow. Two LRUs of Go
-// values it replaced held some fifteen pointers a record: full (65,536
-// records) at 2,000 queries a second on two processors, the collector's
-// mark phase took a median 24 ms, up to 57 ms, where 1,024 records took
-// 3.3 ms, and every long mark delayed the batches in flight
-// (docs/benchmarks.md, run U and "The feedback memory as bytes").
+// object a record to mark and nothing inside it to follow: Go values of
+// the same queries hold some fifteen pointers a record, and marking tens
+// of thousands of them takes the collector long enough to delay the
+// batches in flight (BenchmarkMemoryMark measures the marking).
 //
 // ring is safe for concurrent use.
 type ring struct {
@@ -44,9 +42,9 @@ const recTaken = 0
 
 // put remembers query id, of key k, forgetting the oldest when full. It
 // reads q under mu, so that a shadow's answer that comes meanwhile is
-// either read here or finds the record (shadowed): recent.shadowed sets
+// either read here or finds the record (shadowed): Memory.Shadowed sets
 // it on q before it takes mu.
-func (r *ring) put(id string, k inputKey, q *asked) {
+func (r *ring) put(id string, k inputKey, q *Query) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.claim()
@@ -96,7 +94,7 @@ func (r *ring) idOf(k inputKey) (string, bool) {
 
 // take returns query id of app and marks it taken, so that its feedback
 // counts once.
-func (r *ring) take(id, app string) (*asked, bool) {
+func (r *ring) take(id, app string) (*Query, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_, rec, ok := r.find(id)
@@ -104,7 +102,7 @@ func (r *ring) take(id, app string) (*asked, bool) {
 		return nil, false
 	}
 	q, _, err := decodeRec(rec)
-	if err != nil || q.app != app {
+	if err != nil || q.App != app {
 		return nil, false
 	}
 	rec[recTaken] = 1
@@ -114,7 +112,7 @@ func (r *ring) take(id, app string) (*asked, bool) {
 // restore makes query id scorable again after take, in the place it had
 // (a restored query is forgotten no later than it would have been); if
 // its record was forgotten meanwhile, as the newest, found by id only.
-func (r *ring) restore(id string, q *asked) {
+func (r *ring) restore(id string, q *Query) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, rec, ok := r.find(id); ok {
@@ -183,21 +181,21 @@ func keyHashEnd(d *xxhash.Digest, inHash uint64) uint64 {
 
 // encodeRec appends query id's record to b; it reads q's shadow answer
 // once, under q's lock.
-func encodeRec(b []byte, id string, inHash uint64, q *asked) []byte {
-	shadow := q.shadow()
+func encodeRec(b []byte, id string, inHash uint64, q *Query) []byte {
+	shadow := q.Shadow()
 	b = slices.Grow(b, recSize(id, q, shadow))
 	b = append(b, 0)
 	b = binary.LittleEndian.AppendUint64(b, inHash)
 	b = appendRecString(b, id)
-	b = appendRecString(b, q.app)
-	c := q.choice
+	b = appendRecString(b, q.App)
+	c := q.Choice
 	b = appendRecList(b, c.Arms, appendRecString)
 	b = appendRecList(b, c.Probs, appendRecFloat)
 	b = appendRecList(b, c.Weights, appendRecFloat)
 	b = appendRecList(b, c.Among, appendRecString)
 	b = appendRecString(b, c.Shadow)
-	b = binary.AppendUvarint(b, uint64(len(q.outs)))
-	for _, o := range q.outs {
+	b = binary.AppendUvarint(b, uint64(len(q.Outs)))
+	for _, o := range q.Outs {
 		b = appendRecBytes(b, o)
 	}
 	return appendRecBytes(b, shadow)
@@ -205,15 +203,15 @@ func encodeRec(b []byte, id string, inHash uint64, q *asked) []byte {
 
 // recSize is about how long q's record is, with its shadow's answer, for
 // one allocation: a few bytes more than it takes.
-func recSize(id string, q *asked, shadow []byte) int {
-	c := q.choice
-	n := 64 + len(id) + len(q.app) + len(c.Shadow) + 8*(len(c.Probs)+len(c.Weights)) + len(shadow)
+func recSize(id string, q *Query, shadow []byte) int {
+	c := q.Choice
+	n := 64 + len(id) + len(q.App) + len(c.Shadow) + 8*(len(c.Probs)+len(c.Weights)) + len(shadow)
 	for _, ss := range [2][]string{c.Arms, c.Among} {
 		for _, s := range ss {
 			n += len(s) + 4
 		}
 	}
-	for _, o := range q.outs {
+	for _, o := range q.Outs {
 		n += len(o) + 8
 	}
 	return n
@@ -325,20 +323,20 @@ func recHead(rec []byte) (id, app []byte, inHash uint64, ok bool) {
 	return id, app, binary.LittleEndian.Uint64(rec[1:9]), r.err == nil
 }
 
-// decodeRec reads a whole record into a fresh asked, with its id.
-func decodeRec(rec []byte) (*asked, string, error) {
+// decodeRec reads a whole record into a fresh Query, with its id.
+func decodeRec(rec []byte) (*Query, string, error) {
 	if len(rec) < 9 {
 		return nil, "", errRec
 	}
 	r := recReader{b: rec[9:]}
 	id := r.string()
-	q := &asked{app: r.string()}
-	q.choice = selection.Choice{Arms: readRecList(&r, r.string), Probs: readRecList(&r, r.float), Weights: readRecList(&r, r.float),
+	q := &Query{App: r.string()}
+	q.Choice = selection.Choice{Arms: readRecList(&r, r.string), Probs: readRecList(&r, r.float), Weights: readRecList(&r, r.float),
 		Among: readRecList(&r, r.string), Shadow: r.string()}
 	if n := r.uvarint(); r.err == nil {
-		q.outs = make([][]byte, n)
-		for i := range q.outs {
-			q.outs[i] = r.optBytes()
+		q.Outs = make([][]byte, n)
+		for i := range q.Outs {
+			q.Outs[i] = r.optBytes()
 		}
 	}
 	q.shadowOut = r.optBytes()

@@ -1,4 +1,4 @@
-package proxy
+package answered
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 )
 
 // DefaultSharedTTL is how long a query stays in Redis for feedback
-// through any proxy when SharedQueries.TTL is 0.
+// through any proxy when Options.TTL is 0.
 const DefaultSharedTTL = 10 * time.Minute
 
 const (
@@ -26,17 +26,14 @@ const (
 	sharedTimeout = 2 * time.Second
 )
 
-// SharedQueries mirrors the answered queries in Redis so that their
-// feedback may reach any proxy that shares it, not only the one that
-// answered.
-type SharedQueries struct {
-	// Redis holds them; nil means this proxy's memory only.
-	Redis redis.UniversalClient
-	// Prefix starts their keys.
-	Prefix string
-	// TTL is how long each is kept. 0 means DefaultSharedTTL.
-	TTL time.Duration
-}
+// Errors of the look-ups in Redis.
+var (
+	// ErrUnavailable: Redis could not be reached.
+	ErrUnavailable = errors.New("the answered queries could not be read")
+	// ErrUnreadable: Redis holds a record of the query that is not a
+	// query record; the query stays taken.
+	ErrUnreadable = errors.New("the query's record in Redis is not a query record")
+)
 
 // sharedRecord is an answered query as Redis keeps it: field "q" of its
 // hash, beside its app ("a") and the shadow's answer ("s", written when it
@@ -54,7 +51,7 @@ type sharedRecord struct {
 // input's key, or a shadow's answer (shadow set).
 type sharedWrite struct {
 	id     string
-	q      *asked
+	q      *Query
 	input  inputKey
 	shadow []byte
 }
@@ -89,20 +86,20 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return {v[1], v[2]}
 `)
 
-// shared is the Redis side of recent: a writer goroutine that mirrors
-// what put records, and the look-ups feedback makes through any proxy.
+// shared is the Redis side of a Memory: a writer goroutine that mirrors
+// what Put records, and the look-ups feedback makes through any proxy.
 type shared struct {
 	rdb    redis.UniversalClient
 	prefix string
 	ttl    time.Duration
-	writes *writeback.Queue[sharedWrite] // run by Proxy.Run
+	writes *writeback.Queue[sharedWrite] // run by Memory.Run
 	log    *zap.Logger
 
 	dropped prometheus.Counter
 	errors  *prometheus.CounterVec
 }
 
-func newShared(o SharedQueries, reg prometheus.Registerer, log *zap.Logger) *shared {
+func newShared(o Options, reg prometheus.Registerer, log *zap.Logger) *shared {
 	if o.TTL <= 0 {
 		o.TTL = DefaultSharedTTL
 	}
@@ -150,8 +147,8 @@ func (s *shared) write(ctx context.Context, batch []sharedWrite) {
 				writeScript.Eval(ctx, p, key, ttl, "s", w.shadow)
 				continue
 			}
-			args := []any{ttl, "q", encodeShared(w.q), "a", w.q.app}
-			if out := w.q.shadow(); out != nil {
+			args := []any{ttl, "q", encodeShared(w.q), "a", w.q.App}
+			if out := w.q.Shadow(); out != nil {
 				args = append(args, "s", out)
 			}
 			writeScript.Eval(ctx, p, key, args...)
@@ -166,13 +163,13 @@ func (s *shared) write(ctx context.Context, batch []sharedWrite) {
 	}
 }
 
-func encodeShared(q *asked) []byte {
-	c := q.choice
-	b, _ := json.Marshal(sharedRecord{Arms: c.Arms, Probs: c.Probs, Weights: c.Weights, Among: c.Among, Shadow: c.Shadow, Outs: q.outs})
+func encodeShared(q *Query) []byte {
+	c := q.Choice
+	b, _ := json.Marshal(sharedRecord{Arms: c.Arms, Probs: c.Probs, Weights: c.Weights, Among: c.Among, Shadow: c.Shadow, Outs: q.Outs})
 	return b
 }
 
-func decodeShared(raw, app string) (*asked, error) {
+func decodeShared(raw, app string) (*Query, error) {
 	var r sharedRecord
 	if err := json.Unmarshal([]byte(raw), &r); err != nil {
 		return nil, err
@@ -180,8 +177,8 @@ func decodeShared(raw, app string) (*asked, error) {
 	if len(r.Arms) == 0 || len(r.Outs) != len(r.Arms) || len(r.Probs) != len(r.Arms) || (r.Weights != nil && len(r.Weights) != len(r.Arms)) {
 		return nil, errors.New("its arms, outputs and probabilities differ in number")
 	}
-	return &asked{app: app, outs: r.Outs,
-		choice: selection.Choice{Arms: r.Arms, Probs: r.Probs, Weights: r.Weights, Among: r.Among, Shadow: r.Shadow}}, nil
+	return &Query{App: app, Outs: r.Outs,
+		Choice: selection.Choice{Arms: r.Arms, Probs: r.Probs, Weights: r.Weights, Among: r.Among, Shadow: r.Shadow}}, nil
 }
 
 // sharedState is what Redis holds of a query for feedback.
@@ -194,14 +191,14 @@ const (
 )
 
 // take returns query id of app and marks it taken in Redis.
-func (s *shared) take(ctx context.Context, id, app string) (*asked, sharedState, error) {
+func (s *shared) take(ctx context.Context, id, app string) (*Query, sharedState, error) {
 	res, err := takeScript.Run(ctx, s.rdb, []string{s.queryKey(id)}, s.ttl.Milliseconds(), app).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return nil, sharedAbsent, nil
 	case err != nil:
 		s.errors.WithLabelValues("take").Inc()
-		return nil, sharedAbsent, errorf(ErrUnavailable, "the recent queries could not be read: taking query %q from Redis: %v", id, err)
+		return nil, sharedAbsent, fmt.Errorf("%w: taking query %q from Redis: %v", ErrUnavailable, id, err)
 	}
 	fields, ok := res.([]any)
 	if !ok {
@@ -211,7 +208,7 @@ func (s *shared) take(ctx context.Context, id, app string) (*asked, sharedState,
 	q, err := decodeShared(raw, app)
 	if err != nil {
 		s.errors.WithLabelValues("take").Inc()
-		return nil, sharedAbsent, errorf(ErrNotFound, "query %q cannot be scored: its record in Redis is not a query record (%v), and stays taken", id, err)
+		return nil, sharedAbsent, fmt.Errorf("query %q cannot be scored: %w (%v), and stays taken", id, ErrUnreadable, err)
 	}
 	if len(fields) > 1 {
 		if out, ok := fields[1].(string); ok {
@@ -228,7 +225,7 @@ func (s *shared) mark(ctx context.Context, id string) (taken bool, err error) {
 	res, err := takeScript.Run(ctx, s.rdb, []string{s.queryKey(id)}, s.ttl.Milliseconds(), "").Text()
 	if err != nil {
 		s.errors.WithLabelValues("take").Inc()
-		return false, errorf(ErrUnavailable, "marking query %q taken in Redis: %v", id, err)
+		return false, fmt.Errorf("%w: marking query %q taken in Redis: %v", ErrUnavailable, id, err)
 	}
 	return res == "taken", nil
 }
@@ -251,7 +248,7 @@ func (s *shared) idOf(ctx context.Context, k inputKey) (string, bool, error) {
 		return "", false, nil
 	case err != nil:
 		s.errors.WithLabelValues("lookup").Inc()
-		return "", false, errorf(ErrUnavailable, "the recent queries could not be read: looking the input up in Redis: %v", err)
+		return "", false, fmt.Errorf("%w: looking the input up in Redis: %v", ErrUnavailable, err)
 	}
 	return id, true, nil
 }

@@ -1,9 +1,8 @@
-package proxy
+package answered
 
 import (
 	"fmt"
 	"reflect"
-	"runtime"
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
@@ -11,15 +10,15 @@ import (
 	"github.com/sloproxy/sloproxy/selection"
 )
 
-func single(app, arm, out string) *asked {
-	return &asked{app: app, outs: [][]byte{[]byte(out)}, choice: selection.Choice{Arms: []string{arm}, Probs: []float64{1}}}
+func single(app, arm, out string) *Query {
+	return &Query{App: app, Outs: [][]byte{[]byte(out)}, Choice: selection.Choice{Arms: []string{arm}, Probs: []float64{1}}}
 }
 
 func key(app, input string) inputKey { return inputKey{app, xxhash.Sum64String(input)} }
 
 // same reports whether two records say the same, their locks aside.
-func same(a, b *asked) bool {
-	return a.app == b.app && reflect.DeepEqual(a.choice, b.choice) && reflect.DeepEqual(a.outs, b.outs) &&
+func same(a, b *Query) bool {
+	return a.App == b.App && reflect.DeepEqual(a.Choice, b.Choice) && reflect.DeepEqual(a.Outs, b.Outs) &&
 		reflect.DeepEqual(a.shadowOut, b.shadowOut)
 }
 
@@ -50,14 +49,14 @@ func TestRingTakesOnceAndRestores(t *testing.T) {
 	r.put("q1", key("app", "in"), q)
 	tests := []struct {
 		name   string
-		do     func() (*asked, bool)
+		do     func() (*Query, bool)
 		wantOK bool
 	}{
-		{"another app's", func() (*asked, bool) { return r.take("q1", "other") }, false},
-		{"unknown", func() (*asked, bool) { return r.take("q2", "app") }, false},
-		{"first", func() (*asked, bool) { return r.take("q1", "app") }, true},
-		{"again", func() (*asked, bool) { return r.take("q1", "app") }, false},
-		{"restored", func() (*asked, bool) { r.restore("q1", q); return r.take("q1", "app") }, true},
+		{"another app's", func() (*Query, bool) { return r.take("q1", "other") }, false},
+		{"unknown", func() (*Query, bool) { return r.take("q2", "app") }, false},
+		{"first", func() (*Query, bool) { return r.take("q1", "app") }, true},
+		{"again", func() (*Query, bool) { return r.take("q1", "app") }, false},
+		{"restored", func() (*Query, bool) { r.restore("q1", q); return r.take("q1", "app") }, true},
 	}
 	for _, tt := range tests {
 		got, ok := tt.do()
@@ -93,35 +92,13 @@ func TestRingFindsTheLatestQueryOfAnInput(t *testing.T) {
 	}
 }
 
-// TestRecentShadowRacesPut has the shadow's answer come while its query is
-// being remembered, as selection's shadow goroutine may: run with -race,
-// and every record ends up with it.
-func TestRecentShadowRacesPut(t *testing.T) {
-	r := newRecent(64, nil, nil)
-	for i := range 64 {
-		id := fmt.Sprint("q", i)
-		q := single("app", "m", "7")
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			r.shadowed(id, q, []byte("s"))
-		}()
-		r.put(id, []byte(id), q)
-		<-done
-		got, ok := r.mem.take(id, "app")
-		if !ok || string(got.shadow()) != "s" {
-			t.Fatalf("%s: took %+v, %v; want the shadow's answer s", id, got, ok)
-		}
-	}
-}
-
 func TestRingShadowed(t *testing.T) {
 	r := newRing(2)
 	r.put("q1", key("app", "in"), single("app", "m", "7"))
 	r.shadowed("q1", []byte("8"))
 	r.shadowed("nope", []byte("9")) // not remembered: nothing happens
 	q, ok := r.take("q1", "app")
-	if !ok || string(q.shadow()) != "8" {
+	if !ok || string(q.Shadow()) != "8" {
 		t.Fatalf("took %+v, %v; want the shadow's answer 8", q, ok)
 	}
 	// A shadow's answer that comes after the take is kept for a restore,
@@ -131,18 +108,18 @@ func TestRingShadowed(t *testing.T) {
 		t.Fatal("a shadow's answer after the take made the query scorable again")
 	}
 	r.restore("q1", q)
-	if q, ok := r.take("q1", "app"); !ok || string(q.shadow()) != "9" {
+	if q, ok := r.take("q1", "app"); !ok || string(q.Shadow()) != "9" {
 		t.Fatalf("took %+v, %v; want the later shadow's answer 9", q, ok)
 	}
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	for _, q := range []*asked{
+	for _, q := range []*Query{
 		single("app", "m", "7"),
-		{app: "ens", outs: [][]byte{[]byte(`{"a":1}`), nil, {}},
-			choice: selection.Choice{Arms: []string{"a", "b", "c"}, Probs: []float64{0.5, 0.25, 0.25}, Weights: []float64{1, 2, 3},
+		{App: "ens", Outs: [][]byte{[]byte(`{"a":1}`), nil, {}},
+			Choice: selection.Choice{Arms: []string{"a", "b", "c"}, Probs: []float64{0.5, 0.25, 0.25}, Weights: []float64{1, 2, 3},
 				Among: []string{"a", "b", "c", "d"}, Shadow: "s"}, shadowOut: []byte("x")},
-		{app: "", outs: [][]byte{nil}, choice: selection.Choice{Arms: []string{""}}}, // its one arm did not answer
+		{App: "", Outs: [][]byte{nil}, Choice: selection.Choice{Arms: []string{""}}}, // its one arm did not answer
 	} {
 		got, id, err := decodeRec(encodeRec(nil, "id-1", 42, q))
 		if err != nil || id != "id-1" || !same(got, q) {
@@ -153,7 +130,7 @@ func TestRecordRoundTrip(t *testing.T) {
 
 func FuzzDecodeRec(f *testing.F) {
 	f.Add(encodeRec(nil, "id", 1, single("app", "m", "7")))
-	f.Add(encodeRec(nil, "", 0, &asked{choice: selection.Choice{Arms: []string{"a"}, Weights: []float64{1}}, shadowOut: []byte{}}))
+	f.Add(encodeRec(nil, "", 0, &Query{Choice: selection.Choice{Arms: []string{"a"}, Weights: []float64{1}}, shadowOut: []byte{}}))
 	f.Add([]byte{})
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, rec []byte) {
@@ -167,38 +144,4 @@ func FuzzDecodeRec(f *testing.F) {
 			t.Fatalf("%x decoded to %+v, which encodes to %x", rec, q, again)
 		}
 	})
-}
-
-// BenchmarkRecentPut is what remembering an answered query of a
-// single-model app costs, with the memory full.
-func BenchmarkRecentPut(b *testing.B) {
-	r := newRecent(DefaultRecentQueries, nil, nil)
-	inputs := make([][]byte, 1024)
-	for i := range inputs {
-		inputs[i] = fmt.Appendf(nil, "[%d, 0, 0, 0]", i)
-	}
-	ids := make([]string, 1<<16)
-	for i := range ids {
-		ids[i] = fmt.Sprint("0123456789abcdef-", i)
-	}
-	for i := range DefaultRecentQueries {
-		r.put(ids[i%len(ids)], inputs[i%len(inputs)], single("bench", "m", "7"))
-	}
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		r.put(ids[i%len(ids)], inputs[i%len(inputs)], single("bench", "m", "7"))
-	}
-}
-
-// BenchmarkRecentMark is what the collector's marking of a full memory
-// costs: a forced collection with the memory live.
-func BenchmarkRecentMark(b *testing.B) {
-	r := newRecent(DefaultRecentQueries, nil, nil)
-	for i := range DefaultRecentQueries {
-		r.put(fmt.Sprint("0123456789abcdef-", i), fmt.Appendf(nil, "[%d, 0, 0, 0]", i), single("bench", "m", "7"))
-	}
-	for b.Loop() {
-		runtime.GC()
-	}
-	runtime.KeepAlive(r)
 }

@@ -1,4 +1,4 @@
-package dispatch
+package slo
 
 import (
 	"sync"
@@ -45,45 +45,35 @@ const (
 // queries further back are later by more. Each stratum's margin is the
 // (1 − risk)-quantile of its latest calWindow errors that are under
 // calStale old and newer than its latest quiet gap (below), trusted while
-// there are calMin of them. A query that
-// missed its deadline counts with the error it had by then, a lower
-// bound, so misses raise the margin too.
+// there are calMin of them. A query that missed its deadline counts with
+// the error it had by then, a lower bound, so misses raise the margin
+// too. Every batch is calibrated, the first included: its start is
+// predicted from the batches in flight (see Governor.Admit), so its
+// errors are of the same kind as the others'.
 //
 // The risk is tuned from the share of those queries that finished late,
-// toward riskTarget. A fixed 99.5th percentile kept that promise for every
-// query, also for the many that were never near their deadline, so below
-// the version's capacity almost none of the admitted were late while
-// admission shed 1-3% of the queries near the margin (at 2,800/s, 20-80
-// late and 200-450 shed in 14,000; docs/benchmarks.md). The promise that
-// matters is the share: with little late the margin may leave out more of
-// the errors' tail; in overload, where every admitted query waits near
-// its deadline, the late share rises and the margin goes back to the
-// 99.5th percentile.
+// toward riskTarget. The promise that matters is that share, not a
+// percentile for every query: a fixed 99.5th percentile keeps the promise
+// also for the many queries that are never near their deadline, and so,
+// below the version's capacity, sheds queries near the margin that would
+// have made it. With few late the margin leaves out more of the errors'
+// tail; in overload, where every admitted query waits near its deadline,
+// the late share rises and the margin goes back to the 99.5th percentile.
 //
 // Errors age out by time as well as by count so that a spell's margin
 // does not outlive the spell. Counted alone, a spell's few large errors
-// set the margin until calWindow newer ones pushed them out; but the
-// margin sheds most of the stratum, so the newer ones came slowly, and
-// admission went on shedding most queries for seconds after the spell,
-// with the queries it let in finishing well inside their deadlines
-// (docs/benchmarks.md). Aged out after calStale, a stall's errors (a
-// collection, the processor taken) still shed nearly every query for
-// that second: admission let in none it predicted, so none finished to
-// say the stall was over. So a stratum that sheds while none of its
-// queries has finished for calQuiet, a quiet gap, forgets the errors
-// before it and is not trusted: admission falls back on the fit's tail,
-// lets some in, and learns afresh from them. A lasting slowdown keeps its
-// margin, since the queries let in under it go on finishing late; a
-// stratum that sheds nothing (idle, or its queries all admitted) keeps
-// its errors for calStale.
-//
-// The first batch was left out while admission took the worst wait for
-// its start: its queries then finished well before their prediction
-// whenever a batch was about to leave, and a margin learned from them let
-// in too much when none was (one replica at twice its capacity answered
-// about 550 of 2,000 queries in time, against about 1,050 with the fit's
-// tail). Timed from the batches in flight, its start is predicted, and
-// the first batch is calibrated like the others.
+// would set the margin until calWindow newer ones pushed them out; but the
+// margin sheds most of the stratum, so newer ones come slowly, and
+// admission would go on shedding most queries for seconds after the spell.
+// Aging out after calStale is not enough for a stall (a collection, the
+// processor taken): its errors shed nearly every query, none of the
+// stratum's queries finishes, and nothing says the stall is over. So a
+// stratum that sheds while none of its queries has finished for calQuiet,
+// a quiet gap, forgets the errors before it and is not trusted: admission
+// falls back on the fit's tail, lets some in, and learns afresh from them.
+// A lasting slowdown keeps its margin, since the queries let in under it
+// go on finishing late; a stratum that sheds nothing (idle, or its queries
+// all admitted) keeps its errors for calStale.
 type calibration struct {
 	mu     sync.Mutex
 	strata [calStrata]errWindow

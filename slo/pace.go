@@ -1,4 +1,4 @@
-package dispatch
+package slo
 
 import (
 	"slices"
@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// pacer staggers the batch starts of one model version's replicas.
+// pacer staggers the batch starts of one model version's replicas (see
+// Governor.Hold).
 //
 // Replicas that pull whenever they come free fall into step: two replicas
 // that finish close together both take what is queued, and the queries
@@ -94,8 +95,8 @@ func (p *pacer) typical() time.Duration {
 // in flight is expected to end (now, if that is past), and no earlier,
 // when paced, than a 1/lanes share of a service time after the latest
 // start. That floor is taken even where hold would not hold (one lane, or
-// a queue that fills the batch), which errs late; applied only where hold
-// holds, it measured no better (docs/benchmarks.md).
+// a queue that fills the batch), which errs late: admission then sheds a
+// little more, never lets in a query it should not.
 func (p *pacer) nextStart(now time.Time, lanes int, paced bool) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()

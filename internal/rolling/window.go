@@ -1,4 +1,6 @@
-package slo
+// Package rolling counts events over a rolling span of time: the
+// attainment of an SLO over its window, and selection's guard.
+package rolling
 
 import (
 	"sync"
@@ -67,17 +69,4 @@ func (w *Window) Attainment(now time.Time) (fraction float64, total uint64) {
 		return 1, 0
 	}
 	return float64(good) / float64(total), total
-}
-
-// BurnRate is how fast the error budget burns: the fraction of queries
-// that missed the SLO over the fraction allowed to (1 - objective). 1
-// spends the budget exactly over the SLO's period; 0 with no misses.
-func BurnRate(attainment, objective float64) float64 {
-	if objective >= 1 {
-		if attainment < 1 {
-			return 1e9
-		}
-		return 0
-	}
-	return (1 - attainment) / (1 - objective)
 }

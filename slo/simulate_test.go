@@ -1,0 +1,179 @@
+package slo
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
+)
+
+// simQuery is one query of a simulation.
+type simQuery struct {
+	arrived, deadline time.Time
+	pred              dispatch.Prediction
+}
+
+// simOutcomes counts how a simulation's queries were answered.
+type simOutcomes struct{ ok, shed, late int }
+
+// controllerSizes is a one-replica dispatcher's BatchSizer: its
+// controller's size for a waiting query, told the governor's spacing.
+type controllerSizes struct {
+	ctrl dispatch.Controller
+	gov  *Governor
+	max  int
+}
+
+func (s controllerSizes) size(slack, slo time.Duration) int {
+	if la, ok := s.ctrl.(interface{ SetLanes(int, time.Duration) }); ok {
+		la.SetLanes(s.gov.Spacing(1))
+	}
+	return min(s.max, s.ctrl.BatchSize(slack, slo))
+}
+
+func (s controllerSizes) BatchSize(budget time.Duration) int { return max(1, s.size(-1, budget)) }
+
+// simulate runs b's controller and governor over one replica of one slot
+// whose batches of n take 20ms + 1ms·n plus up to 2ms (a = 20ms, b = 1ms:
+// 500 queries a second at most within an 80ms SLO, see the package's
+// budgets), as a dispatcher would: a query is asked for admission when
+// others are queued, the queue is served earliest deadline first, a head
+// the controller refuses is answered at once, a query still waiting at
+// its deadline is answered late, and a batch outliving the latest
+// deadline of its queries is abandoned. Queries arrive rate a second for
+// span after a warm-up at a tenth of that rate, each with an 80ms SLO. It
+// runs in a synctest bubble: the clock is the bubble's, and the outcomes
+// depend on nothing but b.
+func simulate(t *testing.T, b Batching, rate int, span time.Duration) simOutcomes {
+	t.Helper()
+	var o simOutcomes
+	synctest.Test(t, func(t *testing.T) {
+		const (
+			slo  = 80 * time.Millisecond
+			step = 100 * time.Microsecond
+		)
+		gov, ctrl := b.NewGovernor(), b.NewController()()
+		sizes := controllerSizes{ctrl: ctrl, gov: gov, max: 64}
+		var (
+			queue      []*simQuery
+			batch      []*simQuery
+			start, end time.Time // of the batch in flight
+			busyUntil  time.Time
+			sent       int
+			counting   bool
+			out        = &simOutcomes{}
+			warm       = 10 * time.Second / time.Duration(rate)
+			every      = time.Second / time.Duration(rate)
+			t0         = time.Now()
+			warmEnd    = t0.Add(time.Duration(rate/10) * warm)
+			stop       = warmEnd.Add(span)
+			next       = t0
+			finished   = func(q *simQuery, now time.Time, expired bool) {
+				if q.pred.Batch > 0 {
+					gov.Finished(q.pred, now, expired)
+				}
+			}
+		)
+		for now := time.Now(); now.Before(stop) || len(queue) > 0 || batch != nil; now = time.Now() {
+			if !counting && !now.Before(warmEnd) {
+				counting, out = true, &o
+			}
+			for now.Before(stop) && !next.After(now) {
+				q := &simQuery{arrived: now, deadline: now.Add(slo)}
+				if next = next.Add(every); next.Before(warmEnd) {
+					next = next.Add(warm - every)
+				}
+				if len(queue) > 0 {
+					p, err := gov.Admit(dispatch.Arrival{Model: "sim:1", Arrived: now, Deadline: q.deadline, Queued: len(queue),
+						Replicas: 1, Slots: 1, Sizes: sizes})
+					if err != nil {
+						out.shed++
+						continue
+					}
+					q.pred = p
+				}
+				queue = append(queue, q)
+			}
+			for len(queue) > 0 && !queue[0].deadline.After(now) {
+				out.late++
+				finished(queue[0], now, true)
+				queue = queue[1:]
+			}
+			if batch != nil && !now.Before(busyUntil) {
+				latency := now.Sub(start)
+				gov.Ended(len(batch), end, latency, dispatch.Answered)
+				ctrl.Observe(len(batch), latency)
+				for _, q := range batch {
+					if now.After(q.deadline) {
+						out.late++
+						finished(q, q.deadline, true)
+					} else {
+						out.ok++
+						finished(q, now, false)
+					}
+				}
+				batch = nil
+			}
+			if batch != nil && !now.Before(batch[len(batch)-1].deadline) {
+				// Every query's deadline passed: the batch is abandoned.
+				latency := now.Sub(start)
+				gov.Ended(len(batch), end, latency, dispatch.Overran)
+				if oo, ok := ctrl.(dispatch.OverrunObserver); ok {
+					oo.ObserveOverrun(len(batch), latency)
+				}
+				for _, q := range batch {
+					out.late++
+					finished(q, q.deadline, true)
+				}
+				batch = nil
+			}
+			for batch == nil && len(queue) > 0 {
+				head := queue[0]
+				n := sizes.size(head.deadline.Sub(now), head.deadline.Sub(head.arrived))
+				if n == 0 { // doomed: answered at once
+					out.late++
+					finished(head, now, true)
+					queue = queue[1:]
+					continue
+				}
+				if gov.Hold(now, 1, n, len(queue), head.deadline.Sub(now)) > 0 {
+					break
+				}
+				k := min(n, len(queue))
+				batch, queue = append([]*simQuery(nil), queue[:k]...), queue[k:]
+				start, end = now, gov.Started(now, k)
+				busyUntil = now.Add(20*time.Millisecond + time.Duration(k)*time.Millisecond + time.Duration(sent%5)*500*time.Microsecond)
+				sent++
+			}
+			time.Sleep(step)
+		}
+	})
+	return o
+}
+
+// TestAdmissionShedsWhatWouldBeLateUnderOverload: at twice what the
+// replica can serve within the SLO, admission refuses at once the queries
+// it cannot serve, so the ones it admits are answered in time, and more of
+// them than without it, where every query queues and most wait until
+// their deadline.
+func TestAdmissionShedsWhatWouldBeLateUnderOverload(t *testing.T) {
+	with := DefaultBatching
+	without := DefaultBatching
+	without.Admission = false
+	off := simulate(t, without, 1000, 2*time.Second)
+	on := simulate(t, with, 1000, 2*time.Second)
+	t.Logf("without admission: %+v; with: %+v", off, on)
+	if on.ok <= off.ok {
+		t.Errorf("admission answered %d in time, no more than the %d without it", on.ok, off.ok)
+	}
+	if on.shed == 0 {
+		t.Fatal("with admission no query was shed under twice the capacity")
+	}
+	if on.late*20 > on.ok {
+		t.Errorf("with admission %d admitted queries were late against %d in time: more than 1 in 20", on.late, on.ok)
+	}
+	if off.late <= on.late {
+		t.Errorf("admission did not reduce the late queries: %d without, %d with", off.late, on.late)
+	}
+}
