@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/answered"
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 )
 
 // feedbackTimeout bounds what one feedback does in Redis: finding its
@@ -36,7 +37,7 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 	appName := mux.Vars(r)["app"]
 	app, ok := p.opts.Store.Snapshot().App(appName)
 	if !ok {
-		writeError(w, errorf(ErrNotFound, "no app named %q", appName))
+		writeError(w, errorf(ErrNotFound, "no app named %q", clip.String(appName)))
 		return
 	}
 	body, err := p.readBody(w, r)
@@ -91,7 +92,7 @@ func (p *Proxy) serveFeedback(w http.ResponseWriter, r *http.Request) {
 		return
 	case !ok:
 		writeError(w, errorf(ErrNotFound, "no recent query %q of app %q: unknown, already scored, or forgotten (%s)",
-			id, app.Name, p.remembers()))
+			clip.String(id), app.Name, p.remembers()))
 		return
 	}
 	if err := spec.Output.CheckClass(req.Label, q.Outs); err != nil {
