@@ -33,6 +33,21 @@ func TestPromtool(t *testing.T) {
 			t.Errorf("promtool %s failed:\n%s", strings.Join(args, " "), out)
 		}
 	}
+	// docker-compose.yml's configuration, with the rule files mounted
+	// beside it as Compose mounts them.
+	dir := t.TempDir()
+	for src, dst := range map[string]string{
+		"../examples/compose/prometheus.yml": "prometheus.yml",
+		"prometheus/rules.yml":               "rules.yml",
+		"prometheus/alerts.yml":              "alerts.yml",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, dst), readFile(t, src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, ok := promtool(t, dir, "check", "config", "prometheus.yml"); !ok {
+		t.Errorf("promtool check config examples/compose/prometheus.yml failed:\n%s", out)
+	}
 }
 
 // The checks have teeth: a copy of the rules with an expression that does
