@@ -137,6 +137,7 @@ func (p *Proxy) shed(a *answer, app state.App, pol slo.Policy, err error) {
 // over.
 type attainment struct {
 	policies *slo.Table
+	totals   sloTotals
 
 	mu      sync.Mutex // guards windows
 	windows map[string]*rolling.Window
@@ -154,6 +155,44 @@ func (at *attainment) record(app string, now time.Time, within bool) {
 	}
 	at.mu.Unlock()
 	w.Record(now, within)
+	at.totals.add(app, within)
+}
+
+// sloTotals counts each app's answers, and those within the SLO, since
+// the proxy started: Prometheus divides their rates over any window it
+// wants (the alert rules in deploy/prometheus use 5m to 3d), which the
+// rolling attainment gauge, fixed to the app's window, cannot give.
+type sloTotals struct {
+	mu     sync.Mutex            // guards counts
+	counts map[string]*[2]uint64 // by app: answers, answers within the SLO
+}
+
+func (st *sloTotals) add(app string, within bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.counts[app]
+	if c == nil {
+		if st.counts == nil {
+			st.counts = map[string]*[2]uint64{}
+		}
+		c = new([2]uint64)
+		st.counts[app] = c
+	}
+	c[0]++
+	if within {
+		c[1]++
+	}
+}
+
+// collect sends both counters of every app that has answered, so that
+// the two series of an app always appear together.
+func (st *sloTotals) collect(ch chan<- prometheus.Metric) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for app, c := range st.counts {
+		ch <- prometheus.MustNewConstMetric(queriesDesc, prometheus.CounterValue, float64(c[0]), app)
+		ch <- prometheus.MustNewConstMetric(withinDesc, prometheus.CounterValue, float64(c[1]), app)
+	}
 }
 
 var (
@@ -163,23 +202,38 @@ var (
 	burnDesc = prometheus.NewDesc("sloproxy_slo_error_budget_burn_rate",
 		"How fast the app's error budget burns over its policy's window: the fraction of queries that missed the SLO over 1 - objective.",
 		[]string{"app"}, nil)
+	objectiveDesc = prometheus.NewDesc("sloproxy_slo_objective",
+		"The app's objective: the fraction of its queries that must be answered by a model within the SLO.",
+		[]string{"app"}, nil)
+	queriesDesc = prometheus.NewDesc("sloproxy_slo_queries_total",
+		"Queries of the app answered (REST inputs, each of an input_batch counted), for SLO ratios over any window.",
+		[]string{"app"}, nil)
+	withinDesc = prometheus.NewDesc("sloproxy_slo_queries_within_total",
+		"Queries of the app answered by a model (or the cache) within the SLO; over sloproxy_slo_queries_total it is the attainment.",
+		[]string{"app"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (at *attainment) Describe(ch chan<- *prometheus.Desc) {
 	ch <- attainmentDesc
 	ch <- burnDesc
+	ch <- objectiveDesc
+	ch <- queriesDesc
+	ch <- withinDesc
 }
 
 // Collect implements prometheus.Collector.
 func (at *attainment) Collect(ch chan<- prometheus.Metric) {
+	at.totals.collect(ch)
 	now := time.Now()
 	at.mu.Lock()
 	defer at.mu.Unlock()
 	for app, w := range at.windows {
 		f, _ := w.Attainment(now)
+		objective := at.policies.Get(app).Objective
 		ch <- prometheus.MustNewConstMetric(attainmentDesc, prometheus.GaugeValue, f, app)
-		ch <- prometheus.MustNewConstMetric(burnDesc, prometheus.GaugeValue, slo.BurnRate(f, at.policies.Get(app).Objective), app)
+		ch <- prometheus.MustNewConstMetric(burnDesc, prometheus.GaugeValue, slo.BurnRate(f, objective), app)
+		ch <- prometheus.MustNewConstMetric(objectiveDesc, prometheus.GaugeValue, objective, app)
 	}
 }
 

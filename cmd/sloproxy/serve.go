@@ -140,19 +140,22 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		log.Info("the shared state already had these; kept the state's, not the config file's", zap.Strings("kept", kept))
 	}
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	runtimeMetrics := runtime.NewMetrics(reg, store)
 	runtimes := map[state.RuntimeKind]runtime.Runtime{state.RuntimeExternal: runtime.External{}}
 	if cfg.Runtimes.Process.Enabled {
 		procDir := cfg.Runtimes.Process.Dir
 		if procDir == "" {
 			procDir = dir
 		}
-		procs := process.New(process.Options{BasePort: cfg.Runtimes.Process.PortBase, Dir: procDir, Logger: log.Named("process")})
+		procs := process.New(process.Options{BasePort: cfg.Runtimes.Process.PortBase, Dir: procDir, Logger: log.Named("process"), Metrics: runtimeMetrics})
 		defer func() { _ = procs.Close() }() // stops the children, last
 		runtimes[state.RuntimeProcess] = procs
 	}
 	if d := cfg.Runtimes.Docker; d.Enabled {
 		containers, err := docker.New(ctx, docker.Options{Host: d.Host, Owner: d.Owner, Network: d.Network, WritableRoot: d.WritableRoot,
-			StartTimeout: d.StartTimeout, DrainTimeout: d.DrainTimeout, Logger: log.Named("docker")})
+			StartTimeout: d.StartTimeout, DrainTimeout: d.DrainTimeout, Logger: log.Named("docker"), Metrics: runtimeMetrics})
 		if err != nil {
 			return fmt.Errorf("runtimes.docker: %w", err)
 		}
@@ -166,8 +169,6 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	}
 	defer func() { _ = mgr.Close() }()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	predictions, purge, err := openCache(ctx, cfg, rdb, reg, store, log)
 	if err != nil {
 		return err

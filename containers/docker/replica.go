@@ -171,6 +171,7 @@ func (rep *replica) run(ctx context.Context, adopt string) {
 		rep.mu.Lock()
 		rep.restarts++
 		rep.mu.Unlock()
+		opts.Metrics.Restarted(rep.key)
 	}
 }
 

@@ -121,6 +121,8 @@ type Options struct {
 	TailLines int
 	// Logger receives starts, failures and replacements. nil means no logs.
 	Logger *zap.Logger
+	// Metrics counts replacements. nil means none are counted.
+	Metrics *runtime.Metrics
 }
 
 func (o *Options) setDefaults() {

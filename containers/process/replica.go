@@ -151,6 +151,7 @@ func (rep *replica) run(ctx context.Context) {
 		rep.mu.Lock()
 		rep.restarts++
 		rep.mu.Unlock()
+		opts.Metrics.Restarted(rep.key)
 	}
 }
 

@@ -81,6 +81,8 @@ type Options struct {
 	Output io.Writer
 	// Logger receives starts, exits and restarts. nil means no logs.
 	Logger *zap.Logger
+	// Metrics counts restarts. nil means none are counted.
+	Metrics *runtime.Metrics
 }
 
 func (o *Options) setDefaults() {
