@@ -153,7 +153,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		defer func() { _ = containers.Close() }()
 		runtimes[state.RuntimeDocker] = containers
 	}
-	mgr := runtime.NewManager(store, runtime.Options{Runtimes: runtimes, Logger: log.Named("runtime")})
+	mgr := runtime.NewManager(store, runtime.Options{Runtimes: runtimes, Logger: log.Named("runtime"), MaxReplicas: cfg.Limits.MaxReplicas})
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}
@@ -198,7 +198,8 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 
 	servers := []*http.Server{
 		newServer(p.Handler(), log),
-		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem}), log),
+		newServer(admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem,
+			MaxReplicas: cfg.Limits.MaxReplicas}), log),
 	}
 	failed := make(chan error, len(servers))
 	var serving sync.WaitGroup

@@ -160,8 +160,10 @@ const engineTimeout = 30 * time.Second
 // Runtime runs model versions' replicas as containers. Create it with New;
 // Close stops its goroutines and leaves the containers running.
 //
-// Its methods are safe for concurrent use; Ensure, Remove and Close run one
-// at a time.
+// Its methods are safe for concurrent use. None holds a lock while it
+// waits for the Engine: containers start, warm up and stop in the replicas'
+// goroutines, so a scale-down, a Remove or a Close during a slow scale-up
+// takes effect at once.
 type Runtime struct {
 	opts   Options
 	log    *zap.Logger
@@ -174,12 +176,9 @@ type Runtime struct {
 
 	changed chan struct{} // 1-buffered: see Changed
 
-	// op serializes Ensure, Remove and Close.
-	op     sync.Mutex
-	closed bool // guarded by op
-
-	// mu guards groups, adopted and byID.
+	// mu guards closed, groups, adopted and byID.
 	mu     sync.Mutex
+	closed bool
 	groups map[runtime.VersionKey]*group
 	// adopted holds the running containers found by New that no replica
 	// has claimed yet, by version and replica index.
@@ -285,16 +284,15 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 	if mv.Runtime.Image == "" {
 		return nil, fmt.Errorf("model %q version %q: runtime.image is empty", mv.Model, mv.Version)
 	}
-	r.op.Lock()
-	defer r.op.Unlock()
-	if r.closed {
-		return nil, ErrClosed
-	}
 	key := runtime.VersionKey{Model: mv.Model, Version: mv.Version}
 	want := specOf(mv)
 	n := max(mv.Replicas, 0)
 
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
 	g := r.groups[key]
 	if g == nil {
 		g = &group{}
@@ -312,15 +310,24 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 		}
 		g.replicas = slices.Clone(g.replicas[:keep])
 	}
+	short := len(g.replicas) < n
 	r.mu.Unlock()
 
-	if len(g.replicas) < n && !r.imageKnown(want.Image) {
+	// Asking the Engine holds no lock: a Remove or Close meanwhile goes
+	// ahead, and the check below sees it.
+	if short && !r.imageKnown(want.Image) {
 		if err := r.checkImage(ctx, want.Image); err != nil {
 			return nil, fmt.Errorf("model %q version %q: %w", mv.Model, mv.Version, err)
 		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	if r.groups[key] != g {
+		return nil, fmt.Errorf("model %q version %q: removed while its replicas were being ensured", mv.Model, mv.Version)
+	}
 	for i := len(g.replicas); i < n; i++ {
 		id, addr := r.claim(key, i, want)
 		g.replicas = append(g.replicas, r.startReplica(key, i, want, id, addr))
@@ -432,8 +439,6 @@ func (r *Runtime) removeContainer(ctx context.Context, id string, grace bool) {
 // after the drain timeout, in the background. Removing a version that runs
 // nothing is not an error.
 func (r *Runtime) Remove(_ context.Context, model, version string) error {
-	r.op.Lock()
-	defer r.op.Unlock()
 	key := runtime.VersionKey{Model: model, Version: version}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -499,12 +504,10 @@ func (r *Runtime) Status(model, version string) []ReplicaStatus {
 // others keep running, for the next Runtime to adopt. Ensure fails
 // afterwards.
 func (r *Runtime) Close() error {
-	r.op.Lock()
-	defer r.op.Unlock()
-	if !r.closed {
-		r.closed = true
-		r.cancel()
-	}
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
 	r.wg.Wait()
 	return r.engine.Close()
 }

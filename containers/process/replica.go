@@ -3,7 +3,6 @@ package process
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"net"
 	"os"
@@ -64,13 +63,10 @@ type replica struct {
 	restarts int
 }
 
-// startReplica claims a port (prefer, if free) and starts replica index of
-// key running s.
-func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, prefer int) (*replica, error) {
-	port, err := r.claimPort(prefer)
-	if err != nil {
-		return nil, fmt.Errorf("model %q version %q replica %d: %w", key.Model, key.Version, index, err)
-	}
+// startReplica starts replica index of key running s on port, which it
+// takes over; prev, if not nil, is the stopped replica it replaces on that
+// port, whose exit it waits for before starting its process. r.mu is held.
+func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, port int, prev *replica) *replica {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	ctx, cancel := context.WithCancel(r.ctx)
 	rep := &replica{
@@ -80,8 +76,9 @@ func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, prefer
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
-	r.wg.Go(func() { rep.run(ctx) })
-	return rep, nil
+	r.ports[port] = rep
+	r.wg.Go(func() { rep.run(ctx, prev) })
+	return rep
 }
 
 // environ returns the environment of a replica's process: the proxy's,
@@ -115,11 +112,18 @@ func (rep *replica) setPID(pid int) {
 }
 
 // run runs the process until ctx ends, restarting it with backoff whenever
-// it exits.
-func (rep *replica) run(ctx context.Context) {
+// it exits. With prev, it first waits for prev to exit, since prev holds
+// the port: prev was stopped, so that takes at most its grace period.
+func (rep *replica) run(ctx context.Context, prev *replica) {
 	defer close(rep.done)
 	// Before done: who waits for done may claim the port again.
-	defer rep.rt.releasePort(rep.port)
+	defer rep.rt.releasePort(rep.port, rep)
+	if prev != nil {
+		<-prev.done
+		if ctx.Err() != nil {
+			return
+		}
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			rep.log.Error("process runtime: panic; the replica stops", zap.Any("panic", p), zap.Stack("stack"))
