@@ -146,6 +146,10 @@ type ProcessRuntime struct {
 	// relative commands resolve; empty means the directory of the
 	// configuration file.
 	Dir string `yaml:"dir"`
+	// PassEnv names variables of the proxy's environment that model
+	// processes get besides the allow-list of package containers/process
+	// (PATH, HOME, LANG, LC_*, TZ, PYTHONPATH and the like).
+	PassEnv []string `yaml:"pass_env"`
 }
 
 // OIP configures the Open Inference Protocol endpoints.

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,4 +108,68 @@ func TestBinarySIGTERMDuringScaleUp(t *testing.T) {
 			t.Errorf("model process group %d outlived the proxy: %v", g, left)
 		}
 	}
+}
+
+// TestBinarySIGKILLLeavesNoModelProcess kills the proxy with SIGKILL while
+// it runs a model directly and one under a wrapper (as `go run` runs its
+// binary, a grandchild of the proxy): every process of every replica's
+// group dies with it. The wrapper also shows what a model's environment
+// holds: not the admin token the proxy was given.
+func TestBinarySIGKILLLeavesNoModelProcess(t *testing.T) {
+	t.Setenv("SLOPROXY_ADMIN_TOKEN", "secret-admin-token")
+	noop := testutil.BuildGo(t, "./examples/noop")
+	envFile := filepath.Join(t.TempDir(), "env")
+	p := testutil.StartProxy(t, fmt.Sprintf(`
+listen: %s
+admin:
+  listen: %s
+runtimes:
+  process:
+    port_base: %d
+models:
+  - name: direct
+    version: "1"
+    input_type: bytes
+    command: [%s]
+  - name: wrapped
+    version: "1"
+    input_type: bytes
+    command: [sh, -c, 'env > "$ENV_FILE.tmp" && mv "$ENV_FILE.tmp" "$ENV_FILE"; "$NOOP" & wait']
+    env: {NOOP: %s, ENV_FILE: %s}
+    replicas: 2
+`, testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreePort(t), noop, noop, envFile))
+	var groups []int
+	testutil.Eventually(t, time.Minute, "three replicas, the wrapped ones with their model", func() bool {
+		groups = testutil.Children(p.Pid())
+		if len(groups) != 3 {
+			return false
+		}
+		n := 0
+		for _, g := range groups {
+			n += len(testutil.GroupMembers(g))
+		}
+		// At least the direct model, and each wrapper with its model.
+		return n >= 1+2*2
+	})
+	env, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(env), "SLOPROXY_ADMIN_TOKEN") || strings.Contains(string(env), "secret-admin-token") {
+		t.Errorf("a model process got the admin token:\n%s", env)
+	}
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(time.Minute); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("sloproxy after SIGKILL: %v", err)
+	}
+	testutil.Eventually(t, time.Minute, "every model process gone with the proxy", func() bool {
+		for _, g := range groups {
+			if len(testutil.GroupMembers(g)) > 0 {
+				return false
+			}
+		}
+		return true
+	})
 }

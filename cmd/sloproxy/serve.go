@@ -139,7 +139,8 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		if procDir == "" {
 			procDir = dir
 		}
-		procs := process.New(process.Options{BasePort: cfg.Runtimes.Process.PortBase, Dir: procDir, Logger: log.Named("process")})
+		procs := process.New(process.Options{BasePort: cfg.Runtimes.Process.PortBase, Dir: procDir, Logger: log.Named("process"),
+			PassEnv: cfg.Runtimes.Process.PassEnv})
 		defer func() { _ = procs.Close() }() // stops the children, last
 		runtimes[state.RuntimeProcess] = procs
 	}

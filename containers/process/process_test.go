@@ -421,3 +421,37 @@ func TestScaleDownDuringSlowStart(t *testing.T) {
 	}
 	reaped(t, all[0])
 }
+
+// TestEnvironment: a model process gets the allow-listed variables of the
+// proxy's environment, Options.PassEnv's, its version's env and the
+// contract's, and nothing else of the proxy's: not the admin token.
+func TestEnvironment(t *testing.T) {
+	t.Setenv("SLOPROXY_ADMIN_TOKEN", "secret-admin-token")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret-key")
+	t.Setenv("LC_ALL", "C.UTF-8")
+	t.Setenv("TZ", "UTC")
+	t.Setenv("HF_HOME", "/models/cache")
+	rt, _ := newRuntime(t, process.Options{PassEnv: []string{"HF_HOME"}})
+	out := filepath.Join(t.TempDir(), "env")
+	mv := version("1", 1, "sh", "-c", `env > "$ENV_FILE.tmp" && mv "$ENV_FILE.tmp" "$ENV_FILE"; exec sleep 3600`)
+	mv.Runtime.Env = map[string]string{"ENV_FILE": out}
+	addr := ensure(t, rt, mv)[0]
+	var env []string
+	testutil.Eventually(t, 10*time.Second, "the model wrote its environment", func() bool {
+		b, err := os.ReadFile(out)
+		env = strings.Split(strings.TrimSpace(string(b)), "\n")
+		return err == nil
+	})
+	has := func(kv string) bool { return slices.Contains(env, kv) }
+	for _, want := range []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C.UTF-8", "TZ=UTC", "HF_HOME=/models/cache",
+		"ENV_FILE=" + out, "SLOPROXY_RPC_ADDR=" + addr, "SLOPROXY_MODEL_NAME=echo", "SLOPROXY_MODEL_VERSION=1"} {
+		if !has(want) {
+			t.Errorf("the model's environment lacks %s: %v", want, env)
+		}
+	}
+	for _, kv := range env {
+		if strings.Contains(kv, "secret") {
+			t.Errorf("the model's environment holds the proxy's secret %s", kv)
+		}
+	}
+}

@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -71,7 +73,7 @@ func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, port i
 	ctx, cancel := context.WithCancel(r.ctx)
 	rep := &replica{
 		rt: r, key: key, index: index, port: port, addr: addr, spec: s,
-		env:    environ(key, addr, s.env),
+		env:    environ(key, addr, s.env, r.opts.PassEnv),
 		log:    r.log.With(zap.String("model", key.Model), zap.String("version", key.Version), zap.Int("replica", index), zap.String("addr", addr)),
 		cancel: cancel,
 		done:   make(chan struct{}),
@@ -79,20 +81,6 @@ func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, port i
 	r.ports[port] = rep
 	r.wg.Go(func() { rep.run(ctx, prev) })
 	return rep
-}
-
-// environ returns the environment of a replica's process: the proxy's,
-// then env, then the contract's variables, which win over both.
-func environ(key runtime.VersionKey, addr string, env map[string]string) []string {
-	out := os.Environ()
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		out = append(out, k+"="+env[k])
-	}
-	return append(out,
-		"SLOPROXY_RPC_ADDR="+addr,
-		"SLOPROXY_MODEL_NAME="+key.Model,
-		"SLOPROXY_MODEL_VERSION="+key.Version,
-	)
 }
 
 // stop asks the replica to stop; done is closed once it has. Calling it
@@ -158,6 +146,44 @@ func (rep *replica) run(ctx context.Context, prev *replica) {
 	}
 }
 
+// watchScript is run by /bin/sh as each replica's process: it starts a
+// watcher in the background, in the process group the replica leads, then
+// becomes the model's command (exec: the replica's process is the model's
+// own, with its PID). The watcher reads file descriptor 3, the read end of
+// Runtime.aliveR, which reaches end of file only when every copy of the
+// write end is closed: when the proxy is gone, killed with SIGKILL
+// included. It then kills the whole group, grandchildren included (the
+// binary `go run` built, a shell script's children), which the
+// parent-death signal, sent to the direct child only, would miss. The
+// model does not get the descriptor.
+const watchScript = `(read -r _ <&3; kill -KILL 0) & exec "$@" 3<&-`
+
+// command returns the command that runs argv as a replica: under
+// watchScript when the Runtime has its pipe, argv itself otherwise. A
+// program that cannot be found fails here, as exec.Command's would.
+func (r *Runtime) command(argv []string) (*exec.Cmd, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if cmd.Err != nil {
+		return nil, cmd.Err
+	}
+	if strings.ContainsRune(argv[0], os.PathSeparator) {
+		path := argv[0]
+		if !filepath.IsAbs(path) && r.opts.Dir != "" {
+			path = filepath.Join(r.opts.Dir, path)
+		}
+		if _, err := os.Stat(path); err != nil {
+			return nil, err
+		}
+	}
+	if r.aliveR != nil {
+		cmd = exec.Command("/bin/sh", append([]string{"-c", watchScript, "sloproxy-model", cmd.Path}, argv[1:]...)...)
+		cmd.ExtraFiles = []*os.File{r.aliveR}
+	}
+	cmd.Dir = r.opts.Dir
+	cmd.SysProcAttr = sysProcAttr()
+	return cmd, nil
+}
+
 // exit is how one run of the process ended.
 type exit struct {
 	started bool
@@ -197,12 +223,15 @@ func (rep *replica) runOnce(ctx context.Context) exit {
 		return exit{err: err}
 	}
 	argv := rep.spec.command
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = rep.rt.opts.Dir
+	cmd, err := rep.rt.command(argv)
+	if err != nil {
+		_ = pw.Close()
+		_ = pr.Close()
+		return exit{err: err}
+	}
 	cmd.Env = rep.env
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = sysProcAttr()
-	err = cmd.Start()
+	err = rep.rt.starter.start(cmd)
 	_ = pw.Close()
 	if err != nil {
 		_ = pr.Close()

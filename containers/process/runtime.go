@@ -10,7 +10,13 @@
 //	SLOPROXY_MODEL_VERSION=<version>
 //
 // in its environment (these three win over the same names in Env), on a
-// port of its own from Options.BasePort upward. Replicas listen on loopback
+// port of its own from Options.BasePort upward. Of the proxy's own
+// environment a model process gets only PATH, HOME, USER, LOGNAME, SHELL,
+// LANG, LANGUAGE, LC_*, TZ, TMPDIR, PYTHONPATH, PYTHONHOME, VIRTUAL_ENV,
+// LD_LIBRARY_PATH, GOROOT, GOPATH, GOCACHE, GOMODCACHE, GOFLAGS,
+// GOTOOLCHAIN, XDG_CACHE_HOME, XDG_CONFIG_HOME, CUDA_VISIBLE_DEVICES,
+// NVIDIA_VISIBLE_DEVICES and the names in Options.PassEnv: never
+// SLOPROXY_ADMIN_TOKEN or other secrets the proxy holds. Replicas listen on loopback
 // only, so their addresses are reachable from this machine alone: the
 // process runtime serves one proxy, or proxies on one machine.
 //
@@ -26,6 +32,11 @@
 // is a grandchild of the proxy, stops entirely, and when the process a
 // replica started dies alone (kill -9), whatever it left running in its
 // group is killed before the restart, since it would hold the port.
+//
+// Model processes die with the proxy, however it dies (SIGKILL included):
+// the direct child by its parent-death signal (Linux), and the whole group
+// by a watcher /bin/sh runs beside the model (see watchScript), so a
+// killed proxy leaves no process holding a port.
 package process
 
 import (
@@ -34,6 +45,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -81,6 +93,10 @@ type Options struct {
 	Output io.Writer
 	// Logger receives starts, exits and restarts. nil means no logs.
 	Logger *zap.Logger
+	// PassEnv names variables of the proxy's environment passed to the
+	// model processes besides those the package comment lists. Empty
+	// means those only.
+	PassEnv []string
 }
 
 func (o *Options) setDefaults() {
@@ -136,6 +152,18 @@ type Runtime struct {
 
 	// outMu serializes writes to opts.Output.
 	outMu sync.Mutex
+
+	// starter starts every process, from a thread that lives as long as
+	// the Runtime (see starter).
+	starter *starter
+	// alive is a pipe whose read end every replica's process group gets
+	// as file descriptor 3 and whose write end only this process holds:
+	// when the proxy dies, however it dies, the read end sees end of file
+	// and the group's watcher kills the group (see watchScript). Both nil
+	// if the pipe could not be made; the parent-death signal then is the
+	// only guard.
+	aliveR, aliveW *os.File
+	closeOnce      sync.Once
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -149,14 +177,20 @@ type group struct {
 func New(opts Options) *Runtime {
 	opts.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Runtime{
-		opts:   opts,
-		log:    opts.Logger,
-		ctx:    ctx,
-		cancel: cancel,
-		groups: make(map[runtime.VersionKey]*group),
-		ports:  make(map[int]*replica),
+	r := &Runtime{
+		opts:    opts,
+		log:     opts.Logger,
+		ctx:     ctx,
+		cancel:  cancel,
+		groups:  make(map[runtime.VersionKey]*group),
+		ports:   make(map[int]*replica),
+		starter: newStarter(),
 	}
+	var err error
+	if r.aliveR, r.aliveW, err = os.Pipe(); err != nil {
+		r.log.Warn("process runtime: no pipe to tell model processes that the proxy died; only the parent-death signal guards them", zap.Error(err))
+	}
+	return r
 }
 
 // Ensure makes mv's replicas run as it specifies and returns their
@@ -290,6 +324,13 @@ func (r *Runtime) Close() error {
 	r.mu.Unlock()
 	r.cancel()
 	r.wg.Wait()
+	r.closeOnce.Do(func() {
+		r.starter.close()
+		if r.aliveW != nil {
+			_ = r.aliveW.Close()
+			_ = r.aliveR.Close()
+		}
+	})
 	return nil
 }
 
