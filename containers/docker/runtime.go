@@ -55,7 +55,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -140,12 +139,8 @@ func (o *Options) setDefaults() {
 	def(&o.StopTimeout, 5*time.Second)
 	def(&o.HeartbeatInterval, time.Second)
 	def(&o.HeartbeatTimeout, 2*time.Second)
-	def(&o.MinBackoff, 100*time.Millisecond)
-	def(&o.MaxBackoff, 10*time.Second)
-	def(&o.ResetAfter, 30*time.Second)
-	if o.MaxBackoff < o.MinBackoff {
-		o.MaxBackoff = o.MinBackoff
-	}
+	b := runtime.Backoff{Min: o.MinBackoff, Max: o.MaxBackoff, ResetAfter: o.ResetAfter}.WithDefaults()
+	o.MinBackoff, o.MaxBackoff, o.ResetAfter = b.Min, b.Max, b.ResetAfter
 	if o.TailLines <= 0 {
 		o.TailLines = 20
 	}
@@ -457,14 +452,14 @@ func (r *Runtime) Remove(_ context.Context, model, version string) error {
 func (r *Runtime) Running(context.Context) ([]runtime.VersionKey, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	keys := slices.Collect(maps.Keys(r.groups))
-	for k := range r.adopted {
-		if r.groups[k] == nil {
-			keys = append(keys, k)
-		}
+	keys := make(map[runtime.VersionKey]bool, len(r.groups)+len(r.adopted))
+	for k := range r.groups {
+		keys[k] = true
 	}
-	slices.SortFunc(keys, runtime.VersionKey.Compare)
-	return keys, nil
+	for k := range r.adopted {
+		keys[k] = true
+	}
+	return runtime.SortedKeys(keys), nil
 }
 
 // ReplicaStatus describes one replica.

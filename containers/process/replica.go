@@ -60,9 +60,10 @@ type replica struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run has returned: the process and its group are gone
 
-	mu       sync.Mutex // guards pid and restarts
-	pid      int
-	restarts int
+	restarter runtime.Restarter
+
+	mu  sync.Mutex // guards pid
+	pid int
 }
 
 // startReplica starts replica index of key running s on port, which it
@@ -73,10 +74,11 @@ func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, port i
 	ctx, cancel := context.WithCancel(r.ctx)
 	rep := &replica{
 		rt: r, key: key, index: index, port: port, addr: addr, spec: s,
-		env:    environ(key, addr, s.env, r.opts.PassEnv),
-		log:    r.log.With(zap.String("model", key.Model), zap.String("version", key.Version), zap.Int("replica", index), zap.String("addr", addr)),
-		cancel: cancel,
-		done:   make(chan struct{}),
+		restarter: runtime.Restarter{Backoff: runtime.Backoff{Min: r.opts.MinBackoff, Max: r.opts.MaxBackoff, ResetAfter: r.opts.ResetAfter}},
+		env:       environ(key, addr, s.env, r.opts.PassEnv),
+		log:       r.log.With(zap.String("model", key.Model), zap.String("version", key.Version), zap.Int("replica", index), zap.String("addr", addr)),
+		cancel:    cancel,
+		done:      make(chan struct{}),
 	}
 	r.ports[port] = rep
 	r.wg.Go(func() { rep.run(ctx, prev) })
@@ -90,7 +92,7 @@ func (rep *replica) stop() { rep.cancel() }
 func (rep *replica) status() ReplicaStatus {
 	rep.mu.Lock()
 	defer rep.mu.Unlock()
-	return ReplicaStatus{Index: rep.index, Addr: rep.addr, PID: rep.pid, Restarts: rep.restarts}
+	return ReplicaStatus{Index: rep.index, Addr: rep.addr, PID: rep.pid, Restarts: rep.restarter.Restarts()}
 }
 
 func (rep *replica) setPID(pid int) {
@@ -112,37 +114,21 @@ func (rep *replica) run(ctx context.Context, prev *replica) {
 			return
 		}
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			rep.log.Error("process runtime: panic; the replica stops", zap.Any("panic", p), zap.Stack("stack"))
-		}
-	}()
-	opts := &rep.rt.opts
-	backoff := runtime.Backoff{Min: opts.MinBackoff, Max: opts.MaxBackoff, ResetAfter: opts.ResetAfter}
-	for {
-		started := time.Now()
-		ex := rep.runOnce(ctx)
-		if ctx.Err() != nil {
-			rep.log.Info("model process stopped", ex.fields()...)
-			return
-		}
-		up := time.Since(started)
-		delay := backoff.Next(up)
-		rep.mu.Lock()
-		restarts := rep.restarts
-		rep.mu.Unlock()
+	var last exit
+	stopped := false // the last run ended because ctx did
+	rep.restarter.Run(ctx, rep.log, func(ctx context.Context) {
+		last = rep.runOnce(ctx)
+		stopped = ctx.Err() != nil
+	}, func(up, wait time.Duration) {
 		msg := "model process exited; restarting"
-		if !ex.started {
+		if !last.started {
 			msg = "model process failed to start; retrying"
 		}
-		rep.log.Warn(msg, append(ex.fields(),
-			zap.Duration("uptime", up), zap.Int("restarts", restarts), zap.Duration("backoff", delay))...)
-		if !runtime.Sleep(ctx, delay) {
-			return
-		}
-		rep.mu.Lock()
-		rep.restarts++
-		rep.mu.Unlock()
+		rep.log.Warn(msg, append(last.fields(),
+			zap.Duration("uptime", up), zap.Int("restarts", rep.restarter.Restarts()), zap.Duration("backoff", wait))...)
+	})
+	if stopped {
+		rep.log.Info("model process stopped", last.fields()...)
 	}
 }
 

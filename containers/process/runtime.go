@@ -44,7 +44,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -109,12 +108,8 @@ func (o *Options) setDefaults() {
 		o.BasePort = DefaultBasePort
 	}
 	def(&o.GracePeriod, 5*time.Second)
-	def(&o.MinBackoff, 100*time.Millisecond)
-	def(&o.MaxBackoff, 10*time.Second)
-	def(&o.ResetAfter, 30*time.Second)
-	if o.MaxBackoff < o.MinBackoff {
-		o.MaxBackoff = o.MinBackoff
-	}
+	b := runtime.Backoff{Min: o.MinBackoff, Max: o.MaxBackoff, ResetAfter: o.ResetAfter}.WithDefaults()
+	o.MinBackoff, o.MaxBackoff, o.ResetAfter = b.Min, b.Max, b.ResetAfter
 	if o.TailLines <= 0 {
 		o.TailLines = 20
 	}
@@ -278,9 +273,7 @@ func (r *Runtime) Remove(ctx context.Context, model, version string) error {
 func (r *Runtime) Running(context.Context) ([]runtime.VersionKey, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	keys := slices.Collect(maps.Keys(r.groups))
-	slices.SortFunc(keys, runtime.VersionKey.Compare)
-	return keys, nil
+	return runtime.SortedKeys(r.groups), nil
 }
 
 // ReplicaStatus describes one replica.
