@@ -26,7 +26,9 @@ import (
 // Config is the whole file.
 type Config struct {
 	// Listen is the address of the query API, the Open Inference Protocol
-	// and /metrics.
+	// and /metrics; loopback by default (DefaultListen), so that exposing
+	// the query port to other machines is an explicit setting such as
+	// ":1337".
 	Listen string `yaml:"listen"`
 	// Admin is the admin API's listener.
 	Admin Admin `yaml:"admin"`
@@ -94,7 +96,18 @@ type Limits struct {
 	MaxInputBatch int `yaml:"max_input_batch"`
 	// DefaultBatchSize is the batch size of model versions that set none.
 	DefaultBatchSize int `yaml:"default_batch_size"`
+	// MaxReplicas bounds the replica count of one model version, in this
+	// file, through the admin API and in what the runtimes start: a count
+	// above it is refused with a 400 that names the limit, so that a typo
+	// cannot start a million processes.
+	MaxReplicas int `yaml:"max_replicas"`
 }
+
+// DefaultListen is the query listener's address when the file sets none.
+const DefaultListen = "127.0.0.1:1337"
+
+// DefaultMaxReplicas is limits.max_replicas when the file sets none.
+const DefaultMaxReplicas = 32
 
 // Runtimes configures the runtimes this proxy manages.
 type Runtimes struct {
@@ -139,6 +152,10 @@ type ProcessRuntime struct {
 	// relative commands resolve; empty means the directory of the
 	// configuration file.
 	Dir string `yaml:"dir"`
+	// PassEnv names variables of the proxy's environment that model
+	// processes get besides the allow-list of package containers/process
+	// (PATH, HOME, LANG, LC_*, TZ, PYTHONPATH and the like).
+	PassEnv []string `yaml:"pass_env"`
 }
 
 // OIP configures the Open Inference Protocol endpoints.
@@ -452,10 +469,10 @@ const (
 
 // Default is the configuration an empty file yields.
 var Default = Config{
-	Listen: ":1337",
+	Listen: DefaultListen,
 	Admin:  Admin{Listen: DefaultAdminListen, TokenEnv: "SLOPROXY_ADMIN_TOKEN"},
 	Redis:  Redis{Prefix: state.DefaultRedisPrefix},
-	Limits: Limits{MaxBodyBytes: 4 << 20, MaxInputBatch: 1024, DefaultBatchSize: 32},
+	Limits: Limits{MaxBodyBytes: 4 << 20, MaxInputBatch: 1024, DefaultBatchSize: 32, MaxReplicas: DefaultMaxReplicas},
 	Runtimes: Runtimes{Process: ProcessRuntime{
 		Enabled:  true,
 		PortBase: process.DefaultBasePort,
@@ -506,7 +523,7 @@ func Parse(raw []byte) (*Config, error) {
 // returned, naming its field.
 func (c *Config) Validate() error {
 	if c.Listen == "" {
-		return errors.New("listen: must be an address such as :1337")
+		return errors.New("listen: must be an address such as 127.0.0.1:1337")
 	}
 	if c.Admin.Listen == "" {
 		return errors.New("admin.listen: must be an address such as 127.0.0.1:1338")
@@ -519,6 +536,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.DefaultBatchSize <= 0 {
 		return fmt.Errorf("limits.default_batch_size %d: must be positive", c.Limits.DefaultBatchSize)
+	}
+	if c.Limits.MaxReplicas <= 0 {
+		return fmt.Errorf("limits.max_replicas %d: must be positive", c.Limits.MaxReplicas)
 	}
 	if c.OIP.DefaultTimeout <= 0 {
 		return fmt.Errorf("oip.default_timeout %v: must be positive", c.OIP.DefaultTimeout)
@@ -562,6 +582,9 @@ func (c *Config) Validate() error {
 		mv := m.ModelVersion()
 		if err := mv.Validate(); err != nil {
 			return fmt.Errorf("models[%d]: %w", i, err)
+		}
+		if m.Replicas > c.Limits.MaxReplicas {
+			return fmt.Errorf("models[%d]: model %q version %q: replicas %d: above limits.max_replicas (%d)", i, m.Name, m.Version, m.Replicas, c.Limits.MaxReplicas)
 		}
 		if _, dup := models[m.Name]; dup {
 			return fmt.Errorf("models[%d]: model %q appears twice (register further versions through the admin API)", i, m.Name)

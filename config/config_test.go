@@ -119,6 +119,7 @@ func TestBadFiles(t *testing.T) {
 		"bad-oip-readiness.bad.yml":        `oip.readiness "some_apps": must be every_app or any_app`,
 		"selection-bad-policy.bad.yml":     `apps[0].selection: policy "ucb": must be single, weighted, exp3 or exp4`,
 		"selection-unlinked-share.bad.yml": `apps[0].selection: shares["other:2"]: model not in the app's models`,
+		"replicas-above-limit.bad.yml":     `models[0]: model "m" version "1": replicas 5: above limits.max_replicas (4)`,
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(tests) {
@@ -193,5 +194,20 @@ models:
 	}
 	if a, _ := snap.App("a"); a.SLO != 80*time.Millisecond {
 		t.Errorf("the restart reset a's SLO to %v", a.SLO)
+	}
+}
+
+// TestDefaultsAreSafe: an empty file keeps the query listener on loopback
+// and bounds the replica count.
+func TestDefaultsAreSafe(t *testing.T) {
+	c, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:1337" {
+		t.Errorf("listen defaults to %q, want 127.0.0.1:1337", c.Listen)
+	}
+	if c.Limits.MaxReplicas != 32 {
+		t.Errorf("limits.max_replicas defaults to %d, want 32", c.Limits.MaxReplicas)
 	}
 }

@@ -34,7 +34,7 @@ func startAdmin(t *testing.T) (*httptest.Server, *state.Store) {
 		}
 		return policies.Status(ctx, a.Name, a.Policy, a.Selection, snap.ModelsOf(name)), nil
 	}
-	srv := httptest.NewServer(admin.NewHandler(store, admin.Options{Token: cliTestToken, Selection: status}))
+	srv := httptest.NewServer(admin.NewHandler(store, admin.Options{Token: cliTestToken, Selection: status, MaxReplicas: 32}))
 	t.Cleanup(srv.Close)
 	return srv, store
 }
@@ -101,6 +101,7 @@ func TestAdminCLI(t *testing.T) {
 		{"models", []string{"rollback", "mnist", "2"}, []string{"model mnist: current version 2"}, ""},
 		{"models", []string{"scale", "mnist", "2", "3"}, []string{"model mnist version 2: 3 replicas wanted, 0 live"}, ""},
 		{"models", []string{"scale", "mnist", "2", "0"}, nil, "replicas 0: must be at least 1"},
+		{"models", []string{"scale", "mnist", "2", "1000000000"}, nil, `400 Bad Request: model "mnist" version "2": replicas 1000000000: above limits.max_replicas (32)`},
 		{"models", []string{"scale", "mnist", "2", "three"}, nil, `replica count "three": not a number`},
 		{"models", []string{"delete-version", "mnist", "2"}, nil, "409 Conflict"},
 		{"models", []string{"delete-version", "mnist", "1"}, []string{"deleted model mnist version 1"}, ""},

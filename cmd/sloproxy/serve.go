@@ -149,7 +149,8 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		if procDir == "" {
 			procDir = dir
 		}
-		procs := process.New(process.Options{BasePort: cfg.Runtimes.Process.PortBase, Dir: procDir, Logger: log.Named("process"), Metrics: runtimeMetrics})
+		procs := process.New(process.Options{BasePort: cfg.Runtimes.Process.PortBase, Dir: procDir, Logger: log.Named("process"), Metrics: runtimeMetrics,
+			PassEnv: cfg.Runtimes.Process.PassEnv})
 		defer func() { _ = procs.Close() }() // stops the children, last
 		runtimes[state.RuntimeProcess] = procs
 	}
@@ -163,7 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		defer func() { _ = containers.Close() }()
 		runtimes[state.RuntimeDocker] = containers
 	}
-	mgr := runtime.NewManager(store, runtime.Options{Runtimes: runtimes, Logger: log.Named("runtime")})
+	mgr := runtime.NewManager(store, runtime.Options{Runtimes: runtimes, Logger: log.Named("runtime"), MaxReplicas: cfg.Limits.MaxReplicas})
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}
@@ -210,7 +211,8 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	// Both listeners answer a handler's panic with a JSON 500 and log it
 	// with its stack, instead of dropping the connection.
 	recoverer := proxy.NewRecoverer(reg, log.Named("http"))
-	adminHandler := admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem})
+	adminHandler := admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem,
+		MaxReplicas: cfg.Limits.MaxReplicas})
 	servers := []*http.Server{
 		newServer(recoverer.Wrap("query", p.Handler()), log),
 		newServer(recoverer.Wrap("admin", adminHandler), log),

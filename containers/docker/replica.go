@@ -34,7 +34,8 @@ type replica struct {
 	spec  spec
 	log   *zap.Logger
 
-	cancel context.CancelFunc
+	cancel    context.CancelFunc
+	restarter runtime.Restarter
 	// died receives the Engine's die events of the current container.
 	died chan struct{}
 
@@ -43,8 +44,7 @@ type replica struct {
 	served   bool       // the replica was ready, so it may have queries to drain
 	id       string     // the current container; empty between containers
 	addr     string     // set while ready, or presumed ready (adopted)
-	restarts int
-	err      error // why the last container failed
+	err      error      // why the last container failed
 }
 
 // startReplica starts replica index of key running s, in the container
@@ -56,6 +56,8 @@ func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, adopt,
 		rt: r, key: key, index: index, spec: s,
 		log:    r.log.With(zap.String("model", key.Model), zap.String("version", key.Version), zap.Int("replica", index)),
 		cancel: cancel,
+		restarter: runtime.Restarter{Backoff: runtime.Backoff{Min: r.opts.MinBackoff, Max: r.opts.MaxBackoff, ResetAfter: r.opts.ResetAfter},
+			Metrics: r.opts.Metrics, Key: key},
 		died:   make(chan struct{}, 1),
 		addr:   addr,
 		served: addr != "",
@@ -85,7 +87,7 @@ func (rep *replica) state() (addr string, err error) {
 func (rep *replica) status() ReplicaStatus {
 	rep.mu.Lock()
 	defer rep.mu.Unlock()
-	return ReplicaStatus{Index: rep.index, Container: rep.id, Addr: rep.addr, Restarts: rep.restarts, Err: rep.err}
+	return ReplicaStatus{Index: rep.index, Container: rep.id, Addr: rep.addr, Restarts: rep.restarter.Restarts(), Err: rep.err}
 }
 
 // event receives an Engine event of container id.
@@ -148,31 +150,14 @@ func (rep *replica) setReady(addr string, err error) {
 // whenever it fails.
 func (rep *replica) run(ctx context.Context, adopt string) {
 	defer rep.finish()
-	defer func() {
-		if p := recover(); p != nil {
-			rep.log.Error("docker runtime: panic; the replica stops", zap.Any("panic", p), zap.Stack("stack"))
-		}
-	}()
-	opts := &rep.rt.opts
-	backoff := runtime.Backoff{Min: opts.MinBackoff, Max: opts.MaxBackoff, ResetAfter: opts.ResetAfter}
-	for {
-		started := time.Now()
-		err := rep.once(ctx, adopt)
+	var err error
+	rep.restarter.Run(ctx, rep.log, func(ctx context.Context) {
+		err = rep.once(ctx, adopt)
 		adopt = ""
-		if ctx.Err() != nil {
-			return
-		}
-		delay := backoff.Next(time.Since(started))
+	}, func(_, wait time.Duration) {
 		rep.setReady("", err)
-		rep.log.Warn("docker runtime: replica failed; replacing its container", zap.Error(err), zap.Duration("backoff", delay))
-		if !runtime.Sleep(ctx, delay) {
-			return
-		}
-		rep.mu.Lock()
-		rep.restarts++
-		rep.mu.Unlock()
-		opts.Metrics.Restarted(rep.key)
-	}
+		rep.log.Warn("docker runtime: replica failed; replacing its container", zap.Error(err), zap.Duration("backoff", wait))
+	})
 }
 
 // once runs one container (adopt, or a new one) until it fails, which it

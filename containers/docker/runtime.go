@@ -55,7 +55,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -142,12 +141,8 @@ func (o *Options) setDefaults() {
 	def(&o.StopTimeout, 5*time.Second)
 	def(&o.HeartbeatInterval, time.Second)
 	def(&o.HeartbeatTimeout, 2*time.Second)
-	def(&o.MinBackoff, 100*time.Millisecond)
-	def(&o.MaxBackoff, 10*time.Second)
-	def(&o.ResetAfter, 30*time.Second)
-	if o.MaxBackoff < o.MinBackoff {
-		o.MaxBackoff = o.MinBackoff
-	}
+	b := runtime.Backoff{Min: o.MinBackoff, Max: o.MaxBackoff, ResetAfter: o.ResetAfter}.WithDefaults()
+	o.MinBackoff, o.MaxBackoff, o.ResetAfter = b.Min, b.Max, b.ResetAfter
 	if o.TailLines <= 0 {
 		o.TailLines = 20
 	}
@@ -162,8 +157,10 @@ const engineTimeout = 30 * time.Second
 // Runtime runs model versions' replicas as containers. Create it with New;
 // Close stops its goroutines and leaves the containers running.
 //
-// Its methods are safe for concurrent use; Ensure, Remove and Close run one
-// at a time.
+// Its methods are safe for concurrent use. None holds a lock while it
+// waits for the Engine: containers start, warm up and stop in the replicas'
+// goroutines, so a scale-down, a Remove or a Close during a slow scale-up
+// takes effect at once.
 type Runtime struct {
 	opts   Options
 	log    *zap.Logger
@@ -176,12 +173,9 @@ type Runtime struct {
 
 	changed chan struct{} // 1-buffered: see Changed
 
-	// op serializes Ensure, Remove and Close.
-	op     sync.Mutex
-	closed bool // guarded by op
-
-	// mu guards groups, adopted and byID.
+	// mu guards closed, groups, adopted and byID.
 	mu     sync.Mutex
+	closed bool
 	groups map[runtime.VersionKey]*group
 	// adopted holds the running containers found by New that no replica
 	// has claimed yet, by version and replica index.
@@ -287,16 +281,15 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 	if mv.Runtime.Image == "" {
 		return nil, fmt.Errorf("model %q version %q: runtime.image is empty", mv.Model, mv.Version)
 	}
-	r.op.Lock()
-	defer r.op.Unlock()
-	if r.closed {
-		return nil, ErrClosed
-	}
 	key := runtime.VersionKey{Model: mv.Model, Version: mv.Version}
 	want := specOf(mv)
 	n := max(mv.Replicas, 0)
 
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
 	g := r.groups[key]
 	if g == nil {
 		g = &group{}
@@ -314,15 +307,24 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 		}
 		g.replicas = slices.Clone(g.replicas[:keep])
 	}
+	short := len(g.replicas) < n
 	r.mu.Unlock()
 
-	if len(g.replicas) < n && !r.imageKnown(want.Image) {
+	// Asking the Engine holds no lock: a Remove or Close meanwhile goes
+	// ahead, and the check below sees it.
+	if short && !r.imageKnown(want.Image) {
 		if err := r.checkImage(ctx, want.Image); err != nil {
 			return nil, fmt.Errorf("model %q version %q: %w", mv.Model, mv.Version, err)
 		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	if r.groups[key] != g {
+		return nil, fmt.Errorf("model %q version %q: removed while its replicas were being ensured", mv.Model, mv.Version)
+	}
 	for i := len(g.replicas); i < n; i++ {
 		id, addr := r.claim(key, i, want)
 		g.replicas = append(g.replicas, r.startReplica(key, i, want, id, addr))
@@ -434,8 +436,6 @@ func (r *Runtime) removeContainer(ctx context.Context, id string, grace bool) {
 // after the drain timeout, in the background. Removing a version that runs
 // nothing is not an error.
 func (r *Runtime) Remove(_ context.Context, model, version string) error {
-	r.op.Lock()
-	defer r.op.Unlock()
 	key := runtime.VersionKey{Model: model, Version: version}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -454,14 +454,14 @@ func (r *Runtime) Remove(_ context.Context, model, version string) error {
 func (r *Runtime) Running(context.Context) ([]runtime.VersionKey, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	keys := slices.Collect(maps.Keys(r.groups))
-	for k := range r.adopted {
-		if r.groups[k] == nil {
-			keys = append(keys, k)
-		}
+	keys := make(map[runtime.VersionKey]bool, len(r.groups)+len(r.adopted))
+	for k := range r.groups {
+		keys[k] = true
 	}
-	slices.SortFunc(keys, runtime.VersionKey.Compare)
-	return keys, nil
+	for k := range r.adopted {
+		keys[k] = true
+	}
+	return runtime.SortedKeys(keys), nil
 }
 
 // ReplicaStatus describes one replica.
@@ -501,12 +501,10 @@ func (r *Runtime) Status(model, version string) []ReplicaStatus {
 // others keep running, for the next Runtime to adopt. Ensure fails
 // afterwards.
 func (r *Runtime) Close() error {
-	r.op.Lock()
-	defer r.op.Unlock()
-	if !r.closed {
-		r.closed = true
-		r.cancel()
-	}
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
 	r.wg.Wait()
 	return r.engine.Close()
 }

@@ -9,32 +9,27 @@ import (
 // errNoPort is returned when every port from BasePort up is taken.
 var errNoPort = errors.New("no free port")
 
-// claimPort reserves a port for a replica: prefer when it is free (a
-// replaced replica keeps its address), else the first free port from
-// BasePort up. A port is free when no replica of this Runtime holds it and
-// listening on it works. Another program may still take it before the
-// replica listens; the replica then fails, is restarted on the same port
-// with backoff, and its exits are logged.
-func (r *Runtime) claimPort(prefer int) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if prefer > 0 && !r.ports[prefer] && portFree(prefer) {
-		r.ports[prefer] = true
-		return prefer, nil
-	}
+// claimPort reserves the first free port from BasePort up for a replica;
+// startReplica records which. A port is free when no replica of this
+// Runtime holds it and listening on it works. Another program may still
+// take it before the replica listens; the replica then fails, is restarted
+// on the same port with backoff, and its exits are logged. r.mu is held.
+func (r *Runtime) claimPort() (int, error) {
 	for p := r.opts.BasePort; p <= 65535; p++ {
-		if !r.ports[p] && portFree(p) {
-			r.ports[p] = true
+		if r.ports[p] == nil && portFree(p) {
 			return p, nil
 		}
 	}
 	return 0, errNoPort
 }
 
-// releasePort makes p available again.
-func (r *Runtime) releasePort(p int) {
+// releasePort makes p available again, unless rep handed it over to the
+// replica that replaced it.
+func (r *Runtime) releasePort(p int, rep *replica) {
 	r.mu.Lock()
-	delete(r.ports, p)
+	if r.ports[p] == rep {
+		delete(r.ports, p)
+	}
 	r.mu.Unlock()
 }
 

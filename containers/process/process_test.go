@@ -135,11 +135,11 @@ func TestScale(t *testing.T) {
 		t.Errorf("scaling down kept %s; want replica 0, %s", one[0], two[0])
 	}
 	hello(t, one[0])
+	// Ensure does not wait for the extra replicas to exit.
 	for i, pid := range all[1:] {
-		reaped(t, pid)
-		if a := three[i+1]; !portFree(a) {
-			t.Errorf("port of stopped replica %s still in use", a)
-		}
+		testutil.Eventually(t, 10*time.Second, "an extra replica exited", func() bool { return gone(pid) })
+		a := three[i+1]
+		testutil.Eventually(t, 10*time.Second, "an extra replica's port freed", func() bool { return portFree(a) })
 	}
 	if got := pids(t, rt, mv); !slices.Equal(got, all[:1]) {
 		t.Errorf("after scaling down, processes %v; want %v", got, all[:1])
@@ -362,4 +362,96 @@ func TestEnsureCanceled(t *testing.T) {
 		t.Fatalf("Remove with a short ctx: %v; want DeadlineExceeded", err)
 	}
 	testutil.Eventually(t, 10*time.Second, "replicas stopped", func() bool { return gone(ps[0]) && gone(ps[1]) })
+}
+
+// TestScaleDownDoesNotWait: scaling down replicas that ignore SIGTERM,
+// under a grace period that never runs out in the test, returns at once;
+// the replicas that go keep stopping in the background.
+func TestScaleDownDoesNotWait(t *testing.T) {
+	rt, logs := newRuntime(t, process.Options{GracePeriod: time.Hour})
+	mv := version("1", 2, "sh", "-c", `trap "" TERM; echo ready; while :; do sleep 1; done`)
+	ensure(t, rt, mv)
+	testutil.Eventually(t, 10*time.Second, "started", func() bool { return len(logs.FilterMessage("model output").All()) == 2 })
+	ps := pids(t, rt, mv)
+	// The processes outlive the test's own kill only if something is wrong.
+	t.Cleanup(func() {
+		for _, pid := range ps {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	mv.Replicas = 1
+	if _, err := rt.Ensure(ctx, mv); err != nil {
+		t.Fatalf("Ensure scaling down a replica that ignores SIGTERM: %v; want it to return without waiting", err)
+	}
+	if s := rt.Status(mv.Model, mv.Version); len(s) != 1 {
+		t.Fatalf("Status after scaling down: %+v; want one replica", s)
+	}
+	if err := rt.Remove(ctx, "other", "1"); err != nil {
+		t.Fatalf("Remove of another version while one stops: %v", err)
+	}
+	// The test ends the grace period itself.
+	for _, pid := range ps {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range ps {
+		reaped(t, pid)
+	}
+}
+
+// TestScaleDownDuringSlowStart scales up models that take an hour to say
+// HELLO, then scales down and removes them before any has: each change
+// takes effect at once, and the processes that go are stopped.
+func TestScaleDownDuringSlowStart(t *testing.T) {
+	rt, _ := newRuntime(t, process.Options{})
+	mv := version("1", 8, noop(t), "--hello-delay", "1h")
+	ensure(t, rt, mv)
+	all := pids(t, rt, mv)
+	mv.Replicas = 1
+	ensure(t, rt, mv)
+	for _, pid := range all[1:] {
+		testutil.Eventually(t, 10*time.Second, "a replica scaled away exited", func() bool { return gone(pid) })
+	}
+	if err := rt.Remove(t.Context(), mv.Model, mv.Version); err != nil {
+		t.Fatal(err)
+	}
+	reaped(t, all[0])
+}
+
+// TestEnvironment: a model process gets the allow-listed variables of the
+// proxy's environment, Options.PassEnv's, its version's env and the
+// contract's, and nothing else of the proxy's: not the admin token.
+func TestEnvironment(t *testing.T) {
+	t.Setenv("SLOPROXY_ADMIN_TOKEN", "secret-admin-token")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret-key")
+	t.Setenv("LC_ALL", "C.UTF-8")
+	t.Setenv("TZ", "UTC")
+	t.Setenv("HF_HOME", "/models/cache")
+	rt, _ := newRuntime(t, process.Options{PassEnv: []string{"HF_HOME"}})
+	out := filepath.Join(t.TempDir(), "env")
+	mv := version("1", 1, "sh", "-c", `env > "$ENV_FILE.tmp" && mv "$ENV_FILE.tmp" "$ENV_FILE"; exec sleep 3600`)
+	mv.Runtime.Env = map[string]string{"ENV_FILE": out}
+	addr := ensure(t, rt, mv)[0]
+	var env []string
+	testutil.Eventually(t, 10*time.Second, "the model wrote its environment", func() bool {
+		b, err := os.ReadFile(out)
+		env = strings.Split(strings.TrimSpace(string(b)), "\n")
+		return err == nil
+	})
+	has := func(kv string) bool { return slices.Contains(env, kv) }
+	for _, want := range []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C.UTF-8", "TZ=UTC", "HF_HOME=/models/cache",
+		"ENV_FILE=" + out, "SLOPROXY_RPC_ADDR=" + addr, "SLOPROXY_MODEL_NAME=echo", "SLOPROXY_MODEL_VERSION=1"} {
+		if !has(want) {
+			t.Errorf("the model's environment lacks %s: %v", want, env)
+		}
+	}
+	for _, kv := range env {
+		if strings.Contains(kv, "secret") {
+			t.Errorf("the model's environment holds the proxy's secret %s", kv)
+		}
+	}
 }

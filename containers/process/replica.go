@@ -3,13 +3,14 @@ package process
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -59,43 +60,30 @@ type replica struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run has returned: the process and its group are gone
 
-	mu       sync.Mutex // guards pid and restarts
-	pid      int
-	restarts int
+	restarter runtime.Restarter
+
+	mu  sync.Mutex // guards pid
+	pid int
 }
 
-// startReplica claims a port (prefer, if free) and starts replica index of
-// key running s.
-func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, prefer int) (*replica, error) {
-	port, err := r.claimPort(prefer)
-	if err != nil {
-		return nil, fmt.Errorf("model %q version %q replica %d: %w", key.Model, key.Version, index, err)
-	}
+// startReplica starts replica index of key running s on port, which it
+// takes over; prev, if not nil, is the stopped replica it replaces on that
+// port, whose exit it waits for before starting its process. r.mu is held.
+func (r *Runtime) startReplica(key runtime.VersionKey, index int, s spec, port int, prev *replica) *replica {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	ctx, cancel := context.WithCancel(r.ctx)
 	rep := &replica{
 		rt: r, key: key, index: index, port: port, addr: addr, spec: s,
-		env:    environ(key, addr, s.env),
+		restarter: runtime.Restarter{Backoff: runtime.Backoff{Min: r.opts.MinBackoff, Max: r.opts.MaxBackoff, ResetAfter: r.opts.ResetAfter},
+			Metrics: r.opts.Metrics, Key: key},
+		env:    environ(key, addr, s.env, r.opts.PassEnv),
 		log:    r.log.With(zap.String("model", key.Model), zap.String("version", key.Version), zap.Int("replica", index), zap.String("addr", addr)),
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
-	r.wg.Go(func() { rep.run(ctx) })
-	return rep, nil
-}
-
-// environ returns the environment of a replica's process: the proxy's,
-// then env, then the contract's variables, which win over both.
-func environ(key runtime.VersionKey, addr string, env map[string]string) []string {
-	out := os.Environ()
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		out = append(out, k+"="+env[k])
-	}
-	return append(out,
-		"SLOPROXY_RPC_ADDR="+addr,
-		"SLOPROXY_MODEL_NAME="+key.Model,
-		"SLOPROXY_MODEL_VERSION="+key.Version,
-	)
+	r.ports[port] = rep
+	r.wg.Go(func() { rep.run(ctx, prev) })
+	return rep
 }
 
 // stop asks the replica to stop; done is closed once it has. Calling it
@@ -105,7 +93,7 @@ func (rep *replica) stop() { rep.cancel() }
 func (rep *replica) status() ReplicaStatus {
 	rep.mu.Lock()
 	defer rep.mu.Unlock()
-	return ReplicaStatus{Index: rep.index, Addr: rep.addr, PID: rep.pid, Restarts: rep.restarts}
+	return ReplicaStatus{Index: rep.index, Addr: rep.addr, PID: rep.pid, Restarts: rep.restarter.Restarts()}
 }
 
 func (rep *replica) setPID(pid int) {
@@ -115,44 +103,72 @@ func (rep *replica) setPID(pid int) {
 }
 
 // run runs the process until ctx ends, restarting it with backoff whenever
-// it exits.
-func (rep *replica) run(ctx context.Context) {
+// it exits. With prev, it first waits for prev to exit, since prev holds
+// the port: prev was stopped, so that takes at most its grace period.
+func (rep *replica) run(ctx context.Context, prev *replica) {
 	defer close(rep.done)
 	// Before done: who waits for done may claim the port again.
-	defer rep.rt.releasePort(rep.port)
-	defer func() {
-		if p := recover(); p != nil {
-			rep.log.Error("process runtime: panic; the replica stops", zap.Any("panic", p), zap.Stack("stack"))
-		}
-	}()
-	opts := &rep.rt.opts
-	backoff := runtime.Backoff{Min: opts.MinBackoff, Max: opts.MaxBackoff, ResetAfter: opts.ResetAfter}
-	for {
-		started := time.Now()
-		ex := rep.runOnce(ctx)
+	defer rep.rt.releasePort(rep.port, rep)
+	if prev != nil {
+		<-prev.done
 		if ctx.Err() != nil {
-			rep.log.Info("model process stopped", ex.fields()...)
 			return
 		}
-		up := time.Since(started)
-		delay := backoff.Next(up)
-		rep.mu.Lock()
-		restarts := rep.restarts
-		rep.mu.Unlock()
+	}
+	var last exit
+	stopped := false // the last run ended because ctx did
+	rep.restarter.Run(ctx, rep.log, func(ctx context.Context) {
+		last = rep.runOnce(ctx)
+		stopped = ctx.Err() != nil
+	}, func(up, wait time.Duration) {
 		msg := "model process exited; restarting"
-		if !ex.started {
+		if !last.started {
 			msg = "model process failed to start; retrying"
 		}
-		rep.log.Warn(msg, append(ex.fields(),
-			zap.Duration("uptime", up), zap.Int("restarts", restarts), zap.Duration("backoff", delay))...)
-		if !runtime.Sleep(ctx, delay) {
-			return
-		}
-		rep.mu.Lock()
-		rep.restarts++
-		rep.mu.Unlock()
-		opts.Metrics.Restarted(rep.key)
+		rep.log.Warn(msg, append(last.fields(),
+			zap.Duration("uptime", up), zap.Int("restarts", rep.restarter.Restarts()), zap.Duration("backoff", wait))...)
+	})
+	if stopped {
+		rep.log.Info("model process stopped", last.fields()...)
 	}
+}
+
+// watchScript is run by /bin/sh as each replica's process: it starts a
+// watcher in the background, in the process group the replica leads, then
+// becomes the model's command (exec: the replica's process is the model's
+// own, with its PID). The watcher reads file descriptor 3, the read end of
+// Runtime.aliveR, which reaches end of file only when every copy of the
+// write end is closed: when the proxy is gone, killed with SIGKILL
+// included. It then kills the whole group, grandchildren included (the
+// binary `go run` built, a shell script's children), which the
+// parent-death signal, sent to the direct child only, would miss. The
+// model does not get the descriptor.
+const watchScript = `(read -r _ <&3; kill -KILL 0) & exec "$@" 3<&-`
+
+// command returns the command that runs argv as a replica: under
+// watchScript when the Runtime has its pipe, argv itself otherwise. A
+// program that cannot be found fails here, as exec.Command's would.
+func (r *Runtime) command(argv []string) (*exec.Cmd, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if cmd.Err != nil {
+		return nil, cmd.Err
+	}
+	if strings.ContainsRune(argv[0], os.PathSeparator) {
+		path := argv[0]
+		if !filepath.IsAbs(path) && r.opts.Dir != "" {
+			path = filepath.Join(r.opts.Dir, path)
+		}
+		if _, err := os.Stat(path); err != nil {
+			return nil, err
+		}
+	}
+	if r.aliveR != nil {
+		cmd = exec.Command("/bin/sh", append([]string{"-c", watchScript, "sloproxy-model", cmd.Path}, argv[1:]...)...)
+		cmd.ExtraFiles = []*os.File{r.aliveR}
+	}
+	cmd.Dir = r.opts.Dir
+	cmd.SysProcAttr = sysProcAttr()
+	return cmd, nil
 }
 
 // exit is how one run of the process ended.
@@ -194,12 +210,15 @@ func (rep *replica) runOnce(ctx context.Context) exit {
 		return exit{err: err}
 	}
 	argv := rep.spec.command
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = rep.rt.opts.Dir
+	cmd, err := rep.rt.command(argv)
+	if err != nil {
+		_ = pw.Close()
+		_ = pr.Close()
+		return exit{err: err}
+	}
 	cmd.Env = rep.env
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = sysProcAttr()
-	err = cmd.Start()
+	err = rep.rt.starter.start(cmd)
 	_ = pw.Close()
 	if err != nil {
 		_ = pr.Close()

@@ -10,7 +10,13 @@
 //	SLOPROXY_MODEL_VERSION=<version>
 //
 // in its environment (these three win over the same names in Env), on a
-// port of its own from Options.BasePort upward. Replicas listen on loopback
+// port of its own from Options.BasePort upward. Of the proxy's own
+// environment a model process gets only PATH, HOME, USER, LOGNAME, SHELL,
+// LANG, LANGUAGE, LC_*, TZ, TMPDIR, PYTHONPATH, PYTHONHOME, VIRTUAL_ENV,
+// LD_LIBRARY_PATH, GOROOT, GOPATH, GOCACHE, GOMODCACHE, GOFLAGS,
+// GOTOOLCHAIN, XDG_CACHE_HOME, XDG_CONFIG_HOME, CUDA_VISIBLE_DEVICES,
+// NVIDIA_VISIBLE_DEVICES and the names in Options.PassEnv: never
+// SLOPROXY_ADMIN_TOKEN or other secrets the proxy holds. Replicas listen on loopback
 // only, so their addresses are reachable from this machine alone: the
 // process runtime serves one proxy, or proxies on one machine.
 //
@@ -26,6 +32,11 @@
 // is a grandchild of the proxy, stops entirely, and when the process a
 // replica started dies alone (kill -9), whatever it left running in its
 // group is killed before the restart, since it would hold the port.
+//
+// Model processes die with the proxy, however it dies (SIGKILL included):
+// the direct child by its parent-death signal (Linux), and the whole group
+// by a watcher /bin/sh runs beside the model (see watchScript), so a
+// killed proxy leaves no process holding a port.
 package process
 
 import (
@@ -33,7 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -83,6 +94,10 @@ type Options struct {
 	Logger *zap.Logger
 	// Metrics counts restarts. nil means none are counted.
 	Metrics *runtime.Metrics
+	// PassEnv names variables of the proxy's environment passed to the
+	// model processes besides those the package comment lists. Empty
+	// means those only.
+	PassEnv []string
 }
 
 func (o *Options) setDefaults() {
@@ -95,12 +110,8 @@ func (o *Options) setDefaults() {
 		o.BasePort = DefaultBasePort
 	}
 	def(&o.GracePeriod, 5*time.Second)
-	def(&o.MinBackoff, 100*time.Millisecond)
-	def(&o.MaxBackoff, 10*time.Second)
-	def(&o.ResetAfter, 30*time.Second)
-	if o.MaxBackoff < o.MinBackoff {
-		o.MaxBackoff = o.MinBackoff
-	}
+	b := runtime.Backoff{Min: o.MinBackoff, Max: o.MaxBackoff, ResetAfter: o.ResetAfter}.WithDefaults()
+	o.MinBackoff, o.MaxBackoff, o.ResetAfter = b.Min, b.Max, b.ResetAfter
 	if o.TailLines <= 0 {
 		o.TailLines = 20
 	}
@@ -113,8 +124,11 @@ func (o *Options) setDefaults() {
 // New and stop it with Close, which stops every replica; a Runtime that is
 // not closed leaves its processes and goroutines running.
 //
-// Its methods are safe for concurrent use; Ensure, Remove and Close run
-// one at a time.
+// Its methods are safe for concurrent use. None of them holds a lock while
+// a process starts or stops: Ensure and Remove only decide which replicas
+// run and hand the work to the replicas' goroutines, so a scale-down, a
+// Remove or a Close during a scale-up of slow-starting models takes effect
+// at once.
 type Runtime struct {
 	opts Options
 	log  *zap.Logger
@@ -123,21 +137,30 @@ type Runtime struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	// wg counts the replicas' goroutines, including those still stopping
-	// after Remove or Ensure returned early on their ctx.
+	// after Ensure or Remove returned.
 	wg sync.WaitGroup
 
-	// op serializes Ensure, Remove and Close, which may wait for replicas
-	// to stop. It is taken before mu.
-	op     sync.Mutex
-	closed bool                          // guarded by op
-	groups map[runtime.VersionKey]*group // guarded by op and mu: writers hold both, readers either
-
-	// mu guards ports and, with op, groups.
-	mu    sync.Mutex
-	ports map[int]bool // held by a replica, from its start until its goroutine ends
+	// mu guards closed, groups and ports. It is never held while waiting
+	// for a process.
+	mu     sync.Mutex
+	closed bool
+	groups map[runtime.VersionKey]*group
+	ports  map[int]*replica // the replica holding each port, from its start until its goroutine ends
 
 	// outMu serializes writes to opts.Output.
 	outMu sync.Mutex
+
+	// starter starts every process, from a thread that lives as long as
+	// the Runtime (see starter).
+	starter *starter
+	// alive is a pipe whose read end every replica's process group gets
+	// as file descriptor 3 and whose write end only this process holds:
+	// when the proxy dies, however it dies, the read end sees end of file
+	// and the group's watcher kills the group (see watchScript). Both nil
+	// if the pipe could not be made; the parent-death signal then is the
+	// only guard.
+	aliveR, aliveW *os.File
+	closeOnce      sync.Once
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -151,37 +174,42 @@ type group struct {
 func New(opts Options) *Runtime {
 	opts.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Runtime{
-		opts:   opts,
-		log:    opts.Logger,
-		ctx:    ctx,
-		cancel: cancel,
-		groups: make(map[runtime.VersionKey]*group),
-		ports:  make(map[int]bool),
+	r := &Runtime{
+		opts:    opts,
+		log:     opts.Logger,
+		ctx:     ctx,
+		cancel:  cancel,
+		groups:  make(map[runtime.VersionKey]*group),
+		ports:   make(map[int]*replica),
+		starter: newStarter(),
 	}
+	var err error
+	if r.aliveR, r.aliveW, err = os.Pipe(); err != nil {
+		r.log.Warn("process runtime: no pipe to tell model processes that the proxy died; only the parent-death signal guards them", zap.Error(err))
+	}
+	return r
 }
 
 // Ensure makes mv's replicas run as it specifies and returns their
 // addresses, in replica order. It starts missing replicas, stops extra ones
-// (the highest indexes first, waiting for them to exit), and replaces those
-// whose command or environment changed, one at a time on the same port.
+// (the highest indexes), and replaces those whose command or environment
+// changed; a replacement keeps its replica's port, and its process starts
+// once the old one has exited.
 //
-// Ensure does not wait for a replica to answer: the addresses are where the
-// replicas listen, or will once their command starts, and the dispatcher's
-// heartbeats tell when they do. A command that fails at once is restarted
-// with backoff, and Ensure still returns its address.
-//
-// If ctx ends while replicas are stopping, Ensure returns ctx's error; they
-// go on stopping, and a later Ensure finishes the work.
-func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, error) {
+// Ensure waits for no process: the addresses are where the replicas
+// listen, or will once their command starts, and the dispatcher's
+// heartbeats tell when they do. Replicas that go keep their ports until
+// they have exited. A command that fails at once is restarted with
+// backoff, and Ensure still returns its address.
+func (r *Runtime) Ensure(_ context.Context, mv state.ModelVersion) ([]string, error) {
 	if mv.Runtime.Kind != state.RuntimeProcess {
 		return nil, fmt.Errorf("model %q version %q: runtime kind %q is not %q", mv.Model, mv.Version, mv.Runtime.Kind, state.RuntimeProcess)
 	}
 	if len(mv.Runtime.Command) == 0 || mv.Runtime.Command[0] == "" {
 		return nil, fmt.Errorf("model %q version %q: runtime.command is empty", mv.Model, mv.Version)
 	}
-	r.op.Lock()
-	defer r.op.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.closed {
 		return nil, ErrClosed
 	}
@@ -189,50 +217,31 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 	g := r.groups[key]
 	if g == nil {
 		g = &group{}
-		r.mu.Lock()
 		r.groups[key] = g
-		r.mu.Unlock()
 	}
 	want := specOf(mv)
 	n := max(mv.Replicas, 0)
 
-	// Scale down first, so a replacement below does not restart replicas
+	// Scale down first, so that no replacement below starts for a replica
 	// about to go.
 	if len(g.replicas) > n {
-		extra := slices.Clone(g.replicas[n:])
-		slices.Reverse(extra)
-		for _, rep := range extra {
+		for _, rep := range g.replicas[n:] {
 			rep.stop()
 		}
-		r.setReplicas(g, g.replicas[:n])
-		if err := waitStopped(ctx, extra); err != nil {
-			return nil, err
-		}
+		g.replicas = slices.Clone(g.replicas[:n])
 	}
-	// Replace, one at a time so that the others keep serving.
 	for i, rep := range g.replicas {
-		if rep.spec.equal(want) {
-			continue
+		if !rep.spec.equal(want) {
+			rep.stop()
+			g.replicas[i] = r.startReplica(key, i, want, rep.port, rep)
 		}
-		rep.stop()
-		if err := waitStopped(ctx, []*replica{rep}); err != nil {
-			return nil, err
-		}
-		next, err := r.startReplica(key, i, want, rep.port)
-		if err != nil {
-			return nil, err
-		}
-		r.mu.Lock()
-		g.replicas[i] = next
-		r.mu.Unlock()
 	}
-	// Scale up.
 	for i := len(g.replicas); i < n; i++ {
-		rep, err := r.startReplica(key, i, want, 0)
+		port, err := r.claimPort()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("model %q version %q replica %d: %w", key.Model, key.Version, i, err)
 		}
-		r.setReplicas(g, append(g.replicas, rep))
+		g.replicas = append(g.replicas, r.startReplica(key, i, want, port, nil))
 	}
 	addrs := make([]string, len(g.replicas))
 	for i, rep := range g.replicas {
@@ -241,33 +250,24 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 	return addrs, nil
 }
 
-// setReplicas replaces g's replicas, under mu for Status.
-func (r *Runtime) setReplicas(g *group, reps []*replica) {
-	r.mu.Lock()
-	g.replicas = reps
-	r.mu.Unlock()
-}
-
 // Remove stops every replica of a model version and waits for them to
 // exit. Removing a version that runs nothing is not an error. If ctx ends
 // first, Remove returns ctx's error and the replicas go on stopping; Close
-// waits for them.
+// waits for them. The wait holds no lock: Ensure, Remove and Close of other
+// versions, and Close, go ahead meanwhile.
 func (r *Runtime) Remove(ctx context.Context, model, version string) error {
-	r.op.Lock()
-	defer r.op.Unlock()
 	key := runtime.VersionKey{Model: model, Version: version}
-	g := r.groups[key]
-	if g == nil {
-		return nil
-	}
 	r.mu.Lock()
+	g := r.groups[key]
 	delete(r.groups, key)
-	r.mu.Unlock()
-	reps := slices.Clone(g.replicas)
-	slices.Reverse(reps)
-	for _, rep := range reps {
-		rep.stop()
+	var reps []*replica
+	if g != nil {
+		reps = g.replicas
+		for _, rep := range reps {
+			rep.stop()
+		}
 	}
+	r.mu.Unlock()
 	return waitStopped(ctx, reps)
 }
 
@@ -275,9 +275,7 @@ func (r *Runtime) Remove(ctx context.Context, model, version string) error {
 func (r *Runtime) Running(context.Context) ([]runtime.VersionKey, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	keys := slices.Collect(maps.Keys(r.groups))
-	slices.SortFunc(keys, runtime.VersionKey.Compare)
-	return keys, nil
+	return runtime.SortedKeys(r.groups), nil
 }
 
 // ReplicaStatus describes one replica.
@@ -311,19 +309,23 @@ func (r *Runtime) Status(model, version string) []ReplicaStatus {
 	return out
 }
 
-// Close stops every replica, in parallel, and waits for them to exit. Ensure
-// fails afterwards.
+// Close stops every replica, in parallel, and waits for them to exit: at
+// most Options.GracePeriod after it is called, and a little, whatever is
+// starting or stopping. Ensure fails afterwards.
 func (r *Runtime) Close() error {
-	r.op.Lock()
-	defer r.op.Unlock()
-	if !r.closed {
-		r.closed = true
-		r.mu.Lock()
-		clear(r.groups)
-		r.mu.Unlock()
-		r.cancel()
-	}
+	r.mu.Lock()
+	r.closed = true
+	clear(r.groups)
+	r.mu.Unlock()
+	r.cancel()
 	r.wg.Wait()
+	r.closeOnce.Do(func() {
+		r.starter.close()
+		if r.aliveW != nil {
+			_ = r.aliveW.Close()
+			_ = r.aliveR.Close()
+		}
+	})
 	return nil
 }
 

@@ -13,11 +13,11 @@ func sysProcAttr() *syscall.SysProcAttr {
 		// A group of its own, to signal the process with its children.
 		Setpgid: true,
 		// If the proxy dies without stopping it, the process gets SIGKILL
-		// rather than hold its port against the restarted proxy. It
-		// reaches only the direct child (`go run`, not the model it built),
-		// and Linux sends it when the thread that started the child exits,
-		// which a Go thread does only when a goroutine locked to it ends
-		// without unlocking: then the replica restarts.
+		// rather than hold its port against the restarted proxy. Linux
+		// sends it when the thread that started the child exits: the
+		// starter's, which lives as long as the Runtime. It reaches only
+		// the direct child; watchScript's watcher kills the rest of the
+		// group.
 		Pdeathsig: syscall.SIGKILL,
 	}
 }

@@ -16,6 +16,22 @@ type Backoff struct {
 	last time.Duration
 }
 
+// WithDefaults returns b with each field that is not positive set to the
+// runtimes' default (Min 100 ms, Max 10 s, ResetAfter 30 s), and Max at
+// least Min.
+func (b Backoff) WithDefaults() Backoff {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&b.Min, 100*time.Millisecond)
+	def(&b.Max, 10*time.Second)
+	def(&b.ResetAfter, 30*time.Second)
+	b.Max = max(b.Max, b.Min)
+	return b
+}
+
 // Next is the wait after a run that lasted up.
 func (b *Backoff) Next(up time.Duration) time.Duration {
 	if b.last == 0 || up >= b.ResetAfter {

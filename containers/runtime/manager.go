@@ -42,6 +42,12 @@ type Options struct {
 	// Logger receives what each pass changed and what failed. Nil means no
 	// logs.
 	Logger *zap.Logger
+	// MaxReplicas bounds the replicas the Manager asks a runtime to run for
+	// one version. A version whose count is above it (written to the
+	// shared state by a proxy with a higher limit) is not ensured: its
+	// Problem names the limit, and the replicas it has keep running. 0
+	// means no bound.
+	MaxReplicas int
 }
 
 // Manager makes the runtimes run what the state says. It reconciles on every
@@ -60,6 +66,7 @@ type Manager struct {
 	runtimes map[state.RuntimeKind]Runtime
 	interval time.Duration
 	log      *zap.Logger
+	maxReps  int
 
 	// pass serializes passes: the loop's and Reconcile's. Runtimes are
 	// called from one goroutine at a time.
@@ -89,6 +96,7 @@ func NewManager(store Store, opts Options) *Manager {
 		runtimes: maps.Clone(opts.Runtimes),
 		interval: opts.Interval,
 		log:      opts.Logger,
+		maxReps:  opts.MaxReplicas,
 		problems: map[VersionKey]string{},
 	}
 }
@@ -253,6 +261,12 @@ func (m *Manager) removeUndesired(ctx context.Context, desired map[VersionKey]st
 // ensure makes mv's runtime run it and registers its replicas' addresses.
 func (m *Manager) ensure(ctx context.Context, mv state.ModelVersion) error {
 	log := m.log.With(zap.String("kind", string(mv.Runtime.Kind)), zap.String("model", mv.Model), zap.String("version", mv.Version))
+	if m.maxReps > 0 && mv.Replicas > m.maxReps {
+		err := fmt.Errorf("replicas %d: above limits.max_replicas (%d); not scaled", mv.Replicas, m.maxReps)
+		m.setProblem(VersionKey{mv.Model, mv.Version}, err)
+		log.Warn("runtime: refusing a replica count above the limit", zap.Error(err))
+		return fmt.Errorf("%s runtime: model %q version %q: %w", mv.Runtime.Kind, mv.Model, mv.Version, err)
+	}
 	addrs, err := m.runtimes[mv.Runtime.Kind].Ensure(ctx, mv)
 	m.setProblem(VersionKey{mv.Model, mv.Version}, err)
 	if err != nil {

@@ -206,3 +206,25 @@ func TestManagerPassOnRuntimeChange(t *testing.T) {
 	n.set("127.0.0.1:9002")
 	testutil.Eventually(t, 5*time.Second, "the new address registered after the runtime's signal", registered("127.0.0.1:9002"))
 }
+
+// TestManagerRefusesReplicasAboveTheLimit: a count above MaxReplicas in the
+// shared state (written by a proxy with a higher limit) never reaches the
+// runtime, and the version's Problem names the limit.
+func TestManagerRefusesReplicasAboveTheLimit(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewStore(nil, state.Options{})
+	fake := newFake()
+	if err := store.PutVersion(ctx, processVersion("m", "1", 1_000_000_000)); err != nil {
+		t.Fatal(err)
+	}
+	m := runtime.NewManager(store, runtime.Options{Runtimes: map[state.RuntimeKind]runtime.Runtime{state.RuntimeProcess: fake}, MaxReplicas: 32})
+	if err := m.Reconcile(ctx); err == nil {
+		t.Fatal("Reconcile returned nil for a count above the limit")
+	}
+	if p := m.Problem("m", "1"); !strings.Contains(p, "above limits.max_replicas (32)") {
+		t.Errorf("Problem = %q, want it to name limits.max_replicas", p)
+	}
+	if n := fake.running[runtime.VersionKey{Model: "m", Version: "1"}]; n != 0 {
+		t.Errorf("the runtime was asked for %d replicas", n)
+	}
+}

@@ -27,6 +27,7 @@ package runtime
 import (
 	"cmp"
 	"context"
+	"maps"
 	"slices"
 
 	"github.com/sloproxy/sloproxy/state"
@@ -87,3 +88,9 @@ func (External) Remove(context.Context, string, string) error { return nil }
 
 // Running returns nothing: External runs nothing.
 func (External) Running(context.Context) ([]VersionKey, error) { return nil, nil }
+
+// SortedKeys returns the keys of m, ordered by VersionKey.Compare: what a
+// runtime's Running returns of the versions it keeps in a map.
+func SortedKeys[V any](m map[VersionKey]V) []VersionKey {
+	return slices.SortedFunc(maps.Keys(m), VersionKey.Compare)
+}

@@ -41,6 +41,11 @@ type Options struct {
 	// Nil means no version has one: this proxy runs no runtime, or its
 	// problems are not reported.
 	Problem func(model, version string) string
+	// MaxReplicas bounds the replica count a version may be registered or
+	// scaled to (the configuration's limits.max_replicas); a larger count
+	// is answered 400 naming the limit. 0 means no bound beyond the
+	// state's own checks.
+	MaxReplicas int
 }
 
 // The API's paths. Names in braces are path variables.
@@ -78,6 +83,8 @@ type handler struct {
 
 	// problem is Options.Problem, never nil.
 	problem func(model, version string) string
+	// maxReplicas is Options.MaxReplicas.
+	maxReplicas int
 }
 
 // NewHandler returns the admin API over store.
@@ -86,7 +93,8 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 }
 
 func newHandler(store *state.Store, opts Options) *handler {
-	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem}
+	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem,
+		maxReplicas: opts.MaxReplicas}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}

@@ -282,6 +282,11 @@ func TestAPI(t *testing.T) {
 		{name: "unknown runtime", method: "POST", path: "/api/v1/models/mnist/versions", body: `{"version": "9", "input_type": "float32", "runtime": {"kind": "vm"}}`,
 			wantStatus: 400, wantError: `runtime.kind "vm"`},
 		{name: "zero replicas", method: "PUT", path: "/api/v1/models/mnist/versions/1/replicas", body: `{"replicas": 0}`, wantStatus: 400, wantError: "replicas 0"},
+		{name: "replicas above the limit", method: "PUT", path: "/api/v1/models/mnist/versions/1/replicas", body: `{"replicas": 1000000000}`,
+			wantStatus: 400, wantError: "replicas 1000000000: above limits.max_replicas (32)"},
+		{name: "register a version above the replica limit", method: "POST", path: "/api/v1/models/mnist/versions",
+			body:       `{"version": "9", "input_type": "float32", "runtime": {"kind": "process", "command": ["x"]}, "replicas": 33}`,
+			wantStatus: 400, wantError: "replicas 33: above limits.max_replicas (32)"},
 		{name: "replicas missing", method: "PUT", path: "/api/v1/models/mnist/versions/1/replicas", body: `{}`, wantStatus: 400, wantError: "replicas: required"},
 		{name: "current version missing", method: "PUT", path: "/api/v1/models/mnist/current", body: `{}`, wantStatus: 400, wantError: "version: required"},
 
@@ -330,7 +335,7 @@ func TestAPI(t *testing.T) {
 			if !c.seedDisabled {
 				seed(t, store)
 			}
-			opts := Options{Token: testToken}
+			opts := Options{Token: testToken, MaxReplicas: 32}
 			if c.token != nil {
 				opts.Token = *c.token
 			}

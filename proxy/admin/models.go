@@ -66,6 +66,9 @@ func (h *handler) registerVersion(w http.ResponseWriter, r *http.Request) error 
 	if err := v.Validate(); err != nil {
 		return err
 	}
+	if err := h.checkReplicas(v); err != nil {
+		return err
+	}
 	added, err := h.store.AddVersion(r.Context(), v)
 	switch {
 	case errors.Is(err, state.ErrConflict):
@@ -151,10 +154,22 @@ func (h *handler) setReplicas(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("%w: model %q version %q", state.ErrNotFound, model, version)
 	}
 	v.Replicas = *body.Replicas
+	if err := h.checkReplicas(v); err != nil {
+		return err
+	}
 	if err := h.store.PutVersion(r.Context(), v); err != nil {
 		return err
 	}
 	return h.writeModel(w, http.StatusOK, model)
+}
+
+// checkReplicas refuses a replica count above Options.MaxReplicas, naming
+// the limit so that who asked knows what to change.
+func (h *handler) checkReplicas(v state.ModelVersion) error {
+	if h.maxReplicas > 0 && v.Replicas > h.maxReplicas {
+		return badRequest("model %q version %q: replicas %d: above limits.max_replicas (%d)", v.Model, v.Version, v.Replicas, h.maxReplicas)
+	}
+	return nil
 }
 
 // modelVersion returns the model and version path variables.
