@@ -387,8 +387,11 @@ func TestClientReconnects(t *testing.T) {
 	if err := <-inflight; !errors.Is(err, ErrConnLost) {
 		t.Fatalf("in-flight request: %v, want ErrConnLost", err)
 	}
-	for c.Connected() {
-		time.Sleep(time.Millisecond)
+	// The read loop fails the calls in flight, then clears the connection.
+	for deadline := time.Now().Add(5 * time.Second); c.Connected(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client still reports a connection 5 s after it was lost")
+		}
 	}
 	if _, err := c.Predict(context.Background(), Bytes, [][]byte{[]byte("x")}); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("while down: %v, want ErrNotConnected", err)
