@@ -283,20 +283,21 @@ func TestAppWithoutModelGivesDefault(t *testing.T) {
 }
 
 func TestSklearnThroughTheProxy(t *testing.T) {
-	testutil.RequirePython(t, "sklearn")
+	testutil.RequirePython(t, "sklearn", "joblib")
 	dir := t.TempDir()
-	script := testutil.RepoRoot(t) + "/internal/testutil/testdata/train_digits.py"
-	if out, err := exec.Command(testutil.Python, script, "--out", dir).CombinedOutput(); err != nil {
+	// The selection tests' script: scikit-learn models only, no PyTorch.
+	script := testutil.RepoRoot(t) + "/proxy/testdata/train_digits_models.py"
+	if out, err := exec.Command(testutil.Python, script, dir).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	var held struct {
-		X       [][]float64      `json:"X"`
-		Sklearn map[string][]int `json:"sklearn"`
+		X       [][]float64      `json:"x"`
+		Sklearn map[string][]int `json:"pred"`
 	}
 	raw, err := os.ReadFile(dir + "/heldout.json")
 	must(t, err)
 	must(t, json.Unmarshal(raw, &held))
-	addr := testutil.StartModel(t, []string{testutil.Python, testutil.RepoRoot(t) + "/examples/sklearn/serve.py", "--model", dir + "/sklearn_logreg.joblib"}).Addr
+	addr := testutil.StartModel(t, []string{testutil.Python, testutil.RepoRoot(t) + "/examples/sklearn/serve.py", "--model", dir + "/logreg.joblib"}).Addr
 	e := newEnv(t, nil)
 	e.addModel(state.App{Name: "digits", InputType: state.InputFloat64, SLO: 5 * time.Second, DefaultOutput: "-1"}, "logreg", addr)
 	// An input of the wrong length: the model refuses it, and the caller
