@@ -180,3 +180,21 @@ func TestRunSetsTheProxysMeasureBesideTheClients(t *testing.T) {
 		t.Errorf("outside the proxy %+v: want the client's 30 ms and more less the proxy's 1 or 25", res.Outside)
 	}
 }
+
+// TestRunCountsBySchedule: the warm-up's requests are left out and each
+// measured request is counted in the second the schedule gave it, so the
+// counts are exact whatever the machine's load.
+func TestRunCountsBySchedule(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"output": 1, "default": false}`)
+	}))
+	defer srv.Close()
+	res, err := Run(context.Background(), Options{URL: srv.URL, Body: []byte(`{"input": 1}`), SLO: time.Second,
+		Warmup: 500 * time.Millisecond, Schedule: &Schedule{Phases: []Phase{{time.Second, 20}, {time.Second, 40}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 60 || len(res.Seconds) != 2 || res.Seconds[0].Sent != 20 || res.Seconds[1].Sent != 40 {
+		t.Errorf("sent %d, per second %+v; want 60: 20 then 40, the warm-up's 10 left out", res.Sent, res.Seconds)
+	}
+}

@@ -104,7 +104,8 @@ type Percentiles struct {
 	Max  time.Duration `json:"max_ns"`
 }
 
-// Second is one second of the run, by when the requests left.
+// Second is one second of the run: the requests the schedule had due in
+// it, however late a loaded client sent them.
 type Second struct {
 	T       int           `json:"t"`
 	Sent    int           `json:"sent"`
@@ -257,11 +258,15 @@ loop:
 			if !ok {
 				break loop
 			}
-			if r.Timestamp.Before(start) {
+			// A request belongs to the second the schedule gave it, not to
+			// the one a loaded client managed to send it in: warm-up and
+			// seconds hold the same requests on every run.
+			at := sent.arrival(r.Seq) - opts.Warmup
+			if at < 0 {
 				continue // warm-up
 			}
 			k, why, proxy := classify(r)
-			i := min(max(int(r.Timestamp.Sub(start)/time.Second), 0), seconds-1)
+			i := min(int(at/time.Second), seconds-1)
 			mu.Lock()
 			res.Sent++
 			sec[i].Sent++

@@ -138,6 +138,16 @@ func (s *Schedule) Pace(elapsed time.Duration, hits uint64) (time.Duration, bool
 	return max(s.arrivals[hits]-elapsed, 0), false
 }
 
+// arrival is when request number i (from 0) is due, from the schedule's
+// start; past the last request, the schedule's end.
+func (s *Schedule) arrival(i uint64) time.Duration {
+	s.build()
+	if i >= uint64(len(s.arrivals)) {
+		return s.Duration()
+	}
+	return s.arrivals[i]
+}
+
 // build computes every arrival time, once.
 func (s *Schedule) build() {
 	if s.built {

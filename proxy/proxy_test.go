@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -234,23 +236,37 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// startHeldModel serves a float32 model over a real TCP socket that
+// computes nothing until the test ends, whatever its requests' deadlines:
+// an answer that reaches the client before then did not wait for it.
+func startHeldModel(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	hold := make(chan struct{})
+	srv := rpc.NewServer(rpc.ModelFunc(func(_ context.Context, inputs [][]byte) ([]rpc.Output, error) {
+		<-hold
+		return make([]rpc.Output, len(inputs)), nil
+	}), rpc.ServerOptions{Hello: rpc.Hello{InputType: rpc.Float32, Model: "held", ModelVersion: "1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { close(hold) }) // runs first: the model's calls end, then the server
+	return ln.Addr().String()
+}
+
 func TestSLOMissGivesFlaggedDefault(t *testing.T) {
 	e := newEnv(t, nil)
-	slow := testutil.StartModel(t, []string{testutil.BuildGo(t, "./examples/costmodel"), "--a", "300ms", "--b", "0"}).Addr
-	e.addModel(state.App{Name: "slow", InputType: state.InputFloat32, SLO: 30 * time.Millisecond, DefaultOutput: `{"label": -1}`}, "cost", slow)
-	start := time.Now()
+	e.addModel(state.App{Name: "slow", InputType: state.InputFloat32, SLO: 30 * time.Millisecond, DefaultOutput: `{"label": -1}`}, "cost", startHeldModel(t))
+	// The model answers only when the test ends: the default comes at the
+	// deadline, not when the model finishes.
 	status, m := e.post("/apps/slow/predict", `{"input": [1]}`)
-	took := time.Since(start)
 	if status != 200 || m["default"] != true || mustJSON(m["output"]) != `{"label":-1}` {
 		t.Fatalf("%d %v", status, m)
 	}
 	if why, _ := m["default_explanation"].(string); !strings.Contains(why, "deadline") || !strings.Contains(why, "30ms") {
 		t.Fatalf("explanation %q", why)
-	}
-	// The answer came at the deadline, not when the model finished: it is
-	// a correctness bound (300 ms vs 30 ms), not a timing benchmark.
-	if took > 250*time.Millisecond {
-		t.Fatalf("default answered after %v; the model takes 300 ms and the SLO is 30 ms", took)
 	}
 	if n := promtest.ToFloat64(e.proxy.metrics.requests.WithLabelValues("rest", "slow", "cost:1", "default")); n != 1 {
 		t.Fatalf("default outcomes counted %v", n)
@@ -267,20 +283,21 @@ func TestAppWithoutModelGivesDefault(t *testing.T) {
 }
 
 func TestSklearnThroughTheProxy(t *testing.T) {
-	testutil.RequirePython(t, "sklearn")
+	testutil.RequirePython(t, "sklearn", "joblib")
 	dir := t.TempDir()
-	script := testutil.RepoRoot(t) + "/internal/testutil/testdata/train_digits.py"
-	if out, err := exec.Command(testutil.Python, script, "--out", dir).CombinedOutput(); err != nil {
+	// The selection tests' script: scikit-learn models only, no PyTorch.
+	script := testutil.RepoRoot(t) + "/proxy/testdata/train_digits_models.py"
+	if out, err := exec.Command(testutil.Python, script, dir).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	var held struct {
-		X       [][]float64      `json:"X"`
-		Sklearn map[string][]int `json:"sklearn"`
+		X       [][]float64      `json:"x"`
+		Sklearn map[string][]int `json:"pred"`
 	}
 	raw, err := os.ReadFile(dir + "/heldout.json")
 	must(t, err)
 	must(t, json.Unmarshal(raw, &held))
-	addr := testutil.StartModel(t, []string{testutil.Python, testutil.RepoRoot(t) + "/examples/sklearn/serve.py", "--model", dir + "/sklearn_logreg.joblib"}).Addr
+	addr := testutil.StartModel(t, []string{testutil.Python, testutil.RepoRoot(t) + "/examples/sklearn/serve.py", "--model", dir + "/logreg.joblib"}).Addr
 	e := newEnv(t, nil)
 	e.addModel(state.App{Name: "digits", InputType: state.InputFloat64, SLO: 5 * time.Second, DefaultOutput: "-1"}, "logreg", addr)
 	// An input of the wrong length: the model refuses it, and the caller
@@ -318,19 +335,11 @@ func TestTwoProxiesOnOneRedis(t *testing.T) {
 	a, b := newEnv(t, storeA), newEnv(t, storeB)
 	model := noop(t, "string")
 	a.addModel(state.App{Name: "shared", InputType: state.InputString, SLO: 2 * time.Second}, "noop", model)
-	// Created through A; B serves it as soon as the change arrives.
-	start := time.Now()
-	for {
+	// Created through A; B serves it once the change arrives.
+	testutil.Eventually(t, 10*time.Second, "proxy B serves the app proxy A created", func() bool {
 		status, m := b.post("/apps/shared/predict", `{"input": "7"}`)
-		if status == 200 && m["default"] == false && m["output"] == 7.0 {
-			break
-		}
-		if time.Since(start) > time.Second {
-			t.Fatalf("proxy B does not serve the app 1 s after proxy A created it: %d %v", status, m)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Logf("proxy B served the app %v after proxy A created it", time.Since(start))
+		return status == 200 && m["default"] == false && m["output"] == 7.0
+	})
 }
 
 func TestMetricsEndpoint(t *testing.T) {

@@ -177,10 +177,14 @@ func armOf(a map[string]any) string {
 
 // TestSelectionOnDigits streams the held-out digits through apps of each
 // policy, with the true labels fed back, against four real scikit-learn
-// models of clearly different accuracy.
+// models of clearly different accuracy. The subtests on a proxy of their
+// own with an in-memory store run in parallel: each sends its queries one
+// after another, so its figures do not depend on the others, and the
+// model processes serve them all.
 func TestSelectionOnDigits(t *testing.T) {
 	lab := newDigitsLab(t)
 	t.Run("exp3 finds the best model", func(t *testing.T) {
+		t.Parallel()
 		e := newSelectionEnv(t, state.NewStore(nil, state.Options{}), nil, SharedQueries{})
 		lab.setup(e, "digits", time.Second, selection.Spec{Policy: selection.NameExp3, Seed: 1})
 		last := map[string]int{}
@@ -195,8 +199,9 @@ func TestSelectionOnDigits(t *testing.T) {
 			t.Errorf("knn, the most accurate, got %d of the last 1000 queries; want ≥ 800", last["knn"])
 		}
 	})
-	t.Run("exp3 moves away from a model that turns bad", func(t *testing.T) { lab.swap(t) })
+	t.Run("exp3 moves away from a model that turns bad", func(t *testing.T) { t.Parallel(); lab.swap(t) })
 	t.Run("exp4 is at least as accurate as the best model", func(t *testing.T) {
+		t.Parallel()
 		// The ensemble starts with equal weights, a plain majority vote
 		// that the three weaker models can win against knn; it is judged
 		// once it has learned, after the first 100 queries. The whole
@@ -208,6 +213,7 @@ func TestSelectionOnDigits(t *testing.T) {
 		t.Logf("exp4 voting labels: right answers of all 600 queries %v; of the last 500 %v", all, learned)
 	})
 	t.Run("exp4 on class probabilities is at least as accurate as the best model throughout", func(t *testing.T) {
+		t.Parallel()
 		// The mean of the models' class probabilities: from the first
 		// query on, knn's certainty outweighs the weaker models' unsure
 		// agreement that a vote follows, and their weights fall by the

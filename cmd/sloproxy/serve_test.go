@@ -289,7 +289,7 @@ runtimes: {process: {enabled: false}}
 		if err := runApps([]string{"link", "late", "noop"}, &out, &errOut); err != nil {
 			t.Fatalf("sloproxy apps link: %v\n%s", err, errOut.String())
 		}
-		waitServed(t, b.query, "late", `{"input": "7"}`, time.Second)
+		waitServed(t, b.query, "late", `{"input": "7"}`, 10*time.Second)
 		t.Logf("proxy B served the app %v after it was linked through proxy A's admin API", time.Since(start))
 	})
 
@@ -338,7 +338,8 @@ runtimes: {process: {enabled: false}}
 				}
 			})
 		}
-		time.Sleep(300 * time.Millisecond)
+		answered := func() int { mu.Lock(); defer mu.Unlock(); return ok }
+		testutil.Eventually(t, 30*time.Second, "10 answers before the kill", func() bool { return answered() >= 10 })
 		if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +357,9 @@ runtimes: {process: {enabled: false}}
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(200 * time.Millisecond) // and a stream after the restart
+		// And a stream after the restart.
+		after := answered()
+		testutil.Eventually(t, 30*time.Second, "10 answers after the restart", func() bool { return answered() >= after+10 })
 		close(stop)
 		wg.Wait()
 		t.Logf("stream: %d answered by the model, %d flagged defaults, %d failures", ok, defaults, failures)
@@ -431,11 +434,10 @@ models:
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	waitServed(t, query, "work", `{"input": [1]}`, 5*time.Second)
-	if !strings.Contains(logs.String(), "config: reloaded") {
-		t.Error("SIGHUP did not reload the configuration")
-	}
+	testutil.Eventually(t, 30*time.Second, "SIGHUP reloads the configuration", func() bool {
+		return strings.Contains(logs.String(), "config: reloaded")
+	})
+	waitServed(t, query, "work", `{"input": [1]}`, 30*time.Second)
 
 	// One replica, batches of one, 400 ms each: the second and third
 	// queries are still queued when SIGTERM arrives.
@@ -447,7 +449,7 @@ models:
 			answers <- fmt.Sprintf("%d default=%v output=%s", status, ans.Default, ans.Output)
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
+	testutil.Eventually(t, 30*time.Second, "the queries in flight", func() bool { return inFlight(t, query) == n })
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

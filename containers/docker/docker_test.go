@@ -223,6 +223,31 @@ func (h *harness) startStream() *stream {
 	return s
 }
 
+// answered returns how many queries model (a model:version; "" for any)
+// has answered so far.
+func (s *stream) answered(model string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if model != "" {
+		return s.models[model]
+	}
+	n := 0
+	for m, c := range s.models {
+		if m != "" {
+			n += c
+		}
+	}
+	return n
+}
+
+// await waits until model (as for answered) has answered n more queries:
+// traffic that really flowed around an event, whatever the machine's load.
+func (s *stream) await(t *testing.T, model string, n int) {
+	t.Helper()
+	from := s.answered(model)
+	testutil.Eventually(t, within, fmt.Sprintf("%d more answers from %q", n, model), func() bool { return s.answered(model) >= from+n })
+}
+
 // end stops the stream and logs what it got.
 func (s *stream) end(t *testing.T) {
 	t.Helper()
@@ -252,7 +277,7 @@ func TestDeployServeAndReplaceKilled(t *testing.T) {
 	t.Logf("deploy to ready (2 replicas, HELLO and warm-up answered, registered): %v", took)
 	h.addApp(2 * time.Second)
 	s := h.startStream()
-	time.Sleep(500 * time.Millisecond) // some traffic before the kill
+	s.await(t, "", 20) // traffic before the kill
 
 	before := h.containers("1")
 	victim := before[0]
@@ -266,7 +291,7 @@ func TestDeployServeAndReplaceKilled(t *testing.T) {
 			readyCount(h.rt.Status("cm", "1")) == 2
 	})
 	t.Logf("kill to replaced (new container ready and registered): %v", time.Since(killed))
-	time.Sleep(500 * time.Millisecond) // traffic after the replacement
+	s.await(t, "", 20) // traffic after the replacement
 	s.end(t)
 	if s.failed.Load() > 0 {
 		t.Errorf("%d queries failed; every query must be answered, by a model or with the default output", s.failed.Load())
@@ -328,19 +353,19 @@ func TestRolloutAndRollback(t *testing.T) {
 	h.deploy(h.version("1", 2))
 	h.addApp(time.Second)
 	s := h.startStream()
-	time.Sleep(300 * time.Millisecond)
+	s.await(t, "cm:1", 20)
 
 	took := h.deploy(h.version("2", 2))
 	t.Logf("v2 deploy to ready under load: %v", took)
 	must(t, h.store.SetCurrent(ctx, "cm", "2"))
-	time.Sleep(time.Second)
+	s.await(t, "cm:2", 50)
 	must(t, h.store.SetCurrent(ctx, "cm", "1")) // the rollback
-	time.Sleep(time.Second)
+	s.await(t, "cm:1", 50)
 	// Scaling the serving version down under load: the replica that goes
 	// is withdrawn, drained, and only then stopped.
 	must(t, h.store.PutVersion(ctx, h.version("1", 1)))
 	h.waitReplicas("1", 1)
-	time.Sleep(500 * time.Millisecond)
+	s.await(t, "cm:1", 20)
 	s.end(t)
 	if s.failed.Load() > 0 || s.defaults.Load() > 0 {
 		t.Errorf("%d queries failed and %d got the default output; want none", s.failed.Load(), s.defaults.Load())

@@ -253,9 +253,8 @@ func TestGracePeriod(t *testing.T) {
 	if err := rt.Remove(t.Context(), mv.Model, mv.Version); err != nil {
 		t.Fatal(err)
 	}
-	took := time.Since(start)
-	if took < grace || took > grace+3*time.Second {
-		t.Errorf("Remove took %v; want the grace period, %v, and a little", took, grace)
+	if took := time.Since(start); took < grace {
+		t.Errorf("Remove took %v; want at least the grace period, %v", took, grace)
 	}
 	reaped(t, pid)
 	if len(logged(logs, "model process did not stop within the grace period; killing it")) != 1 {
@@ -265,7 +264,7 @@ func TestGracePeriod(t *testing.T) {
 
 // TestCrashLoop runs commands that fail at once: Ensure still returns their
 // addresses, every exit is logged with its status and output, and the
-// backoff doubles, so there are few restarts.
+// backoff logged with each exit doubles from MinBackoff.
 func TestCrashLoop(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -299,24 +298,18 @@ func TestCrashLoop(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var out testutil.Buffer
-			rt, logs := newRuntime(t, process.Options{Dir: t.TempDir(), Output: &out})
+			rt, logs := newRuntime(t, process.Options{Dir: t.TempDir(), Output: &out, MinBackoff: 10 * time.Millisecond})
 			mv := version("1", 1, c.command...)
 			ensure(t, rt, mv)
-			time.Sleep(1200 * time.Millisecond) // restarts after 0.1, 0.3 and 0.7 s, then 1.5 s
-			restarts := rt.Status(mv.Model, mv.Version)[0].Restarts
-			t.Logf("%d restarts in 1.2 s", restarts)
-			if restarts < 2 || restarts > 4 {
-				t.Errorf("%d restarts in 1.2 s; want 3 with the backoff doubling from 100 ms", restarts)
+			testutil.Eventually(t, 10*time.Second, "three failures logged", func() bool { return len(logged(logs, c.msg)) >= 3 })
+			if restarts := rt.Status(mv.Model, mv.Version)[0].Restarts; restarts < 2 {
+				t.Errorf("%d restarts after three failures; want at least 2", restarts)
 			}
-			entries := logged(logs, c.msg)
-			if len(entries) < 2 {
-				t.Fatalf("%d %q logs; want one per exit", len(entries), c.msg)
-			}
-			for i, e := range entries[:2] {
+			for i, e := range logged(logs, c.msg)[:3] {
 				m := e.ContextMap()
 				c.check(t, m)
-				if want := time.Duration(100<<i) * time.Millisecond; m["backoff"] != want {
-					t.Errorf("exit %d: backoff %v; want %v", i, m["backoff"], want)
+				if want := time.Duration(10<<i) * time.Millisecond; m["backoff"] != want {
+					t.Errorf("failure %d: backoff %v; want %v, doubling from MinBackoff", i, m["backoff"], want)
 				}
 			}
 			if c.name == "exits" && !strings.Contains(out.String(), "echo/1#0: boom\n") {

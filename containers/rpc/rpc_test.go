@@ -22,8 +22,20 @@ func TestMain(m *testing.M) {
 }
 
 // echo answers each input with itself; an input "fail" is an item error, an
-// input "panic" panics, "slow" sleeps 200 ms first.
-type echo struct{ calls atomic.Int64 }
+// input "panic" panics, "slow" first reports on started (when it is set) and
+// then waits until release is closed or the request's context ends. Tests
+// hold a request in the model this way instead of guessing how long it takes.
+type echo struct {
+	calls   atomic.Int64
+	started chan struct{}
+	release chan struct{}
+}
+
+// newGate returns an echo whose "slow" inputs wait for the test to close
+// release, and whose started channel receives once per slow input.
+func newGate() *echo {
+	return &echo{started: make(chan struct{}, 16), release: make(chan struct{})}
+}
 
 func (e *echo) Predict(ctx context.Context, inputs [][]byte) ([]Output, error) {
 	e.calls.Add(1)
@@ -35,8 +47,11 @@ func (e *echo) Predict(ctx context.Context, inputs [][]byte) ([]Output, error) {
 		case "panic":
 			panic("model bug")
 		case "slow":
+			if e.started != nil {
+				e.started <- struct{}{}
+			}
 			select {
-			case <-time.After(200 * time.Millisecond):
+			case <-e.release:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
@@ -111,7 +126,8 @@ func TestClientServerRoundTrip(t *testing.T) {
 }
 
 func TestPipelinedAnswersMatchedByID(t *testing.T) {
-	c := startClient(t, startServer(t, &echo{}, bytesHello))
+	m := newGate()
+	c := startClient(t, startServer(t, m, bytesHello))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	slowDone := make(chan error, 1)
@@ -122,6 +138,7 @@ func TestPipelinedAnswersMatchedByID(t *testing.T) {
 		}
 		slowDone <- err
 	}()
+	<-m.started
 	// The fast requests overtake the slow one on the same connection.
 	for i := 0; i < 20; i++ {
 		want := fmt.Sprint("fast", i)
@@ -135,6 +152,7 @@ func TestPipelinedAnswersMatchedByID(t *testing.T) {
 		default:
 		}
 	}
+	close(m.release)
 	if err := <-slowDone; err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +340,8 @@ func TestExpiredRequestNotComputed(t *testing.T) {
 }
 
 func TestPingAnsweredWhileComputing(t *testing.T) {
-	c := startClient(t, startServer(t, &echo{}, bytesHello))
+	m := newGate()
+	c := startClient(t, startServer(t, m, bytesHello))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	done := make(chan struct{})
@@ -330,7 +349,7 @@ func TestPingAnsweredWhileComputing(t *testing.T) {
 		defer close(done)
 		_, _ = c.Predict(ctx, Bytes, [][]byte{[]byte("slow")})
 	}()
-	time.Sleep(20 * time.Millisecond) // let the slow batch start
+	<-m.started
 	if err := c.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -339,6 +358,7 @@ func TestPingAnsweredWhileComputing(t *testing.T) {
 		t.Fatal("PONG came only after the slow batch finished")
 	default:
 	}
+	close(m.release)
 	<-done
 }
 
@@ -350,7 +370,8 @@ func TestClientReconnects(t *testing.T) {
 	addr := ln.Addr().String()
 	ctx, stopServer := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- NewServer(&echo{}, ServerOptions{Hello: bytesHello}).Serve(ctx, ln) }()
+	m := newGate()
+	go func() { served <- NewServer(m, ServerOptions{Hello: bytesHello}).Serve(ctx, ln) }()
 	c := startClient(t, addr)
 
 	// A request in flight when the container goes away fails with
@@ -360,14 +381,17 @@ func TestClientReconnects(t *testing.T) {
 		_, err := c.Predict(context.Background(), Bytes, [][]byte{[]byte("slow")})
 		inflight <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	<-m.started
 	stopServer()
 	<-served
 	if err := <-inflight; !errors.Is(err, ErrConnLost) {
 		t.Fatalf("in-flight request: %v, want ErrConnLost", err)
 	}
-	for c.Connected() {
-		time.Sleep(time.Millisecond)
+	// The read loop fails the calls in flight, then clears the connection.
+	for deadline := time.Now().Add(5 * time.Second); c.Connected(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client still reports a connection 5 s after it was lost")
+		}
 	}
 	if _, err := c.Predict(context.Background(), Bytes, [][]byte{[]byte("x")}); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("while down: %v, want ErrNotConnected", err)

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -66,22 +67,24 @@ func TestQueueRefusesWhenFull(t *testing.T) {
 	}
 }
 
+// TestQueueWritesWhileRunning runs the queue in a synctest bubble: once
+// every goroutine in it is blocked, Run has written what was offered,
+// before it is stopped.
 func TestQueueWritesWhileRunning(t *testing.T) {
-	var r recorder
-	q := New(10, 8, time.Second, r.write)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); q.Run(ctx) }()
-	q.Offer(7)
-	deadline := time.Now().Add(5 * time.Second)
-	for len(r.all()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	<-done
-	if got := r.all(); !slices.Equal(got, []int{7}) {
-		t.Errorf("written %v; want [7]", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var r recorder
+		q := New(10, 8, time.Second, r.write)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); q.Run(ctx) }()
+		q.Offer(7)
+		synctest.Wait()
+		if got := r.all(); !slices.Equal(got, []int{7}) {
+			t.Errorf("written while running %v; want [7]", got)
+		}
+		cancel()
+		<-done
+	})
 }
 
 func TestFinalDrainStopsAtItsDeadline(t *testing.T) {
