@@ -2,7 +2,9 @@ package cache_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,20 +34,29 @@ type answer struct {
 // predict posts body to app on the proxy's query listener.
 func predict(t testing.TB, client *http.Client, addr, app, body string) (int, answer) {
 	t.Helper()
+	status, a, err := post(client, addr, app, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status, a
+}
+
+// post is predict for goroutines other than the test's.
+func post(client *http.Client, addr, app, body string) (int, answer, error) {
 	resp, err := client.Post("http://"+addr+"/apps/"+app+"/predict", "application/json", strings.NewReader(body))
 	if err != nil {
-		t.Fatalf("POST %s: %v", app, err)
+		return 0, answer{}, fmt.Errorf("POST %s: %w", app, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("POST %s: reading the answer: %v", app, err)
+		return 0, answer{}, fmt.Errorf("POST %s: reading the answer: %w", app, err)
 	}
 	var a answer
 	if err := json.Unmarshal(raw, &a); err != nil {
-		t.Fatalf("POST %s: %d %q is not an answer: %v", app, resp.StatusCode, raw, err)
+		return 0, answer{}, fmt.Errorf("POST %s: %d %q is not an answer: %w", app, resp.StatusCode, raw, err)
 	}
-	return resp.StatusCode, a
+	return resp.StatusCode, a, nil
 }
 
 // waitModel waits until app answers with its model's output.
@@ -81,6 +92,17 @@ func metrics(t testing.TB, addr string) map[string]float64 {
 		m[s.Metric.String()] = float64(s.Value)
 	}
 	return m
+}
+
+// sum adds up the samples of the metric name, whatever their labels.
+func sum(m map[string]float64, name string) float64 {
+	var v float64
+	for k, x := range m {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			v += x
+		}
+	}
+	return v
 }
 
 func decodeAll(t testing.TB, dec expfmt.Decoder) []*dto.MetricFamily {
@@ -147,5 +169,63 @@ models:
 	srv.Resume()
 	if strings.Contains(p.Logs.String(), "\nredis: ") || strings.HasPrefix(p.Logs.String(), "redis: ") {
 		t.Errorf("go-redis wrote to standard error in its own format:\n%s", p.Logs)
+	}
+}
+
+// TestFlightOutlivesItsLeader: two queries for one input share one
+// inference; the client of the one that started it goes away while the
+// model computes, and the other still gets the model's answer.
+func TestFlightOutlivesItsLeader(t *testing.T) {
+	costmodel := testutil.BuildGo(t, "./examples/costmodel")
+	p := testutil.StartProxy(t, proxyConfig(t, "", fmt.Sprintf(`
+apps:
+  - {name: slow, input_type: float32, slo: 20s, default_output: "-1", models: [slow]}
+models:
+  - {name: slow, version: "1", input_type: float32, command: [%q, -a, 2s]}
+`, costmodel)))
+	waitModel(t, p.Query, "slow", `{"input": [0]}`)
+
+	released := sum(metrics(t, p.Query), "sloproxy_batch_release_total")
+	const body = `{"input": [1, 2, 3]}`
+	leaderCtx, leave := context.WithCancel(context.Background())
+	defer leave()
+	leaderDone := make(chan error, 1)
+	go func() {
+		req, err := http.NewRequestWithContext(leaderCtx, http.MethodPost, "http://"+p.Query+"/apps/slow/predict", strings.NewReader(body))
+		if err != nil {
+			leaderDone <- err
+			return
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		leaderDone <- err
+	}()
+	// The leader's inference is at the model once its batch is released.
+	testutil.Eventually(t, 10*time.Second, "the leader's query sent to the model", func() bool {
+		return sum(metrics(t, p.Query), "sloproxy_batch_release_total") == released+1
+	})
+	type result struct {
+		status int
+		a      answer
+		err    error
+	}
+	follower := make(chan result, 1)
+	go func() {
+		status, a, err := post(&http.Client{Timeout: time.Minute}, p.Query, "slow", body)
+		follower <- result{status, a, err}
+	}()
+	testutil.Eventually(t, 10*time.Second, "the follower waiting on the leader's inference", func() bool {
+		return metrics(t, p.Query)["sloproxy_cache_flight_waiters"] == 1
+	})
+	leave()
+	if err := <-leaderDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the leader's request: %v, want it cancelled by its client", err)
+	}
+	r := <-follower
+	if r.err != nil || r.status != http.StatusOK || r.a.Default || r.a.Error != "" {
+		t.Fatalf("follower: %d %+v %v, want the model's answer", r.status, r.a, r.err)
 	}
 }
