@@ -80,7 +80,10 @@ type Options struct {
 	// L1Bytes bounds the bytes of L1's entries (outputs and their keys).
 	// 0 means DefaultL1Bytes.
 	L1Bytes int64
-	// Redis is the L2. nil means L1 only.
+	// Redis is the L2. nil means L1 only. Build it with
+	// ContextTimeoutEnabled: without it go-redis ignores the deadlines the
+	// cache sets and a stalled Redis holds a lookup for go-redis's own read
+	// timeout.
 	Redis redis.UniversalClient
 	// Prefix starts every Redis key and channel of the cache.
 	Prefix string
