@@ -9,12 +9,14 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/sloproxy/sloproxy/internal/testutil"
 )
@@ -77,21 +79,40 @@ func waitModel(t testing.TB, addr, app, body string) {
 // its name and labels as Prometheus prints them (name{label="value"}).
 func metrics(t testing.TB, addr string) map[string]float64 {
 	t.Helper()
+	m, err := scrape(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// scrape is metrics for goroutines other than the test's.
+func scrape(addr string) (map[string]float64, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
+		return nil, fmt.Errorf("GET /metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	dec := expfmt.NewDecoder(resp.Body, expfmt.NewFormat(expfmt.TypeTextPlain))
-	samples, err := expfmt.ExtractSamples(&expfmt.DecodeOptions{Timestamp: model.Now()}, decodeAll(t, dec)...)
+	var mfs []*dto.MetricFamily
+	for {
+		mf := new(dto.MetricFamily)
+		if err := dec.Decode(mf); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("/metrics: %w", err)
+		}
+		mfs = append(mfs, mf)
+	}
+	samples, err := expfmt.ExtractSamples(&expfmt.DecodeOptions{Timestamp: model.Now()}, mfs...)
 	if err != nil {
-		t.Fatalf("/metrics: %v", err)
+		return nil, fmt.Errorf("/metrics: %w", err)
 	}
 	m := make(map[string]float64, len(samples))
 	for _, s := range samples {
 		m[s.Metric.String()] = float64(s.Value)
 	}
-	return m
+	return m, nil
 }
 
 // sum adds up the samples of the metric name, whatever their labels.
@@ -103,20 +124,6 @@ func sum(m map[string]float64, name string) float64 {
 		}
 	}
 	return v
-}
-
-func decodeAll(t testing.TB, dec expfmt.Decoder) []*dto.MetricFamily {
-	t.Helper()
-	var mfs []*dto.MetricFamily
-	for {
-		mf := new(dto.MetricFamily)
-		if err := dec.Decode(mf); err == io.EOF {
-			return mfs
-		} else if err != nil {
-			t.Fatalf("/metrics: %v", err)
-		}
-		mfs = append(mfs, mf)
-	}
 }
 
 // proxyConfig is a proxy on fresh loopback ports, on the Redis at
@@ -227,5 +234,119 @@ models:
 	r := <-follower
 	if r.err != nil || r.status != http.StatusOK || r.a.Default || r.a.Error != "" {
 		t.Fatalf("follower: %d %+v %v, want the model's answer", r.status, r.a, r.err)
+	}
+}
+
+// TestRedisStallUnderLoad sends 300 queries a second, each with a new
+// input, for 12 s to a proxy with its cache and state in Redis, and stalls
+// Redis (SIGSTOP) for 3 s in the middle. Every query gets HTTP 200, and no
+// answer leaves the proxy later than its deadline plus 5 ms by the proxy's
+// own clock (latency_ms, from the request's arrival: the client's and the
+// network's delays are not the proxy's to keep). Once Redis goes on, the
+// breaker closes again within 2 s: lookups use Redis again.
+func TestRedisStallUnderLoad(t *testing.T) {
+	const (
+		slo      = 100 * time.Millisecond
+		slack    = 5 * time.Millisecond
+		rate     = 300
+		duration = 12 * time.Second
+		pauseAt  = 4500 * time.Millisecond
+		stall    = 3 * time.Second
+		recovery = 2 * time.Second
+	)
+	srv := testutil.NewRedisServer(t)
+	noop := testutil.BuildGo(t, "./examples/noop")
+	p := testutil.StartProxy(t, proxyConfig(t, srv.Addr, fmt.Sprintf(`
+cache: {redis_timeout: 20ms}
+apps:
+  - {name: echo, input_type: string, slo: %v, default_output: '"late"', models: [noop]}
+models:
+  - {name: noop, version: "1", input_type: string, command: [%q, --input-type, string]}
+`, slo, noop)))
+	waitModel(t, p.Query, "echo", `{"input": "warm"}`)
+
+	var seq atomic.Int64
+	targeter := func(tgt *vegeta.Target) error {
+		tgt.Method, tgt.URL = http.MethodPost, "http://"+p.Query+"/apps/echo/predict"
+		tgt.Header = http.Header{"Content-Type": []string{"application/json"}}
+		tgt.Body = fmt.Appendf(nil, `{"input": "load %d"}`, seq.Add(1))
+		return nil
+	}
+	atk := vegeta.NewAttacker(vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.MaxBody(4<<10))
+	results := atk.Attack(targeter, vegeta.Rate{Freq: rate, Per: time.Second}, duration, "redis-stall")
+
+	// The stall, on the attack's clock; then how long the breaker takes
+	// to close once Redis goes on.
+	recovered := make(chan time.Duration, 1)
+	go func() {
+		time.Sleep(pauseAt)
+		srv.Pause()
+		time.Sleep(stall)
+		srv.Resume()
+		resumed := time.Now()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for range tick.C {
+			m, err := scrape(p.Query)
+			if err == nil && m["sloproxy_cache_breaker_state"] == 0 || time.Since(resumed) > 10*time.Second {
+				recovered <- time.Since(resumed)
+				return
+			}
+		}
+	}()
+
+	var sent, defaults, late int
+	var maxLate, maxProxy, maxClient time.Duration
+	codes := map[uint16]int{}
+	reasons := map[string]int{}
+	for r := range results {
+		sent++
+		codes[r.Code]++
+		maxClient = max(maxClient, r.Latency)
+		if r.Code != http.StatusOK {
+			reasons[fmt.Sprintf("%d %s %.100s", r.Code, r.Error, r.Body)]++
+			continue
+		}
+		var a answer
+		if err := json.Unmarshal(r.Body, &a); err != nil {
+			reasons[fmt.Sprintf("not an answer: %.100s", r.Body)]++
+			continue
+		}
+		if a.Default {
+			defaults++
+			reasons["default: "+a.Explanation]++
+		}
+		proxy := time.Duration(a.LatencyMS * float64(time.Millisecond))
+		maxProxy = max(maxProxy, proxy)
+		if proxy > slo {
+			maxLate = max(maxLate, proxy-slo)
+		}
+		if proxy > slo+slack {
+			late++
+		}
+	}
+	took := <-recovered
+	m := metrics(t, p.Query)
+	t.Logf("%d queries: %v by status, %d default outputs; slowest answer by the proxy's clock %v (latest %v past the %v SLO), by the client's %v",
+		sent, codes, defaults, maxProxy, maxLate, slo, maxClient)
+	t.Logf("breaker closed %v after SIGCONT; lookups that skipped Redis: %v, Redis errors: %v, fills dropped: %v",
+		took, sum(m, "sloproxy_cache_redis_bypassed_total"), sum(m, "sloproxy_cache_redis_errors_total"), m["sloproxy_cache_fills_dropped_total"])
+	if len(reasons) > 0 {
+		t.Logf("answers other than the model's: %v", reasons)
+	}
+	if want := int(rate * duration / time.Second); sent != want {
+		t.Errorf("%d queries sent, want %d", sent, want)
+	}
+	if codes[http.StatusOK] != sent {
+		t.Errorf("%d of %d queries answered 200: %v", sent-codes[http.StatusOK], sent, reasons)
+	}
+	if late > 0 {
+		t.Errorf("%d answers later than the deadline plus %v (the latest %v past it)", late, slack, maxLate)
+	}
+	if sum(m, "sloproxy_cache_redis_bypassed_total") == 0 {
+		t.Error("no lookup skipped Redis: the breaker never opened during the stall")
+	}
+	if took > recovery {
+		t.Errorf("the breaker closed %v after Redis went on, want within %v", took, recovery)
 	}
 }
