@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,12 +19,25 @@ import (
 	sltest "github.com/sloproxy/sloproxy/internal/testutil"
 )
 
+// TestMain fails the tests if a goroutine outlives them. go-redis's pool,
+// after failing to dial a stopped server, probes it once a second until
+// the client is closed: a probe asleep at Close ends within that second,
+// so the check waits for it instead of ignoring sleeping goroutines.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// go-redis's connection pool reaper and otter's maintenance may
-		// outlive a test by moments after Close.
-		goleak.IgnoreTopFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
-		goleak.IgnoreTopFunction("time.Sleep"))
+	code := m.Run()
+	if code == 0 {
+		deadline := time.Now().Add(3 * time.Second)
+		err := goleak.Find()
+		for err != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			err = goleak.Find()
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines outlived the tests: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // newCache returns a started cache on the Redis at addr ("" for L1 only),
