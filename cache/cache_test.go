@@ -50,7 +50,7 @@ func newCache(t *testing.T, addr string, opts Options) (*Cache, *prometheus.Regi
 		opts.Prefix = "test:"
 	}
 	if addr != "" {
-		client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 50 * time.Millisecond})
+		client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 50 * time.Millisecond, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { client.Close() })
 		opts.Redis = client
 	}
