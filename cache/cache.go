@@ -26,10 +26,13 @@
 //
 // # Collapsing
 //
-// Do runs one computation for concurrent misses of the same key
-// (golang.org/x/sync/singleflight), looking at L1 again inside the flight,
-// so that a burst of identical queries reaches the model once. Each waiter
-// still leaves at its own deadline.
+// Do runs one computation (a flight) for concurrent misses of the same
+// key, looking at L1 again inside the flight, so that a burst of identical
+// queries reaches the model once. Each waiter still leaves at its own
+// deadline, and a flight lives until its computation ends, its deadline
+// (its first query's) passes, or the last query waiting on it has left:
+// the client of the query that started it going away does not fail the
+// others.
 //
 // Only outputs are cached: the proxy never puts default outputs, errors or
 // shed answers here.
@@ -49,7 +52,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/sloproxy/sloproxy/internal/writeback"
 )
@@ -78,7 +80,10 @@ type Options struct {
 	// L1Bytes bounds the bytes of L1's entries (outputs and their keys).
 	// 0 means DefaultL1Bytes.
 	L1Bytes int64
-	// Redis is the L2. nil means L1 only.
+	// Redis is the L2. nil means L1 only. Build it with
+	// ContextTimeoutEnabled: without it go-redis ignores the deadlines the
+	// cache sets and a stalled Redis holds a lookup for go-redis's own read
+	// timeout.
 	Redis redis.UniversalClient
 	// Prefix starts every Redis key and channel of the cache.
 	Prefix string
@@ -131,7 +136,7 @@ type Cache struct {
 	timeout time.Duration
 	ttl     time.Duration // for entries put with none
 	breaker *gobreaker.CircuitBreaker[any]
-	flights singleflight.Group
+	flights flights
 	fills   *writeback.Queue[fill]
 	m       *metrics
 	log     *zap.Logger
@@ -232,8 +237,10 @@ func (c *Cache) Start(ctx context.Context) error {
 }
 
 // Close stops the background work, writing the fills still queued (within
-// drainTimeout), and L1's maintenance.
+// drainTimeout), the computations of Do still in progress, and L1's
+// maintenance. Do must not be called once Close has begun.
 func (c *Cache) Close() error {
+	c.flights.stop() // first: a flight that ends fills the cache
 	c.mu.Lock()
 	cancel, done := c.cancel, c.done
 	c.mu.Unlock()
@@ -340,54 +347,6 @@ func (c *Cache) Put(k Key, out []byte, ttl time.Duration) {
 	if !c.fills.Offer(fill{key: c.redisKey(k), val: encodeValue(k.Check, out), ttl: ttl}) {
 		c.m.fillsDropped.Inc()
 	}
-}
-
-// Do returns k's output, computing it with compute when L1 does not have
-// it. Concurrent calls for one key share one computation, which runs with
-// the first caller's deadline (not its cancellation); each caller returns
-// at its own ctx's end at the latest. A successful computation is Put for
-// ttl; an error is returned to every caller and not cached. shared reports
-// whether the output came from another caller's computation or from L1
-// (and is what sloproxy_cache_collapsed_total counts).
-func (c *Cache) Do(ctx context.Context, k Key, ttl time.Duration, compute func(context.Context) ([]byte, error)) (out []byte, shared bool, err error) {
-	flightCtx := context.WithoutCancel(ctx)
-	if d, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		flightCtx, cancel = context.WithDeadline(flightCtx, d)
-		defer cancel()
-	}
-	led := false // set when this caller's function runs the flight
-	ch := c.flights.DoChan(string(k.Index[:]), func() (any, error) {
-		led = true
-		if out, ok := c.getL1(k); ok {
-			return flightResult{out: out, fromL1: true}, nil
-		}
-		out, err := compute(flightCtx)
-		if err != nil {
-			return nil, err
-		}
-		c.Put(k, out, ttl)
-		return flightResult{out: out}, nil
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Shared, r.Err
-		}
-		res := r.Val.(flightResult)
-		shared := !led || res.fromL1
-		if shared {
-			c.m.collapsed.Inc()
-		}
-		return res.out, shared, nil
-	case <-ctx.Done():
-		return nil, false, ctx.Err()
-	}
-}
-
-type flightResult struct {
-	out    []byte
-	fromL1 bool
 }
 
 // redis runs one Redis call through the breaker, bounded by the timeout

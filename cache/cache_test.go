@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,12 +19,25 @@ import (
 	sltest "github.com/sloproxy/sloproxy/internal/testutil"
 )
 
+// TestMain fails the tests if a goroutine outlives them. go-redis's pool,
+// after failing to dial a stopped server, probes it once a second until
+// the client is closed: a probe asleep at Close ends within that second,
+// so the check waits for it instead of ignoring sleeping goroutines.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// go-redis's connection pool reaper and otter's maintenance may
-		// outlive a test by moments after Close.
-		goleak.IgnoreTopFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
-		goleak.IgnoreTopFunction("time.Sleep"))
+	code := m.Run()
+	if code == 0 {
+		deadline := time.Now().Add(3 * time.Second)
+		err := goleak.Find()
+		for err != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			err = goleak.Find()
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines outlived the tests: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // newCache returns a started cache on the Redis at addr ("" for L1 only),
@@ -36,7 +50,7 @@ func newCache(t *testing.T, addr string, opts Options) (*Cache, *prometheus.Regi
 		opts.Prefix = "test:"
 	}
 	if addr != "" {
-		client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 50 * time.Millisecond})
+		client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 50 * time.Millisecond, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { client.Close() })
 		opts.Redis = client
 	}
@@ -246,7 +260,10 @@ func TestDoCollapses(t *testing.T) {
 			outs[i] = string(out)
 		})
 	}
-	time.Sleep(50 * time.Millisecond) // let them all join the flight
+	// One computes, the 99 others wait on its flight.
+	sltest.Eventually(t, 10*time.Second, "99 callers waiting on the flight", func() bool {
+		return testutil.ToFloat64(metric(t, reg, "sloproxy_cache_flight_waiters")) == 99
+	})
 	close(release)
 	wg.Wait()
 	if n := computed.Load(); n != 1 {
@@ -277,15 +294,106 @@ func TestDoErrorsAreNotCached(t *testing.T) {
 	}
 }
 
+// TestDoFlightOutlivesItsLeader: the query that started a flight leaves
+// (its client went away); the one still waiting on it gets the output.
+func TestDoFlightOutlivesItsLeader(t *testing.T) {
+	c, reg := newCache(t, "", Options{})
+	k := NewKey("m", "1", "bytes", []byte("shared"))
+	started, release := make(chan struct{}), make(chan struct{})
+	compute := func(ctx context.Context) ([]byte, error) {
+		close(started)
+		select {
+		case <-release:
+			return []byte("answer"), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	leaderCtx, leave := context.WithTimeout(context.Background(), time.Minute)
+	defer leave()
+	leaderErr := make(chan error, 1)
+	go func() {
+		_, _, err := c.Do(leaderCtx, k, time.Minute, compute)
+		leaderErr <- err
+	}()
+	<-started
+	type result struct {
+		out    []byte
+		shared bool
+		err    error
+	}
+	follower := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, shared, err := c.Do(ctx, k, time.Minute, func(context.Context) ([]byte, error) {
+			t.Error("the follower started a second computation")
+			return nil, nil
+		})
+		follower <- result{out, shared, err}
+	}()
+	sltest.Eventually(t, 10*time.Second, "the follower waiting on the flight", func() bool {
+		return testutil.ToFloat64(metric(t, reg, "sloproxy_cache_flight_waiters")) == 1
+	})
+	leave()
+	if err := <-leaderErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("leader: %v, want its own cancellation", err)
+	}
+	close(release)
+	r := <-follower
+	if r.err != nil || string(r.out) != "answer" || !r.shared {
+		t.Fatalf("follower: %q shared=%v %v, want the shared answer", r.out, r.shared, r.err)
+	}
+	if out, hit := get(c, k); hit != L1 || string(out) != "answer" {
+		t.Errorf("after the flight: %q %v, want it cached", out, hit)
+	}
+}
+
+// TestDoLastWaiterEndsTheFlight: once every query waiting on a flight has
+// left, its computation is cancelled, and a later miss computes afresh.
+func TestDoLastWaiterEndsTheFlight(t *testing.T) {
+	c, _ := newCache(t, "", Options{})
+	k := NewKey("m", "1", "bytes", []byte("abandoned"))
+	started, ended := make(chan struct{}), make(chan error, 1)
+	ctx, leave := context.WithTimeout(context.Background(), time.Minute)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.Do(ctx, k, time.Minute, func(ctx context.Context) ([]byte, error) {
+			close(started)
+			<-ctx.Done()
+			ended <- ctx.Err()
+			return nil, ctx.Err()
+		})
+		done <- err
+	}()
+	<-started
+	leave()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Do: %v, want its cancellation", err)
+	}
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the computation's context: %v, want it cancelled", err)
+	}
+	out, shared, err := c.Do(context.Background(), k, time.Minute, func(context.Context) ([]byte, error) { return []byte("fresh"), nil })
+	if err != nil || string(out) != "fresh" || shared {
+		t.Fatalf("the next miss: %q shared=%v %v, want a fresh computation", out, shared, err)
+	}
+}
+
 func TestDoWaiterLeavesAtItsDeadline(t *testing.T) {
 	c, _ := newCache(t, "", Options{})
 	k := NewKey("m", "1", "bytes", []byte("slow"))
-	release := make(chan struct{})
-	defer close(release)
+	started, release, led := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
-		_, _, _ = c.Do(context.Background(), k, time.Minute, func(context.Context) ([]byte, error) { <-release; return []byte("late"), nil })
+		defer close(led)
+		_, _, _ = c.Do(context.Background(), k, time.Minute, func(context.Context) ([]byte, error) {
+			close(started)
+			<-release
+			return []byte("late"), nil
+		})
 	}()
-	time.Sleep(20 * time.Millisecond)
+	defer func() { close(release); <-led }()
+	<-started
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
 	start := time.Now()

@@ -4,18 +4,19 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are the cache's Prometheus metrics.
 type metrics struct {
-	reg          prometheus.Registerer
-	lookups      prometheus.Counter
-	hits         [3]prometheus.Counter // by Hit; [Miss] unused
-	fills        prometheus.Counter
-	fillsDropped prometheus.Counter
-	evictions    prometheus.Counter
-	collisions   prometheus.Counter
-	collapsed    prometheus.Counter
-	purges       prometheus.Counter
-	redisErrors  *prometheus.CounterVec
-	bypassed     *prometheus.CounterVec
-	breaker      prometheus.Gauge
+	reg           prometheus.Registerer
+	lookups       prometheus.Counter
+	hits          [3]prometheus.Counter // by Hit; [Miss] unused
+	fills         prometheus.Counter
+	fillsDropped  prometheus.Counter
+	evictions     prometheus.Counter
+	collisions    prometheus.Counter
+	collapsed     prometheus.Counter
+	flightWaiters prometheus.Gauge
+	purges        prometheus.Counter
+	redisErrors   *prometheus.CounterVec
+	bypassed      *prometheus.CounterVec
+	breaker       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,6 +39,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			"Entries found under a key's index whose check hash differed: counted as misses."),
 		collapsed: counter("sloproxy_cache_collapsed_total",
 			"Misses answered by another query's inference of the same input (or by L1 inside the flight)."),
+		flightWaiters: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sloproxy_cache_flight_waiters",
+			Help: "Queries waiting now for an inference of the same input that another query started.",
+		}),
 		purges: counter("sloproxy_cache_purges_total",
 			"Purges of a model's outputs made through this proxy."),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -54,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lookups, hits, m.fills, m.fillsDropped, m.evictions, m.collisions, m.collapsed,
+		reg.MustRegister(m.lookups, hits, m.fills, m.fillsDropped, m.evictions, m.collisions, m.collapsed, m.flightWaiters,
 			m.purges, m.redisErrors, m.bypassed, m.breaker)
 	}
 	return m

@@ -110,7 +110,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 
 	var rdb *redis.Client
 	if cfg.Redis.Addr != "" {
-		rdb = redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
+		rdb = newRedis(cfg.Redis, log)
 		defer func() { _ = rdb.Close() }() // last: the store and the cache use it
 	}
 	// Without Redis, the state, what the policies learn and a generated

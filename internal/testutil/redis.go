@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,6 +93,32 @@ func (s *RedisServer) Stop() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
 	s.cmd = nil
+}
+
+// Pause stops the server with SIGSTOP: it keeps its port and its
+// connections, and the kernel still accepts new ones, but nothing is
+// answered until Resume, as when Redis stalls. The server is killed at the
+// end of the test whether paused or not.
+func (s *RedisServer) Pause() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+}
+
+// Resume lets a paused server go on with SIGCONT: it answers what it
+// received meanwhile, then new commands.
+func (s *RedisServer) Resume() {
+	s.t.Helper()
+	s.signal(syscall.SIGCONT)
+}
+
+func (s *RedisServer) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if s.cmd == nil {
+		s.t.Fatalf("testutil: redis-server on %s is not running", s.Addr)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("testutil: redis-server on %s: %v: %v", s.Addr, sig, err)
+	}
 }
 
 func (s *RedisServer) start() error {

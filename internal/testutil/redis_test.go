@@ -35,3 +35,18 @@ func TestStartRedis(t *testing.T) {
 		}
 	}
 }
+
+func TestRedisServerPauseResume(t *testing.T) {
+	s := NewRedisServer(t)
+	s.Pause()
+	// A paused server never answers, however long the wait: ping's own
+	// bound only ends the attempt.
+	if err := ping(s.Addr); err == nil {
+		t.Fatal("PING answered while paused")
+	}
+	s.Resume()
+	if err := ping(s.Addr); err != nil {
+		t.Fatalf("PING after Resume: %v", err)
+	}
+	s.Pause() // killed at the end of the test while paused
+}
