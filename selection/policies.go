@@ -33,10 +33,11 @@ type Status struct {
 // env is what every policy of an app shares: its shared state, metrics
 // and logger.
 type env struct {
-	app string
-	st  State
-	m   *Metrics
-	log *zap.Logger
+	app         string
+	st          State
+	m           *Metrics
+	log         *zap.Logger
+	readTimeout time.Duration // bounds choiceRead's read of st
 
 	// recent holds the maps this proxy last read or wrote, for choices:
 	// a query reads its policy's weights from a copy at most stateMaxAge
@@ -56,7 +57,11 @@ type recentMap struct {
 const stateMaxAge = 100 * time.Millisecond
 
 // choiceRead is read for a choice: from this proxy's copy while it is
-// fresh. The map must not be changed.
+// fresh, else from the state within readTimeout (and the query's
+// deadline). When that read fails, the choice uses the last copy, which
+// then counts as fresh for another stateMaxAge, so that while the state
+// is unreachable one query in each stateMaxAge waits for it, not every
+// query. The map must not be changed.
 func (e *env) choiceRead(ctx context.Context, key string) map[string]float64 {
 	e.mu.Lock()
 	r, ok := e.recent[key]
@@ -64,9 +69,17 @@ func (e *env) choiceRead(ctx context.Context, key string) map[string]float64 {
 	if ok && time.Since(r.at) < stateMaxAge {
 		return r.m
 	}
-	m, err := e.st.Get(ctx, key)
+	rctx, cancel := context.WithTimeout(ctx, e.readTimeout)
+	m, err := e.st.Get(rctx, key)
+	cancel()
 	if err != nil {
-		return e.unreadable(err)
+		if !ok {
+			r.m = e.unreadable(err)
+		} else {
+			e.unreadable(err)
+		}
+		e.remember(key, r.m)
+		return r.m
 	}
 	e.remember(key, m)
 	return m

@@ -479,3 +479,35 @@ func BenchmarkStateAdd(b *testing.B) {
 		})
 	}
 }
+
+// TestChoiceOutlivesAStalledRedis: an exp3 app's choice reads its weights
+// from a Redis that answers nothing (SIGSTOP), with a client that would
+// wait for ever and a query deadline an hour away. The choice still
+// returns, bounded by Options.ReadTimeout, with the state read counted as
+// failed; without that bound it would wait for the query's deadline.
+func TestChoiceOutlivesAStalledRedis(t *testing.T) {
+	srv := testutil.NewRedisServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, ReadTimeout: -1, WriteTimeout: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg := prometheus.NewRegistry()
+	tab := NewTable(Options{State: NewRedis(rdb, "test:"), Registerer: reg, ReadTimeout: 20 * time.Millisecond})
+	p, _ := tab.Get("digits", NameExp3, nil)
+
+	srv.Pause()
+	defer srv.Resume()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	chosen := make(chan Choice, 1)
+	go func() { chosen <- p.Choose(ctx, arms) }()
+	select {
+	case c := <-chosen:
+		if len(c.Arms) != 1 {
+			t.Errorf("chose %v; want one arm, chosen without the state", c.Arms)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the choice still waits for the stalled Redis after 30 s")
+	}
+	if got := promtest.ToFloat64(tab.Metrics().stateErrors.WithLabelValues("digits")); got != 1 {
+		t.Errorf("state read errors = %v; want 1", got)
+	}
+}

@@ -1,6 +1,8 @@
 package selection
 
 import (
+	"time"
+
 	"context"
 	"fmt"
 	"reflect"
@@ -19,7 +21,16 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Logger receives rollbacks and state trouble; nil means none.
 	Logger *zap.Logger
+	// ReadTimeout bounds a query's read of the shared state for its
+	// choice, besides the query's own deadline: a stalled Redis costs a
+	// choice at most this long, after which the policy chooses from its
+	// last copy. Zero means DefaultReadTimeout.
+	ReadTimeout time.Duration
 }
+
+// DefaultReadTimeout is Options.ReadTimeout's zero value: far above a
+// healthy Redis's round trip on a busy host, far below an app's SLO.
+const DefaultReadTimeout = 50 * time.Millisecond
 
 // Table holds the apps' policies. An app's spec is the one set through the
 // admin API, kept in the shared state with the app (stored, below); else
@@ -28,9 +39,10 @@ type Options struct {
 // when its spec changes; what it learned is in the State, so it survives
 // that and a restart. Safe for concurrent use.
 type Table struct {
-	st  State
-	m   *Metrics
-	log *zap.Logger
+	st          State
+	m           *Metrics
+	log         *zap.Logger
+	readTimeout time.Duration
 
 	mu    sync.RWMutex // guards specs, gen and built
 	specs map[string]Spec
@@ -65,7 +77,11 @@ func NewTable(opts Options) *Table {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &Table{st: opts.State, m: NewMetrics(opts.Registerer), log: opts.Logger, specs: map[string]Spec{}, built: map[string]built{}}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
+	return &Table{st: opts.State, m: NewMetrics(opts.Registerer), log: opts.Logger, readTimeout: opts.ReadTimeout,
+		specs: map[string]Spec{}, built: map[string]built{}}
 }
 
 // Metrics are the table's metrics, for the query path to report to.
@@ -162,7 +178,7 @@ func (t *Table) build(app string, s Spec) (Policy, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	e := &env{app: app, st: t.st, m: t.m, log: t.log}
+	e := &env{app: app, st: t.st, m: t.m, log: t.log, readTimeout: t.readTimeout}
 	var p Policy
 	switch s.Policy {
 	case NameSingle:
