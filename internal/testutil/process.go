@@ -117,6 +117,7 @@ func StartModel(t testing.TB, argv []string, env ...string) *Process {
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(append(os.Environ(), "SLOPROXY_RPC_ADDR="+p.Addr), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.SysProcAttr = diesWithTest()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

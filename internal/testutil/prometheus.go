@@ -61,6 +61,7 @@ func StartPrometheus(t testing.TB, config string, extra map[string]string) *Prom
 		"--log.level=warn")
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = p.Logs, p.Logs
+	cmd.SysProcAttr = diesWithTest()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

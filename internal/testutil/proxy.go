@@ -65,6 +65,7 @@ func StartProxyIn(t testing.TB, dir, path string, args ...string) *Proxy {
 	p.cmd = exec.Command(bin, append([]string{"serve", "--config", path}, args...)...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = p.Logs, p.Logs
+	p.cmd.SysProcAttr = diesWithTest()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

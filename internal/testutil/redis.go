@@ -132,6 +132,7 @@ func (s *RedisServer) start() error {
 	)
 	out := new(bytes.Buffer)
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = diesWithTest()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
