@@ -25,7 +25,12 @@ const benchUsage = `usage: sloproxy bench --url URL --slo DURATION (--rate N --d
 
 Sends an open-loop load of POSTs to URL (a proxy's predict endpoint): requests
 leave on schedule whatever the latency of the answers. Prints a progress line
-each second, then percentiles, SLO attainment and the answers by kind.
+each second, then percentiles, SLO attainment and the answers by kind: from a
+model, from the proxy's prediction cache, default outputs, shed, errors.
+
+A body sent again and again is answered by the cache after the first time, so
+the run measures the cache, not the model: use --no-cache, which asks the
+proxy to skip its cache (Cache-Control: no-cache), to measure the models.
 
 `
 
@@ -51,6 +56,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	warmup := fs.Duration("warmup", 0, "send this long first, at the first rate, and leave it out of the result")
 	jsonOut := fs.String("json", "", "write the result, with its per-second series, as JSON to this file")
 	plotOut := fs.String("plot", "", "write a PNG plot of latency, load and batch size over time to this file")
+	noCache := fs.Bool("no-cache", false, "send Cache-Control: no-cache, so that models answer rather than the proxy's prediction cache")
 	if err := fs.Parse(args); err != nil {
 		return helpIsNoError(err)
 	}
@@ -114,7 +120,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	fmt.Fprintf(stderr, "sending %d requests over %v to %s\n", sched.Requests(), sched.Duration(), *target)
 	res, err := loadtest.Run(ctx, loadtest.Options{URL: *target, Body: payload, Schedule: sched, SLO: *slo,
-		MetricsURL: metricsURL, Timeout: *timeout, Progress: stderr, Warmup: *warmup})
+		MetricsURL: metricsURL, Timeout: *timeout, Progress: stderr, ProgressTerminal: isTerminal(stderr),
+		Warmup: *warmup, NoCache: *noCache})
 	if res == nil {
 		return err
 	}
@@ -136,7 +143,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if perr != nil {
 			return fmt.Errorf("--plot: %w", perr)
 		}
-		perr = res.WritePNG(f, fmt.Sprintf("%s, SLO %v", *target, *slo))
+		title := fmt.Sprintf("%s, SLO %v\nanswers: model %d, cache %d, default %d, shed %d, errors %d",
+			*target, *slo, res.Model, res.Cache, res.Default, res.Shed, res.Errors)
+		if *noCache {
+			title += " (--no-cache)"
+		}
+		perr = res.WritePNG(f, title)
 		if cerr := f.Close(); perr == nil {
 			perr = cerr
 		}
@@ -157,11 +169,12 @@ func report(w io.Writer, r *loadtest.Result) {
 	}
 	fmt.Fprintf(w, "%-22s %8d\n", "sent", r.Sent)
 	line("answered by a model", r.Model)
+	line("from the cache", r.Cache)
 	line("default output", r.Default)
 	line("shed", r.Shed)
 	line("errors", r.Errors)
 	line(fmt.Sprintf("late (after %v)", r.SLO), r.Late)
-	fmt.Fprintf(w, "%-22s %8.4f  (model answers within the SLO: %.4f)\n", "SLO attainment", r.Attainment, r.ModelAttainment)
+	fmt.Fprintf(w, "%-22s %8.4f  (model or cache answers within the SLO: %.4f)\n", "SLO attainment", r.Attainment, r.ModelAttainment)
 	if r.Shed > 0 {
 		fmt.Fprintf(w, "%-22s %8.4f  (model answers within the SLO among queries not shed)\n", "admitted attainment", r.AdmittedModelAttainment)
 	}
@@ -180,6 +193,21 @@ func report(w io.Writer, r *loadtest.Result) {
 	}
 	top(w, "default", r.Reasons)
 	top(w, "error", r.ErrorReasons)
+	if r.Cache > 0 && r.Cache*2 > r.Sent {
+		fmt.Fprintf(w, "warning: %d of %d answers came from the proxy's prediction cache, so this run measured the cache,\n"+
+			"not the models; run again with --no-cache (or varied bodies) to measure the models\n", r.Cache, r.Sent)
+	}
+}
+
+// isTerminal reports whether w is a terminal, where progress lines may
+// overwrite each other; a file or pipe gets one line per update.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // top prints the five most common reasons.
