@@ -45,15 +45,16 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	target := fs.String("url", "", "the predict endpoint, such as http://127.0.0.1:1337/apps/digits/predict (required)")
 	body := fs.String("body", "", `the JSON body of every request, such as '{"input": [1, 2]}'`)
 	bodyFile := fs.String("body-file", "", "read the body from this file instead")
-	slo := fs.Duration("slo", 0, "the latency objective answers are held to, such as 20ms (required)")
+	var slo, duration, timeout, warmup time.Duration
+	durationVar(fs, &slo, "slo", 0, "the latency objective answers are held to, a `duration` such as 20ms (required)")
 	rate := fs.Float64("rate", 0, "requests per second, with --duration")
-	duration := fs.Duration("duration", 0, "how long to send at --rate")
+	durationVar(fs, &duration, "duration", 0, "how long to send at --rate, a `duration` such as 30s")
 	phases := fs.String("phases", "", "a schedule instead of --rate/--duration: DURATION@RATE,... such as 30s@300,30s@900,30s@300 (a step) or 10s@200,1s@2000,10s@200 (a burst)")
 	arrival := fs.String("arrival", "poisson", "constant (evenly spaced) or poisson (exponential gaps)")
 	seed := fs.Uint64("seed", 1, "the seed of Poisson arrivals")
 	metrics := fs.String("metrics", "", "the proxy's /metrics, scraped for batch sizes (default: /metrics on the URL's host; \"none\" for none)")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long one request may take before it counts as an error")
-	warmup := fs.Duration("warmup", 0, "send this long first, at the first rate, and leave it out of the result")
+	durationVar(fs, &timeout, "timeout", 10*time.Second, "how long one request may take before it counts as an error, a `duration`")
+	durationVar(fs, &warmup, "warmup", 0, "send this long first, at the first rate, and leave it out of the result; a `duration`")
 	jsonOut := fs.String("json", "", "write the result, with its per-second series, as JSON to this file")
 	plotOut := fs.String("plot", "", "write a PNG plot of latency, load and batch size over time to this file")
 	noCache := fs.Bool("no-cache", false, "send Cache-Control: no-cache, so that models answer rather than the proxy's prediction cache")
@@ -70,11 +71,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--url %q: want an http(s) URL with a host", *target)
 	}
-	if *slo <= 0 {
-		return fmt.Errorf("--slo %v: must be positive", *slo)
+	if slo <= 0 {
+		return fmt.Errorf("--slo %v: must be positive", slo)
 	}
-	if *warmup < 0 {
-		return fmt.Errorf("--warmup %v: must not be negative", *warmup)
+	if warmup < 0 {
+		return fmt.Errorf("--warmup %v: must not be negative", warmup)
 	}
 	sched := &loadtest.Schedule{Seed: *seed}
 	switch *arrival {
@@ -85,14 +86,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--arrival %q: want constant or poisson", *arrival)
 	}
 	switch {
-	case *phases != "" && (*rate != 0 || *duration != 0):
+	case *phases != "" && (*rate != 0 || duration != 0):
 		return errors.New("give either --phases or --rate with --duration, not both")
 	case *phases != "":
 		if sched.Phases, err = loadtest.ParsePhases(*phases); err != nil {
 			return fmt.Errorf("--phases: %w", err)
 		}
-	case *rate > 0 && *duration > 0:
-		sched.Phases = []loadtest.Phase{{Duration: *duration, Rate: *rate}}
+	case *rate > 0 && duration > 0:
+		sched.Phases = []loadtest.Phase{{Duration: duration, Rate: *rate}}
 	default:
 		return errors.New("give --rate and --duration (both positive), or --phases")
 	}
@@ -119,9 +120,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(stderr, "sending %d requests over %v to %s\n", sched.Requests(), sched.Duration(), *target)
-	res, err := loadtest.Run(ctx, loadtest.Options{URL: *target, Body: payload, Schedule: sched, SLO: *slo,
-		MetricsURL: metricsURL, Timeout: *timeout, Progress: stderr, ProgressTerminal: isTerminal(stderr),
-		Warmup: *warmup, NoCache: *noCache})
+	res, err := loadtest.Run(ctx, loadtest.Options{URL: *target, Body: payload, Schedule: sched, SLO: slo,
+		MetricsURL: metricsURL, Timeout: timeout, Progress: stderr, ProgressTerminal: isTerminal(stderr),
+		Warmup: warmup, NoCache: *noCache})
 	if res == nil {
 		return err
 	}
@@ -144,7 +145,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--plot: %w", perr)
 		}
 		title := fmt.Sprintf("%s, SLO %v\nanswers: model %d, cache %d, default %d, shed %d, errors %d",
-			*target, *slo, res.Model, res.Cache, res.Default, res.Shed, res.Errors)
+			*target, slo, res.Model, res.Cache, res.Default, res.Shed, res.Errors)
 		if *noCache {
 			title += " (--no-cache)"
 		}

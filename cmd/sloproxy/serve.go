@@ -49,7 +49,11 @@ const shutdownGrace = 30 * time.Second
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "the YAML configuration file (required)")
+	path := fs.String("config", "", "the YAML configuration `file` (required)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: sloproxy serve --config FILE\n\nRuns the proxy: its query and admin listeners, and the model versions the\nconfiguration and the state ask for. Stops on SIGINT (Ctrl-C) or SIGTERM.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return helpIsNoError(err)
 	}
