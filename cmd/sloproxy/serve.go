@@ -67,6 +67,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	stopWithGoRun()
 	// Once stopping, a second signal kills at once instead of waiting out
 	// the shutdown grace.
 	context.AfterFunc(ctx, stop)
@@ -218,6 +219,13 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	if ready != nil {
 		ready(queryLn.Addr().String(), adminLn.Addr().String())
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		watchStartup(watchCtx, p.Handler(), store, mgr.Problem, startupLogInterval, log.Named("startup"))
+	}()
+	defer func() { stopWatch(); <-watching }()
 
 	var serveErr error
 	select {
