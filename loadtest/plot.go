@@ -14,14 +14,14 @@ import (
 )
 
 // WritePNG draws the run second by second, by when requests left: the p50
-// and p99 latency against the SLO above, the offered rate and the shed,
-// default and error counts in the middle, the proxy's mean batch size
-// below. It uses gonum/plot.
+// and p99 latency against the SLO above, the offered rate, the answers
+// from the prediction cache and the shed, default and error counts in the
+// middle, the proxy's mean batch size below. It uses gonum/plot.
 func (r *Result) WritePNG(w io.Writer, title string) error {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	n := len(r.Seconds)
 	p50, p99, slo := make(plotter.XYs, n), make(plotter.XYs, n), make(plotter.XYs, n)
-	sent, unanswered := make(plotter.XYs, n), make(plotter.XYs, n)
+	sent, cached, unanswered := make(plotter.XYs, n), make(plotter.XYs, n), make(plotter.XYs, n)
 	batch := make(plotter.XYs, n)
 	for i, s := range r.Seconds {
 		x := float64(s.T)
@@ -29,6 +29,7 @@ func (r *Result) WritePNG(w io.Writer, title string) error {
 		p99[i] = plotter.XY{X: x, Y: ms(s.P99)}
 		slo[i] = plotter.XY{X: x, Y: ms(r.SLO)}
 		sent[i] = plotter.XY{X: x, Y: float64(s.Sent)}
+		cached[i] = plotter.XY{X: x, Y: float64(s.Cache)}
 		unanswered[i] = plotter.XY{X: x, Y: float64(s.Shed + s.Default + s.Errors)}
 		batch[i] = plotter.XY{X: x, Y: s.MeanBatch}
 	}
@@ -49,7 +50,7 @@ func (r *Result) WritePNG(w io.Writer, title string) error {
 	mid.Y.Label.Text = "requests / s"
 	mid.Y.Min = 0
 	mid.Legend.Top = true
-	if err := addLines(mid, []series{{"sent", sent, gray, false}, {"shed, default or error", unanswered, red, false}}); err != nil {
+	if err := addLines(mid, []series{{"sent", sent, gray, false}, {"from the cache", cached, blue, true}, {"shed, default or error", unanswered, red, false}}); err != nil {
 		return err
 	}
 	bottom := plot.New()

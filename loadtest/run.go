@@ -33,8 +33,14 @@ type Options struct {
 	// Timeout bounds each request. 0 means 10 s.
 	Timeout time.Duration
 	// Progress receives a line a second while the run goes on; nil means
-	// none.
-	Progress io.Writer
+	// none. Each line ends in a newline, so that a log file gets one line
+	// per second, unless ProgressTerminal is set: then each line starts
+	// with a carriage return and overwrites the one before.
+	Progress         io.Writer
+	ProgressTerminal bool
+	// NoCache sends Cache-Control: no-cache with every request, so that
+	// the proxy's models answer rather than its prediction cache.
+	NoCache bool
 	// Warmup is sent first, at the schedule's first rate and with its
 	// arrivals, and left out of the result: the load generator's
 	// connections and the proxy's learned state reach the steady state
@@ -51,18 +57,22 @@ type Result struct {
 	Phases   []Phase       `json:"phases"`
 
 	Sent int `json:"sent"`
-	// Model is the answers a model gave; Default the default outputs
-	// (other than shed); Shed the queries shed (a shed default output, or
-	// 429 or 503); Errors every other answer or failure; Late the answers
-	// of any kind that came after the SLO.
+	// Model is the answers a model computed; Cache those the proxy's
+	// prediction cache gave (its Sloproxy-Source header says cache for
+	// every input); Default the default outputs (other than shed); Shed the
+	// queries shed (a shed default output, or 429 or 503); Errors every
+	// other answer or failure; Late the answers of any kind that came after
+	// the SLO. A server that does not send Sloproxy-Source has its outputs
+	// counted in Model.
 	Model   int `json:"model"`
+	Cache   int `json:"cache"`
 	Default int `json:"default"`
 	Shed    int `json:"shed"`
 	Errors  int `json:"errors"`
 	Late    int `json:"late"`
 	// Attainment is the share of requests answered, in any way but an
-	// error, within the SLO; ModelAttainment the share a model answered
-	// within the SLO.
+	// error, within the SLO; ModelAttainment the share answered with a
+	// model's output (computed or from the cache) within the SLO.
 	Attainment      float64 `json:"attainment"`
 	ModelAttainment float64 `json:"model_attainment"`
 	// AdmittedModelAttainment is ModelAttainment among the queries the
@@ -109,6 +119,7 @@ type Percentiles struct {
 type Second struct {
 	T       int           `json:"t"`
 	Sent    int           `json:"sent"`
+	Cache   int           `json:"cache"`
 	P50     time.Duration `json:"p50_ns"`
 	P99     time.Duration `json:"p99_ns"`
 	Default int           `json:"default"`
@@ -132,6 +143,7 @@ type kind int
 
 const (
 	kindModel kind = iota
+	kindCache
 	kindDefault
 	kindShed
 	kindError
@@ -161,12 +173,28 @@ func classify(r *vegeta.Result) (kind, string, time.Duration) {
 		proxy = time.Duration(math.Round(*a.LatencyMS * float64(time.Millisecond)))
 	}
 	switch {
+	case !a.Default && fromCache(r.Headers.Get("Sloproxy-Source")):
+		return kindCache, "", proxy
 	case !a.Default:
 		return kindModel, "", proxy
 	case strings.HasPrefix(a.Explanation, "shed"):
 		return kindShed, a.Explanation, proxy
 	}
 	return kindDefault, a.Explanation, proxy
+}
+
+// fromCache reports whether a Sloproxy-Source header says that every
+// answer came from the cache.
+func fromCache(source string) bool {
+	if source == "" {
+		return false
+	}
+	for s := range strings.SplitSeq(source, ",") {
+		if strings.TrimSpace(s) != "cache" {
+			return false
+		}
+	}
+	return true
 }
 
 // Run sends the schedule's requests and measures the answers. It returns
@@ -195,6 +223,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		vegeta.MaxBody(64<<10))
 	target := vegeta.Target{Method: http.MethodPost, URL: opts.URL, Body: opts.Body,
 		Header: http.Header{"Content-Type": []string{"application/json"}}}
+	if opts.NoCache {
+		target.Header.Set("Cache-Control", "no-cache")
+	}
 	duration := sched.Duration()
 	res := &Result{URL: opts.URL, SLO: opts.SLO, Duration: duration, Poisson: sched.Poisson, Phases: sched.Phases,
 		Reasons: map[string]int{}, ErrorReasons: map[string]int{}}
@@ -240,7 +271,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 				mu.Unlock()
 				return
 			}
-			line := progressLine(i+1, res, lat[min(i, seconds-1)])
+			line := progressLine(i+1, res, lat[min(i, seconds-1)], opts.ProgressTerminal)
 			mu.Unlock()
 			if opts.Progress != nil {
 				fmt.Fprint(opts.Progress, line)
@@ -274,6 +305,9 @@ loop:
 			switch k {
 			case kindModel:
 				res.Model++
+			case kindCache:
+				res.Cache++
+				sec[i].Cache++
 			case kindDefault:
 				res.Default++
 				sec[i].Default++
@@ -306,7 +340,7 @@ loop:
 					sec[i].Late++
 				} else {
 					res.Attainment++
-					if k == kindModel {
+					if k == kindModel || k == kindCache {
 						res.ModelAttainment++
 					}
 				}
@@ -319,8 +353,8 @@ loop:
 	}
 	close(stopScrape)
 	wg.Wait()
-	if opts.Progress != nil {
-		fmt.Fprintln(opts.Progress)
+	if opts.Progress != nil && opts.ProgressTerminal {
+		fmt.Fprintln(opts.Progress) // ends the line the progress overwrote
 	}
 	if len(admitted) > 0 {
 		res.AdmittedModelAttainment = res.ModelAttainment / float64(len(admitted))
@@ -342,9 +376,15 @@ loop:
 	return res, ctx.Err()
 }
 
-func progressLine(t int, res *Result, last []time.Duration) string {
-	return fmt.Sprintf("\r%4ds  sent %d  model %d  default %d  shed %d  errors %d  late %d  p99 %v   ",
-		t, res.Sent, res.Model, res.Default, res.Shed, res.Errors, res.Late, percentiles(last).P99.Round(10*time.Microsecond))
+// progressLine is the progress after t seconds: for a terminal, a line
+// that overwrites the one before; else one line of its own.
+func progressLine(t int, res *Result, last []time.Duration, terminal bool) string {
+	line := fmt.Sprintf("%4ds  sent %d  model %d  cache %d  default %d  shed %d  errors %d  late %d  p99 %v",
+		t, res.Sent, res.Model, res.Cache, res.Default, res.Shed, res.Errors, res.Late, percentiles(last).P99.Round(10*time.Microsecond))
+	if terminal {
+		return "\r" + line + "   "
+	}
+	return line + "\n"
 }
 
 // percentiles of d (sorted in place).

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -206,12 +207,29 @@ func (p *Proxy) routes() *mux.Router {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(ErrNotFound, "no endpoint %s %s", clip.String(r.Method), clip.String(r.URL.Path)))
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		allowed := strings.Join(allowedMethods(r, req), ", ")
+		w.Header().Set("Allow", allowed)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusMethodNotAllowed)
-		_, _ = w.Write([]byte(`{"error":"method not allowed"}` + "\n"))
+		_, _ = w.Write(append(appendString([]byte(`{"error":`),
+			fmt.Sprintf("method %s not allowed on %s; use %s", req.Method, req.URL.Path, allowed)), "}\n"...))
 	})
 	return r
+}
+
+// allowedMethods returns the methods that r routes for req's path.
+func allowedMethods(r *mux.Router, req *http.Request) []string {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := req.Clone(req.Context())
+		probe.Method = m
+		var match mux.RouteMatch
+		if r.Match(probe, &match) && match.MatchErr == nil {
+			allowed = append(allowed, m)
+		}
+	}
+	return allowed
 }
 
 // withFastPredict sends POST /apps/{app}/predict and /{app}/predict

@@ -47,6 +47,7 @@ type answer struct {
 	late        bool     // the default output because the deadline passed
 	models      []string // an ensemble's models that answered
 	missing     []string // an ensemble's models that did not
+	cached      bool     // the output came from the cache, not from a model for this query
 }
 
 // readBody reads a body of at most the configured limit.
@@ -85,6 +86,9 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, appName, err)
 		return
 	}
+	if bypassCache(r) {
+		app.NoCache = true
+	}
 	pol := p.opts.Policies.Get(app.Name)
 	limit, prio, err := budget(r, app, pol)
 	if err != nil {
@@ -100,6 +104,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.record("rest", app.Name, &answers[i])
 		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= limit)
 	}
+	setSource(w.Header(), answers)
 	// A client that closed its side of the connection after its request
 	// (a half-close, or gone altogether) cancels the queries still
 	// waiting; the answers the proxy has are written all the same. If one
@@ -223,7 +228,7 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 		hits = make([]cache.Hit, len(inputs))
 		misses := c.Get(keys, outs, hits)
 		for i := range answers {
-			answers[i].output = outs[i]
+			answers[i].output, answers[i].cached = outs[i], hits[i] != cache.Miss
 		}
 		if misses == 0 {
 			return answers // all in L1: no deadline to keep, nothing that can block
@@ -235,7 +240,7 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 		p.opts.Cache.Fetch(ctx, keys, app.CacheTTL, outs, hits)
 		for i, h := range hits {
 			if h == cache.L2 {
-				answers[i].output = outs[i]
+				answers[i].output, answers[i].cached = outs[i], true
 			}
 		}
 	}
@@ -262,9 +267,10 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 // concurrent misses share one inference and its output fills the cache.
 func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Policy, input []byte, key *cache.Key, a *answer) {
 	var out []byte
+	var shared bool
 	var err error
 	if key != nil {
-		out, _, err = p.opts.Cache.Do(ctx, *key, app.CacheTTL, func(ctx context.Context) ([]byte, error) {
+		out, shared, err = p.opts.Cache.Do(ctx, *key, app.CacheTTL, func(ctx context.Context) ([]byte, error) {
 			out, _, err := t.d.Predict(ctx, input)
 			return out, err
 		})
@@ -273,7 +279,7 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Po
 	}
 	switch {
 	case err == nil:
-		a.output = out
+		a.output, a.cached = out, shared
 	case isShed(err):
 		p.shed(a, app, pol, err)
 	case errors.Is(err, dispatch.ErrDoomed):

@@ -152,7 +152,7 @@ func (c *cli) flagSet(verb string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	fs.StringVar(&c.adminURL, "admin", c.adminURL, "the admin API's `URL` (default $"+envAdminURL+", else "+admin.DefaultURL+")")
-	fs.StringVar(&c.token, "token", c.token, "the admin API's bearer `token` (default $"+envAdminToken+")")
+	fs.Var((*secretFlag)(&c.token), "token", "the admin API's bearer `token` (default $"+envAdminToken+")")
 	fs.BoolVar(&c.json, "json", c.json, "print the API's JSON instead of tables")
 	return fs
 }
@@ -327,12 +327,12 @@ func appsCreate(c *cli, args []string) error {
 		a.InputType = state.InputType(s)
 		return nil
 	})
-	fs.DurationVar(&slo, "slo", 0, "the latency objective, such as 50ms (required)")
+	durationVar(fs, &slo, "slo", 0, "the latency objective, a `duration` such as 50ms (required)")
 	fs.StringVar(&a.DefaultOutput, "default-output", "", "the `output` answered, flagged, when the deadline passes first")
 	fs.StringVar(&a.Policy, "policy", "", "the model selection `policy`: single (the first linked model; the default), weighted, exp3 or exp4; their parameters (shares, eta, shadow, canary guard) come from the configuration file's selection block; apps select sets a policy with its parameters in place of both")
 	fs.IntVar(&a.Priority, "priority", 0, "the app's `priority` when load is shed: lower is shed first")
 	var cacheTTL time.Duration
-	fs.DurationVar(&cacheTTL, "cache-ttl", 0, "how long answers stay in the prediction cache, such as 30m; 0 means the cache's default")
+	durationVar(fs, &cacheTTL, "cache-ttl", 0, "how long answers stay in the prediction cache, a `duration` such as 30m; 0 means the cache's default")
 	fs.BoolVar(&a.NoCache, "no-cache", false, "keep the app's answers out of the prediction cache")
 	fs.BoolVar(&replace, "replace", false, "replace an existing app of that name instead of failing")
 	if _, err := c.parse(fs, args); err != nil {
@@ -350,7 +350,10 @@ func appsCreate(c *cli, args []string) error {
 		}
 		v, err := create(ctx, a)
 		if err != nil {
-			return err
+			if replace {
+				return withConflictHint(err, "unlink the models that take another input type first (sloproxy apps unlink APP MODEL)")
+			}
+			return withConflictHint(err, "pass --replace to replace it")
 		}
 		return c.showApp(v)
 	})
@@ -386,7 +389,7 @@ func changeLink(c *cli, verb string, args []string, change func(*admin.Client, c
 	return c.call(func(ctx context.Context, ac *admin.Client) error {
 		a, err := change(ac, ctx, pos[0], pos[1])
 		if err != nil {
-			return err
+			return withConflictHint(err, fmt.Sprintf("`sloproxy models deploy` or `sloproxy models rollback %s VERSION` sets its current version; `sloproxy models get %s` shows its input type", pos[1], pos[1]))
 		}
 		if c.json {
 			return c.printJSON(a)
@@ -583,7 +586,7 @@ func modelsRegister(c *cli, args []string) error {
 	return c.call(func(ctx context.Context, ac *admin.Client) error {
 		m, err := ac.RegisterVersion(ctx, v)
 		if err != nil {
-			return err
+			return withConflictHint(err, fmt.Sprintf("register another --version, or change the replica count with `sloproxy models scale %s %s N`", v.Model, v.Version))
 		}
 		if c.json {
 			return c.printJSON(m)
@@ -632,7 +635,7 @@ func modelsScale(c *cli, args []string) error {
 			return c.printJSON(m)
 		}
 		v, _ := m.Version(pos[1])
-		c.done("model %s version %s: %d replicas wanted, %d live", m.Name, v.Version, v.Replicas, len(v.LiveReplicas))
+		c.done("model %s version %s: %s wanted, %d live", m.Name, v.Version, plural(v.Replicas, "replica"), len(v.LiveReplicas))
 		return nil
 	})
 }
@@ -644,7 +647,7 @@ func modelsDeleteVersion(c *cli, args []string) error {
 	}
 	return c.call(func(ctx context.Context, ac *admin.Client) error {
 		if err := ac.DeleteVersion(ctx, pos[0], pos[1]); err != nil {
-			return err
+			return withConflictHint(err, fmt.Sprintf("make another version current with `sloproxy models rollback %s VERSION`, or unlink the apps with `sloproxy apps unlink APP %s`", pos[0], pos[0]))
 		}
 		c.done("deleted model %s version %s", pos[0], pos[1])
 		return nil

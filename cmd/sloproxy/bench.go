@@ -25,7 +25,12 @@ const benchUsage = `usage: sloproxy bench --url URL --slo DURATION (--rate N --d
 
 Sends an open-loop load of POSTs to URL (a proxy's predict endpoint): requests
 leave on schedule whatever the latency of the answers. Prints a progress line
-each second, then percentiles, SLO attainment and the answers by kind.
+each second, then percentiles, SLO attainment and the answers by kind: from a
+model, from the proxy's prediction cache, default outputs, shed, errors.
+
+A body sent again and again is answered by the cache after the first time, so
+the run measures the cache, not the model: use --no-cache, which asks the
+proxy to skip its cache (Cache-Control: no-cache), to measure the models.
 
 `
 
@@ -40,17 +45,19 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	target := fs.String("url", "", "the predict endpoint, such as http://127.0.0.1:1337/apps/digits/predict (required)")
 	body := fs.String("body", "", `the JSON body of every request, such as '{"input": [1, 2]}'`)
 	bodyFile := fs.String("body-file", "", "read the body from this file instead")
-	slo := fs.Duration("slo", 0, "the latency objective answers are held to, such as 20ms (required)")
+	var slo, duration, timeout, warmup time.Duration
+	durationVar(fs, &slo, "slo", 0, "the latency objective answers are held to, a `duration` such as 20ms (required)")
 	rate := fs.Float64("rate", 0, "requests per second, with --duration")
-	duration := fs.Duration("duration", 0, "how long to send at --rate")
+	durationVar(fs, &duration, "duration", 0, "how long to send at --rate, a `duration` such as 30s")
 	phases := fs.String("phases", "", "a schedule instead of --rate/--duration: DURATION@RATE,... such as 30s@300,30s@900,30s@300 (a step) or 10s@200,1s@2000,10s@200 (a burst)")
 	arrival := fs.String("arrival", "poisson", "constant (evenly spaced) or poisson (exponential gaps)")
 	seed := fs.Uint64("seed", 1, "the seed of Poisson arrivals")
 	metrics := fs.String("metrics", "", "the proxy's /metrics, scraped for batch sizes (default: /metrics on the URL's host; \"none\" for none)")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long one request may take before it counts as an error")
-	warmup := fs.Duration("warmup", 0, "send this long first, at the first rate, and leave it out of the result")
+	durationVar(fs, &timeout, "timeout", 10*time.Second, "how long one request may take before it counts as an error, a `duration`")
+	durationVar(fs, &warmup, "warmup", 0, "send this long first, at the first rate, and leave it out of the result; a `duration`")
 	jsonOut := fs.String("json", "", "write the result, with its per-second series, as JSON to this file")
 	plotOut := fs.String("plot", "", "write a PNG plot of latency, load and batch size over time to this file")
+	noCache := fs.Bool("no-cache", false, "send Cache-Control: no-cache, so that models answer rather than the proxy's prediction cache")
 	if err := fs.Parse(args); err != nil {
 		return helpIsNoError(err)
 	}
@@ -64,11 +71,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--url %q: want an http(s) URL with a host", *target)
 	}
-	if *slo <= 0 {
-		return fmt.Errorf("--slo %v: must be positive", *slo)
+	if slo <= 0 {
+		return fmt.Errorf("--slo %v: must be positive", slo)
 	}
-	if *warmup < 0 {
-		return fmt.Errorf("--warmup %v: must not be negative", *warmup)
+	if warmup < 0 {
+		return fmt.Errorf("--warmup %v: must not be negative", warmup)
 	}
 	sched := &loadtest.Schedule{Seed: *seed}
 	switch *arrival {
@@ -79,14 +86,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--arrival %q: want constant or poisson", *arrival)
 	}
 	switch {
-	case *phases != "" && (*rate != 0 || *duration != 0):
+	case *phases != "" && (*rate != 0 || duration != 0):
 		return errors.New("give either --phases or --rate with --duration, not both")
 	case *phases != "":
 		if sched.Phases, err = loadtest.ParsePhases(*phases); err != nil {
 			return fmt.Errorf("--phases: %w", err)
 		}
-	case *rate > 0 && *duration > 0:
-		sched.Phases = []loadtest.Phase{{Duration: *duration, Rate: *rate}}
+	case *rate > 0 && duration > 0:
+		sched.Phases = []loadtest.Phase{{Duration: duration, Rate: *rate}}
 	default:
 		return errors.New("give --rate and --duration (both positive), or --phases")
 	}
@@ -113,8 +120,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(stderr, "sending %d requests over %v to %s\n", sched.Requests(), sched.Duration(), *target)
-	res, err := loadtest.Run(ctx, loadtest.Options{URL: *target, Body: payload, Schedule: sched, SLO: *slo,
-		MetricsURL: metricsURL, Timeout: *timeout, Progress: stderr, Warmup: *warmup})
+	res, err := loadtest.Run(ctx, loadtest.Options{URL: *target, Body: payload, Schedule: sched, SLO: slo,
+		MetricsURL: metricsURL, Timeout: timeout, Progress: stderr, ProgressTerminal: isTerminal(stderr),
+		Warmup: warmup, NoCache: *noCache})
 	if res == nil {
 		return err
 	}
@@ -136,7 +144,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if perr != nil {
 			return fmt.Errorf("--plot: %w", perr)
 		}
-		perr = res.WritePNG(f, fmt.Sprintf("%s, SLO %v", *target, *slo))
+		title := fmt.Sprintf("%s, SLO %v\nanswers: model %d, cache %d, default %d, shed %d, errors %d",
+			*target, slo, res.Model, res.Cache, res.Default, res.Shed, res.Errors)
+		if *noCache {
+			title += " (--no-cache)"
+		}
+		perr = res.WritePNG(f, title)
 		if cerr := f.Close(); perr == nil {
 			perr = cerr
 		}
@@ -157,11 +170,12 @@ func report(w io.Writer, r *loadtest.Result) {
 	}
 	fmt.Fprintf(w, "%-22s %8d\n", "sent", r.Sent)
 	line("answered by a model", r.Model)
+	line("from the cache", r.Cache)
 	line("default output", r.Default)
 	line("shed", r.Shed)
 	line("errors", r.Errors)
 	line(fmt.Sprintf("late (after %v)", r.SLO), r.Late)
-	fmt.Fprintf(w, "%-22s %8.4f  (model answers within the SLO: %.4f)\n", "SLO attainment", r.Attainment, r.ModelAttainment)
+	fmt.Fprintf(w, "%-22s %8.4f  (model or cache answers within the SLO: %.4f)\n", "SLO attainment", r.Attainment, r.ModelAttainment)
 	if r.Shed > 0 {
 		fmt.Fprintf(w, "%-22s %8.4f  (model answers within the SLO among queries not shed)\n", "admitted attainment", r.AdmittedModelAttainment)
 	}
@@ -180,6 +194,21 @@ func report(w io.Writer, r *loadtest.Result) {
 	}
 	top(w, "default", r.Reasons)
 	top(w, "error", r.ErrorReasons)
+	if r.Cache > 0 && r.Cache*2 > r.Sent {
+		fmt.Fprintf(w, "warning: %d of %d answers came from the proxy's prediction cache, so this run measured the cache,\n"+
+			"not the models; run again with --no-cache (or varied bodies) to measure the models\n", r.Cache, r.Sent)
+	}
+}
+
+// isTerminal reports whether w is a terminal, where progress lines may
+// overwrite each other; a file or pipe gets one line per update.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // top prints the five most common reasons.

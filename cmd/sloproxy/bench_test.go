@@ -119,3 +119,80 @@ func TestBenchBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchCache runs `sloproxy bench` against the quickstart's digits app
+// (the sklearn example, a real process) with one body, as a newcomer does:
+// without --no-cache the prediction cache answers nearly all of it and the
+// report says so; with --no-cache the model answers every query and the
+// proxy's batch sizes are read.
+func TestBenchCache(t *testing.T) {
+	testutil.RequirePython(t, "sklearn", "joblib")
+	s := startServe(t, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, token: t}
+runtimes: {process: {enabled: true, port_base: %d}}
+apps:
+  - {name: digits, input_type: float64, slo: 2s, default_output: "-1", models: [digits-logreg]}
+models:
+  - name: digits-logreg
+    version: "1"
+    input_type: float64
+    command: [/usr/bin/python3, examples/sklearn/serve.py, --model, examples/sklearn/digits_logreg.joblib, --input-type, float64]
+    batch_size: 16
+`, testutil.FreePort(t)))
+	waitServed(t, s.query, "digits", `{"input": `+digitZero+`}`, 60*time.Second)
+	bench := func(t *testing.T, extra ...string) (loadtest.Result, string, string) {
+		t.Helper()
+		jsonPath := filepath.Join(t.TempDir(), "r.json")
+		var out, errOut bytes.Buffer
+		args := append([]string{"--url", "http://" + s.query + "/apps/digits/predict", "--body", `{"input": ` + digitZero + `}`,
+			"--slo", "2s", "--phases", "2s@100", "--arrival", "constant", "--json", jsonPath}, extra...)
+		if err := runBench(args, &out, &errOut); err != nil {
+			t.Fatalf("bench: %v\n%s", err, errOut.String())
+		}
+		t.Logf("report:\n%s", out.String())
+		raw, err := os.ReadFile(jsonPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res loadtest.Result
+		if err := json.Unmarshal(raw, &res); err != nil {
+			t.Fatal(err)
+		}
+		return res, out.String(), errOut.String()
+	}
+
+	t.Run("one body is answered by the cache and the report says so", func(t *testing.T) {
+		res, out, progress := bench(t)
+		if res.Sent != 200 || res.Cache*2 <= res.Sent || res.Cache+res.Model != res.Sent {
+			t.Errorf("sent %d, model %d, cache %d; want most of 200 from the cache, the rest from the model", res.Sent, res.Model, res.Cache)
+		}
+		for _, want := range []string{"from the cache", "warning: ", "--no-cache"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("the report lacks %q", want)
+			}
+		}
+		// The progress went to a buffer, not a terminal: one line per
+		// second, no carriage return.
+		if strings.Contains(progress, "\r") || !strings.Contains(progress, "s  sent ") || !strings.HasSuffix(progress, "\n") {
+			t.Errorf("progress for a non-terminal: %q, want one line per second without \\r", progress)
+		}
+	})
+
+	t.Run("--no-cache: the model answers every query", func(t *testing.T) {
+		res, out, _ := bench(t, "--no-cache")
+		if res.Sent != 200 || res.Cache != 0 || res.Model != 200 {
+			t.Errorf("sent %d, model %d, cache %d; want 200 from the model, none from the cache", res.Sent, res.Model, res.Cache)
+		}
+		batches := 0.0
+		for _, sec := range res.Seconds {
+			batches = max(batches, sec.MeanBatch)
+		}
+		if batches < 1 {
+			t.Errorf("per second %+v: no batch size read; the batch-size panel would be empty", res.Seconds)
+		}
+		if strings.Contains(out, "warning: ") {
+			t.Errorf("a warning without cache answers:\n%s", out)
+		}
+	})
+}

@@ -42,7 +42,7 @@ func modelsDeploy(c *cli, args []string) error {
 	fs.Var(env, "env", "an environment variable of the containers, `KEY=VALUE`; repeatable")
 	fs.IntVar(&v.BatchSize, "batch-size", 0, "the largest batch; 0 leaves it to the batching controller")
 	fs.Var(labels, "label", "an annotation, `KEY=VALUE`; repeatable")
-	fs.DurationVar(&wait, "wait", 5*time.Minute, "how long to wait for the replicas to be ready")
+	durationVar(fs, &wait, "wait", 5*time.Minute, "how long to wait for the replicas to be ready, a `duration`")
 	fs.BoolVar(&noSwitch, "no-switch", false, "leave the current version as it is once the replicas are ready")
 	if _, err := c.parse(fs, args); err != nil {
 		return err
@@ -73,9 +73,9 @@ func modelsDeploy(c *cli, args []string) error {
 	defer cancel()
 	m, err := ac.RegisterVersion(ctx, v)
 	if err != nil {
-		return err
+		return withConflictHint(err, fmt.Sprintf("deploy another --version, or change the replica count with `sloproxy models scale %s %s N`", v.Model, v.Version))
 	}
-	c.done("registered model %s version %s (image %s); waiting for %d replicas", v.Model, v.Version, v.Runtime.Image, v.Replicas)
+	c.done("registered model %s version %s (image %s); waiting for %s", v.Model, v.Version, v.Runtime.Image, plural(v.Replicas, "replica"))
 	if err := c.waitReady(ctx, ac, v, wait); err != nil {
 		return err
 	}
@@ -84,7 +84,11 @@ func modelsDeploy(c *cli, args []string) error {
 		if m, err = ac.SetCurrent(ctx, v.Model, v.Version); err != nil {
 			return err
 		}
-		c.done("traffic moved to version %s; roll back with: sloproxy models rollback %s %s", v.Version, v.Model, previous)
+		if previous == "" {
+			c.done("traffic moved to version %s", v.Version)
+		} else {
+			c.done("traffic moved to version %s; roll back with: sloproxy models rollback %s %s", v.Version, v.Model, previous)
+		}
 	}
 	if c.json {
 		return c.printJSON(m)

@@ -81,7 +81,7 @@ runtimes: {process: {enabled: false}, docker: {enabled: true, owner: %s, drain_t
 		want string
 	}{
 		{[]string{"rollback", "cm", "1"}, "model cm: current version 1"},
-		{[]string{"scale", "cm", "2", "1"}, "model cm version 2: 1 replicas wanted"},
+		{[]string{"scale", "cm", "2", "1"}, "model cm version 2: 1 replica wanted"},
 		{[]string{"list"}, "cm    1        float32  1,2"},
 	} {
 		out, _, err := runCLI("models", append(step.args, global...)...)

@@ -30,20 +30,44 @@ commands:
   apps ...              list, create, get and delete apps (sloproxy apps -h)
   models ...            register and manage models (sloproxy models -h)
   bench ...             send an open-loop load to a proxy and measure it (sloproxy bench -h)
+  help [COMMAND]        show this text, or a command's flags
+
+sloproxy COMMAND --help shows a command's flags.
 `
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run runs the command line args (without the program's name) and returns
+// the exit status: 0, 1 when the command failed, 2 for a bad command line.
+// Help asked for (help, -h, --help, help CMD) goes to stdout and exits 0.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
 	}
-	run, ok := commands[os.Args[1]]
+	name := args[0]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && name == "help" {
+			if _, ok := commands[args[1]]; ok {
+				return run([]string{args[1], "--help"}, stdout, stderr)
+			}
+			fmt.Fprintf(stderr, "sloproxy help: unknown command %q\n\n%s", args[1], usage)
+			return 2
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "sloproxy: unknown command %q\n\n%s", os.Args[1], usage)
-		os.Exit(2)
+		fmt.Fprintf(stderr, "sloproxy: unknown command %q\n\n%s", name, usage)
+		return 2
 	}
-	if err := run(os.Args[2:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintf(os.Stderr, "sloproxy %s: %v\n", os.Args[1], err)
-		os.Exit(1)
+	if err := cmd(args[1:], stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "sloproxy %s: %v\n", name, err)
+		return 1
 	}
+	return 0
 }

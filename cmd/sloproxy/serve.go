@@ -49,7 +49,11 @@ const shutdownGrace = 30 * time.Second
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "the YAML configuration file (required)")
+	path := fs.String("config", "", "the YAML configuration `file` (required)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: sloproxy serve --config FILE\n\nRuns the proxy: its query and admin listeners, and the model versions the\nconfiguration and the state ask for. Stops on SIGINT (Ctrl-C) or SIGTERM.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return helpIsNoError(err)
 	}
@@ -63,6 +67,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	stopWithGoRun()
 	// Once stopping, a second signal kills at once instead of waiting out
 	// the shutdown grace.
 	context.AfterFunc(ctx, stop)
@@ -231,6 +236,13 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	if ready != nil {
 		ready(queryLn.Addr().String(), adminLn.Addr().String())
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		watchStartup(watchCtx, p.Handler(), store, mgr.Problem, startupLogInterval, log.Named("startup"))
+	}()
+	defer func() { stopWatch(); <-watching }()
 
 	var serveErr error
 	select {
