@@ -32,23 +32,9 @@ models:
   - {name: noop, version: "1", input_type: string, command: [%q, --input-type, string]}
 `, testutil.FreePort(t), noop))
 	waitServed(t, s.query, "echo", `{"input": "x"}`, 30*time.Second)
-	dir := t.TempDir()
-	jsonPath, plotPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.png")
-	var out, errOut bytes.Buffer
-	err := runBench([]string{"--url", "http://" + s.query + "/apps/echo/predict", "--body", `{"input": "hi"}`,
-		"--slo", "5s", "--phases", "1s@100,1s@300", "--arrival", "constant", "--warmup", "500ms", "--json", jsonPath, "--plot", plotPath}, &out, &errOut)
-	if err != nil {
-		t.Fatalf("bench: %v\n%s", err, errOut.String())
-	}
-	t.Logf("report:\n%s", out.String())
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var res loadtest.Result
-	if err := json.Unmarshal(raw, &res); err != nil {
-		t.Fatal(err)
-	}
+	plotPath := filepath.Join(t.TempDir(), "r.png")
+	res, out, progress := benchJSON(t, "--url", "http://"+s.query+"/apps/echo/predict", "--body", `{"input": "hi"}`,
+		"--slo", "5s", "--phases", "1s@100,1s@300", "--arrival", "constant", "--warmup", "500ms", "--plot", plotPath)
 	if res.Sent != 400 || res.Model != 400 || res.Errors != 0 || res.Attainment != 1 {
 		t.Errorf("sent %d, model %d, errors %d, attainment %v; want 400 answered by the model within the SLO", res.Sent, res.Model, res.Errors, res.Attainment)
 	}
@@ -72,11 +58,11 @@ models:
 		t.Errorf("the plot is not a PNG (%v)", err)
 	}
 	for _, want := range []string{"sent", "400", "SLO attainment", "p99", "outside the proxy"} {
-		if !strings.Contains(out.String(), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("the report lacks %q", want)
 		}
 	}
-	if !strings.Contains(errOut.String(), "sent ") {
+	if !strings.Contains(progress, "sent ") {
 		t.Error("no progress line")
 	}
 }
@@ -143,23 +129,8 @@ models:
 	waitServed(t, s.query, "digits", `{"input": `+digitZero+`}`, 60*time.Second)
 	bench := func(t *testing.T, extra ...string) (loadtest.Result, string, string) {
 		t.Helper()
-		jsonPath := filepath.Join(t.TempDir(), "r.json")
-		var out, errOut bytes.Buffer
-		args := append([]string{"--url", "http://" + s.query + "/apps/digits/predict", "--body", `{"input": ` + digitZero + `}`,
-			"--slo", "2s", "--phases", "2s@100", "--arrival", "constant", "--json", jsonPath}, extra...)
-		if err := runBench(args, &out, &errOut); err != nil {
-			t.Fatalf("bench: %v\n%s", err, errOut.String())
-		}
-		t.Logf("report:\n%s", out.String())
-		raw, err := os.ReadFile(jsonPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var res loadtest.Result
-		if err := json.Unmarshal(raw, &res); err != nil {
-			t.Fatal(err)
-		}
-		return res, out.String(), errOut.String()
+		return benchJSON(t, append([]string{"--url", "http://" + s.query + "/apps/digits/predict", "--body", `{"input": ` + digitZero + `}`,
+			"--slo", "2s", "--phases", "2s@100", "--arrival", "constant"}, extra...)...)
 	}
 
 	t.Run("one body is answered by the cache and the report says so", func(t *testing.T) {
@@ -195,4 +166,25 @@ models:
 			t.Errorf("a warning without cache answers:\n%s", out)
 		}
 	})
+}
+
+// benchJSON runs bench with args and a --json report, and returns the
+// report, what bench printed and its progress lines.
+func benchJSON(t *testing.T, args ...string) (loadtest.Result, string, string) {
+	t.Helper()
+	jsonPath := filepath.Join(t.TempDir(), "r.json")
+	var out, errOut bytes.Buffer
+	if err := runBench(append(args, "--json", jsonPath), &out, &errOut); err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	t.Logf("report:\n%s", out.String())
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res loadtest.Result
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	return res, out.String(), errOut.String()
 }
