@@ -76,6 +76,7 @@ models:
 	q.await(t, 20) // traffic before the kill
 	before, _ := running()
 	victim := before[0]
+	killed := time.Now()
 	if err := cli.ContainerKill(t.Context(), victim, "KILL"); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +84,7 @@ models:
 		ids, _ := running()
 		return !slices.Contains(ids, victim) && served()
 	})
+	t.Logf("kill to replaced (new container live in the proxy), under a steady stream: %v", time.Since(killed))
 	q.await(t, 20) // traffic after the replacement
 	q.end(t)
 	if q.failed > 0 {
