@@ -3,31 +3,24 @@ package docker_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/docker"
 	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/internal/testutil"
-	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -37,16 +30,16 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // shared and noisy; never a measure of speed.
 const within = 2 * time.Minute
 
-// harness is a proxy over a memory store whose docker versions a Manager
-// runs through a docker Runtime, on the real Engine, with the costmodel
-// image built for the test.
+// harness is a memory store whose docker versions a Manager runs through a
+// docker Runtime, on the real Engine, with the costmodel image built for
+// the test. Tests reach the replicas directly over RPC at the addresses the
+// state registers, as a proxy does.
 type harness struct {
 	t     *testing.T
 	cli   *client.Client
 	owner string
 	image string
 	store *state.Store
-	srv   *httptest.Server
 
 	rt  *docker.Runtime
 	mgr *runtime.Manager
@@ -58,14 +51,6 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, cli: cli, owner: testutil.UniqueName("sloproxy-test-"), store: state.NewStore(nil, state.Options{})}
 	testutil.RemoveContainers(t, cli, docker.OwnerLabel, h.owner)
 	h.image = testutil.BuildExampleImage(t, cli, "costmodel")
-
-	p := proxy.New(proxy.Options{Store: h.store, Registry: prometheus.NewRegistry(), MaxBodyBytes: 1 << 16, MaxInputBatch: 8,
-		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Run(ctx) }()
-	h.srv = httptest.NewServer(p.Handler())
-	t.Cleanup(func() { h.srv.Close(); cancel(); <-done })
 	h.startRuntime()
 	return h
 }
@@ -143,69 +128,61 @@ func (h *harness) containers(v string) []string {
 	return ids
 }
 
-// addApp creates the app "app" using model cm.
-func (h *harness) addApp(slo time.Duration) {
+// serves calls every registered replica of version v directly over RPC
+// and fails the test unless each answers a prediction and names itself
+// cm:v in its HELLO: a registered address is a replica ready to serve.
+func (h *harness) serves(v string) {
 	h.t.Helper()
-	ctx := context.Background()
-	must(h.t, h.store.PutApp(ctx, state.App{Name: "app", InputType: state.InputFloat32, SLO: slo, DefaultOutput: "-1"}))
-	must(h.t, h.store.Link(ctx, "app", "cm"))
+	addrs := h.store.Snapshot().Replicas("cm", v)
+	if len(addrs) == 0 {
+		h.t.Fatalf("no replica of cm:%s registered", v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for _, addr := range addrs {
+		c := rpc.NewClient(addr, rpc.ClientOptions{})
+		c.Start(ctx)
+		hello, err := c.WaitReady(ctx)
+		if err == nil && (hello.Model != "cm" || hello.ModelVersion != v) {
+			err = fmt.Errorf("HELLO names %s:%s", hello.Model, hello.ModelVersion)
+		}
+		if err == nil {
+			_, err = c.Predict(ctx, rpc.Float32, [][]byte{input})
+		}
+		c.Close()
+		if err != nil {
+			h.t.Fatalf("registered replica %s of cm:%s: %v", addr, v, err)
+		}
+	}
 }
 
-// stream is a steady stream of queries to the app, from a few clients.
+// input is one query's input: three float32 zeros.
+var input = make([]byte, 12)
+
+// stream is a steady stream of queries sent over RPC straight to the
+// replicas the state registers for cm's current version, round robin, from
+// a few clients: the state's view of which replicas serve, as every proxy
+// sharing it acts on.
 type stream struct {
+	h    *harness
 	stop chan struct{}
 	wg   sync.WaitGroup
+	ctx  context.Context // ends the clients' reconnecting once the stream ends
+	done context.CancelFunc
 
-	ok, defaults, failed atomic.Int64
-	mu                   sync.Mutex
-	models               map[string]int // answers by model:version
-	errs                 []string       // the first failures
-}
-
-// query sends one query; it returns the answering model or records the
-// failure.
-func (h *harness) query(s *stream) {
-	resp, err := h.srv.Client().Post(h.srv.URL+"/apps/app/predict", "application/json", strings.NewReader(`{"input": [1, 2, 3]}`))
-	if err != nil {
-		s.fail(err.Error())
-		return
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Default     bool   `json:"default"`
-		Explanation string `json:"default_explanation"`
-		Model       string `json:"model"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
-		s.fail(fmt.Sprintf("status %d, %v", resp.StatusCode, err))
-		return
-	}
-	s.mu.Lock()
-	s.models[body.Model]++
-	s.mu.Unlock()
-	if body.Default {
-		s.defaults.Add(1)
-		s.fail("default output: " + body.Explanation)
-		return
-	}
-	s.ok.Add(1)
-}
-
-func (s *stream) fail(why string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !strings.HasPrefix(why, "default output") {
-		s.failed.Add(1)
-	}
-	if len(s.errs) < 10 {
-		s.errs = append(s.errs, why)
-	}
+	mu      sync.Mutex
+	clients map[string]*rpc.Client // by address
+	next    int
+	models  map[string]int // answers by model:version
+	failed  int
+	errs    []string // the first failures
 }
 
 // startStream sends queries from 4 clients, each every 10 ms, until the
 // returned stream's end is called.
 func (h *harness) startStream() *stream {
-	s := &stream{stop: make(chan struct{}), models: map[string]int{}}
+	s := &stream{h: h, stop: make(chan struct{}), clients: map[string]*rpc.Client{}, models: map[string]int{}}
+	s.ctx, s.done = context.WithCancel(context.Background())
 	for range 4 {
 		s.wg.Go(func() {
 			tick := time.NewTicker(10 * time.Millisecond)
@@ -215,7 +192,7 @@ func (h *harness) startStream() *stream {
 				case <-s.stop:
 					return
 				case <-tick.C:
-					h.query(s)
+					s.query()
 				}
 			}
 		})
@@ -223,21 +200,60 @@ func (h *harness) startStream() *stream {
 	return s
 }
 
-// answered returns how many queries model (a model:version; "" for any)
-// has answered so far.
+// query sends one query to the next registered replica of cm's current
+// version and records who answered, or the failure.
+func (s *stream) query() {
+	snap := s.h.store.Snapshot()
+	mv, ok := snap.Current("cm")
+	addrs := snap.Replicas("cm", mv.Version)
+	if !ok || len(addrs) == 0 {
+		s.fail(fmt.Sprintf("no replica of cm's current version %q registered", mv.Version))
+		return
+	}
+	s.mu.Lock()
+	addr := addrs[s.next%len(addrs)]
+	s.next++
+	c := s.clients[addr]
+	if c == nil {
+		c = rpc.NewClient(addr, rpc.ClientOptions{})
+		c.Start(s.ctx)
+		s.clients[addr] = c
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	hello, err := c.WaitReady(ctx)
+	if err == nil {
+		_, err = c.Predict(ctx, rpc.Float32, [][]byte{input})
+	}
+	if err != nil {
+		s.fail(fmt.Sprintf("registered replica %s of cm:%s: %v", addr, mv.Version, err))
+		return
+	}
+	if hello.ModelVersion != mv.Version {
+		s.fail(fmt.Sprintf("registered replica %s of cm:%s is version %s", addr, mv.Version, hello.ModelVersion))
+		return
+	}
+	s.mu.Lock()
+	s.models["cm:"+mv.Version]++
+	s.mu.Unlock()
+}
+
+func (s *stream) fail(why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failed++
+	if len(s.errs) < 10 {
+		s.errs = append(s.errs, why)
+	}
+}
+
+// answered returns how many queries model (a model:version) has answered
+// so far.
 func (s *stream) answered(model string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if model != "" {
-		return s.models[model]
-	}
-	n := 0
-	for m, c := range s.models {
-		if m != "" {
-			n += c
-		}
-	}
-	return n
+	return s.models[model]
 }
 
 // await waits until model (as for answered) has answered n more queries:
@@ -248,16 +264,16 @@ func (s *stream) await(t *testing.T, model string, n int) {
 	testutil.Eventually(t, within, fmt.Sprintf("%d more answers from %q", n, model), func() bool { return s.answered(model) >= from+n })
 }
 
-// end stops the stream and logs what it got.
+// end stops the stream, closes its clients and logs what it got.
 func (s *stream) end(t *testing.T) {
 	t.Helper()
 	close(s.stop)
 	s.wg.Wait()
-	t.Logf("queries: %d answered by a model, %d default outputs, %d failed; by model: %v; first problems: %q",
-		s.ok.Load(), s.defaults.Load(), s.failed.Load(), s.models, s.errs)
-	if s.ok.Load() == 0 {
-		t.Fatal("no query was answered by a model")
+	s.done()
+	for _, c := range s.clients {
+		c.Close()
 	}
+	t.Logf("queries: %d failed; answers by model: %v; first problems: %q", s.failed, s.models, s.errs)
 }
 
 func must(t *testing.T, err error) {
@@ -267,20 +283,18 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// TestDeployServeAndReplaceKilled deploys 2 replicas of costmodel, serves
-// queries, and docker-kills one under a steady stream of queries: every
-// query is answered (by a model or with the flagged default) and a new
-// container replaces the killed one.
+// TestDeployServeAndReplaceKilled deploys 2 replicas of costmodel, whose
+// registered addresses answer over RPC, and docker-kills one: a new
+// container replaces it, registered once it answers, and the replica's
+// failure is the container's exit. That no query through a proxy is lost
+// meanwhile is cmd/sloproxy's TestKilledContainerLosesNoQuery.
 func TestDeployServeAndReplaceKilled(t *testing.T) {
 	h := newHarness(t)
 	took := h.deploy(h.version("1", 2))
 	t.Logf("deploy to ready (2 replicas, HELLO and warm-up answered, registered): %v", took)
-	h.addApp(2 * time.Second)
-	s := h.startStream()
-	s.await(t, "", 20) // traffic before the kill
+	h.serves("1")
 
-	before := h.containers("1")
-	victim := before[0]
+	victim := h.containers("1")[0]
 	killed := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -291,11 +305,7 @@ func TestDeployServeAndReplaceKilled(t *testing.T) {
 			readyCount(h.rt.Status("cm", "1")) == 2
 	})
 	t.Logf("kill to replaced (new container ready and registered): %v", time.Since(killed))
-	s.await(t, "", 20) // traffic after the replacement
-	s.end(t)
-	if s.failed.Load() > 0 {
-		t.Errorf("%d queries failed; every query must be answered, by a model or with the default output", s.failed.Load())
-	}
+	h.serves("1")
 	restarted := 0
 	for _, st := range h.rt.Status("cm", "1") {
 		restarted += st.Restarts
@@ -343,15 +353,15 @@ func TestScaleAndRemove(t *testing.T) {
 	}
 }
 
-// TestRolloutAndRollback rolls out v2 under load, rolls back to v1, and
-// scales v1 down: the new version is ready before it becomes current and a
-// replica that goes is drained before it stops, so no query fails or
-// misses its deadline.
+// TestRolloutAndRollback rolls out v2 under a stream of queries sent to
+// the registered replicas of the current version, rolls back to v1, and
+// scales v1 down: a replica is registered only once it answers, and one
+// that goes is withdrawn and drained before it stops, so no query sent to
+// a registered replica fails.
 func TestRolloutAndRollback(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	h.deploy(h.version("1", 2))
-	h.addApp(time.Second)
 	s := h.startStream()
 	s.await(t, "cm:1", 20)
 
@@ -367,19 +377,14 @@ func TestRolloutAndRollback(t *testing.T) {
 	h.waitReplicas("1", 1)
 	s.await(t, "cm:1", 20)
 	s.end(t)
-	if s.failed.Load() > 0 || s.defaults.Load() > 0 {
-		t.Errorf("%d queries failed and %d got the default output; want none", s.failed.Load(), s.defaults.Load())
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.models["cm:2"] == 0 {
-		t.Errorf("no query was answered by v2: %v", s.models)
+	if s.failed > 0 {
+		t.Errorf("%d queries to registered replicas failed; want none", s.failed)
 	}
 }
 
 // TestRestartAdopts closes the runtime and its manager, as a proxy that
-// restarts does, and starts new ones: they adopt the running containers
-// instead of starting duplicates.
+// restarts does, and starts new ones: they adopt the running containers,
+// which go on answering, instead of starting duplicates.
 func TestRestartAdopts(t *testing.T) {
 	h := newHarness(t)
 	h.deploy(h.version("1", 2))
@@ -397,6 +402,7 @@ func TestRestartAdopts(t *testing.T) {
 		t.Errorf("after a restart the registered replicas are %v, want the same %v", got, addrs)
 	}
 	testutil.Eventually(t, within, "the adopted replicas ready", func() bool { return readyCount(h.rt.Status("cm", "1")) == 2 })
+	h.serves("1")
 	must(t, h.mgr.Reconcile(context.Background()))
 	if after := h.containers(""); !slices.Equal(after, before) {
 		t.Errorf("after a restart the containers are %v, want the same %v", after, before)
