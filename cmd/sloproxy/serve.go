@@ -1,9 +1,11 @@
 package main
 
 // `sloproxy serve`: wires the packages into one process and owns their
-// lifecycles. Start order is state, runtimes, proxy, listeners; shutdown
-// runs it backwards: listeners stop accepting and answer what they hold,
-// then the dispatchers close, then the runtimes stop their children.
+// lifecycles. The listeners are bound first, so that a port in use fails
+// before anything starts; then come the state, the runtimes and the proxy,
+// and the listeners serve last. Shutdown runs it backwards: listeners stop
+// accepting and answer what they hold, then the dispatchers close, then
+// the runtimes stop their children.
 
 import (
 	"context"
@@ -251,6 +253,10 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	case serveErr = <-failed:
 		log.Error("a listener failed; stopping", zap.Error(serveErr))
 	}
+	// No reload once shutting down, whatever ended serving: the reloader
+	// writes to the store, which closes below.
+	endHup()
+	background.Wait()
 	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	for _, s := range servers {
