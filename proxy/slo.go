@@ -58,10 +58,13 @@ func budget(r *http.Request, app state.App, pol slo.Policy) (time.Duration, int,
 // in the header, refused rather than quietly shortened.
 const MaxTimeout = time.Hour
 
+// errTooLong is parseTimeout's error for a timeout above MaxTimeout; a
+// variable, so that a request that sets the header allocates no error.
+var errTooLong = errors.New("above the limit of an hour (1h, 3600s, 3600000 ms)")
+
 // parseTimeout reads a Go duration or a number of milliseconds; it must be
 // positive and at most MaxTimeout, in whichever form it comes.
 func parseTimeout(v string) (time.Duration, error) {
-	errTooLong := errors.New("above the limit of an hour (1h, 3600s, 3600000 ms)")
 	t, err := time.ParseDuration(v)
 	if err != nil {
 		ms, nerr := strconv.ParseFloat(v, 64)
