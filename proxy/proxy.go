@@ -213,7 +213,7 @@ func (p *Proxy) routes() *mux.Router {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusMethodNotAllowed)
 		_, _ = w.Write(append(appendString([]byte(`{"error":`),
-			fmt.Sprintf("method %s not allowed on %s; use %s", req.Method, req.URL.Path, allowed)), "}\n"...))
+			fmt.Sprintf("method %s not allowed on %s; use %s", clip.String(req.Method), clip.String(req.URL.Path), allowed)), "}\n"...))
 	})
 	return r
 }
