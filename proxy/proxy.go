@@ -26,7 +26,6 @@ import (
 	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
-	"github.com/sloproxy/sloproxy/internal/rolling"
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
@@ -149,7 +148,7 @@ func New(opts Options) *Proxy {
 		log:     opts.Logger,
 		pool:    newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Policies, opts.Logger),
 		metrics: newMetrics(opts.Registry),
-		attain:  &attainment{policies: opts.Policies, windows: map[string]*rolling.Window{}},
+		attain:  &attainment{policies: opts.Policies, apps: map[string]*appSLO{}},
 		sel:     opts.Selection,
 		memory: answered.New(answered.Options{Size: opts.RecentQueries, Redis: opts.SharedQueries.Redis, Prefix: opts.SharedQueries.Prefix,
 			TTL: opts.SharedQueries.TTL, Registry: opts.Registry, Logger: opts.Logger}),
