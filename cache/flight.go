@@ -55,18 +55,22 @@ func (c *Cache) Do(ctx context.Context, k Key, ttl time.Duration, compute func(c
 	}
 	select {
 	case <-f.done:
-		if f.err != nil {
-			return nil, !led, f.err
-		}
-		shared := !led || f.fromL1
-		if shared {
-			c.m.collapsed.Inc()
-		}
-		return f.out, shared, nil
 	case <-ctx.Done():
-		c.leave(k, f)
-		return nil, false, ctx.Err()
+		select {
+		case <-f.done: // it ended as ctx did: its outcome is there to give
+		default:
+			c.leave(k, f)
+			return nil, false, ctx.Err()
+		}
 	}
+	if f.err != nil {
+		return nil, !led, f.err
+	}
+	shared = !led || f.fromL1
+	if shared {
+		c.m.collapsed.Inc()
+	}
+	return f.out, shared, nil
 }
 
 // join adds the caller to k's flight, starting one (led) if there is none;
