@@ -91,23 +91,23 @@ type inputKey struct {
 }
 
 // Put remembers query id of app with input.
-func (r *Memory) Put(id string, input []byte, q *Query) {
+func (m *Memory) Put(id string, input []byte, q *Query) {
 	k := inputKey{q.App, xxhash.Sum64(input)}
-	r.own.put(id, k, q)
-	if r.shared != nil {
-		r.shared.enqueue(sharedWrite{id: id, q: q, input: k})
+	m.own.put(id, k, q)
+	if m.shared != nil {
+		m.shared.enqueue(sharedWrite{id: id, q: q, input: k})
 	}
 }
 
 // Shadowed records the shadow's answer out to query id, which may come
 // after put.
-func (r *Memory) Shadowed(id string, q *Query, out []byte) {
+func (m *Memory) Shadowed(id string, q *Query, out []byte) {
 	q.mu.Lock()
 	q.shadowOut = out
 	q.mu.Unlock()
-	r.own.shadowed(id, out)
-	if r.shared != nil {
-		r.shared.enqueue(sharedWrite{id: id, shadow: out})
+	m.own.shadowed(id, out)
+	if m.shared != nil {
+		m.shared.enqueue(sharedWrite{id: id, shadow: out})
 	}
 }
 
@@ -121,18 +121,18 @@ const sharedGrace = 20 * time.Millisecond
 
 // IDOf returns the id of the latest query of app with input: as any proxy
 // recorded it, with shared, else as this one did.
-func (r *Memory) IDOf(ctx context.Context, app string, input []byte) (string, bool, error) {
+func (m *Memory) IDOf(ctx context.Context, app string, input []byte) (string, bool, error) {
 	k := inputKey{app, xxhash.Sum64(input)}
-	if r.shared == nil {
-		id, ok := r.own.idOf(k)
+	if m.shared == nil {
+		id, ok := m.own.idOf(k)
 		return id, ok, nil
 	}
 	for wait := graceOf(ctx); ; {
-		id, ok, err := r.shared.idOf(ctx, k)
+		id, ok, err := m.shared.idOf(ctx, k)
 		if ok {
 			return id, true, nil
 		}
-		if id, ok := r.own.idOf(k); ok {
+		if id, ok := m.own.idOf(k); ok {
 			return id, true, nil // this proxy's own, with Redis down or the write still queued
 		}
 		if err != nil {
@@ -167,18 +167,18 @@ func graceOf(ctx context.Context) func() bool {
 // once: across proxies, with shared. It fails only when this proxy did not
 // answer the query and Redis cannot be reached (ErrUnavailable) or holds
 // a record of it that cannot be read (ErrUnreadable).
-func (r *Memory) Take(ctx context.Context, id, app string) (*Query, bool, error) {
-	local, ok := r.own.take(id, app)
-	if r.shared == nil {
+func (m *Memory) Take(ctx context.Context, id, app string) (*Query, bool, error) {
+	local, ok := m.own.take(id, app)
+	if m.shared == nil {
 		return local, ok, nil
 	}
-	q, st, err := r.shared.take(ctx, id, app)
+	q, st, err := m.shared.take(ctx, id, app)
 	for wait := graceOf(ctx); err == nil && st == sharedAbsent && !ok && wait(); {
-		q, st, err = r.shared.take(ctx, id, app)
+		q, st, err = m.shared.take(ctx, id, app)
 	}
 	switch {
 	case err != nil && ok:
-		r.log.Warn("feedback: Redis could not give the query; scoring this proxy's own record of it", zap.String("query_id", id), zap.Error(err))
+		m.log.Warn("feedback: Redis could not give the query; scoring this proxy's own record of it", zap.String("query_id", id), zap.Error(err))
 		return local, true, nil
 	case err != nil:
 		return nil, false, err
@@ -193,9 +193,9 @@ func (r *Memory) Take(ctx context.Context, id, app string) (*Query, bool, error)
 	}
 	// Only here: its write to Redis is still queued, or was dropped. Mark
 	// it taken there first, so that the write cannot bring it back.
-	taken, err := r.shared.mark(ctx, id)
+	taken, err := m.shared.mark(ctx, id)
 	if err != nil {
-		r.log.Warn("feedback: Redis is unavailable; scoring this proxy's own record of the query", zap.String("query_id", id), zap.Error(err))
+		m.log.Warn("feedback: Redis is unavailable; scoring this proxy's own record of the query", zap.String("query_id", id), zap.Error(err))
 	}
 	if taken {
 		return nil, false, nil
@@ -206,13 +206,13 @@ func (r *Memory) Take(ctx context.Context, id, app string) (*Query, bool, error)
 // Restore makes what Take marked scorable again, when the feedback failed. It
 // runs even when ctx, the request's, has ended (a failed feedback may be
 // one that ran out of time), under a restoreTimeout of its own.
-func (r *Memory) Restore(ctx context.Context, id string, q *Query) {
-	r.own.restore(id, q)
-	if r.shared != nil {
+func (m *Memory) Restore(ctx context.Context, id string, q *Query) {
+	m.own.restore(id, q)
+	if m.shared != nil {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
 		defer cancel()
-		if err := r.shared.restore(ctx, id); err != nil {
-			r.log.Warn("feedback: the query stays taken in Redis; no proxy can score it again until it expires", zap.String("query_id", id), zap.Error(err))
+		if err := m.shared.restore(ctx, id); err != nil {
+			m.log.Warn("feedback: the query stays taken in Redis; no proxy can score it again until it expires", zap.String("query_id", id), zap.Error(err))
 		}
 	}
 }

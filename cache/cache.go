@@ -238,7 +238,9 @@ func (c *Cache) Start(ctx context.Context) error {
 
 // Close stops the background work, writing the fills still queued (within
 // drainTimeout), the computations of Do still in progress, and L1's
-// maintenance. Do must not be called once Close has begun.
+// maintenance. A Do called once Close has begun computes alone, in its
+// caller's goroutine, and caches nothing: a request that outlives the
+// server's shutdown grace still gets its answer.
 func (c *Cache) Close() error {
 	c.flights.stop() // first: a flight that ends fills the cache
 	c.mu.Lock()

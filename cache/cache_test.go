@@ -294,6 +294,24 @@ func TestDoErrorsAreNotCached(t *testing.T) {
 	}
 }
 
+// TestDoAfterClose: a request that outlives the server's shutdown grace
+// may call Do once Close has begun; it computes alone and caches nothing,
+// rather than start a flight that Close's wait would miss.
+func TestDoAfterClose(t *testing.T) {
+	c, _ := newCache(t, "", Options{})
+	c.Close()
+	k := NewKey("m", "1", "bytes", []byte("late"))
+	for range 2 {
+		out, shared, err := c.Do(context.Background(), k, time.Minute, func(context.Context) ([]byte, error) { return []byte("late"), nil })
+		if err != nil || shared || string(out) != "late" {
+			t.Fatalf("Do after Close: %q, shared %v, %v; want its own computation's output", out, shared, err)
+		}
+	}
+	if _, hit := c.getL1(k); hit {
+		t.Error("Do after Close cached its output")
+	}
+}
+
 // TestDoFlightOutlivesItsLeader: the query that started a flight leaves
 // (its client went away); the one still waiting on it gets the output.
 func TestDoFlightOutlivesItsLeader(t *testing.T) {

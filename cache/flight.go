@@ -19,9 +19,10 @@ import (
 // first. So a query whose client goes away takes its interest with it but
 // never the answer of the others still waiting.
 type flights struct {
-	mu sync.Mutex           // guards m and each flight's waiters
-	m  map[[16]byte]*flight // the flights that queries may still join
-	wg sync.WaitGroup       // the flights' goroutines
+	mu     sync.Mutex           // guards m, closed and each flight's waiters
+	m      map[[16]byte]*flight // the flights that queries may still join
+	closed bool                 // stop has begun: no flight starts
+	wg     sync.WaitGroup       // the flights' goroutines
 }
 
 // flight is one computation and its outcome.
@@ -44,31 +45,44 @@ type flight struct {
 // (and is what sloproxy_cache_collapsed_total counts).
 func (c *Cache) Do(ctx context.Context, k Key, ttl time.Duration, compute func(context.Context) ([]byte, error)) (out []byte, shared bool, err error) {
 	f, led := c.join(ctx, k, ttl, compute)
+	if f == nil { // closing: computed alone, in the caller's goroutine, and not cached
+		out, err := c.compute(ctx, compute)
+		return out, false, err
+	}
 	if !led {
 		c.m.flightWaiters.Inc()
 		defer c.m.flightWaiters.Dec()
 	}
 	select {
 	case <-f.done:
-		if f.err != nil {
-			return nil, !led, f.err
-		}
-		shared := !led || f.fromL1
-		if shared {
-			c.m.collapsed.Inc()
-		}
-		return f.out, shared, nil
 	case <-ctx.Done():
-		c.leave(k, f)
-		return nil, false, ctx.Err()
+		select {
+		case <-f.done: // it ended as ctx did: its outcome is there to give
+		default:
+			c.leave(k, f)
+			return nil, false, ctx.Err()
+		}
 	}
+	if f.err != nil {
+		return nil, !led, f.err
+	}
+	shared = !led || f.fromL1
+	if shared {
+		c.m.collapsed.Inc()
+	}
+	return f.out, shared, nil
 }
 
-// join adds the caller to k's flight, starting one (led) if there is none.
+// join adds the caller to k's flight, starting one (led) if there is none;
+// nil once stop has begun, when a new flight's goroutine could escape
+// stop's wait.
 func (c *Cache) join(ctx context.Context, k Key, ttl time.Duration, compute func(context.Context) ([]byte, error)) (f *flight, led bool) {
 	fl := &c.flights
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
+	if fl.closed {
+		return nil, false
+	}
 	if f := fl.m[k.Index]; f != nil {
 		f.waiters++
 		return f, false
@@ -133,9 +147,11 @@ func (c *Cache) compute(ctx context.Context, compute func(context.Context) ([]by
 	return compute(ctx)
 }
 
-// stop cancels the flights in progress and waits for their goroutines.
+// stop cancels the flights in progress and waits for their goroutines;
+// no flight starts after it has begun.
 func (fl *flights) stop() {
 	fl.mu.Lock()
+	fl.closed = true
 	for _, f := range fl.m {
 		f.cancel()
 	}

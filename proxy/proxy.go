@@ -26,7 +26,6 @@ import (
 	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
-	"github.com/sloproxy/sloproxy/internal/rolling"
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
@@ -149,7 +148,7 @@ func New(opts Options) *Proxy {
 		log:     opts.Logger,
 		pool:    newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Policies, opts.Logger),
 		metrics: newMetrics(opts.Registry),
-		attain:  &attainment{policies: opts.Policies, windows: map[string]*rolling.Window{}},
+		attain:  &attainment{policies: opts.Policies, apps: map[string]*appSLO{}},
 		sel:     opts.Selection,
 		memory: answered.New(answered.Options{Size: opts.RecentQueries, Redis: opts.SharedQueries.Redis, Prefix: opts.SharedQueries.Prefix,
 			TTL: opts.SharedQueries.TTL, Registry: opts.Registry, Logger: opts.Logger}),
@@ -213,7 +212,7 @@ func (p *Proxy) routes() *mux.Router {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusMethodNotAllowed)
 		_, _ = w.Write(append(appendString([]byte(`{"error":`),
-			fmt.Sprintf("method %s not allowed on %s; use %s", req.Method, req.URL.Path, allowed)), "}\n"...))
+			fmt.Sprintf("method %s not allowed on %s; use %s", clip.String(req.Method), clip.String(req.URL.Path), allowed)), "}\n"...))
 	})
 	return r
 }

@@ -108,10 +108,10 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 	wg.Wait()
 	p.observe(q.sel, c, parts)
 	p.combine(q, c, parts, a)
-	answered := false
+	anyAnswered := false
 	for j := range parts {
 		if parts[j].err == nil && !parts[j].isDefault {
-			rec.Outs[j], answered = parts[j].output, true
+			rec.Outs[j], anyAnswered = parts[j].output, true
 		}
 	}
 	if shadowed != nil {
@@ -121,7 +121,7 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 		}
 		shadowed <- out
 	}
-	if answered {
+	if anyAnswered {
 		p.memory.Put(a.id, input, rec)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,10 +59,13 @@ func budget(r *http.Request, app state.App, pol slo.Policy) (time.Duration, int,
 // in the header, refused rather than quietly shortened.
 const MaxTimeout = time.Hour
 
+// errTooLong is parseTimeout's error for a timeout above MaxTimeout; a
+// variable, so that a request that sets the header allocates no error.
+var errTooLong = errors.New("above the limit of an hour (1h, 3600s, 3600000 ms)")
+
 // parseTimeout reads a Go duration or a number of milliseconds; it must be
 // positive and at most MaxTimeout, in whichever form it comes.
 func parseTimeout(v string) (time.Duration, error) {
-	errTooLong := errors.New("above the limit of an hour (1h, 3600s, 3600000 ms)")
 	t, err := time.ParseDuration(v)
 	if err != nil {
 		ms, nerr := strconv.ParseFloat(v, 64)
@@ -132,15 +136,24 @@ func (p *Proxy) shed(a *answer, app state.App, pol slo.Policy, err error) {
 	a.shed = true
 }
 
-// attainment keeps each app's rolling SLO attainment, for the metrics. The
-// windows outlive configuration reloads; one whose span changed starts
-// over.
+// attainment keeps each app's rolling SLO attainment and its totals since
+// the proxy started, for the metrics. The windows outlive configuration
+// reloads; one whose span changed starts over, its totals do not.
 type attainment struct {
 	policies *slo.Table
-	totals   sloTotals
 
-	mu      sync.Mutex // guards windows
-	windows map[string]*rolling.Window
+	mu   sync.Mutex // guards apps and each appSLO's window
+	apps map[string]*appSLO
+}
+
+// appSLO is one app's attainment. The totals count each answer, and those
+// within the SLO, since the proxy started: Prometheus divides their rates
+// over any window it wants (the alert rules in deploy/prometheus use 5m to
+// 3d), which the rolling attainment gauge, fixed to the app's window,
+// cannot give.
+type appSLO struct {
+	window        *rolling.Window
+	total, within atomic.Uint64
 }
 
 // record counts one answer of app: within its SLO when a model (or the
@@ -148,50 +161,20 @@ type attainment struct {
 func (at *attainment) record(app string, now time.Time, within bool) {
 	span := at.policies.Get(app).Window
 	at.mu.Lock()
-	w := at.windows[app]
-	if w == nil || w.Span() != span {
-		w = rolling.NewWindow(span)
-		at.windows[app] = w
+	a := at.apps[app]
+	if a == nil {
+		a = &appSLO{}
+		at.apps[app] = a
 	}
+	if a.window == nil || a.window.Span() != span {
+		a.window = rolling.NewWindow(span)
+	}
+	w := a.window
 	at.mu.Unlock()
 	w.Record(now, within)
-	at.totals.add(app, within)
-}
-
-// sloTotals counts each app's answers, and those within the SLO, since
-// the proxy started: Prometheus divides their rates over any window it
-// wants (the alert rules in deploy/prometheus use 5m to 3d), which the
-// rolling attainment gauge, fixed to the app's window, cannot give.
-type sloTotals struct {
-	mu     sync.Mutex            // guards counts
-	counts map[string]*[2]uint64 // by app: answers, answers within the SLO
-}
-
-func (st *sloTotals) add(app string, within bool) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	c := st.counts[app]
-	if c == nil {
-		if st.counts == nil {
-			st.counts = map[string]*[2]uint64{}
-		}
-		c = new([2]uint64)
-		st.counts[app] = c
-	}
-	c[0]++
+	a.total.Add(1)
 	if within {
-		c[1]++
-	}
-}
-
-// collect sends both counters of every app that has answered, so that
-// the two series of an app always appear together.
-func (st *sloTotals) collect(ch chan<- prometheus.Metric) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for app, c := range st.counts {
-		ch <- prometheus.MustNewConstMetric(queriesDesc, prometheus.CounterValue, float64(c[0]), app)
-		ch <- prometheus.MustNewConstMetric(withinDesc, prometheus.CounterValue, float64(c[1]), app)
+		a.within.Add(1)
 	}
 }
 
@@ -224,12 +207,16 @@ func (at *attainment) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (at *attainment) Collect(ch chan<- prometheus.Metric) {
-	at.totals.collect(ch)
 	now := time.Now()
 	at.mu.Lock()
 	defer at.mu.Unlock()
-	for app, w := range at.windows {
-		f, _ := w.Attainment(now)
+	for app, a := range at.apps {
+		// within first: record adds to total before within, so the two
+		// series never show more answers within the SLO than answers.
+		within := a.within.Load()
+		ch <- prometheus.MustNewConstMetric(queriesDesc, prometheus.CounterValue, float64(a.total.Load()), app)
+		ch <- prometheus.MustNewConstMetric(withinDesc, prometheus.CounterValue, float64(within), app)
+		f, _ := a.window.Attainment(now)
 		objective := at.policies.Get(app).Objective
 		ch <- prometheus.MustNewConstMetric(attainmentDesc, prometheus.GaugeValue, f, app)
 		ch <- prometheus.MustNewConstMetric(burnDesc, prometheus.GaugeValue, slo.BurnRate(f, objective), app)

@@ -7,7 +7,6 @@ import (
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/sloproxy/sloproxy/internal/rolling"
 	"github.com/sloproxy/sloproxy/slo"
 )
 
@@ -17,7 +16,7 @@ import (
 func TestSLOTotalsMatchTheGauge(t *testing.T) {
 	pol := slo.DefaultPolicy
 	pol.Objective = 0.9
-	at := &attainment{policies: slo.NewTable(map[string]slo.Policy{"a": pol}), windows: map[string]*rolling.Window{}}
+	at := &attainment{policies: slo.NewTable(map[string]slo.Policy{"a": pol}), apps: map[string]*appSLO{}}
 	now := time.Now()
 	for i := range 8 {
 		at.record("a", now, i%4 != 0) // 6 of 8 within

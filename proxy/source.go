@@ -31,6 +31,10 @@ func bypassCache(r *http.Request) bool {
 
 // setSource sets sourceHeader for answers.
 func setSource(h http.Header, answers []answer) {
+	if len(answers) == 1 { // most queries: the constant, no builder to allocate
+		h.Set(sourceHeader, answers[0].source())
+		return
+	}
 	var b strings.Builder
 	for i := range answers {
 		if i > 0 {

@@ -58,15 +58,22 @@ const stateMaxAge = 100 * time.Millisecond
 
 // choiceRead is read for a choice: from this proxy's copy while it is
 // fresh, else from the state within readTimeout (and the query's
-// deadline). When that read fails, the choice uses the last copy, which
-// then counts as fresh for another stateMaxAge, so that while the state
-// is unreachable one query in each stateMaxAge waits for it, not every
-// query. The map must not be changed.
+// deadline). The first query to find a copy stale refreshes it; the
+// queries that come meanwhile choose from the copy, which it restamps
+// before it reads, so that one query in each stateMaxAge makes the round
+// trip, not every query that arrives while it is under way. When the read
+// fails, the choice uses the last copy, which then counts as fresh for
+// another stateMaxAge: while the state is unreachable one query in each
+// stateMaxAge waits for it. The map must not be changed.
 func (e *env) choiceRead(ctx context.Context, key string) map[string]float64 {
 	e.mu.Lock()
 	r, ok := e.recent[key]
+	fresh := ok && time.Since(r.at) < stateMaxAge
+	if ok && !fresh {
+		e.recent[key] = recentMap{m: r.m, at: time.Now()} // this query refreshes it
+	}
 	e.mu.Unlock()
-	if ok && time.Since(r.at) < stateMaxAge {
+	if fresh {
 		return r.m
 	}
 	rctx, cancel := context.WithTimeout(ctx, e.readTimeout)

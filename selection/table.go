@@ -1,12 +1,11 @@
 package selection
 
 import (
-	"time"
-
 	"context"
 	"fmt"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"

@@ -214,9 +214,9 @@ func (c *LatencyModel) ObserveOverrun(n int, atLeast time.Duration) { c.fit.Obse
 
 // SetLanes is told by the dispatcher, from the Governor's Spacing, over
 // how many lanes batch starts are staggered and the typical batch's
-// service time, by which the pacer spaces them: while the batches are alike a query then waits at most a 1/lanes
-// share of a batch for its own to start, and the steady-state size grows
-// to match (Fit.Plan).
+// service time, by which the pacer spaces them: while the batches are
+// alike a query then waits at most a 1/lanes share of a batch for its own
+// to start, and the steady-state size grows to match (Fit.Plan).
 func (c *LatencyModel) SetLanes(lanes int, typical time.Duration) {
 	c.lanes, c.typical = lanes, typical
 }

@@ -160,9 +160,9 @@ func (f *Fit) Largest(budget time.Duration, limit int) int {
 }
 
 // Plan is the steady-state batch size for an objective slo when batch
-// starts are staggered over lanes (1: not staggered; see Governor.Hold): the largest n, at most limit, for which a query that waits for
-// the next start and then rides its own batch typically finishes within
-// slo. The next start is when the lane that started earliest ends its
+// starts are staggered over lanes (1: not staggered; see Governor.Hold):
+// the largest n, at most limit, for which a query that waits for the next
+// start and then rides its own batch typically finishes within slo. The next start is when the lane that started earliest ends its
 // batch, of at most n. The pacer spaces the starts a 1/lanes share of
 // typical apart (while the queue does not fill the batch), its moving
 // average of the version's service times. That lane therefore started

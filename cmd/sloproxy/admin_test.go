@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sloproxy/sloproxy/config"
+	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
@@ -236,5 +237,15 @@ func TestAdminDefaultsAgree(t *testing.T) {
 	}
 	if admin.DefaultAddr != config.DefaultAdminListen {
 		t.Errorf("admin.DefaultAddr %q, config.DefaultAdminListen %q: they must agree", admin.DefaultAddr, config.DefaultAdminListen)
+	}
+}
+
+// TestReadinessNamesAgree: serve converts oip.readiness to proxy.Readiness
+// as is, so config's spellings must be proxy's.
+func TestReadinessNamesAgree(t *testing.T) {
+	for c, p := range map[string]proxy.Readiness{config.ReadinessEveryApp: proxy.ReadyEveryApp, config.ReadinessAnyApp: proxy.ReadyAnyApp} {
+		if proxy.Readiness(c) != p {
+			t.Errorf("config's readiness %q is proxy's %q", c, p)
+		}
 	}
 }

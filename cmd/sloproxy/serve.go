@@ -107,13 +107,9 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 
 	// SIGHUP reloads the configuration (see reloader); caught from here
 	// on, since by default it would kill the proxy without draining.
-	var background sync.WaitGroup
-	defer background.Wait()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	hupCtx, endHup := context.WithCancel(ctx)
-	defer endHup() // before background.Wait
 
 	var rdb *redis.Client
 	if cfg.Redis.Addr != "" {
@@ -207,7 +203,12 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		RecentQueries:    cfg.Feedback.Recent,
 		SharedQueries:    sharedQueries(cfg, rdb),
 	})
-	background.Go(func() { watchConfig(hupCtx, path, cfg, store, p, reg, hup, log.Named("config")) })
+	// The reloader writes to the store: it stops before the store closes,
+	// also when a failed listener, not ctx, ends the run.
+	var reloading sync.WaitGroup
+	hupCtx, endHup := context.WithCancel(ctx)
+	defer func() { endHup(); reloading.Wait() }()
+	reloading.Go(func() { watchConfig(hupCtx, path, cfg, store, p, reg, hup, log.Named("config")) })
 	// The dispatchers outlive the listeners: runCtx ends only after the
 	// HTTP servers have answered what they hold.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
