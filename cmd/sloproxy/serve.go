@@ -254,10 +254,6 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	case serveErr = <-failed:
 		log.Error("a listener failed; stopping", zap.Error(serveErr))
 	}
-	// No reload once shutting down, whatever ended serving: the reloader
-	// writes to the store, which closes below.
-	endHup()
-	background.Wait()
 	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	for _, s := range servers {
