@@ -95,10 +95,9 @@ models:
 // queries is a steady stream of queries to one predict URL, from a few
 // clients.
 type queries struct {
-	url    string
-	client *http.Client
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	url     string
+	client  *http.Client
+	clients *testutil.Clients
 
 	mu                sync.Mutex
 	byModel, defaults int // answers by a model, and with the default output
@@ -109,21 +108,8 @@ type queries struct {
 // startQueries sends queries from 4 clients, each every 10 ms, until the
 // returned stream's end is called.
 func startQueries(url string) *queries {
-	q := &queries{url: url, client: &http.Client{Transport: &http.Transport{}, Timeout: time.Minute}, stop: make(chan struct{})}
-	for range 4 {
-		q.wg.Go(func() {
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-q.stop:
-					return
-				case <-tick.C:
-					q.query()
-				}
-			}
-		})
-	}
+	q := &queries{url: url, client: &http.Client{Transport: &http.Transport{}, Timeout: time.Minute}}
+	q.clients = testutil.StartClients(4, 10*time.Millisecond, q.query)
 	return q
 }
 
@@ -189,8 +175,7 @@ func (q *queries) await(t *testing.T, n int) {
 // end stops the stream, closes its connections and logs what it got.
 func (q *queries) end(t *testing.T) {
 	t.Helper()
-	close(q.stop)
-	q.wg.Wait()
+	q.clients.Stop()
 	q.client.CloseIdleConnections()
 	t.Logf("queries: %d answered by a model, %d default outputs, %d failed; first problems: %q", q.byModel, q.defaults, q.failed, q.errs)
 }

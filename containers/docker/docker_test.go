@@ -165,8 +165,7 @@ var input = make([]byte, 12)
 // sharing it acts on.
 type stream struct {
 	h    *harness
-	stop chan struct{}
-	wg   sync.WaitGroup
+	load *testutil.Clients
 	ctx  context.Context // ends the clients' reconnecting once the stream ends
 	done context.CancelFunc
 
@@ -181,22 +180,9 @@ type stream struct {
 // startStream sends queries from 4 clients, each every 10 ms, until the
 // returned stream's end is called.
 func (h *harness) startStream() *stream {
-	s := &stream{h: h, stop: make(chan struct{}), clients: map[string]*rpc.Client{}, models: map[string]int{}}
+	s := &stream{h: h, clients: map[string]*rpc.Client{}, models: map[string]int{}}
 	s.ctx, s.done = context.WithCancel(context.Background())
-	for range 4 {
-		s.wg.Go(func() {
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-s.stop:
-					return
-				case <-tick.C:
-					s.query()
-				}
-			}
-		})
-	}
+	s.load = testutil.StartClients(4, 10*time.Millisecond, s.query)
 	return s
 }
 
@@ -267,8 +253,7 @@ func (s *stream) await(t *testing.T, model string, n int) {
 // end stops the stream, closes its clients and logs what it got.
 func (s *stream) end(t *testing.T) {
 	t.Helper()
-	close(s.stop)
-	s.wg.Wait()
+	s.load.Stop()
 	s.done()
 	for _, c := range s.clients {
 		c.Close()
