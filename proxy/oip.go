@@ -126,7 +126,7 @@ func (p *Proxy) oipModelReady(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(ErrUnavailable, "the proxy is starting or shutting down"))
 		return
 	}
-	if why := p.versionReady(mv); why != "" {
+	if why := p.VersionReady(mv); why != "" {
 		writeError(w, errorf(ErrUnavailable, "%s", why))
 		return
 	}

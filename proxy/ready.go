@@ -77,7 +77,7 @@ func (p *Proxy) appReady(snap *state.Snapshot, app state.App) string {
 			whys = append(whys, "model "+arm+" has no current version")
 			continue
 		}
-		why := p.versionReady(mv)
+		why := p.VersionReady(mv)
 		if why == "" {
 			return ""
 		}
@@ -86,9 +86,9 @@ func (p *Proxy) appReady(snap *state.Snapshot, app state.App) string {
 	return strings.Join(whys, ", ")
 }
 
-// versionReady returns why mv cannot answer on this proxy now, or "" when
+// VersionReady returns why mv cannot answer on this proxy now, or "" when
 // it has a healthy replica.
-func (p *Proxy) versionReady(mv state.ModelVersion) string {
+func (p *Proxy) VersionReady(mv state.ModelVersion) string {
 	d := p.pool.get(mv.Model, mv.Version)
 	if d == nil {
 		return fmt.Sprintf("model %s version %s is not running on this proxy", mv.Model, mv.Version)

@@ -243,7 +243,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	watching := make(chan struct{})
 	go func() {
 		defer close(watching)
-		watchStartup(watchCtx, p.Handler(), store, mgr.Problem, startupLogInterval, log.Named("startup"))
+		watchStartup(watchCtx, p.VersionReady, store, mgr.Problem, startupLogInterval, log.Named("startup"))
 	}()
 	defer func() { stopWatch(); <-watching }()
 

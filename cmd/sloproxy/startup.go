@@ -7,8 +7,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"time"
 
@@ -23,10 +21,11 @@ const startupLogInterval = 5 * time.Second
 // watchStartup logs the current versions of the models in store that are
 // not ready on this proxy, with what runs them and why that can take time,
 // then again every interval until each is ready (logged once, with the
-// time it took) or ctx is done. Readiness is what h, the query handler,
-// answers on GET /v2/models/{m}/versions/{v}/ready. problem returns the
-// runtime's last error for a version ("" when none).
-func watchStartup(ctx context.Context, h http.Handler, store *state.Store, problem func(model, version string) string,
+// time it took) or ctx is done. notReady says why a version cannot answer
+// on this proxy yet, "" once it can (proxy.VersionReady, the rule of
+// /v2/models/{m}/versions/{v}/ready). problem returns the runtime's last
+// error for a version ("" when none).
+func watchStartup(ctx context.Context, notReady func(state.ModelVersion) string, store *state.Store, problem func(model, version string) string,
 	interval time.Duration, log *zap.Logger) {
 	start := time.Now()
 	waiting := map[string]state.ModelVersion{}
@@ -39,7 +38,8 @@ func watchStartup(ctx context.Context, h http.Handler, store *state.Store, probl
 	defer tick.Stop()
 	for first := true; ; first = false {
 		for name, v := range waiting {
-			if versionReady(h, v) {
+			why := notReady(v)
+			if why == "" {
 				delete(waiting, name)
 				if !first {
 					log.Info("model ready", zap.String("model", name), zap.Duration("after", time.Since(start).Round(time.Second)))
@@ -47,7 +47,7 @@ func watchStartup(ctx context.Context, h http.Handler, store *state.Store, probl
 				continue
 			}
 			fields := []zap.Field{zap.String("model", name), zap.String("runtime", string(v.Runtime.Kind)),
-				zap.Duration("waited", time.Since(start).Round(time.Second)), zap.String("why", whyWait(v))}
+				zap.Duration("waited", time.Since(start).Round(time.Second)), zap.String("why", whyWait(v)), zap.String("state", why)}
 			if p := problem(v.Model, v.Version); p != "" {
 				fields = append(fields, zap.String("problem", p))
 			}
@@ -62,13 +62,6 @@ func watchStartup(ctx context.Context, h http.Handler, store *state.Store, probl
 		case <-tick.C:
 		}
 	}
-}
-
-// versionReady asks h whether v has a ready replica.
-func versionReady(h http.Handler, v state.ModelVersion) bool {
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v2/models/"+v.Model+"/versions/"+v.Version+"/ready", nil))
-	return rec.Code == http.StatusOK
 }
 
 // whyWait says what the proxy waits for while v's replicas start.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -30,14 +29,15 @@ func TestWatchStartup(t *testing.T) {
 	}
 	// noop becomes ready at its third readiness check, digits at its first.
 	var noopChecks atomic.Int32
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v2/models/noop/") && noopChecks.Add(1) < 3 {
-			w.WriteHeader(http.StatusServiceUnavailable)
+	notReady := func(v state.ModelVersion) string {
+		if v.Model == "noop" && noopChecks.Add(1) < 3 {
+			return "model noop version 1 has no healthy replica"
 		}
-	})
+		return ""
+	}
 	core, logs := observer.New(zap.InfoLevel)
 	problem := func(model, version string) string { return "" }
-	watchStartup(ctx, h, store, problem, time.Millisecond, zap.New(core))
+	watchStartup(ctx, notReady, store, problem, time.Millisecond, zap.New(core))
 
 	waits := logs.FilterMessageSnippet("waiting for a model").All()
 	if len(waits) != 2 {
@@ -45,8 +45,9 @@ func TestWatchStartup(t *testing.T) {
 	}
 	for _, w := range waits {
 		f := w.ContextMap()
-		if f["model"] != "noop:1" || f["runtime"] != "process" || !strings.Contains(f["why"].(string), "compiles the model") {
-			t.Errorf("waiting line %v: want noop:1, its runtime and that go run compiles it", f)
+		if f["model"] != "noop:1" || f["runtime"] != "process" || !strings.Contains(f["why"].(string), "compiles the model") ||
+			f["state"] != "model noop version 1 has no healthy replica" {
+			t.Errorf("waiting line %v: want noop:1, its runtime, that go run compiles it and its readiness", f)
 		}
 	}
 	ready := logs.FilterMessage("model ready").All()
