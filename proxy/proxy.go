@@ -27,6 +27,7 @@ import (
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
+	"github.com/sloproxy/sloproxy/proxy/internal/route"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -207,7 +208,7 @@ func (p *Proxy) routes() *mux.Router {
 		writeError(w, errorf(ErrNotFound, "no endpoint %s %s", clip.String(r.Method), clip.String(r.URL.Path)))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		allowed := strings.Join(allowedMethods(r, req), ", ")
+		allowed := strings.Join(route.Allowed(r, req), ", ")
 		w.Header().Set("Allow", allowed)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusMethodNotAllowed)
@@ -215,20 +216,6 @@ func (p *Proxy) routes() *mux.Router {
 			fmt.Sprintf("method %s not allowed on %s; use %s", clip.String(req.Method), clip.String(req.URL.Path), allowed)), "}\n"...))
 	})
 	return r
-}
-
-// allowedMethods returns the methods that r routes for req's path.
-func allowedMethods(r *mux.Router, req *http.Request) []string {
-	var allowed []string
-	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete} {
-		probe := req.Clone(req.Context())
-		probe.Method = m
-		var match mux.RouteMatch
-		if r.Match(probe, &match) && match.MatchErr == nil {
-			allowed = append(allowed, m)
-		}
-	}
-	return allowed
 }
 
 // withFastPredict sends POST /apps/{app}/predict and /{app}/predict

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
+	"github.com/sloproxy/sloproxy/proxy/internal/route"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -145,25 +146,11 @@ func (h *handler) routes() *mux.Router {
 		return errorf(http.StatusNotFound, "no endpoint %s %s; see docs/openapi-admin.yaml", clip.String(req.Method), clip.String(req.URL.Path))
 	})
 	r.MethodNotAllowedHandler = h.serve(func(w http.ResponseWriter, req *http.Request) error {
-		allowed := h.allowedMethods(req)
+		allowed := route.Allowed(h.router, req)
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
 		return errorf(http.StatusMethodNotAllowed, "method %s not allowed on %s; allowed: %s", clip.String(req.Method), clip.String(req.URL.Path), strings.Join(allowed, ", "))
 	})
 	return r
-}
-
-// allowedMethods returns the methods that have a route for req's path.
-func (h *handler) allowedMethods(req *http.Request) []string {
-	var allowed []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
-		probe := req.Clone(req.Context())
-		probe.Method = m
-		var match mux.RouteMatch
-		if h.router.Match(probe, &match) && match.MatchErr == nil {
-			allowed = append(allowed, m)
-		}
-	}
-	return allowed
 }
 
 // ServeHTTP authorizes the request, then routes it. Only the health check
