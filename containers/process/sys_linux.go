@@ -2,10 +2,9 @@ package process
 
 import (
 	"errors"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
+
+	"github.com/sloproxy/sloproxy/internal/procfs"
 )
 
 func sysProcAttr() *syscall.SysProcAttr {
@@ -29,23 +28,12 @@ func groupAlive(pgid int) bool {
 	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
 		return false
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return true
+	procs := procfs.All()
+	if procs == nil {
+		return true // /proc unreadable: the signal found a member
 	}
-	group := strconv.Itoa(pgid)
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // exited meanwhile
-		}
-		// "pid (comm) state ppid pgrp ...": comm may hold spaces and ")".
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) >= 3 && f[0] != "Z" && f[2] == group {
+	for _, p := range procs {
+		if p.PGRP == pgid && !p.Zombie() {
 			return true
 		}
 	}
