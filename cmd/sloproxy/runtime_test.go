@@ -138,18 +138,23 @@ models:
     env: {NOOP: %s, ENV_FILE: %s}
     replicas: 2
 `, testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreePort(t), noop, noop, envFile))
+	// Both models ready: every replica's model (the wrapped ones a
+	// grandchild of the proxy) answered its HELLO.
+	for _, m := range []string{"direct", "wrapped"} {
+		testutil.Eventually(t, time.Minute, m+" ready", func() bool {
+			resp, err := http.Get("http://" + p.Query + "/v2/models/" + m + "/ready")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	}
 	var groups []int
-	testutil.Eventually(t, time.Minute, "three replicas, the wrapped ones with their model", func() bool {
+	testutil.Eventually(t, time.Minute, "three replicas' process groups and the environment file", func() bool {
 		groups = testutil.Children(p.Pid())
-		if len(groups) != 3 {
-			return false
-		}
-		n := 0
-		for _, g := range groups {
-			n += len(testutil.GroupMembers(g))
-		}
-		// At least the direct model, and each wrapper with its model.
-		return n >= 1+2*2
+		_, err := os.Stat(envFile)
+		return len(groups) == 3 && err == nil
 	})
 	env, err := os.ReadFile(envFile)
 	if err != nil {

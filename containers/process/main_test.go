@@ -125,6 +125,10 @@ func gone(pid int) bool {
 }
 
 // reaped checks that our child pid is gone and not a zombie.
+// isReaped reports whether pid no longer exists: exited and reaped (a
+// zombie still exists).
+func isReaped(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
+
 func reaped(t *testing.T, pid int) {
 	t.Helper()
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {

@@ -158,13 +158,15 @@ func TestReplace(t *testing.T) {
 	if got := ensure(t, rt, mv); !slices.Equal(got, addrs) {
 		t.Fatalf("replaced replicas moved: %v, then %v", addrs, got)
 	}
+	// Ensure returns before the replacements start: each starts once the
+	// process it replaces, which holds the port, has exited.
+	for _, pid := range old {
+		testutil.Eventually(t, 10*time.Second, "a replaced process reaped", func() bool { return isReaped(pid) })
+	}
 	for _, a := range addrs {
 		if h := hello(t, a); h.Model != "after" {
 			t.Errorf("%s: HELLO model %q; want after", a, h.Model)
 		}
-	}
-	for _, pid := range old {
-		reaped(t, pid)
 	}
 }
 
