@@ -28,6 +28,9 @@ import (
 // label=io.sloproxy.test.
 const TestLabel = "io.sloproxy.test"
 
+// BuildLabel holds an image's own tag (BuildExampleImage).
+const BuildLabel = "io.sloproxy.test.build"
+
 // RequireDocker skips the test, saying so loudly, when `docker info` fails
 // (no Docker Engine here), and otherwise returns a client of the Engine,
 // closed when the test ends.
@@ -117,8 +120,12 @@ func BuildExampleImage(t testing.TB, cli *client.Client, example string) string 
 	tag := UniqueName("sloproxy-test/" + example + ":") // a tag may hold hex digits
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// The tag as a label too makes each build's image its own: identical
+	// builds by test binaries running at once would otherwise share one
+	// image id, and one binary's clean-up could remove the image another's
+	// build was about to tag.
 	resp, err := cli.ImageBuild(ctx, &buf, build.ImageBuildOptions{Tags: []string{tag}, Remove: true, ForceRemove: true,
-		Labels: map[string]string{TestLabel: "1"}})
+		Labels: map[string]string{TestLabel: "1", BuildLabel: tag}})
 	if err != nil {
 		t.Fatalf("building the %s image: %v", example, err)
 	}
@@ -130,9 +137,8 @@ func BuildExampleImage(t testing.TB, cli *client.Client, example string) string 
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		// The image's containers first: an image in use would only lose
-		// its tag. Only those created from this tag: builds of the same
-		// example in other test binaries make the same image under other
-		// tags, and the ancestor filter matches by image.
+		// its tag. Only those created from this tag, which the ancestor
+		// filter alone does not guarantee, since it matches by image.
 		removeContainers(ctx, t, cli, filters.NewArgs(filters.Arg("ancestor", tag)), func(c container.Summary) bool { return c.Image == tag })
 		if _, err := cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
 			t.Logf("removing image %s: %v", tag, err)
