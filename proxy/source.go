@@ -29,10 +29,15 @@ func bypassCache(r *http.Request) bool {
 	return false
 }
 
+// sourceValues are sourceHeader's values for one answer, made once: most
+// queries have one answer, and setting a header otherwise allocates its
+// value's slice on each. net/http only reads them.
+var sourceValues = map[string][]string{"error": {"error"}, "default": {"default"}, "cache": {"cache"}, "model": {"model"}}
+
 // setSource sets sourceHeader for answers.
 func setSource(h http.Header, answers []answer) {
-	if len(answers) == 1 { // most queries: the constant, no builder to allocate
-		h.Set(sourceHeader, answers[0].source())
+	if len(answers) == 1 {
+		h[sourceHeader] = sourceValues[answers[0].source()]
 		return
 	}
 	var b strings.Builder
