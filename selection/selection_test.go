@@ -312,7 +312,7 @@ func TestSpecValidate(t *testing.T) {
 // testStates runs f on a Memory, a Bolt and a Redis state.
 func testStates(t *testing.T, f func(t *testing.T, st State)) {
 	t.Run("memory", func(t *testing.T) { f(t, NewMemory()) })
-	t.Run("bolt", func(t *testing.T) { f(t, newTestBolt(t, openTestBolt(t, filepath.Join(t.TempDir(), "state.db")))) })
+	t.Run("bolt", func(t *testing.T) { f(t, newTestBolt(t, testutil.OpenBolt(t, filepath.Join(t.TempDir(), "state.db")))) })
 	t.Run("redis", func(t *testing.T) {
 		rdb := redis.NewClient(&redis.Options{Addr: testutil.StartRedis(t)})
 		t.Cleanup(func() { _ = rdb.Close() })
@@ -388,17 +388,6 @@ func TestLearningSurvivesRestartAndReload(t *testing.T) {
 	})
 }
 
-// openTestBolt opens the bbolt file at path, closed when the test ends.
-func openTestBolt(t *testing.T, path string) *bolt.DB {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
-
 func newTestBolt(t *testing.T, db *bolt.DB) *Bolt {
 	t.Helper()
 	st, err := NewBolt(db)
@@ -413,7 +402,7 @@ func newTestBolt(t *testing.T, db *bolt.DB) *Bolt {
 func TestBoltLearningSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
-	db := openTestBolt(t, path)
+	db := testutil.OpenBolt(t, path)
 	first := newTestTable(newTestBolt(t, db))
 	p, _ := first.Get("digits", NameExp3, nil)
 	simulate(t, p, accuracies, 300, rand.New(rand.NewPCG(1, 0)))
@@ -425,7 +414,7 @@ func TestBoltLearningSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	reopened := newTestTable(newTestBolt(t, openTestBolt(t, path)))
+	reopened := newTestTable(newTestBolt(t, testutil.OpenBolt(t, path)))
 	if got := reopened.Status(ctx, "digits", NameExp3, nil, arms); !reflect.DeepEqual(got, learned) {
 		t.Errorf("after reopening the file: %+v; want %+v", got, learned)
 	}
@@ -435,7 +424,7 @@ func TestBoltLearningSurvivesReopen(t *testing.T) {
 // error naming the key and the file, not a panic or an empty map.
 func TestBoltBadValue(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	db := openTestBolt(t, path)
+	db := testutil.OpenBolt(t, path)
 	st := newTestBolt(t, db)
 	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("selection")).Put([]byte("k"), []byte(`{"a": "x"}`)) }); err != nil {
 		t.Fatal(err)

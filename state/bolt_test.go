@@ -9,6 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -19,7 +20,7 @@ func TestBoltRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	ctx := t.Context()
 
-	db := openBoltDB(t, path)
+	db := testutil.OpenBolt(t, path)
 	first := state.NewStore(newBoltBackend(t, db), state.Options{})
 	must(t, first.Start(ctx))
 	must(t, first.PutApp(ctx, app("a", state.InputFloat32)))
@@ -32,7 +33,7 @@ func TestBoltRestart(t *testing.T) {
 	must(t, first.Close())
 	must(t, db.Close())
 
-	second := startStore(t, newBoltBackend(t, openBoltDB(t, path)), state.Options{})
+	second := startStore(t, newBoltBackend(t, testutil.OpenBolt(t, path)), state.Options{})
 	got := second.Snapshot()
 	if got.Revision() != want.Revision() {
 		t.Errorf("after reopening, revision %d; want %d", got.Revision(), want.Revision())
@@ -60,7 +61,7 @@ func TestBoltRestart(t *testing.T) {
 // was.
 func TestBoltWriteFails(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	db := openBoltDB(t, path)
+	db := testutil.OpenBolt(t, path)
 	s := startStore(t, newBoltBackend(t, db), state.Options{})
 	ctx := t.Context()
 	must(t, s.PutApp(ctx, app("a", state.InputString)))
@@ -76,7 +77,7 @@ func TestBoltWriteFails(t *testing.T) {
 	}
 	// The failed document is not kept in memory either: the next change
 	// starts from the last one written.
-	b, _ := state.NewBolt(openBoltDB(t, path))
+	b, _ := state.NewBolt(testutil.OpenBolt(t, path))
 	if d, err := b.Load(ctx); err != nil || d.Revision != before.Revision() || d.Apps["b"].Name != "" {
 		t.Errorf("file after the failed write: revision %d, apps %v, %v; want revision %d without b", d.Revision, d.Apps, err, before.Revision())
 	}
@@ -98,7 +99,7 @@ func TestBoltBadFile(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
-			db := openBoltDB(t, path)
+			db := testutil.OpenBolt(t, path)
 			must(t, db.Update(func(tx *bolt.Tx) error {
 				bk, err := tx.CreateBucketIfNotExists([]byte("state"))
 				if err != nil {

@@ -37,7 +37,7 @@ func backendKinds(t *testing.T) []backendKind {
 			return func() state.Backend { return m }
 		}},
 		{"bolt", func(t *testing.T) func() state.Backend {
-			b := newBoltBackend(t, openBoltDB(t, filepath.Join(t.TempDir(), "state.db")))
+			b := newBoltBackend(t, testutil.OpenBolt(t, filepath.Join(t.TempDir(), "state.db")))
 			return func() state.Backend { return b }
 		}},
 		{"redis", func(t *testing.T) func() state.Backend {
@@ -59,17 +59,6 @@ func newRedisBackend(t *testing.T, addr, prefix string) *state.Redis {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return state.NewRedis(c, state.RedisOptions{Prefix: prefix, Timeout: 10 * time.Second})
-}
-
-// openBoltDB opens the bbolt file at path, closed when the test ends.
-func openBoltDB(t *testing.T, path string) *bolt.DB {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
 }
 
 // newBoltBackend returns a Bolt backend over db.
