@@ -85,11 +85,15 @@ func BenchmarkHandler(b *testing.B) {
 	}
 	defer c.Close()
 	for _, bb := range []struct {
-		name  string
-		cache *cache.Cache
-	}{{"model", nil}, {"cache-hit", c}} {
+		name    string
+		cache   *cache.Cache
+		guarded bool // wrapped as serve wraps each listener (Recoverer)
+	}{{"model", nil, false}, {"cache-hit", c, false}, {"cache-hit-guarded", c, true}} {
 		b.Run(bb.name, func(b *testing.B) {
 			h := benchEnvWith(b, addr, bb.cache, nil).Handler()
+			if bb.guarded {
+				h = NewRecoverer(prometheus.NewRegistry(), nil).Wrap("query", h)
+			}
 			body := `{"input": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}`
 			b.ReportAllocs()
 			for b.Loop() {
