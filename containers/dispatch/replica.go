@@ -246,9 +246,9 @@ const (
 func (r *replica) limits() (batch, maxFrame, reason int) {
 	var slack, slo time.Duration
 	var n int
+	var head *query
 	sp := r.d.spacing()
 	for {
-		var head *query
 		head, slack, slo = r.d.q.head()
 		r.ctrlMu.Lock()
 		n = r.d.batchSizeOf(r.ctrl, sp, slack, slo)
@@ -260,6 +260,9 @@ func (r *replica) limits() (batch, maxFrame, reason int) {
 		// replica free for queries that can, instead of taking a batch
 		// of its own to miss anyway.
 		r.d.q.refuse(head, &doomedError{model: r.d.name, left: slack})
+	}
+	if head != nil && head.background {
+		n = r.d.backgroundSize(r, sp)
 	}
 	limit, maxFrame := r.d.opts.MaxBatch, rpc.DefaultMaxFrame
 	if h, ok := r.client.Hello(); ok {
