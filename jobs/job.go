@@ -58,12 +58,16 @@ type Job struct {
 	// Checkpoint: Lines input lines handled, Written of them on the
 	// output file and Failed on the errors file; the input's byte offset
 	// after them and both files' sizes.
-	Lines    int64 `json:"lines"`
-	Written  int64 `json:"written"`
-	Failed   int64 `json:"failed"`
-	InOffset int64 `json:"in_offset"`
-	OutBytes int64 `json:"out_bytes"`
-	ErrBytes int64 `json:"err_bytes"`
+	Lines int64 `json:"lines"`
+	// Checkpointed is how many lines the last checkpoint covers: a
+	// restart resumes after them. Lines runs ahead of it between
+	// checkpoints.
+	Checkpointed int64 `json:"checkpointed"`
+	Written      int64 `json:"written"`
+	Failed       int64 `json:"failed"`
+	InOffset     int64 `json:"in_offset"`
+	OutBytes     int64 `json:"out_bytes"`
+	ErrBytes     int64 `json:"err_bytes"`
 	// Created, Updated and Finished (zero while running) are the record's
 	// times.
 	Created  time.Time `json:"created"`

@@ -117,13 +117,14 @@ func (m *Manager) read(ctx context.Context, lr *lineReader, after int64, app str
 		if len(c.lines) == 0 && c.err == nil {
 			return
 		}
+		last := c.err != nil || len(c.lines) < m.opts.Chunk // before predict owns c
 		select {
 		case pending <- c:
 		case <-ctx.Done():
 			return
 		}
 		wg.Go(func() { m.predict(ctx, app, c) })
-		if c.err != nil || len(c.lines) < m.opts.Chunk {
+		if last {
 			return
 		}
 	}
@@ -234,7 +235,7 @@ func (m *Manager) checkpoint(ctx context.Context, r *run, w *writer) error {
 	r.mu.Lock()
 	j := r.job
 	r.mu.Unlock()
-	j.Lines, j.Written, j.Failed = w.job.Lines, w.job.Written, w.job.Failed
+	j.Lines, j.Written, j.Failed, j.Checkpointed = w.job.Lines, w.job.Written, w.job.Failed, w.job.Lines
 	j.InOffset, j.OutBytes, j.ErrBytes = w.job.InOffset, w.job.OutBytes, w.job.ErrBytes
 	j.Updated = time.Now().UTC()
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
