@@ -176,10 +176,11 @@ func (qu *queue) remove(q *query) bool {
 
 // take removes up to n live queries, earliest deadline first, whose
 // PREDICT frame stays within maxFrame bytes (a query too large alone is
-// taken alone, for the client to refuse). Queries that expired or whose
+// taken alone, for the client to refuse); background queries join only
+// while the batch holds fewer than fill. Queries that expired or whose
 // caller left are answered and skipped. With none queued it returns nil
 // and a channel closed when one arrives.
-func (qu *queue) take(n, maxFrame int, dst []*query) ([]*query, <-chan struct{}) {
+func (qu *queue) take(n, fill, maxFrame int, dst []*query) ([]*query, <-chan struct{}) {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	now := qu.now()
@@ -198,6 +199,9 @@ func (qu *queue) take(n, maxFrame int, dst []*query) ([]*query, <-chan struct{})
 			qu.pop()
 			q.reply <- result{err: ErrDeadline}
 			continue
+		}
+		if q.background && len(dst) >= fill {
+			break // the rest are background queries too
 		}
 		if size += rpc.ItemLenPrefix + len(q.input); len(dst) > 0 && size > maxFrame {
 			break // the next batch takes it
@@ -241,6 +245,13 @@ func (qu *queue) len() int {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	return qu.h.Len()
+}
+
+// hasBackground reports whether background queries are queued.
+func (qu *queue) hasBackground() bool {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	return qu.background > 0
 }
 
 // online is the number of queued queries that are not background ones.
