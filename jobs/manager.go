@@ -150,6 +150,9 @@ func (m *Manager) launch(j Job) *run {
 
 // Create checks spec and starts a job on it.
 func (m *Manager) Create(ctx context.Context, spec Spec) (Job, error) {
+	if m.ctx == nil {
+		return Job{}, fmt.Errorf("%w: jobs: the manager is not started", state.ErrUnavailable)
+	}
 	if err := spec.validate(); err != nil {
 		return Job{}, err
 	}
