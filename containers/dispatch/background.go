@@ -22,7 +22,9 @@ type backgroundKey struct{}
 // controller chooses for the latest online query's SLO when every query
 // waits out one batch and rides its own (no staggering over lanes), as
 // long as an online query came within Options.BackgroundIdle; with none
-// in that time, up to the largest batch the replica takes.
+// in that time, up to the largest batch the replica takes. While online
+// queries come, such batches are also paced (Pacer.Hold) as a batch of
+// one online query would be, so that the replicas' starts stay staggered.
 func Background(ctx context.Context) context.Context {
 	return context.WithValue(ctx, backgroundKey{}, true)
 }
@@ -50,11 +52,17 @@ func (o *onlineSeen) saw(q *query) {
 	o.at.Store(q.enqueued.UnixNano())
 }
 
+// onlineRecent reports whether an online query with a deadline came
+// within BackgroundIdle.
+func (d *Dispatcher) onlineRecent() bool {
+	at := d.online.at.Load()
+	return at != 0 && d.opts.Now().Sub(time.Unix(0, at)) <= d.opts.BackgroundIdle
+}
+
 // backgroundSize is the size of a batch that a background query leads on
 // replica r (see Background); called without r's ctrlMu.
 func (d *Dispatcher) backgroundSize(r *replica, sp spacing) int {
-	at := d.online.at.Load()
-	if at == 0 || d.opts.Now().Sub(time.Unix(0, at)) > d.opts.BackgroundIdle {
+	if !d.onlineRecent() {
 		return NoLimit
 	}
 	sp.lanes = 1

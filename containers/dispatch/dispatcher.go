@@ -345,14 +345,22 @@ func (d *Dispatcher) BatchSize(budget time.Duration) int {
 }
 
 // hold is how long a free worker waits before taking a batch of up to n,
-// as the governor paces the replicas.
+// as the governor paces the replicas. A batch that background queries
+// lead while online queries come is paced as a batch of one online query
+// would be (the queue counts one): background queries keep every replica
+// busy, and only starts staggered over the replicas bound the wait of the
+// next online query to a share of a batch rather than a whole one.
 func (d *Dispatcher) hold(n int) time.Duration {
 	g := d.gov.Load()
 	if g == nil {
 		return 0
 	}
-	_, slack, _ := d.q.head()
-	return g.Hold(d.opts.Now(), d.workers(), n, d.q.len(), slack)
+	head, slack, _ := d.q.head()
+	queued := d.q.len()
+	if head != nil && head.background && d.onlineRecent() {
+		queued = 1
+	}
+	return g.Hold(d.opts.Now(), d.workers(), n, queued, slack)
 }
 
 // Replicas returns the replicas' addresses and how many are healthy.
