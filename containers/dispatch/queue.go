@@ -5,7 +5,9 @@
 // central scheduler guessing. Queries whose deadline has passed, or whose
 // caller has gone, leave the queue without reaching a model. A replica that
 // stops answering is ejected and its in-flight queries go back to the queue,
-// to be retried elsewhere while their deadlines allow.
+// to be retried elsewhere while their deadlines allow. Background queries
+// (Background: batch jobs) are the lowest priority class: they queue after
+// every online query and fill only the capacity online queries leave.
 //
 // dispatch decides nothing about time itself: it asks each replica's
 // Controller for the next batch's size, and the version's Governor whether
