@@ -10,6 +10,7 @@ package profile
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -247,4 +248,69 @@ func fitLines(lines []state.ProfileLine) (a, b, tail time.Duration) {
 	}
 	sec := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 	return sec(fa), sec(fb), sec(ft)
+}
+
+// Profiler profiles the model versions of the state: it chooses their
+// inputs, encodes them with Encode, and runs Run with the version's batch
+// limit. It implements proxy/admin's Profiler.
+type Profiler struct {
+	// Encode turns one JSON input, as a query sends it, into the RPC item
+	// of input type it (the query API's encoding). Required.
+	Encode func(raw json.RawMessage, it state.InputType) ([]byte, error)
+	// DefaultBatch is the batch limit of versions that set none (the
+	// configuration's limits.default_batch_size). Required.
+	DefaultBatch int
+	// Options are Run's, but for the input type, inputs, batch limit and
+	// (when the request names them) repeats, which each profile sets.
+	Options Options
+}
+
+// Profile profiles version v over its live replicas: with inputs (JSON
+// inputs as queries send them) when there are any, else v's
+// ExampleInput, else one empty input. repeats > 0 replaces
+// Options.Repeats. Errors wrap state.ErrInvalid for an input v cannot
+// take, state.ErrConflict when no replica is live, and
+// state.ErrUnavailable when a replica fails.
+func (p Profiler) Profile(ctx context.Context, v state.ModelVersion, replicas []string, inputs []json.RawMessage, repeats int) (state.Profile, error) {
+	if len(replicas) == 0 {
+		return state.Profile{}, fmt.Errorf("%w: no live replica to profile; `sloproxy models get %s` shows when they are", state.ErrConflict, v.Model)
+	}
+	it, err := rpc.ParseInputType(string(v.InputType))
+	if err != nil {
+		return state.Profile{}, fmt.Errorf("%w: %v", state.ErrInvalid, err)
+	}
+	source, what := "request", "inputs"
+	switch {
+	case len(inputs) > 0:
+	case len(v.ExampleInput) > 0:
+		source, what, inputs = "example", "example_input", []json.RawMessage{v.ExampleInput}
+	default:
+		source = "empty"
+	}
+	opts := p.Options
+	opts.InputType, opts.MaxBatch = it, v.BatchSize
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = p.DefaultBatch
+	}
+	if repeats > 0 {
+		opts.Repeats = repeats
+	}
+	opts.Inputs = [][]byte{{}}
+	if source != "empty" {
+		opts.Inputs = make([][]byte, len(inputs))
+		for i, raw := range inputs {
+			if opts.Inputs[i], err = p.Encode(raw, v.InputType); err != nil {
+				return state.Profile{}, fmt.Errorf("%w: %s[%d]: %v", state.ErrInvalid, what, i, err)
+			}
+		}
+	}
+	prof, err := Run(ctx, replicas, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return state.Profile{}, ctx.Err()
+		}
+		return state.Profile{}, fmt.Errorf("%w: %v", state.ErrUnavailable, err)
+	}
+	prof.Input = source
+	return prof, nil
 }

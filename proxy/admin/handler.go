@@ -47,6 +47,14 @@ type Options struct {
 	// is answered 400 naming the limit. 0 means no bound beyond the
 	// state's own checks.
 	MaxReplicas int
+	// Profiler profiles model versions: POST .../profile, and the gate
+	// that profiles a version before a link, a new current version or a
+	// selection spec moves an app's traffic to it. Nil means neither: the
+	// profile endpoint answers 501 and nothing is gated.
+	Profiler Profiler
+	// ProfileMaxAge is how old a stored profile may be for the gate to
+	// use it rather than profile again; 0 means DefaultProfileMaxAge.
+	ProfileMaxAge time.Duration
 }
 
 // The API's paths. Names in braces are path variables.
@@ -63,6 +71,7 @@ const (
 	pathVersions = pathModel + "/versions"
 	pathVersion  = pathVersions + "/{version}"
 	pathReplicas = pathVersion + "/replicas"
+	pathProfile  = pathVersion + "/profile"
 	pathPurge    = pathPrefix + "/cache/purge"
 )
 
@@ -86,6 +95,10 @@ type handler struct {
 	problem func(model, version string) string
 	// maxReplicas is Options.MaxReplicas.
 	maxReplicas int
+	// profiler is Options.Profiler, nil for none; profileMaxAge is
+	// Options.ProfileMaxAge with its default.
+	profiler      Profiler
+	profileMaxAge time.Duration
 }
 
 // NewHandler returns the admin API over store.
@@ -95,7 +108,10 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 
 func newHandler(store *state.Store, opts Options) *handler {
 	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem,
-		maxReplicas: opts.MaxReplicas}
+		maxReplicas: opts.MaxReplicas, profiler: opts.Profiler, profileMaxAge: opts.ProfileMaxAge}
+	if h.profileMaxAge <= 0 {
+		h.profileMaxAge = DefaultProfileMaxAge
+	}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -139,6 +155,8 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodPost, pathVersions, h.registerVersion)
 	handle(http.MethodDelete, pathVersion, h.deleteVersion)
 	handle(http.MethodPut, pathReplicas, h.setReplicas)
+	handle(http.MethodPost, pathProfile, h.profileVersion)
+	handle(http.MethodGet, pathProfile, h.getProfile)
 
 	handle(http.MethodPost, pathPurge, h.purgeCache)
 
