@@ -94,16 +94,17 @@ func readInputs(path string) ([]json.RawMessage, error) {
 // it: the fit, a line per batch size, and what it means for each app.
 func printProfile(w io.Writer, v admin.ProfileView) {
 	p := v.Profile
-	fmt.Fprintf(w, "profile of %s version %s:\t%s, input %s, at %s\n", v.Model, v.Version, plural(p.Replicas, "replica"), p.Input, p.At.Format(time.RFC3339))
-	fmt.Fprintf(w, "fit:\tlatency(n) = %v + %v·n, tail %v\n", p.A.Round(10*time.Microsecond), p.B.Round(time.Microsecond), p.Tail.Round(10*time.Microsecond))
+	fmt.Fprintf(w, "profile of %s version %s: %s, input %s, at %s\n", v.Model, v.Version, plural(p.Replicas, "replica"), p.Input, p.At.Format(time.RFC3339))
+	fmt.Fprintf(w, "fit: latency(n) = %v + %v·n, tail %v\n", p.A.Round(10*time.Microsecond), p.B.Round(time.Microsecond), p.Tail.Round(10*time.Microsecond))
 	if p.ItemErrors > 0 {
-		fmt.Fprintf(w, "warning:\tthe model refused %d items: these latencies may not be those of real work (give --inputs, or register an example input)\n", p.ItemErrors)
+		fmt.Fprintf(w, "warning: the model refused %d items: these latencies may not be those of real work (give --inputs, or register an example input)\n", p.ItemErrors)
 	}
 	fmt.Fprintln(w, "BATCH\tSAMPLES\tP50\tP99\tTHROUGHPUT/REPLICA")
 	for _, l := range p.Lines {
 		fmt.Fprintf(w, "%d\t%d\t%v\t%v\t%.1f/s\n", l.Batch, l.Samples, l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.Throughput)
 	}
 	if len(v.Apps) > 0 {
+		fmt.Fprintln(w)
 		fmt.Fprintln(w, "APP\tSLO\tBATCH-1 P99 WITHIN SLO\tLARGEST BATCH")
 		for _, a := range v.Apps {
 			fmt.Fprintf(w, "%s\t%v\t%s\t%d\n", a.App, time.Duration(a.SLOMillis*float64(time.Millisecond)), yesNo(a.MeetsSLO), a.LargestBatch)
