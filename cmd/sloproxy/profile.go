@@ -105,9 +105,13 @@ func printProfile(w io.Writer, v admin.ProfileView) {
 	}
 	if len(v.Apps) > 0 {
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "APP\tSLO\tBATCH-1 P99 WITHIN SLO\tLARGEST BATCH")
+		fmt.Fprintln(w, "APP\tSLO\tBATCH-1 P99 WITHIN SLO\tLARGEST BATCH\tCOST/1K")
 		for _, a := range v.Apps {
-			fmt.Fprintf(w, "%s\t%v\t%s\t%d\n", a.App, time.Duration(a.SLOMillis*float64(time.Millisecond)), yesNo(a.MeetsSLO), a.LargestBatch)
+			cost := "-"
+			if a.CostPer1K != nil {
+				cost = fmt.Sprintf("%.4g", *a.CostPer1K)
+			}
+			fmt.Fprintf(w, "%s\t%v\t%s\t%d\t%s\n", a.App, time.Duration(a.SLOMillis*float64(time.Millisecond)), yesNo(a.MeetsSLO), a.LargestBatch, cost)
 		}
 	}
 }

@@ -167,3 +167,35 @@ func TestNoProfiler(t *testing.T) {
 		t.Errorf("set current without a profiler: %d %s, want 200", a.status, a.body)
 	}
 }
+
+// TestProfileCost checks the per-app answer of a profile: the largest
+// batch within the SLO, and its cost per 1,000 predictions where the
+// version has a price.
+func TestProfileCost(t *testing.T) {
+	s := state.NewStore(nil, state.Options{})
+	seed(t, s) // app digits (SLO 50 ms) links model mnist
+	p := state.Profile{At: time.Now(), Replicas: 1, A: 20 * time.Millisecond, B: 2 * time.Millisecond, Tail: 2 * time.Millisecond,
+		Lines: []state.ProfileLine{{Batch: 1, P99: 24 * time.Millisecond}, {Batch: 16, P99: 54 * time.Millisecond}}}
+	must(t, s.SetProfile(t.Context(), "mnist", "1", p))
+	must(t, s.SetProfile(t.Context(), "mnist", "2", p))
+	price := func(model, version string) (float64, bool) { return 3.6, version == "1" } // $3.60 an hour: $0.001 a second
+	srv := startAPI(t, s, Options{Token: testToken, Price: price})
+	var m ModelView
+	call(t, srv, http.MethodGet, "/api/v1/models/mnist", "", "").decodeInto(t, &m)
+	v1, _ := m.Version("1")
+	v2, _ := m.Version("2")
+	if v1.Profile == nil || len(v1.Profile.Apps) != 1 || v2.Profile == nil || len(v2.Profile.Apps) != 1 {
+		t.Fatalf("profiles %+v, %+v: want each with app digits", v1.Profile, v2.Profile)
+	}
+	// (50 - 20 - 2) / 2 = 14 items; a replica answers 14 / 48 ms = 291.7/s.
+	fit := v1.Profile.Apps[0]
+	if fit.App != "digits" || !fit.MeetsSLO || fit.LargestBatch != 14 || fit.CostPer1K == nil {
+		t.Fatalf("digits: %+v, want the SLO met, largest batch 14, a cost", fit)
+	}
+	if want := 0.001 / (14 / 0.048) * 1000; *fit.CostPer1K < want*0.999 || *fit.CostPer1K > want*1.001 {
+		t.Errorf("cost per 1,000 = %v, want %v", *fit.CostPer1K, want)
+	}
+	if v2.Profile.Apps[0].CostPer1K != nil {
+		t.Errorf("a version without a price has a cost: %v", *v2.Profile.Apps[0].CostPer1K)
+	}
+}

@@ -55,6 +55,11 @@ type Options struct {
 	// ProfileMaxAge is how old a stored profile may be for the gate to
 	// use it rather than profile again; 0 means DefaultProfileMaxAge.
 	ProfileMaxAge time.Duration
+	// Price is the price of one replica of a model version for an hour,
+	// from the cost settings; ok false means it has none. A profile's
+	// answer prices its largest batch per app with it (cost_per_1k). Nil
+	// means no version has a price.
+	Price func(model, version string) (perReplicaHour float64, ok bool)
 }
 
 // The API's paths. Names in braces are path variables.
@@ -99,6 +104,8 @@ type handler struct {
 	// Options.ProfileMaxAge with its default.
 	profiler      Profiler
 	profileMaxAge time.Duration
+	// price is Options.Price, never nil.
+	price func(model, version string) (float64, bool)
 }
 
 // NewHandler returns the admin API over store.
@@ -111,6 +118,10 @@ func newHandler(store *state.Store, opts Options) *handler {
 		maxReplicas: opts.MaxReplicas, profiler: opts.Profiler, profileMaxAge: opts.ProfileMaxAge}
 	if h.profileMaxAge <= 0 {
 		h.profileMaxAge = DefaultProfileMaxAge
+	}
+	h.price = opts.Price
+	if h.price == nil {
+		h.price = func(string, string) (float64, bool) { return 0, false }
 	}
 	if h.log == nil {
 		h.log = zap.NewNop()

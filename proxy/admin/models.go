@@ -14,7 +14,7 @@ func (h *handler) listModels(w http.ResponseWriter, r *http.Request) error {
 	snap := h.store.Snapshot()
 	list := ModelList{Models: []ModelView{}}
 	for _, m := range snap.Models() {
-		list.Models = append(list.Models, modelView(snap, m, h.problem))
+		list.Models = append(list.Models, h.withProfiles(snap, modelView(snap, m, h.problem)))
 	}
 	writeJSON(w, http.StatusOK, list)
 	return nil
@@ -36,7 +36,7 @@ func (h *handler) writeModel(w http.ResponseWriter, status int, name string) err
 	if !ok {
 		return fmt.Errorf("%w: model %q", state.ErrNotFound, name)
 	}
-	writeJSON(w, status, modelView(snap, m, h.problem))
+	writeJSON(w, status, h.withProfiles(snap, modelView(snap, m, h.problem)))
 	return nil
 }
 

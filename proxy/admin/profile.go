@@ -57,7 +57,7 @@ func (h *handler) profileVersion(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, profileView(h.store.Snapshot(), model, version, p))
+	writeJSON(w, http.StatusOK, h.profileView(h.store.Snapshot(), model, version, p))
 	return nil
 }
 
@@ -80,7 +80,7 @@ func (h *handler) getProfile(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return fmt.Errorf("%w: model %q version %q has no profile; POST %s takes one", state.ErrNotFound, model, version, profilePath(model, version))
 	}
-	writeJSON(w, http.StatusOK, profileView(snap, model, version, p))
+	writeJSON(w, http.StatusOK, h.profileView(snap, model, version, p))
 	return nil
 }
 
@@ -249,8 +249,9 @@ func decodeOptional(w http.ResponseWriter, r *http.Request, v any) error {
 
 // profileView builds the answer for profile p of version of model: the
 // profile, and for each app linked to the model whether the version meets
-// its SLO.
-func profileView(snap *state.Snapshot, model, version string, p state.Profile) ProfileView {
+// its SLO, the largest batch that fits it, and, with a price, the cost per
+// 1,000 predictions of a replica sending batches of that size back to back.
+func (h *handler) profileView(snap *state.Snapshot, model, version string, p state.Profile) ProfileView {
 	v := ProfileView{Model: model, Version: version, Profile: p, Apps: []ProfileFit{}}
 	limit := 0
 	for _, l := range p.Lines {
@@ -262,10 +263,27 @@ func profileView(snap *state.Snapshot, model, version string, p state.Profile) P
 		if !ok {
 			continue
 		}
-		v.Apps = append(v.Apps, ProfileFit{App: name, SLOMillis: millis(a.SLO), MeetsSLO: l1.P99 <= a.SLO,
-			LargestBatch: p.Largest(a.SLO, limit)})
+		fit := ProfileFit{App: name, SLOMillis: millis(a.SLO), MeetsSLO: l1.P99 <= a.SLO, LargestBatch: p.Largest(a.SLO, limit)}
+		if price, ok := h.price(model, version); ok && fit.LargestBatch > 0 {
+			n := float64(fit.LargestBatch)
+			perSecond := n / (p.A + time.Duration(n)*p.B).Seconds() // one replica, batches back to back
+			cost := price / 3600 / perSecond * 1000
+			fit.CostPer1K = &cost
+		}
+		v.Apps = append(v.Apps, fit)
 	}
 	return v
 }
 
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// withProfiles returns m with the view of each version's stored profile.
+func (h *handler) withProfiles(snap *state.Snapshot, m ModelView) ModelView {
+	for i, v := range m.Versions {
+		if p, ok := snap.Profile(m.Name, v.Version); ok {
+			pv := h.profileView(snap, m.Name, v.Version, p)
+			m.Versions[i].Profile = &pv
+		}
+	}
+	return m
+}

@@ -204,6 +204,11 @@ type ProfileFit struct {
 	// whose planned latency a + b·n + tail fits within the SLO; 0 when
 	// not even one item does.
 	LargestBatch int `json:"largest_batch"`
+	// CostPer1K is the cost of 1,000 predictions at LargestBatch: the
+	// version's price per replica-hour over what one replica answers in
+	// an hour sending such batches back to back (a + b·n each). Absent
+	// without cost settings for the version, or when no batch fits.
+	CostPer1K *float64 `json:"cost_per_1k,omitempty"`
 }
 
 // ReplicasRequest is the body of PUT
@@ -254,7 +259,6 @@ func modelView(snap *state.Snapshot, m state.Model, problem func(model, version 
 			Current:      mv.Version == m.CurrentVersion,
 			LiveReplicas: nonNil(snap.Replicas(m.Name, mv.Version)),
 			Problem:      problem(m.Name, mv.Version),
-			Profile:      storedProfile(snap, m.Name, mv.Version),
 		})
 	}
 	return v
@@ -267,15 +271,4 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-// storedProfile is the view of the stored profile of version of model, or
-// nil.
-func storedProfile(snap *state.Snapshot, model, version string) *ProfileView {
-	p, ok := snap.Profile(model, version)
-	if !ok {
-		return nil
-	}
-	v := profileView(snap, model, version, p)
-	return &v
 }
