@@ -23,7 +23,7 @@ func TestRecoversCostModel(t *testing.T) {
 	const a, b = 20 * time.Millisecond, 2 * time.Millisecond
 	cm := testutil.StartModel(t, []string{testutil.BuildGo(t, "./examples/costmodel"), "--a", a.String(), "--b", b.String()})
 	p, err := profile.Run(t.Context(), []string{cm.Addr}, profile.Options{
-		InputType: rpc.Float32, Inputs: [][]byte{make([]byte, 16)}, MaxBatch: 16, Repeats: 5, Warmup: 1,
+		InputType: rpc.Float32, Inputs: [][]byte{make([]byte, 16)}, MaxBatch: 32, Repeats: 7, Warmup: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -32,8 +32,8 @@ func TestRecoversCostModel(t *testing.T) {
 	for _, l := range p.Lines {
 		t.Logf("batch %2d: p50 %v p99 %v, %.1f/s (%d samples)", l.Batch, l.P50, l.P99, l.Throughput, l.Samples)
 	}
-	if got := batches(p.Lines); !slices.Equal(got, []int{1, 2, 4, 8, 16}) {
-		t.Errorf("batch sizes %v, want 1 2 4 8 16", got)
+	if got := batches(p.Lines); !slices.Equal(got, []int{1, 2, 4, 8, 16, 32}) {
+		t.Errorf("batch sizes %v, want 1 2 4 8 16 32", got)
 	}
 	within := func(what string, got, want time.Duration) {
 		if d := got - want; d < -want*15/100 || d > want*15/100 {
@@ -46,8 +46,8 @@ func TestRecoversCostModel(t *testing.T) {
 		t.Errorf("replicas %d, item errors %d; want 1 and 0", p.Replicas, p.ItemErrors)
 	}
 	for _, l := range p.Lines {
-		if l.Samples != 5 || l.P50 < a+b*time.Duration(l.Batch) || l.P99 < l.P50 || l.Throughput <= 0 {
-			t.Errorf("line %+v: want 5 samples, p50 ≥ the model's cost, p99 ≥ p50, a throughput", l)
+		if l.Samples != 7 || l.P50 < a+b*time.Duration(l.Batch) || l.P99 < l.P50 || l.Throughput <= 0 {
+			t.Errorf("line %+v: want 7 samples, p50 ≥ the model's cost, p99 ≥ p50, a throughput", l)
 		}
 	}
 }
