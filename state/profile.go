@@ -25,7 +25,10 @@ type Profile struct {
 	// ItemErrors counts the items the model answered with an error; when
 	// it is not zero the latencies may not be those of real work.
 	ItemErrors int
-	// A and B are the fitted fixed cost of a batch and cost per item.
+	// A and B are the fixed cost of a batch and the cost per item, fitted
+	// to the lines' fastest batches: the model's own cost on these
+	// replicas, which interference (a busy processor, a collector's
+	// pause) only adds to.
 	A, B time.Duration
 	// Tail is the largest excess of a line's p99 over the fitted line:
 	// what a planner adds to A + B·n to cover the slow batches.
@@ -41,10 +44,10 @@ type ProfileLine struct {
 	// Samples is how many batches of this size were timed, over every
 	// replica.
 	Samples int
-	// P50 and P99 are the median and 99th percentile of their latency, as
-	// the proxy measures it (the RPC round trip). With fewer than 100
-	// samples P99 is the slowest.
-	P50, P99 time.Duration
+	// Min, P50 and P99 are the fastest, the median and the 99th
+	// percentile of their latency, as the proxy measures it (the RPC round
+	// trip). With fewer than 100 samples P99 is the slowest.
+	Min, P50, P99 time.Duration
 	// Throughput is the predictions per second of one replica sending
 	// batches of this size one after another: Batch over the mean latency.
 	Throughput float64
@@ -90,6 +93,7 @@ type profileJSON struct {
 type lineJSON struct {
 	Batch      int     `json:"batch"`
 	Samples    int     `json:"samples"`
+	MinMillis  float64 `json:"min_ms"`
 	P50Millis  float64 `json:"p50_ms"`
 	P99Millis  float64 `json:"p99_ms"`
 	Throughput float64 `json:"throughput"`
@@ -114,7 +118,7 @@ func (p *Profile) UnmarshalJSON(b []byte) error {
 
 // MarshalJSON encodes durations as fractional milliseconds.
 func (l ProfileLine) MarshalJSON() ([]byte, error) {
-	return json.Marshal(lineJSON{Batch: l.Batch, Samples: l.Samples, P50Millis: millis(l.P50), P99Millis: millis(l.P99),
+	return json.Marshal(lineJSON{Batch: l.Batch, Samples: l.Samples, MinMillis: millis(l.Min), P50Millis: millis(l.P50), P99Millis: millis(l.P99),
 		Throughput: l.Throughput})
 }
 
@@ -124,7 +128,7 @@ func (l *ProfileLine) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*l = ProfileLine{Batch: j.Batch, Samples: j.Samples, P50: fromMillis(j.P50Millis), P99: fromMillis(j.P99Millis),
+	*l = ProfileLine{Batch: j.Batch, Samples: j.Samples, Min: fromMillis(j.MinMillis), P50: fromMillis(j.P50Millis), P99: fromMillis(j.P99Millis),
 		Throughput: j.Throughput}
 	return nil
 }

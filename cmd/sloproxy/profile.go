@@ -99,9 +99,9 @@ func printProfile(w io.Writer, v admin.ProfileView) {
 	if p.ItemErrors > 0 {
 		fmt.Fprintf(w, "warning: the model refused %d items: these latencies may not be those of real work (give --inputs, or register an example input)\n", p.ItemErrors)
 	}
-	fmt.Fprintln(w, "BATCH\tSAMPLES\tP50\tP99\tTHROUGHPUT/REPLICA")
+	fmt.Fprintln(w, "BATCH\tSAMPLES\tMIN\tP50\tP99\tTHROUGHPUT/REPLICA")
 	for _, l := range p.Lines {
-		fmt.Fprintf(w, "%d\t%d\t%v\t%v\t%.1f/s\n", l.Batch, l.Samples, l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.Throughput)
+		fmt.Fprintf(w, "%d\t%d\t%v\t%v\t%v\t%.1f/s\n", l.Batch, l.Samples, l.Min.Round(10*time.Microsecond), l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.Throughput)
 	}
 	if len(v.Apps) > 0 {
 		fmt.Fprintln(w)

@@ -3,7 +3,7 @@
 // with a warm-up, then batches of 1, 2, 4, ... items up to the version's
 // batch limit, and returns a state.Profile: per batch size the median and
 // 99th percentile latency and the throughput of one replica, and the line
-// latency(n) ≈ a + b·n fitted to the medians. The admin API stores the
+// latency(n) ≈ a + b·n fitted to the fastest batches. The admin API stores the
 // profile with the version and gates moving traffic on it; the dispatcher
 // pool seeds the version's latency fit from it (slo.Fit.Seed).
 package profile
@@ -207,7 +207,7 @@ func line(n int, lat []time.Duration) state.ProfileLine {
 	for _, l := range lat {
 		sum += l
 	}
-	l := state.ProfileLine{Batch: n, Samples: len(lat), P50: rank(lat, 0.5), P99: rank(lat, 0.99)}
+	l := state.ProfileLine{Batch: n, Samples: len(lat), Min: lat[0], P50: rank(lat, 0.5), P99: rank(lat, 0.99)}
 	if mean := sum.Seconds() / float64(len(lat)); mean > 0 {
 		l.Throughput = float64(n) / mean
 	}
@@ -222,14 +222,17 @@ func rank(sorted []time.Duration, q float64) time.Duration {
 }
 
 // fitLines fits latency(n) = a + b·n by least squares to the lines'
-// medians, one point per size, so that no size weighs more for having
-// more samples, and the median, not the mean, so that a stray slow batch
-// moves the tail rather than the line. The tail is the largest excess of a
-// line's p99 over the fitted line. A single size gives b = 0.
+// fastest batches, one point per size, so that no size weighs more for
+// having more samples. The fastest, not the median or the mean: what
+// delays a batch besides the model's own work (a processor shared with
+// other work, a timer that wakes late, a collector's pause) only adds to
+// its latency, strikes batches of every size alike and varies from run to
+// run, so it belongs in the tail, not in a and b. The tail is the largest
+// excess of a line's p99 over the fitted line. A single size gives b = 0.
 func fitLines(lines []state.ProfileLine) (a, b, tail time.Duration) {
 	var sn, sl, snn, snl float64
 	for _, l := range lines {
-		n, lat := float64(l.Batch), l.P50.Seconds()
+		n, lat := float64(l.Batch), l.Min.Seconds()
 		sn += n
 		sl += lat
 		snn += n * n

@@ -30,7 +30,7 @@ func TestRecoversCostModel(t *testing.T) {
 	}
 	t.Logf("a = %v, b = %v, tail = %v", p.A, p.B, p.Tail)
 	for _, l := range p.Lines {
-		t.Logf("batch %2d: p50 %v p99 %v, %.1f/s (%d samples)", l.Batch, l.P50, l.P99, l.Throughput, l.Samples)
+		t.Logf("batch %2d: min %v p50 %v p99 %v, %.1f/s (%d samples)", l.Batch, l.Min, l.P50, l.P99, l.Throughput, l.Samples)
 	}
 	if got := batches(p.Lines); !slices.Equal(got, []int{1, 2, 4, 8, 16, 32}) {
 		t.Errorf("batch sizes %v, want 1 2 4 8 16 32", got)
@@ -46,8 +46,8 @@ func TestRecoversCostModel(t *testing.T) {
 		t.Errorf("replicas %d, item errors %d; want 1 and 0", p.Replicas, p.ItemErrors)
 	}
 	for _, l := range p.Lines {
-		if l.Samples != 7 || l.P50 < a+b*time.Duration(l.Batch) || l.P99 < l.P50 || l.Throughput <= 0 {
-			t.Errorf("line %+v: want 7 samples, p50 ≥ the model's cost, p99 ≥ p50, a throughput", l)
+		if l.Samples != 7 || l.Min < a+b*time.Duration(l.Batch) || l.P50 < l.Min || l.P99 < l.P50 || l.Throughput <= 0 {
+			t.Errorf("line %+v: want 7 samples, min ≥ the model's cost, min ≤ p50 ≤ p99, a throughput", l)
 		}
 	}
 }
