@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -46,7 +47,7 @@ func newGateEnv(t *testing.T) *gateEnv {
 	core, logs := observer.New(zapcore.WarnLevel)
 	// Few repetitions: the numbers checked are 4 times apart.
 	prof := profile.Profiler{Encode: proxy.EncodeInput, DefaultBatch: 8, Options: profile.Options{Repeats: 3, Warmup: 1}}
-	srv := startAPI(t, s, Options{Token: testToken, Logger: zap.New(core), Profiler: prof})
+	srv := startAPI(t, s, Options{Token: testToken, Logger: zap.New(core), Profiler: prof, ReplicaWait: 2 * time.Second})
 	return &gateEnv{store: s, logs: logs, call: func(method, path, body string) answer {
 		return call(t, srv, method, path, "", body)
 	}}
@@ -132,6 +133,18 @@ func TestProfileEndpoint(t *testing.T) {
 	model.decodeInto(t, &m)
 	if vv, _ := m.Version("2"); vv.Profile == nil || !vv.Profile.Profile.At.Equal(v.Profile.At) {
 		t.Errorf("GET model shows version 2's profile as %+v, want the one just taken", vv.Profile)
+	}
+	// A version whose replica registers while the request waits is
+	// profiled (register, then link at once); one with none is refused
+	// after ReplicaWait.
+	addr := e.store.Snapshot().Replicas("cm", "2")
+	must(t, e.store.SetReplicas(t.Context(), "cm", "2", nil))
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_ = e.store.SetReplicas(context.Background(), "cm", "2", addr)
+	}()
+	if a := e.call(http.MethodPost, "/api/v1/models/cm/versions/2/profile", `{"repeats": 3}`); a.status != http.StatusOK {
+		t.Errorf("profile of a version whose replica comes up while it waits: %d %s", a.status, a.body)
 	}
 	must(t, e.store.SetReplicas(t.Context(), "cm", "1", nil))
 	for _, c := range []struct {

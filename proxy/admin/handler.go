@@ -55,6 +55,9 @@ type Options struct {
 	// ProfileMaxAge is how old a stored profile may be for the gate to
 	// use it rather than profile again; 0 means DefaultProfileMaxAge.
 	ProfileMaxAge time.Duration
+	// ReplicaWait is how long a profile waits for the version's first
+	// live replica before it fails; 0 means DefaultReplicaWait.
+	ReplicaWait time.Duration
 	// Price is the price of one replica of a model version for an hour,
 	// from the cost settings; ok false means it has none. A profile's
 	// answer prices its largest batch per app with it (cost_per_1k). Nil
@@ -104,6 +107,7 @@ type handler struct {
 	// Options.ProfileMaxAge with its default.
 	profiler      Profiler
 	profileMaxAge time.Duration
+	replicaWait   time.Duration // Options.ReplicaWait with its default
 	// price is Options.Price, never nil.
 	price func(model, version string) (float64, bool)
 }
@@ -118,6 +122,10 @@ func newHandler(store *state.Store, opts Options) *handler {
 		maxReplicas: opts.MaxReplicas, profiler: opts.Profiler, profileMaxAge: opts.ProfileMaxAge}
 	if h.profileMaxAge <= 0 {
 		h.profileMaxAge = DefaultProfileMaxAge
+	}
+	h.replicaWait = opts.ReplicaWait
+	if h.replicaWait <= 0 {
+		h.replicaWait = DefaultReplicaWait
 	}
 	h.price = opts.Price
 	if h.price == nil {

@@ -89,12 +89,12 @@ func (h *handler) runProfile(ctx context.Context, model, version string, req Pro
 	if h.profiler == nil {
 		return state.Profile{}, errorf(http.StatusNotImplemented, "this admin API has no profiler")
 	}
-	snap := h.store.Snapshot()
+	snap, replicas := h.liveReplicas(ctx, model, version)
 	v, ok := snap.Version(model, version)
 	if !ok {
 		return state.Profile{}, fmt.Errorf("%w: model %q version %q", state.ErrNotFound, model, version)
 	}
-	p, err := h.profiler.Profile(ctx, v, snap.Replicas(model, version), req.Inputs, req.Repeats)
+	p, err := h.profiler.Profile(ctx, v, replicas, req.Inputs, req.Repeats)
 	if err != nil {
 		return state.Profile{}, fmt.Errorf("model %q version %q: profile: %w", model, version, err)
 	}
@@ -105,6 +105,34 @@ func (h *handler) runProfile(ctx context.Context, model, version string, req Pro
 		zap.Duration("a", p.A), zap.Duration("b", p.B), zap.Duration("tail", p.Tail), zap.Int("replicas", p.Replicas))
 	return p, nil
 }
+
+// liveReplicas returns the state once version of model has a live
+// replica, and their addresses; after Options.ReplicaWait, or when ctx
+// ends, the state as it is, with none. A version registered a moment ago
+// (register, then link) gets the time its replicas take to start.
+func (h *handler) liveReplicas(ctx context.Context, model, version string) (*state.Snapshot, []string) {
+	timer := time.NewTimer(h.replicaWait)
+	defer timer.Stop()
+	for {
+		snap := h.store.Snapshot()
+		if _, ok := snap.Version(model, version); !ok {
+			return snap, nil
+		}
+		if addrs := snap.Replicas(model, version); len(addrs) > 0 {
+			return snap, addrs
+		}
+		select {
+		case <-snap.Changed():
+		case <-timer.C:
+			return snap, nil
+		case <-ctx.Done():
+			return snap, nil
+		}
+	}
+}
+
+// DefaultReplicaWait is Options.ReplicaWait's default.
+const DefaultReplicaWait = 20 * time.Second
 
 // move is one app's traffic moving to one model version.
 type move struct{ app, model, version string }
