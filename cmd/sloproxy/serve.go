@@ -34,6 +34,7 @@ import (
 	"github.com/sloproxy/sloproxy/config"
 	"github.com/sloproxy/sloproxy/containers/docker"
 	"github.com/sloproxy/sloproxy/containers/process"
+	"github.com/sloproxy/sloproxy/containers/profile"
 	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
@@ -226,7 +227,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	// with its stack, instead of dropping the connection.
 	recoverer := proxy.NewRecoverer(reg, log.Named("http"))
 	adminHandler := admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem,
-		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs})
+		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs, Profiler: profile.Profiler{Encode: proxy.EncodeInput, DefaultBatch: cfg.Limits.DefaultBatchSize}})
 	servers := []*http.Server{
 		newServer(recoverer.Wrap("query", p.Handler()), log),
 		newServer(recoverer.Wrap("admin", adminHandler), log),
