@@ -26,6 +26,13 @@ type ClientOptions struct {
 	// MaxFrame is the largest frame accepted from the container. 0 means
 	// DefaultMaxFrame.
 	MaxFrame int
+	// Secret is the container's secret (see ServerOptions.Secret). When
+	// set, the client answers the HELLO's nonce with an AUTH frame and
+	// confirms with a PING that the container accepted it, and it refuses
+	// a container that does not ask to authenticate (ErrUnexpectedAuth).
+	// Nil means the client does not authenticate, and fails to connect to
+	// a container that asks it to.
+	Secret []byte
 	// Logger receives connection events. nil means no logs.
 	Logger *zap.Logger
 }
@@ -197,8 +204,47 @@ func (c *Client) dial(ctx context.Context) (*clientConn, Hello, error) {
 		nc.Close()
 		return nil, Hello{}, fmt.Errorf("container announced invalid input type %d", uint8(h.InputType))
 	}
+	if err := c.authenticate(nc, fr, h.AuthNonce); err != nil {
+		nc.Close()
+		return nil, Hello{}, err
+	}
 	_ = nc.SetReadDeadline(time.Time{})
 	return &clientConn{nc: nc, fr: fr, hello: h, pending: map[uint64]*call{}}, h, nil
+}
+
+// authenticate answers a HELLO's nonce with an AUTH and a PING, and waits
+// for the PONG: the container's word that it accepted the AUTH. A container
+// that refuses it answers an UNAUTHENTICATED *Error, returned wrapped.
+func (c *Client) authenticate(nc net.Conn, fr *FrameReader, nonce []byte) error {
+	switch {
+	case len(nonce) == 0 && c.opts.Secret == nil:
+		return nil
+	case len(nonce) == 0:
+		return ErrUnexpectedAuth
+	case c.opts.Secret == nil:
+		return fmt.Errorf("authenticating: %w", &Error{Code: Unauthenticated, Message: "the container asks to authenticate; the client has no secret for it"})
+	}
+	buf := AppendFrame(nil, &Auth{MAC: AuthMAC(c.opts.Secret, nonce)})
+	buf = AppendFrame(buf, &Ping{})
+	_ = nc.SetWriteDeadline(time.Now().Add(c.opts.HelloTimeout))
+	if _, err := nc.Write(buf); err != nil {
+		return fmt.Errorf("authenticating: %w", err)
+	}
+	typ, payload, err := fr.Next()
+	var msg Message
+	if err == nil {
+		msg, err = Decode(typ, payload)
+	}
+	if err != nil {
+		return fmt.Errorf("authenticating: %w", err)
+	}
+	switch m := msg.(type) {
+	case *Pong:
+		return nil
+	case *Error:
+		return fmt.Errorf("authenticating: %w", m)
+	}
+	return fmt.Errorf("authenticating: the container answered with message type %d, want PONG", typ)
 }
 
 func (c *Client) setConn(cc *clientConn, h Hello) {
