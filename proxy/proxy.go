@@ -77,6 +77,12 @@ type Options struct {
 	// Dispatch is the template for each model version's dispatcher; its
 	// Model, Version, InputType, MaxBatch and Metrics are set per version.
 	Dispatch dispatch.Options
+	// RPCKey derives the RPC secret of each swarm version
+	// (rpc.DeriveSecret), which the dispatcher proves to its replicas when
+	// it connects (docs/rpc.md, "Authentication"). Nil means the proxy has
+	// none: swarm replicas refuse it, and their queries get the default
+	// output.
+	RPCKey []byte
 }
 
 // SharedQueries keeps the answered queries in Redis too, so that their
@@ -147,7 +153,7 @@ func New(opts Options) *Proxy {
 	p := &Proxy{
 		opts:    opts,
 		log:     opts.Logger,
-		pool:    newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Policies, opts.Logger),
+		pool:    newPool(opts.Dispatch, opts.RPCKey, opts.DefaultBatchSize, opts.Policies, opts.Logger),
 		metrics: newMetrics(opts.Registry),
 		attain:  &attainment{policies: opts.Policies, apps: map[string]*appSLO{}},
 		sel:     opts.Selection,

@@ -533,7 +533,7 @@ func spec(r state.RuntimeSpec) string {
 		return strings.Join(r.Command, " ")
 	case state.RuntimeExternal:
 		return strings.Join(r.Addresses, ",")
-	case state.RuntimeDocker:
+	case state.RuntimeDocker, state.RuntimeSwarm:
 		return r.Image
 	}
 	return ""
@@ -551,7 +551,7 @@ func modelsRegister(c *cli, args []string) error {
 		v.InputType = state.InputType(s)
 		return nil
 	})
-	fs.Func("runtime", "how replicas run: process, external or docker (default process)", func(s string) error {
+	fs.Func("runtime", "how replicas run: process, external, docker or swarm (default process)", func(s string) error {
 		v.Runtime.Kind = state.RuntimeKind(s)
 		return nil
 	})

@@ -35,6 +35,7 @@ import (
 	"github.com/sloproxy/sloproxy/containers/docker"
 	"github.com/sloproxy/sloproxy/containers/process"
 	"github.com/sloproxy/sloproxy/containers/runtime"
+	"github.com/sloproxy/sloproxy/containers/swarm"
 	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/selection"
@@ -167,6 +168,17 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		defer func() { _ = containers.Close() }()
 		runtimes[state.RuntimeDocker] = containers
 	}
+	if sw := cfg.Runtimes.Swarm; sw.Enabled {
+		services, err := swarm.New(ctx, swarm.Options{Host: sw.Host, Owner: sw.Owner, RPCKey: sw.Key(), Network: sw.Network,
+			Constraints: sw.Constraints, Preferences: sw.Preferences, GPUResource: sw.GPUResource, WritableRoot: sw.WritableRoot,
+			StartTimeout: sw.StartTimeout, Logger: log.Named("swarm")})
+		if err != nil {
+			return fmt.Errorf("runtimes.swarm: %w", err)
+		}
+		// Closing leaves the services running: the next start adopts them.
+		defer func() { _ = services.Close() }()
+		runtimes[state.RuntimeSwarm] = services
+	}
 	mgr := runtime.NewManager(store, runtime.Options{Runtimes: runtimes, Logger: log.Named("runtime"), MaxReplicas: cfg.Limits.MaxReplicas})
 	if err := mgr.Start(ctx); err != nil {
 		return err
@@ -202,6 +214,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		Policies:         slo.NewTable(cfg.Policies()),
 		RecentQueries:    cfg.Feedback.Recent,
 		SharedQueries:    sharedQueries(cfg, rdb),
+		RPCKey:           cfg.Runtimes.Swarm.Key(),
 	})
 	// The reloader writes to the store: it stops before the store closes,
 	// also when a failed listener, not ctx, ends the run.

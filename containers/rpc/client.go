@@ -65,10 +65,11 @@ type Client struct {
 	addr string
 	opts ClientOptions
 
-	mu    sync.Mutex    // guards conn, hello and ready
+	mu    sync.Mutex    // guards conn, hello, ready and last
 	conn  *clientConn   // nil while disconnected
 	hello Hello         // the current connection's HELLO
 	ready chan struct{} // closed while connected; replaced on disconnect
+	last  error         // why the last connection failed; nil once connected
 
 	cancel  context.CancelFunc
 	stopped chan struct{}
@@ -118,7 +119,8 @@ func (c *Client) Hello() (Hello, bool) {
 }
 
 // WaitReady waits until the client is connected and returns the container's
-// HELLO.
+// HELLO. When ctx ends first, its error wraps ctx's and the last connection
+// attempt's failure, such as an UNAUTHENTICATED *Error.
 func (c *Client) WaitReady(ctx context.Context) (Hello, error) {
 	for {
 		c.mu.Lock()
@@ -130,6 +132,12 @@ func (c *Client) WaitReady(ctx context.Context) (Hello, error) {
 		select {
 		case <-ready:
 		case <-ctx.Done():
+			c.mu.Lock()
+			last := c.last
+			c.mu.Unlock()
+			if last != nil {
+				return Hello{}, fmt.Errorf("waiting for %s: %w; the last attempt: %w", c.addr, ctx.Err(), last)
+			}
 			return Hello{}, fmt.Errorf("waiting for %s: %w", c.addr, ctx.Err())
 		case <-c.stopped:
 			return Hello{}, ErrClosed
@@ -158,6 +166,9 @@ func (c *Client) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		c.mu.Lock()
+		c.last = err
+		c.mu.Unlock()
 		log := c.opts.Logger.Warn
 		if fails++; fails > 1 {
 			log = c.opts.Logger.Debug
@@ -250,7 +261,7 @@ func (c *Client) authenticate(nc net.Conn, fr *FrameReader, nonce []byte) error 
 func (c *Client) setConn(cc *clientConn, h Hello) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.conn, c.hello = cc, h
+	c.conn, c.hello, c.last = cc, h, nil
 	close(c.ready)
 }
 
@@ -312,6 +323,19 @@ func (c *Client) Predict(ctx context.Context, it InputType, inputs [][]byte) ([]
 		return nil, err
 	}
 	return reply.(*Result).Outputs, nil
+}
+
+// WarmUp sends one input of zeros (one element of a numeric type) and
+// waits for the answer: what a runtime asks of a replica before it serves.
+// The model's opinion of zeros does not matter: an item error, or an ERROR
+// frame saying the model failed on that input (MODEL_ERROR, BAD_REQUEST),
+// shows the container up and its model run, and returns nil.
+func (c *Client) WarmUp(ctx context.Context, it InputType) error {
+	_, err := c.Predict(ctx, it, [][]byte{make([]byte, max(it.ElemSize(), 1))})
+	if IsCode(err, ModelError) || IsCode(err, BadRequest) {
+		return nil
+	}
+	return err
 }
 
 // Ping sends a PING and waits for the PONG.
