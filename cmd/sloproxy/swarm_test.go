@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/sloproxy/sloproxy/containers/docker"
 	"github.com/sloproxy/sloproxy/containers/rpc"
@@ -74,7 +76,7 @@ apps:
 		return out
 	}
 	// settled waits until version v runs n tasks, all registered.
-	settled := func(v string, n int) {
+	settled := func(t *testing.T, v string, n int) {
 		t.Helper()
 		testutil.Eventually(t, 2*time.Minute, fmt.Sprintf("%d running tasks of cm:%s, all registered", n, v), func() bool {
 			return len(tasks(v)) == n && len(live(v)) == n
@@ -84,11 +86,11 @@ apps:
 	out := models("deploy", "--runtime", "swarm", "--name", "cm", "--version", "1", "--image", image, "--input-type", "float32",
 		"--replicas", "2", "--cpus", "0.25", "--memory", "64m", "--wait", "2m")
 	t.Logf("models deploy --runtime swarm:\n%s", out)
-	settled("1", 2)
+	settled(t, "1", 2)
 	if _, _, err := runCLI("apps", append([]string{"link", "app", "cm"}, global...)...); err != nil {
 		t.Fatal(err)
 	}
-	q := startQueries("http://"+p.Query+"/apps/app/predict", 3)
+	q := startQueries("http://"+p.Query+"/apps/app/predict", 8) // 300 a second and more, where the machine keeps up
 	q.await(t, 50)
 
 	t.Run("task container removed", func(t *testing.T) {
@@ -116,7 +118,7 @@ apps:
 	t.Run("scale 2 to 4 to 1", func(t *testing.T) {
 		for _, n := range []int{4, 1} {
 			models("scale", "cm", "1", fmt.Sprint(n))
-			settled("1", n)
+			settled(t, "1", n)
 			q.await(t, 20)
 		}
 	})
@@ -124,7 +126,7 @@ apps:
 	t.Run("roll out v2 and roll back", func(t *testing.T) {
 		models("deploy", "--runtime", "swarm", "--name", "cm", "--version", "2", "--image", image, "--input-type", "float32",
 			"--replicas", "1", "--cpus", "0.25", "--memory", "64m", "--wait", "2m")
-		settled("2", 1)
+		settled(t, "2", 1)
 		testutil.Eventually(t, 2*time.Minute, "answers from cm:2", func() bool { return q.answeredBy("cm:2") >= 20 })
 		models("rollback", "cm", "1")
 		from := q.answeredBy("cm:1")
@@ -135,20 +137,25 @@ apps:
 		t.Errorf("%d queries failed over the whole run", q.failed)
 	}
 
+	// The restart is the test's own, not a subtest's: the restarted proxy
+	// serves until the test ends.
+	before, addrs := tasks("1"), live("1")
+	if err := p.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p = testutil.StartProxyIn(t, p.Dir, p.Config)
 	t.Run("restart adopts", func(t *testing.T) {
-		before, addrs := tasks("1"), live("1")
-		if err := p.Stop(30 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-		p = testutil.StartProxyIn(t, p.Dir, p.Config)
 		testutil.Eventually(t, 2*time.Minute, "the adopted tasks registered", func() bool { return slices.Equal(live("1"), addrs) })
 		if after := tasks("1"); !maps.Equal(before, after) {
 			t.Errorf("tasks before the restart %v, after %v: want the same, adopted", before, after)
 		}
+		if !strings.Contains(p.Logs.String(), "swarm runtime: adopted a service") {
+			t.Error("the restarted proxy did not log its adoption of the service")
+		}
 	})
 
 	t.Run("wrong RPC secret refused", func(t *testing.T) {
-		addr := live("1")[0]
+		addrs := live("1")
 		for _, tc := range []struct {
 			secret string
 			want   func(error) bool
@@ -157,10 +164,26 @@ apps:
 			{"", func(err error) bool { return rpc.IsCode(err, rpc.Unauthenticated) }},
 			{rpc.DeriveSecret([]byte(key), "cm", "1"), func(err error) bool { return err == nil }},
 		} {
-			err := predictOnce(addr, []byte(tc.secret))
-			if !tc.want(err) {
+			if err := predictOnce(addrs[0], []byte(tc.secret)); !tc.want(err) {
 				t.Errorf("a prediction with secret %q: %v", tc.secret, err)
 			}
+		}
+		// The task logged the refusals (one per attempt: the wrong clients
+		// retried until they gave up) and stays registered.
+		var logs strings.Builder
+		for _, c := range tasks("1") {
+			rc, err := cli.ContainerLogs(t.Context(), c, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = stdcopy.StdCopy(&logs, &logs, rc)
+			rc.Close()
+		}
+		if n := strings.Count(logs.String(), "refused a peer that did not authenticate"); n < 2 {
+			t.Errorf("the task logged %d refusals, want one or more for each wrong secret:\n%s", n, &logs)
+		}
+		if now := live("1"); !slices.Equal(now, addrs) {
+			t.Errorf("registered replicas %v after the refusals, want %v", now, addrs)
 		}
 	})
 }
@@ -172,7 +195,7 @@ func predictOnce(addr string, secret []byte) error {
 		secret = nil
 	}
 	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: secret, MaxBackoff: time.Second})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	c.Start(ctx)
 	defer c.Close()

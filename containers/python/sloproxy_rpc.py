@@ -448,7 +448,8 @@ class Server:
 def serve(predict, input_type, model_name=None, model_version=None, addr=None, max_batch=0,
           max_frame=0, **options):
     """Serve predict until the process is stopped. Unset arguments come from
-    SLOPROXY_RPC_ADDR, SLOPROXY_MODEL_NAME and SLOPROXY_MODEL_VERSION."""
+    SLOPROXY_RPC_ADDR, SLOPROXY_MODEL_NAME and SLOPROXY_MODEL_VERSION; the
+    secret peers must prove (options' secret) from SLOPROXY_RPC_SECRET."""
     server = Server(predict, input_type, model_name, model_version, addr, max_batch, max_frame, **options)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # as PID 1 in a container, too

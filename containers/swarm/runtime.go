@@ -430,10 +430,14 @@ func (r *Runtime) runningTasks(ctx context.Context) (map[string][]string, error)
 		if t.Status.State != swarm.TaskStateRunning || t.Status.PortStatus.Ports == nil {
 			continue
 		}
+		// The first port published for the target: an Engine with IPv6
+		// publishes it twice, IPv4 first, and the two may differ; the
+		// node's address is the one it advertises, IPv4 here.
 		port := uint32(0)
 		for _, p := range t.Status.PortStatus.Ports {
 			if p.TargetPort == uint32(r.opts.ContainerPort) && p.PublishedPort != 0 {
 				port = p.PublishedPort
+				break
 			}
 		}
 		if port == 0 {
