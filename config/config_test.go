@@ -93,6 +93,7 @@ func TestSLOPolicies(t *testing.T) {
 }
 
 func TestBadFiles(t *testing.T) {
+	t.Setenv("SLOPROXY_RPC_KEY", "") // swarm-without-key has none from the environment either
 	tests := map[string]string{
 		"unknown-field.bad.yml":            "field default_ouptut not found",
 		"unknown-model.bad.yml":            `apps[0].models[0]: model "missing" is not defined under models`,
@@ -120,6 +121,7 @@ func TestBadFiles(t *testing.T) {
 		"selection-bad-policy.bad.yml":     `apps[0].selection: policy "ucb": must be single, weighted, exp3 or exp4`,
 		"selection-unlinked-share.bad.yml": `apps[0].selection: shares["other:2"]: model not in the app's models`,
 		"replicas-above-limit.bad.yml":     `models[0]: model "m" version "1": replicas 5: above limits.max_replicas (4)`,
+		"swarm-without-key.bad.yml":        "runtimes.swarm.rpc_key: required when the swarm runtime is enabled",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(tests) {
