@@ -51,8 +51,10 @@
 // New lists the services Options.Owner labels: the running tasks of those
 // that match the state are presumed ready (and checked again in the
 // background), so a proxy that restarts starts nothing and withdraws
-// nothing; Running reports the others, which the Manager removes. Close
-// leaves the services running.
+// nothing; Running reports the others, which the Manager removes. A
+// service that another proxy of the same owner created later is adopted
+// when its version is first ensured, so proxies sharing a state and an
+// owner may all manage the runtime. Close leaves the services running.
 package swarm
 
 import (
@@ -307,6 +309,14 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 
 	ectx, cancel := context.WithTimeout(ctx, engineTimeout)
 	defer cancel()
+	if svc == nil {
+		// Another proxy of the same owner may have created it since New.
+		found, err := r.find(ectx, spec.Name)
+		if err != nil {
+			return nil, fmt.Errorf("model %q version %q: %w", mv.Model, mv.Version, err)
+		}
+		svc = found
+	}
 	switch {
 	case svc == nil:
 		resp, err := r.engine.ServiceCreate(ectx, spec, swarm.ServiceCreateOptions{})
@@ -342,6 +352,20 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 		}
 	}
 	return addrs, nil
+}
+
+// find returns the owner's service of that name, nil if there is none.
+func (r *Runtime) find(ctx context.Context, name string) (*service, error) {
+	s, _, err := r.engine.ServiceInspectWithRaw(ctx, name, swarm.ServiceInspectOptions{})
+	switch {
+	case client.IsErrNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("inspecting service %s: %w", name, err)
+	case s.Spec.Labels[docker.OwnerLabel] != r.opts.Owner:
+		return nil, fmt.Errorf("service %s exists and is not owner %q's: remove it or choose another owner", name, r.opts.Owner)
+	}
+	return &service{id: s.ID, spec: s.Spec.Labels[docker.SpecLabel], replicas: replicasOf(s.Spec), tasks: map[string]*task{}}, nil
 }
 
 // update replaces the spec of service id with spec.
