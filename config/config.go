@@ -32,8 +32,8 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Admin is the admin API's listener.
 	Admin Admin `yaml:"admin"`
-	// Redis holds the shared state. An empty address means the embedded
-	// default: state in a file under DataDir.
+	// Redis holds the shared state (see redis.go). No address means the
+	// embedded default: state in a file under DataDir.
 	Redis Redis `yaml:"redis"`
 	// DataDir is the embedded default's directory: without Redis, the
 	// state, what the selection policies learned and a generated admin
@@ -74,18 +74,6 @@ type Admin struct {
 	Token string `yaml:"token"`
 	// TokenEnv names the environment variable holding the token.
 	TokenEnv string `yaml:"token_env"`
-}
-
-// Redis locates the shared state.
-type Redis struct {
-	// Addr is host:port; empty means no Redis (the embedded default).
-	Addr string `yaml:"addr"`
-	// Prefix starts every key and channel the proxy uses.
-	Prefix string `yaml:"prefix"`
-	// Password, if the server requires one.
-	Password string `yaml:"password"`
-	// DB is the database number.
-	DB int `yaml:"db"`
 }
 
 // Limits bound requests.
@@ -527,6 +515,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Admin.Listen == "" {
 		return errors.New("admin.listen: must be an address such as 127.0.0.1:1338")
+	}
+	if err := c.Redis.validate(); err != nil {
+		return err
 	}
 	if c.Limits.MaxBodyBytes <= 0 {
 		return fmt.Errorf("limits.max_body_bytes %d: must be positive", c.Limits.MaxBodyBytes)

@@ -18,7 +18,10 @@ import (
 // error in go-redis's format.
 func TestRedisLogsThroughZap(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
-	rdb := newRedis(config.Redis{Addr: testutil.FreeAddr(t)}, zap.New(core))
+	rdb, err := newRedis(config.Redis{Addr: testutil.FreeAddr(t)}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
