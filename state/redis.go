@@ -68,6 +68,9 @@ var ErrNotReplicated = fmt.Errorf("%w: the change is not on enough replicas", Er
 // One document keeps every change atomic and every load consistent without
 // Lua or locks; it is small (apps and models, not predictions) and written
 // only by admin actions and runtimes.
+// Being one key, it suits a Redis Cluster (no transaction spans slots)
+// as well as a Sentinel group, where RedisOptions.WaitReplicas keeps a
+// failover from losing a change that Update returned.
 type Redis struct {
 	client   redis.UniversalClient
 	key      string

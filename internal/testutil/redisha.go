@@ -44,11 +44,14 @@ func StartRedisSentinelGroup(t testing.TB, replicas int, downAfter time.Duration
 		t.Fatalf("testutil: %v; run ./scripts/test, which installs it (apt-get install redis-sentinel)", err)
 	}
 	g := &RedisSentinelGroup{MasterName: "sloproxy-test", DownAfter: downAfter}
-	master := NewRedisServer(t)
+	// Every server may become the master: none waits for more replicas
+	// before a full synchronisation (5 s by default).
+	sync := []string{"--repl-diskless-sync-delay", "0"}
+	master := NewRedisServer(t, sync...)
 	g.Servers = append(g.Servers, master)
 	host, port := "127.0.0.1", strconv.Itoa(master.port)
 	for range replicas {
-		g.Servers = append(g.Servers, NewRedisServer(t, "--replicaof", host, port))
+		g.Servers = append(g.Servers, NewRedisServer(t, append(sync, "--replicaof", host, port)...))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), haReadyTimeout)
 	defer cancel()
@@ -168,4 +171,27 @@ func (c *RedisCluster) Addrs() []string {
 		out[i] = m.Addr
 	}
 	return out
+}
+
+// MasterOf returns the address of the master that holds key's slot.
+func (c *RedisCluster) MasterOf(t testing.TB, key string) string {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: c.Masters[0].Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	slot, err := rdb.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		t.Fatalf("testutil: CLUSTER KEYSLOT %s: %v", key, err)
+	}
+	slots, err := rdb.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatalf("testutil: CLUSTER SLOTS: %v", err)
+	}
+	for _, r := range slots {
+		if int64(r.Start) <= slot && slot <= int64(r.End) {
+			return r.Nodes[0].Addr
+		}
+	}
+	t.Fatalf("testutil: no master holds slot %d of %s", slot, key)
+	return ""
 }
