@@ -182,6 +182,10 @@ type Feedback struct {
 	Shared bool `yaml:"shared"`
 	// SharedTTL is how long Redis keeps each.
 	SharedTTL time.Duration `yaml:"shared_ttl"`
+	// SharedRecent is how many answered queries Redis keeps, across the
+	// proxies sharing it; beyond it the oldest are forgotten before their
+	// shared_ttl.
+	SharedRecent int `yaml:"shared_recent"`
 }
 
 // Log configures logging.
@@ -468,7 +472,7 @@ var Default = Config{
 	OIP:      OIP{DefaultTimeout: time.Second, Readiness: ReadinessEveryApp},
 	Log:      Log{Level: "info", Format: "json"},
 	Cache:    Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
-	Feedback: Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL},
+	Feedback: Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL, SharedRecent: answered.DefaultSharedSize},
 }
 
 // Load reads and validates the file at path.
@@ -557,6 +561,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Feedback.SharedTTL <= 0 {
 		return fmt.Errorf("feedback.shared_ttl %v: must be positive", c.Feedback.SharedTTL)
+	}
+	if c.Feedback.SharedRecent <= 0 {
+		return fmt.Errorf("feedback.shared_recent %d: must be positive", c.Feedback.SharedRecent)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -116,6 +116,7 @@ func TestBadFiles(t *testing.T) {
 		"slo-batching-conflict.bad.yml":      `apps[1].batching: model "m" is also linked to app "a", whose batching differs`,
 		"slo-retry-after-default.bad.yml":    "apps[0].retry_after 2s: only reject and unavailable answers carry Retry-After, and shed is default",
 		"bad-feedback-ttl.bad.yml":           "feedback.shared_ttl -1m0s: must be positive",
+		"bad-feedback-recent.bad.yml":        "feedback.shared_recent 0: must be positive",
 		"bad-oip-readiness.bad.yml":          `oip.readiness "some_apps": must be every_app or any_app`,
 		"selection-bad-policy.bad.yml":       `apps[0].selection: policy "ucb": must be single, weighted, exp3 or exp4`,
 		"selection-unlinked-share.bad.yml":   `apps[0].selection: shares["other:2"]: model not in the app's models`,

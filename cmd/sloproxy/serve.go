@@ -329,7 +329,7 @@ func sharedQueries(cfg *config.Config, rdb redis.UniversalClient) proxy.SharedQu
 	if rdb == nil || !cfg.Feedback.Shared {
 		return proxy.SharedQueries{}
 	}
-	return proxy.SharedQueries{Redis: rdb, Prefix: cfg.Redis.Prefix, TTL: cfg.Feedback.SharedTTL}
+	return proxy.SharedQueries{Redis: rdb, Prefix: cfg.Redis.Prefix, TTL: cfg.Feedback.SharedTTL, Size: cfg.Feedback.SharedRecent}
 }
 
 // openCache starts the prediction cache the config asks for (nil when it
