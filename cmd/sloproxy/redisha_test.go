@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -209,4 +210,99 @@ models:
 	if resumed < 0 || resumed > sw.Sub(kill)+resumeMax {
 		t.Errorf("admin writes resumed %v after the kill, want within the failover's %v plus %v", resumed, sw.Sub(kill), resumeMax)
 	}
+}
+
+// TestFeedbackThroughAnyProxyOnCluster runs two real proxies on a
+// three-master Redis Cluster (redis.cluster: true) with an exp3 app of two
+// models: feedback by query_id sent to the proxy that did not answer the
+// query is accepted and scores it, once across both, and both proxies
+// report what the policy learned from it.
+func TestFeedbackThroughAnyProxyOnCluster(t *testing.T) {
+	cluster := testutil.StartRedisCluster(t, 3)
+	noop := testutil.BuildGo(t, "./examples/noop")
+	start := func() *testutil.Proxy {
+		return testutil.StartProxy(t, fmt.Sprintf(`
+listen: %s
+admin: {listen: %s, token: t}
+redis: {addrs: [%s], cluster: true, prefix: "fb:"}
+runtimes: {process: {enabled: true, port_base: %d}}
+apps:
+  - {name: echo, input_type: string, slo: 2s, default_output: '"late"', policy: exp3, selection: {seed: 1}, models: [m1, m2]}
+models:
+  - {name: m1, version: "1", input_type: string, command: [%[5]q, --input-type, string]}
+  - {name: m2, version: "1", input_type: string, command: [%[5]q, --input-type, string]}
+`, testutil.FreeAddr(t), testutil.FreeAddr(t), strings.Join(cluster.Addrs(), ", "), testutil.FreePort(t), noop))
+	}
+	// B's ports are chosen once A's models listen, so that none of them
+	// is one a model of A is about to take.
+	a := start()
+	for _, m := range []string{"m1", "m2"} {
+		testutil.Eventually(t, time.Minute, "A's model "+m+" ready", func() bool {
+			resp, err := http.Get("http://" + a.Query + "/v2/models/" + m + "/ready")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	}
+	b := start()
+	shares := func(p *testutil.Proxy) map[string]float64 {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.Admin+"/api/v1/apps/echo/selection", nil)
+		req.Header.Set("Authorization", "Bearer t")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Shares map[string]float64 `json:"shares"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("selection status: %d %v", resp.StatusCode, err)
+		}
+		return st.Shares
+	}
+	feedback := func(p *testutil.Proxy, body string) (int, map[string]any) {
+		t.Helper()
+		resp, err := http.Post("http://"+p.Query+"/apps/echo/feedback", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	for _, p := range []*testutil.Proxy{a, b} {
+		waitServed(t, p.Query, "echo", `{"input": "warm"}`, time.Minute)
+	}
+	before := shares(b)
+
+	status, ans := predict(t, a.Query, "echo", `{"input": "7"}`)
+	if status != http.StatusOK || ans.Default || ans.QueryID == "" {
+		t.Fatalf("predict through A: %d %+v", status, ans)
+	}
+	body := `{"query_id": "` + ans.QueryID + `", "label": "7"}`
+	var m map[string]any
+	// A writes its answered queries to Redis in the background: B may get
+	// the feedback first (404) for a few milliseconds.
+	testutil.Eventually(t, 5*time.Second, "B accepting the feedback of A's query", func() bool {
+		status, m = feedback(b, body)
+		return status == http.StatusOK
+	})
+	rewards, _ := m["rewards"].(map[string]any)
+	if m["query_id"] != ans.QueryID || len(rewards) != 1 {
+		t.Fatalf("feedback through B: %v; want one model of query %s rewarded", m, ans.QueryID)
+	}
+	if status, m := feedback(a, body); status != http.StatusNotFound {
+		t.Errorf("the same feedback through A: %d %v; want 404, scored once", status, m)
+	}
+	after := shares(b)
+	if reflect.DeepEqual(after, before) {
+		t.Errorf("B's policy learned nothing from the feedback: shares %v before and after", before)
+	}
+	testutil.Eventually(t, 5*time.Second, "A reporting what B's feedback taught", func() bool { return reflect.DeepEqual(shares(a), after) })
+	t.Logf("shares before %v, after the feedback through B %v", before, after)
 }
