@@ -33,8 +33,8 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Admin is the admin API's listener.
 	Admin Admin `yaml:"admin"`
-	// Redis holds the shared state. An empty address means the embedded
-	// default: state in a file under DataDir.
+	// Redis holds the shared state (see redis.go). No address means the
+	// embedded default: state in a file under DataDir.
 	Redis Redis `yaml:"redis"`
 	// DataDir is the embedded default's directory: without Redis, the
 	// state, what the selection policies learned and a generated admin
@@ -75,18 +75,6 @@ type Admin struct {
 	Token string `yaml:"token"`
 	// TokenEnv names the environment variable holding the token.
 	TokenEnv string `yaml:"token_env"`
-}
-
-// Redis locates the shared state.
-type Redis struct {
-	// Addr is host:port; empty means no Redis (the embedded default).
-	Addr string `yaml:"addr"`
-	// Prefix starts every key and channel the proxy uses.
-	Prefix string `yaml:"prefix"`
-	// Password, if the server requires one.
-	Password string `yaml:"password"`
-	// DB is the database number.
-	DB int `yaml:"db"`
 }
 
 // Limits bound requests.
@@ -236,6 +224,10 @@ type Feedback struct {
 	Shared bool `yaml:"shared"`
 	// SharedTTL is how long Redis keeps each.
 	SharedTTL time.Duration `yaml:"shared_ttl"`
+	// SharedRecent is how many answered queries Redis keeps, across the
+	// proxies sharing it; beyond it the oldest are forgotten before their
+	// shared_ttl.
+	SharedRecent int `yaml:"shared_recent"`
 }
 
 // Log configures logging.
@@ -522,7 +514,7 @@ var Default = Config{
 	OIP:      OIP{DefaultTimeout: time.Second, Readiness: ReadinessEveryApp},
 	Log:      Log{Level: "info", Format: "json"},
 	Cache:    Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
-	Feedback: Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL},
+	Feedback: Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL, SharedRecent: answered.DefaultSharedSize},
 }
 
 // Load reads and validates the file at path.
@@ -570,6 +562,9 @@ func (c *Config) Validate() error {
 	if c.Admin.Listen == "" {
 		return errors.New("admin.listen: must be an address such as 127.0.0.1:1338")
 	}
+	if err := c.Redis.validate(); err != nil {
+		return err
+	}
 	if c.Limits.MaxBodyBytes <= 0 {
 		return fmt.Errorf("limits.max_body_bytes %d: must be positive", c.Limits.MaxBodyBytes)
 	}
@@ -614,6 +609,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Feedback.SharedTTL <= 0 {
 		return fmt.Errorf("feedback.shared_ttl %v: must be positive", c.Feedback.SharedTTL)
+	}
+	if c.Feedback.SharedRecent <= 0 {
+		return fmt.Errorf("feedback.shared_recent %d: must be positive", c.Feedback.SharedRecent)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -95,6 +95,9 @@ type SharedQueries struct {
 	Prefix string
 	// TTL is how long each is kept. 0 means answered.DefaultSharedTTL.
 	TTL time.Duration
+	// Size is how many Redis keeps, across the proxies sharing it. 0
+	// means answered.DefaultSharedSize.
+	Size int
 }
 
 // Proxy serves queries. Create it with New, run it with Run, serve its
@@ -158,7 +161,7 @@ func New(opts Options) *Proxy {
 		attain:  &attainment{policies: opts.Policies, apps: map[string]*appSLO{}},
 		sel:     opts.Selection,
 		memory: answered.New(answered.Options{Size: opts.RecentQueries, Redis: opts.SharedQueries.Redis, Prefix: opts.SharedQueries.Prefix,
-			TTL: opts.SharedQueries.TTL, Registry: opts.Registry, Logger: opts.Logger}),
+			TTL: opts.SharedQueries.TTL, SharedSize: opts.SharedQueries.Size, Registry: opts.Registry, Logger: opts.Logger}),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
 	opts.Registry.MustRegister(p.attain, p.pool)

@@ -112,9 +112,11 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	var rdb *redis.Client
-	if cfg.Redis.Addr != "" {
-		rdb = newRedis(cfg.Redis, log)
+	var rdb redis.UniversalClient
+	if cfg.Redis.Configured() {
+		if rdb, err = newRedis(cfg.Redis, log); err != nil {
+			return err
+		}
 		defer func() { _ = rdb.Close() }() // last: the store and the cache use it
 	}
 	// Without Redis, the state, what the policies learn and a generated
@@ -248,7 +250,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		})
 	}
 	log.Info("serving", zap.String("query", queryLn.Addr().String()), zap.String("admin", adminLn.Addr().String()),
-		zap.Bool("redis", cfg.Redis.Addr != ""), zap.Int("apps", len(store.Snapshot().Apps())))
+		zap.Strings("redis", cfg.Redis.Addresses()), zap.Int("apps", len(store.Snapshot().Apps())))
 	if ready != nil {
 		ready(queryLn.Addr().String(), adminLn.Addr().String())
 	}
@@ -316,10 +318,11 @@ func newServer(h http.Handler, log *zap.Logger) *http.Server {
 
 // openStore opens the state on rdb, or in local when rdb is nil, and
 // starts following its changes.
-func openStore(ctx context.Context, cfg *config.Config, rdb *redis.Client, local *dataDir, log *zap.Logger) (*state.Store, error) {
+func openStore(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, local *dataDir, log *zap.Logger) (*state.Store, error) {
 	var backend state.Backend
 	if rdb != nil {
-		backend = state.NewRedis(rdb, state.RedisOptions{Prefix: cfg.Redis.Prefix, Logger: log.Named("state")})
+		backend = state.NewRedis(rdb, state.RedisOptions{Prefix: cfg.Redis.Prefix, Logger: log.Named("state"),
+			WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout})
 	} else {
 		var err error
 		if backend, err = local.store(); err != nil {
@@ -335,17 +338,17 @@ func openStore(ctx context.Context, cfg *config.Config, rdb *redis.Client, local
 
 // sharedQueries keeps answered queries in Redis for feedback through any
 // proxy, when there is a Redis and the config asks for it.
-func sharedQueries(cfg *config.Config, rdb *redis.Client) proxy.SharedQueries {
+func sharedQueries(cfg *config.Config, rdb redis.UniversalClient) proxy.SharedQueries {
 	if rdb == nil || !cfg.Feedback.Shared {
 		return proxy.SharedQueries{}
 	}
-	return proxy.SharedQueries{Redis: rdb, Prefix: cfg.Redis.Prefix, TTL: cfg.Feedback.SharedTTL}
+	return proxy.SharedQueries{Redis: rdb, Prefix: cfg.Redis.Prefix, TTL: cfg.Feedback.SharedTTL, Size: cfg.Feedback.SharedRecent}
 }
 
 // openCache starts the prediction cache the config asks for (nil when it
 // is disabled), with L2 on rdb when there is one, and returns the admin
 // API's purge for it.
-func openCache(ctx context.Context, cfg *config.Config, rdb *redis.Client, reg prometheus.Registerer, store *state.Store,
+func openCache(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, reg prometheus.Registerer, store *state.Store,
 	log *zap.Logger) (*cache.Cache, func(ctx context.Context, app, model string) error, error) {
 	if !cfg.Cache.Enabled {
 		return nil, nil, nil
