@@ -143,7 +143,7 @@ func (rep *replica) setReady(addr string, err error) {
 		rep.err = err
 	}
 	rep.mu.Unlock()
-	rep.rt.notify()
+	rep.rt.Notify()
 }
 
 // run keeps a ready container until ctx ends, replacing it with backoff

@@ -175,7 +175,9 @@ type Runtime struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the poll loop and the probes
 
-	changed chan struct{} // 1-buffered: see Changed
+	// Signal makes the Runtime a runtime.Notifier: it signals when a
+	// replica became ready or stopped being so.
+	runtime.Signal
 
 	// mu guards closed, services, nodes and tasks.
 	mu       sync.Mutex
@@ -219,7 +221,7 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("swarm runtime: %w", err)
 	}
-	r := &Runtime{opts: opts, log: opts.Logger, engine: engine, changed: make(chan struct{}, 1),
+	r := &Runtime{opts: opts, log: opts.Logger, engine: engine, Signal: runtime.NewSignal(),
 		services: map[runtime.VersionKey]*service{}, nodes: map[string]string{}}
 	ictx, cancel := context.WithTimeout(ctx, engineTimeout)
 	defer cancel()
@@ -274,25 +276,11 @@ func replicasOf(s swarm.ServiceSpec) uint64 {
 	return *s.Mode.Replicated.Replicas
 }
 
-// Changed implements runtime.Notifier: it receives when a version's
-// running tasks or their readiness changed.
-func (r *Runtime) Changed() <-chan struct{} { return r.changed }
-
-func (r *Runtime) notify() {
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
-}
-
 // Ensure makes mv's service run as mv says (creating it, or updating its
 // replica count or spec) and returns the addresses of its ready tasks.
 func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, error) {
-	if mv.Runtime.Kind != state.RuntimeSwarm {
-		return nil, fmt.Errorf("model %q version %q: runtime kind %q is not %q", mv.Model, mv.Version, mv.Runtime.Kind, state.RuntimeSwarm)
-	}
-	if mv.Runtime.Image == "" {
-		return nil, fmt.Errorf("model %q version %q: runtime.image is empty", mv.Model, mv.Version)
+	if err := runtime.CheckImage(mv, state.RuntimeSwarm); err != nil {
+		return nil, err
 	}
 	key := runtime.VersionKey{Model: mv.Model, Version: mv.Version}
 	spec := r.opts.serviceSpec(mv)
@@ -423,7 +411,7 @@ func (r *Runtime) probe(key runtime.VersionKey, addr string, it state.InputType)
 		return
 	}
 	log.Info("swarm runtime: task ready")
-	r.notify()
+	r.Notify()
 }
 
 func (r *Runtime) warmUp(addr string, key runtime.VersionKey, it state.InputType) error {
@@ -542,7 +530,7 @@ func (r *Runtime) poll() {
 			continue
 		}
 		if r.tasksChanged(running) {
-			r.notify()
+			r.Notify()
 		}
 	}
 }
