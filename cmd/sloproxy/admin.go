@@ -559,7 +559,7 @@ func modelsRegister(c *cli, args []string) error {
 	fs.StringVar(&cmdLine, "cmd", "", "process: the command `line`, split on spaces (no quoting); instead of --command")
 	fs.Var(env, "env", "process: an environment variable, `KEY=VALUE`; repeatable")
 	fs.Var(&addresses, "address", "external: a replica's `host:port`; repeatable")
-	fs.StringVar(&v.Runtime.Image, "image", "", "docker: the `image`")
+	fs.StringVar(&v.Runtime.Image, "image", "", "docker and swarm: the `image`")
 	fs.IntVar(&v.Replicas, "replicas", 1, "the desired number of replicas")
 	fs.IntVar(&v.BatchSize, "batch-size", 0, "the largest batch; 0 leaves it to the batching controller")
 	fs.Var(labels, "label", "an annotation, `KEY=VALUE`; repeatable")
