@@ -225,11 +225,12 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 		services: map[runtime.VersionKey]*service{}, nodes: map[string]string{}}
 	ictx, cancel := context.WithTimeout(ctx, engineTimeout)
 	defer cancel()
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if err := r.adopt(ictx); err != nil {
+		r.cancel()
 		_ = engine.Close()
 		return nil, err
 	}
-	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	r.wg.Go(r.poll)
 	return r, nil
 }
@@ -253,6 +254,7 @@ func (r *Runtime) adopt(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var recheck []func() // started once r.services is complete
 	for _, s := range list {
 		key := runtime.VersionKey{Model: s.Spec.Labels[docker.ModelLabel], Version: s.Spec.Labels[docker.VersionLabel]}
 		if key.Model == "" || key.Version == "" {
@@ -260,11 +262,17 @@ func (r *Runtime) adopt(ctx context.Context) error {
 		}
 		svc := &service{id: s.ID, spec: s.Spec.Labels[docker.SpecLabel], replicas: replicasOf(s.Spec), tasks: map[string]*task{}}
 		for _, addr := range running[s.ID] {
-			svc.tasks[addr] = &task{ready: true}
+			// Presumed ready, since it served before the restart, and
+			// checked again below: withdrawn if its warm-up now fails.
+			svc.tasks[addr] = &task{ready: true, probing: true}
+			recheck = append(recheck, func() { r.probe(key, addr) })
 		}
 		r.services[key] = svc
 		r.log.Info("swarm runtime: adopted a service", zap.String("model", key.Model), zap.String("version", key.Version),
 			zap.String("service", s.ID), zap.Strings("tasks", slices.Sorted(maps.Keys(svc.tasks))))
+	}
+	for _, f := range recheck {
+		r.wg.Go(f)
 	}
 	return nil
 }
@@ -332,7 +340,7 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 		return nil, docker.ErrClosed
 	}
 	r.services[key] = svc
-	addrs := r.track(key, svc, running[svc.id], mv.InputType)
+	addrs := r.track(key, svc, running[svc.id])
 	r.mu.Unlock()
 	if len(addrs) == 0 {
 		if problem := r.taskProblem(ectx, svc.id); problem != "" {
@@ -368,7 +376,7 @@ func (r *Runtime) update(ctx context.Context, id string, spec swarm.ServiceSpec)
 
 // track makes svc's tasks the running addrs: it forgets those gone, starts
 // probing new ones, and returns the ready ones, sorted. r.mu is held.
-func (r *Runtime) track(key runtime.VersionKey, svc *service, addrs []string, it state.InputType) []string {
+func (r *Runtime) track(key runtime.VersionKey, svc *service, addrs []string) []string {
 	maps.DeleteFunc(svc.tasks, func(a string, _ *task) bool { return !slices.Contains(addrs, a) })
 	var ready []string
 	for _, a := range addrs {
@@ -382,7 +390,7 @@ func (r *Runtime) track(key runtime.VersionKey, svc *service, addrs []string, it
 		}
 		if !t.ready && !t.probing && time.Since(t.failed) > probeRetry {
 			t.probing = true
-			r.wg.Go(func() { r.probe(key, a, it) })
+			r.wg.Go(func() { r.probe(key, a) })
 		}
 	}
 	slices.Sort(ready)
@@ -390,13 +398,16 @@ func (r *Runtime) track(key runtime.VersionKey, svc *service, addrs []string, it
 }
 
 // probe waits for the task at addr to answer a HELLO, the AUTH and a
-// warm-up request, and records the outcome.
-func (r *Runtime) probe(key runtime.VersionKey, addr string, it state.InputType) {
+// warm-up request, records the outcome, and notifies when the task's
+// readiness changed.
+func (r *Runtime) probe(key runtime.VersionKey, addr string) {
 	log := r.log.With(zap.String("model", key.Model), zap.String("version", key.Version), zap.String("addr", addr))
-	err := r.warmUp(addr, key, it)
+	err := r.warmUp(addr, key)
+	changed := false
 	r.mu.Lock()
 	if svc := r.services[key]; svc != nil {
 		if t := svc.tasks[addr]; t != nil {
+			changed = t.ready != (err == nil)
 			t.probing, t.ready = false, err == nil
 			if err != nil {
 				t.failed = time.Now()
@@ -404,30 +415,30 @@ func (r *Runtime) probe(key runtime.VersionKey, addr string, it state.InputType)
 		}
 	}
 	r.mu.Unlock()
-	if err != nil {
-		if r.ctx.Err() == nil {
-			log.Warn("swarm runtime: a task did not answer its warm-up; trying it again later", zap.Error(err))
-		}
-		return
+	switch {
+	case err != nil && r.ctx.Err() == nil:
+		log.Warn("swarm runtime: a task did not answer its warm-up; trying it again later", zap.Error(err))
+	case err == nil && changed:
+		log.Info("swarm runtime: task ready")
 	}
-	log.Info("swarm runtime: task ready")
-	r.Notify()
+	if changed {
+		r.Notify()
+	}
 }
 
-func (r *Runtime) warmUp(addr string, key runtime.VersionKey, it state.InputType) error {
-	t, err := rpc.ParseInputType(string(it))
-	if err != nil {
-		return err
-	}
+// warmUp sends the task at addr, with the version's secret, a warm-up
+// request of the input type its HELLO announces.
+func (r *Runtime) warmUp(addr string, key runtime.VersionKey) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.StartTimeout)
 	defer cancel()
 	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: r.opts.secret(key.Model, key.Version), Logger: r.log})
 	c.Start(ctx)
 	defer c.Close()
-	if _, err := c.WaitReady(ctx); err != nil {
+	h, err := c.WaitReady(ctx)
+	if err != nil {
 		return err
 	}
-	return c.WarmUp(ctx, t)
+	return c.WarmUp(ctx, h.InputType)
 }
 
 // runningTasks returns the addresses of the running tasks of every
