@@ -324,6 +324,13 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 			zap.String("service", resp.ID), zap.String("name", spec.Name), zap.Uint64("replicas", n))
 	case svc.spec != hash || svc.replicas != n:
 		if err := r.update(ectx, svc.id, spec); err != nil {
+			if client.IsErrNotFound(err) {
+				// Removed behind the runtime's back: the next pass creates it.
+				r.mu.Lock()
+				delete(r.services, key)
+				r.mu.Unlock()
+				r.Notify()
+			}
 			return nil, fmt.Errorf("model %q version %q: updating its service: %w", mv.Model, mv.Version, err)
 		}
 		r.log.Info("swarm runtime: updated a service", zap.String("model", mv.Model), zap.String("version", mv.Version),
