@@ -325,11 +325,7 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 	case svc.spec != hash || svc.replicas != n:
 		if err := r.update(ectx, svc.id, spec); err != nil {
 			if client.IsErrNotFound(err) {
-				// Removed behind the runtime's back: the next pass creates it.
-				r.mu.Lock()
-				delete(r.services, key)
-				r.mu.Unlock()
-				r.Notify()
+				r.forget(key)
 			}
 			return nil, fmt.Errorf("model %q version %q: updating its service: %w", mv.Model, mv.Version, err)
 		}
@@ -350,11 +346,24 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 	addrs := r.track(key, svc, running[svc.id])
 	r.mu.Unlock()
 	if len(addrs) == 0 {
+		if _, _, err := r.engine.ServiceInspectWithRaw(ectx, svc.id, swarm.ServiceInspectOptions{}); client.IsErrNotFound(err) {
+			r.forget(key)
+			return nil, fmt.Errorf("model %q version %q: its service %s is gone; creating it again", mv.Model, mv.Version, svc.id)
+		}
 		if problem := r.taskProblem(ectx, svc.id); problem != "" {
 			return nil, fmt.Errorf("model %q version %q: no task is ready: %s", mv.Model, mv.Version, problem)
 		}
 	}
 	return addrs, nil
+}
+
+// forget drops a version whose service was removed behind the runtime's
+// back, and asks for a pass, which creates it again.
+func (r *Runtime) forget(key runtime.VersionKey) {
+	r.mu.Lock()
+	delete(r.services, key)
+	r.mu.Unlock()
+	r.Notify()
 }
 
 // find returns the owner's service of that name, nil if there is none.
