@@ -25,7 +25,8 @@ import (
 // swarm: deploys 2 replicas of costmodel with `sloproxy models deploy
 // --runtime swarm`; under 300 queries a second removes one task's
 // container, with no query failed and the replacement task registered;
-// scales 2 → 4 → 1; rolls out version 2 and rolls back to 1; restarts the
+// scales 2 → 4 → 1; rolls out version 2 and rolls back to 1; removes
+// version 2's service by hand, which the runtime creates again; restarts the
 // proxy, which adopts the service without touching its tasks; and checks
 // that a task refuses a wrong RPC secret and serves the right one.
 func TestSwarm(t *testing.T) {
@@ -131,6 +132,21 @@ apps:
 		models("rollback", "cm", "1")
 		from := q.answeredBy("cm:1")
 		testutil.Eventually(t, 2*time.Minute, "answers from cm:1 again", func() bool { return q.answeredBy("cm:1") >= from+20 })
+	})
+	t.Run("service removed by hand comes back", func(t *testing.T) {
+		list, err := cli.ServiceList(t.Context(), swarm.ServiceListOptions{Filters: filters.NewArgs(
+			filters.Arg("label", docker.OwnerLabel+"="+owner), filters.Arg("label", docker.VersionLabel+"=2"))})
+		if err != nil || len(list) != 1 {
+			t.Fatalf("the service of cm:2: %v, %v", list, err)
+		}
+		if err := cli.ServiceRemove(t.Context(), list[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 2*time.Minute, "cm:2's service created again, its task registered", func() bool {
+			now, _ := cli.ServiceList(t.Context(), swarm.ServiceListOptions{Filters: filters.NewArgs(
+				filters.Arg("label", docker.OwnerLabel+"="+owner), filters.Arg("label", docker.VersionLabel+"=2"))})
+			return len(now) == 1 && now[0].ID != list[0].ID && len(live("2")) == 1 && len(tasks("2")) == 1
+		})
 	})
 	q.end(t)
 	if q.failed > 0 {
