@@ -6,6 +6,9 @@
 // latest answers (ring.go, records encoded as bytes so that the garbage
 // collector has one object a record to mark), and, with Redis, in Redis
 // through a background writer (shared.go), so that feedback reaching any
-// proxy that shares the Redis finds it. Each query's feedback counts once
+// proxy that shares the Redis finds it. Redis keeps each for a TTL and,
+// across the proxies, the latest SharedSize of them: a list in the order
+// of their writes names the ones to forget. Every script touches one key,
+// so the records spread over the masters of a Redis Cluster. Each query's feedback counts once
 // across proxies: taking a query marks it taken, atomically in Redis.
 package answered

@@ -39,6 +39,10 @@ type Options struct {
 	Prefix string
 	// TTL is how long Redis keeps each. 0 means DefaultSharedTTL.
 	TTL time.Duration
+	// SharedSize is how many answered queries Redis keeps, across the
+	// proxies sharing it: beyond it the oldest are forgotten before
+	// their TTL. 0 means DefaultSharedSize.
+	SharedSize int
 	// Registry receives the metrics of the Redis part. nil means they are
 	// registered nowhere.
 	Registry prometheus.Registerer

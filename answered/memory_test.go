@@ -84,11 +84,30 @@ func BenchmarkMemoryMark(b *testing.B) {
 	runtime.KeepAlive(r)
 }
 
-// TestSharedQueryCannotComeBack drives the Redis side of the memory on a real Redis through the orders in which a query's write and
-// its feedback may arrive.
+// onRedis runs f on a client of one redis-server and on a client of a
+// three-master Redis Cluster, where each script must touch keys of one
+// slot only.
+func onRedis(t *testing.T, f func(t *testing.T, client redis.UniversalClient)) {
+	t.Run("server", func(t *testing.T) {
+		client := redis.NewClient(&redis.Options{Addr: testutil.StartRedis(t)})
+		t.Cleanup(func() { _ = client.Close() })
+		f(t, client)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testutil.StartRedisCluster(t, 3).Addrs()})
+		t.Cleanup(func() { _ = client.Close() })
+		f(t, client)
+	})
+}
+
+// TestSharedQueryCannotComeBack drives the Redis side of the memory on a
+// real Redis through the orders in which a query's write and its feedback
+// may arrive.
 func TestSharedQueryCannotComeBack(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: testutil.StartRedis(t)})
-	t.Cleanup(func() { _ = client.Close() })
+	onRedis(t, sharedQueryCannotComeBack)
+}
+
+func sharedQueryCannotComeBack(t *testing.T, client redis.UniversalClient) {
 	sh := newShared(Options{Redis: client, Prefix: "sq:"}, prometheus.NewRegistry(), zap.NewNop())
 	ctx := context.Background()
 	q := &Query{App: "app", Choice: selection.Choice{Arms: []string{"a", "b"}, Probs: []float64{0.5, 0.5}}, Outs: [][]byte{[]byte(`1`), nil}}
@@ -133,4 +152,44 @@ func TestSharedQueryCannotComeBack(t *testing.T) {
 	if _, st, err := sh.take(ctx, "garbled", "app"); err != nil || st != sharedTaken {
 		t.Errorf("second take of a garbled record: %v, %v; want taken", st, err)
 	}
+}
+
+// TestSharedSizeBound writes more queries than Options.SharedSize, from
+// two proxies: Redis keeps the latest SharedSize, and forgets the others'
+// records and input keys, except an input key that a later query took
+// over.
+func TestSharedSizeBound(t *testing.T) {
+	onRedis(t, func(t *testing.T, client redis.UniversalClient) {
+		const size, n = 10, 25
+		ctx := context.Background()
+		var shs [2]*shared
+		for i := range shs {
+			shs[i] = newShared(Options{Redis: client, Prefix: "sb:", SharedSize: size}, prometheus.NewRegistry(), zap.NewNop())
+		}
+		q := &Query{App: "app", Choice: selection.Choice{Arms: []string{"a"}, Probs: []float64{1}}, Outs: [][]byte{[]byte(`1`)}}
+		for i := range n {
+			// Input 0 again for the last query: its key must stay.
+			input := uint64(i)
+			if i == n-1 {
+				input = 0
+			}
+			shs[i%2].write(ctx, []sharedWrite{{id: fmt.Sprint("q", i), q: q, input: inputKey{"app", input}}})
+		}
+		for i := range n {
+			_, st, err := shs[0].take(ctx, fmt.Sprint("q", i), "app")
+			mustDo(t, err)
+			if want := i >= n-size; (st == sharedFound) != want {
+				t.Errorf("query q%d of %d: %v; want found %v (Redis keeps the latest %d)", i, n, st, want, size)
+			}
+		}
+		if id, ok, err := shs[1].idOf(ctx, inputKey{"app", 1}); err != nil || ok {
+			t.Errorf("the input of a forgotten query: %q %v %v; want forgotten", id, ok, err)
+		}
+		if id, ok, err := shs[1].idOf(ctx, inputKey{"app", 0}); err != nil || !ok || id != fmt.Sprint("q", n-1) {
+			t.Errorf("the input of forgotten q0, taken over by q%d: %q %v %v; want q%d", n-1, id, ok, err, n-1)
+		}
+		if l := client.LLen(ctx, "sb:recent:order").Val(); l != size {
+			t.Errorf("the order list holds %d; want %d", l, size)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,10 @@ import (
 // DefaultSharedTTL is how long a query stays in Redis for feedback
 // through any proxy when Options.TTL is 0.
 const DefaultSharedTTL = 10 * time.Minute
+
+// DefaultSharedSize is how many answered queries Redis keeps, across the
+// proxies sharing it, when Options.SharedSize is 0.
+const DefaultSharedSize = 1_000_000
 
 const (
 	sharedQueue   = 8192 // writes waiting for the writer; more are dropped
@@ -86,12 +91,32 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return {v[1], v[2]}
 `)
 
+// orderScript appends the entries ARGV[2], ARGV[3], … to the list
+// KEYS[1], the order in which the proxies wrote their queries, and pops
+// and returns its oldest entries beyond ARGV[1]: the queries to forget.
+// One script on one key: the proxies sharing the Redis together keep
+// exactly that many.
+var orderScript = redis.NewScript(`
+local n = redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+local over = n - tonumber(ARGV[1])
+if over > 0 then return redis.call('LPOP', KEYS[1], over) end
+return {}
+`)
+
+// forgetInputScript deletes the input's key KEYS[1] if it still names
+// query ARGV[1], not a later query of the same input.
+var forgetInputScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
 // shared is the Redis side of a Memory: a writer goroutine that mirrors
 // what Put records, and the look-ups feedback makes through any proxy.
 type shared struct {
 	rdb    redis.UniversalClient
 	prefix string
 	ttl    time.Duration
+	size   int                           // how many queries Redis keeps, across proxies
 	writes *writeback.Queue[sharedWrite] // run by Memory.Run
 	log    *zap.Logger
 
@@ -103,7 +128,10 @@ func newShared(o Options, reg prometheus.Registerer, log *zap.Logger) *shared {
 	if o.TTL <= 0 {
 		o.TTL = DefaultSharedTTL
 	}
-	s := &shared{rdb: o.Redis, prefix: o.Prefix + "recent:", ttl: o.TTL, log: log,
+	if o.SharedSize <= 0 {
+		o.SharedSize = DefaultSharedSize
+	}
+	s := &shared{rdb: o.Redis, prefix: o.Prefix + "recent:", ttl: o.TTL, size: o.SharedSize, log: log,
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sloproxy_feedback_shared_dropped_total",
 			Help: "Answered queries not mirrored in Redis because its writer was behind: their feedback reaches only the proxy that answered.",
@@ -120,6 +148,8 @@ func newShared(o Options, reg prometheus.Registerer, log *zap.Logger) *shared {
 
 func (s *shared) queryKey(id string) string { return s.prefix + "q:" + id }
 
+func (s *shared) orderKey() string { return s.prefix + "order" }
+
 func (s *shared) inputKey(k inputKey) string {
 	return s.prefix + "in:" + k.app + ":" + strconv.FormatUint(k.hash, 16)
 }
@@ -135,12 +165,17 @@ func (s *shared) enqueue(w sharedWrite) {
 
 // write sends batch to Redis in one pipeline: for each query one script
 // call (its record, app and, if it came already, the shadow's answer) and
-// its input's key; for each later shadow answer one script call.
+// its input's key; for each later shadow answer one script call; then the
+// queries' order entries, which returns the oldest queries beyond
+// s.size, forgotten in a second pipeline. Each script touches one key,
+// so that the keys may lie on different masters of a Cluster.
 func (s *shared) write(ctx context.Context, batch []sharedWrite) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
 	ttl := strconv.FormatInt(s.ttl.Milliseconds(), 10)
+	var forget *redis.Cmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		order := []any{s.size}
 		for _, w := range batch {
 			key := []string{s.queryKey(w.id)}
 			if w.q == nil {
@@ -152,15 +187,45 @@ func (s *shared) write(ctx context.Context, batch []sharedWrite) {
 				args = append(args, "s", out)
 			}
 			writeScript.Eval(ctx, p, key, args...)
-			p.Set(ctx, s.inputKey(w.input), w.id, s.ttl)
+			in := s.inputKey(w.input)
+			p.Set(ctx, in, w.id, s.ttl)
+			order = append(order, w.id+orderSep+in)
+		}
+		if len(order) > 1 {
+			forget = orderScript.Eval(ctx, p, []string{s.orderKey()}, order...)
 		}
 		return nil
 	})
+	if err == nil && forget != nil {
+		err = s.forget(ctx, forget)
+	}
 	if err != nil {
 		s.errors.WithLabelValues("write").Inc()
 		s.log.Warn("feedback: mirroring answered queries in Redis failed; their feedback reaches only this proxy",
 			zap.Int("queries", len(batch)), zap.Error(err))
 	}
+}
+
+// orderSep separates a query's id from its input's key in an order
+// entry; neither holds it.
+const orderSep = "\n"
+
+// forget removes the queries that the order script popped: each one's
+// record, and its input's key unless a later query took it over.
+func (s *shared) forget(ctx context.Context, popped *redis.Cmd) error {
+	entries, err := popped.StringSlice()
+	if err != nil || len(entries) == 0 {
+		return err
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, e := range entries {
+			id, in, _ := strings.Cut(e, orderSep)
+			p.Unlink(ctx, s.queryKey(id))
+			forgetInputScript.Eval(ctx, p, []string{in}, id)
+		}
+		return nil
+	})
+	return err
 }
 
 func encodeShared(q *Query) []byte {

@@ -12,7 +12,8 @@
 // value (a format byte, the key's check hash, the output bytes).
 //
 // A batch of queries looks up L1 (Get), then all its L1 misses in one
-// MGET (Fetch). An L2 hit is copied into L1. Fills go into L1 at once and to Redis in the
+// MGET (Fetch); on a Redis Cluster, whose keys spread over its masters by
+// slot, one pipeline of GETs that go-redis splits by master. An L2 hit is copied into L1. Fills go into L1 at once and to Redis in the
 // background, pipelined, so that no answer waits on a Redis write.
 //
 // # Redis trouble
@@ -132,6 +133,7 @@ var errQueryDone = errors.New("cache: the query's context ended")
 type Cache struct {
 	l1      *otter.Cache[[16]byte, *entry]
 	rdb     redis.UniversalClient
+	cluster bool // rdb is a Cluster's client
 	prefix  string
 	timeout time.Duration
 	ttl     time.Duration // for entries put with none
@@ -173,8 +175,10 @@ func New(opts Options) (*Cache, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	_, cluster := opts.Redis.(*redis.ClusterClient)
 	c := &Cache{
 		rdb:     opts.Redis,
+		cluster: cluster,
 		prefix:  opts.Prefix,
 		timeout: opts.Timeout,
 		ttl:     opts.DefaultTTL,
@@ -274,7 +278,7 @@ func (c *Cache) Get(keys []Key, outs [][]byte, hits []Hit) (misses int) {
 }
 
 // Fetch looks the keys that Get missed (hits[i] == Miss) up in Redis, all
-// in one round trip, and copies what it finds into L1 for ttl. Redis
+// in one round trip (one per master, in parallel, on a Cluster), and copies what it finds into L1 for ttl. Redis
 // trouble makes misses, never errors, and costs at most Options.Timeout
 // and never past ctx's deadline.
 func (c *Cache) Fetch(ctx context.Context, keys []Key, ttl time.Duration, outs [][]byte, hits []Hit) {
@@ -292,9 +296,7 @@ func (c *Cache) Fetch(ctx context.Context, keys []Key, ttl time.Duration, outs [
 	if len(idx) == 0 {
 		return
 	}
-	vals, err := c.redis(ctx, "mget", func(ctx context.Context) (any, error) {
-		return c.rdb.MGet(ctx, rkeys...).Result()
-	})
+	vals, err := c.redis(ctx, "mget", c.mget(rkeys))
 	if err != nil {
 		return
 	}
@@ -312,6 +314,35 @@ func (c *Cache) Fetch(ctx context.Context, keys []Key, ttl time.Duration, outs [
 		outs[i], hits[i] = out, L2
 		c.m.hits[L2].Inc()
 		c.putL1(keys[i], out, ttl)
+	}
+}
+
+// mget returns the call that looks keys up in Redis: one MGET, or, on
+// a Cluster, where an MGET takes only keys of one slot, a pipeline of GETs
+// (go-redis sends each master its own, in parallel). Either returns the
+// values in the order of keys, nil for those Redis does not hold.
+func (c *Cache) mget(keys []string) func(context.Context) (any, error) {
+	if !c.cluster {
+		return func(ctx context.Context) (any, error) { return c.rdb.MGet(ctx, keys...).Result() }
+	}
+	return func(ctx context.Context) (any, error) {
+		cmds := make([]*redis.StringCmd, len(keys))
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = p.Get(ctx, k)
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		vals := make([]any, len(keys))
+		for i, cmd := range cmds {
+			if v, err := cmd.Result(); err == nil {
+				vals[i] = v
+			}
+		}
+		return vals, nil
 	}
 }
 
@@ -409,29 +440,54 @@ func (c *Cache) Purge(ctx context.Context, model string) error {
 	// when Redis is unreachable.
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	iter := c.rdb.Scan(ctx, 0, c.prefix+"p:"+model+":*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-		if len(keys) == 1000 {
-			if err := c.rdb.Unlink(ctx, keys...).Err(); err != nil {
-				return fmt.Errorf("cache: purging model %q in Redis: %w", model, err)
-			}
-			keys = keys[:0]
-		}
-	}
-	if err := iter.Err(); err != nil {
+	if err := c.eachServer(ctx, func(ctx context.Context, r redis.Cmdable) error { return c.purgeOn(ctx, r, model) }); err != nil {
 		return fmt.Errorf("cache: purging model %q in Redis: %w", model, err)
-	}
-	if len(keys) > 0 {
-		if err := c.rdb.Unlink(ctx, keys...).Err(); err != nil {
-			return fmt.Errorf("cache: purging model %q in Redis: %w", model, err)
-		}
 	}
 	if err := c.rdb.Publish(ctx, c.purgeChannel(), model).Err(); err != nil {
 		return fmt.Errorf("cache: announcing the purge of model %q: %w", model, err)
 	}
 	c.log.Info("cache: purged a model's outputs", zap.String("model", model))
+	return nil
+}
+
+// eachServer calls fn with each server that holds keys: every master of
+// a Cluster (a SCAN sees the keys of one server only), else the one.
+func (c *Cache) eachServer(ctx context.Context, fn func(context.Context, redis.Cmdable) error) error {
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return fn(ctx, m) })
+	}
+	return fn(ctx, c.rdb)
+}
+
+// purgeOn removes model's entries from the server r, a thousand at a
+// time: one UNLINK each, pipelined, since the keys of one Cluster master
+// lie in many slots and an UNLINK of several takes keys of one.
+func (c *Cache) purgeOn(ctx context.Context, r redis.Cmdable, model string) error {
+	iter := r.Scan(ctx, 0, c.prefix+"p:"+model+":*", 1000).Iterator()
+	var keys []string
+	unlink := func() error {
+		_, err := r.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Unlink(ctx, k)
+			}
+			return nil
+		})
+		keys = keys[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		if keys = append(keys, iter.Val()); len(keys) == 1000 {
+			if err := unlink(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	if len(keys) > 0 {
+		return unlink()
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,8 +33,8 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Admin is the admin API's listener.
 	Admin Admin `yaml:"admin"`
-	// Redis holds the shared state. An empty address means the embedded
-	// default: state in a file under DataDir.
+	// Redis holds the shared state (see redis.go). No address means the
+	// embedded default: state in a file under DataDir.
 	Redis Redis `yaml:"redis"`
 	// DataDir is the embedded default's directory: without Redis, the
 	// state, what the selection policies learned and a generated admin
@@ -76,18 +77,6 @@ type Admin struct {
 	TokenEnv string `yaml:"token_env"`
 }
 
-// Redis locates the shared state.
-type Redis struct {
-	// Addr is host:port; empty means no Redis (the embedded default).
-	Addr string `yaml:"addr"`
-	// Prefix starts every key and channel the proxy uses.
-	Prefix string `yaml:"prefix"`
-	// Password, if the server requires one.
-	Password string `yaml:"password"`
-	// DB is the database number.
-	DB int `yaml:"db"`
-}
-
 // Limits bound requests.
 type Limits struct {
 	// MaxBodyBytes bounds a request body; larger ones get 413.
@@ -113,6 +102,47 @@ const DefaultMaxReplicas = 32
 type Runtimes struct {
 	Process ProcessRuntime `yaml:"process"`
 	Docker  DockerRuntime  `yaml:"docker"`
+	Swarm   SwarmRuntime   `yaml:"swarm"`
+}
+
+// SwarmRuntime runs each model version as a Docker Swarm service across
+// the swarm's nodes (see package containers/swarm).
+type SwarmRuntime struct {
+	// Enabled makes this proxy create, update and remove the services of
+	// swarm models. Off by default: it needs a swarm manager's Engine.
+	Enabled bool `yaml:"enabled"`
+	// Host is a manager's Engine address; empty means $DOCKER_HOST, else
+	// the Engine's default socket.
+	Host string `yaml:"host"`
+	// Owner labels the services and prefixes their names; empty means
+	// "sloproxy".
+	Owner string `yaml:"owner"`
+	// RPCKey derives each swarm version's RPC secret. Every proxy that
+	// serves swarm versions needs it, whether it manages the runtime or
+	// not; empty means $SLOPROXY_RPC_KEY. Required when enabled.
+	RPCKey string `yaml:"rpc_key"`
+	// Network is an overlay network the tasks join; empty means none.
+	Network string `yaml:"network"`
+	// Constraints and Preferences place the tasks, as `docker service
+	// create --constraint` and `--placement-pref spread=` take them.
+	Constraints []string `yaml:"constraints"`
+	Preferences []string `yaml:"preferences"`
+	// GPUResource is the generic resource kind the nodes advertise their
+	// GPUs as; empty means NVIDIA-GPU.
+	GPUResource string `yaml:"gpu_resource"`
+	// WritableRoot gives tasks a writable root file system.
+	WritableRoot bool `yaml:"writable_root"`
+	// StartTimeout bounds a task's warm-up; 0 means 2 minutes.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+}
+
+// Key is the RPC key: RPCKey, else $SLOPROXY_RPC_KEY; nil when neither
+// is set.
+func (s SwarmRuntime) Key() []byte {
+	if k := cmp.Or(s.RPCKey, os.Getenv("SLOPROXY_RPC_KEY")); k != "" {
+		return []byte(k)
+	}
+	return nil
 }
 
 // DockerRuntime runs model replicas as containers on a Docker Engine (see
@@ -194,6 +224,10 @@ type Feedback struct {
 	Shared bool `yaml:"shared"`
 	// SharedTTL is how long Redis keeps each.
 	SharedTTL time.Duration `yaml:"shared_ttl"`
+	// SharedRecent is how many answered queries Redis keeps, across the
+	// proxies sharing it; beyond it the oldest are forgotten before their
+	// shared_ttl.
+	SharedRecent int `yaml:"shared_recent"`
 }
 
 // Log configures logging.
@@ -434,7 +468,7 @@ type Model struct {
 	Name      string `yaml:"name"`
 	Version   string `yaml:"version"`
 	InputType string `yaml:"input_type"`
-	// Runtime is process, external or docker.
+	// Runtime is process, external, docker or swarm.
 	Runtime   string            `yaml:"runtime"`
 	Command   []string          `yaml:"command"`
 	Env       map[string]string `yaml:"env"`
@@ -444,7 +478,7 @@ type Model struct {
 	BatchSize int               `yaml:"batch_size"`
 
 	// CPUs, MemoryBytes, GPUs and DeviceIDs limit and equip each docker
-	// container; see state.RuntimeSpec.
+	// container or swarm task; see state.RuntimeSpec.
 	CPUs        float64  `yaml:"cpus"`
 	MemoryBytes int64    `yaml:"memory_bytes"`
 	GPUs        int      `yaml:"gpus"`
@@ -480,7 +514,7 @@ var Default = Config{
 	OIP:      OIP{DefaultTimeout: time.Second, Readiness: ReadinessEveryApp},
 	Log:      Log{Level: "info", Format: "json"},
 	Cache:    Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
-	Feedback: Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL},
+	Feedback: Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL, SharedRecent: answered.DefaultSharedSize},
 }
 
 // Load reads and validates the file at path.
@@ -528,6 +562,9 @@ func (c *Config) Validate() error {
 	if c.Admin.Listen == "" {
 		return errors.New("admin.listen: must be an address such as 127.0.0.1:1338")
 	}
+	if err := c.Redis.validate(); err != nil {
+		return err
+	}
 	if c.Limits.MaxBodyBytes <= 0 {
 		return fmt.Errorf("limits.max_body_bytes %d: must be positive", c.Limits.MaxBodyBytes)
 	}
@@ -552,6 +589,12 @@ func (c *Config) Validate() error {
 	if d := c.Runtimes.Docker; d.StartTimeout < 0 || d.DrainTimeout < 0 {
 		return fmt.Errorf("runtimes.docker: start_timeout %v, drain_timeout %v: must not be negative", d.StartTimeout, d.DrainTimeout)
 	}
+	if sw := c.Runtimes.Swarm; sw.Enabled && sw.Key() == nil {
+		return errors.New("runtimes.swarm.rpc_key: required when the swarm runtime is enabled (or set $SLOPROXY_RPC_KEY): the tasks' RPC ports answer off loopback")
+	}
+	if sw := c.Runtimes.Swarm; sw.StartTimeout < 0 {
+		return fmt.Errorf("runtimes.swarm.start_timeout %v: must not be negative", sw.StartTimeout)
+	}
 	if c.Cache.L1Bytes <= 0 {
 		return fmt.Errorf("cache.l1_bytes %d: must be positive", c.Cache.L1Bytes)
 	}
@@ -566,6 +609,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Feedback.SharedTTL <= 0 {
 		return fmt.Errorf("feedback.shared_ttl %v: must be positive", c.Feedback.SharedTTL)
+	}
+	if c.Feedback.SharedRecent <= 0 {
+		return fmt.Errorf("feedback.shared_recent %d: must be positive", c.Feedback.SharedRecent)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

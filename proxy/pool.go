@@ -32,6 +32,7 @@ type pooled struct {
 // replica addresses the state lists, and follows the state's changes.
 type pool struct {
 	opts         dispatch.Options // template for new dispatchers
+	rpcKey       []byte           // derives swarm versions' secrets; see Options.RPCKey
 	defaultBatch int
 	policies     *slo.Table
 	log          *zap.Logger
@@ -43,8 +44,8 @@ type pool struct {
 	closing sync.WaitGroup // dispatchers draining after removal
 }
 
-func newPool(opts dispatch.Options, defaultBatch int, policies *slo.Table, log *zap.Logger) *pool {
-	return &pool{opts: opts, defaultBatch: defaultBatch, policies: policies, log: log, kicks: make(chan struct{}, 1),
+func newPool(opts dispatch.Options, rpcKey []byte, defaultBatch int, policies *slo.Table, log *zap.Logger) *pool {
+	return &pool{opts: opts, rpcKey: rpcKey, defaultBatch: defaultBatch, policies: policies, log: log, kicks: make(chan struct{}, 1),
 		ds: map[versionKey]*pooled{}}
 }
 
@@ -128,6 +129,10 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 				opts.Model, opts.Version, opts.InputType, opts.MaxBatch = mv.Model, mv.Version, it, batch
 				gov := b.NewSeededGovernor(prof)
 				opts.NewController, opts.Governor = b.NewSeededController(prof), gov
+				if mv.Runtime.Kind == state.RuntimeSwarm && p.rpcKey != nil {
+					// Off loopback: the replicas serve only who proves the version's secret.
+					opts.Client.Secret = []byte(rpc.DeriveSecret(p.rpcKey, mv.Model, mv.Version))
+				}
 				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch, batching: b, gov: gov, profiled: profiled}
 				e.d.Start(ctx)
 				p.ds[k] = e

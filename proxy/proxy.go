@@ -77,6 +77,12 @@ type Options struct {
 	// Dispatch is the template for each model version's dispatcher; its
 	// Model, Version, InputType, MaxBatch and Metrics are set per version.
 	Dispatch dispatch.Options
+	// RPCKey derives the RPC secret of each swarm version
+	// (rpc.DeriveSecret), which the dispatcher proves to its replicas when
+	// it connects (docs/rpc.md, "Authentication"). Nil means the proxy has
+	// none: swarm replicas refuse it, and their queries get the default
+	// output.
+	RPCKey []byte
 }
 
 // SharedQueries keeps the answered queries in Redis too, so that their
@@ -89,6 +95,9 @@ type SharedQueries struct {
 	Prefix string
 	// TTL is how long each is kept. 0 means answered.DefaultSharedTTL.
 	TTL time.Duration
+	// Size is how many Redis keeps, across the proxies sharing it. 0
+	// means answered.DefaultSharedSize.
+	Size int
 }
 
 // Proxy serves queries. Create it with New, run it with Run, serve its
@@ -147,12 +156,12 @@ func New(opts Options) *Proxy {
 	p := &Proxy{
 		opts:    opts,
 		log:     opts.Logger,
-		pool:    newPool(opts.Dispatch, opts.DefaultBatchSize, opts.Policies, opts.Logger),
+		pool:    newPool(opts.Dispatch, opts.RPCKey, opts.DefaultBatchSize, opts.Policies, opts.Logger),
 		metrics: newMetrics(opts.Registry),
 		attain:  &attainment{policies: opts.Policies, apps: map[string]*appSLO{}},
 		sel:     opts.Selection,
 		memory: answered.New(answered.Options{Size: opts.RecentQueries, Redis: opts.SharedQueries.Redis, Prefix: opts.SharedQueries.Prefix,
-			TTL: opts.SharedQueries.TTL, Registry: opts.Registry, Logger: opts.Logger}),
+			TTL: opts.SharedQueries.TTL, SharedSize: opts.SharedQueries.Size, Registry: opts.Registry, Logger: opts.Logger}),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
 	opts.Registry.MustRegister(p.attain, p.pool)

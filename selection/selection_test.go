@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -344,24 +345,54 @@ func TestStateAddNormalizes(t *testing.T) {
 
 // TestStateAddIsAtomic adds from many goroutines at once: none is lost.
 func TestStateAddIsAtomic(t *testing.T) {
-	testStates(t, func(t *testing.T, st State) {
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for range 25 {
-					if _, err := st.Add(context.Background(), "n", map[string]float64{"a": 1, "b": 0.5}, 0); err != nil {
-						t.Error(err)
-						return
-					}
+	testStates(t, func(t *testing.T, st State) { addConcurrently(t, "n", st, st) })
+}
+
+// TestStateAddIsAtomicOnCluster adds to maps whose keys lie on each
+// master of a three-master Redis Cluster, through two clients (two
+// proxies) at once: none is lost.
+func TestStateAddIsAtomicOnCluster(t *testing.T) {
+	cluster := testutil.StartRedisCluster(t, 3)
+	var states [2]State
+	for i := range states {
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
+		t.Cleanup(func() { _ = rdb.Close() })
+		states[i] = NewRedis(rdb, "test:")
+	}
+	masters := map[string]bool{}
+	for i := 0; len(masters) < 3; i++ {
+		key := fmt.Sprint("app-", i)
+		addr := cluster.MasterOf(t, "test:"+key)
+		if !masters[addr] {
+			masters[addr] = true
+			t.Run(key+" on "+addr, func(t *testing.T) { addConcurrently(t, key, states[0], states[1]) })
+		}
+	}
+}
+
+// addConcurrently adds to the map at key from eight goroutines, half on
+// a and half on b, 25 times each: none is lost.
+func addConcurrently(t *testing.T, key string, a, b State) {
+	var wg sync.WaitGroup
+	for i := range 8 {
+		st := a
+		if i%2 == 1 {
+			st = b
+		}
+		wg.Go(func() {
+			for range 25 {
+				if _, err := st.Add(context.Background(), key, map[string]float64{"a": 1, "b": 0.5}, 0); err != nil {
+					t.Error(err)
+					return
 				}
-			})
-		}
-		wg.Wait()
-		got, _ := st.Get(context.Background(), "n")
-		if got["a"] != 200 || got["b"] != 100 {
-			t.Errorf("after 200 concurrent adds: %v; want a=200 b=100", got)
-		}
-	})
+			}
+		})
+	}
+	wg.Wait()
+	got, _ := a.Get(context.Background(), key)
+	if got["a"] != 200 || got["b"] != 100 {
+		t.Errorf("after 200 concurrent adds: %v; want a=200 b=100", got)
+	}
 }
 
 // TestLearningSurvivesRestartAndReload: a new table on the same state (a

@@ -37,7 +37,27 @@ type RedisOptions struct {
 	// Logger receives the loss and recovery of the change subscription.
 	// Nil means none.
 	Logger *zap.Logger
+	// WaitReplicas is how many replicas must hold a change before Update
+	// returns it: Update follows its transaction with WAIT, on the same
+	// connection. Redis replicates asynchronously, so without it a
+	// master that fails right after a change may take the change with
+	// it when a replica is promoted; with it, the Sentinels promote a
+	// replica that holds every change Update returned (they choose the
+	// replica with the largest replication offset). 0 means Update
+	// returns once the master has the change.
+	WaitReplicas int
+	// WaitTimeout bounds that WAIT. 0 means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 }
+
+// DefaultWaitTimeout is RedisOptions.WaitTimeout when it is 0.
+const DefaultWaitTimeout = time.Second
+
+// ErrNotReplicated wraps ErrUnavailable for a change that the master took
+// but that fewer than RedisOptions.WaitReplicas replicas acknowledged in
+// time: it may be lost in a failover, and is not reported as made. It is
+// visible meanwhile, and may be kept.
+var ErrNotReplicated = fmt.Errorf("%w: the change is not on enough replicas", ErrUnavailable)
 
 // Redis is a Backend in Redis, shared by every proxy that uses the same
 // Redis and prefix. The state is one JSON document under one key, changed
@@ -48,12 +68,17 @@ type RedisOptions struct {
 // One document keeps every change atomic and every load consistent without
 // Lua or locks; it is small (apps and models, not predictions) and written
 // only by admin actions and runtimes.
+// Being one key, it suits a Redis Cluster (no transaction spans slots)
+// as well as a Sentinel group, where RedisOptions.WaitReplicas keeps a
+// failover from losing a change that Update returned.
 type Redis struct {
-	client  redis.UniversalClient
-	key     string
-	channel string
-	timeout time.Duration
-	log     *zap.Logger
+	client   redis.UniversalClient
+	key      string
+	channel  string
+	timeout  time.Duration
+	replicas int           // WaitReplicas
+	wait     time.Duration // WaitTimeout
+	log      *zap.Logger
 }
 
 var _ Backend = (*Redis)(nil)
@@ -70,12 +95,17 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = DefaultWaitTimeout
+	}
 	return &Redis{
-		client:  client,
-		key:     opts.Prefix + "state",
-		channel: opts.Prefix + "state:changed",
-		timeout: opts.Timeout,
-		log:     opts.Logger,
+		client:   client,
+		key:      opts.Prefix + "state",
+		channel:  opts.Prefix + "state:changed",
+		timeout:  opts.Timeout,
+		replicas: opts.WaitReplicas,
+		wait:     opts.WaitTimeout,
+		log:      opts.Logger,
 	}
 }
 
@@ -137,10 +167,12 @@ func (r *Redis) Update(ctx context.Context, fn func(*Data) error) (*Data, error)
 				p.Publish(ctx, r.channel, strconv.FormatUint(d.Revision, 10))
 				return nil
 			})
-			if err == nil {
-				committed = d
+			if err != nil {
+				return err
 			}
-			return err
+			committed = d
+			final = r.replicated(ctx, tx, d.Revision)
+			return final
 		}, r.key)
 		switch {
 		case final != nil:
@@ -160,6 +192,23 @@ func (r *Redis) Update(ctx context.Context, fn func(*Data) error) (*Data, error)
 		case <-time.After(rand.N(time.Duration(attempt) * time.Millisecond)):
 		}
 	}
+}
+
+// replicated waits, when WaitReplicas asks it, until that many replicas
+// hold what tx, the connection of the transaction, wrote: WAIT counts
+// the writes of the connection it is sent on.
+func (r *Redis) replicated(ctx context.Context, tx *redis.Tx, revision uint64) error {
+	if r.replicas == 0 {
+		return nil
+	}
+	n, err := tx.Wait(ctx, r.replicas, r.wait).Result()
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: redis: revision %d of %s: waiting for %d replicas: %v", ErrNotReplicated, revision, r.key, r.replicas, err)
+	case int(n) < r.replicas:
+		return fmt.Errorf("%w: redis: revision %d of %s: %d of %d replicas acknowledged it within %v", ErrNotReplicated, revision, r.key, n, r.replicas, r.wait)
+	}
+	return nil
 }
 
 func (r *Redis) unavailable(op string, err error) error {

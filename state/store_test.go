@@ -237,6 +237,10 @@ func testErrors(t *testing.T, newBackend func() state.Backend) {
 		{"docker gpus and device ids", func() error {
 			return s.PutVersion(ctx, withRuntime(state.RuntimeSpec{Kind: state.RuntimeDocker, Image: "x", GPUs: 1, DeviceIDs: []string{"0"}}))
 		}, state.ErrInvalid, "runtime.gpus"},
+		{"swarm without image", func() error { return s.PutVersion(ctx, withRuntime(state.RuntimeSpec{Kind: state.RuntimeSwarm})) }, state.ErrInvalid, "swarm runtime"},
+		{"swarm with all gpus", func() error {
+			return s.PutVersion(ctx, withRuntime(state.RuntimeSpec{Kind: state.RuntimeSwarm, Image: "x", GPUs: -1}))
+		}, state.ErrInvalid, "generic GPU resources"},
 		{"version input type vs other versions", func() error { return s.PutVersion(ctx, version("m", "3", state.InputBytes)) }, state.ErrConflict, `input_type "bytes"`},
 		{"delete current version of linked model", func() error { return s.DeleteVersion(ctx, "m", "1") }, state.ErrConflict, "current version"},
 		{"delete missing version", func() error { return s.DeleteVersion(ctx, "m", "9") }, state.ErrNotFound, `version "9"`},

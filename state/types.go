@@ -40,6 +40,9 @@ const (
 	RuntimeExternal RuntimeKind = "external"
 	// RuntimeDocker runs a container per replica through the Docker Engine.
 	RuntimeDocker RuntimeKind = "docker"
+	// RuntimeSwarm runs a Docker Swarm service per version, its tasks the
+	// replicas, on the swarm's nodes.
+	RuntimeSwarm RuntimeKind = "swarm"
 )
 
 // App is an application: the unit a client queries, with its latency
@@ -118,20 +121,23 @@ func (a *App) UnmarshalJSON(b []byte) error {
 // RuntimeSpec says how to run the replicas of a model version. Which fields
 // apply depends on Kind; Validate rejects fields set for another kind.
 type RuntimeSpec struct {
-	// Kind is process, external or docker.
+	// Kind is process, external, docker or swarm.
 	Kind RuntimeKind `json:"kind"`
 
 	// Command is the process runtime's command line (required for process).
 	Command []string `json:"command,omitempty"`
-	// Env holds extra environment variables for the process and docker
-	// runtimes.
+	// Env holds extra environment variables for the process, docker and
+	// swarm runtimes.
 	Env map[string]string `json:"env,omitempty"`
 
 	// Addresses are the host:port of replicas run by someone else
 	// (required for external).
 	Addresses []string `json:"addresses,omitempty"`
 
-	// Image is the docker runtime's image (required for docker).
+	// Image is the docker and swarm runtimes' image (required for both).
+	// Image, CPUs, MemoryBytes, GPUs and DeviceIDs mean the same for a
+	// swarm service's tasks as for docker containers; a swarm GPU is a
+	// generic resource the nodes advertise.
 	Image string `json:"image,omitempty"`
 	// CPUs limits each container's CPU; zero means no limit.
 	CPUs float64 `json:"cpus,omitempty"`

@@ -112,10 +112,12 @@ func (r RuntimeSpec) check() error {
 				return fmt.Errorf("runtime.addresses: %w", err)
 			}
 		}
-	case RuntimeDocker:
+	case RuntimeDocker, RuntimeSwarm:
 		switch {
 		case r.Image == "":
-			return errors.New("runtime.image: required for the docker runtime")
+			return fmt.Errorf("runtime.image: required for the %s runtime", r.Kind)
+		case r.Kind == RuntimeSwarm && r.GPUs < 0:
+			return fmt.Errorf("runtime.gpus %d: the swarm runtime takes a count of the nodes' generic GPU resources, not all", r.GPUs)
 		case r.CPUs < 0:
 			return fmt.Errorf("runtime.cpus %g: must not be negative", r.CPUs)
 		case r.MemoryBytes < 0:
@@ -126,7 +128,7 @@ func (r RuntimeSpec) check() error {
 			return errors.New("runtime.gpus, runtime.device_ids: set one, not both")
 		}
 	default:
-		return fmt.Errorf("runtime.kind %q: must be process, external or docker", r.Kind)
+		return fmt.Errorf("runtime.kind %q: must be process, external, docker or swarm", r.Kind)
 	}
 	if r.Kind != RuntimeProcess {
 		unusedIf("command", len(r.Command) > 0)
@@ -137,7 +139,7 @@ func (r RuntimeSpec) check() error {
 	if r.Kind != RuntimeExternal {
 		unusedIf("addresses", len(r.Addresses) > 0)
 	}
-	if r.Kind != RuntimeDocker {
+	if r.Kind != RuntimeDocker && r.Kind != RuntimeSwarm {
 		unusedIf("image", r.Image != "")
 		unusedIf("cpus", r.CPUs != 0)
 		unusedIf("memory_bytes", r.MemoryBytes != 0)

@@ -555,7 +555,7 @@ func spec(r state.RuntimeSpec) string {
 		return strings.Join(r.Command, " ")
 	case state.RuntimeExternal:
 		return strings.Join(r.Addresses, ",")
-	case state.RuntimeDocker:
+	case state.RuntimeDocker, state.RuntimeSwarm:
 		return r.Image
 	}
 	return ""
@@ -573,7 +573,7 @@ func modelsRegister(c *cli, args []string) error {
 		v.InputType = state.InputType(s)
 		return nil
 	})
-	fs.Func("runtime", "how replicas run: process, external or docker (default process)", func(s string) error {
+	fs.Func("runtime", "how replicas run: process, external, docker or swarm (default process)", func(s string) error {
 		v.Runtime.Kind = state.RuntimeKind(s)
 		return nil
 	})
@@ -581,7 +581,7 @@ func modelsRegister(c *cli, args []string) error {
 	fs.StringVar(&cmdLine, "cmd", "", "process: the command `line`, split on spaces (no quoting); instead of --command")
 	fs.Var(env, "env", "process: an environment variable, `KEY=VALUE`; repeatable")
 	fs.Var(&addresses, "address", "external: a replica's `host:port`; repeatable")
-	fs.StringVar(&v.Runtime.Image, "image", "", "docker: the `image`")
+	fs.StringVar(&v.Runtime.Image, "image", "", "docker and swarm: the `image`")
 	fs.IntVar(&v.Replicas, "replicas", 1, "the desired number of replicas")
 	fs.IntVar(&v.BatchSize, "batch-size", 0, "the largest batch; 0 leaves it to the batching controller")
 	fs.Var(labels, "label", "an annotation, `KEY=VALUE`; repeatable")

@@ -1,7 +1,8 @@
 package main
 
-// `sloproxy models deploy`: register a docker model version, follow its
-// replicas as they come up, and move traffic to it once all are ready.
+// `sloproxy models deploy`: register a docker or swarm model version,
+// follow its replicas as they come up, and move traffic to it once all are
+// ready.
 
 import (
 	"context"
@@ -30,6 +31,13 @@ func modelsDeploy(c *cli, args []string) error {
 	var noSwitch bool
 	fs.StringVar(&v.Model, "name", "", "the model's `name` (required)")
 	fs.StringVar(&v.Version, "version", "", "the `version`'s name (required)")
+	fs.Func("runtime", "where replicas run: docker (containers on the proxy's Engine) or swarm (a service's tasks across the swarm) (default docker)", func(s string) error {
+		if k := state.RuntimeKind(s); k == state.RuntimeDocker || k == state.RuntimeSwarm {
+			v.Runtime.Kind = k
+			return nil
+		}
+		return fmt.Errorf("%q: want docker or swarm", s)
+	})
 	fs.StringVar(&v.Runtime.Image, "image", "", "the Docker `image`, present on the Engine (required; there is no pulling)")
 	fs.Func("input-type", "the `type` of the model's inputs: bytes, int32, float32, float64 or string (required)", func(s string) error {
 		v.InputType = state.InputType(s)

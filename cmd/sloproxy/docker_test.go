@@ -72,7 +72,7 @@ models:
 	}
 	testutil.Eventually(t, 2*time.Minute, "two containers of cm:1 live", served)
 
-	q := startQueries("http://" + p.Query + "/apps/app/predict")
+	q := startQueries("http://"+p.Query+"/apps/app/predict", 4)
 	q.await(t, 20) // traffic before the kill
 	before, _ := running()
 	victim := before[0]
@@ -100,16 +100,19 @@ type queries struct {
 	clients *testutil.Clients
 
 	mu                sync.Mutex
-	byModel, defaults int // answers by a model, and with the default output
+	began             time.Time
+	byModel, defaults int            // answers by a model, and with the default output
+	models            map[string]int // answers by model:version
 	failed            int
 	errs              []string // the first problems
 }
 
-// startQueries sends queries from 4 clients, each every 10 ms, until the
-// returned stream's end is called.
-func startQueries(url string) *queries {
-	q := &queries{url: url, client: &http.Client{Transport: &http.Transport{}, Timeout: time.Minute}}
-	q.clients = testutil.StartClients(4, 10*time.Millisecond, q.query)
+// startQueries sends queries from n clients, each every 10 ms (100 n
+// queries a second when the machine keeps up), until the returned stream's
+// end is called.
+func startQueries(url string, n int) *queries {
+	q := &queries{url: url, client: &http.Client{Transport: &http.Transport{}, Timeout: time.Minute}, models: map[string]int{}, began: time.Now()}
+	q.clients = testutil.StartClients(n, 10*time.Millisecond, q.query)
 	return q
 }
 
@@ -135,8 +138,18 @@ func (q *queries) query() {
 	case body.Model == "":
 		q.record(false, "an answer that is not the default names no model")
 	default:
+		q.mu.Lock()
+		q.models[body.Model]++
+		q.mu.Unlock()
 		q.record(true, "")
 	}
+}
+
+// answeredBy returns how many queries model (a model:version) answered.
+func (q *queries) answeredBy(model string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.models[model]
 }
 
 // record counts one query: answered (by a model when why is empty, else
@@ -177,5 +190,7 @@ func (q *queries) end(t *testing.T) {
 	t.Helper()
 	q.clients.Stop()
 	q.client.CloseIdleConnections()
-	t.Logf("queries: %d answered by a model, %d default outputs, %d failed; first problems: %q", q.byModel, q.defaults, q.failed, q.errs)
+	n := q.byModel + q.defaults + q.failed
+	t.Logf("queries: %d in %v (%.0f/s): %d answered by a model %v, %d default outputs, %d failed; first problems: %q",
+		n, time.Since(q.began).Round(time.Millisecond), float64(n)/time.Since(q.began).Seconds(), q.byModel, q.models, q.defaults, q.failed, q.errs)
 }

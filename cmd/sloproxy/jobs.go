@@ -17,7 +17,7 @@ import (
 // the data directory, and resumes this proxy's running jobs. A proxy is
 // named in its jobs' records by its host and configured admin address:
 // the same after a restart, distinct among proxies sharing Redis.
-func startJobs(ctx context.Context, cfg *config.Config, rdb *redis.Client, local *dataDir, p *proxy.Proxy, reg prometheus.Registerer,
+func startJobs(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, local *dataDir, p *proxy.Proxy, reg prometheus.Registerer,
 	log *zap.Logger) (*jobs.Manager, error) {
 	var store jobs.Store
 	if rdb != nil {

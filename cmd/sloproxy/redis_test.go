@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -18,7 +20,10 @@ import (
 // error in go-redis's format.
 func TestRedisLogsThroughZap(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
-	rdb := newRedis(config.Redis{Addr: testutil.FreeAddr(t)}, zap.New(core))
+	rdb, err := newRedis(config.Redis{Addr: testutil.FreeAddr(t)}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -33,5 +38,43 @@ func TestRedisLogsThroughZap(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no go-redis line about the failed dials through zap; got %v", logs.All())
+	}
+}
+
+// TestRedisUserAndTLS: the client that redis: describes reaches a real
+// redis-server over TLS (a client certificate required, the server's
+// verified against redis.tls.ca_file) as an ACL user, and not without
+// the right password.
+func TestRedisUserAndTLS(t *testing.T) {
+	files := testutil.NewTLSFiles(t)
+	tlsAddr := testutil.FreeAddr(t)
+	_, tlsPort, _ := net.SplitHostPort(tlsAddr)
+	srv := testutil.NewRedisServer(t, "--tls-port", tlsPort, "--tls-cert-file", files.Cert, "--tls-key-file", files.Key,
+		"--tls-ca-cert-file", files.CA, "--tls-auth-clients", "yes")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	plain := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer plain.Close()
+	if err := plain.Do(ctx, "ACL", "SETUSER", "proxy", "on", ">s3cret", "~*", "&*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Redis{Addr: tlsAddr, Username: "proxy", Password: "s3cret",
+		TLS: config.RedisTLS{Enabled: true, CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key}}
+	rdb, err := newRedis(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if who, err := rdb.Do(ctx, "ACL", "WHOAMI").Text(); err != nil || who != "proxy" {
+		t.Fatalf("ACL WHOAMI over TLS: %q, %v; want proxy", who, err)
+	}
+	cfg.Password = "wrong"
+	wrong, err := newRedis(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	if err := wrong.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		t.Errorf("PING with a wrong password: %v; want WRONGPASS", err)
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/sloproxy/sloproxy/containers/process"
 	"github.com/sloproxy/sloproxy/containers/profile"
 	"github.com/sloproxy/sloproxy/containers/runtime"
+	"github.com/sloproxy/sloproxy/containers/swarm"
 	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/selection"
@@ -112,9 +113,11 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	var rdb *redis.Client
-	if cfg.Redis.Addr != "" {
-		rdb = newRedis(cfg.Redis, log)
+	var rdb redis.UniversalClient
+	if cfg.Redis.Configured() {
+		if rdb, err = newRedis(cfg.Redis, log); err != nil {
+			return err
+		}
 		defer func() { _ = rdb.Close() }() // last: the store and the cache use it
 	}
 	// Without Redis, the state, what the policies learn and a generated
@@ -168,6 +171,17 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		defer func() { _ = containers.Close() }()
 		runtimes[state.RuntimeDocker] = containers
 	}
+	if sw := cfg.Runtimes.Swarm; sw.Enabled {
+		services, err := swarm.New(ctx, swarm.Options{Host: sw.Host, Owner: sw.Owner, RPCKey: sw.Key(), Network: sw.Network,
+			Constraints: sw.Constraints, Preferences: sw.Preferences, GPUResource: sw.GPUResource, WritableRoot: sw.WritableRoot,
+			StartTimeout: sw.StartTimeout, Logger: log.Named("swarm")})
+		if err != nil {
+			return fmt.Errorf("runtimes.swarm: %w", err)
+		}
+		// Closing leaves the services running: the next start adopts them.
+		defer func() { _ = services.Close() }()
+		runtimes[state.RuntimeSwarm] = services
+	}
 	mgr := runtime.NewManager(store, runtime.Options{Runtimes: runtimes, Logger: log.Named("runtime"), MaxReplicas: cfg.Limits.MaxReplicas})
 	if err := mgr.Start(ctx); err != nil {
 		return err
@@ -203,6 +217,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		Policies:         slo.NewTable(cfg.Policies()),
 		RecentQueries:    cfg.Feedback.Recent,
 		SharedQueries:    sharedQueries(cfg, rdb),
+		RPCKey:           cfg.Runtimes.Swarm.Key(),
 	})
 	// The reloader writes to the store: it stops before the store closes,
 	// also when a failed listener, not ctx, ends the run.
@@ -242,7 +257,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		})
 	}
 	log.Info("serving", zap.String("query", queryLn.Addr().String()), zap.String("admin", adminLn.Addr().String()),
-		zap.Bool("redis", cfg.Redis.Addr != ""), zap.Int("apps", len(store.Snapshot().Apps())))
+		zap.Strings("redis", cfg.Redis.Addresses()), zap.Int("apps", len(store.Snapshot().Apps())))
 	if ready != nil {
 		ready(queryLn.Addr().String(), adminLn.Addr().String())
 	}
@@ -310,10 +325,11 @@ func newServer(h http.Handler, log *zap.Logger) *http.Server {
 
 // openStore opens the state on rdb, or in local when rdb is nil, and
 // starts following its changes.
-func openStore(ctx context.Context, cfg *config.Config, rdb *redis.Client, local *dataDir, log *zap.Logger) (*state.Store, error) {
+func openStore(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, local *dataDir, log *zap.Logger) (*state.Store, error) {
 	var backend state.Backend
 	if rdb != nil {
-		backend = state.NewRedis(rdb, state.RedisOptions{Prefix: cfg.Redis.Prefix, Logger: log.Named("state")})
+		backend = state.NewRedis(rdb, state.RedisOptions{Prefix: cfg.Redis.Prefix, Logger: log.Named("state"),
+			WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout})
 	} else {
 		var err error
 		if backend, err = local.store(); err != nil {
@@ -329,17 +345,17 @@ func openStore(ctx context.Context, cfg *config.Config, rdb *redis.Client, local
 
 // sharedQueries keeps answered queries in Redis for feedback through any
 // proxy, when there is a Redis and the config asks for it.
-func sharedQueries(cfg *config.Config, rdb *redis.Client) proxy.SharedQueries {
+func sharedQueries(cfg *config.Config, rdb redis.UniversalClient) proxy.SharedQueries {
 	if rdb == nil || !cfg.Feedback.Shared {
 		return proxy.SharedQueries{}
 	}
-	return proxy.SharedQueries{Redis: rdb, Prefix: cfg.Redis.Prefix, TTL: cfg.Feedback.SharedTTL}
+	return proxy.SharedQueries{Redis: rdb, Prefix: cfg.Redis.Prefix, TTL: cfg.Feedback.SharedTTL, Size: cfg.Feedback.SharedRecent}
 }
 
 // openCache starts the prediction cache the config asks for (nil when it
 // is disabled), with L2 on rdb when there is one, and returns the admin
 // API's purge for it.
-func openCache(ctx context.Context, cfg *config.Config, rdb *redis.Client, reg prometheus.Registerer, store *state.Store,
+func openCache(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, reg prometheus.Registerer, store *state.Store,
 	log *zap.Logger) (*cache.Cache, func(ctx context.Context, app, model string) error, error) {
 	if !cfg.Cache.Enabled {
 		return nil, nil, nil

@@ -75,6 +75,8 @@ func whyWait(v state.ModelVersion) string {
 		return fmt.Sprintf("its process (%s) has not answered on its port yet", cmd)
 	case state.RuntimeDocker:
 		return fmt.Sprintf("its containers (image %s) have not answered their warm-up request yet", v.Runtime.Image)
+	case state.RuntimeSwarm:
+		return fmt.Sprintf("its swarm tasks (image %s) have not answered their warm-up request yet", v.Runtime.Image)
 	case state.RuntimeExternal:
 		return fmt.Sprintf("no replica at %s answers yet", strings.Join(v.Runtime.Addresses, ", "))
 	}

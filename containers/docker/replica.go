@@ -143,7 +143,7 @@ func (rep *replica) setReady(addr string, err error) {
 		rep.err = err
 	}
 	rep.mu.Unlock()
-	rep.rt.notify()
+	rep.rt.Notify()
 }
 
 // run keeps a ready container until ctx ends, replacing it with backoff
@@ -279,20 +279,13 @@ func (rep *replica) warmUp(ctx context.Context, id string, c *rpc.Client) error 
 	}
 }
 
-// warmUpRequest sends one input of zeros (one element of a numeric type)
-// and waits for the answer. The model's opinion of zeros does not matter:
-// an item error, or an ERROR frame saying the model failed on that input
-// (MODEL_ERROR, BAD_REQUEST), shows the container up and its model run.
+// warmUpRequest sends the warm-up request of s's input type.
 func warmUpRequest(ctx context.Context, c *rpc.Client, s spec) error {
 	it, err := rpc.ParseInputType(string(s.InputType))
 	if err != nil {
 		return err
 	}
-	_, err = c.Predict(ctx, it, [][]byte{make([]byte, max(it.ElemSize(), 1))})
-	if rpc.IsCode(err, rpc.ModelError) || rpc.IsCode(err, rpc.BadRequest) {
-		return nil
-	}
-	return err
+	return c.WarmUp(ctx, it)
 }
 
 // watch returns when the ready container dies or misses its heartbeats

@@ -171,7 +171,9 @@ type Runtime struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the replicas' goroutines and the event loop
 
-	changed chan struct{} // 1-buffered: see Changed
+	// Signal makes the Runtime a runtime.Notifier: it signals when a
+	// replica became ready or stopped being so.
+	runtime.Signal
 
 	// mu guards closed, groups, adopted and byID.
 	mu     sync.Mutex
@@ -208,7 +210,7 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	r := &Runtime{
 		opts: opts, log: opts.Logger, engine: engine,
-		changed: make(chan struct{}, 1),
+		Signal:  runtime.NewSignal(),
 		groups:  map[runtime.VersionKey]*group{},
 		adopted: map[runtime.VersionKey]map[int][]container.Summary{},
 		byID:    map[string]*replica{},
@@ -254,17 +256,6 @@ func (r *Runtime) findOwned(ctx context.Context) error {
 	return nil
 }
 
-// Changed implements runtime.Notifier: it receives when a replica became
-// ready or stopped being so.
-func (r *Runtime) Changed() <-chan struct{} { return r.changed }
-
-func (r *Runtime) notify() {
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
-}
-
 // Ensure makes mv's replicas run as it specifies and returns the addresses
 // of those that are ready, in replica order. It adopts matching containers
 // found by New, starts missing replicas, withdraws extra ones (the highest
@@ -275,11 +266,8 @@ func (r *Runtime) notify() {
 // Engine has no image of the spec's name; it is a *ContainerError (or joins
 // several) when no replica is ready and some failed to start.
 func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, error) {
-	if mv.Runtime.Kind != state.RuntimeDocker {
-		return nil, fmt.Errorf("model %q version %q: runtime kind %q is not %q", mv.Model, mv.Version, mv.Runtime.Kind, state.RuntimeDocker)
-	}
-	if mv.Runtime.Image == "" {
-		return nil, fmt.Errorf("model %q version %q: runtime.image is empty", mv.Model, mv.Version)
+	if err := runtime.CheckImage(mv, state.RuntimeDocker); err != nil {
+		return nil, err
 	}
 	key := runtime.VersionKey{Model: mv.Model, Version: mv.Version}
 	want := specOf(mv)

@@ -14,6 +14,8 @@ are converted).
 import array
 import collections
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -24,8 +26,8 @@ import threading
 import time
 
 VERSION = 1
-HELLO, PREDICT, RESULT, ERROR, PING, PONG = 1, 2, 3, 4, 5, 6
-TYPE_NAMES = {1: "HELLO", 2: "PREDICT", 3: "RESULT", 4: "ERROR", 5: "PING", 6: "PONG"}
+HELLO, PREDICT, RESULT, ERROR, PING, PONG, AUTH = 1, 2, 3, 4, 5, 6, 7
+TYPE_NAMES = {1: "HELLO", 2: "PREDICT", 3: "RESULT", 4: "ERROR", 5: "PING", 6: "PONG", 7: "AUTH"}
 INPUT_TYPES = {"bytes": 1, "int32": 2, "float32": 3, "float64": 4, "string": 5}
 INPUT_TYPE_NAMES = {code: name for name, code in INPUT_TYPES.items()}
 BYTES, INT32, FLOAT32, FLOAT64, STRING = 1, 2, 3, 4, 5
@@ -33,18 +35,29 @@ TYPECODES = {INT32: "i", FLOAT32: "f", FLOAT64: "d"}
 DEFAULT_MAX_FRAME = 64 << 20
 MAX_BATCH = 65536
 (BAD_FRAME, UNKNOWN_TYPE, BAD_REQUEST, WRONG_INPUT_TYPE, BATCH_TOO_LARGE, FRAME_TOO_LARGE,
- DEADLINE_EXCEEDED, MODEL_ERROR, UNSUPPORTED_VERSION, OVERLOADED) = range(1, 11)
+ DEADLINE_EXCEEDED, MODEL_ERROR, UNSUPPORTED_VERSION, OVERLOADED, UNAUTHENTICATED) = range(1, 12)
 CODE_NAMES = dict(enumerate("BAD_FRAME UNKNOWN_TYPE BAD_REQUEST WRONG_INPUT_TYPE BATCH_TOO_LARGE FRAME_TOO_LARGE "
-                            "DEADLINE_EXCEEDED MODEL_ERROR UNSUPPORTED_VERSION OVERLOADED".split(), 1))
+                            "DEADLINE_EXCEEDED MODEL_ERROR UNSUPPORTED_VERSION OVERLOADED UNAUTHENTICATED".split(), 1))
+AUTH_NONCE_LEN, AUTH_MAC_LEN = 32, 32
+AUTH_CONTEXT = b"sloproxy-rpc-auth-v1\x00"  # prefixes the nonce under the MAC
+AUTH_TIMEOUT_S = 10  # bounds the wait for a peer's AUTH, as the Go server's AuthTimeout
 assert all(array.array(c).itemsize == s for c, s in (("i", 4), ("f", 4), ("d", 8)))
 ITEM_SIZES = {INT32: 4, FLOAT32: 4, FLOAT64: 8}  # bytes per element of a numeric item
 WRITE_TIMEOUT_S = 30  # bounds one send to a peer, as the Go server's writeTimeout
 
-Hello = collections.namedtuple("Hello", "version input_type max_batch max_frame model_name model_version")
+# auth_nonce: empty, or the nonce a peer must answer with an AUTH (see auth_mac).
+Hello = collections.namedtuple("Hello", "version input_type max_batch max_frame model_name model_version auth_nonce",
+                               defaults=(b"",))
 Predict = collections.namedtuple("Predict", "request_id deadline input_type inputs")  # inputs: bytes
 Result = collections.namedtuple("Result", "request_id outputs")  # outputs: bytes or ItemError
 Ping = collections.namedtuple("Ping", "nonce")
 Pong = collections.namedtuple("Pong", "nonce")
+Auth = collections.namedtuple("Auth", "mac")  # mac: 32 bytes
+
+
+def auth_mac(secret, nonce):
+    """The MAC of an AUTH that answers nonce under secret (bytes): HMAC-SHA256."""
+    return hmac.new(secret, AUTH_CONTEXT + nonce, hashlib.sha256).digest()
 
 
 class _Equal:
@@ -91,6 +104,10 @@ def encode(m):
     """The frame (length prefix, type byte, payload) of message m."""
     if isinstance(m, Hello):
         t, p = HELLO, struct.pack("<HBII", *m[:4]) + _str16(m.model_name) + _str16(m.model_version)
+        if m.auth_nonce:
+            p += struct.pack("<H", len(m.auth_nonce)) + m.auth_nonce
+    elif isinstance(m, Auth):
+        t, p = AUTH, bytes(m.mac)
     elif isinstance(m, Predict):
         parts = [struct.pack("<QqBI", m.request_id, m.deadline, m.input_type, len(m.inputs))]
         for x in m.inputs:
@@ -159,8 +176,14 @@ def decode(typ, payload):
     PREDICT of more than 65,536 items, or UNKNOWN_TYPE."""
     c, rid, name = _Cursor(payload), 0, TYPE_NAMES.get(typ)
     try:
-        if typ == HELLO:  # bytes after model_version are later additions: ignored
-            return Hello(*c.unpack("<HBII"), c.str16(), c.str16())
+        if typ == HELLO:
+            head, name, version, nonce = c.unpack("<HBII"), c.str16(), c.str16(), b""
+            if c.i < len(payload):
+                nonce = c.take(c.unpack("<H")[0])
+                if len(nonce) not in (0, AUTH_NONCE_LEN):
+                    raise RPCError(BAD_REQUEST, "HELLO auth_nonce has %d bytes, want 0 or %d"
+                                   % (len(nonce), AUTH_NONCE_LEN))
+            return Hello(*head, name, version, nonce)  # bytes after auth_nonce: later additions, ignored
         if typ == PREDICT:
             (rid,) = c.unpack("<Q")
             deadline, it, count = c.unpack("<qBI")
@@ -203,6 +226,8 @@ def decode(typ, payload):
             msg = RPCError(code, c.str16(), rid)
         elif typ in (PING, PONG):
             msg = (Ping if typ == PING else Pong)(*c.unpack("<Q"))
+        elif typ == AUTH:
+            msg = Auth(c.take(AUTH_MAC_LEN))
         else:
             raise RPCError(UNKNOWN_TYPE, "unknown message type %d" % typ)
     except _Short:
@@ -259,10 +284,12 @@ def _split_addr(addr):
 
 class Server:
     """Serves predict on addr. max_inflight bounds the requests computing or
-    waiting per connection; concurrent=True lets batches run the model at once."""
+    waiting per connection; concurrent=True lets batches run the model at once.
+    With a secret (bytes; default $SLOPROXY_RPC_SECRET), every connection must
+    authenticate first: a peer that does not is refused, logged on stderr."""
 
     def __init__(self, predict, input_type, model_name=None, model_version=None, addr=None,
-                 max_batch=0, max_frame=0, max_inflight=4, concurrent=False, default_name="model"):
+                 max_batch=0, max_frame=0, max_inflight=4, concurrent=False, default_name="model", secret=None):
         self.predict = predict
         self.input_type = INPUT_TYPES.get(input_type, input_type)
         if self.input_type not in INPUT_TYPE_NAMES:
@@ -272,6 +299,7 @@ class Server:
                            model_version or os.environ.get("SLOPROXY_MODEL_VERSION") or "1")
         self.max_batch = min(max_batch or MAX_BATCH, MAX_BATCH)
         self.max_frame, self.max_inflight = max_frame, max_inflight
+        self.secret = secret if secret is not None else os.environb.get(b"SLOPROXY_RPC_SECRET") or None
         self.model_lock = contextlib.nullcontext() if concurrent else threading.Lock()
         host, port = _split_addr(addr or os.environ.get("SLOPROXY_RPC_ADDR") or "0.0.0.0:7000")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -316,8 +344,15 @@ class Server:
                 sock.sendall(data)
 
         try:
-            send(self.hello)
+            nonce = os.urandom(AUTH_NONCE_LEN) if self.secret else b""
+            send(self.hello._replace(auth_nonce=nonce))
             f = sock.makefile("rb")
+            if nonce:
+                refusal = self._authenticate(sock, f, nonce)
+                if refusal:
+                    print("sloproxy_rpc: refused peer %s: %s" % (sock.getpeername()[0], refusal.message),
+                          file=sys.stderr, flush=True)
+                    return send(refusal)
             while True:
                 try:
                     frame = read_frame(f, self.max_frame)
@@ -353,6 +388,23 @@ class Server:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+    def _authenticate(self, sock, f, nonce):
+        """None when the peer's first frame is an AUTH that answers nonce, else the ERROR to send."""
+        sock.settimeout(AUTH_TIMEOUT_S)
+        try:
+            frame = read_frame(f, self.max_frame)
+            if frame is None or frame[0] != AUTH:
+                why = "no AUTH frame" if frame is None else "the first frame has type %d, want AUTH" % frame[0]
+            elif not hmac.compare_digest(decode(*frame).mac, auth_mac(self.secret, nonce)):
+                why = "wrong MAC (the peer has another secret)"
+            else:
+                return None
+        except (RPCError, Truncated, OSError) as e:
+            why = "no AUTH frame: %s" % e
+        finally:
+            sock.settimeout(None)
+        return RPCError(UNAUTHENTICATED, "authentication failed: " + why)
 
     def _run(self, m, send, slots):
         try:
@@ -396,7 +448,8 @@ class Server:
 def serve(predict, input_type, model_name=None, model_version=None, addr=None, max_batch=0,
           max_frame=0, **options):
     """Serve predict until the process is stopped. Unset arguments come from
-    SLOPROXY_RPC_ADDR, SLOPROXY_MODEL_NAME and SLOPROXY_MODEL_VERSION."""
+    SLOPROXY_RPC_ADDR, SLOPROXY_MODEL_NAME and SLOPROXY_MODEL_VERSION; the
+    secret peers must prove (options' secret) from SLOPROXY_RPC_SECRET."""
     server = Server(predict, input_type, model_name, model_version, addr, max_batch, max_frame, **options)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # as PID 1 in a container, too
@@ -410,15 +463,29 @@ def serve(predict, input_type, model_name=None, model_version=None, addr=None, m
 
 
 class Client:
-    """A minimal blocking client: one request at a time."""
+    """A minimal blocking client: one request at a time. With a secret (bytes)
+    it authenticates, and refuses a container that does not ask it to; a
+    container that refuses the secret raises RPCError UNAUTHENTICATED."""
 
-    def __init__(self, addr, timeout=30):
+    def __init__(self, addr, timeout=30, secret=None):
         self.sock = socket.create_connection(_split_addr(addr), timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.file = self.sock.makefile("rb")
         self.hello, self.next_id = self.read(), 1
         if not isinstance(self.hello, Hello):
             raise ConnectionError("expected HELLO, got %r" % (self.hello,))
+        nonce = self.hello.auth_nonce
+        if nonce and not secret:
+            raise RPCError(UNAUTHENTICATED, "the container asks to authenticate; no secret given")
+        if secret and not nonce:
+            raise ConnectionError("the container does not ask to authenticate, but a secret was given")
+        if nonce:
+            self.sock.sendall(encode(Auth(auth_mac(secret, nonce))) + encode(Ping(0)))
+            m = self.read()
+            if isinstance(m, RPCError):
+                raise m
+            if not isinstance(m, Pong):
+                raise ConnectionError("expected PONG after AUTH, got %r" % (m,))
 
     def read(self):
         frame = read_frame(self.file)

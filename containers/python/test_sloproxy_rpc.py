@@ -24,7 +24,10 @@ def golden_message(g):
     it = rpc.INPUT_TYPES.get(g.get("input_type"), 0)
     t = g["type"]
     if t == "HELLO":
-        return rpc.Hello(g["version"], it, g["max_batch"], g["max_frame"], g["model"], g["model_version"])
+        return rpc.Hello(g["version"], it, g["max_batch"], g["max_frame"], g["model"], g["model_version"],
+                         bytes.fromhex(g.get("auth_nonce", "")))
+    if t == "AUTH":
+        return rpc.Auth(bytes.fromhex(g["mac"]))
     if t == "PREDICT":
         return rpc.Predict(g["request_id"], g["deadline"], it, [bytes.fromhex(x) for x in g["inputs"]])
     if t == "RESULT":
@@ -49,6 +52,9 @@ class GoldenTest(unittest.TestCase):
             with self.subTest(v["name"]):
                 with open(os.path.join(GOLDEN, v["file"]), "rb") as f:
                     data = f.read()
+                if "secret" in v:
+                    self.assertEqual(rpc.auth_mac(v["secret"].encode(), bytes.fromhex(v["auth_nonce"])),
+                                     bytes.fromhex(v["message"]["mac"]))
                 if "message" in v:
                     want = golden_message(v["message"])
                     self.assertEqual(read_one(data, v.get("max_frame", 0)), want)
@@ -90,9 +96,10 @@ class GoldenTest(unittest.TestCase):
                 rpc.decode(typ, payload)
 
     def test_hello_ignores_appended_fields(self):
-        frame = rpc.encode(rpc.Hello(1, 3, 0, 0, "m", "2"))
+        hello = rpc.Hello(1, 3, 0, 0, "m", "2", bytes(32))
+        frame = rpc.encode(hello)
         frame = struct.pack("<I", len(frame) - 4 + 3) + frame[4:] + b"new"
-        self.assertEqual(read_one(frame), rpc.Hello(1, 3, 0, 0, "m", "2"))
+        self.assertEqual(read_one(frame), hello)
 
     def test_long_error_message_truncated(self):
         m = rpc.decode(*rpc.read_frame(io.BytesIO(rpc.encode(rpc.RPCError(8, "é" * 40000, 3)))))
@@ -139,6 +146,30 @@ class ServerTest(unittest.TestCase):
         server = self.start(sum, "float32", model_version="7", max_batch=8)
         s, f = self.connect(server)
         self.assertEqual(server.hello, rpc.Hello(1, rpc.FLOAT32, 8, 0, "test", "7"))
+
+    def test_authentication(self):
+        server = self.start(lambda xs: [sum(x) for x in xs], "float64", secret=b"right")
+        addr = server.address
+        with self.assertRaises(rpc.RPCError) as e:
+            rpc.Client(addr, timeout=10, secret=b"wrong")
+        self.assertEqual(e.exception.code, rpc.UNAUTHENTICATED)
+        with self.assertRaises(rpc.RPCError) as e:
+            rpc.Client(addr, timeout=10)
+        self.assertEqual(e.exception.code, rpc.UNAUTHENTICATED)
+        s = socket.create_connection(("127.0.0.1", int(addr.rsplit(":", 1)[1])), timeout=10)
+        f = s.makefile("rb")
+        self.addCleanup(s.close)
+        self.addCleanup(f.close)  # a PREDICT before any AUTH: refused, closed
+        self.assertEqual(len(read(f).auth_nonce), rpc.AUTH_NONCE_LEN)
+        s.sendall(self.predict_frame(1, [[1.0]]))
+        self.assertEqual(read(f).code, rpc.UNAUTHENTICATED)
+        self.assertClosed(f)
+        c = rpc.Client(addr, timeout=10, secret=b"right")  # the replica still serves the right secret
+        self.addCleanup(c.close)
+        self.assertEqual(c.predict([[1.0, 2.0]]), [b"3.0"])
+        plain = self.start(sum, "float64")
+        with self.assertRaises(ConnectionError):
+            rpc.Client(plain.address, timeout=10, secret=b"right")
 
     def test_hello_from_env(self):
         env = {"SLOPROXY_MODEL_NAME": "envname", "SLOPROXY_MODEL_VERSION": "9", "SLOPROXY_RPC_ADDR": "127.0.0.1:0"}

@@ -26,6 +26,13 @@ type ClientOptions struct {
 	// MaxFrame is the largest frame accepted from the container. 0 means
 	// DefaultMaxFrame.
 	MaxFrame int
+	// Secret is the container's secret (see ServerOptions.Secret). When
+	// set, the client answers the HELLO's nonce with an AUTH frame and
+	// confirms with a PING that the container accepted it, and it refuses
+	// a container that does not ask to authenticate (ErrUnexpectedAuth).
+	// Nil means the client does not authenticate, and fails to connect to
+	// a container that asks it to.
+	Secret []byte
 	// Logger receives connection events. nil means no logs.
 	Logger *zap.Logger
 }
@@ -58,10 +65,11 @@ type Client struct {
 	addr string
 	opts ClientOptions
 
-	mu    sync.Mutex    // guards conn, hello and ready
+	mu    sync.Mutex    // guards conn, hello, ready and last
 	conn  *clientConn   // nil while disconnected
 	hello Hello         // the current connection's HELLO
 	ready chan struct{} // closed while connected; replaced on disconnect
+	last  error         // why the last connection failed; nil once connected
 
 	cancel  context.CancelFunc
 	stopped chan struct{}
@@ -111,7 +119,8 @@ func (c *Client) Hello() (Hello, bool) {
 }
 
 // WaitReady waits until the client is connected and returns the container's
-// HELLO.
+// HELLO. When ctx ends first, its error wraps ctx's and the last connection
+// attempt's failure, such as an UNAUTHENTICATED *Error.
 func (c *Client) WaitReady(ctx context.Context) (Hello, error) {
 	for {
 		c.mu.Lock()
@@ -123,6 +132,12 @@ func (c *Client) WaitReady(ctx context.Context) (Hello, error) {
 		select {
 		case <-ready:
 		case <-ctx.Done():
+			c.mu.Lock()
+			last := c.last
+			c.mu.Unlock()
+			if last != nil {
+				return Hello{}, fmt.Errorf("waiting for %s: %w; the last attempt: %w", c.addr, ctx.Err(), last)
+			}
 			return Hello{}, fmt.Errorf("waiting for %s: %w", c.addr, ctx.Err())
 		case <-c.stopped:
 			return Hello{}, ErrClosed
@@ -151,6 +166,9 @@ func (c *Client) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		c.mu.Lock()
+		c.last = err
+		c.mu.Unlock()
 		log := c.opts.Logger.Warn
 		if fails++; fails > 1 {
 			log = c.opts.Logger.Debug
@@ -197,14 +215,53 @@ func (c *Client) dial(ctx context.Context) (*clientConn, Hello, error) {
 		nc.Close()
 		return nil, Hello{}, fmt.Errorf("container announced invalid input type %d", uint8(h.InputType))
 	}
+	if err := c.authenticate(nc, fr, h.AuthNonce); err != nil {
+		nc.Close()
+		return nil, Hello{}, err
+	}
 	_ = nc.SetReadDeadline(time.Time{})
 	return &clientConn{nc: nc, fr: fr, hello: h, pending: map[uint64]*call{}}, h, nil
+}
+
+// authenticate answers a HELLO's nonce with an AUTH and a PING, and waits
+// for the PONG: the container's word that it accepted the AUTH. A container
+// that refuses it answers an UNAUTHENTICATED *Error, returned wrapped.
+func (c *Client) authenticate(nc net.Conn, fr *FrameReader, nonce []byte) error {
+	switch {
+	case len(nonce) == 0 && c.opts.Secret == nil:
+		return nil
+	case len(nonce) == 0:
+		return ErrUnexpectedAuth
+	case c.opts.Secret == nil:
+		return fmt.Errorf("authenticating: %w", &Error{Code: Unauthenticated, Message: "the container asks to authenticate; the client has no secret for it"})
+	}
+	buf := AppendFrame(nil, &Auth{MAC: AuthMAC(c.opts.Secret, nonce)})
+	buf = AppendFrame(buf, &Ping{})
+	_ = nc.SetWriteDeadline(time.Now().Add(c.opts.HelloTimeout))
+	if _, err := nc.Write(buf); err != nil {
+		return fmt.Errorf("authenticating: %w", err)
+	}
+	typ, payload, err := fr.Next()
+	var msg Message
+	if err == nil {
+		msg, err = Decode(typ, payload)
+	}
+	if err != nil {
+		return fmt.Errorf("authenticating: %w", err)
+	}
+	switch m := msg.(type) {
+	case *Pong:
+		return nil
+	case *Error:
+		return fmt.Errorf("authenticating: %w", m)
+	}
+	return fmt.Errorf("authenticating: the container answered with message type %d, want PONG", typ)
 }
 
 func (c *Client) setConn(cc *clientConn, h Hello) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.conn, c.hello = cc, h
+	c.conn, c.hello, c.last = cc, h, nil
 	close(c.ready)
 }
 
@@ -266,6 +323,19 @@ func (c *Client) Predict(ctx context.Context, it InputType, inputs [][]byte) ([]
 		return nil, err
 	}
 	return reply.(*Result).Outputs, nil
+}
+
+// WarmUp sends one input of zeros (one element of a numeric type) and
+// waits for the answer: what a runtime asks of a replica before it serves.
+// The model's opinion of zeros does not matter: an item error, or an ERROR
+// frame saying the model failed on that input (MODEL_ERROR, BAD_REQUEST),
+// shows the container up and its model run, and returns nil.
+func (c *Client) WarmUp(ctx context.Context, it InputType) error {
+	_, err := c.Predict(ctx, it, [][]byte{make([]byte, max(it.ElemSize(), 1))})
+	if IsCode(err, ModelError) || IsCode(err, BadRequest) {
+		return nil
+	}
+	return err
 }
 
 // Ping sends a PING and waits for the PONG.

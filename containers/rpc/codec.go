@@ -82,7 +82,7 @@ func ParseInputType(s string) (InputType, error) {
 	return 0, fmt.Errorf("unknown input type %q (want bytes, int32, float32, float64 or string)", s)
 }
 
-// Message is one of *Hello, *Predict, *Result, *Error, *Ping, *Pong.
+// Message is one of *Hello, *Predict, *Result, *Error, *Ping, *Pong, *Auth.
 type Message interface {
 	// Type is the frame type byte.
 	Type() byte
@@ -97,6 +97,10 @@ type Hello struct {
 	MaxFrame     uint32 // 0: DefaultMaxFrame
 	Model        string
 	ModelVersion string
+	// AuthNonce, when not empty, asks the proxy to authenticate with an
+	// AUTH frame before anything else (see AuthMAC). Empty means the
+	// container serves without authentication.
+	AuthNonce []byte
 }
 
 // Predict carries a batch of inputs.
@@ -167,7 +171,12 @@ func (m *Hello) appendPayload(dst []byte) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, m.MaxBatch)
 	dst = binary.LittleEndian.AppendUint32(dst, m.MaxFrame)
 	dst = appendStr16(dst, m.Model)
-	return appendStr16(dst, m.ModelVersion)
+	dst = appendStr16(dst, m.ModelVersion)
+	if len(m.AuthNonce) == 0 {
+		return dst // as before authentication existed: nothing appended
+	}
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(m.AuthNonce)))
+	return append(dst, m.AuthNonce...)
 }
 
 // Sizes of a PREDICT frame, as MaxFrame counts it (type byte and payload):
@@ -305,6 +314,8 @@ func Decode(typ byte, payload []byte) (Message, error) {
 	case TypePong:
 		n := d.u64()
 		return &Pong{Nonce: n}, d.end("PONG")
+	case TypeAuth:
+		return d.auth()
 	}
 	return nil, &Error{Code: UnknownType, Message: fmt.Sprintf("unknown message type %d", typ)}
 }
@@ -380,7 +391,19 @@ func (d *decoder) hello() (Message, error) {
 	if d.bad {
 		return nil, badRequest(0, "HELLO payload too short")
 	}
-	// Bytes after model_version are later minor additions: ignored.
+	if len(d.b) > 0 {
+		m.AuthNonce = d.take(int(d.u16()))
+		if d.bad {
+			return nil, badRequest(0, "HELLO auth_nonce overruns the frame")
+		}
+		if err := checkNonce(m.AuthNonce); err != nil {
+			return nil, err
+		}
+		if len(m.AuthNonce) == 0 {
+			m.AuthNonce = nil
+		}
+	}
+	// Bytes after auth_nonce are later minor additions: ignored.
 	return m, nil
 }
 

@@ -21,6 +21,7 @@ const (
 	ModelError         Code = 8
 	UnsupportedVersion Code = 9
 	Overloaded         Code = 10
+	Unauthenticated    Code = 11
 )
 
 var codeNames = map[Code]string{
@@ -34,6 +35,7 @@ var codeNames = map[Code]string{
 	ModelError:         "MODEL_ERROR",
 	UnsupportedVersion: "UNSUPPORTED_VERSION",
 	Overloaded:         "OVERLOADED",
+	Unauthenticated:    "UNAUTHENTICATED",
 }
 
 func (c Code) String() string {

@@ -24,6 +24,9 @@ type goldenVector struct {
 	MaxFrame int            `json:"max_frame"`
 	Message  *goldenMessage `json:"message"`
 	Error    string         `json:"error"`
+	// Secret and AuthNonce, for an AUTH vector, are what its MAC answers.
+	Secret    string `json:"secret"`
+	AuthNonce string `json:"auth_nonce"`
 }
 
 type goldenMessage struct {
@@ -41,6 +44,8 @@ type goldenMessage struct {
 	Code         Code           `json:"code"`
 	Text         string         `json:"message"`
 	Nonce        uint64         `json:"nonce"`
+	AuthNonce    string         `json:"auth_nonce"`
+	MAC          string         `json:"mac"`
 }
 
 type goldenOutput struct {
@@ -82,7 +87,11 @@ func (g *goldenMessage) toMessage(t testing.TB) Message {
 	}
 	switch g.Type {
 	case "HELLO":
-		return &Hello{Version: g.Version, InputType: it, MaxBatch: g.MaxBatch, MaxFrame: g.MaxFrame, Model: g.Model, ModelVersion: g.ModelVersion}
+		h := &Hello{Version: g.Version, InputType: it, MaxBatch: g.MaxBatch, MaxFrame: g.MaxFrame, Model: g.Model, ModelVersion: g.ModelVersion}
+		if g.AuthNonce != "" {
+			h.AuthNonce = mustHex(t, g.AuthNonce)
+		}
+		return h
 	case "PREDICT":
 		p := &Predict{ID: g.RequestID, Deadline: g.Deadline, InputType: it, Inputs: make([][]byte, len(g.Inputs))}
 		for i, s := range g.Inputs {
@@ -101,6 +110,12 @@ func (g *goldenMessage) toMessage(t testing.TB) Message {
 		return &Ping{Nonce: g.Nonce}
 	case "PONG":
 		return &Pong{Nonce: g.Nonce}
+	case "AUTH":
+		a := &Auth{}
+		if copy(a.MAC[:], mustHex(t, g.MAC)) != AuthMACLen {
+			t.Fatalf("AUTH mac %q: want %d bytes", g.MAC, AuthMACLen)
+		}
+		return a
 	}
 	t.Fatalf("unknown golden type %q", g.Type)
 	return nil
@@ -172,6 +187,11 @@ func TestGoldenVectors(t *testing.T) {
 				}
 				if !reflect.DeepEqual(normalize(got), normalize(want)) {
 					t.Fatalf("decoded %#v, want %#v", got, want)
+				}
+				if v.Secret != "" {
+					if mac := AuthMAC([]byte(v.Secret), mustHex(t, v.AuthNonce)); mac != want.(*Auth).MAC {
+						t.Fatalf("AuthMAC(%q, %s) = %x, want the vector's %x", v.Secret, v.AuthNonce, mac, want.(*Auth).MAC)
+					}
 				}
 				return
 			}

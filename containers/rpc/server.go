@@ -40,6 +40,14 @@ type ServerOptions struct {
 	// MaxInFlight bounds the requests one connection computes at once;
 	// further PREDICTs wait in the socket (backpressure). 0 means 4.
 	MaxInFlight int
+	// Secret, when set, makes every connection authenticate before it is
+	// served: the HELLO carries a fresh nonce, and a peer whose first
+	// frame is not an AUTH with the right MAC gets an UNAUTHENTICATED
+	// ERROR, a warning in the log, and a closed connection. Nil means no
+	// authentication (SecretFromEnv reads the one the runtimes give).
+	Secret []byte
+	// AuthTimeout bounds the wait for a peer's AUTH frame. 0 means 10 s.
+	AuthTimeout time.Duration
 	// Logger receives connection-level problems. nil means no logs.
 	Logger *zap.Logger
 	// Now is the clock used for deadline checks. nil means time.Now.
@@ -66,6 +74,9 @@ func NewServer(m Model, opts ServerOptions) *Server {
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
+	}
+	if opts.AuthTimeout <= 0 {
+		opts.AuthTimeout = 10 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -150,11 +161,26 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	log := s.opts.Logger.With(zap.Stringer("peer", c.RemoteAddr()))
 	sc := &serverConn{s: s, c: c}
+	hello := s.hello
+	var nonce []byte
+	if s.opts.Secret != nil {
+		nonce = newNonce()
+		h := s.opts.Hello
+		h.AuthNonce = nonce
+		hello = AppendFrame(nil, &h)
+	}
 	_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := c.Write(s.hello); err != nil {
+	if _, err := c.Write(hello); err != nil {
 		return
 	}
 	fr := NewFrameReader(bufio.NewReaderSize(c, 64<<10), s.maxFrame())
+	if nonce != nil {
+		if err := s.authenticate(fr, c, nonce); err != nil {
+			log.Warn("refused a peer that did not authenticate", zap.Error(err))
+			_ = sc.write(err)
+			return
+		}
+	}
 	slots := make(chan struct{}, s.opts.MaxInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -215,6 +241,28 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			}()
 		}
 	}
+}
+
+// authenticate reads the peer's first frame, which must be an AUTH that
+// answers nonce; the error is the ERROR frame to send it otherwise.
+func (s *Server) authenticate(fr *FrameReader, c net.Conn, nonce []byte) *Error {
+	_ = c.SetReadDeadline(time.Now().Add(s.opts.AuthTimeout))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	typ, payload, err := fr.Next()
+	if err != nil {
+		return unauthenticated(fmt.Sprintf("no AUTH frame: %v", err))
+	}
+	if typ != TypeAuth {
+		return unauthenticated(fmt.Sprintf("the first frame has type %d, want AUTH", typ))
+	}
+	msg, err := Decode(typ, payload)
+	if err != nil {
+		return unauthenticated(err.Error())
+	}
+	if !validAuth(msg.(*Auth), s.opts.Secret, nonce) {
+		return unauthenticated("wrong MAC (the peer has another secret)")
+	}
+	return nil
 }
 
 // handle answers one PREDICT.

@@ -27,6 +27,7 @@ package runtime
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 
@@ -93,4 +94,37 @@ func (External) Running(context.Context) ([]VersionKey, error) { return nil, nil
 // runtime's Running returns of the versions it keeps in a map.
 func SortedKeys[V any](m map[VersionKey]V) []VersionKey {
 	return slices.SortedFunc(maps.Keys(m), VersionKey.Compare)
+}
+
+// Signal is the Notifier side of a runtime, to embed: Notify records that
+// the replicas changed, Changed delivers it. A burst of Notify calls before
+// the Manager receives costs one pass. Make it with NewSignal.
+type Signal struct {
+	ch chan struct{} // 1-buffered: one pending change at most
+}
+
+// NewSignal returns a Signal with no change pending.
+func NewSignal() Signal { return Signal{ch: make(chan struct{}, 1)} }
+
+// Changed implements Notifier.
+func (s Signal) Changed() <-chan struct{} { return s.ch }
+
+// Notify records a change without blocking.
+func (s Signal) Notify() {
+	select {
+	case s.ch <- struct{}{}:
+	default:
+	}
+}
+
+// CheckImage fails unless mv is of kind and names an image: what the
+// docker and swarm runtimes check before they run a version.
+func CheckImage(mv state.ModelVersion, kind state.RuntimeKind) error {
+	if mv.Runtime.Kind != kind {
+		return fmt.Errorf("model %q version %q: runtime kind %q is not %q", mv.Model, mv.Version, mv.Runtime.Kind, kind)
+	}
+	if mv.Runtime.Image == "" {
+		return fmt.Errorf("model %q version %q: runtime.image is empty", mv.Model, mv.Version)
+	}
+	return nil
 }

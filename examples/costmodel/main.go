@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/sloproxy/sloproxy/containers/rpc"
 )
 
@@ -41,7 +43,13 @@ func main() {
 	}
 	hello := rpc.Hello{InputType: it, MaxBatch: uint32(*maxBatch), Model: rpc.ModelName(*name, "costmodel"), ModelVersion: rpc.ModelVersion(*version)}
 	m := newCostModel(*a, *b, *jitter, sleepPrecise)
-	if err := rpc.NewServer(m, rpc.ServerOptions{Hello: hello}).Serve(ctx, ln); err != nil {
+	// Refused peers (a wrong or missing AUTH) are logged to stderr.
+	logger, err := zap.NewProduction()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer logger.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
+	if err := rpc.NewServer(m, rpc.ServerOptions{Hello: hello, Secret: rpc.SecretFromEnv(), Logger: logger}).Serve(ctx, ln); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/sloproxy/sloproxy/containers/rpc"
 )
 
@@ -37,7 +39,13 @@ func main() {
 		ln = &slowListener{Listener: ln, ctx: ctx, ready: time.Now().Add(*helloDelay)}
 	}
 	hello := rpc.Hello{InputType: it, Model: rpc.ModelName(*name, "noop"), ModelVersion: rpc.ModelVersion(*version)}
-	if err := rpc.NewServer(rpc.ModelFunc(echo), rpc.ServerOptions{Hello: hello}).Serve(ctx, ln); err != nil {
+	// Refused peers (a wrong or missing AUTH) are logged to stderr.
+	logger, err := zap.NewProduction()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer logger.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
+	if err := rpc.NewServer(rpc.ModelFunc(echo), rpc.ServerOptions{Hello: hello, Secret: rpc.SecretFromEnv(), Logger: logger}).Serve(ctx, ln); err != nil {
 		log.Fatal(err)
 	}
 }

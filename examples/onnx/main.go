@@ -71,7 +71,7 @@ func run(args []string) error {
 		Model:        rpc.ModelName(*name, strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))),
 		ModelVersion: rpc.ModelVersion(*version),
 	}
-	srv := rpc.NewServer(m, rpc.ServerOptions{Hello: hello, MaxInFlight: *maxInFlight, Logger: log})
+	srv := rpc.NewServer(m, rpc.ServerOptions{Hello: hello, MaxInFlight: *maxInFlight, Secret: rpc.SecretFromEnv(), Logger: log})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

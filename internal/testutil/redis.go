@@ -26,12 +26,14 @@ type RedisServer struct {
 	// Addr is host:port, the same after a restart.
 	Addr string
 
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
+	t     testing.TB
+	bin   string
+	dir   string
+	conf  string   // a configuration file, the first argument; "" for none
+	extra []string // arguments after the common ones
+	port  int
+	cmd   *exec.Cmd
+	done  chan struct{} // closed when cmd has exited
 }
 
 // StartRedis starts a redis-server for the test and returns its address.
@@ -44,16 +46,23 @@ func StartRedis(t testing.TB) (addr string) {
 // NewRedisServer starts a redis-server on a free 127.0.0.1 port, waits until
 // it answers PING, and kills it when the test ends. It fails the test if
 // redis-server is not installed: run ./scripts/test, which installs it.
-func NewRedisServer(t testing.TB) *RedisServer {
+func NewRedisServer(t testing.TB, args ...string) *RedisServer {
 	t.Helper()
-	bin, err := findRedisServer()
+	bin, err := findRedisBinary("redis-server")
 	if err != nil {
 		t.Fatalf("testutil: %v; run ./scripts/test, which installs it (apt-get install redis-server)", err)
 	}
-	s := &RedisServer{t: t, bin: bin, dir: t.TempDir()}
+	return startRedisProcess(t, &RedisServer{t: t, bin: bin, dir: t.TempDir(), extra: args})
+}
+
+// startRedisProcess starts s on a free port and kills it when the test
+// ends.
+func startRedisProcess(t testing.TB, s *RedisServer) *RedisServer {
+	t.Helper()
 	t.Cleanup(s.Stop)
 	// The free port may be taken between finding and using it; try again.
 	for attempt := 1; ; attempt++ {
+		var err error
 		s.port, err = freePort()
 		if err != nil {
 			t.Fatalf("testutil: %v", err)
@@ -122,7 +131,11 @@ func (s *RedisServer) signal(sig syscall.Signal) {
 }
 
 func (s *RedisServer) start() error {
-	cmd := exec.Command(s.bin,
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -130,6 +143,7 @@ func (s *RedisServer) start() error {
 		"--dir", s.dir,
 		"--loglevel", "warning",
 	)
+	cmd := exec.Command(s.bin, append(args, s.extra...)...)
 	out := new(bytes.Buffer)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = diesWithTest()
@@ -145,22 +159,23 @@ func (s *RedisServer) start() error {
 	if err := waitForPing(s.Addr, done); err != nil {
 		s.Stop()
 		// out is safe to read: the process has exited and Wait returned.
-		return fmt.Errorf("redis-server on %s: %w; its output:\n%s", s.Addr, err, strings.TrimSpace(out.String()))
+		return fmt.Errorf("%s on %s: %w; its output:\n%s", s.bin, s.Addr, err, strings.TrimSpace(out.String()))
 	}
 	return nil
 }
 
-// findRedisServer looks for redis-server on PATH, then where Debian puts it.
-func findRedisServer() (string, error) {
-	if p, err := exec.LookPath("redis-server"); err == nil {
+// findRedisBinary looks for name (redis-server, redis-sentinel,
+// redis-cli) on PATH, then where Debian puts it.
+func findRedisBinary(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	for _, p := range []string{"/usr/sbin/redis-server", "/usr/bin/redis-server"} {
+	for _, p := range []string{"/usr/sbin/" + name, "/usr/bin/" + name} {
 		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}
-	return "", errors.New("redis-server not found on PATH, in /usr/sbin or in /usr/bin")
+	return "", fmt.Errorf("%s not found on PATH, in /usr/sbin or in /usr/bin", name)
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
