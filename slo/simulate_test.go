@@ -177,3 +177,29 @@ func TestAdmissionShedsWhatWouldBeLateUnderOverload(t *testing.T) {
 		t.Errorf("admission did not reduce the late queries: %d without, %d with", off.late, on.late)
 	}
 }
+
+// TestAIMDHasNoCliffAtTheBound: the replica serves at most about 490
+// queries a second within the SLO (batches of 20 in 40–42ms, the budget
+// of half the SLO). Past that rate admission sheds what cannot make it,
+// and what the replica answers in time must plateau, not fall. It fell
+// when AIMD's sawtooth cut the batch that queries had been admitted to
+// ride: the last of them rode the next batch, a whole batch later than
+// admission predicted, the calibrated margin grew by that batch, and
+// admission then let in only what an almost empty queue could hold, so
+// the batches shrank and the replica answered a quarter less than below
+// the bound.
+func TestAIMDHasNoCliffAtTheBound(t *testing.T) {
+	b := DefaultBatching
+	b.Controller = ControllerAIMD
+	below := simulate(t, b, 450, 2*time.Second)
+	for _, rate := range []int{500, 575} {
+		o := simulate(t, b, rate, 2*time.Second)
+		t.Logf("at %d/s: %+v; at 450/s: %+v", rate, o, below)
+		if o.ok*20 < below.ok*19 {
+			t.Errorf("at %d/s %d answered in time, more than 5%% under the %d at 450/s", rate, o.ok, below.ok)
+		}
+		if o.late*100 > o.ok {
+			t.Errorf("at %d/s %d admitted queries were late against %d in time: more than 1 in 100", rate, o.late, o.ok)
+		}
+	}
+}
