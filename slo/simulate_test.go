@@ -12,6 +12,7 @@ import (
 type simQuery struct {
 	arrived, deadline time.Time
 	pred              dispatch.Prediction
+	due               int // the batch admission let it in to ride, counted as sent counts; 0: none
 }
 
 // simOutcomes counts how a simulation's queries were answered.
@@ -40,7 +41,8 @@ func (s controllerSizes) BatchSize(budget time.Duration) int { return max(1, s.s
 // budgets), as a dispatcher would: a query is asked for admission when
 // others are queued, the queue is served earliest deadline first, a head
 // the controller refuses is answered at once, a query still waiting at
-// its deadline is answered late, and a batch outliving the latest
+// its deadline is answered late, a batch takes past the controller's size
+// the queries admitted to ride it, and a batch outliving the latest
 // deadline of its queries is abandoned. Queries arrive rate a second for
 // span after a warm-up at a tenth of that rate, each with an 80ms SLO. It
 // runs in a synctest bubble: the clock is the bubble's, and the outcomes
@@ -92,6 +94,9 @@ func simulate(t *testing.T, b Batching, rate int, span time.Duration) simOutcome
 						continue
 					}
 					q.pred = p
+					if p.Batch > 0 {
+						q.due = sent + p.Batch
+					}
 				}
 				queue = append(queue, q)
 			}
@@ -141,6 +146,9 @@ func simulate(t *testing.T, b Batching, rate int, span time.Duration) simOutcome
 					break
 				}
 				k := min(n, len(queue))
+				for k < min(64, len(queue)) && queue[k].due > 0 && queue[k].due <= sent+1 {
+					k++ // admitted to ride this batch: it rides it, as dispatch's queue takes it
+				}
 				batch, queue = append([]*simQuery(nil), queue[:k]...), queue[k:]
 				start, end = now, gov.Started(now, k)
 				busyUntil = now.Add(20*time.Millisecond + time.Duration(k)*time.Millisecond + time.Duration(sent%5)*500*time.Microsecond)

@@ -103,7 +103,10 @@ type BatchSizer interface {
 type Prediction struct {
 	Arrived, Deadline time.Time
 	Finish            time.Duration // after Arrived
-	Batch             int           // the batch the query is to ride: 1st, 2nd, ...; 0: no prediction
+	// Batch is the batch the query is to ride, counting the batches that
+	// start after it arrives: 1st, 2nd, ...; 0: no prediction. A batch
+	// takes, past its controller's size, the queries admitted to ride it.
+	Batch int
 }
 
 // Pacer decides when a free worker takes its batch.
@@ -450,7 +453,8 @@ func (d *Dispatcher) admit(q *query) error {
 	if g == nil || q.deadline.IsZero() {
 		return nil
 	}
-	replicas, queued := int(d.healthy.Load()), d.q.len()
+	replicas := int(d.healthy.Load())
+	queued, starts := d.q.pending()
 	if replicas == 0 || queued == 0 {
 		return nil
 	}
@@ -463,7 +467,7 @@ func (d *Dispatcher) admit(q *query) error {
 		return err
 	}
 	if p.Batch > 0 {
-		q.admitter, q.prediction = g.Governor, p
+		q.admitter, q.prediction, q.due = g.Governor, p, starts+p.Batch
 	}
 	return nil
 }

@@ -195,7 +195,7 @@ func (r *replica) work(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		n, maxFrame, reason := r.limits()
+		n, limit, maxFrame, reason := r.limits()
 		if wait := r.d.hold(n); wait > 0 {
 			if held == nil {
 				held = time.NewTimer(wait)
@@ -210,7 +210,7 @@ func (r *replica) work(ctx context.Context) {
 			}
 			continue // the head and the queue have moved on
 		}
-		batch, wake := r.d.q.take(n, maxFrame, batch[:0])
+		batch, wake := r.d.q.take(n, limit, maxFrame, batch[:0])
 		if batch == nil {
 			select {
 			case <-wake:
@@ -240,10 +240,11 @@ const (
 )
 
 // limits asks the controller for the next batch's size, within the
-// dispatcher's and the container's limits, and returns the container's
-// frame limit, which bounds the batch's bytes, and why a batch of that size
-// leaves (full or deadline).
-func (r *replica) limits() (batch, maxFrame, reason int) {
+// dispatcher's and the container's limits, and returns those limits (a
+// batch takes up to them the queries admitted to ride it, see
+// queue.take), the container's frame limit, which bounds the batch's
+// bytes, and why a batch of that size leaves (full or deadline).
+func (r *replica) limits() (batch, limit, maxFrame, reason int) {
 	var slack, slo time.Duration
 	var n int
 	sp := r.d.spacing()
@@ -261,7 +262,7 @@ func (r *replica) limits() (batch, maxFrame, reason int) {
 		// of its own to miss anyway.
 		r.d.q.refuse(head, &doomedError{model: r.d.name, left: slack})
 	}
-	limit, maxFrame := r.d.opts.MaxBatch, rpc.DefaultMaxFrame
+	limit, maxFrame = r.d.opts.MaxBatch, rpc.DefaultMaxFrame
 	if h, ok := r.client.Hello(); ok {
 		if h.MaxBatch > 0 {
 			limit = min(limit, int(h.MaxBatch))
@@ -274,7 +275,7 @@ func (r *replica) limits() (batch, maxFrame, reason int) {
 	if slack >= 0 && slack < slo/2 {
 		reason = releaseDeadline
 	}
-	return max(1, min(n, limit)), maxFrame, reason
+	return max(1, min(n, limit)), limit, maxFrame, reason
 }
 
 // send sends one batch and answers, requeues or fails its queries.
