@@ -15,8 +15,12 @@ type simQuery struct {
 	due               int // the batch admission let it in to ride, counted as sent counts; 0: none
 }
 
-// simOutcomes counts how a simulation's queries were answered.
-type simOutcomes struct{ ok, shed, late int }
+// simOutcomes counts how a simulation's queries were answered, and the
+// answers in time in each 100ms after the warm-up.
+type simOutcomes struct {
+	ok, shed, late int
+	okPerTenth     []int
+}
 
 // controllerSizes is a one-replica dispatcher's BatchSizer: its
 // controller's size for a waiting query, told the governor's spacing.
@@ -47,7 +51,10 @@ func (s controllerSizes) BatchSize(budget time.Duration) int { return max(1, s.s
 // span after a warm-up at a tenth of that rate, each with an 80ms SLO. It
 // runs in a synctest bubble: the clock is the bubble's, and the outcomes
 // depend on nothing but b.
-func simulate(t *testing.T, b Batching, rate int, span time.Duration) simOutcomes {
+//
+// spell, when not nil, is added to each batch's latency, given how long
+// after the warm-up the batch starts: a spell of the machine.
+func simulate(t *testing.T, b Batching, rate int, span time.Duration, spell func(time.Duration) time.Duration) simOutcomes {
 	t.Helper()
 	var o simOutcomes
 	synctest.Test(t, func(t *testing.T) {
@@ -115,6 +122,13 @@ func simulate(t *testing.T, b Batching, rate int, span time.Duration) simOutcome
 						finished(q, q.deadline, true)
 					} else {
 						out.ok++
+						if counting {
+							tenth := int(now.Sub(warmEnd) / (100 * time.Millisecond))
+							for len(out.okPerTenth) <= tenth {
+								out.okPerTenth = append(out.okPerTenth, 0)
+							}
+							out.okPerTenth[tenth]++
+						}
 						finished(q, now, false)
 					}
 				}
@@ -152,6 +166,9 @@ func simulate(t *testing.T, b Batching, rate int, span time.Duration) simOutcome
 				batch, queue = append([]*simQuery(nil), queue[:k]...), queue[k:]
 				start, end = now, gov.Started(now, k)
 				busyUntil = now.Add(20*time.Millisecond + time.Duration(k)*time.Millisecond + time.Duration(sent%5)*500*time.Microsecond)
+				if spell != nil && !now.Before(warmEnd) {
+					busyUntil = busyUntil.Add(spell(now.Sub(warmEnd)))
+				}
 				sent++
 			}
 			time.Sleep(step)
@@ -169,8 +186,8 @@ func TestAdmissionShedsWhatWouldBeLateUnderOverload(t *testing.T) {
 	with := DefaultBatching
 	without := DefaultBatching
 	without.Admission = false
-	off := simulate(t, without, 1000, 2*time.Second)
-	on := simulate(t, with, 1000, 2*time.Second)
+	off := simulate(t, without, 1000, 2*time.Second, nil)
+	on := simulate(t, with, 1000, 2*time.Second, nil)
 	t.Logf("without admission: %+v; with: %+v", off, on)
 	if on.ok <= off.ok {
 		t.Errorf("admission answered %d in time, no more than the %d without it", on.ok, off.ok)
@@ -199,15 +216,43 @@ func TestAdmissionShedsWhatWouldBeLateUnderOverload(t *testing.T) {
 func TestAIMDHasNoCliffAtTheBound(t *testing.T) {
 	b := DefaultBatching
 	b.Controller = ControllerAIMD
-	below := simulate(t, b, 450, 2*time.Second)
+	below := simulate(t, b, 450, 2*time.Second, nil)
 	for _, rate := range []int{500, 575} {
-		o := simulate(t, b, rate, 2*time.Second)
+		o := simulate(t, b, rate, 2*time.Second, nil)
 		t.Logf("at %d/s: %+v; at 450/s: %+v", rate, o, below)
 		if o.ok*20 < below.ok*19 {
 			t.Errorf("at %d/s %d answered in time, more than 5%% under the %d at 450/s", rate, o.ok, below.ok)
 		}
 		if o.late*100 > o.ok {
 			t.Errorf("at %d/s %d admitted queries were late against %d in time: more than 1 in 100", rate, o.late, o.ok)
+		}
+	}
+}
+
+// TestASpellEndsWithItsAftermath: a spell of 300ms in which every batch
+// takes up to 15ms longer, at 0.8 of the bound, raises the fit's tail and
+// the calibrated margin, and admission sheds; once the spell's batches
+// and errors are past FitSpan and calStale the shedding stops. It must not
+// feed itself: the replica answers nearly all it is offered in the last
+// second, as before the spell.
+func TestASpellEndsWithItsAftermath(t *testing.T) {
+	for _, c := range []string{ControllerAIMD, ControllerLatencyModel} {
+		b := DefaultBatching
+		b.Controller = c
+		spell := func(at time.Duration) time.Duration {
+			if at >= 500*time.Millisecond && at < 800*time.Millisecond {
+				return time.Duration(at%15) * time.Millisecond
+			}
+			return 0
+		}
+		o := simulate(t, b, 400, 3*time.Second, spell)
+		t.Logf("%s: %+v", c, o)
+		last := 0
+		for _, n := range o.okPerTenth[20:30] {
+			last += n
+		}
+		if last < 380 {
+			t.Errorf("%s: %d answered in time in the last second at 400/s, want at least 380: the spell 1.2s before outlived its aftermath", c, last)
 		}
 	}
 }
