@@ -473,10 +473,11 @@ func (d *Dispatcher) admit(q *query) error {
 }
 
 // finished tells the governor that admitted q with a prediction that q
-// finished now, expired or answered; a query admitted without one tells
-// nothing (and does not read the clock).
+// finished now, expired or answered, or leaves that to q's Delivery (see
+// WithDelivery); a query admitted without one tells nothing (and does
+// not read the clock).
 func (d *Dispatcher) finished(q *query, expired bool) {
-	if q.admitter != nil {
+	if q.admitter != nil && !hold(q.ctx, q.admitter, q.prediction, expired) {
 		q.admitter.Finished(q.prediction, d.opts.Now(), expired)
 	}
 }
