@@ -77,7 +77,8 @@ type Admitter interface {
 	Admit(a Arrival) (Prediction, error)
 	// Finished tells the Admitter that a query it admitted with
 	// prediction p finished at now: answered, or past its deadline
-	// (expired: ErrDeadline, or refused as doomed).
+	// (expired: ErrDeadline, or refused as doomed). Under a Delivery,
+	// now is when the caller delivered the answer.
 	Finished(p Prediction, now time.Time, expired bool)
 }
 
