@@ -42,7 +42,7 @@ func WriteGoodputPNG(w io.Writer, title string, bound float64, curves []GoodputC
 	p.X.Label.Text = "offered (requests / s)"
 	p.Y.Label.Text = "answered by a model within the SLO (/ s)"
 	p.X.Min, p.Y.Min = 0, 0
-	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.Top, p.Legend.Left = false, false // lower right: the lines plateau above it
 	palette := []color.Color{
 		color.RGBA{R: 31, G: 119, B: 180, A: 255}, color.RGBA{R: 255, G: 127, B: 14, A: 255},
 		color.RGBA{R: 44, G: 160, B: 44, A: 255}, color.RGBA{R: 148, G: 103, B: 189, A: 255},
@@ -71,14 +71,15 @@ func WriteGoodputPNG(w io.Writer, title string, bound float64, curves []GoodputC
 	}
 	if bound > 0 {
 		for _, b := range []struct {
-			name string
-			y    float64
-		}{{"bound", bound}, {"0.9 × bound", 0.9 * bound}} {
+			name  string
+			y     float64
+			color color.Color
+		}{{"bound", bound, color.RGBA{R: 214, G: 39, B: 40, A: 255}}, {"0.9 × bound", 0.9 * bound, color.RGBA{R: 120, G: 120, B: 120, A: 255}}} {
 			l, err := plotter.NewLine(plotter.XYs{{X: 0, Y: b.y}, {X: max(hi, bound), Y: b.y}})
 			if err != nil {
 				return fmt.Errorf("plot %s: %w", b.name, err)
 			}
-			l.Color, l.Dashes = color.RGBA{R: 214, G: 39, B: 40, A: 255}, []vg.Length{vg.Points(4), vg.Points(3)}
+			l.Color, l.Dashes = b.color, []vg.Length{vg.Points(4), vg.Points(3)}
 			p.Add(l)
 			p.Legend.Add(b.name, l)
 		}
