@@ -37,7 +37,7 @@ func TestTakeRidesTheAdmittedBatch(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			batch, _ := qu.take(tc.n, tc.limit, 1<<20, nil)
+			batch, _ := qu.take(tc.n, tc.limit, tc.limit, 1<<20, nil)
 			if len(batch) != tc.want {
 				t.Fatalf("took %d, want %d", len(batch), tc.want)
 			}

@@ -195,7 +195,7 @@ func (r *replica) work(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		n, limit, maxFrame, reason := r.limits()
+		n, fill, limit, maxFrame, reason := r.limits()
 		if wait := r.d.hold(n); wait > 0 {
 			if held == nil {
 				held = time.NewTimer(wait)
@@ -210,7 +210,7 @@ func (r *replica) work(ctx context.Context) {
 			}
 			continue // the head and the queue have moved on
 		}
-		batch, wake := r.d.q.take(n, limit, maxFrame, batch[:0])
+		batch, wake := r.d.q.take(n, limit, fill, maxFrame, batch[:0])
 		if batch == nil {
 			select {
 			case <-wake:
@@ -240,16 +240,22 @@ const (
 )
 
 // limits asks the controller for the next batch's size, within the
-// dispatcher's and the container's limits, and returns those limits (a
-// batch takes up to them the queries admitted to ride it, see
-// queue.take), the container's frame limit, which bounds the batch's
-// bytes, and why a batch of that size leaves (full or deadline).
-func (r *replica) limits() (batch, limit, maxFrame, reason int) {
+// dispatcher's and the container's limits, and returns the container's
+// frame limit, which bounds the batch's bytes, and why a batch of that size
+// leaves (full or deadline). With background queries queued it also
+// returns fill, the most the batch may hold once background queries join
+// it (see Background): the controller's size is the steady state of the
+// online queries' arrivals, which background queries must not stretch
+// past what leaves the next online query its deadline.
+//
+// limit is the dispatcher's and the container's cap, up to which a batch
+// takes the queries admitted to ride it (see queue.take).
+func (r *replica) limits() (batch, fill, limit, maxFrame, reason int) {
 	var slack, slo time.Duration
 	var n int
+	var head *query
 	sp := r.d.spacing()
 	for {
-		var head *query
 		head, slack, slo = r.d.q.head()
 		r.ctrlMu.Lock()
 		n = r.d.batchSizeOf(r.ctrl, sp, slack, slo)
@@ -261,6 +267,14 @@ func (r *replica) limits() (batch, limit, maxFrame, reason int) {
 		// replica free for queries that can, instead of taking a batch
 		// of its own to miss anyway.
 		r.d.q.refuse(head, &doomedError{model: r.d.name, left: slack})
+	}
+	fill = n
+	if r.d.q.hasBackground() {
+		bg := r.d.backgroundSize(r, sp)
+		if head != nil && head.background {
+			n = bg
+		}
+		fill = min(n, bg)
 	}
 	limit, maxFrame = r.d.opts.MaxBatch, rpc.DefaultMaxFrame
 	if h, ok := r.client.Hello(); ok {
@@ -275,7 +289,7 @@ func (r *replica) limits() (batch, limit, maxFrame, reason int) {
 	if slack >= 0 && slack < slo/2 {
 		reason = releaseDeadline
 	}
-	return max(1, min(n, limit)), limit, maxFrame, reason
+	return max(1, min(n, limit)), max(1, min(fill, limit)), limit, maxFrame, reason
 }
 
 // send sends one batch and answers, requeues or fails its queries.
