@@ -184,7 +184,9 @@ func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
 		p.oipReject(w, errorf(ErrUnavailable, "model %s version %s is not running on this proxy yet", mv.Model, mv.Version))
 		return
 	}
-	ctx, cancel := context.WithDeadline(dispatch.WithReserve(r.Context(), slo.Reserve(timeout, class)), start.Add(timeout))
+	var dl dispatch.Delivery // admission learns each row's finish when the answer is written
+	defer func() { dl.Done(time.Now()) }()
+	ctx, cancel := context.WithDeadline(dispatch.WithDelivery(dispatch.WithReserve(r.Context(), slo.Reserve(timeout, class)), &dl), start.Add(timeout))
 	defer cancel()
 	outs := make([][]byte, len(inputs))
 	errs := make([]error, len(inputs))

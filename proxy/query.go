@@ -95,7 +95,11 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, appName, err)
 		return
 	}
-	ctx := dispatch.WithReserve(withBudget(r.Context(), app, limit), slo.Reserve(limit, prio))
+	// Admission learns each query's finish when its answer is written
+	// (see dispatch.Delivery): the response path is part of its latency.
+	var dl dispatch.Delivery
+	defer func() { dl.Done(time.Now()) }()
+	ctx := dispatch.WithDelivery(dispatch.WithReserve(withBudget(r.Context(), app, limit), slo.Reserve(limit, prio)), &dl)
 	answers := p.answerAll(ctx, start.Add(limit), snap, app, pol, inputs)
 	now := time.Now()
 	latency := now.Sub(start)

@@ -226,29 +226,31 @@ func (f *Fit) Params() (a, b, r time.Duration) {
 // is the quantile of the batches' excess over that line. Delays that strike
 // batches whatever their size (the processor shared with other work, a
 // timer that wakes late, a collector's pause) move a and r, not b.
+//
+// b, the cost per item, is taken from every observation in the ring
+// instead, whatever its age, when that estimate's standard error is the
+// smaller: when the batches held span too few sizes to tell it. Under
+// overload admission sheds what a short queue cannot hold, the batches
+// shrink to one or two, and a line through batches of one and two is
+// their noise: b of several milliseconds, where it is a fraction of one.
+// Admission, extrapolating that b to the queue's batches, would shed
+// nearly everything, and keep the batches small for as long as it did. a
+// is then the mean latency held less b times the mean size, and r the
+// quantile of the held batches' excess over that line.
 func (f *Fit) refit() {
 	if !f.dirty {
 		return
 	}
 	f.dirty = false
 	held := f.held()
-	var sn, sl, snn, snl float64
-	for _, run := range held {
-		for _, o := range run {
-			sn += o.n
-			sl += o.latency
-			snn += o.n * o.n
-			snl += o.n * o.latency
+	span := fitLine(held)
+	f.b = span.b
+	if len(held[0])+len(held[1]) < f.count {
+		if all := fitLine(f.runs(f.count)); all.se < span.se {
+			f.b = all.b
 		}
 	}
-	k := float64(len(held[0]) + len(held[1]))
-	meanN, meanL := sn/k, sl/k
-	varN := snn/k - meanN*meanN
-	f.b = 0
-	if varN > 1e-9 {
-		f.b = max(0, (snl/k-meanN*meanL)/varN)
-	}
-	f.a = max(0, meanL-f.b*meanN)
+	f.a = max(0, span.meanL-f.b*span.meanN)
 	res := f.res[:0]
 	for _, run := range held {
 		for _, o := range run {
@@ -259,6 +261,38 @@ func (f *Fit) refit() {
 	var r float64
 	r, f.top = quantile.High(res, f.quantile, f.top)
 	f.r = max(0, r)
+}
+
+// line is a least-squares line through observations: the means of their
+// sizes and latencies, the slope b (≥ 0) and its standard error se (+Inf
+// when the sizes do not vary, and b is 0).
+type line struct{ meanN, meanL, b, se float64 }
+
+// fitLine fits a line to the observations in runs, at least one.
+func fitLine(runs [2][]obs) line {
+	var sn, sl, snn, snl, sll float64
+	for _, run := range runs {
+		for _, o := range run {
+			sn += o.n
+			sl += o.latency
+			snn += o.n * o.n
+			snl += o.n * o.latency
+			sll += o.latency * o.latency
+		}
+	}
+	k := float64(len(runs[0]) + len(runs[1]))
+	l := line{meanN: sn / k, meanL: sl / k, se: math.Inf(1)}
+	varN := snn/k - l.meanN*l.meanN
+	if varN <= 1e-9 {
+		return l
+	}
+	cov := snl/k - l.meanN*l.meanL
+	l.b = max(0, cov/varN)
+	if k > 2 {
+		ssr := max(0, k*(sll/k-l.meanL*l.meanL-cov*cov/varN)) // the residuals' sum of squares
+		l.se = math.Sqrt(ssr / (k - 2) / (k * varN))
+	}
+	return l
 }
 
 var _ dispatch.OverrunObserver = (*Fit)(nil)
@@ -272,9 +306,15 @@ func (f *Fit) held() [2][]obs {
 	latest := f.obs[(f.next-1+w)%w].at
 	// Stamped as they are added, under mu and on the monotonic clock, the
 	// observations' times rise along the ring from the oldest.
-	k := f.count - sort.Search(f.count-fitMin, func(i int) bool {
+	return f.runs(f.count - sort.Search(f.count-fitMin, func(i int) bool {
 		return latest-f.obs[(oldest+i)%w].at <= FitSpan
-	})
+	}))
+}
+
+// runs is the latest k observations, oldest first, in the ring's two runs
+// (the first empty when they do not wrap). Called with mu held.
+func (f *Fit) runs(k int) [2][]obs {
+	w := len(f.obs)
 	if from := f.next - k; from >= 0 {
 		return [2][]obs{nil, f.obs[from:f.next]}
 	}

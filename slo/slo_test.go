@@ -442,3 +442,36 @@ func TestFitHoldsTheLatestSpan(t *testing.T) {
 		}
 	})
 }
+
+// TestFitKeepsTheCostPerItemThroughBatchesOfOneAndTwo: when the batches
+// of the latest FitSpan are all of one or two (admission shedding under
+// overload), a line through them is their noise, here a slope of 4ms an
+// item; the cost per item comes from the older, wider batches the ring
+// still holds (mixed with the latest, which pull it down), and a and the
+// tail follow the latest.
+func TestFitKeepsTheCostPerItemThroughBatchesOfOneAndTwo(t *testing.T) {
+	cost := func(n int) time.Duration { return 5*time.Millisecond + time.Duration(n)*250*time.Microsecond }
+	synctest.Test(t, func(t *testing.T) {
+		f := NewFit(0, 0.99)
+		for i := range 300 {
+			n := 1 + i%32
+			f.Observe(n, cost(n))
+			time.Sleep(2 * time.Millisecond)
+		}
+		time.Sleep(FitSpan)
+		for i := range 150 {
+			jitter := time.Duration(i%2) * time.Millisecond
+			f.Observe(1, cost(1)+time.Millisecond+jitter)
+			f.Observe(2, cost(2)+5*time.Millisecond+jitter)
+			time.Sleep(5 * time.Millisecond)
+		}
+		a, b, r := f.Params()
+		t.Logf("a = %v, b = %v, tail %v", a, b, r)
+		if b < 50*time.Microsecond || b > time.Millisecond {
+			t.Errorf("b = %v from batches of one and two; want near the wider batches' 250µs, far from their own 4ms", b)
+		}
+		if typical, _ := f.Estimate(2); typical < cost(2)+2*time.Millisecond || typical > cost(2)+5*time.Millisecond {
+			t.Errorf("a batch of two estimated at %v; want the latest batches' level, %v to %v", typical, cost(2)+2*time.Millisecond, cost(2)+5*time.Millisecond)
+		}
+	})
+}

@@ -22,6 +22,7 @@ import (
 )
 
 const benchUsage = `usage: sloproxy bench --url URL --slo DURATION (--rate N --duration D | --phases D@N,...) [flags]
+       sloproxy bench goodput --out FILE [--bound N] NAME=RUN.json...
 
 Sends an open-loop load of POSTs to URL (a proxy's predict endpoint): requests
 leave on schedule whatever the latency of the answers. Prints a progress line
@@ -36,6 +37,9 @@ proxy to skip its cache (Cache-Control: no-cache), to measure the models.
 
 // runBench runs `sloproxy bench`.
 func runBench(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "goodput" {
+		return runGoodput(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {

@@ -77,7 +77,8 @@ type Admitter interface {
 	Admit(a Arrival) (Prediction, error)
 	// Finished tells the Admitter that a query it admitted with
 	// prediction p finished at now: answered, or past its deadline
-	// (expired: ErrDeadline, or refused as doomed).
+	// (expired: ErrDeadline, or refused as doomed). Under a Delivery,
+	// now is when the caller delivered the answer.
 	Finished(p Prediction, now time.Time, expired bool)
 }
 
@@ -103,7 +104,10 @@ type BatchSizer interface {
 type Prediction struct {
 	Arrived, Deadline time.Time
 	Finish            time.Duration // after Arrived
-	Batch             int           // the batch the query is to ride: 1st, 2nd, ...; 0: no prediction
+	// Batch is the batch the query is to ride, counting the batches that
+	// start after it arrives: 1st, 2nd, ...; 0: no prediction. A batch
+	// takes, past its controller's size, the queries admitted to ride it.
+	Batch int
 }
 
 // Pacer decides when a free worker takes its batch.
@@ -472,7 +476,8 @@ func (d *Dispatcher) admit(q *query) error {
 	if g == nil || q.deadline.IsZero() {
 		return nil
 	}
-	replicas, queued := int(d.healthy.Load()), d.q.online()
+	replicas := int(d.healthy.Load())
+	queued, starts := d.q.pending()
 	if replicas == 0 || queued == 0 {
 		return nil
 	}
@@ -485,16 +490,17 @@ func (d *Dispatcher) admit(q *query) error {
 		return err
 	}
 	if p.Batch > 0 {
-		q.admitter, q.prediction = g.Governor, p
+		q.admitter, q.prediction, q.due = g.Governor, p, starts+p.Batch
 	}
 	return nil
 }
 
 // finished tells the governor that admitted q with a prediction that q
-// finished now, expired or answered; a query admitted without one tells
-// nothing (and does not read the clock).
+// finished now, expired or answered, or leaves that to q's Delivery (see
+// WithDelivery); a query admitted without one tells nothing (and does
+// not read the clock).
 func (d *Dispatcher) finished(q *query, expired bool) {
-	if q.admitter != nil {
+	if q.admitter != nil && !hold(q.ctx, q.admitter, q.prediction, expired) {
 		q.admitter.Finished(q.prediction, d.opts.Now(), expired)
 	}
 }

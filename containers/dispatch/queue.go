@@ -66,9 +66,12 @@ type query struct {
 	reply      chan result // buffered 1; receives exactly one result
 
 	// Set when the governor admitted the query with a prediction of its
-	// finish: the Admitter to tell when it finishes, and the prediction.
+	// finish: the Admitter to tell when it finishes, the prediction, and
+	// the batch it was admitted to ride, counted as queue.starts counts
+	// (0: none; see queue.take).
 	admitter   Admitter
 	prediction Prediction
+	due        int
 }
 
 type result struct {
@@ -114,10 +117,13 @@ func (h *deadlineHeap) Pop() any {
 
 // queue is the deadline-ordered queue of one model version.
 type queue struct {
-	mu sync.Mutex // guards h, background, wake, waiting and stopped
+	mu sync.Mutex // guards h, background, starts, wake, waiting and stopped
 	h  deadlineHeap
 	// background counts the background queries in h.
 	background int
+	// starts counts the batches taken: the batch a query was admitted to
+	// ride is its due in this count (see take).
+	starts int
 	// wake is closed and replaced when a query arrives while a worker
 	// waits on it (waiting), so that a push allocates nothing otherwise.
 	wake    chan struct{}
@@ -182,13 +188,27 @@ func (qu *queue) remove(q *query) bool {
 // while the batch holds fewer than fill. Queries that expired or whose
 // caller left are answered and skipped. With none queued it returns nil
 // and a channel closed when one arrives.
-func (qu *queue) take(n, fill, maxFrame int, dst []*query) ([]*query, <-chan struct{}) {
+//
+// Past n it goes on taking, up to limit, the queries at the head that
+// admission let in to ride this batch or an earlier one (their due): a
+// controller that chose a smaller size since they were admitted (AIMD
+// after a miss, a latency fit that moved by a size) would otherwise
+// leave them for the next batch, a whole batch later than admission
+// promised. Admission's calibration would learn that batch as its
+// error, and a margin of a whole batch sheds every query an emptier
+// queue could not hold: the batches shrink, and the replicas answer
+// less the more they are offered.
+func (qu *queue) take(n, limit, fill, maxFrame int, dst []*query) ([]*query, <-chan struct{}) {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	now := qu.now()
 	size := rpc.PredictBaseLen
-	for len(dst) < n && qu.h.Len() > 0 {
+	this := qu.starts + 1 // the batch being taken, as due counts
+	for qu.h.Len() > 0 {
 		q := qu.h[0]
+		if len(dst) >= n && (len(dst) >= limit || q.due <= 0 || q.due > this) {
+			break
+		}
 		if err := q.ctx.Err(); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				err = ErrDeadline
@@ -215,7 +235,17 @@ func (qu *queue) take(n, fill, maxFrame int, dst []*query) ([]*query, <-chan str
 		qu.waiting = true
 		return nil, qu.wake
 	}
+	qu.starts++
 	return dst, nil
+}
+
+// pending is the number of queued online queries and the batches taken
+// so far, read together: what admission predicts from and promises
+// against.
+func (qu *queue) pending() (online, starts int) {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	return qu.h.Len() - qu.background, qu.starts
 }
 
 // head returns the earliest-deadline query, the time left to its deadline
@@ -254,13 +284,6 @@ func (qu *queue) hasBackground() bool {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	return qu.background > 0
-}
-
-// online is the number of queued queries that are not background ones.
-func (qu *queue) online() int {
-	qu.mu.Lock()
-	defer qu.mu.Unlock()
-	return qu.h.Len() - qu.background
 }
 
 // stop refuses new queries and answers the queued ones with err.

@@ -195,7 +195,7 @@ func (r *replica) work(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		n, fill, maxFrame, reason := r.limits()
+		n, fill, limit, maxFrame, reason := r.limits()
 		if wait := r.d.hold(n); wait > 0 {
 			if held == nil {
 				held = time.NewTimer(wait)
@@ -210,7 +210,7 @@ func (r *replica) work(ctx context.Context) {
 			}
 			continue // the head and the queue have moved on
 		}
-		batch, wake := r.d.q.take(n, fill, maxFrame, batch[:0])
+		batch, wake := r.d.q.take(n, limit, fill, maxFrame, batch[:0])
 		if batch == nil {
 			select {
 			case <-wake:
@@ -247,7 +247,10 @@ const (
 // it (see Background): the controller's size is the steady state of the
 // online queries' arrivals, which background queries must not stretch
 // past what leaves the next online query its deadline.
-func (r *replica) limits() (batch, fill, maxFrame, reason int) {
+//
+// limit is the dispatcher's and the container's cap, up to which a batch
+// takes the queries admitted to ride it (see queue.take).
+func (r *replica) limits() (batch, fill, limit, maxFrame, reason int) {
 	var slack, slo time.Duration
 	var n int
 	var head *query
@@ -273,7 +276,7 @@ func (r *replica) limits() (batch, fill, maxFrame, reason int) {
 		}
 		fill = min(n, bg)
 	}
-	limit, maxFrame := r.d.opts.MaxBatch, rpc.DefaultMaxFrame
+	limit, maxFrame = r.d.opts.MaxBatch, rpc.DefaultMaxFrame
 	if h, ok := r.client.Hello(); ok {
 		if h.MaxBatch > 0 {
 			limit = min(limit, int(h.MaxBatch))
@@ -286,7 +289,7 @@ func (r *replica) limits() (batch, fill, maxFrame, reason int) {
 	if slack >= 0 && slack < slo/2 {
 		reason = releaseDeadline
 	}
-	return max(1, min(n, limit)), max(1, min(fill, limit)), maxFrame, reason
+	return max(1, min(n, limit)), max(1, min(fill, limit)), limit, maxFrame, reason
 }
 
 // send sends one batch and answers, requeues or fails its queries.
