@@ -120,6 +120,8 @@ func TestBadFiles(t *testing.T) {
 		"selection-bad-policy.bad.yml":     `apps[0].selection: policy "ucb": must be single, weighted, exp3 or exp4`,
 		"selection-unlinked-share.bad.yml": `apps[0].selection: shares["other:2"]: model not in the app's models`,
 		"replicas-above-limit.bad.yml":     `models[0]: model "m" version "1": replicas 5: above limits.max_replicas (4)`,
+		"features-bad-missing.bad.yml":     `apps[0].features.missing "sometimes"; use use_defaults, not_found or default_output`,
+		"features-no-redis.bad.yml":        "apps[0].features.redis: empty, and there is no redis.addr",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(tests) {

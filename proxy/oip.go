@@ -43,17 +43,11 @@ func (p *Proxy) oipServerMetadata(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (p *Proxy) oipServerReady(w http.ResponseWriter, _ *http.Request) {
-	if err := p.checkReady(p.opts.Store.Snapshot()); err != nil {
+	if err := p.ServerReady(); err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, []byte(`{"ready":true}`))
-}
-
-// oipVersion resolves the request's model and version.
-func (p *Proxy) oipVersion(r *http.Request, snap *state.Snapshot) (state.Model, state.ModelVersion, error) {
-	vars := mux.Vars(r)
-	return modelVersion(snap, vars["model"], vars["version"])
 }
 
 // oipDatatype is the OIP tensor datatype of an input type.
@@ -69,33 +63,14 @@ func oipDatatype(it state.InputType) string {
 	return "BYTES"
 }
 
-type oipTensorMeta struct {
-	Name     string  `json:"name"`
-	Datatype string  `json:"datatype"`
-	Shape    []int64 `json:"shape"`
-}
-
 func (p *Proxy) oipModelMetadata(w http.ResponseWriter, r *http.Request) {
-	m, mv, err := p.oipVersion(r, p.opts.Store.Snapshot())
+	vars := mux.Vars(r)
+	md, err := p.ModelMetadata(vars["model"], vars["version"])
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	versions := make([]string, len(m.Versions))
-	for i, v := range m.Versions {
-		versions[i] = v.Version
-	}
-	shape := []int64{-1, -1}
-	if oipDatatype(mv.InputType) == "BYTES" {
-		shape = []int64{-1}
-	}
-	b, _ := json.Marshal(map[string]any{
-		"name":     m.Name,
-		"versions": versions,
-		"platform": "sloproxy",
-		"inputs":   []oipTensorMeta{{Name: "input", Datatype: oipDatatype(mv.InputType), Shape: shape}},
-		"outputs":  []oipTensorMeta{{Name: "output", Datatype: "BYTES", Shape: []int64{-1}}},
-	})
+	b, _ := json.Marshal(md)
 	writeJSON(w, b)
 }
 
@@ -103,17 +78,9 @@ func (p *Proxy) oipModelMetadata(w http.ResponseWriter, r *http.Request) {
 // unless the path names another) has a ready replica on this proxy: the
 // rule /v2/health/ready applies to each app's models.
 func (p *Proxy) oipModelReady(w http.ResponseWriter, r *http.Request) {
-	_, mv, err := p.oipVersion(r, p.opts.Store.Snapshot())
-	if err != nil {
+	vars := mux.Vars(r)
+	if err := p.ModelReady(vars["model"], vars["version"]); err != nil {
 		writeError(w, err)
-		return
-	}
-	if !p.ready.Load() {
-		writeError(w, errorf(ErrUnavailable, "the proxy is starting or shutting down"))
-		return
-	}
-	if why := p.VersionReady(mv); why != "" {
-		writeError(w, errorf(ErrUnavailable, "%s", why))
 		return
 	}
 	writeJSON(w, []byte(`{"ready":true}`))
@@ -305,7 +272,7 @@ func (p *Proxy) oipInput(t *oipTensor) (InferInput, error) {
 	if len(t.Shape) == 0 {
 		return in, errorf(ErrBadInput, "input %q has no shape; dimension 0 is the batch", name)
 	}
-	n, per, err := shapeSize(t.Shape, p.opts.MaxBodyBytes)
+	n, per, err := ShapeSize(t.Shape, p.opts.MaxBodyBytes)
 	if err != nil {
 		return in, errorf(ErrBadInput, "input %q: %v", name, err)
 	}
@@ -357,12 +324,12 @@ func oipInputType(datatype string) (state.InputType, bool) {
 	return "", false
 }
 
-// shapeSize returns the rows (shape[0]) and the elements per row of a
+// ShapeSize returns the rows (shape[0]) and the elements per row of a
 // tensor shape. Every element takes at least one byte of a body of at most
 // maxBody bytes, so a shape of more elements than that is refused before a
 // product can overflow: the count never wraps, and nothing is sized from a
 // count the body could not fill.
-func shapeSize(shape []int64, maxBody int64) (rows, per int64, err error) {
+func ShapeSize(shape []int64, maxBody int64) (rows, per int64, err error) {
 	per = 1
 	for i, d := range shape {
 		if d < 0 {
@@ -422,10 +389,24 @@ func flatten(raw json.RawMessage, dst *[]json.RawMessage, depth int) error {
 	return nil
 }
 
-// oipOutput builds the output tensor: numeric (FP64, shape [n] or [n, k])
-// when every output is a JSON number or an array of k numbers, else BYTES
-// with each output's text.
+// oipOutput builds the output tensor's JSON (see OutputTensor).
 func oipOutput(outs [][]byte) map[string]any {
+	datatype, shape, numbers := OutputTensor(outs)
+	if datatype == "FP64" {
+		return map[string]any{"name": "output", "datatype": datatype, "shape": shape, "data": numbers}
+	}
+	texts := make([]string, len(outs))
+	for i, o := range outs {
+		texts[i] = string(o)
+	}
+	return map[string]any{"name": "output", "datatype": datatype, "shape": shape, "data": texts}
+}
+
+// OutputTensor returns the OIP output tensor of the outputs of a request's
+// rows: numeric (FP64, shape [n] or [n, k], the numbers row-major) when
+// every output is a JSON number or an array of k numbers, else BYTES,
+// shape [n], with each output's bytes as they are (numbers nil).
+func OutputTensor(outs [][]byte) (datatype string, shape []int64, numbers []float64) {
 	numeric := make([]float64, 0, len(outs))
 	k := -1
 	for _, o := range outs {
@@ -464,15 +445,11 @@ func oipOutput(outs [][]byte) map[string]any {
 		}
 	}
 	if k >= 0 && len(outs) > 0 {
-		shape := []int{len(outs)}
+		shape := []int64{int64(len(outs))}
 		if k > 0 {
-			shape = append(shape, k)
+			shape = append(shape, int64(k))
 		}
-		return map[string]any{"name": "output", "datatype": "FP64", "shape": shape, "data": numeric}
+		return "FP64", shape, numeric
 	}
-	texts := make([]string, len(outs))
-	for i, o := range outs {
-		texts[i] = string(o)
-	}
-	return map[string]any{"name": "output", "datatype": "BYTES", "shape": []int{len(outs)}, "data": texts}
+	return "BYTES", []int64{int64(len(outs))}, nil
 }

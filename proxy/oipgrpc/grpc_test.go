@@ -1,0 +1,71 @@
+package oipgrpc_test
+
+import (
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sloproxy/sloproxy/internal/testutil"
+)
+
+// TestPythonClient runs testdata/test_grpc_client.py, a client nobody here
+// wrote the transport of (Debian's grpcio, stubs generated from the
+// project's .proto at test time), against the real proxy serving a real
+// scikit-learn digits model, then checks that the calls were counted
+// with api="grpc".
+func TestPythonClient(t *testing.T) {
+	testutil.RequirePython(t, "grpc", "grpc_tools", "sklearn", "joblib")
+	root := testutil.RepoRoot(t)
+	dir := t.TempDir()
+	model := filepath.Join(dir, "digits.joblib")
+	if out, err := exec.Command(testutil.Python, filepath.Join(root, "examples", "sklearn", "train_digits.py"), model).CombinedOutput(); err != nil {
+		t.Fatalf("training: %v\n%s", err, out)
+	}
+	m := testutil.StartModel(t, []string{testutil.Python, filepath.Join(root, "examples", "sklearn", "serve.py"),
+		"--model", model, "--input-type", "float64", "--name", "digits-logreg"})
+	query, grpcAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	px := testutil.StartProxy(t, `
+listen: `+query+`
+admin: {listen: `+testutil.FreeAddr(t)+`, token: secret}
+grpc: {listen: `+grpcAddr+`}
+apps:
+  - {name: digits, input_type: float64, slo: 2s, default_output: "-1", models: [digits-logreg]}
+models:
+  - {name: digits-logreg, version: "1", input_type: float64, runtime: external, addresses: [`+m.Addr+`]}
+`)
+	testutil.Eventually(t, 30*time.Second, "the proxy ready", func() bool {
+		resp, err := http.Get("http://" + px.Query + "/v2/health/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	cmd := exec.Command(testutil.Python, filepath.Join("testdata", "test_grpc_client.py"))
+	cmd.Env = append(cmd.Environ(), "SLOPROXY_GRPC="+grpcAddr, "SLOPROXY_REST="+px.Query,
+		"SLOPROXY_PROTO_DIR="+filepath.Join(root, "proxy", "oipgrpc", "inferencepb"))
+	out, err := cmd.CombinedOutput()
+	t.Logf("python:\n%s", out)
+	if err != nil {
+		t.Fatalf("the Python grpcio tests failed: %v", err)
+	}
+	resp, err := http.Get("http://" + px.Query + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`sloproxy_requests_total{api="grpc",app="digits",model="digits-logreg:1",outcome="ok"}`,
+		`sloproxy_requests_total{api="grpc",app="",model="digits-logreg:1",outcome="ok"}`,
+		`sloproxy_requests_total{api="grpc",app="digits",model="digits-logreg:1",outcome="default"}`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
