@@ -20,11 +20,7 @@ import (
 func TestPythonClient(t *testing.T) {
 	testutil.RequirePython(t, "grpc", "grpc_tools", "sklearn", "joblib")
 	root := testutil.RepoRoot(t)
-	dir := t.TempDir()
-	model := filepath.Join(dir, "digits.joblib")
-	if out, err := exec.Command(testutil.Python, filepath.Join(root, "examples", "sklearn", "train_digits.py"), model).CombinedOutput(); err != nil {
-		t.Fatalf("training: %v\n%s", err, out)
-	}
+	model := filepath.Join(root, "examples", "sklearn", "digits_logreg.joblib")
 	m := testutil.StartModel(t, []string{testutil.Python, filepath.Join(root, "examples", "sklearn", "serve.py"),
 		"--model", model, "--input-type", "float64", "--name", "digits-logreg"})
 	query, grpcAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)

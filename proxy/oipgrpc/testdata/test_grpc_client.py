@@ -111,15 +111,17 @@ class GRPCClientTest(unittest.TestCase):
         self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"), timeout=5))
 
     def test_expired_deadline(self):
-        # Rows no other test asks, so that no cache entry answers them.
-        rows = [[v + 0.25 for v in r] for r in ROWS[:2]]
+        # Each call asks rows no other call asks, so that no cache entry
+        # (an abandoned inference still fills the cache) answers them.
+        def rows(k):
+            return [[v + 0.25 * k for v in r] for r in ROWS[:2]]
         # The call's own deadline, already spent.
-        self.assertCode(grpc.StatusCode.DEADLINE_EXCEEDED, lambda: self.stub.ModelInfer(infer_request(MODEL, rows), timeout=1e-6))
+        self.assertCode(grpc.StatusCode.DEADLINE_EXCEEDED, lambda: self.stub.ModelInfer(infer_request(MODEL, rows(1)), timeout=1e-6))
         # The protocol's timeout parameter, 1 µs: a model addressed by
         # name answers DEADLINE_EXCEEDED; an app its default output, flagged.
         self.assertCode(grpc.StatusCode.DEADLINE_EXCEEDED,
-                        lambda: self.stub.ModelInfer(infer_request(MODEL, rows, params={"timeout": 1}), timeout=5))
-        resp = self.stub.ModelInfer(infer_request(APP, rows, params={"timeout": 1}), timeout=5)
+                        lambda: self.stub.ModelInfer(infer_request(MODEL, rows(2), params={"timeout": 1}), timeout=5))
+        resp = self.stub.ModelInfer(infer_request(APP, rows(3), params={"timeout": 1}), timeout=5)
         self.assertTrue(resp.parameters["sloproxy_default"].bool_param)
         self.assertEqual(resp.parameters["sloproxy_default_rows"].string_param, "0,1")
         self.assertIn("deadline", resp.parameters["sloproxy_default_explanation"].string_param)
