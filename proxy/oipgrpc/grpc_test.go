@@ -1,4 +1,4 @@
-package oipgrpc_test
+package oipgrpc
 
 import (
 	"io"
