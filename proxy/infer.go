@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
@@ -61,6 +62,21 @@ type InferResult struct {
 	Explanation string
 	// Served is the model:version that answered ("ensemble" for several).
 	Served string
+}
+
+// DefaultRows lists the rows answered with the app's default output,
+// comma-separated ("0,3"); "" when there are none.
+func (r *InferResult) DefaultRows() string {
+	var rows []byte
+	for i, d := range r.Default {
+		if d {
+			if len(rows) > 0 {
+				rows = append(rows, ',')
+			}
+			rows = strconv.AppendInt(rows, int64(i), 10)
+		}
+	}
+	return string(rows)
 }
 
 // Infer answers an OIP inference request over api ("oip", "grpc"): a

@@ -144,19 +144,11 @@ const (
 // defaultParams returns the response parameters flagging res's default
 // outputs; nil when there are none.
 func defaultParams(res *InferResult) map[string]any {
-	var rows []byte
-	for i, d := range res.Default {
-		if d {
-			if len(rows) > 0 {
-				rows = append(rows, ',')
-			}
-			rows = strconv.AppendInt(rows, int64(i), 10)
-		}
-	}
-	if rows == nil {
+	rows := res.DefaultRows()
+	if rows == "" {
 		return nil
 	}
-	return map[string]any{ParamDefault: true, ParamDefaultRows: string(rows), ParamDefaultExplanation: res.Explanation}
+	return map[string]any{ParamDefault: true, ParamDefaultRows: rows, ParamDefaultExplanation: res.Explanation}
 }
 
 // decodeInfer decodes an OIP infer body into the request its inputs'

@@ -357,19 +357,11 @@ func response(id string, res *proxy.InferResult) *pb.ModelInferResponse {
 		out.Contents.BytesContents = res.Outputs
 	}
 	resp := &pb.ModelInferResponse{ModelName: res.Model, ModelVersion: res.Version, Id: id, Outputs: []*pb.ModelInferResponse_InferOutputTensor{out}}
-	var rows []byte
-	for i, d := range res.Default {
-		if d {
-			if len(rows) > 0 {
-				rows = append(rows, ',')
-			}
-			rows = fmt.Appendf(rows, "%d", i)
-		}
-	}
-	if rows != nil {
+	rows := res.DefaultRows()
+	if rows != "" {
 		resp.Parameters = map[string]*pb.InferParameter{
 			proxy.ParamDefault:            {ParameterChoice: &pb.InferParameter_BoolParam{BoolParam: true}},
-			proxy.ParamDefaultRows:        {ParameterChoice: &pb.InferParameter_StringParam{StringParam: string(rows)}},
+			proxy.ParamDefaultRows:        {ParameterChoice: &pb.InferParameter_StringParam{StringParam: rows}},
 			proxy.ParamDefaultExplanation: {ParameterChoice: &pb.InferParameter_StringParam{StringParam: res.Explanation}},
 		}
 	}
