@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/slo"
@@ -99,7 +101,12 @@ func (p *Proxy) Infer(ctx context.Context, api string, req *InferRequest) (*Infe
 	return nil, p.inferReject(api, "", errorf(ErrNotFound, "no model named %q (nor app)", clip.String(req.Model)))
 }
 
+// inferReject counts and logs, at debug as reject does, a request that
+// never became a query.
 func (p *Proxy) inferReject(api, app string, err error) error {
+	if ce := p.log.Check(zap.DebugLevel, "request rejected"); ce != nil {
+		ce.Write(zap.String("api", api), zap.String("app", app), zap.Error(err))
+	}
 	p.metrics.requests.WithLabelValues(api, app, "", outcomeError).Inc()
 	return err
 }
