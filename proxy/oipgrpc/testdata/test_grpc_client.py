@@ -4,12 +4,13 @@ time, from the project's grpc_predict_v2.proto.
 
 Run by TestPythonClient (grpc_test.go), which starts the proxy and a
 scikit-learn digits model and passes their addresses in the environment:
-SLOPROXY_GRPC, SLOPROXY_REST, SLOPROXY_PROTO_DIR. The health service's
+SLOPROXY_GRPC, SLOPROXY_REST, SLOPROXY_PROTO_DIR, SLOPROXY_FEATURE_REDIS. The health service's
 client comes from testdata/health.proto, grpc.health.v1 as gRPC publishes
 it, which Debian's grpcio does not ship.
 """
 import json
 import os
+import socket
 import struct
 import sys
 import tempfile
@@ -32,7 +33,7 @@ import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
 import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
 
-APP, MODEL = "digits", "digits-logreg"
+APP, MODEL, FX = "digits", "digits-logreg", "digits-fx"
 ROWS = load_digits().data[:40].tolist()
 
 
@@ -42,6 +43,20 @@ def rest_predict(rows):
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return [p["output"] for p in json.load(resp)["batch_predictions"]]
+
+
+def hset_pixels(key, row):
+    """HSET key p0 .. p63 in the feature store, over a plain socket."""
+    args = [b"HSET", key.encode()]
+    for i, v in enumerate(row):
+        args += [b"p%d" % i, repr(float(v)).encode()]
+    cmd = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    host, port = os.environ["SLOPROXY_FEATURE_REDIS"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(cmd)
+        reply = s.recv(64)
+    if not reply.startswith(b":"):
+        raise RuntimeError("HSET: %r" % reply)
 
 
 def infer_request(name, rows, raw=False, datatype="FP64", params=None):
@@ -94,6 +109,28 @@ class GRPCClientTest(unittest.TestCase):
                 self.assertEqual((resp.id, out.datatype, list(out.shape)), ("q1", "FP64", [len(ROWS)]))
                 self.assertEqual([int(v) for v in out.contents.fp64_contents], want, (name, raw))
                 self.assertNotIn("sloproxy_default", resp.parameters)
+
+    def test_features_from_redis(self):
+        # The app digits-fx looks all 64 pixels up under img:{img}: the
+        # request carries only the ids.
+        rows = ROWS[:10]
+        for i, r in enumerate(rows):
+            hset_pixels("img:%d" % i, r)
+
+        def ask():
+            ids = pb.ModelInferRequest.InferInputTensor(name="img", datatype="BYTES", shape=[len(rows)],
+                                                        contents=pb.InferTensorContents(bytes_contents=[b"%d" % i for i in range(len(rows))]))
+            resp = self.stub.ModelInfer(pb.ModelInferRequest(model_name=FX, inputs=[ids]), timeout=10)
+            self.assertNotIn("sloproxy_default", resp.parameters)
+            return [int(v) for v in resp.outputs[0].contents.fp64_contents]
+        self.assertEqual(ask(), rest_predict(rows))
+        # A changed feature changes the next answer: no stale cache hit.
+        other = next(r for r, y in zip(ROWS, rest_predict(ROWS)) if y != rest_predict(rows[:1])[0])
+        hset_pixels("img:0", other)
+        self.assertEqual(ask(), rest_predict([other] + rows[1:]))
+        self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.stub.ModelInfer(pb.ModelInferRequest(model_name=FX, inputs=[
+            pb.ModelInferRequest.InferInputTensor(name="img", datatype="BYTES", shape=[1],
+                                                  contents=pb.InferTensorContents(bytes_contents=[b"nope"]))]), timeout=5))
 
     def assertCode(self, code, call):
         with self.assertRaises(grpc.RpcError) as cm:
