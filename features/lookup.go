@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,40 +58,115 @@ type Lookup struct {
 	names   []string // the hash fields, in order
 	client  redis.UniversalClient
 	metrics *Metrics
+
+	mu      sync.Mutex // guards pending and running
+	pending []*lookup  // lookups waiting for the next round trip
+	running bool       // a round trip is in flight; it takes pending next
 }
+
+// lookup is one request's entities waiting for a round trip.
+type lookup struct {
+	it       state.InputType
+	entities [][]string
+	rows     []Row
+	failed   bool          // the store did not answer the round trip
+	done     chan struct{} // closed when rows and failed are set
+}
+
+// maxPerRoundTrip bounds the entities of one pipelined round trip.
+const maxPerRoundTrip = 1024
 
 // KeyFields returns the request fields a query must carry, in the order
 // Fetch takes their values.
 func (l *Lookup) KeyFields() []string { return l.keys }
 
-// Fetch looks up the entities of one request's queries in one pipelined
-// round trip: entities[i] holds query i's values of KeyFields, in order.
-// It returns within the spec's Timeout or ctx's deadline, whichever is
-// first; a store that did not answer by then makes every row follow the
-// missing-entity policy.
+// Fetch looks up the entities of one request's queries: entities[i] holds
+// query i's values of KeyFields, in order. The lookups of the requests
+// that arrive while a round trip is in flight share the next one, one
+// pipeline of HMGETs, so that concurrent requests cost one round trip
+// each time rather than one each. It returns within the spec's Timeout or
+// ctx's deadline, whichever is first; a store that did not answer by then
+// makes every row follow the missing-entity policy.
 func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]string) []Row {
 	start := time.Now()
+	defer func() { l.metrics.latency.WithLabelValues(l.app).Observe(time.Since(start).Seconds()) }()
 	ctx, cancel := context.WithTimeout(ctx, l.spec.timeout())
 	defer cancel()
-	pipe := l.client.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(entities))
-	for i, e := range entities {
-		cmds[i] = pipe.HMGet(ctx, l.key(e), l.names...)
+	w := &lookup{it: it, entities: entities, done: make(chan struct{})}
+	l.mu.Lock()
+	l.pending = append(l.pending, w)
+	if !l.running {
+		l.running = true
+		// The round trips run until no lookup waits: each is bounded by
+		// Timeout, so the goroutine ends soon after the last request.
+		go l.roundTrips()
 	}
-	_, err := pipe.Exec(ctx)
-	l.metrics.latency.WithLabelValues(l.app).Observe(time.Since(start).Seconds())
-	rows := make([]Row, len(entities))
-	if err != nil && err != redis.Nil {
+	l.mu.Unlock()
+	select {
+	case <-w.done:
+		if w.failed {
+			l.metrics.errors.WithLabelValues(l.app).Inc()
+		}
+		return w.rows
+	case <-ctx.Done():
 		l.metrics.errors.WithLabelValues(l.app).Inc()
+		rows := make([]Row, len(entities))
 		for i := range rows {
-			rows[i] = l.miss(it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err), true)
+			rows[i] = l.miss(it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), ctx.Err()), true)
 		}
 		return rows
 	}
-	for i, cmd := range cmds {
-		rows[i] = l.row(it, cmd.Val(), entities[i])
+}
+
+// roundTrips sends the waiting lookups to the store, one pipeline at a
+// time, until none waits.
+func (l *Lookup) roundTrips() {
+	for {
+		l.mu.Lock()
+		batch, n := l.pending, 0
+		for i, w := range batch {
+			if n += len(w.entities); n > maxPerRoundTrip && i > 0 {
+				batch = batch[:i]
+				break
+			}
+		}
+		l.pending = l.pending[len(batch):]
+		if len(batch) == 0 {
+			l.pending, l.running = nil, false
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		l.roundTrip(batch)
 	}
-	return rows
+}
+
+// roundTrip looks the batch's entities up in one pipeline and hands each
+// lookup its rows.
+func (l *Lookup) roundTrip(batch []*lookup) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.spec.timeout())
+	defer cancel()
+	pipe := l.client.Pipeline()
+	cmds := make([][]*redis.SliceCmd, len(batch))
+	for b, w := range batch {
+		cmds[b] = make([]*redis.SliceCmd, len(w.entities))
+		for i, e := range w.entities {
+			cmds[b][i] = pipe.HMGet(ctx, l.key(e), l.names...)
+		}
+	}
+	_, err := pipe.Exec(ctx)
+	failed := err != nil && err != redis.Nil
+	for b, w := range batch {
+		w.rows, w.failed = make([]Row, len(w.entities)), failed
+		for i := range w.rows {
+			if failed {
+				w.rows[i] = l.miss(w.it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err), true)
+			} else {
+				w.rows[i] = l.row(w.it, cmds[b][i].Val(), w.entities[i])
+			}
+		}
+		close(w.done)
+	}
 }
 
 // key builds an entity's key from the template.
