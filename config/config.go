@@ -19,6 +19,7 @@ import (
 	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/process"
+	"github.com/sloproxy/sloproxy/features"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -49,6 +50,8 @@ type Config struct {
 	Runtimes Runtimes `yaml:"runtimes"`
 	// OIP configures the Open Inference Protocol endpoints.
 	OIP OIP `yaml:"oip"`
+	// GRPC configures the Open Inference Protocol's gRPC listener.
+	GRPC GRPC `yaml:"grpc"`
 	// Log configures the zap logger.
 	Log Log `yaml:"log"`
 	// Cache configures the prediction cache.
@@ -199,6 +202,14 @@ type OIP struct {
 	Readiness string `yaml:"readiness"`
 }
 
+// GRPC configures the Open Inference Protocol v2 over gRPC
+// (inference.GRPCInferenceService, with grpc.health.v1 and reflection).
+type GRPC struct {
+	// Listen is its address, such as 127.0.0.1:8001 (Triton's gRPC port
+	// is 8001). Empty, the default, means no gRPC listener.
+	Listen string `yaml:"listen"`
+}
+
 // Cache configures the prediction cache: an in-process L1 and, when Redis
 // is configured, an L2 in Redis shared by every proxy.
 type Cache struct {
@@ -259,6 +270,9 @@ type App struct {
 	NoCache bool `yaml:"no_cache"`
 	// Models are linked to the app.
 	Models []string `yaml:"models"`
+	// Features, when set, looks features up in Redis before each query
+	// is predicted (see package features). A reload applies it at once.
+	Features *features.Spec `yaml:"features"`
 
 	// The app's SLO policy, beyond the objective slo itself. A reload
 	// applies changes to these at once; the controllers of models whose
@@ -662,8 +676,27 @@ func (c *Config) Validate() error {
 		if err := validateSelection(a); err != nil {
 			return fmt.Errorf("apps[%d].selection: %w", i, err)
 		}
+		if f := a.Features; f != nil {
+			if err := f.Validate(state.InputType(a.InputType)); err != nil {
+				return fmt.Errorf("apps[%d].%w", i, err)
+			}
+			if f.Redis == "" && c.Redis.Addr == "" {
+				return fmt.Errorf("apps[%d].features.redis: empty, and there is no redis.addr to look features up in", i)
+			}
+		}
 	}
 	return nil
+}
+
+// Features returns the apps' feature lookups, by app.
+func (c *Config) Features() map[string]features.Spec {
+	out := map[string]features.Spec{}
+	for _, a := range c.Apps {
+		if a.Features != nil {
+			out[a.Name] = *a.Features
+		}
+	}
+	return out
 }
 
 // App is a's state form.

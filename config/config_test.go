@@ -130,6 +130,8 @@ func TestBadFiles(t *testing.T) {
 		"redis-tls-ca.bad.yml":               "redis.tls.ca_file: open testdata/missing-ca.pem",
 		"redis-sentinel-no-addrs.bad.yml":    "redis.addrs: a Sentinel group or a Cluster needs the addresses",
 		"swarm-without-key.bad.yml":          "runtimes.swarm.rpc_key: required when the swarm runtime is enabled",
+		"features-bad-missing.bad.yml":       `apps[0].features.missing "sometimes"; use use_defaults, not_found or default_output`,
+		"features-no-redis.bad.yml":          "apps[0].features.redis: empty, and there is no redis.addr",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(tests) {

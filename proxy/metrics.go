@@ -23,7 +23,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sloproxy_requests_total",
-			Help: "Queries answered, by API (rest or oip), app (empty for oip), model and outcome (ok, default, shed, error, canceled).",
+			Help: "Queries answered, by API (rest, oip or grpc), app (empty for a model addressed through the OIP), model and outcome (ok, default, shed, error, canceled).",
 		}, []string{"api", "app", "model", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sloproxy_request_duration_seconds",

@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -16,7 +15,6 @@ import (
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
-	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -45,29 +43,11 @@ func (p *Proxy) oipServerMetadata(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (p *Proxy) oipServerReady(w http.ResponseWriter, _ *http.Request) {
-	if err := p.checkReady(p.opts.Store.Snapshot()); err != nil {
+	if err := p.ServerReady(); err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, []byte(`{"ready":true}`))
-}
-
-// oipVersion resolves the request's model and version.
-func (p *Proxy) oipVersion(r *http.Request, snap *state.Snapshot) (state.Model, state.ModelVersion, error) {
-	vars := mux.Vars(r)
-	m, ok := snap.Model(vars["model"])
-	if !ok {
-		return m, state.ModelVersion{}, errorf(ErrNotFound, "no model named %q", clip.String(vars["model"]))
-	}
-	v := vars["version"]
-	if v == "" {
-		v = m.CurrentVersion
-	}
-	mv, ok := m.Version(v)
-	if !ok {
-		return m, mv, errorf(ErrNotFound, "model %q has no version %q", m.Name, clip.String(v))
-	}
-	return m, mv, nil
 }
 
 // oipDatatype is the OIP tensor datatype of an input type.
@@ -83,33 +63,14 @@ func oipDatatype(it state.InputType) string {
 	return "BYTES"
 }
 
-type oipTensorMeta struct {
-	Name     string  `json:"name"`
-	Datatype string  `json:"datatype"`
-	Shape    []int64 `json:"shape"`
-}
-
 func (p *Proxy) oipModelMetadata(w http.ResponseWriter, r *http.Request) {
-	m, mv, err := p.oipVersion(r, p.opts.Store.Snapshot())
+	vars := mux.Vars(r)
+	md, err := p.ModelMetadata(vars["model"], vars["version"])
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	versions := make([]string, len(m.Versions))
-	for i, v := range m.Versions {
-		versions[i] = v.Version
-	}
-	shape := []int64{-1, -1}
-	if oipDatatype(mv.InputType) == "BYTES" {
-		shape = []int64{-1}
-	}
-	b, _ := json.Marshal(map[string]any{
-		"name":     m.Name,
-		"versions": versions,
-		"platform": "sloproxy",
-		"inputs":   []oipTensorMeta{{Name: "input", Datatype: oipDatatype(mv.InputType), Shape: shape}},
-		"outputs":  []oipTensorMeta{{Name: "output", Datatype: "BYTES", Shape: []int64{-1}}},
-	})
+	b, _ := json.Marshal(md)
 	writeJSON(w, b)
 }
 
@@ -117,17 +78,9 @@ func (p *Proxy) oipModelMetadata(w http.ResponseWriter, r *http.Request) {
 // unless the path names another) has a ready replica on this proxy: the
 // rule /v2/health/ready applies to each app's models.
 func (p *Proxy) oipModelReady(w http.ResponseWriter, r *http.Request) {
-	_, mv, err := p.oipVersion(r, p.opts.Store.Snapshot())
-	if err != nil {
+	vars := mux.Vars(r)
+	if err := p.ModelReady(vars["model"], vars["version"]); err != nil {
 		writeError(w, err)
-		return
-	}
-	if !p.ready.Load() {
-		writeError(w, errorf(ErrUnavailable, "the proxy is starting or shutting down"))
-		return
-	}
-	if why := p.VersionReady(mv); why != "" {
-		writeError(w, errorf(ErrUnavailable, "%s", why))
 		return
 	}
 	writeJSON(w, []byte(`{"ready":true}`))
@@ -150,100 +103,108 @@ type oipTensor struct {
 }
 
 func (p *Proxy) oipInfer(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	p.metrics.inflight.Inc()
-	defer p.metrics.inflight.Dec()
-	snap := p.opts.Store.Snapshot()
-	_, mv, err := p.oipVersion(r, snap)
-	if err != nil {
-		p.oipReject(w, err)
-		return
-	}
 	body, err := p.readBody(w, r)
 	if err != nil {
 		p.oipReject(w, err)
 		return
 	}
-	req, inputs, err := p.decodeInfer(body, mv.InputType)
+	req, err := p.decodeInfer(body)
 	if err != nil {
 		p.oipReject(w, err)
 		return
 	}
-	timeout, err := p.oipTimeout(req, snap, mv.Model)
-	if err != nil {
-		p.oipReject(w, err)
-		return
-	}
-	class, err := oipPriority(req)
-	if err != nil {
-		p.oipReject(w, err)
-		return
-	}
-	d := p.pool.get(mv.Model, mv.Version)
-	if d == nil {
-		p.oipReject(w, errorf(ErrUnavailable, "model %s version %s is not running on this proxy yet", mv.Model, mv.Version))
-		return
-	}
-	var dl dispatch.Delivery // admission learns each row's finish when the answer is written
+	vars := mux.Vars(r)
+	req.Model, req.Version = vars["model"], vars["version"]
+	// Admission learns each row's finish when the answer is written (see
+	// dispatch.Delivery).
+	var dl dispatch.Delivery
 	defer func() { dl.Done(time.Now()) }()
-	ctx, cancel := context.WithDeadline(dispatch.WithDelivery(dispatch.WithReserve(r.Context(), slo.Reserve(timeout, class)), &dl), start.Add(timeout))
-	defer cancel()
-	outs := make([][]byte, len(inputs))
-	errs := make([]error, len(inputs))
-	var wg sync.WaitGroup
-	for i := range inputs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outs[i], _, errs[i] = d.Predict(ctx, inputs[i])
-		}()
-	}
-	wg.Wait()
-	p.metrics.latency.WithLabelValues("oip", "").Observe(time.Since(start).Seconds())
-	a := answer{id: req.ID, model: d.Name(), err: oipError(errs, d.Name(), timeout)}
-	p.record("oip", "", &a)
-	if a.err != nil {
-		writeError(w, a.err)
+	res, err := p.Infer(dispatch.WithDelivery(r.Context(), &dl), "oip", req)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
-	resp := map[string]any{"model_name": mv.Model, "model_version": mv.Version, "outputs": []any{oipOutput(outs)}}
+	resp := map[string]any{"model_name": res.Model, "model_version": res.Version, "outputs": []any{oipOutput(res.Outputs)}}
 	if req.ID != "" {
 		resp["id"] = req.ID
+	}
+	if params := defaultParams(res); params != nil {
+		resp["parameters"] = params
 	}
 	b, _ := json.Marshal(resp)
 	writeJSON(w, b)
 }
 
-// decodeInfer decodes an OIP infer body for a model taking it into the
-// request and its rows, encoded for the RPC.
-func (p *Proxy) decodeInfer(body []byte, it state.InputType) (*oipInferRequest, [][]byte, error) {
+// The response parameters that flag an app's default output.
+const (
+	// ParamDefault is true when a row got the app's default output.
+	ParamDefault = "sloproxy_default"
+	// ParamDefaultRows lists those rows, comma-separated.
+	ParamDefaultRows = "sloproxy_default_rows"
+	// ParamDefaultExplanation is the first one's reason.
+	ParamDefaultExplanation = "sloproxy_default_explanation"
+)
+
+// defaultParams returns the response parameters flagging res's default
+// outputs; nil when there are none.
+func defaultParams(res *InferResult) map[string]any {
+	rows := res.DefaultRows()
+	if rows == "" {
+		return nil
+	}
+	return map[string]any{ParamDefault: true, ParamDefaultRows: rows, ParamDefaultExplanation: res.Explanation}
+}
+
+// decodeInfer decodes an OIP infer body into the request its inputs'
+// rows, encoded for the RPC by each input's datatype.
+func (p *Proxy) decodeInfer(body []byte) (*InferRequest, error) {
 	if err := checkUTF8(body); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var req oipInferRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, nil, errorf(ErrBadInput, "body is not an inference request: %v", err)
+		return nil, errorf(ErrBadInput, "body is not an inference request: %v", err)
 	}
-	inputs, err := p.oipInputs(&req, it)
-	return &req, inputs, err
+	timeout, err := oipTimeout(&req)
+	if err != nil {
+		return nil, err
+	}
+	level, err := oipLevel(&req)
+	if err != nil {
+		return nil, err
+	}
+	ir := &InferRequest{ID: req.ID, Timeout: timeout, Priority: level, Inputs: make([]InferInput, len(req.Inputs))}
+	for _, o := range req.Outputs {
+		ir.Outputs = append(ir.Outputs, o.Name)
+	}
+	for i := range req.Inputs {
+		if ir.Inputs[i], err = p.oipInput(&req.Inputs[i]); err != nil {
+			return nil, err
+		}
+	}
+	return ir, nil
 }
 
 // oipError is the request's error from its rows' (nil when every row was
 // answered), typed as Triton maps it: a model refusing a row is the
 // caller's input (400), a deadline or a replica failure is unavailable
 // (503), a row admission refused is 429 with Retry-After, a caller gone
-// stays canceled.
+// stays canceled. The row's own error stays wrapped, for the gRPC codes.
 func oipError(errs []error, model string, timeout time.Duration) error {
 	for row, err := range errs {
 		switch {
 		case err == nil:
 			continue
 		case isShed(err):
+			var shed *shedError
+			if errors.As(err, &shed) {
+				return &shedError{err: fmt.Errorf("row %d: %w", row, shed.err), status: http.StatusTooManyRequests, retryAfter: shed.retryAfter}
+			}
 			return &shedError{err: fmt.Errorf("row %d: %w", row, err), status: http.StatusTooManyRequests, retryAfter: time.Second}
-		case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded):
-			return errorf(ErrUnavailable, "deadline: model %s did not answer row %d within %v", model, row, timeout)
+		case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dispatch.ErrDoomed):
+			return fmt.Errorf("%w: deadline: model %s did not answer row %d within %v (%w)", ErrUnavailable, model, row, timeout, err)
 		case errors.As(err, new(*dispatch.ModelError)):
-			return errorf(ErrBadInput, "row %d: %v", row, err)
+			return fmt.Errorf("%w: row %d: %w", ErrBadInput, row, err)
 		case rpc.IsCode(err, rpc.FrameTooLarge):
 			return fmt.Errorf("row %d: %w", row, err)
 		case errors.Is(err, context.Canceled):
@@ -260,35 +221,34 @@ func (p *Proxy) oipReject(w http.ResponseWriter, err error) {
 	p.metrics.requests.WithLabelValues("oip", "", "", outcomeError).Inc()
 }
 
-// oipTimeout is the request's deadline budget.
-func (p *Proxy) oipTimeout(req *oipInferRequest, snap *state.Snapshot, model string) (time.Duration, error) {
-	timeout := p.opts.OIPTimeout
-	if apps := snap.AppsOf(model); len(apps) > 0 {
-		timeout = time.Duration(math.MaxInt64)
-		for _, name := range apps {
-			if a, ok := snap.App(name); ok {
-				timeout = min(timeout, a.SLO)
-			}
-		}
+// oipTimeout is the request's "timeout" parameter (microseconds, as
+// Triton reads it); 0 when absent or beyond time.Duration's range, which
+// cannot shorten a deadline.
+func oipTimeout(req *oipInferRequest) (time.Duration, error) {
+	raw, ok := req.Parameters["timeout"]
+	if !ok {
+		return 0, nil
 	}
-	if raw, ok := req.Parameters["timeout"]; ok {
-		us, err := strconv.ParseUint(string(raw), 10, 63)
-		if err != nil || us == 0 {
-			return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds, got %s", clipToken(raw))
-		}
-		if us < uint64(math.MaxInt64/int64(time.Microsecond)) { // longer ones cannot shorten it
-			timeout = min(timeout, time.Duration(us)*time.Microsecond)
-		}
+	us, err := strconv.ParseUint(string(raw), 10, 63)
+	if err != nil || us == 0 {
+		return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds, got %s", clipToken(raw))
 	}
-	return timeout, nil
+	if us >= uint64(math.MaxInt64/int64(time.Microsecond)) {
+		return 0, nil
+	}
+	return time.Duration(us) * time.Microsecond, nil
 }
 
 // oipPriority is the request's priority class from its "priority"
-// parameter, as Triton reads it: 0 or absent is the default level, 1 the
-// highest, larger numbers lower. Level 1 (and the default) is class 0, and
-// each level below is one class lower, shed first when queues grow (see
-// slo.Reserve).
+// parameter (see oipLevel and oipClass).
 func oipPriority(req *oipInferRequest) (int, error) {
+	level, err := oipLevel(req)
+	return oipClass(level), err
+}
+
+// oipLevel is the request's "priority" parameter: 0 or absent is the
+// default level, 1 the highest, larger numbers lower.
+func oipLevel(req *oipInferRequest) (uint32, error) {
 	raw, ok := req.Parameters["priority"]
 	if !ok {
 		return 0, nil
@@ -297,71 +257,75 @@ func oipPriority(req *oipInferRequest) (int, error) {
 	if err != nil {
 		return 0, errorf(ErrBadInput, "parameter \"priority\" must be a non-negative integer (1 is the highest level), got %s", clipToken(raw))
 	}
-	if level <= 1 {
-		return 0, nil
-	}
-	return -int(level - 1), nil
+	return uint32(level), nil
 }
 
-// oipInputs checks the request's one input tensor against the model and
-// splits it along dimension 0 into RPC items.
-func (p *Proxy) oipInputs(req *oipInferRequest, it state.InputType) ([][]byte, error) {
-	for _, o := range req.Outputs {
-		if o.Name != "output" {
-			return nil, errorf(ErrBadInput, "unknown output %q: the model has one output, \"output\"", clip.String(o.Name))
-		}
-	}
-	if len(req.Inputs) != 1 {
-		return nil, errorf(ErrBadInput, "the request has %d inputs; the model takes one", len(req.Inputs))
-	}
-	t := req.Inputs[0]
-	t.Name = clip.String(t.Name) // it appears only in errors
-	if want := oipDatatype(it); t.Datatype != want {
-		return nil, errorf(ErrBadInput, "input %q has datatype %q; the model takes %s", t.Name, t.Datatype, want)
-	}
+// oipInput checks one input tensor's shape against its data and splits
+// the data along dimension 0 into rows, encoded by the tensor's datatype.
+func (p *Proxy) oipInput(t *oipTensor) (InferInput, error) {
+	in := InferInput{Name: t.Name, Datatype: t.Datatype, Shape: t.Shape}
+	name := clip.String(t.Name) // it appears only in errors
 	if len(t.Shape) == 0 {
-		return nil, errorf(ErrBadInput, "input %q has no shape; dimension 0 is the batch", t.Name)
+		return in, errorf(ErrBadInput, "input %q has no shape; dimension 0 is the batch", name)
 	}
-	n, per, err := shapeSize(t.Shape, p.opts.MaxBodyBytes)
+	n, per, err := ShapeSize(t.Shape, p.opts.MaxBodyBytes)
 	if err != nil {
-		return nil, errorf(ErrBadInput, "input %q: %v", t.Name, err)
+		return in, errorf(ErrBadInput, "input %q: %v", name, err)
 	}
 	if n > int64(p.opts.MaxInputBatch) {
-		return nil, errorf(ErrBadInput, "input %q has %d rows; the limit is %d", t.Name, n, p.opts.MaxInputBatch)
+		return in, errorf(ErrBadInput, "input %q has %d rows; the limit is %d", name, n, p.opts.MaxInputBatch)
+	}
+	it, ok := oipInputType(t.Datatype)
+	if !ok {
+		return in, nil // no model takes it; Infer names the datatype it wants
 	}
 	if t.Datatype == "BYTES" && per != 1 {
-		return nil, errorf(ErrBadInput, "input %q: a BYTES input takes one element per row, shape %s has %d", t.Name, clipShape(t.Shape), per)
+		return in, errorf(ErrBadInput, "input %q: a BYTES input takes one element per row, shape %s has %d", name, clipShape(t.Shape), per)
 	}
 	var flat []json.RawMessage
 	if err := flatten(t.Data, &flat, 0); err != nil {
-		return nil, errorf(ErrBadInput, "input %q: data: %v", t.Name, err)
+		return in, errorf(ErrBadInput, "input %q: data: %v", name, err)
 	}
 	if int64(len(flat)) != n*per {
-		return nil, errorf(ErrBadInput, "input %q: shape %s needs %d elements, data has %d", t.Name, clipShape(t.Shape), n*per, len(flat))
+		return in, errorf(ErrBadInput, "input %q: shape %s needs %d elements, data has %d", name, clipShape(t.Shape), n*per, len(flat))
 	}
-	items := make([][]byte, n)
-	for i := range items {
+	in.Rows = make([][]byte, n)
+	for i := range in.Rows {
 		row := flat[int64(i)*per : int64(i+1)*per]
-		what := "input " + strconv.Quote(t.Name) + " row " + strconv.Itoa(i)
-		var err error
+		what := "input " + strconv.Quote(name) + " row " + strconv.Itoa(i)
 		if t.Datatype == "BYTES" {
-			items[i], err = encodeInput(row[0], state.InputString, what)
+			in.Rows[i], err = encodeInput(row[0], state.InputString, what)
 		} else {
-			items[i], err = encodeRow(row, it, what)
+			in.Rows[i], err = encodeRow(row, it, what)
 		}
 		if err != nil {
-			return nil, err
+			return in, err
 		}
 	}
-	return items, nil
+	return in, nil
 }
 
-// shapeSize returns the rows (shape[0]) and the elements per row of a
+// oipInputType is the input type of an OIP datatype sloproxy takes.
+func oipInputType(datatype string) (state.InputType, bool) {
+	switch datatype {
+	case "FP32":
+		return state.InputFloat32, true
+	case "FP64":
+		return state.InputFloat64, true
+	case "INT32":
+		return state.InputInt32, true
+	case "BYTES":
+		return state.InputString, true
+	}
+	return "", false
+}
+
+// ShapeSize returns the rows (shape[0]) and the elements per row of a
 // tensor shape. Every element takes at least one byte of a body of at most
 // maxBody bytes, so a shape of more elements than that is refused before a
 // product can overflow: the count never wraps, and nothing is sized from a
 // count the body could not fill.
-func shapeSize(shape []int64, maxBody int64) (rows, per int64, err error) {
+func ShapeSize(shape []int64, maxBody int64) (rows, per int64, err error) {
 	per = 1
 	for i, d := range shape {
 		if d < 0 {
@@ -421,10 +385,24 @@ func flatten(raw json.RawMessage, dst *[]json.RawMessage, depth int) error {
 	return nil
 }
 
-// oipOutput builds the output tensor: numeric (FP64, shape [n] or [n, k])
-// when every output is a JSON number or an array of k numbers, else BYTES
-// with each output's text.
+// oipOutput builds the output tensor's JSON (see OutputTensor).
 func oipOutput(outs [][]byte) map[string]any {
+	datatype, shape, numbers := OutputTensor(outs)
+	if datatype == "FP64" {
+		return map[string]any{"name": "output", "datatype": datatype, "shape": shape, "data": numbers}
+	}
+	texts := make([]string, len(outs))
+	for i, o := range outs {
+		texts[i] = string(o)
+	}
+	return map[string]any{"name": "output", "datatype": datatype, "shape": shape, "data": texts}
+}
+
+// OutputTensor returns the OIP output tensor of the outputs of a request's
+// rows: numeric (FP64, shape [n] or [n, k], the numbers row-major) when
+// every output is a JSON number or an array of k numbers, else BYTES,
+// shape [n], with each output's bytes as they are (numbers nil).
+func OutputTensor(outs [][]byte) (datatype string, shape []int64, numbers []float64) {
 	numeric := make([]float64, 0, len(outs))
 	k := -1
 	for _, o := range outs {
@@ -463,15 +441,11 @@ func oipOutput(outs [][]byte) map[string]any {
 		}
 	}
 	if k >= 0 && len(outs) > 0 {
-		shape := []int{len(outs)}
+		shape := []int64{int64(len(outs))}
 		if k > 0 {
-			shape = append(shape, k)
+			shape = append(shape, int64(k))
 		}
-		return map[string]any{"name": "output", "datatype": "FP64", "shape": shape, "data": numeric}
+		return "FP64", shape, numeric
 	}
-	texts := make([]string, len(outs))
-	for i, o := range outs {
-		texts[i] = string(o)
-	}
-	return map[string]any{"name": "output", "datatype": "BYTES", "shape": []int{len(outs)}, "data": texts}
+	return "BYTES", []int64{int64(len(outs))}, nil
 }

@@ -134,7 +134,7 @@ func TestOpenAPIQuerySchemasMatchTypes(t *testing.T) {
 		{"InferenceRequest", reflect.TypeFor[oipInferRequest]()},
 		{"RequestTensor", reflect.TypeFor[oipTensor]()},
 		{"RequestedOutput", oaField(t, reflect.TypeFor[oipInferRequest](), "Outputs").Elem()},
-		{"TensorMetadata", reflect.TypeFor[oipTensorMeta]()},
+		{"TensorMetadata", reflect.TypeFor[TensorMetadata]()},
 	}
 	for _, c := range cases {
 		t.Run(c.schema, func(t *testing.T) { testutil.CheckSchemaFields(t, doc, c.schema, c.typ) })

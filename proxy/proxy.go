@@ -26,6 +26,7 @@ import (
 	"github.com/sloproxy/sloproxy/answered"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/features"
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/proxy/internal/route"
 	"github.com/sloproxy/sloproxy/selection"
@@ -74,6 +75,9 @@ type Options struct {
 	// SharedQueries, with its Redis set, keeps the answered queries in
 	// Redis too, so that feedback may reach any proxy sharing it.
 	SharedQueries SharedQueries
+	// Features holds the apps' feature lookups; a reload replaces their
+	// specs. nil means no app looks features up.
+	Features *features.Table
 	// Dispatch is the template for each model version's dispatcher; its
 	// Model, Version, InputType, MaxBatch and Metrics are set per version.
 	Dispatch dispatch.Options

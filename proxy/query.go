@@ -33,6 +33,11 @@ func errorf(kind error, format string, args ...any) error {
 type predictRequest struct {
 	Input      json.RawMessage   `json:"input"`
 	InputBatch []json.RawMessage `json:"input_batch"`
+	// Entity and EntityBatch carry the request fields that an app with
+	// features builds its lookup keys from: one object for "input", one
+	// per input of "input_batch".
+	Entity      map[string]string   `json:"entity"`
+	EntityBatch []map[string]string `json:"entity_batch"`
 }
 
 // answer is the outcome of one query.
@@ -48,6 +53,7 @@ type answer struct {
 	models      []string // an ensemble's models that answered
 	missing     []string // an ensemble's models that did not
 	cached      bool     // the output came from the cache, not from a model for this query
+	cause       error    // the model path's failure that the default output stands in for
 }
 
 // readBody reads a body of at most the configured limit.
@@ -81,7 +87,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, appName, err)
 		return
 	}
-	batch, inputs, err := p.decodePredict(body, app)
+	batch, inputs, entities, err := p.decodePredict(body, app)
 	if err != nil {
 		p.reject(w, appName, err)
 		return
@@ -100,7 +106,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 	var dl dispatch.Delivery
 	defer func() { dl.Done(time.Now()) }()
 	ctx := dispatch.WithDelivery(dispatch.WithReserve(withBudget(r.Context(), app, limit), slo.Reserve(limit, prio)), &dl)
-	answers := p.answerAll(ctx, start.Add(limit), snap, app, pol, inputs)
+	answers := p.answerApp(ctx, start.Add(limit), snap, app, pol, inputs, entities)
 	now := time.Now()
 	latency := now.Sub(start)
 	p.metrics.latency.WithLabelValues("rest", app.Name).Observe(latency.Seconds())
@@ -139,17 +145,21 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 }
 
 // decodePredict decodes a query API body for app into its inputs, encoded
-// for the RPC; batch says whether it held "input_batch".
-func (p *Proxy) decodePredict(body []byte, app state.App) (batch bool, inputs [][]byte, err error) {
+// for the RPC, and, for an app with features, each input's entity ids;
+// batch says whether it held "input_batch".
+func (p *Proxy) decodePredict(body []byte, app state.App) (batch bool, inputs [][]byte, entities [][]string, err error) {
 	if err := checkUTF8(body); err != nil {
-		return false, nil, err
+		return false, nil, nil, err
 	}
 	var req predictRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return false, nil, errorf(ErrBadInput, "body is not the JSON object {\"input\": ...} or {\"input_batch\": [...]}: %v", err)
+		return false, nil, nil, errorf(ErrBadInput, "body is not the JSON object {\"input\": ...} or {\"input_batch\": [...]}: %v", err)
 	}
 	inputs, err = p.inputs(&req, app)
-	return req.InputBatch != nil, inputs, err
+	if err == nil {
+		entities, err = p.entities(&req, app, len(inputs))
+	}
+	return req.InputBatch != nil, inputs, entities, err
 }
 
 // inputs encodes the request's input or inputs for app.
@@ -200,10 +210,9 @@ func (p *Proxy) targetOf(snap *state.Snapshot, app state.App) target {
 	return p.targetOfArm(snap, models[0])
 }
 
-// answerAll answers every input of app before deadline: from the
-// prediction cache (L1, then the L1 misses in one Redis round trip) where
-// the app allows it, else from the model, concurrently. parent is the
-// request's context.
+// answerAll answers every input of app before deadline, by its selection
+// policy; a single model's through answerTarget. parent is the request's
+// context.
 func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *state.Snapshot, app state.App, pol slo.Policy, inputs [][]byte) []answer {
 	if sel, spec := p.sel.Get(app.Name, app.Policy, app.Selection); sel != (selection.Single{}) {
 		return p.answerSelected(parent, deadline, snap, app, pol, sel, spec, inputs)
@@ -217,9 +226,17 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 			answers[i] = p.fallback(answers[i], app, t.why)
 		}
 	}
-	if t.why != "" {
-		return answers
+	if t.why == "" {
+		p.answerTarget(parent, deadline, t, app, pol, inputs, answers)
 	}
+	return answers
+}
+
+// answerTarget answers inputs with t's model version into answers (ids
+// set) before deadline: from the prediction cache (L1, then the L1 misses
+// in one Redis round trip) where app allows it, else from the model,
+// concurrently. parent is the request's context.
+func (p *Proxy) answerTarget(parent context.Context, deadline time.Time, t target, app state.App, pol slo.Policy, inputs [][]byte, answers []answer) {
 	var keys []cache.Key
 	var outs [][]byte
 	var hits []cache.Hit
@@ -235,7 +252,7 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 			answers[i].output, answers[i].cached = outs[i], hits[i] != cache.Miss
 		}
 		if misses == 0 {
-			return answers // all in L1: no deadline to keep, nothing that can block
+			return // all in L1: no deadline to keep, nothing that can block
 		}
 	}
 	ctx, cancel := context.WithDeadline(parent, deadline)
@@ -264,7 +281,6 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 		wg.Go(func() { p.predict(ctx, t, app, pol, inputs[i], key, &answers[i]) })
 	}
 	wg.Wait()
-	return answers
 }
 
 // predict asks t's model for input's output, into a. With a key, identical
@@ -280,6 +296,9 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Po
 		})
 	} else {
 		out, _, err = t.d.Predict(ctx, input)
+	}
+	if err != nil {
+		a.cause = err
 	}
 	switch {
 	case err == nil:
@@ -325,7 +344,7 @@ func (p *Proxy) record(api, app string, a *answer) {
 		outcome = outcomeCanceled
 	case a.err != nil:
 		outcome = outcomeError
-		p.log.Error("query failed", zap.String("query_id", a.id), zap.String("app", app), zap.String("model", a.model), zap.Error(a.err))
+		p.log.Error("query failed", zap.String("api", api), zap.String("query_id", a.id), zap.String("app", app), zap.String("model", a.model), zap.Error(a.err))
 	case a.isDefault:
 		outcome = outcomeDefault
 		if ce := p.log.Check(zap.DebugLevel, "default output"); ce != nil {

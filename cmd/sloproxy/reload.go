@@ -150,7 +150,7 @@ func restartOnly(a, b *config.Config) []string {
 	var out []string
 	for name, pair := range map[string][2]any{
 		"listen": {a.Listen, b.Listen}, "admin": {a.Admin, b.Admin}, "redis": {a.Redis, b.Redis}, "data_dir": {a.DataDir, b.DataDir},
-		"limits": {a.Limits, b.Limits}, "runtimes": {a.Runtimes, b.Runtimes}, "oip": {a.OIP, b.OIP},
+		"limits": {a.Limits, b.Limits}, "runtimes": {a.Runtimes, b.Runtimes}, "oip": {a.OIP, b.OIP}, "grpc": {a.GRPC, b.GRPC},
 		"log": {a.Log, b.Log}, "cache": {a.Cache, b.Cache}, "feedback": {a.Feedback, b.Feedback},
 	} {
 		if !reflect.DeepEqual(pair[0], pair[1]) {

@@ -37,8 +37,10 @@ import (
 	"github.com/sloproxy/sloproxy/containers/profile"
 	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/containers/swarm"
+	"github.com/sloproxy/sloproxy/features"
 	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
+	"github.com/sloproxy/sloproxy/proxy/oipgrpc"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -106,6 +108,13 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		return fmt.Errorf("admin.listen: %w", err)
 	}
 	defer adminLn.Close()
+	var grpcLn net.Listener
+	if cfg.GRPC.Listen != "" {
+		if grpcLn, err = net.Listen("tcp", cfg.GRPC.Listen); err != nil {
+			return fmt.Errorf("grpc.listen: %w", err)
+		}
+		defer grpcLn.Close()
+	}
 
 	// SIGHUP reloads the configuration (see reloader); caught from here
 	// on, since by default it would kill the proxy without draining.
@@ -203,7 +212,13 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	}
 	selections := selection.NewTable(selection.Options{State: learned, Registerer: reg, Logger: log.Named("selection")})
 	selections.Set(cfg.Selections())
+	lookups := features.NewTable(features.Options{Redis: rdb, Registerer: reg})
+	defer func() { _ = lookups.Close() }()
+	if err := lookups.Set(cfg.Features()); err != nil {
+		return err
+	}
 	p := proxy.New(proxy.Options{
+		Features:         lookups,
 		Selection:        selections,
 		Cache:            predictions,
 		Store:            store,
@@ -224,7 +239,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	var reloading sync.WaitGroup
 	hupCtx, endHup := context.WithCancel(ctx)
 	defer func() { endHup(); reloading.Wait() }()
-	reloading.Go(func() { watchConfig(hupCtx, path, cfg, store, p, reg, hup, log.Named("config")) })
+	reloading.Go(func() { watchConfig(hupCtx, path, cfg, store, p, lookups, reg, hup, log.Named("config")) })
 	// The dispatchers outlive the listeners: runCtx ends only after the
 	// HTTP servers have answered what they hold.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
@@ -247,7 +262,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		newServer(recoverer.Wrap("query", p.Handler()), log),
 		newServer(recoverer.Wrap("admin", adminHandler), log),
 	}
-	failed := make(chan error, len(servers))
+	failed := make(chan error, len(servers)+1)
 	var serving sync.WaitGroup
 	for i, ln := range []net.Listener{queryLn, adminLn} {
 		serving.Go(func() {
@@ -255,6 +270,17 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 				failed <- err
 			}
 		})
+	}
+	var grpcServer *oipgrpc.Server
+	if grpcLn != nil {
+		grpcServer = oipgrpc.New(p, oipgrpc.Options{MaxMessageBytes: int(cfg.Limits.MaxBodyBytes), MaxInputBatch: cfg.Limits.MaxInputBatch,
+			Logger: log.Named("grpc")})
+		serving.Go(func() {
+			if err := grpcServer.GRPC().Serve(grpcLn); err != nil {
+				failed <- fmt.Errorf("grpc: %w", err)
+			}
+		})
+		log.Info("serving the Open Inference Protocol over gRPC", zap.String("grpc", grpcLn.Addr().String()))
 	}
 	log.Info("serving", zap.String("query", queryLn.Addr().String()), zap.String("admin", adminLn.Addr().String()),
 		zap.Strings("redis", cfg.Redis.Addresses()), zap.Int("apps", len(store.Snapshot().Apps())))
@@ -283,6 +309,9 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 			log.Warn("shutdown: requests still open after the grace period", zap.Error(err))
 		}
 	}
+	if grpcServer != nil {
+		grpcServer.Shutdown(shutCtx)
+	}
 	serving.Wait()
 	log.Info("stopped serving; closing dispatchers and stopping model processes")
 	return serveErr
@@ -290,10 +319,16 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 
 // watchConfig reloads the configuration at path on each SIGHUP and change
 // of the file until ctx is done; with no path it logs and ignores SIGHUP.
-func watchConfig(ctx context.Context, path string, cfg *config.Config, store *state.Store, p *proxy.Proxy, reg prometheus.Registerer,
-	hup <-chan os.Signal, log *zap.Logger) {
+func watchConfig(ctx context.Context, path string, cfg *config.Config, store *state.Store, p *proxy.Proxy, lookups *features.Table,
+	reg prometheus.Registerer, hup <-chan os.Signal, log *zap.Logger) {
 	if path != "" {
-		apply := func(c *config.Config) { p.ApplyPolicies(c.Policies()); p.ApplySelection(c.Selections()) }
+		apply := func(c *config.Config) {
+			p.ApplyPolicies(c.Policies())
+			p.ApplySelection(c.Selections())
+			if err := lookups.Set(c.Features()); err != nil {
+				log.Error("config: features not applied", zap.Error(err))
+			}
+		}
 		newReloader(path, cfg, store, apply, reg, log).Run(ctx, hup)
 		return
 	}

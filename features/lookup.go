@@ -1,0 +1,281 @@
+package features
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// Outcome is how one query's lookup ended.
+type Outcome uint8
+
+// The outcomes of a query's lookup.
+const (
+	// Found: every field was in the store (or had its default for an
+	// entity that exists).
+	Found Outcome = iota
+	// Defaults: the entity was missing, or the store did not answer, and
+	// the UseDefaults policy filled every field.
+	Defaults
+	// Missing entity under NotFound: the query is answered not found.
+	EntityNotFound
+	// Missing entity under DefaultOutput: the query gets the app's
+	// default output.
+	UseDefaultOutput
+	// The store did not answer within the timeout under NotFound: the
+	// query is answered unavailable, since whether the entity exists is
+	// unknown.
+	StoreUnavailable
+)
+
+// Row is one query's lookup.
+type Row struct {
+	// Values are the features, encoded in the app's input type as the RPC
+	// carries them (little-endian); nil unless Outcome is Found or
+	// Defaults.
+	Values []byte
+	// Outcome says whether the query goes on, and if not, how it is
+	// answered.
+	Outcome Outcome
+	// Why explains an Outcome other than Found.
+	Why string
+}
+
+// Lookup reads one app's features from its store.
+type Lookup struct {
+	app     string
+	spec    Spec
+	keys    []string // the key template's request fields
+	names   []string // the hash fields, in order
+	client  redis.UniversalClient
+	metrics *Metrics
+
+	mu      sync.Mutex // guards pending and running
+	pending []*lookup  // lookups waiting for the next round trip
+	running bool       // a round trip is in flight; it takes pending next
+}
+
+// lookup is one request's entities waiting for a round trip.
+type lookup struct {
+	it       state.InputType
+	entities [][]string
+	rows     []Row
+	failed   bool          // the store did not answer the round trip
+	done     chan struct{} // closed when rows and failed are set
+}
+
+// maxPerRoundTrip bounds the entities of one pipelined round trip.
+const maxPerRoundTrip = 1024
+
+// KeyFields returns the request fields a query must carry, in the order
+// Fetch takes their values.
+func (l *Lookup) KeyFields() []string { return l.keys }
+
+// Fetch looks up the entities of one request's queries: entities[i] holds
+// query i's values of KeyFields, in order. The lookups of the requests
+// that arrive while a round trip is in flight share the next one, one
+// pipeline of HMGETs, so that concurrent requests cost one round trip
+// each time rather than one each. It returns within the spec's Timeout or
+// ctx's deadline, whichever is first; a store that did not answer by then
+// makes every row follow the missing-entity policy.
+func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]string) []Row {
+	start := time.Now()
+	defer func() { l.metrics.latency.WithLabelValues(l.app).Observe(time.Since(start).Seconds()) }()
+	ctx, cancel := context.WithTimeout(ctx, l.spec.timeout())
+	defer cancel()
+	w := &lookup{it: it, entities: entities, done: make(chan struct{})}
+	l.mu.Lock()
+	l.pending = append(l.pending, w)
+	if !l.running {
+		l.running = true
+		// The round trips run until no lookup waits: each is bounded by
+		// Timeout, so the goroutine ends soon after the last request.
+		go l.roundTrips()
+	}
+	l.mu.Unlock()
+	select {
+	case <-w.done:
+		if w.failed {
+			l.metrics.errors.WithLabelValues(l.app).Inc()
+		}
+		return w.rows
+	case <-ctx.Done():
+		l.metrics.errors.WithLabelValues(l.app).Inc()
+		rows := make([]Row, len(entities))
+		for i := range rows {
+			rows[i] = l.miss(it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), ctx.Err()), true)
+		}
+		return rows
+	}
+}
+
+// roundTrips sends the waiting lookups to the store, one pipeline at a
+// time, until none waits.
+func (l *Lookup) roundTrips() {
+	for {
+		l.mu.Lock()
+		batch, n := l.pending, 0
+		for i, w := range batch {
+			if n += len(w.entities); n > maxPerRoundTrip && i > 0 {
+				batch = batch[:i]
+				break
+			}
+		}
+		l.pending = l.pending[len(batch):]
+		if len(batch) == 0 {
+			l.pending, l.running = nil, false
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		l.roundTrip(batch)
+	}
+}
+
+// roundTrip looks the batch's entities up in one pipeline and hands each
+// lookup its rows.
+func (l *Lookup) roundTrip(batch []*lookup) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.spec.timeout())
+	defer cancel()
+	pipe := l.client.Pipeline()
+	cmds := make([][]*redis.SliceCmd, len(batch))
+	for b, w := range batch {
+		cmds[b] = make([]*redis.SliceCmd, len(w.entities))
+		for i, e := range w.entities {
+			cmds[b][i] = pipe.HMGet(ctx, l.key(e), l.names...)
+		}
+	}
+	_, err := pipe.Exec(ctx)
+	failed := err != nil && err != redis.Nil
+	for b, w := range batch {
+		w.rows, w.failed = make([]Row, len(w.entities)), failed
+		for i := range w.rows {
+			if failed {
+				w.rows[i] = l.miss(w.it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err), true)
+			} else {
+				w.rows[i] = l.row(w.it, cmds[b][i].Val(), w.entities[i])
+			}
+		}
+		close(w.done)
+	}
+}
+
+// key builds an entity's key from the template.
+func (l *Lookup) key(values []string) string {
+	return placeholder.ReplaceAllStringFunc(l.spec.Key, func(m string) string {
+		name := m[1 : len(m)-1]
+		for i, k := range l.keys {
+			if k == name {
+				return values[i]
+			}
+		}
+		return m
+	})
+}
+
+// row turns one entity's HMGET answer into its row.
+func (l *Lookup) row(it state.InputType, vals []any, entity []string) Row {
+	b := make([]byte, 0, len(vals)*8)
+	found, defaults := 0, 0
+	for i, f := range l.spec.Fields {
+		s, ok := vals[i].(string)
+		v, err := parse(s, f.Type)
+		switch {
+		case ok && err == nil:
+			found++
+		case f.Default != nil:
+			v = *f.Default
+			defaults++
+		default:
+			why := fmt.Sprintf("feature %q of %s is missing", f.Name, l.key(entity))
+			if ok {
+				why = fmt.Sprintf("feature %q of %s is %q: %v", f.Name, l.key(entity), s, err)
+			}
+			l.metrics.misses.WithLabelValues(l.app).Inc()
+			return l.miss(it, why, false)
+		}
+		b = appendValue(b, it, v)
+	}
+	if found == 0 {
+		l.metrics.misses.WithLabelValues(l.app).Inc()
+		return l.miss(it, fmt.Sprintf("no entity %s in the feature store", l.key(entity)), false)
+	}
+	if defaults > 0 {
+		l.metrics.defaults.WithLabelValues(l.app).Add(float64(defaults))
+	}
+	return Row{Values: b}
+}
+
+// miss is the row of a query whose entity is missing (or unknown, when
+// the store did not answer), by the spec's policy.
+func (l *Lookup) miss(it state.InputType, why string, storeDown bool) Row {
+	switch l.spec.missing() {
+	case NotFound:
+		if storeDown {
+			return Row{Outcome: StoreUnavailable, Why: why}
+		}
+		return Row{Outcome: EntityNotFound, Why: why}
+	case DefaultOutput:
+		return Row{Outcome: UseDefaultOutput, Why: why}
+	}
+	b := make([]byte, 0, len(l.spec.Fields)*8)
+	for _, f := range l.spec.Fields {
+		b = appendValue(b, it, *f.Default)
+	}
+	l.metrics.defaults.WithLabelValues(l.app).Add(float64(len(l.spec.Fields)))
+	return Row{Values: b, Outcome: Defaults, Why: why}
+}
+
+// Assemble returns the model's input: the request's own encoded values
+// and the looked-up ones, placed as the spec says.
+func (l *Lookup) Assemble(input, values []byte) []byte {
+	out := make([]byte, 0, len(input)+len(values))
+	if l.spec.Into == Prepend {
+		return append(append(out, values...), input...)
+	}
+	return append(append(out, input...), values...)
+}
+
+// parse reads a field's text as its type.
+func parse(s, typ string) (float64, error) {
+	switch typ {
+	case TypeInt:
+		v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 32)
+		return float64(v), err
+	case TypeBool:
+		switch strings.TrimSpace(s) {
+		case "1", "true":
+			return 1, nil
+		case "0", "false":
+			return 0, nil
+		}
+		return 0, fmt.Errorf("not a bool (0, 1, true, false)")
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+		return 0, fmt.Errorf("not a finite number")
+	}
+	return v, err
+}
+
+// appendValue appends v in the input type's little-endian encoding; a
+// float32 beyond its range saturates, as a feature pipeline's overflow
+// is not the query's fault.
+func appendValue(b []byte, it state.InputType, v float64) []byte {
+	switch it {
+	case state.InputFloat64:
+		return binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+	case state.InputInt32:
+		return binary.LittleEndian.AppendUint32(b, uint32(int32(v)))
+	}
+	return binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(v)))
+}

@@ -1,0 +1,179 @@
+// Package features assembles a query's full model input from a feature
+// store before the prediction cache and the model see it: an app declares
+// a Redis key template built from request fields ("user:{user_id}"), the
+// hash fields to read in order, their types and defaults, what a missing
+// entity gets, and where the values go in the model's input. A query then
+// carries the entity ids and only its request-time features.
+//
+// The lookups of one request's queries go to Redis as one pipelined round
+// trip (HMGET per entity), which the requests that arrive while another
+// round trip is in flight share, bounded by the spec's Timeout and by the
+// query's own deadline, so that their time is spent from the query's SLO
+// budget and admission sees what is left. A Redis that is slow or down
+// makes every query of the request follow the missing-entity policy
+// within Timeout: never a late answer.
+package features
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// Missing is what a query whose entity is not in the store gets.
+type Missing string
+
+// The missing-entity policies.
+const (
+	// UseDefaults fills every field with its default.
+	UseDefaults Missing = "use_defaults"
+	// NotFound answers the query with a not-found error (HTTP 404, gRPC
+	// NOT_FOUND).
+	NotFound Missing = "not_found"
+	// DefaultOutput answers the query with the app's default output,
+	// flagged, with the reason.
+	DefaultOutput Missing = "default_output"
+)
+
+// Placements of the looked-up values in the model's input.
+const (
+	// Append puts them after the request's own values.
+	Append = "append"
+	// Prepend puts them before the request's own values.
+	Prepend = "prepend"
+)
+
+// Field types: how a hash field's text is read.
+const (
+	TypeFloat = "float" // any number
+	TypeInt   = "int"   // an integer
+	TypeBool  = "bool"  // 0, 1, true or false; 0 or 1 in the model's input
+)
+
+// DefaultTimeout bounds a lookup whose spec sets no Timeout.
+const DefaultTimeout = 10 * time.Millisecond
+
+// Spec is an app's feature lookup. The zero value of each field has the
+// meaning its comment gives.
+type Spec struct {
+	// Key is the Redis key of a query's entity, with request fields in
+	// braces: "user:{user_id}". Required, with at least one field.
+	Key string `json:"key" yaml:"key"`
+	// Fields are the hash fields read, in the order their values enter
+	// the model's input. Required.
+	Fields []Field `json:"fields" yaml:"fields"`
+	// Missing is what a query gets when its entity is not in the store,
+	// when a field without a default is absent, or when the store does
+	// not answer within Timeout. "" means UseDefaults, which requires
+	// every field to have a default.
+	Missing Missing `json:"missing,omitempty" yaml:"missing"`
+	// Into is where the values go in the model's input: Append or
+	// Prepend. "" means Append.
+	Into string `json:"into,omitempty" yaml:"into"`
+	// Timeout bounds the store's round trip. 0 means DefaultTimeout.
+	Timeout time.Duration `json:"timeout,omitempty" yaml:"timeout"`
+	// Redis is the feature store's address (host:port), when it is not
+	// the proxy's own Redis. "" means the proxy's.
+	Redis string `json:"redis,omitempty" yaml:"redis"`
+}
+
+// Field is one hash field of an entity.
+type Field struct {
+	// Name is the hash field's name.
+	Name string `json:"name" yaml:"name"`
+	// Type is how its text is read: TypeFloat, TypeInt or TypeBool. ""
+	// means TypeFloat.
+	Type string `json:"type,omitempty" yaml:"type"`
+	// Default is its value when the entity or the field is missing. nil
+	// means none: such a miss follows the spec's Missing policy.
+	Default *float64 `json:"default,omitempty" yaml:"default"`
+}
+
+// placeholder matches one request field in a key template.
+var placeholder = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// KeyFields returns the request fields the key template names, in order,
+// each once.
+func (s *Spec) KeyFields() []string {
+	var names []string
+	for _, m := range placeholder.FindAllStringSubmatch(s.Key, -1) {
+		if !contains(names, m[1]) {
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate checks s for an app whose inputs are of type it. The error
+// names the field at fault.
+func (s *Spec) Validate(it state.InputType) error {
+	switch it {
+	case state.InputFloat32, state.InputFloat64, state.InputInt32:
+	default:
+		return fmt.Errorf("features: the app's input type %s is not numeric; looked-up features need float32, float64 or int32", it)
+	}
+	if len(s.KeyFields()) == 0 {
+		return fmt.Errorf("features.key %q names no request field; write one as {field}", s.Key)
+	}
+	if rest := placeholder.ReplaceAllString(s.Key, ""); strings.ContainsAny(rest, "{}") {
+		return fmt.Errorf("features.key %q: a brace that opens no {field} of letters, digits and _", s.Key)
+	}
+	if len(s.Fields) == 0 {
+		return errors.New("features.fields: none; list the hash fields to read")
+	}
+	seen := map[string]bool{}
+	for i, f := range s.Fields {
+		switch {
+		case f.Name == "":
+			return fmt.Errorf("features.fields[%d]: no name", i)
+		case seen[f.Name]:
+			return fmt.Errorf("features.fields[%d]: %q is listed twice", i, f.Name)
+		case f.Type != "" && f.Type != TypeFloat && f.Type != TypeInt && f.Type != TypeBool:
+			return fmt.Errorf("features.fields[%d] %q: type %q; use float, int or bool", i, f.Name, f.Type)
+		case it == state.InputInt32 && (f.Type == "" || f.Type == TypeFloat):
+			return fmt.Errorf("features.fields[%d] %q: a float field cannot enter an int32 input; use type int or bool", i, f.Name)
+		case s.missing() == UseDefaults && f.Default == nil:
+			return fmt.Errorf("features.fields[%d] %q: no default, which missing: use_defaults needs", i, f.Name)
+		}
+		seen[f.Name] = true
+	}
+	switch s.missing() {
+	case UseDefaults, NotFound, DefaultOutput:
+	default:
+		return fmt.Errorf("features.missing %q; use use_defaults, not_found or default_output", s.Missing)
+	}
+	if s.Into != "" && s.Into != Append && s.Into != Prepend {
+		return fmt.Errorf("features.into %q; use append or prepend", s.Into)
+	}
+	if s.Timeout < 0 {
+		return fmt.Errorf("features.timeout %v is negative", s.Timeout)
+	}
+	return nil
+}
+
+func (s *Spec) missing() Missing {
+	if s.Missing == "" {
+		return UseDefaults
+	}
+	return s.Missing
+}
+
+func (s *Spec) timeout() time.Duration {
+	if s.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return s.Timeout
+}

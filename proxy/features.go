@@ -1,0 +1,92 @@
+package proxy
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/sloproxy/sloproxy/features"
+	"github.com/sloproxy/sloproxy/slo"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// answerApp answers app's inputs before deadline. For an app with
+// features, each input is first assembled with its entity's features,
+// looked up for all the inputs in one round trip whose time comes out of
+// the queries' budget, so that admission sees what is left; the cache key
+// is then the assembled input's, so a changed feature is a new key. A
+// query whose entity is missing follows the app's missing-entity policy.
+func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.Snapshot, app state.App, pol slo.Policy, inputs [][]byte, entities [][]string) []answer {
+	l := p.opts.Features.Get(app.Name)
+	if l == nil || entities == nil {
+		return p.answerAll(ctx, deadline, snap, app, pol, inputs)
+	}
+	fctx, cancel := context.WithDeadline(ctx, deadline)
+	rows := l.Fetch(fctx, app.InputType, entities)
+	cancel()
+	answers := make([]answer, len(inputs))
+	assembled := make([][]byte, 0, len(inputs))
+	at := make([]int, 0, len(inputs))
+	for i, r := range rows {
+		switch r.Outcome {
+		case features.Found, features.Defaults:
+			assembled = append(assembled, l.Assemble(inputs[i], r.Values))
+			at = append(at, i)
+			continue
+		}
+		a := answer{id: p.newQueryID()}
+		switch r.Outcome {
+		case features.EntityNotFound:
+			a.err = errorf(ErrNotFound, "features: %s", r.Why)
+		case features.StoreUnavailable:
+			a.err = errorf(ErrUnavailable, "features: %s", r.Why)
+		default:
+			a = p.fallback(a, app, "features: "+r.Why)
+		}
+		answers[i] = a
+	}
+	if len(assembled) > 0 {
+		for j, a := range p.answerAll(ctx, deadline, snap, app, pol, assembled) {
+			answers[at[j]] = a
+		}
+	}
+	return answers
+}
+
+// entities returns, for an app with features, each of the n inputs'
+// values of the lookup's key fields, from the body's "entity" or
+// "entity_batch"; nil for an app without.
+func (p *Proxy) entities(req *predictRequest, app state.App, n int) ([][]string, error) {
+	l := p.opts.Features.Get(app.Name)
+	if l == nil {
+		if req.Entity != nil || req.EntityBatch != nil {
+			return nil, errorf(ErrBadInput, "app %q looks no features up: the body takes no \"entity\" or \"entity_batch\"", app.Name)
+		}
+		return nil, nil
+	}
+	objs := req.EntityBatch
+	what := "entity_batch"
+	if req.InputBatch == nil {
+		objs, what = []map[string]string{req.Entity}, "entity"
+	}
+	if req.InputBatch != nil && len(objs) != n {
+		return nil, errorf(ErrBadInput, "\"entity_batch\" has %d objects for %d inputs; send one per input", len(objs), n)
+	}
+	keys := l.KeyFields()
+	ids := make([][]string, n)
+	for i, obj := range objs {
+		ids[i] = make([]string, len(keys))
+		for k, key := range keys {
+			v, ok := obj[key]
+			if !ok {
+				where := what
+				if req.InputBatch != nil {
+					where += "[" + strconv.Itoa(i) + "]"
+				}
+				return nil, errorf(ErrBadInput, "%s has no %q: app %q looks its features up by it", where, key, app.Name)
+			}
+			ids[i][k] = v
+		}
+	}
+	return ids, nil
+}

@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/features"
+	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// startVectorModel serves a float64 model over a real TCP socket that
+// answers each input with its values as a JSON array: what the model saw.
+func startVectorModel(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	srv := rpc.NewServer(rpc.ModelFunc(func(_ context.Context, inputs [][]byte) ([]rpc.Output, error) {
+		outs := make([]rpc.Output, len(inputs))
+		for i, in := range inputs {
+			vals := make([]float64, len(in)/8)
+			for j := range vals {
+				vals[j] = math.Float64frombits(binary.LittleEndian.Uint64(in[8*j:]))
+			}
+			outs[i].Data, _ = json.Marshal(vals)
+		}
+		return outs, nil
+	}), rpc.ServerOptions{Hello: rpc.Hello{InputType: rpc.Float64, Model: "vec", ModelVersion: "1"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
+func float(v float64) *float64 { return &v }
+
+// TestFeatures runs apps whose features live in a real redis-server, apart
+// from the prediction cache's, in front of a real model over TCP.
+func TestFeatures(t *testing.T) {
+	store := testutil.NewRedisServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: store.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	reg := prometheus.NewRegistry()
+	lookups := features.NewTable(features.Options{Registerer: reg})
+	t.Cleanup(func() { lookups.Close() })
+	fields := []features.Field{{Name: "clicks", Type: features.TypeInt, Default: float(-1)}, {Name: "spend", Default: float(-2)}}
+	spec := func(missing features.Missing) features.Spec {
+		return features.Spec{Key: "user:{user_id}", Fields: fields, Missing: missing, Timeout: 30 * time.Millisecond, Redis: store.Addr}
+	}
+	must(t, lookups.Set(map[string]features.Spec{
+		"defaults": spec(features.UseDefaults), "notfound": spec(features.NotFound), "fallback": spec(features.DefaultOutput)}))
+	e := newEnvOpts(t, Options{Store: state.NewStore(nil, state.Options{}), Registry: reg, MaxInputBatch: 8,
+		Cache: newCacheOn(t, testutil.StartRedis(t), reg), Features: lookups, Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
+	addr := startVectorModel(t)
+	e.addModel(state.App{Name: "defaults", InputType: state.InputFloat64, SLO: 2 * time.Second, DefaultOutput: "-1"}, "vec", addr)
+	for _, app := range []string{"notfound", "fallback"} {
+		must(t, e.store.PutApp(context.Background(), state.App{Name: app, InputType: state.InputFloat64, SLO: 2 * time.Second, DefaultOutput: "-1"}))
+		must(t, e.store.Link(context.Background(), app, "vec"))
+	}
+	ctx := context.Background()
+	must(t, rdb.HSet(ctx, "user:1", "clicks", "3", "spend", "0.5").Err())
+	predict := func(app, body string) (int, map[string]any) {
+		t.Helper()
+		return e.post("/apps/"+app+"/predict", body)
+	}
+
+	t.Run("a changed feature changes the next answer", func(t *testing.T) {
+		for _, want := range []string{"[7,3,0.5]", "[7,3,0.5]"} {
+			if status, m := predict("defaults", `{"input": [7], "entity": {"user_id": "1"}}`); status != 200 || mustJSON(m["output"]) != want {
+				t.Fatalf("%d %v; want %s", status, m, want)
+			}
+		}
+		must(t, rdb.HSet(ctx, "user:1", "clicks", "4").Err())
+		if status, m := predict("defaults", `{"input": [7], "entity": {"user_id": "1"}}`); status != 200 || mustJSON(m["output"]) != "[7,4,0.5]" {
+			t.Fatalf("after HSET: %d %v; want [7,4,0.5], not the cached answer", status, m)
+		}
+	})
+	t.Run("a batch, one lookup", func(t *testing.T) {
+		before := lookupCount(t, reg, "defaults")
+		status, m := predict("defaults", `{"input_batch": [[1], [2]], "entity_batch": [{"user_id": "1"}, {"user_id": "2"}]}`)
+		preds, _ := m["batch_predictions"].([]any)
+		if status != 200 || len(preds) != 2 || mustJSON(preds[0].(map[string]any)["output"]) != "[1,4,0.5]" ||
+			mustJSON(preds[1].(map[string]any)["output"]) != "[2,-1,-2]" {
+			t.Fatalf("%d %v", status, m)
+		}
+		if n := lookupCount(t, reg, "defaults") - before; n != 1 {
+			t.Fatalf("%d lookups for one request; want 1 (one pipelined round trip)", n)
+		}
+	})
+	t.Run("missing entity", func(t *testing.T) {
+		for _, tc := range []struct {
+			app    string
+			status int
+			want   answerWant
+		}{
+			{"defaults", 200, answerWant{"[7,-1,-2]", false, ""}},
+			{"notfound", 404, answerWant{"", false, "no entity user:9 in the feature store"}},
+			{"fallback", 200, answerWant{"-1", true, "features: no entity user:9 in the feature store"}},
+		} {
+			status, m := predict(tc.app, `{"input": [7], "entity": {"user_id": "9"}}`)
+			if status != tc.status || !tc.want.matches(m) {
+				t.Errorf("%s: %d %v; want %d with %+v", tc.app, status, m, tc.status, tc.want)
+			}
+		}
+	})
+	t.Run("OIP with an entity input", func(t *testing.T) {
+		status, m := e.post("/v2/models/defaults/infer", `{"inputs": [
+			{"name": "input", "shape": [2, 1], "datatype": "FP64", "data": [5, 6]},
+			{"name": "user_id", "shape": [2], "datatype": "BYTES", "data": ["1", "9"]}]}`)
+		out, _ := m["outputs"].([]any)
+		if status != 200 || len(out) != 1 || mustJSON(out[0].(map[string]any)["data"]) != "[5,4,0.5,6,-1,-2]" {
+			t.Fatalf("%d %v", status, m)
+		}
+	})
+	t.Run("bad entity", func(t *testing.T) {
+		for body, want := range map[string]string{
+			`{"input": [7]}`: `entity has no "user_id"`,
+			`{"input_batch": [[7]], "entity_batch": []}`:          `"entity_batch" has 0 objects for 1 inputs`,
+			`{"input": [7], "entity": {"user_id": 1}}`:            "not the JSON object",
+			`{"input_batch": [[7]], "entity_batch": [{"x": ""}]}`: `entity_batch[0] has no "user_id"`,
+		} {
+			if status, m := predict("defaults", body); status != 400 || !strings.Contains(m["error"].(string), want) {
+				t.Errorf("%s: %d %v; want 400 with %s", body, status, m, want)
+			}
+		}
+	})
+	t.Run("feature store stopped", func(t *testing.T) {
+		store.Pause()
+		defer store.Resume()
+		// Entities no earlier query asked, so that no cached answer hides
+		// the lookup.
+		for _, tc := range []struct {
+			app  string
+			want answerWant
+		}{
+			{"defaults", answerWant{"[8,-1,-2]", false, ""}},
+			{"fallback", answerWant{"-1", true, "features: the feature store did not answer within 30ms"}},
+		} {
+			status, m := predict(tc.app, `{"input": [8], "entity": {"user_id": "1"}}`)
+			if status != 200 || !tc.want.matches(m) {
+				t.Errorf("%s: %d %v; want %+v", tc.app, status, m, tc.want)
+			}
+		}
+		if status, m := predict("notfound", `{"input": [8], "entity": {"user_id": "1"}}`); status != 503 {
+			t.Errorf("notfound: %d %v; want 503: whether the entity exists is unknown", status, m)
+		}
+	})
+}
+
+// answerWant is what a query API answer must hold: its output as JSON
+// ("" for an error), whether it is the default output, and a text its
+// explanation or error contains.
+type answerWant struct {
+	output    string
+	isDefault bool
+	why       string
+}
+
+func (w answerWant) matches(m map[string]any) bool {
+	why, _ := m["default_explanation"].(string)
+	if w.output == "" {
+		why, _ = m["error"].(string)
+		return strings.Contains(why, w.why)
+	}
+	return mustJSON(m["output"]) == w.output && m["default"] == w.isDefault && strings.Contains(why, w.why)
+}
+
+// lookupCount is how many lookups app's histogram has counted.
+func lookupCount(t *testing.T, reg *prometheus.Registry, app string) uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	must(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "sloproxy_feature_lookup_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == app {
+				return m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return 0
+}

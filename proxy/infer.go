@@ -1,0 +1,346 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
+	"github.com/sloproxy/sloproxy/slo"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// InferRequest is an Open Inference Protocol inference request as a
+// transport (the REST endpoint, the gRPC service) decoded it. Both go
+// through Proxy.Infer: one query path for every front door.
+type InferRequest struct {
+	// Model names a model, or an app when no model has that name.
+	Model string
+	// Version names a model's version; "" means its current one. An app
+	// takes none.
+	Version string
+	// ID is the client's request id, returned with the answer.
+	ID string
+	// Timeout is the caller's deadline budget; it shortens the SLO's, never
+	// lengthens it. 0 means none.
+	Timeout time.Duration
+	// Priority is the OIP priority level: 0 the default, 1 the highest,
+	// larger numbers lower (see oipClass).
+	Priority uint32
+	// Inputs are the request's input tensors.
+	Inputs []InferInput
+	// Outputs names the outputs asked for; empty means all.
+	Outputs []string
+}
+
+// InferInput is one input tensor, its rows along dimension 0 decoded by
+// the transport from its own datatype: numbers as the RPC's little-endian
+// values of that datatype, BYTES as each element's bytes. Rows is nil for
+// a datatype sloproxy takes nowhere.
+type InferInput struct {
+	Name     string
+	Datatype string
+	Shape    []int64
+	Rows     [][]byte
+}
+
+// InferResult is the answer to an InferRequest.
+type InferResult struct {
+	// Model and Version are those of the model, or the app's name and
+	// Served's version for an app.
+	Model, Version string
+	// Outputs holds each row's output bytes.
+	Outputs [][]byte
+	// Default flags the rows answered with the app's default output, and
+	// Explanation gives the first one's reason. Only an app's rows can be
+	// flagged: a model addressed by name answers an error instead.
+	Default     []bool
+	Explanation string
+	// Served is the model:version that answered ("ensemble" for several).
+	Served string
+}
+
+// DefaultRows lists the rows answered with the app's default output,
+// comma-separated ("0,3"); "" when there are none.
+func (r *InferResult) DefaultRows() string {
+	var rows []byte
+	for i, d := range r.Default {
+		if d {
+			if len(rows) > 0 {
+				rows = append(rows, ',')
+			}
+			rows = strconv.AppendInt(rows, int64(i), 10)
+		}
+	}
+	return string(rows)
+}
+
+// Infer answers an OIP inference request over api ("oip", "grpc"): a
+// model's through its dispatcher, an app's as the query API answers it
+// (features, selection, default output). Either way through the
+// prediction cache, admission and batching, before the deadline: arrival
+// plus the SLO of the app (for a model, the smallest of its apps', else
+// Options.OIPTimeout), or the request's shorter Timeout.
+func (p *Proxy) Infer(ctx context.Context, api string, req *InferRequest) (*InferResult, error) {
+	start := time.Now()
+	p.metrics.inflight.Inc()
+	defer p.metrics.inflight.Dec()
+	snap := p.opts.Store.Snapshot()
+	if _, ok := snap.Model(req.Model); ok || req.Version != "" {
+		return p.inferModel(ctx, api, start, snap, req)
+	}
+	if app, ok := snap.App(req.Model); ok {
+		return p.inferApp(ctx, api, start, snap, app, req)
+	}
+	return nil, p.inferReject(api, "", errorf(ErrNotFound, "no model named %q (nor app)", clip.String(req.Model)))
+}
+
+// inferReject counts and logs, at debug as reject does, a request that
+// never became a query.
+func (p *Proxy) inferReject(api, app string, err error) error {
+	if ce := p.log.Check(zap.DebugLevel, "request rejected"); ce != nil {
+		ce.Write(zap.String("api", api), zap.String("app", app), zap.Error(err))
+	}
+	p.metrics.requests.WithLabelValues(api, app, "", outcomeError).Inc()
+	return err
+}
+
+// modelVersion resolves a model and version ("" is the current one).
+func modelVersion(snap *state.Snapshot, model, version string) (state.Model, state.ModelVersion, error) {
+	m, ok := snap.Model(model)
+	if !ok {
+		return m, state.ModelVersion{}, errorf(ErrNotFound, "no model named %q", clip.String(model))
+	}
+	if version == "" {
+		version = m.CurrentVersion
+	}
+	mv, ok := m.Version(version)
+	if !ok {
+		return m, mv, errorf(ErrNotFound, "model %q has no version %q", m.Name, clip.String(version))
+	}
+	return m, mv, nil
+}
+
+// inferModel answers a request addressed to a model: no app's default
+// output stands in, so every failure is an error, typed by oipError.
+func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, snap *state.Snapshot, req *InferRequest) (*InferResult, error) {
+	_, mv, err := modelVersion(snap, req.Model, req.Version)
+	if err != nil {
+		return nil, p.inferReject(api, "", err)
+	}
+	rows, _, err := p.inferRows(req, mv.InputType, nil)
+	if err != nil {
+		return nil, p.inferReject(api, "", err)
+	}
+	d := p.pool.get(mv.Model, mv.Version)
+	if d == nil {
+		return nil, p.inferReject(api, "", errorf(ErrUnavailable, "model %s version %s is not running on this proxy yet", mv.Model, mv.Version))
+	}
+	// The model's answers are cached as its apps' are, unless one of them
+	// keeps its answers out of the cache.
+	app := state.App{InputType: mv.InputType, SLO: p.opts.OIPTimeout}
+	if apps := snap.AppsOf(mv.Model); len(apps) > 0 {
+		app.SLO = time.Duration(math.MaxInt64)
+		for _, name := range apps {
+			if a, ok := snap.App(name); ok {
+				app.SLO, app.NoCache = min(app.SLO, a.SLO), app.NoCache || a.NoCache
+			}
+		}
+	}
+	timeout := app.SLO
+	if req.Timeout > 0 {
+		timeout = min(timeout, req.Timeout)
+	}
+	// Admission's refusal is an error here (429), not a default output.
+	pol := slo.Policy{Shed: slo.ShedReject, RetryAfter: time.Second}
+	ctx = dispatch.WithReserve(ctx, slo.Reserve(timeout, oipClass(req.Priority)))
+	t := target{mv: mv, d: d, model: d.Name()}
+	answers := make([]answer, len(rows))
+	for i := range answers {
+		answers[i].id, answers[i].model = req.ID, t.model
+	}
+	p.answerTarget(ctx, start.Add(timeout), t, app, pol, rows, answers)
+	p.metrics.latency.WithLabelValues(api, "").Observe(time.Since(start).Seconds())
+	errs := make([]error, len(answers))
+	outs := make([][]byte, len(answers))
+	for i := range answers {
+		errs[i], outs[i] = answers[i].cause, answers[i].output
+		if answers[i].err != nil {
+			errs[i] = answers[i].err
+		}
+	}
+	a := answer{id: req.ID, model: t.model, err: oipError(errs, t.model, timeout)}
+	p.record(api, "", &a)
+	if a.err != nil {
+		return nil, a.err
+	}
+	return &InferResult{Model: mv.Model, Version: mv.Version, Outputs: outs, Served: t.model}, nil
+}
+
+// inferApp answers a request addressed to an app, as its query API does.
+func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap *state.Snapshot, app state.App, req *InferRequest) (*InferResult, error) {
+	pol := p.opts.Policies.Get(app.Name)
+	limit, prio := app.SLO, app.Priority
+	if req.Timeout > 0 {
+		limit = min(limit, req.Timeout)
+	}
+	if class := oipClass(req.Priority); class != 0 {
+		if !pol.RequestPriority {
+			return nil, p.inferReject(api, app.Name, errorf(ErrBadInput, "parameter \"priority\": app %q does not let requests set their priority (its policy's request_priority is off)", app.Name))
+		}
+		prio += class
+	}
+	var keys []string
+	if l := p.opts.Features.Get(app.Name); l != nil {
+		keys = l.KeyFields()
+	}
+	rows, entities, err := p.inferRows(req, app.InputType, keys)
+	if err != nil {
+		return nil, p.inferReject(api, app.Name, err)
+	}
+	ctx = dispatch.WithReserve(withBudget(ctx, app, limit), slo.Reserve(limit, prio))
+	answers := p.answerApp(ctx, start.Add(limit), snap, app, pol, rows, entities)
+	now := time.Now()
+	latency := now.Sub(start)
+	p.metrics.latency.WithLabelValues(api, app.Name).Observe(latency.Seconds())
+	res := &InferResult{Model: app.Name, Outputs: make([][]byte, len(answers)), Default: make([]bool, len(answers))}
+	var failed error
+	for i := range answers {
+		a := &answers[i]
+		p.record(api, app.Name, a)
+		p.attain.record(app.Name, now, a.err == nil && !a.isDefault && latency <= limit)
+		if a.err != nil && failed == nil {
+			failed = fmt.Errorf("row %d: %w", i, a.err)
+		}
+		res.Outputs[i], res.Default[i] = a.output, a.isDefault
+		if a.isDefault && res.Explanation == "" {
+			res.Explanation = a.explanation
+		}
+		if res.Served == "" || res.Served == a.model {
+			res.Served = a.model
+		}
+	}
+	if failed != nil {
+		return nil, failed
+	}
+	if _, v, ok := cutLast(res.Served, ':'); ok {
+		res.Version = v
+	}
+	return res, nil
+}
+
+// cutLast cuts s around the last sep.
+func cutLast(s string, sep byte) (before, after string, found bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// inferRows checks the request's tensors against a model or app taking
+// it: the inputs named in entity (the feature lookup's key fields) are
+// BYTES columns of entity ids; exactly one other input holds the model's
+// rows (none is needed when entity ids are asked for: the features are
+// then the whole input). It returns the rows and each row's entity ids.
+func (p *Proxy) inferRows(req *InferRequest, it state.InputType, entity []string) ([][]byte, [][]string, error) {
+	for _, o := range req.Outputs {
+		if o != "output" {
+			return nil, nil, errorf(ErrBadInput, "unknown output %q: the model has one output, \"output\"", clip.String(o))
+		}
+	}
+	var data *InferInput
+	cols := make([][][]byte, len(entity))
+	n := -1
+	for i := range req.Inputs {
+		in := &req.Inputs[i]
+		name := clip.String(in.Name) // it appears only in errors
+		col := indexOf(entity, in.Name)
+		switch {
+		case col >= 0 && in.Datatype != "BYTES":
+			return nil, nil, errorf(ErrBadInput, "input %q holds entity ids: its datatype must be BYTES, not %q", name, in.Datatype)
+		case col >= 0:
+			cols[col] = in.Rows
+		case data != nil || (len(entity) == 0 && len(req.Inputs) != 1):
+			return nil, nil, errorf(ErrBadInput, "the request has %d inputs; the model takes one", len(req.Inputs))
+		default:
+			if want := oipDatatype(it); in.Datatype != want {
+				return nil, nil, errorf(ErrBadInput, "input %q has datatype %q; the model takes %s", name, in.Datatype, want)
+			}
+			data = in
+		}
+		if n >= 0 && len(in.Rows) != n {
+			return nil, nil, errorf(ErrBadInput, "input %q has %d rows, another %d; dimension 0 is the batch", name, len(in.Rows), n)
+		}
+		n = len(in.Rows)
+	}
+	for i, c := range cols {
+		if c == nil {
+			return nil, nil, errorf(ErrBadInput, "no input %q: the app looks its features up by it (a BYTES input, one id per row)", entity[i])
+		}
+	}
+	if n < 0 {
+		return nil, nil, errorf(ErrBadInput, "the request has no inputs; the model takes one")
+	}
+	if n > p.opts.MaxInputBatch {
+		return nil, nil, errorf(ErrBadInput, "the inputs have %d rows; the limit is %d", n, p.opts.MaxInputBatch)
+	}
+	rows := make([][]byte, n)
+	if data != nil {
+		rows = data.Rows
+	}
+	var ids [][]string
+	if len(entity) > 0 {
+		ids = make([][]string, n)
+		for r := range ids {
+			ids[r] = make([]string, len(entity))
+			for c := range entity {
+				ids[r][c] = string(cols[c][r])
+			}
+		}
+	}
+	for i := range rows {
+		if rows[i] == nil {
+			rows[i] = []byte{}
+		}
+	}
+	return rows, ids, nil
+}
+
+func indexOf(ss []string, s string) int {
+	for i, x := range ss {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// oipClass is the priority class of an OIP priority level, as Triton
+// reads the level: 0 or absent is the default, 1 the highest, larger
+// numbers lower. Level 1 (and the default) is class 0, and each level
+// below is one class lower, shed first when queues grow (see
+// slo.Reserve).
+func oipClass(level uint32) int {
+	if level <= 1 {
+		return 0
+	}
+	return -int(min(level, math.MaxInt32) - 1)
+}
+
+// RetryAfter reports whether err is a query admission refused that its
+// app answers with an error, and how long the caller should wait.
+func RetryAfter(err error) (time.Duration, bool) {
+	var shed *shedError
+	if errors.As(err, &shed) {
+		return shed.retryAfter, true
+	}
+	return 0, false
+}
