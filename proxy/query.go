@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,12 +26,6 @@ import (
 // errorf wraps kind with a message naming the problem.
 func errorf(kind error, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", kind, fmt.Sprintf(format, args...))
-}
-
-// predictRequest is the query API's body: exactly one of the two fields.
-type predictRequest struct {
-	Input      json.RawMessage   `json:"input"`
-	InputBatch []json.RawMessage `json:"input_batch"`
 }
 
 // answer is the outcome of one query.
@@ -140,39 +133,43 @@ func (p *Proxy) decodePredict(body []byte, app state.App) (batch bool, inputs []
 	if err := checkUTF8(body); err != nil {
 		return false, nil, err
 	}
-	var req predictRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		return false, nil, errorf(ErrBadInput, "body is not the JSON object {\"input\": ...} or {\"input_batch\": [...]}: %v", err)
+	e, err := decodeEnvelope(body)
+	if err != nil {
+		return false, nil, err
 	}
-	inputs, err = p.inputs(&req, app)
-	return req.InputBatch != nil, inputs, err
+	inputs, err = p.inputs(e, app)
+	return e.batch != nil, inputs, err
 }
 
-// inputs encodes the request's input or inputs for app.
-func (p *Proxy) inputs(req *predictRequest, app state.App) ([][]byte, error) {
+// inputs encodes the envelope's input or inputs for app.
+func (p *Proxy) inputs(e envelope, app state.App) ([][]byte, error) {
 	switch {
-	case req.Input != nil && req.InputBatch != nil:
+	case e.input != nil && e.batch != nil:
 		return nil, errorf(ErrBadInput, "body has both \"input\" and \"input_batch\"; send one")
-	case req.Input != nil:
-		in, err := encodeInput(req.Input, app.InputType, "input")
+	case e.input != nil:
+		in, err := encodeInput(e.input, app.InputType, "input")
 		if err != nil {
 			return nil, err
 		}
 		return [][]byte{in}, nil
-	case req.InputBatch == nil:
+	case e.batch == nil:
 		return nil, errorf(ErrBadInput, "body has neither \"input\" nor \"input_batch\"")
-	case len(req.InputBatch) == 0:
-		return nil, errorf(ErrBadInput, "\"input_batch\" is empty")
-	case len(req.InputBatch) > p.opts.MaxInputBatch:
-		return nil, errorf(ErrBadInput, "\"input_batch\" has %d inputs; the limit is %d", len(req.InputBatch), p.opts.MaxInputBatch)
 	}
-	ins := make([][]byte, len(req.InputBatch))
-	for i, raw := range req.InputBatch {
+	n := countElements(e.batch)
+	switch {
+	case n == 0:
+		return nil, errorf(ErrBadInput, "\"input_batch\" is empty")
+	case n > p.opts.MaxInputBatch:
+		return nil, errorf(ErrBadInput, "\"input_batch\" has %d inputs; the limit is %d", n, p.opts.MaxInputBatch)
+	}
+	ins := make([][]byte, n)
+	err := eachElement(e.batch, func(i int, raw []byte) error {
 		in, err := encodeInput(raw, app.InputType, "input_batch["+strconv.Itoa(i)+"]")
-		if err != nil {
-			return nil, err
-		}
 		ins[i] = in
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return ins, nil
 }
