@@ -101,6 +101,7 @@ type Proxy struct {
 	attain  *attainment
 	sel     *selection.Table
 	memory  *answered.Memory // the answered queries awaiting feedback; its writer runs in Run
+	choices sync.Map         // arm → the selection.Choice of that arm alone (see onlyChoice)
 	// background holds the shadow queries, each bounded by its query's
 	// deadline; Run waits for them.
 	background sync.WaitGroup

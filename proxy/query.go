@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,19 +42,6 @@ type answer struct {
 	cached      bool     // the output came from the cache, not from a model for this query
 }
 
-// readBody reads a body of at most the configured limit.
-func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.opts.MaxBodyBytes))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, err
-		}
-		return nil, errorf(ErrBadInput, "reading the body: %v", err)
-	}
-	return body, nil
-}
-
 // servePredict serves the query API for the app named in the path.
 func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName string) {
 	start := time.Now()
@@ -69,12 +55,15 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, "", errorf(ErrNotFound, "no app named %q", clip.String(appName)))
 		return
 	}
-	body, err := p.readBody(w, r)
+	buf := getBuffer()
+	body, err := p.readBodyInto(*buf, w, r)
 	if err != nil {
+		putBuffer(buf, *buf)
 		p.reject(w, appName, err)
 		return
 	}
 	batch, inputs, err := p.decodePredict(body, app)
+	putBuffer(buf, body)
 	if err != nil {
 		p.reject(w, appName, err)
 		return
@@ -92,7 +81,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 	answers := p.answerAll(ctx, start.Add(limit), snap, app, pol, inputs)
 	now := time.Now()
 	latency := now.Sub(start)
-	p.metrics.latency.WithLabelValues("rest", app.Name).Observe(latency.Seconds())
+	p.metrics.latencyOf("rest", app.Name).Observe(latency.Seconds())
 	for i := range answers {
 		p.record("rest", app.Name, &answers[i])
 		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= limit)
@@ -114,17 +103,23 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 			writeQueryError(w, a.id, a.err)
 			return
 		}
-		writeJSON(w, appendAnswer(make([]byte, 0, 256), &answers[0], latency))
+		out := getBuffer()
+		b := appendAnswer(*out, &answers[0], latency)
+		writeJSON(w, b)
+		putBuffer(out, b)
 		return
 	}
-	b := append(make([]byte, 0, 128*len(answers)), `{"batch_predictions":[`...)
+	out := getBuffer()
+	b := append(*out, `{"batch_predictions":[`...)
 	for i := range answers {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = appendAnswer(b, &answers[i], latency)
 	}
-	writeJSON(w, append(b, "]}"...))
+	b = append(b, "]}"...)
+	writeJSON(w, b)
+	putBuffer(out, b)
 }
 
 // decodePredict decodes a query API body for app into its inputs, encoded
@@ -254,6 +249,7 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 			p.predict(ctx, t, app, pol, inputs[i], key, &answers[i])
 			break
 		}
+		t := t // the goroutines' own copy, so that a single input's t stays on the stack
 		wg.Go(func() { p.predict(ctx, t, app, pol, inputs[i], key, &answers[i]) })
 	}
 	wg.Wait()
@@ -325,7 +321,7 @@ func (p *Proxy) record(api, app string, a *answer) {
 			ce.Write(zap.String("query_id", a.id), zap.String("app", app), zap.String("reason", a.explanation))
 		}
 	}
-	p.metrics.requests.WithLabelValues(api, app, a.model, outcome).Inc()
+	p.metrics.request(api, app, a.model, outcome).Inc()
 }
 
 // reject answers a request that never became a query (bad input, unknown
@@ -335,7 +331,7 @@ func (p *Proxy) reject(w http.ResponseWriter, app string, err error) {
 	if ce := p.log.Check(zap.DebugLevel, "request rejected"); ce != nil {
 		ce.Write(zap.String("app", app), zap.Int("status", status), zap.Error(err))
 	}
-	p.metrics.requests.WithLabelValues("rest", app, "", outcomeError).Inc()
+	p.metrics.request("rest", app, "", outcomeError).Inc()
 }
 
 // appendAnswer appends one answer as the query API's JSON object.
@@ -387,12 +383,16 @@ func (p *Proxy) remember(app state.App, inputs [][]byte, answers []answer) {
 			continue
 		}
 		arm, _, _ := strings.Cut(a.model, ":")
-		p.memory.Put(a.id, inputs[i], &answered.Query{App: app.Name, Outs: [][]byte{a.output},
-			Choice: selection.Choice{Arms: []string{arm}, Probs: []float64{1}}})
+		p.memory.Put(a.id, inputs[i], &answered.Query{App: app.Name, Outs: [][]byte{a.output}, Choice: p.onlyChoice(arm)})
 	}
 }
 
-func writeJSON(w http.ResponseWriter, b []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(append(b, '\n'))
+// onlyChoice is the choice of arm alone, made once per arm: nothing
+// changes a recorded choice, so every query of the arm shares it.
+func (p *Proxy) onlyChoice(arm string) selection.Choice {
+	if c, ok := p.choices.Load(arm); ok {
+		return c.(selection.Choice)
+	}
+	c, _ := p.choices.LoadOrStore(arm, selection.Choice{Arms: []string{arm}, Probs: []float64{1}})
+	return c.(selection.Choice)
 }
