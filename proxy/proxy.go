@@ -156,7 +156,7 @@ func New(opts Options) *Proxy {
 			TTL: opts.SharedQueries.TTL, Registry: opts.Registry, Logger: opts.Logger}),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
-	opts.Registry.MustRegister(p.attain, p.pool)
+	opts.Registry.MustRegister(p.attain, p.pool, memoryCollector{p.memory})
 	p.router = p.routes()
 	p.handler = p.withFastPredict(p.router)
 	return p
