@@ -396,6 +396,11 @@ func (v ModelVersion) clone() ModelVersion {
 	v.Runtime.DeviceIDs = cloneSlice(v.Runtime.DeviceIDs)
 	v.Runtime.Env = cloneMap(v.Runtime.Env)
 	v.Labels = cloneMap(v.Labels)
+	if len(v.ExampleInput) == 0 {
+		v.ExampleInput = nil
+	} else {
+		v.ExampleInput = slices.Clone(v.ExampleInput)
+	}
 	return v
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/sloproxy/sloproxy/config"
 	"github.com/sloproxy/sloproxy/containers/docker"
 	"github.com/sloproxy/sloproxy/containers/process"
+	"github.com/sloproxy/sloproxy/containers/profile"
 	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
@@ -215,12 +216,18 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	ran := make(chan struct{})
 	go func() { defer close(ran); p.Run(runCtx) }()
 	defer func() { cancelRun(); <-ran }()
+	// The jobs stop, at a checkpoint, before the dispatchers close.
+	batchJobs, err := startJobs(ctx, cfg, rdb, local, p, reg, log)
+	if err != nil {
+		return err
+	}
+	defer batchJobs.Close()
 
 	// Both listeners answer a handler's panic with a JSON 500 and log it
 	// with its stack, instead of dropping the connection.
 	recoverer := proxy.NewRecoverer(reg, log.Named("http"))
 	adminHandler := admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem,
-		MaxReplicas: cfg.Limits.MaxReplicas})
+		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs, Profiler: profile.Profiler{Encode: proxy.EncodeInput, DefaultBatch: cfg.Limits.DefaultBatchSize}})
 	servers := []*http.Server{
 		newServer(recoverer.Wrap("query", p.Handler()), log),
 		newServer(recoverer.Wrap("admin", adminHandler), log),
