@@ -79,6 +79,10 @@ func (m *Memory) Run(ctx context.Context) {
 // Size is how many answered queries this proxy remembers.
 func (m *Memory) Size() int { return m.size }
 
+// Held returns how many answered queries this proxy holds now, at most
+// Size, and the bytes of their records.
+func (m *Memory) Held() (queries, bytes int) { return m.own.held() }
+
 // SharedTTL is how long Redis keeps each answered query; 0 without Redis.
 func (m *Memory) SharedTTL() time.Duration {
 	if m.shared == nil {

@@ -25,6 +25,8 @@ import (
 type ring struct {
 	mu      sync.Mutex
 	recs    [][]byte         // by slot; nil: empty
+	count   int              // records in recs
+	bytes   int              // the sum of their capacities
 	next    int              // the slot the next record takes
 	byID    map[uint64]int32 // an id's hash to the slot of its query
 	byInput map[uint64]int32 // an (app, input) key's hash to the slot of the latest query with it
@@ -48,9 +50,28 @@ func (r *ring) put(id string, k inputKey, q *Query) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.claim()
-	r.recs[s] = encodeRec(nil, id, k.hash, q)
+	r.set(s, encodeRec(nil, id, k.hash, q))
 	r.byID[xxhash.Sum64String(id)] = s
 	r.byInput[keyHash(k)] = s
+}
+
+// set puts rec in slot s, counting its bytes; called with mu held.
+func (r *ring) set(s int32, rec []byte) {
+	if r.recs[s] != nil {
+		r.count--
+	}
+	if rec != nil {
+		r.count++
+	}
+	r.bytes += cap(rec) - cap(r.recs[s])
+	r.recs[s] = rec
+}
+
+// held returns how many records the ring holds and their bytes.
+func (r *ring) held() (n, bytes int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count, r.bytes
 }
 
 // forget empties slot s and the map entries that lead to it; called with
@@ -60,7 +81,7 @@ func (r *ring) forget(s int32) {
 	if old == nil {
 		return
 	}
-	r.recs[s] = nil
+	r.set(s, nil)
 	id, app, inHash, ok := recHead(old)
 	if !ok {
 		return
@@ -120,7 +141,7 @@ func (r *ring) restore(id string, q *Query) {
 		return
 	}
 	s := r.claim()
-	r.recs[s] = encodeRec(nil, id, 0, q)
+	r.set(s, encodeRec(nil, id, 0, q))
 	r.byID[xxhash.Sum64String(id)] = s
 }
 
@@ -159,7 +180,7 @@ func (r *ring) shadowed(id string, out []byte) {
 	q.shadowOut = out
 	next := encodeRec(nil, id, binary.LittleEndian.Uint64(rec[1:9]), q)
 	next[recTaken] = rec[recTaken]
-	r.recs[s] = next
+	r.set(s, next)
 }
 
 // keyHash is the hash of an (app, input) key.

@@ -145,3 +145,31 @@ func FuzzDecodeRec(f *testing.F) {
 		}
 	})
 }
+
+// TestRingHeldIsBounded checks that what the ring reports holding follows
+// its records: at most its size, and their bytes, back to 0 when empty.
+func TestRingHeldIsBounded(t *testing.T) {
+	r := newRing(3)
+	if n, b := r.held(); n != 0 || b != 0 {
+		t.Fatalf("empty: %d records, %d bytes", n, b)
+	}
+	for i := range 5 {
+		r.put(fmt.Sprint("q", i), key("app", fmt.Sprint("in", i)), single("app", "m", "out"))
+	}
+	n, b := r.held()
+	if n != 3 || b < 3*len("q0appmout") {
+		t.Fatalf("after 5 puts: %d records, %d bytes; want 3 records", n, b)
+	}
+	r.shadowed("q4", []byte("a longer shadow answer"))
+	if _, grown := r.held(); grown <= b {
+		t.Errorf("a shadow's answer left the bytes at %d (were %d)", grown, b)
+	}
+	for s := range int32(3) {
+		r.mu.Lock()
+		r.forget(s)
+		r.mu.Unlock()
+	}
+	if n, b := r.held(); n != 0 || b != 0 {
+		t.Errorf("all forgotten: %d records, %d bytes", n, b)
+	}
+}

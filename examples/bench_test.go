@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/internal/testutil"
@@ -13,7 +15,8 @@ import (
 // BenchmarkRoundTrip measures one PREDICT round trip from the Go client to
 // an echo container in another process over loopback: the Go noop and the
 // Python echo (internal/testutil/testdata/echo.py), with batches of 1 and
-// 64 inputs of 64 float32 (256 bytes) each.
+// 64 inputs of 64 float32 (256 bytes) each. It reports the mean, p50 and
+// p99 of one round trip.
 //
 //	go test -run '^$' -bench RoundTrip -benchmem ./examples/
 func BenchmarkRoundTrip(b *testing.B) {
@@ -37,12 +40,18 @@ func BenchmarkRoundTrip(b *testing.B) {
 				}
 				b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
 					ctx := context.Background()
+					var lat []time.Duration
 					b.ReportAllocs()
 					for b.Loop() {
+						start := time.Now()
 						if _, err := client.Predict(ctx, rpc.Bytes, batch); err != nil {
 							b.Fatal(err)
 						}
+						lat = append(lat, time.Since(start))
 					}
+					slices.Sort(lat)
+					b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 				})
 			}
 		})

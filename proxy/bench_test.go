@@ -74,9 +74,10 @@ func BenchmarkOverhead(b *testing.B) {
 	})
 }
 
-// BenchmarkHandler counts the handler's allocations per query, in-process
-// (the test's request and recorder included): answered by the noop
-// ("model"), and answered from the prediction cache's L1 ("cache-hit").
+// BenchmarkHandler counts the handler's own allocations per query,
+// in-process: one request and one response writer serve every iteration,
+// so what it counts is the proxy's. Answered by the noop ("model"), and
+// answered from the prediction cache's L1 ("cache-hit").
 func BenchmarkHandler(b *testing.B) {
 	addr := testutil.StartModel(b, []string{testutil.BuildGo(b, "./examples/noop"), "--input-type", "float32"}).Addr
 	c, err := cache.New(cache.Options{})
@@ -95,17 +96,47 @@ func BenchmarkHandler(b *testing.B) {
 				h = NewRecoverer(prometheus.NewRegistry(), nil).Wrap("query", h)
 			}
 			body := `{"input": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}`
+			rd := strings.NewReader(body)
+			req := httptest.NewRequest(http.MethodPost, "/apps/bench/predict", rd)
+			w := &benchWriter{header: http.Header{}}
 			b.ReportAllocs()
 			for b.Loop() {
-				req := httptest.NewRequest(http.MethodPost, "/apps/bench/predict", strings.NewReader(body))
-				w := httptest.NewRecorder()
+				rd.Reset(body)
+				w.reset()
 				h.ServeHTTP(w, req)
-				if w.Code != 200 {
-					b.Fatal(w.Code, w.Body.String())
+				if w.code != 200 || w.n == 0 {
+					b.Fatal(w.code, w.n)
 				}
 			}
 		})
 	}
+}
+
+// benchWriter is a reusable http.ResponseWriter that keeps the status and
+// counts the body's bytes.
+type benchWriter struct {
+	header http.Header
+	code   int
+	n      int
+}
+
+func (w *benchWriter) Header() http.Header { return w.header }
+
+func (w *benchWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *benchWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.n += len(b)
+	return len(b), nil
+}
+
+func (w *benchWriter) reset() {
+	clear(w.header)
+	w.code, w.n = 0, 0
 }
 
 // benchEnv is a started proxy with app "bench" on the noop at addr.
@@ -166,17 +197,20 @@ func latencies(b *testing.B, call func()) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
 
-// BenchmarkCacheHit compares cache hits through the whole proxy (HTTP
-// server, input parsing, key hashing, L1 lookup, answer) with a bare
-// net/http handler that decodes the same JSON and writes a response of the
-// same size. One load drives both: 64 goroutines posting over keep-alive
-// connections to a loopback server. The two take turns in rounds of 400 ms
-// (ABBA order), since on a 2-core machine whichever runs second in a
-// plain sequence is measured slower; it reports each one's requests per
-// second and their ratio. Run it once:
+// BenchmarkVsBare compares the proxy over real sockets with a bare
+// net/http handler that decodes the same JSON with encoding/json and
+// writes a response of the same size. One load drives both: 64
+// goroutines posting {"input": [16 zeros]} over keep-alive connections
+// to a loopback server. "cache-hit" is the proxy answering from L1 (HTTP,
+// input parsing, key hashing, lookup, answer); "model" is the proxy
+// asking the noop for every query (Cache-Control: no-cache). The two
+// servers take turns in rounds of 400 ms (ABBA order), since on a 2-core
+// machine whichever runs second in a plain sequence is measured slower;
+// it reports each one's requests per second and their ratio. Run it once
+// a count:
 //
-//	go test -run '^$' -bench CacheHit -benchtime 1x ./proxy/
-func BenchmarkCacheHit(b *testing.B) {
+//	go test -run '^$' -bench VsBare -benchtime 1x -count 3 ./proxy/
+func BenchmarkVsBare(b *testing.B) {
 	addr := testutil.StartModel(b, []string{testutil.BuildGo(b, "./examples/noop"), "--input-type", "float32"}).Addr
 	body := []byte(`{"input": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}`)
 	reg := prometheus.NewRegistry()
@@ -210,15 +244,25 @@ func BenchmarkCacheHit(b *testing.B) {
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128}}
 	defer client.CloseIdleConnections()
-	// load posts to url from 64 goroutines for d and returns the count.
-	load := func(url string, d time.Duration) int64 {
+	// load posts to url from 64 goroutines for d and returns the count;
+	// noCache asks the proxy to bypass its cache.
+	load := func(url string, noCache bool, d time.Duration) int64 {
 		var n atomic.Int64
 		stop := time.Now().Add(d)
 		var wg sync.WaitGroup
 		for range 64 {
 			wg.Go(func() {
 				for time.Now().Before(stop) {
-					resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+					req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					req.Header.Set("Content-Type", "application/json")
+					if noCache {
+						req.Header.Set("Cache-Control", "no-cache")
+					}
+					resp, err := client.Do(req)
 					if err != nil {
 						b.Error(err)
 						return
@@ -240,23 +284,28 @@ func BenchmarkCacheHit(b *testing.B) {
 	}
 	urls := map[string]string{"bare": bare.URL + "/", "proxy": proxySrv.URL + "/apps/bench/predict"}
 	const round = 400 * time.Millisecond
-	for b.Loop() {
-		counts := map[string]int64{}
-		load(urls["bare"], round/2) // warm up both: connections, caches
-		load(urls["proxy"], round/2)
-		for i := range 8 {
-			order := []string{"bare", "proxy"}
-			if i%2 == 1 {
-				order = []string{"proxy", "bare"}
+	for _, mode := range []string{"cache-hit", "model"} {
+		b.Run(mode, func(b *testing.B) {
+			noCache := mode == "model"
+			for b.Loop() {
+				counts := map[string]int64{}
+				load(urls["bare"], false, round/2) // warm up both: connections, caches
+				load(urls["proxy"], noCache, round/2)
+				for i := range 8 {
+					order := []string{"bare", "proxy"}
+					if i%2 == 1 {
+						order = []string{"proxy", "bare"}
+					}
+					for _, name := range order {
+						counts[name] += load(urls[name], noCache && name == "proxy", round)
+					}
+				}
+				secs := (8 * round).Seconds()
+				b.ReportMetric(float64(counts["bare"])/secs, "bare-req/s")
+				b.ReportMetric(float64(counts["proxy"])/secs, "proxy-req/s")
+				b.ReportMetric(float64(counts["proxy"])/float64(counts["bare"]), "proxy/bare")
 			}
-			for _, name := range order {
-				counts[name] += load(urls[name], round)
-			}
-		}
-		secs := (8 * round).Seconds()
-		b.ReportMetric(float64(counts["bare"])/secs, "bare-req/s")
-		b.ReportMetric(float64(counts["proxy"])/secs, "proxy-req/s")
-		b.ReportMetric(float64(counts["proxy"])/float64(counts["bare"]), "proxy/bare")
+		})
 	}
 	if n := testutilCounter(b, p, "sloproxy_cache_hits_total"); n == 0 {
 		b.Fatal("the proxy answered without a cache hit")

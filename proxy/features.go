@@ -56,20 +56,20 @@ func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.S
 // entities returns, for an app with features, each of the n inputs'
 // values of the lookup's key fields, from the body's "entity" or
 // "entity_batch"; nil for an app without.
-func (p *Proxy) entities(req *predictRequest, app state.App, n int) ([][]string, error) {
+func (p *Proxy) entities(e envelope, app state.App, n int) ([][]string, error) {
 	l := p.opts.Features.Get(app.Name)
 	if l == nil {
-		if req.Entity != nil || req.EntityBatch != nil {
+		if e.entity != nil || e.entityBatch != nil {
 			return nil, errorf(ErrBadInput, "app %q looks no features up: the body takes no \"entity\" or \"entity_batch\"", app.Name)
 		}
 		return nil, nil
 	}
-	objs := req.EntityBatch
+	objs := e.entityBatch
 	what := "entity_batch"
-	if req.InputBatch == nil {
-		objs, what = []map[string]string{req.Entity}, "entity"
+	if e.batch == nil {
+		objs, what = []map[string]string{e.entity}, "entity"
 	}
-	if req.InputBatch != nil && len(objs) != n {
+	if e.batch != nil && len(objs) != n {
 		return nil, errorf(ErrBadInput, "\"entity_batch\" has %d objects for %d inputs; send one per input", len(objs), n)
 	}
 	keys := l.KeyFields()
@@ -80,7 +80,7 @@ func (p *Proxy) entities(req *predictRequest, app state.App, n int) ([][]string,
 			v, ok := obj[key]
 			if !ok {
 				where := what
-				if req.InputBatch != nil {
+				if e.batch != nil {
 					where += "[" + strconv.Itoa(i) + "]"
 				}
 				return nil, errorf(ErrBadInput, "%s has no %q: app %q looks its features up by it", where, key, app.Name)

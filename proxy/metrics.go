@@ -1,6 +1,10 @@
 package proxy
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the query path's Prometheus metrics.
 type metrics struct {
@@ -8,6 +12,36 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	inflight prometheus.Gauge
 	shed     *prometheus.CounterVec
+
+	// The query path's series, looked up once per label set rather than
+	// hashed on every query; the label sets are bounded by the apps and
+	// model versions in the state (names from a URL never get here).
+	counters  sync.Map // requestLabels → prometheus.Counter
+	observers sync.Map // latencyLabels → prometheus.Observer
+}
+
+type requestLabels struct{ api, app, model, outcome string }
+
+type latencyLabels struct{ api, app string }
+
+// request is the requests counter of one label set.
+func (m *metrics) request(api, app, model, outcome string) prometheus.Counter {
+	k := requestLabels{api, app, model, outcome}
+	if c, ok := m.counters.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := m.counters.LoadOrStore(k, m.requests.WithLabelValues(api, app, model, outcome))
+	return c.(prometheus.Counter)
+}
+
+// latencyOf is the latency histogram of one API and app.
+func (m *metrics) latencyOf(api, app string) prometheus.Observer {
+	k := latencyLabels{api, app}
+	if o, ok := m.observers.Load(k); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := m.observers.LoadOrStore(k, m.latency.WithLabelValues(api, app))
+	return o.(prometheus.Observer)
 }
 
 // Outcomes of a query, the outcome label's values.

@@ -114,6 +114,7 @@ type Proxy struct {
 	attain  *attainment
 	sel     *selection.Table
 	memory  *answered.Memory // the answered queries awaiting feedback; its writer runs in Run
+	choices sync.Map         // arm → the selection.Choice of that arm alone (see onlyChoice)
 	// background holds the shadow queries, each bounded by its query's
 	// deadline; Run waits for them.
 	background sync.WaitGroup
@@ -168,7 +169,7 @@ func New(opts Options) *Proxy {
 			TTL: opts.SharedQueries.TTL, SharedSize: opts.SharedQueries.Size, Registry: opts.Registry, Logger: opts.Logger}),
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
-	opts.Registry.MustRegister(p.attain, p.pool)
+	opts.Registry.MustRegister(p.attain, p.pool, memoryCollector{p.memory})
 	p.router = p.routes()
 	p.handler = p.withFastPredict(p.router)
 	return p

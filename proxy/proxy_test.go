@@ -360,6 +360,9 @@ func TestMetricsEndpoint(t *testing.T) {
 		`sloproxy_queue_wait_seconds_count{model="noop",version="1"} 1`,
 		`sloproxy_replica_healthy{model="noop",replica=`,
 		"sloproxy_requests_in_flight 0",
+		"sloproxy_recent_queries 1\n",
+		"sloproxy_recent_queries_capacity 65536\n",
+		"sloproxy_recent_queries_bytes ",
 	} {
 		if !bytes.Contains(body, []byte(want)) {
 			t.Errorf("/metrics lacks %s", want)

@@ -2,10 +2,8 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -29,17 +27,6 @@ func errorf(kind error, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", kind, fmt.Sprintf(format, args...))
 }
 
-// predictRequest is the query API's body: exactly one of the two fields.
-type predictRequest struct {
-	Input      json.RawMessage   `json:"input"`
-	InputBatch []json.RawMessage `json:"input_batch"`
-	// Entity and EntityBatch carry the request fields that an app with
-	// features builds its lookup keys from: one object for "input", one
-	// per input of "input_batch".
-	Entity      map[string]string   `json:"entity"`
-	EntityBatch []map[string]string `json:"entity_batch"`
-}
-
 // answer is the outcome of one query.
 type answer struct {
 	id          string
@@ -56,19 +43,6 @@ type answer struct {
 	cause       error    // the model path's failure that the default output stands in for
 }
 
-// readBody reads a body of at most the configured limit.
-func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.opts.MaxBodyBytes))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, err
-		}
-		return nil, errorf(ErrBadInput, "reading the body: %v", err)
-	}
-	return body, nil
-}
-
 // servePredict serves the query API for the app named in the path.
 func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName string) {
 	start := time.Now()
@@ -82,12 +56,15 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, "", errorf(ErrNotFound, "no app named %q", clip.String(appName)))
 		return
 	}
-	body, err := p.readBody(w, r)
+	buf := getBuffer()
+	body, err := p.readBodyInto(*buf, w, r)
 	if err != nil {
+		putBuffer(buf, *buf)
 		p.reject(w, appName, err)
 		return
 	}
 	batch, inputs, entities, err := p.decodePredict(body, app)
+	putBuffer(buf, body)
 	if err != nil {
 		p.reject(w, appName, err)
 		return
@@ -109,7 +86,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 	answers := p.answerApp(ctx, start.Add(limit), snap, app, pol, inputs, entities)
 	now := time.Now()
 	latency := now.Sub(start)
-	p.metrics.latency.WithLabelValues("rest", app.Name).Observe(latency.Seconds())
+	p.metrics.latencyOf("rest", app.Name).Observe(latency.Seconds())
 	for i := range answers {
 		p.record("rest", app.Name, &answers[i])
 		p.attain.record(app.Name, now, answers[i].err == nil && !answers[i].isDefault && latency <= limit)
@@ -131,17 +108,23 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 			writeQueryError(w, a.id, a.err)
 			return
 		}
-		writeJSON(w, appendAnswer(make([]byte, 0, 256), &answers[0], latency))
+		out := getBuffer()
+		b := appendAnswer(*out, &answers[0], latency)
+		writeJSON(w, b)
+		putBuffer(out, b)
 		return
 	}
-	b := append(make([]byte, 0, 128*len(answers)), `{"batch_predictions":[`...)
+	out := getBuffer()
+	b := append(*out, `{"batch_predictions":[`...)
 	for i := range answers {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = appendAnswer(b, &answers[i], latency)
 	}
-	writeJSON(w, append(b, "]}"...))
+	b = append(b, "]}"...)
+	writeJSON(w, b)
+	putBuffer(out, b)
 }
 
 // decodePredict decodes a query API body for app into its inputs, encoded
@@ -151,42 +134,46 @@ func (p *Proxy) decodePredict(body []byte, app state.App) (batch bool, inputs []
 	if err := checkUTF8(body); err != nil {
 		return false, nil, nil, err
 	}
-	var req predictRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		return false, nil, nil, errorf(ErrBadInput, "body is not the JSON object {\"input\": ...} or {\"input_batch\": [...]}: %v", err)
+	e, err := decodeEnvelope(body)
+	if err != nil {
+		return false, nil, nil, err
 	}
-	inputs, err = p.inputs(&req, app)
+	inputs, err = p.inputs(e, app)
 	if err == nil {
-		entities, err = p.entities(&req, app, len(inputs))
+		entities, err = p.entities(e, app, len(inputs))
 	}
-	return req.InputBatch != nil, inputs, entities, err
+	return e.batch != nil, inputs, entities, err
 }
 
-// inputs encodes the request's input or inputs for app.
-func (p *Proxy) inputs(req *predictRequest, app state.App) ([][]byte, error) {
+// inputs encodes the envelope's input or inputs for app.
+func (p *Proxy) inputs(e envelope, app state.App) ([][]byte, error) {
 	switch {
-	case req.Input != nil && req.InputBatch != nil:
+	case e.input != nil && e.batch != nil:
 		return nil, errorf(ErrBadInput, "body has both \"input\" and \"input_batch\"; send one")
-	case req.Input != nil:
-		in, err := encodeInput(req.Input, app.InputType, "input")
+	case e.input != nil:
+		in, err := encodeInput(e.input, app.InputType, "input")
 		if err != nil {
 			return nil, err
 		}
 		return [][]byte{in}, nil
-	case req.InputBatch == nil:
+	case e.batch == nil:
 		return nil, errorf(ErrBadInput, "body has neither \"input\" nor \"input_batch\"")
-	case len(req.InputBatch) == 0:
-		return nil, errorf(ErrBadInput, "\"input_batch\" is empty")
-	case len(req.InputBatch) > p.opts.MaxInputBatch:
-		return nil, errorf(ErrBadInput, "\"input_batch\" has %d inputs; the limit is %d", len(req.InputBatch), p.opts.MaxInputBatch)
 	}
-	ins := make([][]byte, len(req.InputBatch))
-	for i, raw := range req.InputBatch {
+	n := countElements(e.batch)
+	switch {
+	case n == 0:
+		return nil, errorf(ErrBadInput, "\"input_batch\" is empty")
+	case n > p.opts.MaxInputBatch:
+		return nil, errorf(ErrBadInput, "\"input_batch\" has %d inputs; the limit is %d", n, p.opts.MaxInputBatch)
+	}
+	ins := make([][]byte, n)
+	err := eachElement(e.batch, func(i int, raw []byte) error {
 		in, err := encodeInput(raw, app.InputType, "input_batch["+strconv.Itoa(i)+"]")
-		if err != nil {
-			return nil, err
-		}
 		ins[i] = in
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return ins, nil
 }
@@ -278,6 +265,7 @@ func (p *Proxy) answerTarget(parent context.Context, deadline time.Time, t targe
 			p.predict(ctx, t, app, pol, inputs[i], key, &answers[i])
 			break
 		}
+		t := t // the goroutines' own copy, so that a single input's t stays on the stack
 		wg.Go(func() { p.predict(ctx, t, app, pol, inputs[i], key, &answers[i]) })
 	}
 	wg.Wait()
@@ -351,7 +339,7 @@ func (p *Proxy) record(api, app string, a *answer) {
 			ce.Write(zap.String("query_id", a.id), zap.String("app", app), zap.String("reason", a.explanation))
 		}
 	}
-	p.metrics.requests.WithLabelValues(api, app, a.model, outcome).Inc()
+	p.metrics.request(api, app, a.model, outcome).Inc()
 }
 
 // reject answers a request that never became a query (bad input, unknown
@@ -361,7 +349,7 @@ func (p *Proxy) reject(w http.ResponseWriter, app string, err error) {
 	if ce := p.log.Check(zap.DebugLevel, "request rejected"); ce != nil {
 		ce.Write(zap.String("app", app), zap.Int("status", status), zap.Error(err))
 	}
-	p.metrics.requests.WithLabelValues("rest", app, "", outcomeError).Inc()
+	p.metrics.request("rest", app, "", outcomeError).Inc()
 }
 
 // appendAnswer appends one answer as the query API's JSON object.
@@ -413,12 +401,16 @@ func (p *Proxy) remember(app state.App, inputs [][]byte, answers []answer) {
 			continue
 		}
 		arm, _, _ := strings.Cut(a.model, ":")
-		p.memory.Put(a.id, inputs[i], &answered.Query{App: app.Name, Outs: [][]byte{a.output},
-			Choice: selection.Choice{Arms: []string{arm}, Probs: []float64{1}}})
+		p.memory.Put(a.id, inputs[i], &answered.Query{App: app.Name, Outs: [][]byte{a.output}, Choice: p.onlyChoice(arm)})
 	}
 }
 
-func writeJSON(w http.ResponseWriter, b []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(append(b, '\n'))
+// onlyChoice is the choice of arm alone, made once per arm: nothing
+// changes a recorded choice, so every query of the arm shares it.
+func (p *Proxy) onlyChoice(arm string) selection.Choice {
+	if c, ok := p.choices.Load(arm); ok {
+		return c.(selection.Choice)
+	}
+	c, _ := p.choices.LoadOrStore(arm, selection.Choice{Arms: []string{arm}, Probs: []float64{1}})
+	return c.(selection.Choice)
 }

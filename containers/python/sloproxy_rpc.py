@@ -336,12 +336,32 @@ class Server:
             s.close()
 
     def _serve_conn(self, sock):
-        lock, slots = threading.Lock(), threading.BoundedSemaphore(self.max_inflight)
+        """Serve one connection with max_inflight threads that take turns at reading
+        (leader/follower): the thread that reads a PREDICT answers it itself, after
+        letting the next thread read, so no request waits for a hand-off to another
+        thread, nor for the interpreter's switch interval to pass the GIL to it. When
+        every thread is computing or waiting for the model, nobody reads: backpressure."""
+        write_lock, read_lock = threading.Lock(), threading.Lock()
+        ended = threading.Event()
 
         def send(msg):
             data = encode(msg)
-            with lock:
+            with write_lock:
                 sock.sendall(data)
+
+        def work():
+            try:
+                while True:
+                    with read_lock:
+                        m = None if ended.is_set() else self._next_predict(f, send)
+                        if m is None:
+                            return
+                    send(self._answer(m))
+            except (OSError, Truncated):
+                pass  # connection lost or truncated frame: close
+            finally:
+                ended.set()  # whichever way a thread stops, the connection ends
+                self._close_conn(sock)
 
         try:
             nonce = os.urandom(AUTH_NONCE_LEN) if self.secret else b""
@@ -352,42 +372,19 @@ class Server:
                 if refusal:
                     print("sloproxy_rpc: refused peer %s: %s" % (sock.getpeername()[0], refusal.message),
                           file=sys.stderr, flush=True)
-                    return send(refusal)
-            while True:
-                try:
-                    frame = read_frame(f, self.max_frame)
-                except RPCError as e:  # BAD_FRAME, FRAME_TOO_LARGE: answer, then close
-                    return send(e)
-                if frame is None:
-                    return
-                typ, payload = frame
-                if typ not in (PING, PREDICT):
-                    send(RPCError(UNKNOWN_TYPE, "unknown message type %d" % typ if typ not in TYPE_NAMES
-                                  else "a container does not accept %s" % TYPE_NAMES[typ]))
-                    continue
-                try:
-                    m = decode(typ, payload)
-                    if typ == PING:
-                        send(Pong(m.nonce))
-                        continue
-                    if m.input_type != self.input_type:
-                        raise RPCError(WRONG_INPUT_TYPE, "model takes %s, request has %s" % (
-                            INPUT_TYPE_NAMES[self.input_type], INPUT_TYPE_NAMES[m.input_type]), m.request_id)
-                    if len(m.inputs) > self.max_batch:
-                        raise RPCError(BATCH_TOO_LARGE, "batch of %d items exceeds max_batch %d"
-                                       % (len(m.inputs), self.max_batch), m.request_id)
-                except RPCError as e:
-                    send(e)
-                    continue
-                slots.acquire()  # at max_inflight, stop reading: backpressure
-                threading.Thread(target=self._run, args=(m, send, slots), daemon=True).start()
+                    send(refusal)
+                    return self._close_conn(sock)
         except (OSError, Truncated):
-            pass  # connection lost or truncated frame: close
-        finally:
-            self.conns.discard(sock)
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+            return self._close_conn(sock)
+        for _ in range(self.max_inflight - 1):
+            threading.Thread(target=work, daemon=True).start()
+        work()
+
+    def _close_conn(self, sock):
+        self.conns.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
     def _authenticate(self, sock, f, nonce):
         """None when the peer's first frame is an AUTH that answers nonce, else the ERROR to send."""
@@ -406,13 +403,36 @@ class Server:
             sock.settimeout(None)
         return RPCError(UNAUTHENTICATED, "authentication failed: " + why)
 
-    def _run(self, m, send, slots):
-        try:
-            send(self._answer(m))
-        except Exception:  # connection lost (or a bug here): nothing more to do
-            pass
-        finally:
-            slots.release()
+    def _next_predict(self, f, send):
+        """Read frames from f, answering PINGs and bad requests, until a PREDICT to
+        compute; None when the connection is to close."""
+        while True:
+            try:
+                frame = read_frame(f, self.max_frame)
+            except RPCError as e:  # BAD_FRAME, FRAME_TOO_LARGE: answer, then close
+                send(e)
+                return None
+            if frame is None:
+                return None
+            typ, payload = frame
+            if typ not in (PING, PREDICT):
+                send(RPCError(UNKNOWN_TYPE, "unknown message type %d" % typ if typ not in TYPE_NAMES
+                              else "a container does not accept %s" % TYPE_NAMES[typ]))
+                continue
+            try:
+                m = decode(typ, payload)
+                if typ == PING:
+                    send(Pong(m.nonce))
+                    continue
+                if m.input_type != self.input_type:
+                    raise RPCError(WRONG_INPUT_TYPE, "model takes %s, request has %s" % (
+                        INPUT_TYPE_NAMES[self.input_type], INPUT_TYPE_NAMES[m.input_type]), m.request_id)
+                if len(m.inputs) > self.max_batch:
+                    raise RPCError(BATCH_TOO_LARGE, "batch of %d items exceeds max_batch %d"
+                                   % (len(m.inputs), self.max_batch), m.request_id)
+                return m
+            except RPCError as e:
+                send(e)
 
     def _answer(self, m):
         try:
