@@ -157,6 +157,10 @@ type ModelVersion struct {
 	Runtime RuntimeSpec `json:"runtime"`
 	// Replicas is the desired number of replicas, at least 1.
 	Replicas int `json:"replicas"`
+	// Autoscale, when set, has the autoscaler set Replicas from the
+	// version's demand, within its bounds. nil means Replicas stays as
+	// set.
+	Autoscale *Autoscale `json:"autoscale,omitempty"`
 	// BatchSize caps the batch size; zero means the batching controller's
 	// default.
 	BatchSize int `json:"batch_size,omitempty"`

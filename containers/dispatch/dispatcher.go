@@ -187,6 +187,7 @@ type Dispatcher struct {
 	q       *queue
 	gov     atomic.Pointer[governor] // nil: no admission, no pacing
 	healthy atomic.Int32
+	counts  struct{ arrived, shed, answered atomic.Uint64 } // see Counts
 	ctx     context.Context
 
 	mu       sync.Mutex // guards replicas and closed
@@ -360,6 +361,19 @@ func (d *Dispatcher) Replicas() (addrs []string, healthy int) {
 	return addrs, healthy
 }
 
+// Counts are a dispatcher's query counts since it was made: what the
+// autoscaler reads as demand, and cost divides by.
+type Counts struct {
+	// Arrived counts the queries Predict was asked, Shed those admission
+	// refused, Answered those a replica answered with an output.
+	Arrived, Shed, Answered uint64
+}
+
+// Counts returns the query counts so far.
+func (d *Dispatcher) Counts() Counts {
+	return Counts{Arrived: d.counts.arrived.Load(), Shed: d.counts.shed.Load(), Answered: d.counts.answered.Load()}
+}
+
 // Queued is the number of queries waiting for a replica.
 func (d *Dispatcher) Queued() int { return d.q.len() }
 
@@ -389,6 +403,7 @@ func (d *Dispatcher) Close() {
 func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, replica string, err error) {
 	q := &query{ctx: ctx, input: input, enqueued: d.opts.Now(), reply: make(chan result, 1)}
 	q.deadline, _ = ctx.Deadline()
+	d.counts.arrived.Add(1)
 	if err := d.admit(q); err != nil {
 		return nil, "", err
 	}
@@ -407,6 +422,7 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 		if r.out.Err != "" {
 			return nil, r.replica, &ModelError{Model: d.opts.Model, Version: d.opts.Version, Message: r.out.Err}
 		}
+		d.counts.answered.Add(1)
 		return r.out.Data, r.replica, nil
 	case <-ctx.Done():
 		d.q.remove(q)
@@ -457,6 +473,7 @@ func (d *Dispatcher) admit(q *query) error {
 	p, err := g.Admit(Arrival{Model: d.name, Arrived: q.enqueued, Deadline: q.deadline, Reserve: reserveOf(q.ctx),
 		Queued: queued, Replicas: replicas, Slots: d.opts.Slots, Sizes: d})
 	if err != nil {
+		d.counts.shed.Add(1)
 		if d.metrics != nil {
 			d.metrics.shed.Inc()
 		}
