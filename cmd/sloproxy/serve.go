@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sloproxy/sloproxy/autoscale"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/config"
 	"github.com/sloproxy/sloproxy/containers/docker"
@@ -203,12 +204,20 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		RecentQueries:    cfg.Feedback.Recent,
 		SharedQueries:    sharedQueries(cfg, rdb),
 	})
+	// The autoscaler writes replica counts to the store: it stops before
+	// the store closes.
+	scaler := autoscale.New(store, p, autoscale.NewMetrics(reg), autoscale.Options{MaxReplicas: cfg.Limits.MaxReplicas,
+		Pricing: cfg.Pricing(), Logger: log.Named("autoscale")})
+	if err := scaler.Start(ctx); err != nil {
+		return err
+	}
+	defer func() { _ = scaler.Close() }()
 	// The reloader writes to the store: it stops before the store closes,
 	// also when a failed listener, not ctx, ends the run.
 	var reloading sync.WaitGroup
 	hupCtx, endHup := context.WithCancel(ctx)
 	defer func() { endHup(); reloading.Wait() }()
-	reloading.Go(func() { watchConfig(hupCtx, path, cfg, store, p, reg, hup, log.Named("config")) })
+	reloading.Go(func() { watchConfig(hupCtx, path, cfg, store, p, scaler, reg, hup, log.Named("config")) })
 	// The dispatchers outlive the listeners: runCtx ends only after the
 	// HTTP servers have answered what they hold.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
@@ -268,10 +277,14 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 
 // watchConfig reloads the configuration at path on each SIGHUP and change
 // of the file until ctx is done; with no path it logs and ignores SIGHUP.
-func watchConfig(ctx context.Context, path string, cfg *config.Config, store *state.Store, p *proxy.Proxy, reg prometheus.Registerer,
-	hup <-chan os.Signal, log *zap.Logger) {
+func watchConfig(ctx context.Context, path string, cfg *config.Config, store *state.Store, p *proxy.Proxy, scaler *autoscale.Autoscaler,
+	reg prometheus.Registerer, hup <-chan os.Signal, log *zap.Logger) {
 	if path != "" {
-		apply := func(c *config.Config) { p.ApplyPolicies(c.Policies()); p.ApplySelection(c.Selections()) }
+		apply := func(c *config.Config) {
+			p.ApplyPolicies(c.Policies())
+			p.ApplySelection(c.Selections())
+			scaler.SetPricing(c.Pricing())
+		}
 		newReloader(path, cfg, store, apply, reg, log).Run(ctx, hup)
 		return
 	}
