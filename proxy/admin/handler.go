@@ -42,6 +42,9 @@ type Options struct {
 	// Nil means no version has one: this proxy runs no runtime, or its
 	// problems are not reported.
 	Problem func(model, version string) string
+	// Usage says what a model version's replicas used, answered as the
+	// version's "usage". Nil, or ok false, means none is shown.
+	Usage func(model, version string) (u Usage, ok bool)
 	// MaxReplicas bounds the replica count a version may be registered or
 	// scaled to (the configuration's limits.max_replicas); a larger count
 	// is answered 400 naming the limit. 0 means no bound beyond the
@@ -63,6 +66,7 @@ const (
 	pathVersions = pathModel + "/versions"
 	pathVersion  = pathVersions + "/{version}"
 	pathReplicas = pathVersion + "/replicas"
+	pathScale    = pathVersion + "/autoscale"
 	pathPurge    = pathPrefix + "/cache/purge"
 )
 
@@ -84,6 +88,8 @@ type handler struct {
 
 	// problem is Options.Problem, never nil.
 	problem func(model, version string) string
+	// usage is Options.Usage, never nil.
+	usage func(model, version string) (Usage, bool)
 	// maxReplicas is Options.MaxReplicas.
 	maxReplicas int
 }
@@ -95,12 +101,15 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 
 func newHandler(store *state.Store, opts Options) *handler {
 	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem,
-		maxReplicas: opts.MaxReplicas}
+		usage: opts.Usage, maxReplicas: opts.MaxReplicas}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
 	if h.problem == nil {
 		h.problem = func(string, string) string { return "" }
+	}
+	if h.usage == nil {
+		h.usage = func(string, string) (Usage, bool) { return Usage{}, false }
 	}
 	if opts.Token != "" {
 		sum := sha256.Sum256([]byte(opts.Token))
@@ -139,6 +148,7 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodPost, pathVersions, h.registerVersion)
 	handle(http.MethodDelete, pathVersion, h.deleteVersion)
 	handle(http.MethodPut, pathReplicas, h.setReplicas)
+	handle(http.MethodPut, pathScale, h.setAutoscale)
 
 	handle(http.MethodPost, pathPurge, h.purgeCache)
 
