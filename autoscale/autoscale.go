@@ -276,8 +276,13 @@ func (v *version) tick(now time.Time, mv state.ModelVersion, o Observation, obse
 		b.Max = min(b.Max, opts.MaxReplicas)
 		b.Min = min(b.Min, b.Max)
 	}
-	demand = float64(o.Arrived-prev.Arrived) / now.Sub(prevAt).Seconds()
-	n, why = v.rule.Decide(Input{Now: now, Demand: demand, Shed: o.Shed > prev.Shed, Capacity: o.Capacity,
+	arrived := o.Arrived - prev.Arrived
+	demand = float64(arrived) / now.Sub(prevAt).Seconds()
+	shedShare := 0.0
+	if arrived > 0 && o.Shed >= prev.Shed {
+		shedShare = float64(o.Shed-prev.Shed) / float64(arrived)
+	}
+	n, why = v.rule.Decide(Input{Now: now, Demand: demand, ShedShare: shedShare, Capacity: o.Capacity,
 		Replicas: mv.Replicas, Ready: o.Ready, Bounds: b})
 	return n, why, demand
 }

@@ -132,14 +132,18 @@ func TestDecisionRule(t *testing.T) {
 		step(15*time.Second, 1, "no load: down to min")
 		step(15*time.Second, 1, "never below min")
 
-		// A shed while replicas are still starting adds none; with every
-		// replica ready it adds one, with the fit unknown or not.
-		load.set(func(f *fakeLoad) { f.capacity, f.starting, f.shed = 0, 1, f.shed+1 })
-		step(2*time.Second, 1, "a shed while a replica starts")
-		load.set(func(f *fakeLoad) { f.starting, f.shed = 0, f.shed+1 })
-		step(1500*time.Millisecond, 2, "up on a shed")
+		// With the fit unknown: sheds within the budget add no replica,
+		// nor do sheds while a replica is still starting; sheds beyond it
+		// with every replica ready add one.
+		load.set(func(f *fakeLoad) { f.rate, f.capacity = 1000, 0 })
+		load.set(func(f *fakeLoad) { f.shed += 5 }) // 0.5% of a second's arrivals
+		step(2*time.Second, 1, "sheds within the budget")
+		load.set(func(f *fakeLoad) { f.starting, f.shed = 1, f.shed+100 })
+		step(2*time.Second, 1, "sheds while a replica starts")
+		load.set(func(f *fakeLoad) { f.starting, f.shed = 0, f.shed+100 })
+		step(1500*time.Millisecond, 2, "up on sheds")
 		for range 5 {
-			load.set(func(f *fakeLoad) { f.shed++ })
+			load.set(func(f *fakeLoad) { f.shed += 100 })
 			time.Sleep(time.Second)
 		}
 		step(0, 4, "up on sheds, never above max")

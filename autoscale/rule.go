@@ -29,9 +29,9 @@ type Input struct {
 	// Demand is the queries a second that reached the version, those
 	// admission shed included.
 	Demand float64
-	// Shed reports whether admission shed any query since the last
-	// decision.
-	Shed bool
+	// ShedShare is the share of the queries that arrived since the last
+	// decision that admission shed.
+	ShedShare float64
 	// Capacity is the queries a second one replica serves within the SLO
 	// (slo.Fit.Capacity); 0 when unknown, and then only sheds scale up.
 	Capacity float64
@@ -41,6 +41,12 @@ type Input struct {
 	// Bounds are the version's autoscale settings.
 	Bounds state.Autoscale
 }
+
+// ShedBudget is the share of a second's queries admission may shed before
+// the sheds alone scale a version up: the 1% of queries an objective of
+// 99% within the SLO leaves. Fewer are the noise of a busy machine, which
+// more replicas do not cure.
+const ShedBudget = 0.01
 
 // Rule is the decision rule of one model version. It remembers since when
 // a lower count would have sufficed, and what counts were needed lately;
@@ -59,8 +65,8 @@ type needed struct {
 // in.Replicas and "" to leave it.
 //
 // The count the demand needs is ceil(demand ÷ (capacity × target)). It
-// scales up at once, to that count, or one above the ready replicas on a
-// shed when every replica is ready (a replica still starting is no
+// scales up at once, to that count, or one above the ready replicas when
+// admission shed more than ShedBudget while every replica was ready (a replica still starting is no
 // capacity yet, and the queries shed while it starts are no reason for
 // another). It scales down only when lower counts have sufficed for the
 // whole scale-down delay, and then to the largest count needed in the
@@ -80,14 +86,15 @@ func (r *Rule) Decide(in Input) (int, Reason) {
 		need = b.Clamp(max(1, int(math.Ceil(in.Demand/(in.Capacity*b.TargetOrDefault())))))
 	}
 	up, why := need, Demand
-	if in.Shed && in.Ready >= in.Replicas && in.Replicas+1 > up {
+	shed := in.ShedShare > ShedBudget
+	if shed && in.Ready >= in.Replicas && in.Replicas+1 > up {
 		up, why = b.Clamp(in.Replicas+1), Shed
 	}
 	switch {
 	case up > in.Replicas:
 		r.reset()
 		return up, why
-	case in.Shed || need >= in.Replicas:
+	case shed || need >= in.Replicas:
 		r.reset()
 		return in.Replicas, ""
 	case r.lowSince.IsZero():
