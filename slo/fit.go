@@ -304,7 +304,9 @@ func (f *Fit) Capacity(slo time.Duration, limit int) float64 {
 	left := slo.Seconds()/2 - f.a
 	n := float64(limit)
 	if f.b > 0 {
-		n = min(n, math.Floor(left/f.b))
+		// The small excess keeps a quotient that rounding left a hair
+		// below a whole number from losing that batch size.
+		n = min(n, math.Floor(left/f.b*(1+1e-9)))
 	}
 	if n < 1 || left <= 0 || f.a+f.b*n <= 0 {
 		return 0
