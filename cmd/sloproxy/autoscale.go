@@ -31,6 +31,8 @@ func modelsAutoscale(c *cli, args []string) error {
 		set = nil
 	case a.Max == 0:
 		return errors.New("--max: required (or --off)")
+	case !(a.Target > 0 && a.Target <= 1): // the API reads 0 as the default
+		return fmt.Errorf("--target %g: must be in (0, 1]", a.Target)
 	}
 	return c.call(func(ctx context.Context, ac *admin.Client) error {
 		m, err := ac.SetAutoscale(ctx, pos[0], pos[1], set)
