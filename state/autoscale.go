@@ -97,11 +97,7 @@ func (a *Autoscale) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*a = Autoscale(j.autoscaleFields)
-	ns := math.Round(j.DelaySeconds * float64(time.Second))
-	if ns > math.MaxInt64 || ns < math.MinInt64 {
-		ns = math.MaxInt64 // rejected by check as too large
-	}
-	a.ScaleDownDelay = time.Duration(ns)
+	a.ScaleDownDelay = roundDuration(j.DelaySeconds, time.Second)
 	return nil
 }
 
@@ -114,13 +110,9 @@ func (s *Store) ScaleVersion(ctx context.Context, model, version string, replica
 		return invalid("model %q version %q: replicas %d: must be at least 1", model, version, replicas)
 	}
 	return s.update(ctx, func(d *Data) error {
-		m, ok := d.Models[model]
-		if !ok {
-			return notFound("model %q", model)
-		}
-		v, ok := m.Version(version)
-		if !ok {
-			return notFound("model %q version %q", model, version)
+		v, err := d.version(model, version)
+		if err != nil {
+			return err
 		}
 		if v.Replicas == replicas {
 			return errNoChange
@@ -141,13 +133,9 @@ func (s *Store) SetAutoscale(ctx context.Context, model, version string, a *Auto
 		a = new(*a)
 	}
 	return s.update(ctx, func(d *Data) error {
-		m, ok := d.Models[model]
-		if !ok {
-			return notFound("model %q", model)
-		}
-		v, ok := m.Version(version)
-		if !ok {
-			return notFound("model %q version %q", model, version)
+		v, err := d.version(model, version)
+		if err != nil {
+			return err
 		}
 		v.Autoscale = a
 		if a != nil {
@@ -155,4 +143,28 @@ func (s *Store) SetAutoscale(ctx context.Context, model, version string, a *Auto
 		}
 		return d.putVersion(v)
 	})
+}
+
+// version returns the version of model named version.
+func (d *Data) version(model, version string) (ModelVersion, error) {
+	m, ok := d.Models[model]
+	if !ok {
+		return ModelVersion{}, notFound("model %q", model)
+	}
+	v, ok := m.Version(version)
+	if !ok {
+		return ModelVersion{}, notFound("model %q version %q", model, version)
+	}
+	return v, nil
+}
+
+// roundDuration is a JSON number of unit (such as time.Second) as a
+// Duration, rounded to the nanosecond; one out of range becomes the
+// largest Duration, which validation refuses as too large.
+func roundDuration(x float64, unit time.Duration) time.Duration {
+	ns := math.Round(x * float64(unit))
+	if ns > math.MaxInt64 || ns < math.MinInt64 {
+		return math.MaxInt64
+	}
+	return time.Duration(ns)
 }

@@ -2,7 +2,6 @@ package state
 
 import (
 	"encoding/json"
-	"math"
 	"time"
 )
 
@@ -102,16 +101,8 @@ func (a *App) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*a = App(j.appFields)
-	ns := math.Round(j.SLOMillis * float64(time.Millisecond))
-	if ns > math.MaxInt64 || ns < math.MinInt64 {
-		ns = math.MaxInt64 // rejected by Validate as too large
-	}
-	a.SLO = time.Duration(ns)
-	ns = math.Round(j.CacheTTLSeconds * float64(time.Second))
-	if ns > math.MaxInt64 || ns < math.MinInt64 {
-		ns = math.MaxInt64 // rejected by Validate as too large
-	}
-	a.CacheTTL = time.Duration(ns)
+	a.SLO = roundDuration(j.SLOMillis, time.Millisecond)
+	a.CacheTTL = roundDuration(j.CacheTTLSeconds, time.Second)
 	return nil
 }
 
