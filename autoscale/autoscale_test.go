@@ -132,6 +132,15 @@ func TestDecisionRule(t *testing.T) {
 		step(15*time.Second, 1, "no load: down to min")
 		step(15*time.Second, 1, "never below min")
 
+		// Sheds while the replicas are mostly idle (the demand under
+		// half the target of their capacity) add no replica.
+		load.set(func(f *fakeLoad) { f.rate = 30 }) // needs 1
+		for range 5 {
+			load.set(func(f *fakeLoad) { f.shed += 10 })
+			time.Sleep(time.Second)
+		}
+		step(0, 1, "sheds of an idle replica")
+
 		// With the fit unknown: sheds within the budget add no replica,
 		// nor do sheds while a replica is still starting; sheds beyond it
 		// with every replica ready add one.

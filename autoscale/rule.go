@@ -66,7 +66,8 @@ type needed struct {
 //
 // The count the demand needs is ceil(demand ÷ (capacity × target)). It
 // scales up at once, to that count, or one above the ready replicas when
-// admission shed more than ShedBudget while every replica was ready (a replica still starting is no
+// admission shed more than ShedBudget while every replica was ready and
+// the demand used at least half the target of their capacity (a replica still starting is no
 // capacity yet, and the queries shed while it starts are no reason for
 // another). It scales down only when lower counts have sufficed for the
 // whole scale-down delay, and then to the largest count needed in the
@@ -86,7 +87,11 @@ func (r *Rule) Decide(in Input) (int, Reason) {
 		need = b.Clamp(max(1, int(math.Ceil(in.Demand/(in.Capacity*b.TargetOrDefault())))))
 	}
 	up, why := need, Demand
-	shed := in.ShedShare > ShedBudget
+	// Sheds count where the replicas are busy (or how busy is unknown):
+	// below half the target, a replica is mostly idle, and what sheds
+	// is a busy processor's noise, which more replicas do not cure.
+	busy := in.Capacity <= 0 || in.Ready == 0 || in.Demand >= float64(in.Ready)*in.Capacity*b.TargetOrDefault()/2
+	shed := busy && in.ShedShare > ShedBudget
 	if shed && in.Ready >= in.Replicas && in.Replicas+1 > up {
 		up, why = b.Clamp(in.Replicas+1), Shed
 	}
