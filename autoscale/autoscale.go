@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -106,8 +107,16 @@ type version struct {
 	last  Observation // at the last tick
 	at    time.Time   // of the last tick; zero before the first
 	usage Usage
-	ring  []sample // cost and answers at each tick of the cost window, oldest first
+	ring  []sample  // cost and answers at each tick of the cost window, oldest first
+	caps  []float64 // the capacities of the last capacityTicks ticks, oldest first; 0 unknown
 }
+
+// capacityTicks is how many ticks' capacities a decision takes the median
+// of. The fit holds about a second of batches (slo.FitSpan); at a low load
+// that is a few batches, and one slow spell of the processor moves it by
+// a factor of ten for that second. The median of five seconds follows a
+// change that lasts, and not one second's.
+const capacityTicks = 5
 
 // sample is a version's cumulative cost and answers at one tick.
 type sample struct {
@@ -198,11 +207,10 @@ func (a *Autoscaler) Tick(ctx context.Context) {
 	now := a.opts.Now()
 	snap := a.store.Snapshot()
 	type write struct {
-		mv     state.ModelVersion
-		n      int
-		why    Reason
-		demand float64
-		o      Observation
+		mv  state.ModelVersion
+		n   int
+		why Reason
+		in  Input
 	}
 	var writes []write
 	a.mu.Lock()
@@ -217,9 +225,9 @@ func (a *Autoscaler) Tick(ctx context.Context) {
 				a.versions[k] = v
 			}
 			o, ok := a.source.Observe(mv.Model, mv.Version)
-			n, why, demand := v.tick(now, mv, o, ok, a.pricing.Price(mv), a.opts)
+			n, why, in := v.tick(now, mv, o, ok, a.pricing.Price(mv), a.opts)
 			if why != "" {
-				writes = append(writes, write{mv, n, why, demand, o})
+				writes = append(writes, write{mv, n, why, in})
 			}
 		}
 	}
@@ -231,12 +239,12 @@ func (a *Autoscaler) Tick(ctx context.Context) {
 	}
 	a.mu.Unlock()
 	for _, w := range writes {
-		a.write(ctx, w.mv, w.n, w.why, w.demand, w.o)
+		a.write(ctx, w.mv, w.n, w.why, w.in)
 	}
 }
 
 // write sets mv's count to n, and logs and counts the decision.
-func (a *Autoscaler) write(ctx context.Context, mv state.ModelVersion, n int, why Reason, demand float64, o Observation) {
+func (a *Autoscaler) write(ctx context.Context, mv state.ModelVersion, n int, why Reason, in Input) {
 	log := a.opts.Logger.With(zap.String("model", mv.Model), zap.String("version", mv.Version))
 	if err := a.store.ScaleVersion(ctx, mv.Model, mv.Version, n); err != nil {
 		log.Warn("autoscale: writing the replica count failed; deciding again on the next tick", zap.Int("replicas", n), zap.Error(err))
@@ -244,13 +252,13 @@ func (a *Autoscaler) write(ctx context.Context, mv state.ModelVersion, n int, wh
 	}
 	a.metrics.decided(key{mv.Model, mv.Version}, why)
 	log.Info("autoscale: scaled", zap.String("reason", string(why)), zap.Int("from", mv.Replicas), zap.Int("to", n),
-		zap.Int("ready", o.Ready), zap.Float64("demand_per_s", round(demand)), zap.Float64("capacity_per_replica_per_s", round(o.Capacity)))
+		zap.Int("ready", in.Ready), zap.Float64("demand_per_s", round(in.Demand)), zap.Float64("capacity_per_replica_per_s", round(in.Capacity)))
 }
 
 // tick counts mv's usage since the last tick and, for an autoscaled
 // version this proxy observes, decides its count: n and why, why "" to
-// leave it; demand is the queries a second the decision saw.
-func (v *version) tick(now time.Time, mv state.ModelVersion, o Observation, observed bool, price float64, opts Options) (n int, why Reason, demand float64) {
+// leave it, and what the decision saw.
+func (v *version) tick(now time.Time, mv state.ModelVersion, o Observation, observed bool, price float64, opts Options) (n int, why Reason, in Input) {
 	if !v.at.IsZero() {
 		dt := now.Sub(v.at).Seconds()
 		rs := float64(mv.Replicas) * dt
@@ -269,7 +277,7 @@ func (v *version) tick(now time.Time, mv state.ModelVersion, o Observation, obse
 	if !observed || mv.Autoscale == nil || prevAt.IsZero() || o.Arrived < prev.Arrived {
 		// Nothing to compare with yet: a first tick, or a dispatcher made
 		// anew (its counts restarted).
-		return mv.Replicas, "", 0
+		return mv.Replicas, "", Input{}
 	}
 	b := *mv.Autoscale
 	if opts.MaxReplicas > 0 {
@@ -277,14 +285,35 @@ func (v *version) tick(now time.Time, mv state.ModelVersion, o Observation, obse
 		b.Min = min(b.Min, b.Max)
 	}
 	arrived := o.Arrived - prev.Arrived
-	demand = float64(arrived) / now.Sub(prevAt).Seconds()
+	demand := float64(arrived) / now.Sub(prevAt).Seconds()
 	shedShare := 0.0
 	if arrived > 0 && o.Shed >= prev.Shed {
 		shedShare = float64(o.Shed-prev.Shed) / float64(arrived)
 	}
-	n, why = v.rule.Decide(Input{Now: now, Demand: demand, ShedShare: shedShare, Capacity: o.Capacity,
-		Replicas: mv.Replicas, Ready: o.Ready, Bounds: b})
-	return n, why, demand
+	in = Input{Now: now, Demand: demand, ShedShare: shedShare, Capacity: v.capacity(o.Capacity),
+		Replicas: mv.Replicas, Ready: o.Ready, Bounds: b}
+	n, why = v.rule.Decide(in)
+	return n, why, in
+}
+
+// capacity records c (0: unknown) and returns the median of the known
+// capacities of the last capacityTicks ticks, 0 with none.
+func (v *version) capacity(c float64) float64 {
+	v.caps = append(v.caps, c)
+	if len(v.caps) > capacityTicks {
+		v.caps = v.caps[1:]
+	}
+	known := slices.Sorted(func(yield func(float64) bool) {
+		for _, c := range v.caps {
+			if c > 0 && !yield(c) {
+				return
+			}
+		}
+	})
+	if len(known) == 0 {
+		return 0
+	}
+	return known[len(known)/2]
 }
 
 // Usage is what a model version used on this proxy since it first saw

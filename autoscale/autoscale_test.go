@@ -62,8 +62,9 @@ func (f *fakeLoad) Observe(model, version string) (autoscale.Observation, bool) 
 
 // TestDecisionRule runs the autoscaler on fake time against a fake fit of
 // 100 queries a second per replica and fake arrivals, through a real
-// in-memory state: it scales up at once on demand and on a shed, down
-// only after the delay and once per drop, and never outside min and max.
+// in-memory state: it scales up at once on demand and on sheds, down
+// only after the delay and once per drop, and never outside min and max;
+// one second's capacity, or sheds of idle replicas, move nothing.
 func TestDecisionRule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
@@ -115,6 +116,10 @@ func TestDecisionRule(t *testing.T) {
 		}
 
 		step(5*time.Second, 1, "50/s needs one replica at 80% of 100/s")
+		load.set(func(f *fakeLoad) { f.capacity = 10 }) // one slow second of the fit: 50/s would need 7
+		time.Sleep(1500 * time.Millisecond)
+		load.set(func(f *fakeLoad) { f.capacity = 100 })
+		step(2500*time.Millisecond, 1, "one second's capacity moves nothing")
 		load.set(func(f *fakeLoad) { f.rate = 250 }) // needs ceil(250/80) = 4
 		step(1500*time.Millisecond, 4, "up on demand, at once")
 		load.set(func(f *fakeLoad) { f.rate = 1000 }) // needs 13
@@ -144,7 +149,9 @@ func TestDecisionRule(t *testing.T) {
 		// With the fit unknown: sheds within the budget add no replica,
 		// nor do sheds while a replica is still starting; sheds beyond it
 		// with every replica ready add one.
-		load.set(func(f *fakeLoad) { f.rate, f.capacity = 1000, 0 })
+		load.set(func(f *fakeLoad) { f.capacity = 0 })
+		step(6*time.Second, 1, "the fit unknown for longer than the capacity's median spans")
+		load.set(func(f *fakeLoad) { f.rate = 1000 })
 		load.set(func(f *fakeLoad) { f.shed += 5 }) // 0.5% of a second's arrivals
 		step(2*time.Second, 1, "sheds within the budget")
 		load.set(func(f *fakeLoad) { f.starting, f.shed = 1, f.shed+100 })
