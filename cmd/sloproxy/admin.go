@@ -89,10 +89,8 @@ type cli struct {
 
 // runGroup parses the global flags up to the verb, then runs the verb.
 func runGroup(group string, verbs []verb, args []string, stdout, stderr io.Writer) error {
-	c := &cli{group: group, stdout: stdout, stderr: stderr, adminURL: os.Getenv(envAdminURL), token: os.Getenv(envAdminToken)}
-	if c.adminURL == "" {
-		c.adminURL = admin.DefaultURL
-	}
+	c := &cli{group: group, stdout: stdout, stderr: stderr}
+	c.initGlobals()
 	fs := c.flagSet("")
 	fs.Usage = func() { c.groupUsage(verbs) }
 	if err := fs.Parse(args); err != nil {
@@ -111,6 +109,14 @@ func runGroup(group string, verbs []verb, args []string, stdout, stderr io.Write
 	}
 	c.groupUsage(verbs)
 	return fmt.Errorf("unknown subcommand %q", name)
+}
+
+// initGlobals sets the global flags' defaults from the environment.
+func (c *cli) initGlobals() {
+	c.adminURL, c.token = os.Getenv(envAdminURL), os.Getenv(envAdminToken)
+	if c.adminURL == "" {
+		c.adminURL = admin.DefaultURL
+	}
 }
 
 // helpIsNoError turns the error of -h, whose usage was printed, into nil.

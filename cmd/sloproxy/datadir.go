@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/config"
+	"github.com/sloproxy/sloproxy/jobs"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -49,7 +50,8 @@ func adminToken(cfg *config.Config, local *dataDir, log *zap.Logger) (string, er
 // The files of a data directory.
 const (
 	// stateFile is the bbolt file holding the state (bucket "state") and
-	// what the selection policies learned (bucket "selection").
+	// what the selection policies learned (bucket "selection") and the
+	// batch jobs' records (bucket "jobs").
 	stateFile = "state.db"
 	// tokenFile holds the admin token generated when none is configured.
 	tokenFile = "admin-token"
@@ -102,6 +104,9 @@ func (d *dataDir) store() (state.Backend, error) { return state.NewBolt(d.db) }
 
 // learned returns the selection policies' state in the directory.
 func (d *dataDir) learned() (selection.State, error) { return selection.NewBolt(d.db) }
+
+// jobs returns the batch jobs' records in the directory.
+func (d *dataDir) jobs() (jobs.Store, error) { return jobs.NewBolt(d.db) }
 
 // adminToken returns the token kept in the directory, generating and
 // keeping one (mode 0600) when there is none yet; generated says which.

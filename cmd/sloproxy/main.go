@@ -4,6 +4,8 @@
 //	sloproxy apps ...                manage apps through the admin API
 //	sloproxy models ...              manage models through the admin API
 //	sloproxy bench ...               load-test a proxy, open loop
+//	sloproxy batch ...               run an offline batch job through an app
+//	sloproxy jobs ...                list, follow and cancel batch jobs
 //
 // cmd/ only wires: the work is done in the packages it imports.
 package main
@@ -21,6 +23,8 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"apps":   runApps,
 	"models": runModels,
 	"bench":  runBench,
+	"batch":  runBatch,
+	"jobs":   runJobs,
 }
 
 const usage = `usage: sloproxy <command> [arguments]
@@ -30,6 +34,8 @@ commands:
   apps ...              list, create, get and delete apps (sloproxy apps -h)
   models ...            register and manage models (sloproxy models -h)
   bench ...             send an open-loop load to a proxy and measure it (sloproxy bench -h)
+  batch ...             predict a file of inputs offline, on idle capacity (sloproxy batch -h)
+  jobs ...              list, show and cancel batch jobs (sloproxy jobs -h)
   help [COMMAND]        show this text, or a command's flags
 
 sloproxy COMMAND --help shows a command's flags.

@@ -224,6 +224,12 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	ran := make(chan struct{})
 	go func() { defer close(ran); p.Run(runCtx) }()
 	defer func() { cancelRun(); <-ran }()
+	// The jobs stop, at a checkpoint, before the dispatchers close.
+	batchJobs, err := startJobs(ctx, cfg, rdb, local, p, reg, log)
+	if err != nil {
+		return err
+	}
+	defer batchJobs.Close()
 
 	// Both listeners answer a handler's panic with a JSON 500 and log it
 	// with its stack, instead of dropping the connection.
@@ -233,7 +239,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 			u, perK, ok := scaler.Usage(model, version)
 			return admin.NewUsage(u.ReplicaSeconds, u.Cost, perK), ok
 		},
-		MaxReplicas: cfg.Limits.MaxReplicas})
+		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs})
 	servers := []*http.Server{
 		newServer(recoverer.Wrap("query", p.Handler()), log),
 		newServer(recoverer.Wrap("admin", adminHandler), log),

@@ -174,6 +174,11 @@ type Options struct {
 	Metrics *Metrics
 	// Logger receives replica events. nil means no logs.
 	Logger *zap.Logger
+	// BackgroundIdle is how long after the latest query with a deadline
+	// a batch of background queries (see Background) is still sized for
+	// such queries' SLO; after it, with no online query in sight, it
+	// takes up to MaxBatch. 0 means 5 s.
+	BackgroundIdle time.Duration
 	// Now is the clock. nil means time.Now.
 	Now func() time.Time
 }
@@ -189,6 +194,7 @@ type Dispatcher struct {
 	healthy atomic.Int32
 	counts  struct{ arrived, shed, answered atomic.Uint64 } // see Counts
 	ctx     context.Context
+	online  onlineSeen // the latest query with a deadline, for background batches
 
 	mu       sync.Mutex // guards replicas and closed
 	replicas map[string]*replica
@@ -219,6 +225,9 @@ func New(opts Options) *Dispatcher {
 	opts.Client.Logger = opts.Logger
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.BackgroundIdle <= 0 {
+		opts.BackgroundIdle = 5 * time.Second
 	}
 	opts.Logger = opts.Logger.With(zap.String("model", opts.Model), zap.String("version", opts.Version))
 	d := &Dispatcher{opts: opts, name: opts.Model + ":" + opts.Version, metrics: opts.Metrics.forVersion(opts.Model, opts.Version),
@@ -337,14 +346,22 @@ func (d *Dispatcher) BatchSize(budget time.Duration) int {
 }
 
 // hold is how long a free worker waits before taking a batch of up to n,
-// as the governor paces the replicas.
+// as the governor paces the replicas. A batch that background queries
+// lead while online queries come is paced as a batch of one online query
+// would be (the queue counts one): background queries keep every replica
+// busy, and only starts staggered over the replicas bound the wait of the
+// next online query to a share of a batch rather than a whole one.
 func (d *Dispatcher) hold(n int) time.Duration {
 	g := d.gov.Load()
 	if g == nil {
 		return 0
 	}
-	_, slack, _ := d.q.head()
-	return g.Hold(d.opts.Now(), d.workers(), n, d.q.len(), slack)
+	head, slack, _ := d.q.head()
+	queued := d.q.len()
+	if head != nil && head.background && d.onlineRecent() {
+		queued = 1
+	}
+	return g.Hold(d.opts.Now(), d.workers(), n, queued, slack)
 }
 
 // Replicas returns the replicas' addresses and how many are healthy.
@@ -364,8 +381,10 @@ func (d *Dispatcher) Replicas() (addrs []string, healthy int) {
 // Counts are a dispatcher's query counts since it was made: what the
 // autoscaler reads as demand, and cost divides by.
 type Counts struct {
-	// Arrived counts the queries Predict was asked, Shed those admission
-	// refused, Answered those a replica answered with an output.
+	// Arrived counts the online queries Predict was asked (background
+	// ones are no demand to scale for), Shed those admission refused,
+	// Answered those a replica answered with an output, background ones
+	// included.
 	Arrived, Shed, Answered uint64
 }
 
@@ -394,7 +413,9 @@ func (d *Dispatcher) Close() {
 	d.q.stop(ErrStopped)
 }
 
-// Predict queues input and waits for a replica's answer. It returns when the
+// Predict queues input and waits for a replica's answer; a background
+// context (see Background) makes it a query of the lowest priority class.
+// It returns when the
 // answer comes, when ctx is done (ErrDeadline at ctx's deadline, else ctx's
 // error), or when the dispatcher closes (ErrStopped). With a governor, a
 // query predicted to miss its deadline is refused at once with an error
@@ -402,8 +423,11 @@ func (d *Dispatcher) Close() {
 // *ModelError. The answer names the replica.
 func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, replica string, err error) {
 	q := &query{ctx: ctx, input: input, enqueued: d.opts.Now(), reply: make(chan result, 1)}
-	q.deadline, _ = ctx.Deadline()
-	d.counts.arrived.Add(1)
+	if q.background = isBackground(ctx); !q.background {
+		q.deadline, _ = ctx.Deadline()
+		d.online.saw(q)
+		d.counts.arrived.Add(1)
+	}
 	if err := d.admit(q); err != nil {
 		return nil, "", err
 	}
@@ -466,7 +490,7 @@ func (d *Dispatcher) admit(q *query) error {
 	if g == nil || q.deadline.IsZero() {
 		return nil
 	}
-	replicas, queued := int(d.healthy.Load()), d.q.len()
+	replicas, queued := int(d.healthy.Load()), d.q.online()
 	if replicas == 0 || queued == 0 {
 		return nil
 	}

@@ -82,11 +82,12 @@ func (m *Metrics) forVersion(model, version string) *versionMetrics {
 }
 
 // observeBatch records a batch leaving at now: its size, and the queue
-// wait of each query sent for the first time (a retried query's wait was
-// recorded when it first left).
+// wait of each online query sent for the first time (a retried query's
+// wait was recorded when it first left; a background query's wait is the
+// idle capacity it waited for, not a query's delay).
 func (vm *versionMetrics) observeBatch(batch []*query, now time.Time) {
 	for _, q := range batch {
-		if q.attempts == 0 {
+		if q.attempts == 0 && !q.background {
 			vm.wait.Observe(now.Sub(q.enqueued).Seconds())
 		}
 	}

@@ -5,7 +5,9 @@
 // central scheduler guessing. Queries whose deadline has passed, or whose
 // caller has gone, leave the queue without reaching a model. A replica that
 // stops answering is ejected and its in-flight queries go back to the queue,
-// to be retried elsewhere while their deadlines allow.
+// to be retried elsewhere while their deadlines allow. Background queries
+// (Background: batch jobs) are the lowest priority class: they queue after
+// every online query and fill only the capacity online queries leave.
 //
 // dispatch decides nothing about time itself: it asks each replica's
 // Controller for the next batch's size, and the version's Governor whether
@@ -58,7 +60,10 @@ type query struct {
 	enqueued time.Time
 	index    int // position in the heap; -1 once taken out
 	attempts int
-	reply    chan result // buffered 1; receives exactly one result
+	// background marks the lowest priority class (see Background): no
+	// deadline, after every other query, never counted by admission.
+	background bool
+	reply      chan result // buffered 1; receives exactly one result
 
 	// Set when the governor admitted the query with a prediction of its
 	// finish: the Admitter to tell when it finishes, and the prediction.
@@ -73,13 +78,15 @@ type result struct {
 }
 
 // deadlineHeap orders queries by deadline, earliest first; queries without
-// one come last, in arrival order.
+// one come after them, in arrival order, and background queries last.
 type deadlineHeap []*query
 
 func (h deadlineHeap) Len() int { return len(h) }
 func (h deadlineHeap) Less(i, j int) bool {
 	a, b := h[i], h[j]
 	switch {
+	case a.background != b.background:
+		return b.background
 	case a.deadline.IsZero() != b.deadline.IsZero():
 		return b.deadline.IsZero()
 	case !a.deadline.Equal(b.deadline):
@@ -107,8 +114,10 @@ func (h *deadlineHeap) Pop() any {
 
 // queue is the deadline-ordered queue of one model version.
 type queue struct {
-	mu sync.Mutex // guards h, wake, waiting and stopped
+	mu sync.Mutex // guards h, background, wake, waiting and stopped
 	h  deadlineHeap
+	// background counts the background queries in h.
+	background int
 	// wake is closed and replaced when a query arrives while a worker
 	// waits on it (waiting), so that a push allocates nothing otherwise.
 	wake    chan struct{}
@@ -129,8 +138,20 @@ func (qu *queue) push(q *query) error {
 		return ErrStopped
 	}
 	heap.Push(&qu.h, q)
+	if q.background {
+		qu.background++
+	}
 	qu.wakeWaiters()
 	return nil
+}
+
+// pop takes the head out; called with mu held.
+func (qu *queue) pop() *query {
+	q := heap.Pop(&qu.h).(*query)
+	if q.background {
+		qu.background--
+	}
+	return q
 }
 
 // wakeWaiters wakes the workers waiting for a query, if any.
@@ -149,15 +170,19 @@ func (qu *queue) remove(q *query) bool {
 		return false
 	}
 	heap.Remove(&qu.h, q.index)
+	if q.background {
+		qu.background--
+	}
 	return true
 }
 
 // take removes up to n live queries, earliest deadline first, whose
 // PREDICT frame stays within maxFrame bytes (a query too large alone is
-// taken alone, for the client to refuse). Queries that expired or whose
+// taken alone, for the client to refuse); background queries join only
+// while the batch holds fewer than fill. Queries that expired or whose
 // caller left are answered and skipped. With none queued it returns nil
 // and a channel closed when one arrives.
-func (qu *queue) take(n, maxFrame int, dst []*query) ([]*query, <-chan struct{}) {
+func (qu *queue) take(n, fill, maxFrame int, dst []*query) ([]*query, <-chan struct{}) {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	now := qu.now()
@@ -168,19 +193,22 @@ func (qu *queue) take(n, maxFrame int, dst []*query) ([]*query, <-chan struct{})
 			if errors.Is(err, context.DeadlineExceeded) {
 				err = ErrDeadline
 			}
-			heap.Pop(&qu.h)
+			qu.pop()
 			q.reply <- result{err: err}
 			continue
 		}
 		if !q.deadline.IsZero() && !now.Before(q.deadline) {
-			heap.Pop(&qu.h)
+			qu.pop()
 			q.reply <- result{err: ErrDeadline}
 			continue
+		}
+		if q.background && len(dst) >= fill {
+			break // the rest are background queries too
 		}
 		if size += rpc.ItemLenPrefix + len(q.input); len(dst) > 0 && size > maxFrame {
 			break // the next batch takes it
 		}
-		heap.Pop(&qu.h)
+		qu.pop()
 		dst = append(dst, q)
 	}
 	if len(dst) == 0 {
@@ -221,13 +249,27 @@ func (qu *queue) len() int {
 	return qu.h.Len()
 }
 
+// hasBackground reports whether background queries are queued.
+func (qu *queue) hasBackground() bool {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	return qu.background > 0
+}
+
+// online is the number of queued queries that are not background ones.
+func (qu *queue) online() int {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	return qu.h.Len() - qu.background
+}
+
 // stop refuses new queries and answers the queued ones with err.
 func (qu *queue) stop(err error) {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	qu.stopped = true
 	for qu.h.Len() > 0 {
-		heap.Pop(&qu.h).(*query).reply <- result{err: err}
+		qu.pop().reply <- result{err: err}
 	}
 	qu.wakeWaiters()
 }

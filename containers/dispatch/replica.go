@@ -195,7 +195,7 @@ func (r *replica) work(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		n, maxFrame, reason := r.limits()
+		n, fill, maxFrame, reason := r.limits()
 		if wait := r.d.hold(n); wait > 0 {
 			if held == nil {
 				held = time.NewTimer(wait)
@@ -210,7 +210,7 @@ func (r *replica) work(ctx context.Context) {
 			}
 			continue // the head and the queue have moved on
 		}
-		batch, wake := r.d.q.take(n, maxFrame, batch[:0])
+		batch, wake := r.d.q.take(n, fill, maxFrame, batch[:0])
 		if batch == nil {
 			select {
 			case <-wake:
@@ -242,13 +242,17 @@ const (
 // limits asks the controller for the next batch's size, within the
 // dispatcher's and the container's limits, and returns the container's
 // frame limit, which bounds the batch's bytes, and why a batch of that size
-// leaves (full or deadline).
-func (r *replica) limits() (batch, maxFrame, reason int) {
+// leaves (full or deadline). With background queries queued it also
+// returns fill, the most the batch may hold once background queries join
+// it (see Background): the controller's size is the steady state of the
+// online queries' arrivals, which background queries must not stretch
+// past what leaves the next online query its deadline.
+func (r *replica) limits() (batch, fill, maxFrame, reason int) {
 	var slack, slo time.Duration
 	var n int
+	var head *query
 	sp := r.d.spacing()
 	for {
-		var head *query
 		head, slack, slo = r.d.q.head()
 		r.ctrlMu.Lock()
 		n = r.d.batchSizeOf(r.ctrl, sp, slack, slo)
@@ -260,6 +264,14 @@ func (r *replica) limits() (batch, maxFrame, reason int) {
 		// replica free for queries that can, instead of taking a batch
 		// of its own to miss anyway.
 		r.d.q.refuse(head, &doomedError{model: r.d.name, left: slack})
+	}
+	fill = n
+	if r.d.q.hasBackground() {
+		bg := r.d.backgroundSize(r, sp)
+		if head != nil && head.background {
+			n = bg
+		}
+		fill = min(n, bg)
 	}
 	limit, maxFrame := r.d.opts.MaxBatch, rpc.DefaultMaxFrame
 	if h, ok := r.client.Hello(); ok {
@@ -274,7 +286,7 @@ func (r *replica) limits() (batch, maxFrame, reason int) {
 	if slack >= 0 && slack < slo/2 {
 		reason = releaseDeadline
 	}
-	return max(1, min(n, limit)), maxFrame, reason
+	return max(1, min(n, limit)), max(1, min(fill, limit)), maxFrame, reason
 }
 
 // send sends one batch and answers, requeues or fails its queries.

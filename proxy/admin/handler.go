@@ -50,6 +50,9 @@ type Options struct {
 	// is answered 400 naming the limit. 0 means no bound beyond the
 	// state's own checks.
 	MaxReplicas int
+	// Jobs runs offline batch jobs. Nil means the /api/v1/jobs endpoints
+	// answer 501.
+	Jobs JobRunner
 }
 
 // The API's paths. Names in braces are path variables.
@@ -68,6 +71,8 @@ const (
 	pathReplicas = pathVersion + "/replicas"
 	pathScale    = pathVersion + "/autoscale"
 	pathPurge    = pathPrefix + "/cache/purge"
+	pathJobs     = pathPrefix + "/jobs"
+	pathJob      = pathJobs + "/{job}"
 )
 
 // maxBodyBytes bounds request bodies: the largest legitimate one, a
@@ -92,6 +97,8 @@ type handler struct {
 	usage func(model, version string) (Usage, bool)
 	// maxReplicas is Options.MaxReplicas.
 	maxReplicas int
+	// jobs is Options.Jobs.
+	jobs JobRunner
 }
 
 // NewHandler returns the admin API over store.
@@ -101,7 +108,7 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 
 func newHandler(store *state.Store, opts Options) *handler {
 	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem,
-		usage: opts.Usage, maxReplicas: opts.MaxReplicas}
+		usage: opts.Usage, maxReplicas: opts.MaxReplicas, jobs: opts.Jobs}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -151,6 +158,11 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodPut, pathScale, h.setAutoscale)
 
 	handle(http.MethodPost, pathPurge, h.purgeCache)
+
+	handle(http.MethodPost, pathJobs, h.createJob)
+	handle(http.MethodGet, pathJobs, h.listJobs)
+	handle(http.MethodGet, pathJob, h.getJob)
+	handle(http.MethodDelete, pathJob, h.cancelJob)
 
 	r.NotFoundHandler = h.serve(func(w http.ResponseWriter, req *http.Request) error {
 		return errorf(http.StatusNotFound, "no endpoint %s %s; see docs/openapi-admin.yaml", clip.String(req.Method), clip.String(req.URL.Path))

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/jobs"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -87,6 +88,9 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{"Health", Health{}},
 		{"SelectionStatus", selection.Status{}},
 		{"Error", ErrorBody{}},
+		{"JobSpec", jobs.Spec{}},
+		{"Job", jobs.Job{}},
+		{"JobList", JobList{}},
 	}
 	for _, c := range cases {
 		t.Run(c.schema, func(t *testing.T) { testutil.CheckSchemaFields(t, doc, c.schema, reflect.TypeOf(c.typ)) })
