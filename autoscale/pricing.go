@@ -20,3 +20,17 @@ func (p Pricing) Price(mv state.ModelVersion) float64 {
 	}
 	return p.Runtime[mv.Runtime.Kind]
 }
+
+// Price is the current price per hour of one replica of a model version
+// in the state; ok is false when the version is unknown or has no price
+// (none set, or 0). The admin API prices profiles with it.
+func (a *Autoscaler) Price(model, version string) (perReplicaHour float64, ok bool) {
+	mv, found := a.store.Snapshot().Version(model, version)
+	if !found {
+		return 0, false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	price := a.pricing.Price(mv)
+	return price, price > 0
+}

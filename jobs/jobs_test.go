@@ -26,6 +26,9 @@ type echo struct {
 	mu    sync.Mutex // guards gate and calls
 	gate  chan struct{}
 	calls int
+	// holdAfter, when above zero, makes every call after the first
+	// holdAfter wait for its context's end: a replica that stops answering.
+	holdAfter int
 }
 
 func (e *echo) CheckApp(app string) error {
@@ -39,6 +42,9 @@ func (e *echo) PredictJob(ctx context.Context, _ string, inputs []json.RawMessag
 	e.mu.Lock()
 	e.calls++
 	gate := e.gate
+	if e.holdAfter > 0 && e.calls > e.holdAfter {
+		gate = make(chan struct{})
+	}
 	e.mu.Unlock()
 	if gate != nil {
 		select {
@@ -140,7 +146,7 @@ func TestResumeDropsWhatFollowsTheCheckpoint(t *testing.T) {
 	if err := os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	store, p := NewMemory(), &echo{}
+	store, p := NewMemory(), &echo{holdAfter: 10} // 20 lines answered, then none
 	m := NewManager(Options{Store: store, Predictor: p, Chunk: 2, InFlight: 2, CheckpointEvery: time.Nanosecond})
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -151,13 +157,7 @@ func TestResumeDropsWhatFollowsTheCheckpoint(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "some lines checkpointed", func() bool {
 		j, _ := store.Get(context.Background(), j.ID)
-		if j.Checkpointed >= 10 {
-			p.mu.Lock()
-			p.gate = make(chan struct{}) // no more answers
-			p.mu.Unlock()
-			return true
-		}
-		return false
+		return j.Checkpointed >= 10
 	})
 	m.Close()
 	j, err = store.Get(context.Background(), j.ID)

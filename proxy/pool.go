@@ -25,6 +25,7 @@ type pooled struct {
 	batchSize int
 	batching  slo.Batching  // a change replaces the controllers and the governor, not the dispatcher
 	gov       *slo.Governor // the version's admission and pacing
+	profiled  time.Time     // when the profile the fits were seeded from was taken; zero: none
 }
 
 // pool keeps one dispatcher per model version in the state, with the
@@ -109,10 +110,13 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 				e = nil
 			}
 			b := batching[mv.Model]
-			if e != nil && e.batching != b {
-				e.gov = b.NewGovernor()
-				e.d.SetBatching(b.NewController(), e.gov)
-				e.batching = b
+			// A new profile, like new batching, starts the version's fits
+			// afresh from it (seed.go in slo).
+			prof, profiled := profileOf(snap, mv)
+			if e != nil && (e.batching != b || !e.profiled.Equal(profiled)) {
+				e.gov = b.NewSeededGovernor(prof)
+				e.d.SetBatching(b.NewSeededController(prof), e.gov)
+				e.batching, e.profiled = b, profiled
 			}
 			if e == nil {
 				it, err := rpc.ParseInputType(string(mv.InputType))
@@ -122,9 +126,9 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 				}
 				opts := p.opts
 				opts.Model, opts.Version, opts.InputType, opts.MaxBatch = mv.Model, mv.Version, it, batch
-				gov := b.NewGovernor()
-				opts.NewController, opts.Governor = b.NewController(), gov
-				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch, batching: b, gov: gov}
+				gov := b.NewSeededGovernor(prof)
+				opts.NewController, opts.Governor = b.NewSeededController(prof), gov
+				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch, batching: b, gov: gov, profiled: profiled}
 				e.d.Start(ctx)
 				p.ds[k] = e
 			}
@@ -137,6 +141,16 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 			p.retire(e)
 		}
 	}
+}
+
+// profileOf returns the stored profile of mv and when it was taken; nil
+// and the zero time when it has none.
+func profileOf(snap *state.Snapshot, mv state.ModelVersion) (*state.Profile, time.Time) {
+	p, ok := snap.Profile(mv.Model, mv.Version)
+	if !ok {
+		return nil, time.Time{}
+	}
+	return &p, p.At
 }
 
 // retire closes a dispatcher in the background: its queries in flight are

@@ -5,7 +5,9 @@
 //   - a replica's batch size: the controllers (Off, Static, AIMD,
 //     LatencyModel; controller.go), asked before each batch;
 //   - the online latency fit, latency(n) ≈ a + b·n with a high quantile of
-//     the residuals, that LatencyModel and admission read (Fit, fit.go);
+//     the residuals, that LatencyModel and admission read (Fit, fit.go),
+//     seeded from the version's stored profile before its first batch
+//     (seed.go);
 //   - per model version, the Governor (governor.go): admission, which
 //     sheds a query predicted to miss its deadline before it queues
 //     (admission.go), with a margin calibrated from how late the admitted

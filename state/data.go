@@ -29,6 +29,8 @@ type Data struct {
 	// Replicas maps a model and a version to the sorted addresses
 	// (host:port) of its live replicas.
 	Replicas map[string]map[string][]string `json:"replicas,omitempty"`
+	// Profiles maps a model and a version to the version's latest profile.
+	Profiles map[string]map[string]Profile `json:"profiles,omitempty"`
 }
 
 // clone returns a deep copy of d. It goes through JSON, which keeps it
@@ -178,6 +180,7 @@ func (d *Data) deleteVersion(model, version string) error {
 			delete(d.Replicas, model)
 		}
 	}
+	d.deleteProfile(model, version)
 	return nil
 }
 

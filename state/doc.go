@@ -1,6 +1,7 @@
 // Package state holds the proxy's shared state: apps, models with their
-// versions and current version, the links between apps and models, and the
-// addresses of the live replicas of each model version.
+// versions and current version, the links between apps and models, the
+// addresses of the live replicas of each model version, and each version's
+// latest profile.
 //
 // # Reads: one immutable Snapshot
 //

@@ -399,6 +399,11 @@ func (v ModelVersion) clone() ModelVersion {
 	if v.Autoscale != nil {
 		v.Autoscale = new(*v.Autoscale)
 	}
+	if len(v.ExampleInput) == 0 {
+		v.ExampleInput = nil
+	} else {
+		v.ExampleInput = slices.Clone(v.ExampleInput)
+	}
 	return v
 }
 

@@ -157,6 +157,10 @@ type ModelVersion struct {
 	BatchSize int `json:"batch_size,omitempty"`
 	// Labels are free-form annotations (e.g. the framework).
 	Labels map[string]string `json:"labels,omitempty"`
+	// ExampleInput is one input in the query API's JSON form (an array of
+	// numbers, a string, base64 for bytes) that profiling sends when its
+	// request brings no inputs. Empty means none.
+	ExampleInput json.RawMessage `json:"example_input,omitempty"`
 }
 
 // Model is a named model with its versions, one of which is current: the

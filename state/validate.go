@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -76,6 +77,9 @@ func (v ModelVersion) Validate() error {
 	}
 	if err := v.Runtime.check(); err != nil {
 		return invalid("model %q version %q: %v", v.Model, v.Version, err)
+	}
+	if len(v.ExampleInput) > 0 && !json.Valid(v.ExampleInput) {
+		return invalid("model %q version %q: example_input: not JSON", v.Model, v.Version)
 	}
 	return nil
 }

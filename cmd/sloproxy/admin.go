@@ -45,24 +45,25 @@ var appVerbs = []verb{
 	{"get", "NAME", "show an app and the models it uses", appsGet},
 	{"create", "--name NAME --input-type TYPE --slo DURATION [--default-output S] [--policy P] [--priority N] [--cache-ttl D | --no-cache] [--replace]", "create an app (--replace: create or replace)", appsCreate},
 	{"delete", "NAME", "delete an app and its links", appsDelete},
-	{"link", "APP MODEL", "let APP use MODEL", appsLink},
+	{"link", "APP MODEL [--force]", "let APP use MODEL (its current version must pass the profile gate)", appsLink},
 	{"unlink", "APP MODEL", "stop APP from using MODEL", appsUnlink},
-	{"select", "APP SPEC|@FILE", "set APP's selection policy and its settings (JSON, as docs/selection.md) for every proxy, in place of the configuration file's", appsSelect},
+	{"select", "APP SPEC|@FILE [--force]", "set APP's selection policy and its settings (JSON, as docs/selection.md) for every proxy, in place of the configuration file's", appsSelect},
 	{"clear-selection", "APP", "remove what select set: APP's policy takes the configuration file's settings, or its defaults", appsClearSelection},
 	{"selection", "APP", "show APP's selection policy: its spec, where it comes from, and what it learned", appsSelection},
 }
 
 // modelVerbs are the verbs of `sloproxy models`.
 var modelVerbs = []verb{
-	{"deploy", "--name NAME --version V --image IMAGE --input-type TYPE [--replicas N] [--gpus all|N|device=ID,...] [--cpus N] [--memory SIZE] [--env KEY=VALUE] [--batch-size N] [--wait D] [--no-switch]",
+	{"deploy", "--name NAME --version V --image IMAGE --input-type TYPE [--replicas N] [--gpus all|N|device=ID,...] [--cpus N] [--memory SIZE] [--env KEY=VALUE] [--batch-size N] [--example-input JSON] [--wait D] [--no-switch] [--force]",
 		"deploy a docker image: register the version, wait for its replicas, then move traffic to it", modelsDeploy},
 	{"list", "", "list the models and their versions", modelsList},
 	{"get", "NAME", "show a model's versions and replicas", modelsGet},
-	{"register", "--name NAME --version V --input-type TYPE --runtime process|external|docker [runtime flags] [--replicas N] [--batch-size N]", "register a model version", modelsRegister},
-	{"rollback", "NAME VERSION", "make VERSION the current version (deploy or roll back)", modelsRollback},
+	{"register", "--name NAME --version V --input-type TYPE --runtime process|external|docker [runtime flags] [--replicas N] [--batch-size N] [--example-input JSON]", "register a model version", modelsRegister},
+	{"rollback", "NAME VERSION [--force]", "make VERSION the current version (deploy or roll back; it must pass the profile gate)", modelsRollback},
 	{"scale", "NAME VERSION N", "set the desired replica count of a version", modelsScale},
 	{"autoscale", "NAME VERSION (--max N [--min N] [--target F] [--scale-down-delay D] | --off)", "let the autoscaler set a version's replica count from its demand, or stop it", modelsAutoscale},
 	{"delete-version", "NAME VERSION", "delete a version (and the model with its last)", modelsDeleteVersion},
+	{"profile", "NAME VERSION [--inputs FILE] [--repeats N] [--wait D]", "measure a version's replicas at batch sizes 1, 2, 4, ... and store the profile with it", modelsProfile},
 }
 
 // runApps runs `sloproxy apps VERB ...`.
@@ -85,6 +86,9 @@ type cli struct {
 	adminURL string
 	token    string
 	json     bool
+
+	// force is --force, of the verbs that move traffic (forceFlag).
+	force bool
 }
 
 // runGroup parses the global flags up to the verb, then runs the verb.
@@ -204,7 +208,7 @@ func (c *cli) client() (*admin.Client, error) {
 	if c.token == "" {
 		return nil, fmt.Errorf("no admin token: pass --token or set $%s", envAdminToken)
 	}
-	return &admin.Client{BaseURL: c.adminURL, Token: c.token}, nil
+	return &admin.Client{BaseURL: c.adminURL, Token: c.token, Force: c.force}, nil
 }
 
 // ctx bounds one command.
@@ -389,7 +393,11 @@ func appsUnlink(c *cli, args []string) error {
 }
 
 func changeLink(c *cli, verb string, args []string, change func(*admin.Client, context.Context, string, string) (admin.AppView, error)) error {
-	pos, err := c.parse(c.flagSet(verb), args, "APP", "MODEL")
+	fs := c.flagSet(verb)
+	if verb == "link" {
+		c.forceFlag(fs)
+	}
+	pos, err := c.parse(fs, args, "APP", "MODEL")
 	if err != nil {
 		return err
 	}
@@ -407,7 +415,9 @@ func changeLink(c *cli, verb string, args []string, change func(*admin.Client, c
 }
 
 func appsSelect(c *cli, args []string) error {
-	pos, err := c.parse(c.flagSet("select"), args, "APP", "SPEC")
+	fs := c.flagSet("select")
+	c.forceFlag(fs)
+	pos, err := c.parse(fs, args, "APP", "SPEC")
 	if err != nil {
 		return err
 	}
@@ -532,6 +542,12 @@ func (c *cli) showModel(m admin.ModelView) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, current, v.Runtime.Kind, len(v.LiveReplicas), v.Replicas, batch,
 				autoscaleOf(v), replicaTime, cost, per1k, spec(v.Runtime))
 		}
+		for _, v := range m.Versions {
+			if v.Profile != nil {
+				fmt.Fprintln(w)
+				printProfile(w, *v.Profile)
+			}
+		}
 	})
 }
 
@@ -572,6 +588,7 @@ func modelsRegister(c *cli, args []string) error {
 	fs.IntVar(&v.Replicas, "replicas", 1, "the desired number of replicas")
 	fs.IntVar(&v.BatchSize, "batch-size", 0, "the largest batch; 0 leaves it to the batching controller")
 	fs.Var(labels, "label", "an annotation, `KEY=VALUE`; repeatable")
+	exampleInputFlag(fs, &v)
 	if _, err := c.parse(fs, args); err != nil {
 		return err
 	}
@@ -609,7 +626,9 @@ func modelsRegister(c *cli, args []string) error {
 }
 
 func modelsRollback(c *cli, args []string) error {
-	pos, err := c.parse(c.flagSet("rollback"), args, "NAME", "VERSION")
+	fs := c.flagSet("rollback")
+	c.forceFlag(fs)
+	pos, err := c.parse(fs, args, "NAME", "VERSION")
 	if err != nil {
 		return err
 	}

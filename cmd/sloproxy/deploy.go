@@ -44,6 +44,8 @@ func modelsDeploy(c *cli, args []string) error {
 	fs.Var(labels, "label", "an annotation, `KEY=VALUE`; repeatable")
 	durationVar(fs, &wait, "wait", 5*time.Minute, "how long to wait for the replicas to be ready, a `duration`")
 	fs.BoolVar(&noSwitch, "no-switch", false, "leave the current version as it is once the replicas are ready")
+	exampleInputFlag(fs, &v)
+	c.forceFlag(fs)
 	if _, err := c.parse(fs, args); err != nil {
 		return err
 	}

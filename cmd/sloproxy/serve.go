@@ -35,6 +35,7 @@ import (
 	"github.com/sloproxy/sloproxy/config"
 	"github.com/sloproxy/sloproxy/containers/docker"
 	"github.com/sloproxy/sloproxy/containers/process"
+	"github.com/sloproxy/sloproxy/containers/profile"
 	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
@@ -239,7 +240,8 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 			u, perK, ok := scaler.Usage(model, version)
 			return admin.NewUsage(u.ReplicaSeconds, u.Cost, perK), ok
 		},
-		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs})
+		Price:       func(model, version string) (float64, bool) { return scaler.Price(model, version) },
+		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs, Profiler: profile.Profiler{Encode: proxy.EncodeInput, DefaultBatch: cfg.Limits.DefaultBatchSize}})
 	servers := []*http.Server{
 		newServer(recoverer.Wrap("query", p.Handler()), log),
 		newServer(recoverer.Wrap("admin", adminHandler), log),

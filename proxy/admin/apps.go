@@ -118,8 +118,20 @@ func (h *handler) deleteApp(w http.ResponseWriter, r *http.Request) error {
 
 // PUT /api/v1/apps/{app}/links/{model} lets the app use the model; linking
 // twice is not an error. It answers the app.
+//
+// Unless the body is {"force": true}, the profile gate first checks the
+// model's current version against the app's SLO (see gate).
 func (h *handler) link(w http.ResponseWriter, r *http.Request) error {
-	return h.changeLink(w, r, h.store.Link)
+	var body LinkRequest
+	if err := decodeOptional(w, r, &body); err != nil {
+		return err
+	}
+	return h.changeLink(w, r, func(ctx context.Context, app, model string) error {
+		if err := h.gate(ctx, linkMoves(h.store.Snapshot(), app, model), body.Force); err != nil {
+			return err
+		}
+		return h.store.Link(ctx, app, model)
+	})
 }
 
 // DELETE /api/v1/apps/{app}/links/{model} stops the app from using the
@@ -163,7 +175,9 @@ func (h *handler) getSelection(w http.ResponseWriter, r *http.Request) error {
 
 // PUT /api/v1/apps/{app}/selection sets the app's selection spec, which
 // every proxy then runs in place of the policy the app names and the
-// configuration file's settings for it. It answers the app.
+// configuration file's settings for it. It answers the app. Unless the
+// query has force=true, the profile gate first checks each arm with a
+// share against the app's SLO (see gate).
 func (h *handler) putSelection(w http.ResponseWriter, r *http.Request) error {
 	name, err := pathName(r, "app")
 	if err != nil {
@@ -182,6 +196,13 @@ func (h *handler) putSelection(w http.ResponseWriter, r *http.Request) error {
 	}
 	stored, err := json.Marshal(spec)
 	if err != nil {
+		return err
+	}
+	force, err := forced(r)
+	if err != nil {
+		return err
+	}
+	if err := h.gate(r.Context(), selectionMoves(h.store.Snapshot(), name, spec), force); err != nil {
 		return err
 	}
 	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, models []string) error {

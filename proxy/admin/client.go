@@ -39,6 +39,9 @@ type Client struct {
 	// HTTPClient makes the calls. Nil means a client with a
 	// DefaultClientTimeout timeout.
 	HTTPClient *http.Client
+	// Force makes Link, SetCurrent and SetSelection move an app's traffic
+	// even when the profile gate refuses the version (the API's force).
+	Force bool
 }
 
 // Error is an error answer of the API.
@@ -100,7 +103,11 @@ func (c *Client) DeleteApp(ctx context.Context, name string) error {
 // Link lets app use model, and returns the app.
 func (c *Client) Link(ctx context.Context, app, model string) (AppView, error) {
 	var v AppView
-	err := c.do(ctx, http.MethodPut, pathApps+"/"+seg(app)+"/links/"+seg(model), nil, &v)
+	var body any // none, as before the gate, unless forced
+	if c.Force {
+		body = LinkRequest{Force: true}
+	}
+	err := c.do(ctx, http.MethodPut, pathApps+"/"+seg(app)+"/links/"+seg(model), body, &v)
 	return v, err
 }
 
@@ -115,7 +122,11 @@ func (c *Client) Unlink(ctx context.Context, app, model string) (AppView, error)
 // form, and returns the app.
 func (c *Client) SetSelection(ctx context.Context, app string, spec json.RawMessage) (AppView, error) {
 	var v AppView
-	err := c.do(ctx, http.MethodPut, pathApps+"/"+seg(app)+"/selection", spec, &v)
+	path := pathApps + "/" + seg(app) + "/selection"
+	if c.Force {
+		path += "?force=true"
+	}
+	err := c.do(ctx, http.MethodPut, path, spec, &v)
 	return v, err
 }
 
@@ -159,8 +170,16 @@ func (c *Client) RegisterVersion(ctx context.Context, v state.ModelVersion) (Mod
 // it is older), and returns the model.
 func (c *Client) SetCurrent(ctx context.Context, model, version string) (ModelView, error) {
 	var m ModelView
-	err := c.do(ctx, http.MethodPut, pathModels+"/"+seg(model)+"/current", CurrentRequest{Version: version}, &m)
+	err := c.do(ctx, http.MethodPut, pathModels+"/"+seg(model)+"/current", CurrentRequest{Version: version, Force: c.Force}, &m)
 	return m, err
+}
+
+// Profile profiles version of model now, stores the profile with the
+// version and returns it.
+func (c *Client) Profile(ctx context.Context, model, version string, req ProfileRequest) (ProfileView, error) {
+	var p ProfileView
+	err := c.do(ctx, http.MethodPost, pathModels+"/"+seg(model)+"/versions/"+seg(version)+"/profile", req, &p)
+	return p, err
 }
 
 // SetReplicas sets the desired replica count of version of model, and

@@ -1,6 +1,8 @@
 // Package admin is sloproxy's admin API: the HTTP API through which
 // operators and the sloproxy CLI manage apps, models, versions, links,
-// replica counts and the prediction cache, and a Go client for it.
+// replica counts, profiles and the prediction cache, and a Go client for
+// it. The changes that move an app's traffic to a model version pass the
+// profile gate first (profile.go).
 //
 // The API is served on its own listener (the serve command binds it to
 // 127.0.0.1:1338 by default), apart from the query listener, so that it can

@@ -53,6 +53,22 @@ type Options struct {
 	// Jobs runs offline batch jobs. Nil means the /api/v1/jobs endpoints
 	// answer 501.
 	Jobs JobRunner
+	// Profiler profiles model versions: POST .../profile, and the gate
+	// that profiles a version before a link, a new current version or a
+	// selection spec moves an app's traffic to it. Nil means neither: the
+	// profile endpoint answers 501 and nothing is gated.
+	Profiler Profiler
+	// ProfileMaxAge is how old a stored profile may be for the gate to
+	// use it rather than profile again; 0 means DefaultProfileMaxAge.
+	ProfileMaxAge time.Duration
+	// ReplicaWait is how long a profile waits for the version's first
+	// live replica before it fails; 0 means DefaultReplicaWait.
+	ReplicaWait time.Duration
+	// Price is the price of one replica of a model version for an hour,
+	// from the cost settings; ok false means it has none. A profile's
+	// answer prices its largest batch per app with it (cost_per_1k). Nil
+	// means no version has a price.
+	Price func(model, version string) (perReplicaHour float64, ok bool)
 }
 
 // The API's paths. Names in braces are path variables.
@@ -70,6 +86,7 @@ const (
 	pathVersion  = pathVersions + "/{version}"
 	pathReplicas = pathVersion + "/replicas"
 	pathScale    = pathVersion + "/autoscale"
+	pathProfile  = pathVersion + "/profile"
 	pathPurge    = pathPrefix + "/cache/purge"
 	pathJobs     = pathPrefix + "/jobs"
 	pathJob      = pathJobs + "/{job}"
@@ -99,6 +116,13 @@ type handler struct {
 	maxReplicas int
 	// jobs is Options.Jobs.
 	jobs JobRunner
+	// profiler is Options.Profiler, nil for none; profileMaxAge is
+	// Options.ProfileMaxAge with its default.
+	profiler      Profiler
+	profileMaxAge time.Duration
+	replicaWait   time.Duration // Options.ReplicaWait with its default
+	// price is Options.Price, never nil.
+	price func(model, version string) (float64, bool)
 }
 
 // NewHandler returns the admin API over store.
@@ -108,7 +132,18 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 
 func newHandler(store *state.Store, opts Options) *handler {
 	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem,
-		usage: opts.Usage, maxReplicas: opts.MaxReplicas, jobs: opts.Jobs}
+		usage: opts.Usage, maxReplicas: opts.MaxReplicas, jobs: opts.Jobs, profiler: opts.Profiler, profileMaxAge: opts.ProfileMaxAge}
+	if h.profileMaxAge <= 0 {
+		h.profileMaxAge = DefaultProfileMaxAge
+	}
+	h.replicaWait = opts.ReplicaWait
+	if h.replicaWait <= 0 {
+		h.replicaWait = DefaultReplicaWait
+	}
+	h.price = opts.Price
+	if h.price == nil {
+		h.price = func(string, string) (float64, bool) { return 0, false }
+	}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -156,6 +191,8 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodDelete, pathVersion, h.deleteVersion)
 	handle(http.MethodPut, pathReplicas, h.setReplicas)
 	handle(http.MethodPut, pathScale, h.setAutoscale)
+	handle(http.MethodPost, pathProfile, h.profileVersion)
+	handle(http.MethodGet, pathProfile, h.getProfile)
 
 	handle(http.MethodPost, pathPurge, h.purgeCache)
 

@@ -14,7 +14,7 @@ func (h *handler) listModels(w http.ResponseWriter, r *http.Request) error {
 	snap := h.store.Snapshot()
 	list := ModelList{Models: []ModelView{}}
 	for _, m := range snap.Models() {
-		list.Models = append(list.Models, modelView(snap, m, h.problem, h.usage))
+		list.Models = append(list.Models, h.withProfiles(snap, modelView(snap, m, h.problem, h.usage)))
 	}
 	writeJSON(w, http.StatusOK, list)
 	return nil
@@ -36,7 +36,7 @@ func (h *handler) writeModel(w http.ResponseWriter, status int, name string) err
 	if !ok {
 		return fmt.Errorf("%w: model %q", state.ErrNotFound, name)
 	}
-	writeJSON(w, status, modelView(snap, m, h.problem, h.usage))
+	writeJSON(w, status, h.withProfiles(snap, modelView(snap, m, h.problem, h.usage)))
 	return nil
 }
 
@@ -99,7 +99,8 @@ func (h *handler) deleteVersion(w http.ResponseWriter, r *http.Request) error {
 
 // PUT /api/v1/models/{model}/current {"version": V} makes V the current
 // version: a deployment, or a rollback when V is older. It answers the
-// model.
+// model. Unless the body has "force": true, the profile gate first checks
+// V against the SLO of every app linked to the model (see gate).
 func (h *handler) setCurrent(w http.ResponseWriter, r *http.Request) error {
 	model, err := pathName(r, "model")
 	if err != nil {
@@ -114,6 +115,9 @@ func (h *handler) setCurrent(w http.ResponseWriter, r *http.Request) error {
 	}
 	if !state.ValidName(body.Version) {
 		return badRequest("model %q: version %q: must match [a-z0-9][a-z0-9_.-]{0,62}", model, clip.String(body.Version))
+	}
+	if err := h.gate(r.Context(), currentMoves(h.store.Snapshot(), model, body.Version), body.Force); err != nil {
+		return err
 	}
 	if err := h.store.SetCurrent(r.Context(), model, body.Version); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"maps"
 	"reflect"
 	"slices"
@@ -83,6 +84,10 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{"ModelView", ModelView{}},
 		{"ModelList", ModelList{}},
 		{"CurrentRequest", CurrentRequest{}},
+		{"LinkRequest", LinkRequest{}},
+		{"ProfileRequest", ProfileRequest{}},
+		{"ProfileView", ProfileView{}},
+		{"ProfileFit", ProfileFit{}},
 		{"ReplicasRequest", ReplicasRequest{}},
 		{"PurgeRequest", PurgeRequest{}},
 		{"Health", Health{}},
@@ -94,5 +99,23 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.schema, func(t *testing.T) { testutil.CheckSchemaFields(t, doc, c.schema, reflect.TypeOf(c.typ)) })
+	}
+}
+
+// TestOpenAPIProfileSchemas checks the profile's schemas against the
+// fields state.Profile and state.ProfileLine write, which their own
+// MarshalJSON names (in milliseconds), not their Go fields' tags.
+func TestOpenAPIProfileSchemas(t *testing.T) {
+	doc := loadOpenAPI(t)
+	p := state.Profile{ItemErrors: 1, Lines: []state.ProfileLine{{Batch: 1}}}
+	for schema, v := range map[string]any{"Profile": p, "ProfileLine": p.Lines[0]} {
+		b, err := json.Marshal(v)
+		must(t, err)
+		var fields map[string]any
+		must(t, json.Unmarshal(b, &fields))
+		props := testutil.OpenAPIResolve(doc, "#/components/schemas/"+schema).(map[string]any)["properties"].(map[string]any)
+		if got, want := slices.Sorted(maps.Keys(props)), slices.Sorted(maps.Keys(fields)); !slices.Equal(got, want) {
+			t.Errorf("%s: properties %v; the JSON has %v", schema, got, want)
+		}
 	}
 }

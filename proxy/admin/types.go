@@ -117,6 +117,8 @@ type VersionView struct {
 	// Usage is what the version's replicas used and cost, as the proxy
 	// that answers counted it (see Options.Usage); absent when it did not.
 	Usage *Usage `json:"usage,omitempty"`
+	// Profile is the version's latest profile; absent when it has none.
+	Profile *ProfileView `json:"profile,omitempty"`
 }
 
 // ModelView is a model as the API answers it.
@@ -159,6 +161,57 @@ type CurrentRequest struct {
 	// Version becomes the current version: a deployment, or a rollback
 	// when it is older.
 	Version string `json:"version"`
+	// Force moves the traffic even when the profile gate refuses it (the
+	// refusal is logged at warn).
+	Force bool `json:"force,omitempty"`
+}
+
+// LinkRequest is the optional body of PUT /api/v1/apps/{app}/links/{model}.
+type LinkRequest struct {
+	// Force links even when the profile gate refuses the model's current
+	// version for the app (the refusal is logged at warn).
+	Force bool `json:"force,omitempty"`
+}
+
+// ProfileRequest is the optional body of POST
+// /api/v1/models/{model}/versions/{version}/profile.
+type ProfileRequest struct {
+	// Inputs are sent in turn, each a JSON input as a query sends it (an
+	// array of numbers, a string, base64 for bytes). Empty means the
+	// version's example_input, else one empty input.
+	Inputs []json.RawMessage `json:"inputs,omitempty"`
+	// Repeats is how many batches of each size each replica sends; 0
+	// means the profiler's default (10).
+	Repeats int `json:"repeats,omitempty"`
+}
+
+// ProfileView is a version's profile as the API answers it.
+type ProfileView struct {
+	Model   string `json:"model"`
+	Version string `json:"version"`
+	// Profile is what was measured.
+	Profile state.Profile `json:"profile"`
+	// Apps says, for each app linked to the model, what the profile means
+	// for it; empty, never null, when none is.
+	Apps []ProfileFit `json:"apps"`
+}
+
+// ProfileFit is what a profile means for one app.
+type ProfileFit struct {
+	App       string  `json:"app"`
+	SLOMillis float64 `json:"slo_ms"`
+	// MeetsSLO reports whether the batch-1 p99 is within the SLO: the
+	// profile gate refuses the version for the app when it is not.
+	MeetsSLO bool `json:"meets_slo"`
+	// LargestBatch is the largest batch, at most the largest profiled,
+	// whose planned latency a + b·n + tail fits within the SLO; 0 when
+	// not even one item does.
+	LargestBatch int `json:"largest_batch"`
+	// CostPer1K is the cost of 1,000 predictions at LargestBatch: the
+	// version's price per replica-hour over what one replica answers in
+	// an hour sending such batches back to back (a + b·n each). Absent
+	// without cost settings for the version, or when no batch fits.
+	CostPer1K *float64 `json:"cost_per_1k,omitempty"`
 }
 
 // ReplicasRequest is the body of PUT
