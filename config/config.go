@@ -172,6 +172,9 @@ type DockerRuntime struct {
 	// DrainTimeout is how long a withdrawn replica keeps running for the
 	// queries sent to it; 0 means 5 s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Cost is the price of a container replica; a model's cost overrides
+	// it. It applies on reload.
+	Cost Cost `yaml:"cost"`
 }
 
 // ProcessRuntime runs model replicas as local processes.
@@ -189,6 +192,9 @@ type ProcessRuntime struct {
 	// processes get besides the allow-list of package containers/process
 	// (PATH, HOME, LANG, LC_*, TZ, PYTHONPATH and the like).
 	PassEnv []string `yaml:"pass_env"`
+	// Cost is the price of a process replica; a model's cost overrides
+	// it. It applies on reload.
+	Cost Cost `yaml:"cost"`
 }
 
 // OIP configures the Open Inference Protocol endpoints.
@@ -497,6 +503,13 @@ type Model struct {
 	MemoryBytes int64    `yaml:"memory_bytes"`
 	GPUs        int      `yaml:"gpus"`
 	DeviceIDs   []string `yaml:"device_ids"`
+
+	// Autoscale, when set, has the autoscaler set the version's replica
+	// count from its demand; Replicas is then where it starts.
+	Autoscale *Autoscale `yaml:"autoscale"`
+	// Cost, when set, prices every version of the model in the place of
+	// its runtime's cost (a GPU model on the docker runtime, say).
+	Cost *Cost `yaml:"cost"`
 }
 
 // DefaultDataDir is the data directory when DataDir is empty: beside the
@@ -637,8 +650,16 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("log.format %q: must be json or console", c.Log.Format)
 	}
+	if err := c.validateCosts(); err != nil {
+		return err
+	}
 	models := map[string]state.ModelVersion{}
 	for i, m := range c.Models {
+		if m.Autoscale != nil {
+			if err := m.Autoscale.check(c.Limits.MaxReplicas); err != nil {
+				return fmt.Errorf("models[%d]: model %q version %q: %w", i, m.Name, m.Version, err)
+			}
+		}
 		mv := m.ModelVersion()
 		if err := mv.Validate(); err != nil {
 			return fmt.Errorf("models[%d]: %w", i, err)
@@ -707,7 +728,12 @@ func (a App) App() state.App {
 
 // ModelVersion is m's state form.
 func (m Model) ModelVersion() state.ModelVersion {
+	var as *state.Autoscale
+	if m.Autoscale != nil {
+		as = m.Autoscale.State()
+	}
 	return state.ModelVersion{
+		Autoscale: as,
 		Model:     m.Name,
 		Version:   m.Version,
 		InputType: state.InputType(m.InputType),

@@ -132,6 +132,13 @@ func TestBadFiles(t *testing.T) {
 		"swarm-without-key.bad.yml":          "runtimes.swarm.rpc_key: required when the swarm runtime is enabled",
 		"features-bad-missing.bad.yml":       `apps[0].features.missing "sometimes"; use use_defaults, not_found or default_output`,
 		"features-no-redis.bad.yml":          "apps[0].features.redis: empty, and there is no redis.addr",
+		"autoscale-min-above-max.bad.yml":    `models[0]: model "m" version "1": autoscale.max 2: must be at least autoscale.min (3)`,
+		"autoscale-target.bad.yml":           `models[0]: model "m" version "1": autoscale.target 1.5: must be in (0, 1]`,
+		"autoscale-target-zero.bad.yml":      `models[0]: model "m" version "1": autoscale.target 0: must be in (0, 1]`,
+		"autoscale-negative-delay.bad.yml":   `models[0]: model "m" version "1": autoscale.scale_down_delay -5s: must not be negative`,
+		"autoscale-max-above-limit.bad.yml":  `models[0]: model "m" version "1": autoscale.max 8: above limits.max_replicas (4)`,
+		"cost-negative.bad.yml":              "runtimes.process.cost.replica_hour -0.5: must not be negative",
+		"model-cost-negative.bad.yml":        "models[0].cost.replica_hour -2: must not be negative",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(tests) {
@@ -155,6 +162,35 @@ func TestAdminTokenFromEnv(t *testing.T) {
 	}
 	if c.AdminToken() != "from-env" {
 		t.Fatalf("token %q", c.AdminToken())
+	}
+}
+
+// TestAutoscaleAndCost: the autoscale block reaches the state's version
+// with its defaults, and the prices apply by runtime with the model's
+// overriding.
+func TestAutoscaleAndCost(t *testing.T) {
+	c, err := Load("testdata/autoscale.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []*state.Autoscale{c.Models[0].ModelVersion().Autoscale, c.Models[1].ModelVersion().Autoscale}
+	want := []*state.Autoscale{{Min: 1, Max: 4, Target: 0.8, ScaleDownDelay: 20 * time.Second}, {Min: 1, Max: 2}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("autoscale %+v %+v, want %+v %+v", got[0], got[1], want[0], want[1])
+	}
+	p := c.Pricing()
+	for _, tc := range []struct {
+		mv   state.ModelVersion
+		want float64
+	}{
+		{c.Models[0].ModelVersion(), 0.05},
+		{c.Models[1].ModelVersion(), 2.5},
+		{state.ModelVersion{Model: "other", Runtime: state.RuntimeSpec{Kind: state.RuntimeDocker}}, 0.12},
+		{state.ModelVersion{Model: "other", Runtime: state.RuntimeSpec{Kind: state.RuntimeExternal}}, 0},
+	} {
+		if got := p.Price(tc.mv); got != tc.want {
+			t.Errorf("price of %s on %s: %v, want %v", tc.mv.Model, tc.mv.Runtime.Kind, got, tc.want)
+		}
 	}
 }
 

@@ -16,14 +16,20 @@ import (
 // WritePNG draws the run second by second, by when requests left: the p50
 // and p99 latency against the SLO above, the offered rate, the answers
 // from the prediction cache and the shed, default and error counts in the
-// middle, the proxy's mean batch size below. It uses gonum/plot.
+// middle, the proxy's mean batch size below it and, when the proxy reports
+// them, its desired and ready replicas at the bottom. It uses gonum/plot.
 func (r *Result) WritePNG(w io.Writer, title string) error {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	n := len(r.Seconds)
 	p50, p99, slo := make(plotter.XYs, n), make(plotter.XYs, n), make(plotter.XYs, n)
 	sent, cached, unanswered := make(plotter.XYs, n), make(plotter.XYs, n), make(plotter.XYs, n)
 	batch := make(plotter.XYs, n)
+	desired, ready := make(plotter.XYs, n), make(plotter.XYs, n)
+	replicas := false
 	for i, s := range r.Seconds {
+		desired[i] = plotter.XY{X: float64(s.T), Y: s.Replicas}
+		ready[i] = plotter.XY{X: float64(s.T), Y: s.Ready}
+		replicas = replicas || s.Replicas > 0
 		x := float64(s.T)
 		p50[i] = plotter.XY{X: x, Y: ms(s.P50)}
 		p99[i] = plotter.XY{X: x, Y: ms(s.P99)}
@@ -53,18 +59,28 @@ func (r *Result) WritePNG(w io.Writer, title string) error {
 	if err := addLines(mid, []series{{"sent", sent, gray, false}, {"from the cache", cached, blue, true}, {"shed, default or error", unanswered, red, false}}); err != nil {
 		return err
 	}
-	bottom := plot.New()
-	bottom.X.Label.Text = "seconds"
-	bottom.Y.Label.Text = "mean batch size"
-	bottom.Y.Min = 0
-	if err := addLines(bottom, []series{{"batch", batch, blue, false}}); err != nil {
+	batches := plot.New()
+	batches.Y.Label.Text = "mean batch size"
+	batches.Y.Min = 0
+	if err := addLines(batches, []series{{"batch", batch, blue, false}}); err != nil {
 		return err
 	}
+	plots := [][]*plot.Plot{{top}, {mid}, {batches}}
+	if replicas {
+		reps := plot.New()
+		reps.Y.Label.Text = "replicas"
+		reps.Y.Min = 0
+		reps.Legend.Top = true
+		if err := addLines(reps, []series{{"desired", desired, gray, false}, {"ready", ready, blue, true}}); err != nil {
+			return err
+		}
+		plots = append(plots, []*plot.Plot{reps})
+	}
+	plots[len(plots)-1][0].X.Label.Text = "seconds"
 
-	img := vgimg.New(vg.Points(720), vg.Points(720))
-	tiles := draw.Tiles{Rows: 3, Cols: 1, PadX: vg.Millimeter, PadY: 4 * vg.Millimeter,
+	img := vgimg.New(vg.Points(720), vg.Points(240*float64(len(plots))))
+	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadX: vg.Millimeter, PadY: 4 * vg.Millimeter,
 		PadTop: vg.Points(6), PadBottom: vg.Points(6), PadLeft: vg.Points(6), PadRight: vg.Points(12)}
-	plots := [][]*plot.Plot{{top}, {mid}, {bottom}}
 	canvases := plot.Align(plots, tiles, draw.New(img))
 	for i := range plots {
 		plots[i][0].Draw(canvases[i][0])

@@ -100,9 +100,16 @@ type Result struct {
 	// the errors' (the transport's error, or the status and the proxy's
 	// message), numbers and durations in them blanked so that alike
 	// reasons add up.
-	Reasons      map[string]int `json:"reasons"`
-	ErrorReasons map[string]int `json:"error_reasons"`
-	Seconds      []Second       `json:"seconds"`
+	// ReplicaSeconds and Cost are what the proxy's replicas used over the
+	// run (after the warm-up), from its sloproxy_replica_seconds_total and
+	// sloproxy_cost_total, all model versions; CostPer1k is Cost per 1,000
+	// answers a model computed. All are 0 when the proxy reports none.
+	ReplicaSeconds float64        `json:"replica_seconds"`
+	Cost           float64        `json:"cost"`
+	CostPer1k      float64        `json:"cost_per_1k_predictions"`
+	Reasons        map[string]int `json:"reasons"`
+	ErrorReasons   map[string]int `json:"error_reasons"`
+	Seconds        []Second       `json:"seconds"`
 }
 
 // Percentiles of the answers' latency.
@@ -129,6 +136,10 @@ type Second struct {
 	// MeanBatch is the mean batch size the proxy reported over the
 	// second (all model versions), 0 when unknown.
 	MeanBatch float64 `json:"mean_batch"`
+	// Replicas and Ready are the desired and the ready replicas the proxy
+	// reported at the second's end (all model versions), 0 when unknown.
+	Replicas float64 `json:"replicas"`
+	Ready    float64 `json:"ready"`
 }
 
 // answer is what the proxy's body says.
@@ -254,7 +265,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		batches.scrape() // the baseline
+		base := batches.scrape() // the baseline
 		for i := 0; ; i++ {
 			stopping := false
 			select {
@@ -262,10 +273,14 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 				stopping = true // the last, partial second
 			case <-t.C:
 			}
-			mean := batches.scrape()
+			got := batches.scrape()
 			mu.Lock()
 			if i < len(sec) {
-				sec[i].MeanBatch = mean
+				sec[i].MeanBatch = got.meanBatch
+				sec[i].Replicas, sec[i].Ready = got.desired, got.ready
+			}
+			if got.replicasOK {
+				res.ReplicaSeconds, res.Cost = got.replicaSeconds-base.replicaSeconds, got.cost-base.cost
 			}
 			if stopping {
 				mu.Unlock()
@@ -363,6 +378,9 @@ loop:
 		res.Attainment /= float64(res.Sent)
 		res.ModelAttainment /= float64(res.Sent)
 	}
+	if res.Model > 0 {
+		res.CostPer1k = res.Cost / float64(res.Model) * 1000
+	}
 	res.Latency = percentiles(all)
 	res.Admitted = percentiles(admitted)
 	res.ShedLatency = percentiles(shed)
@@ -416,46 +434,72 @@ func blankNumbers(s string) string {
 	return b.String()
 }
 
-// batchScraper reads the proxy's batch-size histogram.
+// batchScraper reads the proxy's batch-size histogram, and its replica
+// counts and replica-seconds (see scraped).
 type batchScraper struct {
 	url        string
 	sum, count float64
 }
 
-// scrape returns the mean batch size since the last scrape, 0 when
-// unknown.
-func (s *batchScraper) scrape() float64 {
+// scraped is what one scrape read: the mean batch size since the last
+// scrape (0 when unknown); the desired and ready replicas and the
+// replica-seconds and cost counters, summed over the model versions the
+// proxy reports (package autoscale), ok false when the proxy has none.
+type scraped struct {
+	meanBatch            float64
+	desired, ready       float64
+	replicaSeconds, cost float64
+	replicasOK           bool
+}
+
+// scrape reads the proxy's /metrics once.
+func (s *batchScraper) scrape() scraped {
+	var out scraped
 	if s.url == "" {
-		return 0
+		return out
 	}
 	client := http.Client{Timeout: 500 * time.Millisecond}
 	resp, err := client.Get(s.url)
 	if err != nil {
-		return 0
+		return out
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0
+		return out
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
 	if err != nil {
-		return 0
+		return out
 	}
+	sumOf := func(name string) (float64, bool) {
+		f, ok := families[name]
+		if !ok {
+			return 0, false
+		}
+		var v float64
+		for _, m := range f.GetMetric() {
+			v += m.GetGauge().GetValue() + m.GetCounter().GetValue() + m.GetUntyped().GetValue()
+		}
+		return v, true
+	}
+	out.desired, out.replicasOK = sumOf("sloproxy_replicas_desired")
+	out.ready, _ = sumOf("sloproxy_replicas_ready")
+	out.replicaSeconds, _ = sumOf("sloproxy_replica_seconds_total")
+	out.cost, _ = sumOf("sloproxy_cost_total")
 	f, ok := families["sloproxy_batch_size"]
 	if !ok {
-		return 0
+		return out
 	}
 	var sum, count float64
 	for _, m := range f.GetMetric() {
 		sum += m.GetHistogram().GetSampleSum()
 		count += float64(m.GetHistogram().GetSampleCount())
 	}
-	mean := 0.0
 	if count > s.count {
-		mean = (sum - s.sum) / (count - s.count)
+		out.meanBatch = (sum - s.sum) / (count - s.count)
 	}
 	s.sum, s.count = sum, count
-	return mean
+	return out
 }

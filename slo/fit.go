@@ -326,3 +326,30 @@ func (f *Fit) runs(k int) [2][]obs {
 var epoch = time.Now()
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// Capacity is the queries a second one replica serves within slo, as the
+// fit sees it: with batches of the largest n, at most limit, that keeps
+// two batches inside the objective, 2·(a + b·n) ≤ slo (a query that
+// arrives just after a batch left waits for it, then rides its own),
+// served back to back, n / (a + b·n). It is 0 when the fit has seen no
+// batch or not even a batch of one fits. A fit that has not yet seen two
+// batch sizes (b = 0) counts batches of limit.
+func (f *Fit) Capacity(slo time.Duration, limit int) float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refit()
+	if f.count == 0 || limit < 1 {
+		return 0
+	}
+	left := slo.Seconds()/2 - f.a
+	n := float64(limit)
+	if f.b > 0 {
+		// The small excess keeps a quotient that rounding left a hair
+		// below a whole number from losing that batch size.
+		n = min(n, math.Floor(left/f.b*(1+1e-9)))
+	}
+	if n < 1 || left <= 0 || f.a+f.b*n <= 0 {
+		return 0
+	}
+	return n / (f.a + f.b*n)
+}

@@ -475,3 +475,29 @@ func TestFitKeepsTheCostPerItemThroughBatchesOfOneAndTwo(t *testing.T) {
 		}
 	})
 }
+
+func TestFitCapacity(t *testing.T) {
+	f := NewFit(0, 0.99)
+	if got := f.Capacity(80*time.Millisecond, 64); got != 0 {
+		t.Fatalf("with no observations Capacity = %v, want 0 (unknown)", got)
+	}
+	for n := 1; n <= 40; n++ {
+		f.Observe(n, 20*time.Millisecond+time.Duration(n)*time.Millisecond)
+	}
+	tests := []struct {
+		slo   time.Duration
+		limit int
+		want  float64 // queries a second
+	}{
+		{80 * time.Millisecond, 64, 500},           // n = 20: 20 / 40 ms, the bound
+		{80 * time.Millisecond, 10, 10.0 / 0.030},  // the batch cap
+		{120 * time.Millisecond, 64, 40.0 / 0.060}, // n = 40
+		{40 * time.Millisecond, 64, 0},             // not even a batch of one keeps two within it
+		{42 * time.Millisecond, 64, 1.0 / 0.021},   // a batch of one
+	}
+	for _, tc := range tests {
+		if got := f.Capacity(tc.slo, tc.limit); math.Abs(got-tc.want) > tc.want*0.01 {
+			t.Errorf("Capacity(%v, %d) = %.1f/s, want %.1f/s", tc.slo, tc.limit, got, tc.want)
+		}
+	}
+}

@@ -195,6 +195,15 @@ func (d *Data) setCurrent(model, version string) error {
 	if m.CurrentVersion == version {
 		return errNoChange
 	}
+	// A rollout (or rollback) to an autoscaled version starts it at the
+	// count the outgoing version serves with, within its bounds, so that
+	// the traffic it takes over finds the replicas it needs.
+	if old, ok := m.Version(m.CurrentVersion); ok {
+		if i := slices.IndexFunc(m.Versions, func(o ModelVersion) bool { return o.Version == version }); m.Versions[i].Autoscale != nil {
+			m.Versions = slices.Clone(m.Versions)
+			m.Versions[i].Replicas = m.Versions[i].Autoscale.Clamp(old.Replicas)
+		}
+	}
 	m.CurrentVersion = version
 	d.Models[model] = m
 	return nil

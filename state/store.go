@@ -396,6 +396,9 @@ func (v ModelVersion) clone() ModelVersion {
 	v.Runtime.DeviceIDs = cloneSlice(v.Runtime.DeviceIDs)
 	v.Runtime.Env = cloneMap(v.Runtime.Env)
 	v.Labels = cloneMap(v.Labels)
+	if v.Autoscale != nil {
+		v.Autoscale = new(*v.Autoscale)
+	}
 	if len(v.ExampleInput) == 0 {
 		v.ExampleInput = nil
 	} else {

@@ -471,3 +471,66 @@ func testAppSelection(t *testing.T, newBackend func() state.Backend) {
 		t.Fatalf("after clearing: %+v", got)
 	}
 }
+
+// TestScaleAndAutoscale: ScaleVersion changes the count alone,
+// SetAutoscale brings the count within its bounds and refuses bad ones
+// naming the field, and a rollout to an autoscaled version starts it at
+// the outgoing version's count.
+func TestScaleAndAutoscale(t *testing.T) {
+	ctx := t.Context()
+	s := state.NewStore(state.NewMemory(), state.Options{})
+	v1 := state.ModelVersion{Model: "m", Version: "1", InputType: state.InputBytes, Replicas: 1, Labels: map[string]string{"k": "v"},
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeProcess, Command: []string{"/bin/m"}}}
+	v2 := v1
+	v2.Version = "2"
+	for _, v := range []state.ModelVersion{v1, v2} {
+		if err := s.PutVersion(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.ScaleVersion(ctx, "m", "1", 5); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Snapshot().Version("m", "1")
+	want := v1
+	want.Replicas = 5
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("after ScaleVersion: %+v, want %+v", got, want)
+	}
+	for _, tc := range []struct {
+		err  error
+		want error
+	}{
+		{s.ScaleVersion(ctx, "m", "1", 0), state.ErrInvalid},
+		{s.ScaleVersion(ctx, "m", "9", 2), state.ErrNotFound},
+		{s.SetAutoscale(ctx, "m", "2", &state.Autoscale{Min: 3, Max: 2}), state.ErrInvalid},
+		{s.SetAutoscale(ctx, "m", "2", &state.Autoscale{Min: 1, Max: 2, Target: 1.5}), state.ErrInvalid},
+		{s.SetAutoscale(ctx, "m", "2", &state.Autoscale{Min: 1, Max: 2, ScaleDownDelay: -time.Second}), state.ErrInvalid},
+	} {
+		if !errors.Is(tc.err, tc.want) {
+			t.Errorf("got %v, want %v", tc.err, tc.want)
+		}
+	}
+	if err := s.SetAutoscale(ctx, "m", "2", &state.Autoscale{Min: 2, Max: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Snapshot().Version("m", "2"); got.Replicas != 2 || got.Autoscale == nil {
+		t.Fatalf("after SetAutoscale: %+v, want 2 replicas (its min) and the bounds", got)
+	}
+	if err := s.SetCurrent(ctx, "m", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Snapshot().Version("m", "2"); got.Replicas != 4 {
+		t.Fatalf("after the rollout: %d replicas, want 4 (the outgoing 5, within max 4)", got.Replicas)
+	}
+	if err := s.SetAutoscale(ctx, "m", "2", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Snapshot().Version("m", "2"); got.Replicas != 4 || got.Autoscale != nil {
+		t.Fatalf("after turning it off: %+v, want 4 replicas and no bounds", got)
+	}
+	raw, err := json.Marshal(state.Autoscale{Min: 1, Max: 4, Target: 0.7, ScaleDownDelay: 1500 * time.Millisecond})
+	if err != nil || string(raw) != `{"min":1,"max":4,"target":0.7,"scale_down_delay_s":1.5}` {
+		t.Fatalf("JSON %s, %v", raw, err)
+	}
+}

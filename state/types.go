@@ -2,7 +2,6 @@ package state
 
 import (
 	"encoding/json"
-	"math"
 	"time"
 )
 
@@ -105,16 +104,8 @@ func (a *App) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*a = App(j.appFields)
-	ns := math.Round(j.SLOMillis * float64(time.Millisecond))
-	if ns > math.MaxInt64 || ns < math.MinInt64 {
-		ns = math.MaxInt64 // rejected by Validate as too large
-	}
-	a.SLO = time.Duration(ns)
-	ns = math.Round(j.CacheTTLSeconds * float64(time.Second))
-	if ns > math.MaxInt64 || ns < math.MinInt64 {
-		ns = math.MaxInt64 // rejected by Validate as too large
-	}
-	a.CacheTTL = time.Duration(ns)
+	a.SLO = roundDuration(j.SLOMillis, time.Millisecond)
+	a.CacheTTL = roundDuration(j.CacheTTLSeconds, time.Second)
 	return nil
 }
 
@@ -163,6 +154,10 @@ type ModelVersion struct {
 	Runtime RuntimeSpec `json:"runtime"`
 	// Replicas is the desired number of replicas, at least 1.
 	Replicas int `json:"replicas"`
+	// Autoscale, when set, has the autoscaler set Replicas from the
+	// version's demand, within its bounds. nil means Replicas stays as
+	// set.
+	Autoscale *Autoscale `json:"autoscale,omitempty"`
 	// BatchSize caps the batch size; zero means the batching controller's
 	// default.
 	BatchSize int `json:"batch_size,omitempty"`

@@ -70,6 +70,11 @@ func (v ModelVersion) Validate() error {
 	if v.BatchSize < 0 {
 		return invalid("model %q version %q: batch_size %d: must not be negative", v.Model, v.Version, v.BatchSize)
 	}
+	if v.Autoscale != nil {
+		if err := v.Autoscale.check(); err != nil {
+			return invalid("model %q version %q: %v", v.Model, v.Version, err)
+		}
+	}
 	if err := v.Runtime.check(); err != nil {
 		return invalid("model %q version %q: %v", v.Model, v.Version, err)
 	}

@@ -61,6 +61,7 @@ var modelVerbs = []verb{
 	{"register", "--name NAME --version V --input-type TYPE --runtime process|external|docker [runtime flags] [--replicas N] [--batch-size N] [--example-input JSON]", "register a model version", modelsRegister},
 	{"rollback", "NAME VERSION [--force]", "make VERSION the current version (deploy or roll back; it must pass the profile gate)", modelsRollback},
 	{"scale", "NAME VERSION N", "set the desired replica count of a version", modelsScale},
+	{"autoscale", "NAME VERSION (--max N [--min N] [--target F] [--scale-down-delay D] | --off)", "let the autoscaler set a version's replica count from its demand, or stop it", modelsAutoscale},
 	{"delete-version", "NAME VERSION", "delete a version (and the model with its last)", modelsDeleteVersion},
 	{"profile", "NAME VERSION [--inputs FILE] [--repeats N] [--wait D]", "measure a version's replicas at batch sizes 1, 2, 4, ... and store the profile with it", modelsProfile},
 }
@@ -527,7 +528,7 @@ func (c *cli) showModel(m admin.ModelView) error {
 		fmt.Fprintf(w, "input type:\t%s\n", m.InputType)
 		fmt.Fprintf(w, "apps:\t%s\n", list(m.Apps))
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "VERSION\tCURRENT\tRUNTIME\tREPLICAS (LIVE/WANTED)\tBATCH\tSPEC")
+		fmt.Fprintln(w, "VERSION\tCURRENT\tRUNTIME\tREPLICAS (LIVE/WANTED)\tBATCH\tAUTOSCALE\tREPLICA TIME\tCOST\tCOST/1K PREDICTIONS\tSPEC")
 		for _, v := range m.Versions {
 			current := ""
 			if v.Current {
@@ -537,7 +538,9 @@ func (c *cli) showModel(m admin.ModelView) error {
 			if v.BatchSize > 0 {
 				batch = strconv.Itoa(v.BatchSize)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", v.Version, current, v.Runtime.Kind, len(v.LiveReplicas), v.Replicas, batch, spec(v.Runtime))
+			replicaTime, cost, per1k := usageOf(v)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, current, v.Runtime.Kind, len(v.LiveReplicas), v.Replicas, batch,
+				autoscaleOf(v), replicaTime, cost, per1k, spec(v.Runtime))
 		}
 		for _, v := range m.Versions {
 			if v.Profile != nil {

@@ -27,7 +27,10 @@ const benchUsage = `usage: sloproxy bench --url URL --slo DURATION (--rate N --d
 Sends an open-loop load of POSTs to URL (a proxy's predict endpoint): requests
 leave on schedule whatever the latency of the answers. Prints a progress line
 each second, then percentiles, SLO attainment and the answers by kind: from a
-model, from the proxy's prediction cache, default outputs, shed, errors.
+model, from the proxy's prediction cache, default outputs, shed, errors; and,
+when the proxy reports them, the replica-seconds its replicas used over the
+run and their cost per 1,000 answers a model computed (see cost.replica_hour
+in docs/operations.md).
 
 A body sent again and again is answered by the cache after the first time, so
 the run measures the cache, not the model: use --no-cache, which asks the
@@ -60,7 +63,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	durationVar(fs, &timeout, "timeout", 10*time.Second, "how long one request may take before it counts as an error, a `duration`")
 	durationVar(fs, &warmup, "warmup", 0, "send this long first, at the first rate, and leave it out of the result; a `duration`")
 	jsonOut := fs.String("json", "", "write the result, with its per-second series, as JSON to this file")
-	plotOut := fs.String("plot", "", "write a PNG plot of latency, load and batch size over time to this file")
+	plotOut := fs.String("plot", "", "write a PNG plot of latency, load, batch size and replicas over time to this file")
 	noCache := fs.Bool("no-cache", false, "send Cache-Control: no-cache, so that models answer rather than the proxy's prediction cache")
 	if err := fs.Parse(args); err != nil {
 		return helpIsNoError(err)
@@ -195,6 +198,9 @@ func report(w io.Writer, r *loadtest.Result) {
 		pct("  not shed, proxy", r.ProxyAdmitted)
 		pct("  outside the proxy", r.Outside)
 		fmt.Fprintf(w, "%-22s %8d  (late here, within the SLO by the proxy's clock)\n", "late outside proxy", r.LateOutside)
+	}
+	if r.ReplicaSeconds > 0 {
+		fmt.Fprintf(w, "%-22s %8.0f  (cost %.6g, per 1,000 model answers %.6g)\n", "replica-seconds", r.ReplicaSeconds, r.Cost, r.CostPer1k)
 	}
 	top(w, "default", r.Reasons)
 	top(w, "error", r.ErrorReasons)

@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sloproxy/sloproxy/autoscale"
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/config"
 	"github.com/sloproxy/sloproxy/containers/docker"
@@ -234,12 +235,20 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		SharedQueries:    sharedQueries(cfg, rdb),
 		RPCKey:           cfg.Runtimes.Swarm.Key(),
 	})
+	// The autoscaler writes replica counts to the store: it stops before
+	// the store closes.
+	scaler := autoscale.New(store, p, autoscale.NewMetrics(reg), autoscale.Options{MaxReplicas: cfg.Limits.MaxReplicas,
+		Pricing: cfg.Pricing(), Logger: log.Named("autoscale")})
+	if err := scaler.Start(ctx); err != nil {
+		return err
+	}
+	defer func() { _ = scaler.Close() }()
 	// The reloader writes to the store: it stops before the store closes,
 	// also when a failed listener, not ctx, ends the run.
 	var reloading sync.WaitGroup
 	hupCtx, endHup := context.WithCancel(ctx)
 	defer func() { endHup(); reloading.Wait() }()
-	reloading.Go(func() { watchConfig(hupCtx, path, cfg, store, p, lookups, reg, hup, log.Named("config")) })
+	reloading.Go(func() { watchConfig(hupCtx, path, cfg, store, p, lookups, scaler, reg, hup, log.Named("config")) })
 	// The dispatchers outlive the listeners: runCtx ends only after the
 	// HTTP servers have answered what they hold.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
@@ -257,6 +266,11 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	// with its stack, instead of dropping the connection.
 	recoverer := proxy.NewRecoverer(reg, log.Named("http"))
 	adminHandler := admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem,
+		Usage: func(model, version string) (admin.Usage, bool) {
+			u, perK, ok := scaler.Usage(model, version)
+			return admin.NewUsage(u.ReplicaSeconds, u.Cost, perK), ok
+		},
+		Price:       func(model, version string) (float64, bool) { return scaler.Price(model, version) },
 		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs, Profiler: profile.Profiler{Encode: proxy.EncodeInput, DefaultBatch: cfg.Limits.DefaultBatchSize}})
 	servers := []*http.Server{
 		newServer(recoverer.Wrap("query", p.Handler()), log),
@@ -320,7 +334,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 // watchConfig reloads the configuration at path on each SIGHUP and change
 // of the file until ctx is done; with no path it logs and ignores SIGHUP.
 func watchConfig(ctx context.Context, path string, cfg *config.Config, store *state.Store, p *proxy.Proxy, lookups *features.Table,
-	reg prometheus.Registerer, hup <-chan os.Signal, log *zap.Logger) {
+	scaler *autoscale.Autoscaler, reg prometheus.Registerer, hup <-chan os.Signal, log *zap.Logger) {
 	if path != "" {
 		apply := func(c *config.Config) {
 			p.ApplyPolicies(c.Policies())
@@ -328,6 +342,7 @@ func watchConfig(ctx context.Context, path string, cfg *config.Config, store *st
 			if err := lookups.Set(c.Features()); err != nil {
 				log.Error("config: features not applied", zap.Error(err))
 			}
+			scaler.SetPricing(c.Pricing())
 		}
 		newReloader(path, cfg, store, apply, reg, log).Run(ctx, hup)
 		return

@@ -196,6 +196,7 @@ type Dispatcher struct {
 	q       *queue
 	gov     atomic.Pointer[governor] // nil: no admission, no pacing
 	healthy atomic.Int32
+	counts  struct{ arrived, shed, answered atomic.Uint64 } // see Counts
 	ctx     context.Context
 	online  onlineSeen // the latest query with a deadline, for background batches
 
@@ -381,6 +382,21 @@ func (d *Dispatcher) Replicas() (addrs []string, healthy int) {
 	return addrs, healthy
 }
 
+// Counts are a dispatcher's query counts since it was made: what the
+// autoscaler reads as demand, and cost divides by.
+type Counts struct {
+	// Arrived counts the online queries Predict was asked (background
+	// ones are no demand to scale for), Shed those admission refused,
+	// Answered those a replica answered with an output, background ones
+	// included.
+	Arrived, Shed, Answered uint64
+}
+
+// Counts returns the query counts so far.
+func (d *Dispatcher) Counts() Counts {
+	return Counts{Arrived: d.counts.arrived.Load(), Shed: d.counts.shed.Load(), Answered: d.counts.answered.Load()}
+}
+
 // Queued is the number of queries waiting for a replica.
 func (d *Dispatcher) Queued() int { return d.q.len() }
 
@@ -414,6 +430,7 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 	if q.background = isBackground(ctx); !q.background {
 		q.deadline, _ = ctx.Deadline()
 		d.online.saw(q)
+		d.counts.arrived.Add(1)
 	}
 	if err := d.admit(q); err != nil {
 		return nil, "", err
@@ -433,6 +450,7 @@ func (d *Dispatcher) Predict(ctx context.Context, input []byte) (out []byte, rep
 		if r.out.Err != "" {
 			return nil, r.replica, &ModelError{Model: d.opts.Model, Version: d.opts.Version, Message: r.out.Err}
 		}
+		d.counts.answered.Add(1)
 		return r.out.Data, r.replica, nil
 	case <-ctx.Done():
 		d.q.remove(q)
@@ -484,6 +502,7 @@ func (d *Dispatcher) admit(q *query) error {
 	p, err := g.Admit(Arrival{Model: d.name, Arrived: q.enqueued, Deadline: q.deadline, Reserve: reserveOf(q.ctx),
 		Queued: queued, Replicas: replicas, Slots: d.opts.Slots, Sizes: d})
 	if err != nil {
+		d.counts.shed.Add(1)
 		if d.metrics != nil {
 			d.metrics.shed.Inc()
 		}

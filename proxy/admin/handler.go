@@ -42,6 +42,9 @@ type Options struct {
 	// Nil means no version has one: this proxy runs no runtime, or its
 	// problems are not reported.
 	Problem func(model, version string) string
+	// Usage says what a model version's replicas used, answered as the
+	// version's "usage". Nil, or ok false, means none is shown.
+	Usage func(model, version string) (u Usage, ok bool)
 	// MaxReplicas bounds the replica count a version may be registered or
 	// scaled to (the configuration's limits.max_replicas); a larger count
 	// is answered 400 naming the limit. 0 means no bound beyond the
@@ -82,6 +85,7 @@ const (
 	pathVersions = pathModel + "/versions"
 	pathVersion  = pathVersions + "/{version}"
 	pathReplicas = pathVersion + "/replicas"
+	pathScale    = pathVersion + "/autoscale"
 	pathProfile  = pathVersion + "/profile"
 	pathPurge    = pathPrefix + "/cache/purge"
 	pathJobs     = pathPrefix + "/jobs"
@@ -106,6 +110,8 @@ type handler struct {
 
 	// problem is Options.Problem, never nil.
 	problem func(model, version string) string
+	// usage is Options.Usage, never nil.
+	usage func(model, version string) (Usage, bool)
 	// maxReplicas is Options.MaxReplicas.
 	maxReplicas int
 	// jobs is Options.Jobs.
@@ -126,7 +132,7 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 
 func newHandler(store *state.Store, opts Options) *handler {
 	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem,
-		maxReplicas: opts.MaxReplicas, jobs: opts.Jobs, profiler: opts.Profiler, profileMaxAge: opts.ProfileMaxAge}
+		usage: opts.Usage, maxReplicas: opts.MaxReplicas, jobs: opts.Jobs, profiler: opts.Profiler, profileMaxAge: opts.ProfileMaxAge}
 	if h.profileMaxAge <= 0 {
 		h.profileMaxAge = DefaultProfileMaxAge
 	}
@@ -143,6 +149,9 @@ func newHandler(store *state.Store, opts Options) *handler {
 	}
 	if h.problem == nil {
 		h.problem = func(string, string) string { return "" }
+	}
+	if h.usage == nil {
+		h.usage = func(string, string) (Usage, bool) { return Usage{}, false }
 	}
 	if opts.Token != "" {
 		sum := sha256.Sum256([]byte(opts.Token))
@@ -181,6 +190,7 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodPost, pathVersions, h.registerVersion)
 	handle(http.MethodDelete, pathVersion, h.deleteVersion)
 	handle(http.MethodPut, pathReplicas, h.setReplicas)
+	handle(http.MethodPut, pathScale, h.setAutoscale)
 	handle(http.MethodPost, pathProfile, h.profileVersion)
 	handle(http.MethodGet, pathProfile, h.getProfile)
 

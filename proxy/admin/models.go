@@ -14,7 +14,7 @@ func (h *handler) listModels(w http.ResponseWriter, r *http.Request) error {
 	snap := h.store.Snapshot()
 	list := ModelList{Models: []ModelView{}}
 	for _, m := range snap.Models() {
-		list.Models = append(list.Models, h.withProfiles(snap, modelView(snap, m, h.problem)))
+		list.Models = append(list.Models, h.withProfiles(snap, modelView(snap, m, h.problem, h.usage)))
 	}
 	writeJSON(w, http.StatusOK, list)
 	return nil
@@ -36,7 +36,7 @@ func (h *handler) writeModel(w http.ResponseWriter, status int, name string) err
 	if !ok {
 		return fmt.Errorf("%w: model %q", state.ErrNotFound, name)
 	}
-	writeJSON(w, status, h.withProfiles(snap, modelView(snap, m, h.problem)))
+	writeJSON(w, status, h.withProfiles(snap, modelView(snap, m, h.problem, h.usage)))
 	return nil
 }
 
@@ -127,13 +127,11 @@ func (h *handler) setCurrent(w http.ResponseWriter, r *http.Request) error {
 
 // PUT /api/v1/models/{model}/versions/{version}/replicas {"replicas": N}
 // sets the desired replica count; the runtimes start or stop replicas to
-// match. It answers the model.
-//
-// The state API has no replica-count mutation, so this replaces the
-// version's spec, as read from this proxy's snapshot, with Replicas
-// changed: a concurrent change to the same version's spec through another
-// proxy could be undone by it. Versions are immutable otherwise, so in
-// practice only two concurrent scalings race, and the last one wins.
+// match. It answers the model. The count changes in one atomic update of
+// the state (Store.ScaleVersion, the autoscaler's path too), so nothing
+// else of the version's spec can be undone by it; of two concurrent
+// scalings the last wins. On an autoscaled version the autoscaler's next
+// decision may change it again, within the version's bounds.
 func (h *handler) setReplicas(w http.ResponseWriter, r *http.Request) error {
 	model, version, err := modelVersion(r)
 	if err != nil {
@@ -149,19 +147,10 @@ func (h *handler) setReplicas(w http.ResponseWriter, r *http.Request) error {
 	if body.Replicas == nil {
 		return badRequest("model %q version %q: replicas: required", model, version)
 	}
-	snap := h.store.Snapshot()
-	if _, ok := snap.Model(model); !ok {
-		return fmt.Errorf("%w: model %q", state.ErrNotFound, model)
-	}
-	v, ok := snap.Version(model, version)
-	if !ok {
-		return fmt.Errorf("%w: model %q version %q", state.ErrNotFound, model, version)
-	}
-	v.Replicas = *body.Replicas
-	if err := h.checkReplicas(v); err != nil {
+	if err := h.checkReplicas(state.ModelVersion{Model: model, Version: version, Replicas: *body.Replicas}); err != nil {
 		return err
 	}
-	if err := h.store.PutVersion(r.Context(), v); err != nil {
+	if err := h.store.ScaleVersion(r.Context(), model, version, *body.Replicas); err != nil {
 		return err
 	}
 	return h.writeModel(w, http.StatusOK, model)

@@ -114,6 +114,9 @@ type VersionView struct {
 	// attempt, as the proxy that answers saw it (see Options.Problem);
 	// empty when there is none.
 	Problem string `json:"problem,omitempty"`
+	// Usage is what the version's replicas used and cost, as the proxy
+	// that answers counted it (see Options.Usage); absent when it did not.
+	Usage *Usage `json:"usage,omitempty"`
 	// Profile is the version's latest profile; absent when it has none.
 	Profile *ProfileView `json:"profile,omitempty"`
 }
@@ -245,7 +248,8 @@ func appView(snap *state.Snapshot, a state.App) AppView {
 }
 
 // modelView builds the view of m from snap, with each version's problem.
-func modelView(snap *state.Snapshot, m state.Model, problem func(model, version string) string) ModelView {
+func modelView(snap *state.Snapshot, m state.Model, problem func(model, version string) string,
+	usage func(model, version string) (Usage, bool)) ModelView {
 	v := ModelView{
 		Name:           m.Name,
 		CurrentVersion: m.CurrentVersion,
@@ -254,12 +258,16 @@ func modelView(snap *state.Snapshot, m state.Model, problem func(model, version 
 		Versions:       make([]VersionView, 0, len(m.Versions)),
 	}
 	for _, mv := range m.Versions {
-		v.Versions = append(v.Versions, VersionView{
+		vv := VersionView{
 			ModelVersion: mv,
 			Current:      mv.Version == m.CurrentVersion,
 			LiveReplicas: nonNil(snap.Replicas(m.Name, mv.Version)),
 			Problem:      problem(m.Name, mv.Version),
-		})
+		}
+		if u, ok := usage(m.Name, mv.Version); ok {
+			vv.Usage = &u
+		}
+		v.Versions = append(v.Versions, vv)
 	}
 	return v
 }
