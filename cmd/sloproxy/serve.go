@@ -271,7 +271,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 			return admin.NewUsage(u.ReplicaSeconds, u.Cost, perK), ok
 		},
 		Price:       func(model, version string) (float64, bool) { return scaler.Price(model, version) },
-		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs, Profiler: profile.Profiler{Encode: proxy.EncodeInput, DefaultBatch: cfg.Limits.DefaultBatchSize}})
+		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs, Profiler: profile.Profiler{Encode: proxy.EncodeInput, DefaultBatch: cfg.Limits.DefaultBatchSize, RPCKey: cfg.Runtimes.Swarm.Key()}})
 	servers := []*http.Server{
 		newServer(recoverer.Wrap("query", p.Handler()), log),
 		newServer(recoverer.Wrap("admin", adminHandler), log),

@@ -63,6 +63,9 @@ type Options struct {
 	Warmup int
 	// BatchTimeout bounds each batch; 0 means DefaultBatchTimeout.
 	BatchTimeout time.Duration
+	// Secret is the version's RPC secret, proved to replicas that ask for
+	// it (docs/rpc.md, "Authentication"); nil for replicas that ask none.
+	Secret []byte
 }
 
 func (o *Options) setDefaults() {
@@ -137,7 +140,7 @@ type replicaResult struct {
 // profileReplica sends one replica the warm-up and the timed batches, one
 // at a time.
 func profileReplica(ctx context.Context, addr string, opts Options) replicaResult {
-	c := rpc.NewClient(addr, rpc.ClientOptions{})
+	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: opts.Secret})
 	c.Start(ctx)
 	defer c.Close()
 	ready, cancel := context.WithTimeout(ctx, opts.BatchTimeout)
@@ -263,8 +266,13 @@ type Profiler struct {
 	// DefaultBatch is the batch limit of versions that set none (the
 	// configuration's limits.default_batch_size). Required.
 	DefaultBatch int
-	// Options are Run's, but for the input type, inputs, batch limit and
-	// (when the request names them) repeats, which each profile sets.
+	// RPCKey derives each swarm version's RPC secret (rpc.DeriveSecret),
+	// as the proxy's dispatchers do; nil means swarm replicas, which ask
+	// for it, cannot be profiled.
+	RPCKey []byte
+	// Options are Run's, but for the input type, inputs, batch limit,
+	// secret and (when the request names them) repeats, which each
+	// profile sets.
 	Options Options
 }
 
@@ -297,6 +305,9 @@ func (p Profiler) Profile(ctx context.Context, v state.ModelVersion, replicas []
 	}
 	if repeats > 0 {
 		opts.Repeats = repeats
+	}
+	if v.Runtime.Kind == state.RuntimeSwarm && p.RPCKey != nil {
+		opts.Secret = []byte(rpc.DeriveSecret(p.RPCKey, v.Model, v.Version))
 	}
 	opts.Inputs = [][]byte{{}}
 	if source != "empty" {
