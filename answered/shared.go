@@ -116,7 +116,7 @@ type shared struct {
 	rdb    redis.UniversalClient
 	prefix string
 	ttl    time.Duration
-	size   int // how many queries Redis keeps, across proxies
+	size   int                           // how many queries Redis keeps, across proxies
 	writes *writeback.Queue[sharedWrite] // run by Memory.Run
 	log    *zap.Logger
 
