@@ -9,14 +9,12 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/sloproxy/sloproxy/internal/testutil"
 )
@@ -265,15 +263,7 @@ models:
 `, slo, noop)))
 	waitModel(t, p.Query, "echo", `{"input": "warm"}`)
 
-	var seq atomic.Int64
-	targeter := func(tgt *vegeta.Target) error {
-		tgt.Method, tgt.URL = http.MethodPost, "http://"+p.Query+"/apps/echo/predict"
-		tgt.Header = http.Header{"Content-Type": []string{"application/json"}}
-		tgt.Body = fmt.Appendf(nil, `{"input": "load %d"}`, seq.Add(1))
-		return nil
-	}
-	atk := vegeta.NewAttacker(vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.MaxBody(4<<10))
-	results := atk.Attack(targeter, vegeta.Rate{Freq: rate, Per: time.Second}, duration, "redis-stall")
+	results := testutil.LoadNewInputs(p.Query, "echo", rate, duration)
 
 	// The stall, on the attack's clock; then how long the breaker takes
 	// to close once Redis goes on.

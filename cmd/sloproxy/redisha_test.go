@@ -9,12 +9,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
@@ -111,15 +109,7 @@ models:
 		})
 	}
 
-	var seq atomic.Int64
-	targeter := func(tgt *vegeta.Target) error {
-		tgt.Method, tgt.URL = http.MethodPost, "http://"+p.Query+"/apps/echo/predict"
-		tgt.Header = http.Header{"Content-Type": []string{"application/json"}}
-		tgt.Body = fmt.Appendf(nil, `{"input": "load %d"}`, seq.Add(1))
-		return nil
-	}
-	atk := vegeta.NewAttacker(vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.MaxBody(4<<10))
-	results := atk.Attack(targeter, vegeta.Rate{Freq: rate, Per: time.Second}, duration, "sentinel-failover")
+	results := testutil.LoadNewInputs(p.Query, "echo", rate, duration)
 	killed := make(chan time.Time, 1)
 	go func() {
 		time.Sleep(killAt)
@@ -220,22 +210,24 @@ models:
 func TestFeedbackThroughAnyProxyOnCluster(t *testing.T) {
 	cluster := testutil.StartRedisCluster(t, 3)
 	noop := testutil.BuildGo(t, "./examples/noop")
-	start := func() *testutil.Proxy {
+	// A runs the models' processes; B, as the operations guide says of
+	// every proxy but one, does not: it dials A's replicas.
+	start := func(runsModels bool) *testutil.Proxy {
 		return testutil.StartProxy(t, fmt.Sprintf(`
 listen: %s
 admin: {listen: %s, token: t}
 redis: {addrs: [%s], cluster: true, prefix: "fb:"}
-runtimes: {process: {enabled: true, port_base: %d}}
+runtimes: {process: {enabled: %t, port_base: %d}}
 apps:
   - {name: echo, input_type: string, slo: 2s, default_output: '"late"', policy: exp3, selection: {seed: 1}, models: [m1, m2]}
 models:
-  - {name: m1, version: "1", input_type: string, command: [%[5]q, --input-type, string]}
-  - {name: m2, version: "1", input_type: string, command: [%[5]q, --input-type, string]}
-`, testutil.FreeAddr(t), testutil.FreeAddr(t), strings.Join(cluster.Addrs(), ", "), testutil.FreePort(t), noop))
+  - {name: m1, version: "1", input_type: string, command: [%[6]q, --input-type, string]}
+  - {name: m2, version: "1", input_type: string, command: [%[6]q, --input-type, string]}
+`, testutil.FreeAddr(t), testutil.FreeAddr(t), strings.Join(cluster.Addrs(), ", "), runsModels, testutil.FreePort(t), noop))
 	}
 	// B's ports are chosen once A's models listen, so that none of them
 	// is one a model of A is about to take.
-	a := start()
+	a := start(true)
 	for _, m := range []string{"m1", "m2"} {
 		testutil.Eventually(t, time.Minute, "A's model "+m+" ready", func() bool {
 			resp, err := http.Get("http://" + a.Query + "/v2/models/" + m + "/ready")
@@ -246,7 +238,7 @@ models:
 			return resp.StatusCode == http.StatusOK
 		})
 	}
-	b := start()
+	b := start(false)
 	shares := func(p *testutil.Proxy) map[string]float64 {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, "http://"+p.Admin+"/api/v1/apps/echo/selection", nil)
