@@ -77,6 +77,9 @@ func (c *Config) validateCosts() error {
 	if err := c.Runtimes.Docker.Cost.check("runtimes.docker.cost"); err != nil {
 		return err
 	}
+	if err := c.Runtimes.Swarm.Cost.check("runtimes.swarm.cost"); err != nil {
+		return err
+	}
 	for i, m := range c.Models {
 		if m.Cost != nil {
 			if err := m.Cost.check(fmt.Sprintf("models[%d].cost", i)); err != nil {
@@ -95,6 +98,7 @@ func (c *Config) Pricing() autoscale.Pricing {
 		Runtime: map[state.RuntimeKind]float64{
 			state.RuntimeProcess: c.Runtimes.Process.Cost.ReplicaHour,
 			state.RuntimeDocker:  c.Runtimes.Docker.Cost.ReplicaHour,
+			state.RuntimeSwarm:   c.Runtimes.Swarm.Cost.ReplicaHour,
 		},
 		Model: map[string]float64{},
 	}

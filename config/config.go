@@ -137,6 +137,8 @@ type SwarmRuntime struct {
 	WritableRoot bool `yaml:"writable_root"`
 	// StartTimeout bounds a task's warm-up; 0 means 2 minutes.
 	StartTimeout time.Duration `yaml:"start_timeout"`
+	// Cost is the price of a task replica; a model's cost overrides it.
+	Cost Cost `yaml:"cost"`
 }
 
 // Key is the RPC key: RPCKey, else $SLOPROXY_RPC_KEY; nil when neither

@@ -150,8 +150,8 @@ func restartOnly(a, b *config.Config) []string {
 	var out []string
 	// The runtimes' prices apply on reload (watchConfig): compare the rest.
 	ar, br := a.Runtimes, b.Runtimes
-	ar.Process.Cost, ar.Docker.Cost = config.Cost{}, config.Cost{}
-	br.Process.Cost, br.Docker.Cost = config.Cost{}, config.Cost{}
+	ar.Process.Cost, ar.Docker.Cost, ar.Swarm.Cost = config.Cost{}, config.Cost{}, config.Cost{}
+	br.Process.Cost, br.Docker.Cost, br.Swarm.Cost = config.Cost{}, config.Cost{}, config.Cost{}
 	for name, pair := range map[string][2]any{
 		"listen": {a.Listen, b.Listen}, "admin": {a.Admin, b.Admin}, "redis": {a.Redis, b.Redis}, "data_dir": {a.DataDir, b.DataDir},
 		"limits": {a.Limits, b.Limits}, "runtimes": {ar, br}, "oip": {a.OIP, b.OIP}, "grpc": {a.GRPC, b.GRPC},
