@@ -82,8 +82,6 @@ func panelQueries(t *testing.T) map[string]string {
 const proxyConfig = `listen: %[1]s
 admin:
   listen: %[2]s
-log:
-  level: warn
 runtimes:
   process:
     port_base: %[3]d

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +29,10 @@ type Proxy struct {
 // StartProxy writes yaml to a file in a fresh directory and runs
 // `sloproxy serve --config FILE` there, with extra arguments appended, until
 // the test ends. The YAML must set listen and admin.listen to fixed loopback
-// addresses (FreeAddr), so that the test knows where to reach them. It
-// returns once the query listener accepts connections; it fails the test if
-// that takes more than a minute or the binary exits first.
+// addresses (FreeAddr), so that the test knows where to reach them, and log
+// at info level (the default). It returns once the proxy has logged that it
+// is serving and its query listener accepts connections; it fails the test
+// if that takes more than a minute or the binary exits first.
 func StartProxy(t testing.TB, yaml string, args ...string) *Proxy {
 	t.Helper()
 	dir := t.TempDir()
@@ -80,9 +82,13 @@ func StartProxyIn(t testing.TB, dir, path string, args ...string) *Proxy {
 	})
 	deadline := time.Now().Add(time.Minute)
 	for {
-		if c, err := net.DialTimeout("tcp", p.Query, time.Second); err == nil {
-			c.Close()
-			return p
+		// The proxy's own "serving" line first: a connection alone could be
+		// another process's, had that one taken the port since FreeAddr.
+		if strings.Contains(p.Logs.String(), `"msg":"serving"`) {
+			if c, err := net.DialTimeout("tcp", p.Query, time.Second); err == nil {
+				c.Close()
+				return p
+			}
 		}
 		select {
 		case <-p.exited:

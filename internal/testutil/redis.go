@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -180,12 +181,21 @@ func findRedisBinary(name string) (string, error) {
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+	// A port below the kernel's ephemeral range (32768-60999 here): the
+	// kernel never hands it to a client connection or a ":0" listener of
+	// another test running at the same moment, and a dial to it while
+	// nothing listens yet cannot connect to itself (a TCP self-connect
+	// needs the source port to equal the destination).
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("find a free port: 100 random ports from 20000 to 31999 were all taken")
 }
 
 // waitForPing waits until the server at addr answers PING, giving up when
