@@ -82,9 +82,10 @@ func StartProxyIn(t testing.TB, dir, path string, args ...string) *Proxy {
 	})
 	deadline := time.Now().Add(time.Minute)
 	for {
-		// The proxy's own "serving" line first: a connection alone could be
-		// another process's, had that one taken the port since FreeAddr.
-		if strings.Contains(p.Logs.String(), `"msg":"serving"`) {
+		// The proxy's own "serving" line first (JSON or console format): a
+		// connection alone could be another process's, had that one taken
+		// the port since FreeAddr.
+		if logs := p.Logs.String(); strings.Contains(logs, `"msg":"serving"`) || strings.Contains(logs, "\tinfo\tserving\t") {
 			if c, err := net.DialTimeout("tcp", p.Query, time.Second); err == nil {
 				c.Close()
 				return p
