@@ -140,10 +140,7 @@ func TestPredictBeforeAuthRefused(t *testing.T) {
 // Python client authenticates to the Go server, right and wrong. Both
 // languages' MACs are the contract's.
 func TestAuthWithPython(t *testing.T) {
-	const python = "/usr/bin/python3"
-	if _, err := os.Stat(python); err != nil {
-		t.Skipf("SKIPPING: no %s", python)
-	}
+	const python = "/usr/bin/python3" // Debian's, which scripts/test installs
 	lib, err := filepath.Abs(filepath.Join("..", "python"))
 	if err != nil {
 		t.Fatal(err)
