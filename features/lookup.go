@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,8 +55,9 @@ type Row struct {
 type Lookup struct {
 	app     string
 	spec    Spec
-	keys    []string // the key template's request fields
-	names   []string // the hash fields, in order
+	keys    []string  // the key template's request fields
+	parts   []keyPart // the key template, parsed
+	names   []string  // the hash fields, in order
 	client  redis.UniversalClient
 	metrics *Metrics
 
@@ -71,6 +73,16 @@ type lookup struct {
 	rows     []Row
 	failed   bool          // the store did not answer the round trip
 	done     chan struct{} // closed when rows and failed are set
+}
+
+// newLookup returns app's lookup of spec in the store client.
+func newLookup(app string, spec Spec, client redis.UniversalClient, m *Metrics) *Lookup {
+	names := make([]string, len(spec.Fields))
+	for i, f := range spec.Fields {
+		names[i] = f.Name
+	}
+	keys := spec.KeyFields()
+	return &Lookup{app: app, spec: spec, keys: keys, parts: parseKey(spec.Key, keys), names: names, client: client, metrics: m}
 }
 
 // maxPerRoundTrip bounds the entities of one pipelined round trip.
@@ -169,17 +181,52 @@ func (l *Lookup) roundTrip(batch []*lookup) {
 	}
 }
 
+// keyPart is one piece of a key template: literal text, or (field >= 0)
+// the index in KeyFields of the request field that fills it.
+type keyPart struct {
+	text  string
+	field int
+}
+
+// parseKey splits template into its parts once per spec, so that a
+// query's key is one concatenation rather than a regexp replacement.
+func parseKey(template string, keys []string) []keyPart {
+	var parts []keyPart
+	last := 0
+	for _, m := range placeholder.FindAllStringSubmatchIndex(template, -1) {
+		if m[0] > last {
+			parts = append(parts, keyPart{text: template[last:m[0]], field: -1})
+		}
+		i := slices.Index(keys, template[m[2]:m[3]])
+		parts = append(parts, keyPart{text: template[m[0]:m[1]], field: i}) // i < 0 keeps the text
+		last = m[1]
+	}
+	if last < len(template) {
+		parts = append(parts, keyPart{text: template[last:], field: -1})
+	}
+	return parts
+}
+
 // key builds an entity's key from the template.
 func (l *Lookup) key(values []string) string {
-	return placeholder.ReplaceAllStringFunc(l.spec.Key, func(m string) string {
-		name := m[1 : len(m)-1]
-		for i, k := range l.keys {
-			if k == name {
-				return values[i]
-			}
+	n := 0
+	for _, p := range l.parts {
+		if p.field >= 0 {
+			n += len(values[p.field])
+		} else {
+			n += len(p.text)
 		}
-		return m
-	})
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, p := range l.parts {
+		if p.field >= 0 {
+			b.WriteString(values[p.field])
+		} else {
+			b.WriteString(p.text)
+		}
+	}
+	return b.String()
 }
 
 // row turns one entity's HMGET answer into its row.

@@ -50,7 +50,7 @@ func TestValidate(t *testing.T) {
 
 func TestKeyAndAssemble(t *testing.T) {
 	s := Spec{Key: "u:{id}:{region}:{id}", Fields: []Field{{Name: "a"}}, Into: Prepend}
-	l := &Lookup{spec: s, keys: s.KeyFields()}
+	l := newLookup("app", s, nil, nil)
 	if got := strings.Join(l.keys, ","); got != "id,region" {
 		t.Fatalf("key fields %s", got)
 	}

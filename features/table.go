@@ -65,11 +65,7 @@ func (t *Table) Set(specs map[string]Spec) error {
 		if err != nil {
 			return fmt.Errorf("app %q: %w", app, err)
 		}
-		names := make([]string, len(spec.Fields))
-		for i, f := range spec.Fields {
-			names[i] = f.Name
-		}
-		next[app] = &Lookup{app: app, spec: spec, keys: spec.KeyFields(), names: names, client: client, metrics: t.metrics}
+		next[app] = newLookup(app, spec, client, t.metrics)
 	}
 	t.lookups.Range(func(k, _ any) bool {
 		if _, ok := next[k.(string)]; !ok {
