@@ -323,8 +323,18 @@ func (p Profiler) Profile(ctx context.Context, v state.ModelVersion, replicas []
 		if ctx.Err() != nil {
 			return state.Profile{}, ctx.Err()
 		}
-		return state.Profile{}, fmt.Errorf("%w: %v", state.ErrUnavailable, err)
+		return state.Profile{}, replicaError{err}
 	}
 	prof.Input = source
 	return prof, nil
 }
+
+// replicaError is a replica that could not be profiled. errors.Is finds
+// state.ErrUnavailable in it (the admin API answers 503: the replica may
+// be back soon), but its message names the replica's failure, not the
+// state backend.
+type replicaError struct{ err error }
+
+func (e replicaError) Error() string        { return "profiling failed: " + e.err.Error() }
+func (e replicaError) Unwrap() error        { return e.err }
+func (e replicaError) Is(target error) bool { return target == state.ErrUnavailable }
