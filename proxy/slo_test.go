@@ -78,8 +78,8 @@ func TestHeadersTightenTheDeadline(t *testing.T) {
 func TestShedPolicies(t *testing.T) {
 	e := newEnv(t, nil)
 	e.addModel(state.App{Name: "slow", InputType: state.InputFloat32, SLO: 300 * time.Millisecond, DefaultOutput: "-1"}, "cost", slowModel(t))
-	// One query a batch: of 12 at once only the first few can make it.
-	// (With batching, the replica would take all 12 in one batch of 62ms.)
+	// One query a batch: of 24 at once only the first few can make it.
+	// (With batching, the replica would take all 24 in one batch of 74ms.)
 	// The SLO leaves the first query 250ms to spare, for a loaded machine.
 	base := slo.DefaultPolicy
 	base.Batching.Controller, base.Batching.Size = "static", 1
@@ -115,20 +115,27 @@ func TestShedPolicies(t *testing.T) {
 			p := base
 			p.Shed, p.RetryAfter = tc.shed, 2500*time.Millisecond
 			e.proxy.ApplyPolicies(map[string]slo.Policy{"slow": p})
-			// One replica, 51ms a query, 300ms to answer: of 12 queries
-			// at once the first ones make it and the rest cannot.
+			// One replica, 51ms a query, 300ms to answer: of 24 queries
+			// at once the first ones make it and the rest cannot. They
+			// leave together from a barrier, and 24 of them are 1.2s of
+			// work: on a loaded machine whose client goroutines start
+			// tens of milliseconds apart, some still arrive too late.
+			const queries = 24
 			type reply struct {
 				status      int
 				retry, body string
 			}
-			replies := make(chan reply, 12)
+			replies := make(chan reply, queries)
+			start := make(chan struct{})
 			var wg sync.WaitGroup
-			for range 12 {
+			for range queries {
 				wg.Go(func() {
+					<-start
 					s, r, b := e.postWith("/apps/slow/predict", `{"input": [1]}`, nil)
 					replies <- reply{s, r, b}
 				})
 			}
+			close(start)
 			wg.Wait()
 			close(replies)
 			var shed, ok int
