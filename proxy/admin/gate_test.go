@@ -59,7 +59,7 @@ func newGateEnv(t *testing.T) *gateEnv {
 // logged at warn. A version that meets the SLO passes.
 func TestGate(t *testing.T) {
 	e := newGateEnv(t)
-	refusal := regexp.MustCompile(`^gate: model "cm" version "1" cannot meet app "fast"'s SLO of 50ms: its profile's batch 1 line has p99 2\d\d\.\dms \(p50 2\d\d\.\dms, [0-9.]+/s per replica, profiled [^)]+\); pass force`)
+	refusal := regexp.MustCompile(`^gate: model "cm" version "1" cannot meet app "fast"'s SLO of 50ms: its profile's batch 1 line has p99 2\d\d(\.\d)?ms \(p50 2\d\d(\.\d)?ms, [0-9.]+/s per replica, profiled [^)]+\); pass force`)
 	refused := func(what string, a answer) {
 		t.Helper()
 		if a.status != http.StatusConflict {
