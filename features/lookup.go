@@ -32,9 +32,9 @@ const (
 	// Missing entity under DefaultOutput: the query gets the app's
 	// default output.
 	UseDefaultOutput
-	// The store did not answer within the timeout under NotFound: the
-	// query is answered unavailable, since whether the entity exists is
-	// unknown.
+	// The store did not answer within the timeout under NotFound, or the
+	// lookup cannot serve on this proxy: the query is answered
+	// unavailable, since whether the entity exists is unknown.
 	StoreUnavailable
 )
 
@@ -60,6 +60,7 @@ type Lookup struct {
 	names   []string  // the hash fields, in order
 	client  redis.UniversalClient
 	metrics *Metrics
+	broken  error // why this lookup cannot serve, nil when it can
 
 	mu      sync.Mutex // guards pending and running
 	pending []*lookup  // lookups waiting for the next round trip
@@ -85,6 +86,13 @@ func newLookup(app string, spec Spec, client redis.UniversalClient, m *Metrics) 
 	return &Lookup{app: app, spec: spec, keys: keys, parts: parseKey(spec.Key, keys), names: names, client: client, metrics: m}
 }
 
+// newBroken returns app's lookup of a spec that cannot serve here, for
+// the reason err: its queries get the app's default output under
+// DefaultOutput and are answered unavailable otherwise, with err.
+func newBroken(app string, spec Spec, err error, m *Metrics) *Lookup {
+	return &Lookup{app: app, spec: spec, keys: spec.KeyFields(), metrics: m, broken: err}
+}
+
 // maxPerRoundTrip bounds the entities of one pipelined round trip.
 const maxPerRoundTrip = 1024
 
@@ -100,6 +108,18 @@ func (l *Lookup) KeyFields() []string { return l.keys }
 // ctx's deadline, whichever is first; a store that did not answer by then
 // makes every row follow the missing-entity policy.
 func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]string) []Row {
+	if l.broken != nil {
+		l.metrics.errors.WithLabelValues(l.app).Inc()
+		row := Row{Outcome: StoreUnavailable, Why: l.broken.Error()}
+		if l.spec.missing() == DefaultOutput {
+			row.Outcome = UseDefaultOutput
+		}
+		rows := make([]Row, len(entities))
+		for i := range rows {
+			rows[i] = row
+		}
+		return rows
+	}
 	start := time.Now()
 	defer func() { l.metrics.latency.WithLabelValues(l.app).Observe(time.Since(start).Seconds()) }()
 	ctx, cancel := context.WithTimeout(ctx, l.spec.timeout())

@@ -15,8 +15,11 @@
 package features
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -74,11 +77,61 @@ type Spec struct {
 	// Into is where the values go in the model's input: Append or
 	// Prepend. "" means Append.
 	Into string `json:"into,omitempty" yaml:"into"`
-	// Timeout bounds the store's round trip. 0 means DefaultTimeout.
-	Timeout time.Duration `json:"timeout,omitempty" yaml:"timeout"`
+	// Timeout bounds the store's round trip. 0 means DefaultTimeout. In
+	// JSON it is "timeout_ms", a number of milliseconds that may have a
+	// fraction.
+	Timeout time.Duration `json:"-" yaml:"timeout"`
 	// Redis is the feature store's address (host:port), when it is not
 	// the proxy's own Redis. "" means the proxy's.
 	Redis string `json:"redis,omitempty" yaml:"redis"`
+}
+
+// specJSON is Spec's JSON form: the timeout in fractional milliseconds.
+type specJSON struct {
+	specFields
+	TimeoutMillis float64 `json:"timeout_ms,omitempty"`
+}
+
+// specFields has Spec's fields without its methods, so that encoding them
+// does not recurse into Spec.MarshalJSON.
+type specFields Spec
+
+// MarshalJSON encodes the timeout as "timeout_ms".
+func (s Spec) MarshalJSON() ([]byte, error) {
+	return json.Marshal(specJSON{specFields: specFields(s), TimeoutMillis: float64(s.Timeout) / float64(time.Millisecond)})
+}
+
+// UnmarshalJSON reads s from its JSON form, refusing unknown fields and
+// data after the object; it does not validate s (Validate does).
+func (s *Spec) UnmarshalJSON(raw []byte) error {
+	var j specJSON
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return fmt.Errorf("not a features spec: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("not a features spec: data after the object")
+	}
+	if j.TimeoutMillis < 0 || j.TimeoutMillis > float64(time.Hour/time.Millisecond) {
+		return fmt.Errorf("features.timeout_ms %v: must be between 0 and an hour", j.TimeoutMillis)
+	}
+	*s = Spec(j.specFields)
+	s.Timeout = time.Duration(j.TimeoutMillis * float64(time.Millisecond))
+	return nil
+}
+
+// ParseSpec reads a spec from its JSON form, as the admin API stores it,
+// and validates it for an app whose inputs are of type it.
+func ParseSpec(raw []byte, it state.InputType) (Spec, error) {
+	var s Spec
+	if err := s.UnmarshalJSON(raw); err != nil {
+		return Spec{}, err
+	}
+	if err := s.Validate(it); err != nil {
+		return Spec{}, err
+	}
+	return s, nil
 }
 
 // Field is one hash field of an entity.

@@ -1,6 +1,8 @@
 package features
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -63,5 +65,77 @@ func TestKeyAndAssemble(t *testing.T) {
 	l.spec.Into = ""
 	if got := string(l.Assemble([]byte("in"), []byte("fx"))); got != "infx" {
 		t.Fatalf("append: %s", got)
+	}
+}
+
+func TestSpecJSON(t *testing.T) {
+	in := Spec{Key: "user:{id}", Fields: []Field{{Name: "a", Type: TypeInt, Default: zero()}}, Missing: NotFound, Into: Prepend, Timeout: 2500 * time.Microsecond, Redis: "h:1"}
+	raw, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), `"timeout_ms":2.5`) {
+		t.Fatalf("%s: want the timeout as timeout_ms", raw)
+	}
+	out, err := ParseSpec(raw, state.InputInt32)
+	if err != nil || !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip: %+v, %v; want %+v", out, err, in)
+	}
+	for _, tc := range []struct{ raw, want string }{
+		{`{"key": "u:{id}", "fields": [{"name": "a", "default": 0}], "timeout": 5}`, `unknown field "timeout"`},
+		{`{"key": "u:{id}", "fields": [{"name": "a", "default": 0}]} {}`, "data after the object"},
+		{`{"key": "u:{id}", "fields": [{"name": "a", "default": 0}], "timeout_ms": 1e300}`, "between 0 and an hour"},
+		{`{"key": "u:{id}", "fields": [{"name": "a"}]}`, `"a": no default`},
+		{`[]`, "not a features spec"},
+	} {
+		if _, err := ParseSpec([]byte(tc.raw), state.InputFloat32); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want %q", tc.raw, err, tc.want)
+		}
+	}
+}
+
+// TestTableFor: a spec the state carries takes the place of the
+// configuration file's, is rebuilt only when its text changes, and one
+// that cannot serve here answers every query by the policy with why.
+func TestTableFor(t *testing.T) {
+	table := NewTable(Options{})
+	defer table.Close()
+	if err := table.Set(map[string]Spec{"a": {Key: "cfg:{id}", Fields: []Field{{Name: "x", Default: zero()}}, Redis: "127.0.0.1:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	app := state.App{Name: "a", InputType: state.InputFloat32}
+	if l := table.For(app); l == nil || l.KeyFields()[0] != "id" {
+		t.Fatalf("configured: %+v", l)
+	}
+	app.Features = json.RawMessage(`{"key": "acct:{account}", "fields": [{"name": "y", "default": 1}], "redis": "127.0.0.1:1"}`)
+	stored := table.For(app)
+	if stored == nil || stored.KeyFields()[0] != "account" || stored.broken != nil {
+		t.Fatalf("stored: %+v", stored)
+	}
+	if again := table.For(app); again != stored {
+		t.Fatal("the same stored spec was built twice")
+	}
+	if l := table.For(state.App{Name: "b"}); l != nil {
+		t.Fatalf("an app without features: %+v", l)
+	}
+	for _, tc := range []struct {
+		name, raw string
+		it        state.InputType
+		outcome   Outcome
+		why       string
+	}{
+		{"no proxy Redis", `{"key": "u:{id}", "fields": [{"name": "y", "default": 1}]}`, state.InputFloat32, StoreUnavailable, "the proxy has no Redis"},
+		{"a string app", `{"key": "u:{id}", "fields": [{"name": "y", "default": 1}], "redis": "h:1", "missing": "default_output"}`, state.InputString, StoreUnavailable, "not numeric"},
+		{"under default_output", `{"key": "u:{id}", "fields": [{"name": "y"}], "missing": "default_output"}`, state.InputFloat32, UseDefaultOutput, "the proxy has no Redis"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := table.For(state.App{Name: tc.name, InputType: tc.it, Features: json.RawMessage(tc.raw)})
+			rows := l.Fetch(t.Context(), tc.it, [][]string{{"1"}, {"2"}})
+			for _, r := range rows {
+				if r.Outcome != tc.outcome || !strings.Contains(r.Why, tc.why) || r.Values != nil {
+					t.Fatalf("%+v; want outcome %d with %q", r, tc.outcome, tc.why)
+				}
+			}
+		})
 	}
 }

@@ -1,11 +1,14 @@
 package features
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sloproxy/sloproxy/state"
 )
 
 // Options configure a Table. The zero value of each field has the meaning
@@ -22,8 +25,10 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
-// Table holds the apps' lookups; a configuration reload replaces them
-// with Set. Its methods are safe for concurrent use.
+// Table holds the apps' lookups: the configuration file's, which a
+// reload replaces with Set, and those set through the admin API, which
+// the state carries in each app's Features and take the place of the
+// file's. Its methods are safe for concurrent use.
 type Table struct {
 	opts    Options
 	metrics *Metrics
@@ -31,7 +36,15 @@ type Table struct {
 	mu      sync.Mutex // guards clients
 	clients map[string]redis.UniversalClient
 
-	lookups sync.Map // app name → *Lookup
+	lookups sync.Map // app name → *Lookup, from the configuration file
+	stored  sync.Map // app name → *storedLookup, from the state
+}
+
+// storedLookup is the lookup built from an app's stored spec, kept while
+// the app's spec is the same text.
+type storedLookup struct {
+	raw    string
+	lookup *Lookup
 }
 
 // NewTable returns an empty table.
@@ -44,16 +57,62 @@ func NewTable(opts Options) *Table {
 	return &Table{opts: opts, metrics: newMetrics(opts.Registerer), clients: map[string]redis.UniversalClient{}}
 }
 
-// Get returns the app's lookup, or nil when it declares no features.
-func (t *Table) Get(app string) *Lookup {
+// For returns app's lookup, or nil when it looks no features up: the
+// spec the state carries for it (set through the admin API), else the
+// configuration file's. A stored spec is parsed once per change of its
+// text. One that cannot serve here (invalid for the app's input type,
+// or naming no store on a proxy without Redis) gives a lookup whose every
+// query follows the missing-entity policy as if the store were down, with
+// the reason, rather than a query that ignores its entity.
+func (t *Table) For(app state.App) *Lookup {
 	if t == nil {
 		return nil
 	}
-	if l, ok := t.lookups.Load(app); ok {
-		return l.(*Lookup)
+	if app.Features == nil {
+		if l, ok := t.lookups.Load(app.Name); ok {
+			return l.(*Lookup)
+		}
+		return nil
+	}
+	if v, ok := t.stored.Load(app.Name); ok && v.(*storedLookup).raw == string(app.Features) {
+		return v.(*storedLookup).lookup
+	}
+	l := t.build(app)
+	t.stored.Store(app.Name, &storedLookup{raw: string(app.Features), lookup: l})
+	return l
+}
+
+// build returns the lookup of app's stored spec.
+func (t *Table) build(app state.App) *Lookup {
+	spec, err := ParseSpec(app.Features, app.InputType)
+	if err != nil {
+		return newBroken(app.Name, spec, fmt.Errorf("the app's features spec: %w", err), t.metrics)
+	}
+	client, err := t.client(spec.Redis)
+	if err != nil {
+		return newBroken(app.Name, spec, err, t.metrics)
+	}
+	return newLookup(app.Name, spec, client, t.metrics)
+}
+
+// Check says whether spec can be served by this table: a spec that names
+// no store of its own needs the proxy's Redis.
+func (t *Table) Check(spec Spec) error {
+	if spec.Redis == "" && t.opts.Redis == nil {
+		return errNoStore
 	}
 	return nil
 }
+
+// Configured returns the configuration file's spec for app, if it has one.
+func (t *Table) Configured(app string) (Spec, bool) {
+	if l, ok := t.lookups.Load(app); ok {
+		return l.(*Lookup).spec, true
+	}
+	return Spec{}, false
+}
+
+var errNoStore = errors.New("features: no redis address, and the proxy has no Redis")
 
 // Set replaces every app's spec at once. Specs are validated by their
 // owner (config) against the app; Set refuses one that names no store
@@ -83,7 +142,7 @@ func (t *Table) Set(specs map[string]Spec) error {
 func (t *Table) client(addr string) (redis.UniversalClient, error) {
 	if addr == "" {
 		if t.opts.Redis == nil {
-			return nil, fmt.Errorf("features: no redis address, and the proxy has no Redis")
+			return nil, errNoStore
 		}
 		return t.opts.Redis, nil
 	}

@@ -17,7 +17,7 @@ import (
 // is then the assembled input's, so a changed feature is a new key. A
 // query whose entity is missing follows the app's missing-entity policy.
 func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.Snapshot, app state.App, pol slo.Policy, inputs [][]byte, entities [][]string) []answer {
-	l := p.opts.Features.Get(app.Name)
+	l := p.opts.Features.For(app)
 	if l == nil || entities == nil {
 		return p.answerAll(ctx, deadline, snap, app, pol, inputs)
 	}
@@ -57,7 +57,7 @@ func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.S
 // values of the lookup's key fields, from the body's "entity" or
 // "entity_batch"; nil for an app without.
 func (p *Proxy) entities(e envelope, app state.App, n int) ([][]string, error) {
-	l := p.opts.Features.Get(app.Name)
+	l := p.opts.Features.For(app)
 	if l == nil {
 		if e.entity != nil || e.entityBatch != nil {
 			return nil, errorf(ErrBadInput, "app %q looks no features up: the body takes no \"entity\" or \"entity_batch\"", app.Name)

@@ -136,6 +136,32 @@ func TestFeatures(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a spec the state carries takes the place of the file's", func(t *testing.T) {
+		must(t, rdb.HSet(ctx, "acct:eu:1", "score", "0.25").Err())
+		setSpec := func(raw string) {
+			t.Helper()
+			must(t, e.store.UpdateApp(ctx, "defaults", func(a *state.App, _ []string) error {
+				a.Features = nil
+				if raw != "" {
+					a.Features = json.RawMessage(raw)
+				}
+				return nil
+			}))
+		}
+		setSpec(`{"key": "acct:{region}:{id}", "fields": [{"name": "score", "default": 9}], "into": "prepend", "redis": "` + store.Addr + `"}`)
+		defer setSpec("")
+		body := `{"input": [7], "entity": {"region": "eu", "id": "1"}}`
+		if status, m := predict("defaults", body); status != 200 || mustJSON(m["output"]) != "[0.25,7]" {
+			t.Fatalf("stored spec: %d %v; want [0.25,7]", status, m)
+		}
+		if status, m := predict("defaults", `{"input": [7], "entity": {"user_id": "1"}}`); status != 400 || !strings.Contains(m["error"].(string), `entity has no "region"`) {
+			t.Fatalf("the file's entity under the stored spec: %d %v; want 400", status, m)
+		}
+		setSpec("")
+		if status, m := predict("defaults", `{"input": [7], "entity": {"user_id": "1"}}`); status != 200 || mustJSON(m["output"]) != "[7,4,0.5]" {
+			t.Fatalf("after clearing: %d %v; want the file's lookup again", status, m)
+		}
+	})
 	t.Run("feature store stopped", func(t *testing.T) {
 		store.Pause()
 		defer store.Resume()

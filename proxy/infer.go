@@ -197,7 +197,7 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 		prio += class
 	}
 	var keys []string
-	if l := p.opts.Features.Get(app.Name); l != nil {
+	if l := p.opts.Features.For(app); l != nil {
 		keys = l.KeyFields()
 	}
 	rows, entities, err := p.inferRows(req, app.InputType, keys)

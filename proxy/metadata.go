@@ -60,7 +60,7 @@ func (p *Proxy) ModelMetadata(model, version string) (*ModelMetadata, error) {
 	if app, ok := snap.App(model); err != nil && ok && version == "" {
 		md := &ModelMetadata{Name: app.Name, Versions: []string{}, Platform: "sloproxy",
 			Inputs: []TensorMetadata{inputMetadata(app.InputType)}, Outputs: outputMetadata}
-		if l := p.opts.Features.Get(app.Name); l != nil {
+		if l := p.opts.Features.For(app); l != nil {
 			for _, k := range l.KeyFields() {
 				md.Inputs = append(md.Inputs, TensorMetadata{Name: k, Datatype: "BYTES", Shape: []int64{-1}})
 			}

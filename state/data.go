@@ -67,10 +67,11 @@ func (d *Data) appsOf(model string) []string {
 // errNoChange, before modifying d, so d is untouched unless they return nil.
 
 func (d *Data) putApp(a App) error {
-	// The selection spec is set through the admin API, which alone changes
-	// it (see setApp): a put of the app's other fields keeps it.
+	// The selection and features specs are set through the admin API,
+	// which alone changes them (see setApp): a put of the app's other
+	// fields keeps them.
 	old, ok := d.Apps[a.Name]
-	a.Selection = old.Selection // nil for a new app
+	a.Selection, a.Features = old.Selection, old.Features // nil for a new app
 	if ok {
 		if reflect.DeepEqual(old, a) {
 			return errNoChange

@@ -293,7 +293,7 @@ func checkSchema(d *Data) error {
 
 // PutApp creates app a or replaces the app of that name. Changing the input
 // type of an app linked to models is a conflict. A put keeps the stored
-// selection spec and ignores a's: only UpdateApp sets it.
+// selection and features specs and ignores a's: only UpdateApp sets them.
 func (s *Store) PutApp(ctx context.Context, a App) error {
 	if err := a.Validate(); err != nil {
 		return err
@@ -304,7 +304,7 @@ func (s *Store) PutApp(ctx context.Context, a App) error {
 // UpdateApp changes the app named name in one step with the state: change
 // gets the app and the models linked to it, and may refuse with an error,
 // which UpdateApp returns. Unlike PutApp it can set or clear the app's
-// Selection, which a put keeps.
+// Selection and Features, which a put keeps.
 func (s *Store) UpdateApp(ctx context.Context, name string, change func(a *App, models []string) error) error {
 	return s.update(ctx, func(d *Data) error { return d.setApp(name, change) })
 }

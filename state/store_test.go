@@ -30,7 +30,7 @@ func TestStore(t *testing.T) {
 		{"propagation", testPropagation},
 		{"late start loads everything", testLateStart},
 		{"concurrent mutations", testConcurrent},
-		{"a selection spec is set by UpdateApp and kept by PutApp", testAppSelection},
+		{"selection and features specs are set by UpdateApp and kept by PutApp", testAppSelection},
 	}
 	for _, kind := range backendKinds(t) {
 		t.Run(kind.name, func(t *testing.T) {
@@ -444,6 +444,7 @@ func testAppSelection(t *testing.T, newBackend func() state.Backend) {
 	ctx := t.Context()
 	must(t, s.PutApp(ctx, app("digits", state.InputFloat32)))
 	spec := json.RawMessage(`{"policy":"exp3","gamma":0.2}`)
+	feats := json.RawMessage(`{"key":"user:{id}","fields":[{"name":"a","default":0}]}`)
 	refused := errors.New("refused")
 	if err := s.UpdateApp(ctx, "digits", func(*state.App, []string) error { return refused }); !errors.Is(err, refused) {
 		t.Fatalf("UpdateApp whose change refuses: %v; want its error", err)
@@ -452,22 +453,22 @@ func testAppSelection(t *testing.T, newBackend func() state.Backend) {
 		t.Fatalf("UpdateApp of an unknown app: %v", err)
 	}
 	must(t, s.UpdateApp(ctx, "digits", func(a *state.App, models []string) error {
-		a.Selection = spec
+		a.Selection, a.Features = spec, feats
 		return nil
 	}))
-	// A put of the app's other fields keeps the spec.
+	// A put of the app's other fields keeps the specs.
 	replaced := app("digits", state.InputFloat32)
 	replaced.SLO, replaced.Policy = 3*time.Second, "exp4"
 	must(t, s.PutApp(ctx, replaced))
 	got, _ := s.Snapshot().App("digits")
-	if got.SLO != 3*time.Second || got.Policy != "exp4" || string(got.Selection) != string(spec) {
-		t.Fatalf("after PutApp: %+v; want the new SLO and policy, with the spec kept", got)
+	if got.SLO != 3*time.Second || got.Policy != "exp4" || string(got.Selection) != string(spec) || string(got.Features) != string(feats) {
+		t.Fatalf("after PutApp: %+v; want the new SLO and policy, with the specs kept", got)
 	}
 	must(t, s.UpdateApp(ctx, "digits", func(a *state.App, _ []string) error {
-		a.Selection = nil
+		a.Selection, a.Features = nil, nil
 		return nil
 	}))
-	if got, _ := s.Snapshot().App("digits"); got.Selection != nil {
+	if got, _ := s.Snapshot().App("digits"); got.Selection != nil || got.Features != nil {
 		t.Fatalf("after clearing: %+v", got)
 	}
 }

@@ -77,6 +77,11 @@ type App struct {
 	// of the configuration file's, and its policy of Policy. nil means
 	// none. Only Store.UpdateApp sets or clears it: PutApp keeps it.
 	Selection json.RawMessage `json:"selection,omitempty"`
+	// Features, when set, is the app's feature lookup set through the
+	// admin API, in the features package's JSON form; it takes the place
+	// of the configuration file's. nil means none. Only Store.UpdateApp
+	// sets or clears it: PutApp keeps it.
+	Features json.RawMessage `json:"features,omitempty"`
 }
 
 // appJSON is App's wire form: SLO as fractional milliseconds, the cache

@@ -50,6 +50,9 @@ var appVerbs = []verb{
 	{"select", "APP SPEC|@FILE [--force]", "set APP's selection policy and its settings (JSON, as docs/selection.md) for every proxy, in place of the configuration file's", appsSelect},
 	{"clear-selection", "APP", "remove what select set: APP's policy takes the configuration file's settings, or its defaults", appsClearSelection},
 	{"selection", "APP", "show APP's selection policy: its spec, where it comes from, and what it learned", appsSelection},
+	{"set-features", "APP SPEC|@FILE", "set APP's feature lookup (JSON, as docs/http.md) for every proxy, in place of the configuration file's", appsSetFeatures},
+	{"clear-features", "APP", "remove what set-features set: APP looks its features up as the configuration file says, or not at all", appsClearFeatures},
+	{"features", "APP", "show APP's feature lookup and where it comes from", appsFeatures},
 }
 
 // modelVerbs are the verbs of `sloproxy models`.
@@ -325,6 +328,10 @@ func (c *cli) showApp(a admin.AppView) error {
 		if a.Selection != nil && json.Compact(&spec, a.Selection) == nil {
 			fmt.Fprintf(w, "selection:\t%s\n", spec.Bytes())
 		}
+		spec.Reset()
+		if a.Features != nil && json.Compact(&spec, a.Features) == nil {
+			fmt.Fprintf(w, "features:\t%s (set by apps set-features)\n", spec.Bytes())
+		}
 	})
 }
 
@@ -450,6 +457,63 @@ func appsClearSelection(c *cli, args []string) error {
 			return err
 		}
 		return c.showApp(a)
+	})
+}
+
+func appsSetFeatures(c *cli, args []string) error {
+	pos, err := c.parse(c.flagSet("set-features"), args, "APP", "SPEC")
+	if err != nil {
+		return err
+	}
+	spec := []byte(pos[1])
+	if file, ok := strings.CutPrefix(pos[1], "@"); ok {
+		if spec, err = os.ReadFile(file); err != nil {
+			return fmt.Errorf("reading the spec: %w", err)
+		}
+	}
+	if !json.Valid(spec) {
+		return fmt.Errorf(`the spec is not JSON: give an object such as {"key": "user:{user_id}", "fields": [{"name": "clicks", "type": "int", "default": 0}]}`)
+	}
+	return c.call(func(ctx context.Context, ac *admin.Client) error {
+		a, err := ac.SetFeatures(ctx, pos[0], spec)
+		if err != nil {
+			return err
+		}
+		return c.showApp(a)
+	})
+}
+
+func appsClearFeatures(c *cli, args []string) error {
+	pos, err := c.parse(c.flagSet("clear-features"), args, "APP")
+	if err != nil {
+		return err
+	}
+	return c.call(func(ctx context.Context, ac *admin.Client) error {
+		a, err := ac.ClearFeatures(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return c.showApp(a)
+	})
+}
+
+func appsFeatures(c *cli, args []string) error {
+	pos, err := c.parse(c.flagSet("features"), args, "APP")
+	if err != nil {
+		return err
+	}
+	return c.call(func(ctx context.Context, ac *admin.Client) error {
+		v, err := ac.Features(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		spec, err := json.Marshal(v.Spec)
+		if err != nil {
+			return err
+		}
+		return c.show(v, func(w io.Writer) {
+			fmt.Fprintf(w, "features:\t%s (from %s)\n", spec, v.Source)
+		})
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sloproxy/sloproxy/config"
+	"github.com/sloproxy/sloproxy/features"
 	"github.com/sloproxy/sloproxy/proxy"
 	"github.com/sloproxy/sloproxy/proxy/admin"
 	"github.com/sloproxy/sloproxy/selection"
@@ -35,8 +36,10 @@ func startAdmin(t *testing.T) (*httptest.Server, *state.Store) {
 		}
 		return policies.Status(ctx, a.Name, a.Policy, a.Selection, snap.ModelsOf(name)), nil
 	}
-	srv := httptest.NewServer(admin.NewHandler(store, admin.Options{Token: cliTestToken, Selection: status, MaxReplicas: 32}))
+	lookups := features.NewTable(features.Options{})
+	srv := httptest.NewServer(admin.NewHandler(store, admin.Options{Token: cliTestToken, Selection: status, Features: lookups, MaxReplicas: 32}))
 	t.Cleanup(srv.Close)
+	t.Cleanup(func() { lookups.Close() })
 	return srv, store
 }
 
@@ -95,6 +98,14 @@ func TestAdminCLI(t *testing.T) {
 		{"apps", []string{"select", "digits", "@/no/such/spec.json"}, nil, "reading the spec"},
 		{"apps", []string{"clear-selection", "digits"}, []string{"policy: single (the first linked model)"}, ""},
 		{"apps", []string{"selection", "digits"}, []string{"(from defaults)"}, ""},
+		{"apps", []string{"set-features", "digits", `{"key": "user:{user_id}", "fields": [{"name": "clicks", "type": "int", "default": 0}], "timeout_ms": 5, "redis": "127.0.0.1:6390"}`},
+			[]string{`features:        {"key":"user:{user_id}","fields":[{"name":"clicks","type":"int","default":0}],"redis":"127.0.0.1:6390","timeout_ms":5} (set by apps set-features)`}, ""},
+		{"apps", []string{"features", "digits"}, []string{`"key":"user:{user_id}"`, "(from admin)"}, ""},
+		{"apps", []string{"set-features", "digits", `{"key": "user", "fields": [{"name": "clicks", "default": 0}], "redis": "h:1"}`}, nil,
+			`400 Bad Request: app "digits": features.key "user" names no request field`},
+		{"apps", []string{"set-features", "digits", `{"key": `}, nil, "the spec is not JSON"},
+		{"apps", []string{"clear-features", "digits"}, []string{"name:"}, ""},
+		{"apps", []string{"features", "digits"}, nil, `404 Not Found: not found: app "digits" looks no features up`},
 		{"models", []string{"list"}, []string{"NAME", "mnist  1        float32  1,2       digits"}, ""},
 		{"models", []string{"get", "mnist"}, []string{"current version:  1", "apps:             digits",
 			"1        *        process   0/1", "16 - - - - /bin/mnist --version 1", "2                 process   0/2", "auto - - - - /bin/mnist --version=2"}, ""},

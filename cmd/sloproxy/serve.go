@@ -265,7 +265,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	// Both listeners answer a handler's panic with a JSON 500 and log it
 	// with its stack, instead of dropping the connection.
 	recoverer := proxy.NewRecoverer(reg, log.Named("http"))
-	adminHandler := admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Problem: mgr.Problem,
+	adminHandler := admin.NewHandler(store, admin.Options{Token: token, Logger: log.Named("admin"), Purge: purge, Selection: p.SelectionStatus, Features: lookups, Problem: mgr.Problem,
 		Usage: func(model, version string) (admin.Usage, bool) {
 			u, perK, ok := scaler.Usage(model, version)
 			return admin.NewUsage(u.ReplicaSeconds, u.Cost, perK), ok

@@ -144,6 +144,29 @@ func (c *Client) Selection(ctx context.Context, app string) (selection.Status, e
 	return st, err
 }
 
+// SetFeatures sets app's feature lookup, in the features package's JSON
+// form, and returns the app.
+func (c *Client) SetFeatures(ctx context.Context, app string, spec json.RawMessage) (AppView, error) {
+	var v AppView
+	err := c.do(ctx, http.MethodPut, pathApps+"/"+seg(app)+"/features", spec, &v)
+	return v, err
+}
+
+// ClearFeatures removes the feature lookup SetFeatures set and returns the
+// app.
+func (c *Client) ClearFeatures(ctx context.Context, app string) (AppView, error) {
+	var v AppView
+	err := c.do(ctx, http.MethodDelete, pathApps+"/"+seg(app)+"/features", nil, &v)
+	return v, err
+}
+
+// Features returns app's feature lookup in effect and where it comes from.
+func (c *Client) Features(ctx context.Context, app string) (FeaturesView, error) {
+	var v FeaturesView
+	err := c.do(ctx, http.MethodGet, pathApps+"/"+seg(app)+"/features", nil, &v)
+	return v, err
+}
+
 // Models lists every model.
 func (c *Client) Models(ctx context.Context) ([]ModelView, error) {
 	var list ModelList

@@ -36,6 +36,10 @@ type Options struct {
 	// decided (shares, canaries rolled back). Nil means GET
 	// /api/v1/apps/{app}/selection answers 501.
 	Selection func(ctx context.Context, app string) (selection.Status, error)
+	// Features are the proxy's feature lookups, which
+	// /api/v1/apps/{app}/features shows and checks specs against. Nil
+	// means that endpoint answers 501.
+	Features FeatureTable
 	// Problem says why this proxy's runtimes could not run a model version
 	// on their last attempt (a missing image, a container that exits at
 	// start), answered as the version's "problem"; "" when there is none.
@@ -79,6 +83,7 @@ const (
 	pathApp      = pathApps + "/{app}"
 	pathLink     = pathApp + "/links/{model}"
 	pathSelect   = pathApp + "/selection"
+	pathFeatures = pathApp + "/features"
 	pathModels   = pathPrefix + "/models"
 	pathModel    = pathModels + "/{model}"
 	pathCurrent  = pathModel + "/current"
@@ -98,11 +103,13 @@ const maxBodyBytes = 1 << 20
 
 // handler serves the admin API.
 type handler struct {
-	store  *state.Store
-	log    *zap.Logger
-	purge  func(ctx context.Context, app, model string) error
-	sel    func(ctx context.Context, app string) (selection.Status, error)
-	router *mux.Router
+	store *state.Store
+	log   *zap.Logger
+	purge func(ctx context.Context, app, model string) error
+	sel   func(ctx context.Context, app string) (selection.Status, error)
+	// features is Options.Features, nil for none.
+	features FeatureTable
+	router   *mux.Router
 	// tokenHash is the SHA-256 of Options.Token, nil when it is empty.
 	// Comparing hashes keeps the comparison constant-time even in the
 	// token's length.
@@ -131,7 +138,7 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 }
 
 func newHandler(store *state.Store, opts Options) *handler {
-	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, problem: opts.Problem,
+	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, features: opts.Features, problem: opts.Problem,
 		usage: opts.Usage, maxReplicas: opts.MaxReplicas, jobs: opts.Jobs, profiler: opts.Profiler, profileMaxAge: opts.ProfileMaxAge}
 	if h.profileMaxAge <= 0 {
 		h.profileMaxAge = DefaultProfileMaxAge
@@ -183,6 +190,9 @@ func (h *handler) routes() *mux.Router {
 	handle(http.MethodGet, pathSelect, h.getSelection)
 	handle(http.MethodPut, pathSelect, h.putSelection)
 	handle(http.MethodDelete, pathSelect, h.deleteSelection)
+	handle(http.MethodGet, pathFeatures, h.getFeatures)
+	handle(http.MethodPut, pathFeatures, h.putFeatures)
+	handle(http.MethodDelete, pathFeatures, h.deleteFeatures)
 
 	handle(http.MethodGet, pathModels, h.listModels)
 	handle(http.MethodGet, pathModel, h.getModel)

@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sloproxy/sloproxy/features"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/jobs"
 	"github.com/sloproxy/sloproxy/selection"
@@ -92,6 +94,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{"PurgeRequest", PurgeRequest{}},
 		{"Health", Health{}},
 		{"SelectionStatus", selection.Status{}},
+		{"FeaturesView", FeaturesView{}},
 		{"Error", ErrorBody{}},
 		{"JobSpec", jobs.Spec{}},
 		{"Job", jobs.Job{}},
@@ -102,13 +105,15 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	}
 }
 
-// TestOpenAPIProfileSchemas checks the profile's schemas against the
-// fields state.Profile and state.ProfileLine write, which their own
-// MarshalJSON names (in milliseconds), not their Go fields' tags.
+// TestOpenAPIProfileSchemas checks the schemas of the profile and of the
+// features spec against the fields state.Profile, state.ProfileLine and
+// features.Spec write, which their own MarshalJSON names (in
+// milliseconds), not their Go fields' tags.
 func TestOpenAPIProfileSchemas(t *testing.T) {
 	doc := loadOpenAPI(t)
 	p := state.Profile{ItemErrors: 1, Lines: []state.ProfileLine{{Batch: 1}}}
-	for schema, v := range map[string]any{"Profile": p, "ProfileLine": p.Lines[0]} {
+	spec := features.Spec{Key: "u:{id}", Fields: []features.Field{{Name: "a"}}, Missing: features.NotFound, Into: features.Prepend, Timeout: time.Millisecond, Redis: "h:1"}
+	for schema, v := range map[string]any{"Profile": p, "ProfileLine": p.Lines[0], "FeaturesSpec": spec} {
 		b, err := json.Marshal(v)
 		must(t, err)
 		var fields map[string]any

@@ -48,6 +48,9 @@ type AppView struct {
 	// Selection is the selection spec set through
 	// PUT /api/v1/apps/{app}/selection; absent when none is.
 	Selection json.RawMessage `json:"selection,omitempty"`
+	// Features is the feature lookup set through
+	// PUT /api/v1/apps/{app}/features; absent when none is.
+	Features json.RawMessage `json:"features,omitempty"`
 }
 
 // SLO returns the app's SLO as a duration.
@@ -244,7 +247,7 @@ type ErrorBody struct {
 
 // appView builds the view of a from snap.
 func appView(snap *state.Snapshot, a state.App) AppView {
-	return AppView{App: appFromState(a), Models: nonNil(snap.ModelsOf(a.Name)), Selection: a.Selection}
+	return AppView{App: appFromState(a), Models: nonNil(snap.ModelsOf(a.Name)), Selection: a.Selection, Features: a.Features}
 }
 
 // modelView builds the view of m from snap, with each version's problem.

@@ -1,0 +1,136 @@
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/sloproxy/sloproxy/features"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// FeatureTable is what the features endpoints need of the proxy's feature
+// lookups (a *features.Table).
+type FeatureTable interface {
+	// Check says whether spec can be served by this proxy (a spec that
+	// names no store needs the proxy's Redis).
+	Check(spec features.Spec) error
+	// Configured returns the configuration file's spec for app.
+	Configured(app string) (features.Spec, bool)
+}
+
+// FeaturesView is an app's feature lookup in effect and where it comes
+// from.
+type FeaturesView struct {
+	// App is the app's name.
+	App string `json:"app"`
+	// Spec is the lookup, in the features package's JSON form.
+	Spec features.Spec `json:"spec"`
+	// Source is "admin" for a spec set through PUT .../features, which
+	// takes the place of the configuration file's, or "config".
+	Source string `json:"source"`
+}
+
+// GET /api/v1/apps/{app}/features answers the app's feature lookup in
+// effect; 404 when it looks no features up.
+func (h *handler) getFeatures(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	if h.features == nil {
+		return errorf(http.StatusNotImplemented, "this admin API has no feature lookups to show")
+	}
+	a, ok := h.store.Snapshot().App(name)
+	if !ok {
+		return fmt.Errorf("%w: app %q", state.ErrNotFound, name)
+	}
+	if a.Features != nil {
+		var spec features.Spec
+		if err := spec.UnmarshalJSON(a.Features); err != nil {
+			return fmt.Errorf("app %q: the stored features spec: %w", name, err)
+		}
+		writeJSON(w, http.StatusOK, FeaturesView{App: name, Spec: spec, Source: "admin"})
+		return nil
+	}
+	spec, ok := h.features.Configured(name)
+	if !ok {
+		return fmt.Errorf("%w: app %q looks no features up; set them with PUT %s/%s/features", state.ErrNotFound, name, pathApps, name)
+	}
+	writeJSON(w, http.StatusOK, FeaturesView{App: name, Spec: spec, Source: "config"})
+	return nil
+}
+
+// PUT /api/v1/apps/{app}/features sets the app's feature lookup, which
+// every proxy then runs in place of the configuration file's. The spec is
+// checked against the app's input type in the same step as the write, so
+// that it cannot land on an app whose type changed meanwhile. It answers
+// the app.
+func (h *handler) putFeatures(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	if h.features == nil {
+		return errorf(http.StatusNotImplemented, "this admin API cannot set feature lookups")
+	}
+	var raw json.RawMessage
+	if err := decode(w, r, &raw); err != nil {
+		return err
+	}
+	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, _ []string) error {
+		spec, err := features.ParseSpec(raw, a.InputType)
+		if err != nil {
+			return badRequest("app %q: %v", name, err)
+		}
+		if err := h.features.Check(spec); err != nil {
+			return badRequest("app %q: %v; set features.redis to the feature store's address", name, err)
+		}
+		stored, err := json.Marshal(spec)
+		if err != nil {
+			return err
+		}
+		a.Features = stored
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return h.writeApp(w, http.StatusOK, name)
+}
+
+// DELETE /api/v1/apps/{app}/features removes the spec PUT set: the app
+// looks its features up as the configuration file says, or not at all.
+// It answers the app.
+func (h *handler) deleteFeatures(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r, "app")
+	if err != nil {
+		return err
+	}
+	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, _ []string) error {
+		a.Features = nil
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return h.writeApp(w, http.StatusOK, name)
+}
+
+// checkFeatures refuses to give an app that carries a features spec an
+// input type the spec cannot fill (a float field into int32, any field
+// into string or bytes).
+func checkFeatures(old, next state.App) error {
+	if old.Features == nil || old.InputType == next.InputType {
+		return nil
+	}
+	var spec features.Spec
+	if err := spec.UnmarshalJSON(old.Features); err != nil {
+		return nil // a spec that does not parse serves no query: nothing to keep true
+	}
+	if err := spec.Validate(next.InputType); err != nil {
+		return fmt.Errorf("%w: app %q: input_type %q: its features spec does not fit it (%v); change it with PUT %s/%s/features or remove it with DELETE",
+			state.ErrConflict, next.Name, next.InputType, err, pathApps, next.Name)
+	}
+	return nil
+}

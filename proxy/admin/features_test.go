@@ -1,0 +1,90 @@
+package admin
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sloproxy/sloproxy/features"
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// TestFeaturesSpec sets an app's feature lookup through the API: validated
+// against the app's input type and the proxy's stores, stored with the app
+// for every proxy, kept by a PUT of the app, guarded against an input type
+// it cannot fill, shown with its source, and removed by DELETE.
+func TestFeaturesSpec(t *testing.T) {
+	store := state.NewStore(nil, state.Options{})
+	seed(t, store)
+	// No Redis of the proxy's own: a spec must name its store.
+	table := features.NewTable(features.Options{})
+	t.Cleanup(func() { table.Close() })
+	srv := startAPI(t, store, Options{Token: testToken, Features: table})
+	const spec = `{"key": "user:{user_id}", "fields": [{"name": "clicks", "type": "int", "default": 0}, {"name": "spend", "default": 0.5}], "timeout_ms": 2.5, "redis": "127.0.0.1:6390"}`
+	bad := []struct {
+		name, path, body string
+		status           int
+		want             string
+	}{
+		{"unknown app", "/api/v1/apps/nope/features", spec, 404, `app "nope"`},
+		{"string app", "/api/v1/apps/spam/features", spec, 400, "input type string is not numeric"},
+		{"no default under use_defaults", "/api/v1/apps/digits/features", `{"key": "u:{id}", "fields": [{"name": "a"}], "redis": "h:1"}`, 400, `features.fields[0] "a": no default`},
+		{"no store", "/api/v1/apps/digits/features", `{"key": "u:{id}", "fields": [{"name": "a", "default": 0}]}`, 400, "set features.redis"},
+		{"misspelt field", "/api/v1/apps/digits/features", `{"key": "u:{id}", "feilds": []}`, 400, `unknown field "feilds"`},
+		{"negative timeout", "/api/v1/apps/digits/features", `{"key": "u:{id}", "fields": [{"name": "a", "default": 0}], "timeout_ms": -1, "redis": "h:1"}`, 400, "timeout_ms -1"},
+		{"not JSON", "/api/v1/apps/digits/features", `{"key": `, 400, "request body"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			a := call(t, srv, "PUT", tt.path, "", tt.body)
+			if a.status != tt.status || !strings.Contains(a.errorMessage(t), tt.want) {
+				t.Fatalf("got %d %s; want %d with %q", a.status, a.body, tt.status, tt.want)
+			}
+		})
+	}
+	if a, _ := store.Snapshot().App("digits"); a.Features != nil {
+		t.Fatalf("bad specs changed the app: %+v", a)
+	}
+	if a := call(t, srv, "GET", "/api/v1/apps/digits/features", "", ""); a.status != 404 || !strings.Contains(a.errorMessage(t), "looks no features up") {
+		t.Errorf("GET before PUT: %d %s", a.status, a.body)
+	}
+
+	a := call(t, srv, "PUT", "/api/v1/apps/digits/features", "", spec)
+	var view AppView
+	a.decodeInto(t, &view)
+	var set features.Spec
+	if a.status != 200 || set.UnmarshalJSON(view.Features) != nil || set.Timeout.Microseconds() != 2500 || set.Redis != "127.0.0.1:6390" {
+		t.Fatalf("PUT features: %d %s", a.status, a.body)
+	}
+	a = call(t, srv, "GET", "/api/v1/apps/digits/features", "", "")
+	var fv FeaturesView
+	a.decodeInto(t, &fv)
+	if a.status != 200 || fv.Source != "admin" || fv.Spec.Key != "user:{user_id}" || len(fv.Spec.Fields) != 2 || fv.Spec.Timeout.Microseconds() != 2500 {
+		t.Fatalf("GET features: %d %s", a.status, a.body)
+	}
+	stored, _ := store.Snapshot().App("digits")
+	if a := call(t, srv, "PUT", "/api/v1/apps/digits", "", `{"input_type": "float32", "slo_ms": 40}`); a.status != 200 {
+		t.Errorf("PUT app: %d %s", a.status, a.body)
+	}
+	if kept, _ := store.Snapshot().App("digits"); string(kept.Features) != string(stored.Features) {
+		t.Errorf("after PUT app: %+v; want the spec kept", kept)
+	}
+	// digits is linked to nothing of another type, so only the spec
+	// stands in the way of int32: a float field cannot fill it.
+	must(t, store.Unlink(t.Context(), "digits", "mnist"))
+	if a := call(t, srv, "PUT", "/api/v1/apps/digits", "", `{"input_type": "int32", "slo_ms": 40}`); a.status != 409 || !strings.Contains(a.errorMessage(t), "its features spec does not fit it") {
+		t.Errorf("PUT app as int32: %d %s", a.status, a.body)
+	}
+	a = call(t, srv, "DELETE", "/api/v1/apps/digits/features", "", "")
+	view = AppView{}
+	a.decodeInto(t, &view)
+	if a.status != 200 || view.Features != nil {
+		t.Errorf("DELETE features: %d %s", a.status, a.body)
+	}
+	if got, _ := store.Snapshot().App("digits"); got.Features != nil {
+		t.Errorf("after DELETE: %+v", got)
+	}
+	without := startAPI(t, store, Options{Token: testToken})
+	if a := call(t, without, "PUT", "/api/v1/apps/digits/features", "", spec); a.status != 501 {
+		t.Errorf("without features: %d %s", a.status, a.body)
+	}
+}
