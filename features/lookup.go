@@ -3,12 +3,12 @@ package features
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -58,22 +58,10 @@ type Lookup struct {
 	keys    []string  // the key template's request fields
 	parts   []keyPart // the key template, parsed
 	names   []string  // the hash fields, in order
+	args    []any     // HMGET's arguments, the key (args[1]) left nil
 	client  redis.UniversalClient
 	metrics *Metrics
 	broken  error // why this lookup cannot serve, nil when it can
-
-	mu      sync.Mutex // guards pending and running
-	pending []*lookup  // lookups waiting for the next round trip
-	running bool       // a round trip is in flight; it takes pending next
-}
-
-// lookup is one request's entities waiting for a round trip.
-type lookup struct {
-	it       state.InputType
-	entities [][]string
-	rows     []Row
-	failed   bool          // the store did not answer the round trip
-	done     chan struct{} // closed when rows and failed are set
 }
 
 // newLookup returns app's lookup of spec in the store client.
@@ -83,7 +71,12 @@ func newLookup(app string, spec Spec, client redis.UniversalClient, m *Metrics) 
 		names[i] = f.Name
 	}
 	keys := spec.KeyFields()
-	return &Lookup{app: app, spec: spec, keys: keys, parts: parseKey(spec.Key, keys), names: names, client: client, metrics: m}
+	args := make([]any, 2, 2+len(names))
+	args[0] = "hmget"
+	for _, n := range names {
+		args = append(args, n)
+	}
+	return &Lookup{app: app, spec: spec, keys: keys, parts: parseKey(spec.Key, keys), names: names, args: args, client: client, metrics: m}
 }
 
 // newBroken returns app's lookup of a spec that cannot serve here, for
@@ -93,20 +86,18 @@ func newBroken(app string, spec Spec, err error, m *Metrics) *Lookup {
 	return &Lookup{app: app, spec: spec, keys: spec.KeyFields(), metrics: m, broken: err}
 }
 
-// maxPerRoundTrip bounds the entities of one pipelined round trip.
-const maxPerRoundTrip = 1024
-
 // KeyFields returns the request fields a query must carry, in the order
 // Fetch takes their values.
 func (l *Lookup) KeyFields() []string { return l.keys }
 
 // Fetch looks up the entities of one request's queries: entities[i] holds
-// query i's values of KeyFields, in order. The lookups of the requests
-// that arrive while a round trip is in flight share the next one, one
-// pipeline of HMGETs, so that concurrent requests cost one round trip
-// each time rather than one each. It returns within the spec's Timeout or
-// ctx's deadline, whichever is first; a store that did not answer by then
-// makes every row follow the missing-entity policy.
+// query i's values of KeyFields, in order, in one pipeline of HMGETs: one
+// round trip per request, however many queries it holds. Concurrent
+// requests each take a connection of the client's pool, so that none
+// waits for another's round trip. It returns within the spec's Timeout or
+// ctx's deadline, whichever is first, as the store's client bounds each
+// call by its context (ContextTimeoutEnabled); a store that did not
+// answer by then makes every row follow the missing-entity policy.
 func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]string) []Row {
 	if l.broken != nil {
 		l.metrics.errors.WithLabelValues(l.app).Inc()
@@ -124,81 +115,39 @@ func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]str
 	defer func() { l.metrics.latency.WithLabelValues(l.app).Observe(time.Since(start).Seconds()) }()
 	ctx, cancel := context.WithTimeout(ctx, l.spec.timeout())
 	defer cancel()
-	w := &lookup{it: it, entities: entities, done: make(chan struct{})}
-	l.mu.Lock()
-	l.pending = append(l.pending, w)
-	if !l.running {
-		l.running = true
-		// The round trips run until no lookup waits: each is bounded by
-		// Timeout, so the goroutine ends soon after the last request.
-		go l.roundTrips()
+	rows := make([]Row, len(entities))
+	pipe := l.client.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(entities))
+	for i, e := range entities {
+		// The command's arguments but the key are the same for every
+		// entity: copying them boxes nothing, where HMGet would box each
+		// field name.
+		args := slices.Clone(l.args)
+		args[1] = l.key(e)
+		cmds[i] = redis.NewSliceCmd(ctx, args...)
+		_ = pipe.Process(ctx, cmds[i]) // a pipeline queues the command and returns nil
 	}
-	l.mu.Unlock()
-	select {
-	case <-w.done:
-		if w.failed {
-			l.metrics.errors.WithLabelValues(l.app).Inc()
-		}
-		return w.rows
-	case <-ctx.Done():
-		l.metrics.errors.WithLabelValues(l.app).Inc()
-		rows := make([]Row, len(entities))
-		for i := range rows {
-			rows[i] = l.miss(it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), ctx.Err()), true)
+	_, err := pipe.Exec(ctx)
+	var reply redis.Error
+	if err == nil || errors.As(err, &reply) {
+		// The store answered; an entity's own error (a key that holds no
+		// hash) is that entity's miss.
+		for i, c := range cmds {
+			if cerr := c.Err(); cerr != nil {
+				l.metrics.misses.WithLabelValues(l.app).Inc()
+				rows[i] = l.miss(it, fmt.Sprintf("the feature store refused %s: %v", l.key(entities[i]), cerr), false)
+				continue
+			}
+			rows[i] = l.row(it, c.Val(), entities[i])
 		}
 		return rows
 	}
-}
-
-// roundTrips sends the waiting lookups to the store, one pipeline at a
-// time, until none waits.
-func (l *Lookup) roundTrips() {
-	for {
-		l.mu.Lock()
-		batch, n := l.pending, 0
-		for i, w := range batch {
-			if n += len(w.entities); n > maxPerRoundTrip && i > 0 {
-				batch = batch[:i]
-				break
-			}
-		}
-		l.pending = l.pending[len(batch):]
-		if len(batch) == 0 {
-			l.pending, l.running = nil, false
-			l.mu.Unlock()
-			return
-		}
-		l.mu.Unlock()
-		l.roundTrip(batch)
+	l.metrics.errors.WithLabelValues(l.app).Inc()
+	why := fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err)
+	for i := range rows {
+		rows[i] = l.miss(it, why, true)
 	}
-}
-
-// roundTrip looks the batch's entities up in one pipeline and hands each
-// lookup its rows.
-func (l *Lookup) roundTrip(batch []*lookup) {
-	ctx, cancel := context.WithTimeout(context.Background(), l.spec.timeout())
-	defer cancel()
-	pipe := l.client.Pipeline()
-	cmds := make([][]*redis.SliceCmd, len(batch))
-	for b, w := range batch {
-		cmds[b] = make([]*redis.SliceCmd, len(w.entities))
-		for i, e := range w.entities {
-			cmds[b][i] = pipe.HMGet(ctx, l.key(e), l.names...)
-		}
-	}
-	_, err := pipe.Exec(ctx)
-	failed := err != nil && err != redis.Nil
-	for b, w := range batch {
-		w.rows, w.failed = make([]Row, len(w.entities)), failed
-		for i := range w.rows {
-			if failed {
-				w.rows[i] = l.miss(w.it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err), true)
-			} else {
-				w.rows[i] = l.row(w.it, cmds[b][i].Val(), w.entities[i])
-			}
-		}
-		close(w.done)
-	}
+	return rows
 }
 
 // keyPart is one piece of a key template: literal text, or (field >= 0)

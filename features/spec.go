@@ -6,12 +6,13 @@
 // carries the entity ids and only its request-time features.
 //
 // The lookups of one request's queries go to Redis as one pipelined round
-// trip (HMGET per entity), which the requests that arrive while another
-// round trip is in flight share, bounded by the spec's Timeout and by the
+// trip (HMGET per entity), bounded by the spec's Timeout and by the
 // query's own deadline, so that their time is spent from the query's SLO
 // budget and admission sees what is left. A Redis that is slow or down
 // makes every query of the request follow the missing-entity policy
-// within Timeout: never a late answer.
+// within Timeout: never a late answer. The store's client must bound each
+// call by its context (go-redis' ContextTimeoutEnabled), as the clients
+// the serve command and Table dial do.
 package features
 
 import (

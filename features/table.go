@@ -183,7 +183,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sloproxy_feature_lookup_duration_seconds",
-			Help:    "Time of one request's feature lookup (its queries in one pipelined Redis round trip, shared with the requests waiting at the same time), from the request's view, by app.",
+			Help:    "Time of one request's feature lookup (its queries in one pipelined Redis round trip), by app.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 14),
 		}, []string{"app"}),
 		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
