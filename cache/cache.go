@@ -197,6 +197,12 @@ func New(opts Options) (*Cache, error) {
 				c.m.evictions.Inc()
 			}
 		},
+		// Maintenance (draining the read and write buffers, evicting)
+		// runs on the goroutine that reads or writes, instead of a new
+		// goroutine each time the buffers fill: on a busy proxy those
+		// starts and their wake-ups cost more than the work. OnDeletion
+		// only counts, so running it under the cache's locks is safe.
+		Executor: func(fn func()) { fn() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
