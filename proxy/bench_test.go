@@ -17,8 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sloproxy/sloproxy/cache"
+	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/internal/testutil"
+	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -28,10 +30,13 @@ import (
 //	go test -run '^$' -bench 'Overhead|Handler' -benchmem ./proxy/
 //
 // BenchmarkOverhead/direct is the Go RPC client calling the noop;
-// BenchmarkOverhead/proxy is an HTTP client calling the proxy over one
-// keep-alive connection, the proxy calling the same noop. Both report the
-// p50 and p99 of the per-call latency; the difference is what the proxy
-// adds. BenchmarkHandler calls the handler in-process (no HTTP client) to
+// BenchmarkOverhead/dispatcher is a dispatcher with the default batching
+// policy (controller and governor) calling it; BenchmarkOverhead/bare-http
+// is an HTTP client calling a handler that answers without a model, the
+// floor of the HTTP hop; BenchmarkOverhead/proxy is an HTTP client calling
+// the proxy over one keep-alive connection, the proxy calling the same
+// noop. Each reports the p50 and p99 of the per-call latency; proxy minus
+// direct is what the proxy adds. BenchmarkHandler calls the handler in-process (no HTTP client) to
 // count the proxy's own allocations per query.
 func BenchmarkOverhead(b *testing.B) {
 	addr := testutil.StartModel(b, []string{testutil.BuildGo(b, "./examples/noop"), "--input-type", "float32"}).Addr
@@ -52,6 +57,47 @@ func BenchmarkOverhead(b *testing.B) {
 				b.Fatal(err)
 			}
 			cancel()
+		})
+	})
+	b.Run("dispatcher", func(b *testing.B) {
+		d := dispatch.New(dispatch.Options{InputType: rpc.Float32, Model: "bench", Version: "1",
+			NewController: slo.DefaultBatching.NewSeededController(nil), Governor: slo.DefaultBatching.NewSeededGovernor(nil)})
+		d.Start(context.Background())
+		defer d.Close()
+		d.SetReplicas([]string{addr})
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if _, h := d.Replicas(); h > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("the noop never became healthy")
+			}
+		}
+		latencies(b, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if _, _, err := d.Predict(ctx, input); err != nil {
+				b.Fatal(err)
+			}
+			cancel()
+		})
+	})
+	b.Run("bare-http", func(b *testing.B) {
+		// The floor of the HTTP hop: a handler that reads the body and
+		// answers without a model, over the same kind of connection.
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"output":"","default":false}`))
+		}))
+		defer srv.Close()
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+		latencies(b, func() {
+			resp, err := client.Post(srv.URL, "application/json", bytes.NewReader(body))
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
 		})
 	})
 	b.Run("proxy", func(b *testing.B) {
