@@ -3,10 +3,12 @@ package loadtest
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -196,5 +198,44 @@ func TestRunCountsBySchedule(t *testing.T) {
 	}
 	if res.Sent != 60 || len(res.Seconds) != 2 || res.Seconds[0].Sent != 20 || res.Seconds[1].Sent != 40 {
 		t.Errorf("sent %d, per second %+v; want 60: 20 then 40, the warm-up's 10 left out", res.Sent, res.Seconds)
+	}
+}
+
+// TestRunNewInputs: every request's body carries its own number, and the
+// memory the server's /metrics reports is kept by second.
+func TestRunNewInputs(t *testing.T) {
+	var mu sync.Mutex
+	bodies := map[string]bool{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /predict", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies[string(b)] = true
+		mu.Unlock()
+		fmt.Fprint(w, `{"output": 1, "default": false}`)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 3e+07\n"+
+			"# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes 8e+06\n")
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	if _, err := Run(context.Background(), Options{URL: srv.URL + "/predict", Body: []byte(`{"input": [1]}`), NewInputs: true, SLO: time.Second,
+		Schedule: &Schedule{Phases: []Phase{{time.Second, 10}}}}); err == nil || !strings.Contains(err.Error(), "holds no {n}") {
+		t.Fatalf("a body without {n}: %v", err)
+	}
+	res, err := Run(context.Background(), Options{URL: srv.URL + "/predict", Body: []byte(`{"input": [{n}, 0.5], "id": "{n}"}`), NewInputs: true,
+		SLO: time.Second, MetricsURL: srv.URL + "/metrics", Schedule: &Schedule{Phases: []Phase{{2 * time.Second, 30}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if res.Sent != 60 || len(bodies) != 60 || !bodies[`{"input": [7, 0.5], "id": "7"}`] {
+		t.Fatalf("sent %d, %d distinct bodies; want 60, each its own number in every {n}", res.Sent, len(bodies))
+	}
+	rss0, rss1, heap0, heap1, at0, at1, ok := res.Memory(20)
+	if !ok || rss0 != 3e7 || rss1 != 3e7 || heap0 != 8e6 || heap1 != 8e6 || at0 != 1 || at1 != 2 {
+		t.Fatalf("memory %v %v %v %v at %d, %d (%v); want 30 MB and 8 MB at 1 s and 2 s, the run being shorter than 20 s", rss0, rss1, heap0, heap1, at0, at1, ok)
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -41,6 +43,11 @@ type Options struct {
 	// NoCache sends Cache-Control: no-cache with every request, so that
 	// the proxy's models answer rather than its prediction cache.
 	NoCache bool
+	// NewInputs replaces every "{n}" in Body with the request's sequence
+	// number (a decimal integer), so that each request carries an input
+	// no other did: the prediction cache misses, and it and the proxy's
+	// memory of answered queries fill. Body must then hold "{n}".
+	NewInputs bool
 	// Warmup is sent first, at the schedule's first rate and with its
 	// arrivals, and left out of the result: the load generator's
 	// connections and the proxy's learned state reach the steady state
@@ -140,6 +147,11 @@ type Second struct {
 	// reported at the second's end (all model versions), 0 when unknown.
 	Replicas float64 `json:"replicas"`
 	Ready    float64 `json:"ready"`
+	// RSSBytes and HeapBytes are the proxy's resident memory and its Go
+	// heap in use at the second's end (process_resident_memory_bytes,
+	// go_memstats_heap_inuse_bytes), 0 when unknown.
+	RSSBytes  float64 `json:"rss_bytes"`
+	HeapBytes float64 `json:"heap_bytes"`
 }
 
 // answer is what the proxy's body says.
@@ -225,6 +237,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Warmup < 0 {
 		return nil, fmt.Errorf("warm-up %v: must not be negative", opts.Warmup)
 	}
+	if opts.NewInputs && !bytes.Contains(opts.Body, placeholder) {
+		return nil, fmt.Errorf("new inputs: the body holds no %s to replace with each request's number", placeholder)
+	}
 	sent := sched
 	if opts.Warmup > 0 {
 		sent = &Schedule{Phases: append([]Phase{{Duration: opts.Warmup, Rate: sched.Phases[0].Rate}}, sched.Phases...),
@@ -278,6 +293,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			if i < len(sec) {
 				sec[i].MeanBatch = got.meanBatch
 				sec[i].Replicas, sec[i].Ready = got.desired, got.ready
+				sec[i].RSSBytes, sec[i].HeapBytes = got.rss, got.heap
 			}
 			if got.replicasOK {
 				res.ReplicaSeconds, res.Cost = got.replicaSeconds-base.replicaSeconds, got.cost-base.cost
@@ -294,8 +310,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 	})
 
+	targeter := vegeta.NewStaticTargeter(target)
+	if opts.NewInputs {
+		targeter = newInputs(target)
+	}
 	// No duration limit: the schedule stops the attack after its last request.
-	results := atk.Attack(vegeta.NewStaticTargeter(target), sent, 0, "sloproxy-bench")
+	results := atk.Attack(targeter, sent, 0, "sloproxy-bench")
 	done := ctx.Done()
 loop:
 	for {
@@ -394,6 +414,48 @@ loop:
 	return res, ctx.Err()
 }
 
+// placeholder is what NewInputs replaces in the body.
+var placeholder = []byte("{n}")
+
+// newInputs returns a targeter whose every target is t with its body's
+// placeholders replaced by the target's sequence number.
+func newInputs(t vegeta.Target) vegeta.Targeter {
+	var n atomic.Uint64
+	return func(tgt *vegeta.Target) error {
+		*tgt = t
+		tgt.Body = bytes.ReplaceAll(t.Body, placeholder, strconv.AppendUint(nil, n.Add(1), 10))
+		return nil
+	}
+}
+
+// Memory returns the proxy's resident memory and heap in use, in bytes,
+// at the end of the first second at or after from seconds (the first
+// reported, for a shorter run) and of the last second reported, with
+// those seconds; ok false when the proxy reported none.
+func (r *Result) Memory(from int) (rss0, rss1, heap0, heap1 float64, at0, at1 int, ok bool) {
+	first, last, early := -1, -1, -1
+	for i, s := range r.Seconds {
+		if s.RSSBytes == 0 {
+			continue
+		}
+		if early < 0 {
+			early = i
+		}
+		if first < 0 && i+1 >= from {
+			first = i
+		}
+		last = i
+	}
+	if last < 0 {
+		return 0, 0, 0, 0, 0, 0, false
+	}
+	if first < 0 {
+		first = early
+	}
+	a, b := r.Seconds[first], r.Seconds[last]
+	return a.RSSBytes, b.RSSBytes, a.HeapBytes, b.HeapBytes, first + 1, last + 1, true
+}
+
 // progressLine is the progress after t seconds: for a terminal, a line
 // that overwrites the one before; else one line of its own.
 func progressLine(t int, res *Result, last []time.Duration, terminal bool) string {
@@ -450,6 +512,7 @@ type scraped struct {
 	desired, ready       float64
 	replicaSeconds, cost float64
 	replicasOK           bool
+	rss, heap            float64
 }
 
 // scrape reads the proxy's /metrics once.
@@ -488,6 +551,8 @@ func (s *batchScraper) scrape() scraped {
 	out.ready, _ = sumOf("sloproxy_replicas_ready")
 	out.replicaSeconds, _ = sumOf("sloproxy_replica_seconds_total")
 	out.cost, _ = sumOf("sloproxy_cost_total")
+	out.rss, _ = sumOf("process_resident_memory_bytes")
+	out.heap, _ = sumOf("go_memstats_heap_inuse_bytes")
 	f, ok := families["sloproxy_batch_size"]
 	if !ok {
 		return out

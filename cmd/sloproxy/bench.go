@@ -4,6 +4,7 @@ package main
 // sends the load and measures it.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,10 @@ in docs/operations.md).
 A body sent again and again is answered by the cache after the first time, so
 the run measures the cache, not the model: use --no-cache, which asks the
 proxy to skip its cache (Cache-Control: no-cache), to measure the models.
+--new-inputs instead replaces every {n} in the body with the request's number,
+so that each request is an input never seen before: the cache misses and
+fills, as does the proxy's memory of answered queries, and the run reports the
+proxy's resident memory and Go heap from 20 s to the end.
 
 `
 
@@ -65,6 +70,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	jsonOut := fs.String("json", "", "write the result, with its per-second series, as JSON to this file")
 	plotOut := fs.String("plot", "", "write a PNG plot of latency, load, batch size and replicas over time to this file")
 	noCache := fs.Bool("no-cache", false, "send Cache-Control: no-cache, so that models answer rather than the proxy's prediction cache")
+	newInputs := fs.Bool("new-inputs", false, `replace every {n} in the body with the request's number, such as '{"input": [{n}, 0.5]}': each request a new input`)
 	if err := fs.Parse(args); err != nil {
 		return helpIsNoError(err)
 	}
@@ -113,7 +119,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--body-file: %w", err)
 		}
 	}
-	if !json.Valid(payload) {
+	checked := payload
+	if *newInputs {
+		if !bytes.Contains(payload, []byte("{n}")) {
+			return errors.New(`--new-inputs: the body holds no {n} to replace with each request's number, such as '{"input": [{n}, 0.5]}'`)
+		}
+		checked = bytes.ReplaceAll(payload, []byte("{n}"), []byte("1"))
+	}
+	if !json.Valid(checked) {
 		return errors.New("the body (--body or --body-file) is not valid JSON")
 	}
 	metricsURL := *metrics
@@ -129,7 +142,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "sending %d requests over %v to %s\n", sched.Requests(), sched.Duration(), *target)
 	res, err := loadtest.Run(ctx, loadtest.Options{URL: *target, Body: payload, Schedule: sched, SLO: slo,
 		MetricsURL: metricsURL, Timeout: timeout, Progress: stderr, ProgressTerminal: isTerminal(stderr),
-		Warmup: warmup, NoCache: *noCache})
+		Warmup: warmup, NoCache: *noCache, NewInputs: *newInputs})
 	if res == nil {
 		return err
 	}
@@ -170,6 +183,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// memoryFrom is the second from which the report compares the proxy's
+// memory with the run's end: by then the caches and memories sized in
+// entries have had time to fill at a few thousand queries a second.
+const memoryFrom = 20
+
 // report prints the result's summary.
 func report(w io.Writer, r *loadtest.Result) {
 	line := func(what string, n int) {
@@ -201,6 +219,10 @@ func report(w io.Writer, r *loadtest.Result) {
 	}
 	if r.ReplicaSeconds > 0 {
 		fmt.Fprintf(w, "%-22s %8.0f  (cost %.6g, per 1,000 model answers %.6g)\n", "replica-seconds", r.ReplicaSeconds, r.Cost, r.CostPer1k)
+	}
+	if rss0, rss1, heap0, heap1, at0, at1, ok := r.Memory(memoryFrom); ok {
+		fmt.Fprintf(w, "%-22s RSS %.1f MB at %ds, %.1f MB at %ds (%+.1f%%); Go heap in use %.1f MB, %.1f MB (%+.1f%%)\n", "proxy memory",
+			rss0/1e6, at0, rss1/1e6, at1, 100*(rss1-rss0)/rss0, heap0/1e6, heap1/1e6, 100*(heap1-heap0)/max(heap0, 1))
 	}
 	top(w, "default", r.Reasons)
 	top(w, "error", r.ErrorReasons)

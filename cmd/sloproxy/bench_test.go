@@ -96,6 +96,8 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--body", "{oops"}, "not valid JSON"},
 		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "Inf", "--duration", "1s", "--body", "{}"}, "rate"},
 		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--warmup", "-1s"}, "--warmup"},
+		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--new-inputs", "--body", `{"input": [1]}`}, "holds no {n}"},
+		{[]string{"--url", "http://h/x", "--slo", "20ms", "--rate", "1", "--duration", "1s", "--new-inputs", "--body", `{"input": [{n}}`}, "not valid JSON"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
