@@ -123,6 +123,12 @@ type entry struct {
 	ttl            time.Duration
 }
 
+// entryOverhead is what an L1 entry holds besides its output and names:
+// the entry, otter's node with its expiry, and the key in otter's table,
+// as TestL1WeightIsItsHeap measures, so that l1_bytes bounds the heap the
+// entries take.
+const entryOverhead = 192
+
 // errQueryDone marks a Redis call cut short by its query's deadline or
 // cancellation rather than by Redis: the breaker does not count it.
 var errQueryDone = errors.New("cache: the query's context ended")
@@ -189,7 +195,7 @@ func New(opts Options) (*Cache, error) {
 	l1, err := otter.New(&otter.Options[[16]byte, *entry]{
 		MaximumWeight: uint64(opts.L1Bytes),
 		Weigher: func(_ [16]byte, e *entry) uint32 {
-			return uint32(min(len(e.out)+len(e.model)+len(e.version)+96, math.MaxUint32))
+			return uint32(min(cap(e.out)+len(e.model)+len(e.version)+entryOverhead, math.MaxUint32))
 		},
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[[16]byte, *entry]) time.Duration { return e.Value.ttl }),
 		OnDeletion: func(e otter.DeletionEvent[[16]byte, *entry]) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -468,4 +469,33 @@ func TestL1IsBoundedByBytes(t *testing.T) {
 	if got := testutil.ToFloat64(metric(t, reg, "sloproxy_cache_l1_evictions_total")); got == 0 {
 		t.Error("no eviction counted")
 	}
+}
+
+// TestL1WeightIsItsHeap: the weight the L1 gives its entries is the heap
+// they take, within a tenth or so, so that cache.l1_bytes bounds the
+// proxy's memory as docs/operations.md says. The entries are those of a
+// string app answered with its own input, about 40 bytes each.
+func TestL1WeightIsItsHeap(t *testing.T) {
+	c, _ := newCache(t, "", Options{L1Bytes: 1 << 30})
+	const n = 50000
+	keys := make([]Key, n)
+	for i := range keys {
+		keys[i] = NewKey("noop", "1", "string", fmt.Appendf(nil, "query %d of the memory benchmark", i))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i, k := range keys {
+		c.Put(k, fmt.Appendf(nil, `"query %d of the memory benchmark"`, i), time.Hour)
+	}
+	c.l1.CleanUp()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	heap := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
+	weight := float64(c.l1.WeightedSize()) / n
+	t.Logf("an entry takes %.0f bytes of heap and weighs %.0f", heap, weight)
+	if ratio := heap / weight; ratio > 1.15 || ratio < 0.7 {
+		t.Fatalf("an entry takes %.0f bytes of heap and weighs %.0f (%.2f×); want them within about a tenth", heap, weight, ratio)
+	}
+	runtime.KeepAlive(keys)
 }
