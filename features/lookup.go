@@ -130,15 +130,24 @@ func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]str
 	_, err := pipe.Exec(ctx)
 	var reply redis.Error
 	if err == nil || errors.As(err, &reply) {
-		// The store answered; an entity's own error (a key that holds no
-		// hash) is that entity's miss.
+		// The store answered, at least at first: an entity's own error (a
+		// key that holds no hash) is that entity's miss, and a command
+		// whose reply did not come follows the policy as a store down.
+		failed := false
 		for i, c := range cmds {
-			if cerr := c.Err(); cerr != nil {
+			switch cerr := c.Err(); {
+			case cerr == nil:
+				rows[i] = l.row(it, c.Val(), entities[i])
+			case errors.As(cerr, &reply):
 				l.metrics.misses.WithLabelValues(l.app).Inc()
 				rows[i] = l.miss(it, fmt.Sprintf("the feature store refused %s: %v", l.key(entities[i]), cerr), false)
-				continue
+			default: // this command's reply never came
+				failed = true
+				rows[i] = l.miss(it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), cerr), true)
 			}
-			rows[i] = l.row(it, c.Val(), entities[i])
+		}
+		if failed {
+			l.metrics.errors.WithLabelValues(l.app).Inc()
 		}
 		return rows
 	}

@@ -2,7 +2,9 @@ package features
 
 import (
 	"encoding/json"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,8 +97,10 @@ func TestSpecJSON(t *testing.T) {
 }
 
 // TestTableFor: a spec the state carries takes the place of the
-// configuration file's, is rebuilt only when its text changes, and one
-// that cannot serve here answers every query by the policy with why.
+// configuration file's, is rebuilt only when its text or the app's input
+// type changes, and one that cannot serve here answers every query
+// unavailable (or with the default output, under default_output) with
+// why.
 func TestTableFor(t *testing.T) {
 	table := NewTable(Options{})
 	defer table.Close()
@@ -115,6 +119,11 @@ func TestTableFor(t *testing.T) {
 	if again := table.For(app); again != stored {
 		t.Fatal("the same stored spec was built twice")
 	}
+	int32App := app
+	int32App.InputType = state.InputInt32
+	if l := table.For(int32App); l == stored || l.broken == nil || !strings.Contains(l.broken.Error(), "cannot enter an int32 input") {
+		t.Fatalf("the same spec for an int32 app: %+v; want it rebuilt, and refused", l)
+	}
 	if l := table.For(state.App{Name: "b"}); l != nil {
 		t.Fatalf("an app without features: %+v", l)
 	}
@@ -125,7 +134,8 @@ func TestTableFor(t *testing.T) {
 		why       string
 	}{
 		{"no proxy Redis", `{"key": "u:{id}", "fields": [{"name": "y", "default": 1}]}`, state.InputFloat32, StoreUnavailable, "the proxy has no Redis"},
-		{"a string app", `{"key": "u:{id}", "fields": [{"name": "y", "default": 1}], "redis": "h:1", "missing": "default_output"}`, state.InputString, StoreUnavailable, "not numeric"},
+		{"a string app", `{"key": "u:{id}", "fields": [{"name": "y", "default": 1}], "redis": "h:1", "missing": "default_output"}`, state.InputString, UseDefaultOutput, "not numeric"},
+		{"a float field into int32", `{"key": "u:{id}", "fields": [{"name": "y"}], "redis": "h:1", "missing": "not_found"}`, state.InputInt32, StoreUnavailable, "cannot enter an int32 input"},
 		{"under default_output", `{"key": "u:{id}", "fields": [{"name": "y"}], "missing": "default_output"}`, state.InputFloat32, UseDefaultOutput, "the proxy has no Redis"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,5 +147,44 @@ func TestTableFor(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTableClosesUnusedClients: a store no spec names any more, after a
+// reload or a change through the admin API, is closed.
+func TestTableClosesUnusedClients(t *testing.T) {
+	table := NewTable(Options{})
+	defer table.Close()
+	clients := func() []string {
+		table.mu.Lock()
+		defer table.mu.Unlock()
+		return slices.Sorted(maps.Keys(table.clients))
+	}
+	spec := func(addr string) Spec {
+		return Spec{Key: "u:{id}", Fields: []Field{{Name: "x", Default: zero()}}, Redis: addr}
+	}
+	if err := table.Set(map[string]Spec{"a": spec("127.0.0.1:1"), "b": spec("127.0.0.1:2")}); err != nil {
+		t.Fatal(err)
+	}
+	app := state.App{Name: "c", InputType: state.InputFloat32, Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x", "default": 0}], "redis": "127.0.0.1:3"}`)}
+	table.For(app)
+	if got := strings.Join(clients(), " "); got != "127.0.0.1:1 127.0.0.1:2 127.0.0.1:3" {
+		t.Fatalf("clients %s", got)
+	}
+	if err := table.Set(map[string]Spec{"a": spec("127.0.0.1:1")}); err != nil {
+		t.Fatal(err)
+	}
+	app.Features = json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x", "default": 0}], "redis": "127.0.0.1:1"}`)
+	table.For(app)
+	if got := strings.Join(clients(), " "); got != "127.0.0.1:1" {
+		t.Fatalf("after a reload and a new stored spec: clients %s; want the one still named", got)
+	}
+	app.Features = nil
+	table.For(app)
+	if err := table.Set(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := clients(); len(got) != 0 {
+		t.Fatalf("with no spec left: clients %v", got)
 	}
 }

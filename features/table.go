@@ -35,15 +35,20 @@ type Table struct {
 
 	mu      sync.Mutex // guards clients
 	clients map[string]redis.UniversalClient
+	// changing serializes the changes of lookups and stored with sweep,
+	// so that a client dialed for a lookup is not closed before the
+	// lookup is stored.
+	changing sync.Mutex
 
 	lookups sync.Map // app name → *Lookup, from the configuration file
 	stored  sync.Map // app name → *storedLookup, from the state
 }
 
 // storedLookup is the lookup built from an app's stored spec, kept while
-// the app's spec is the same text.
+// the app's spec is the same text and its input type the same.
 type storedLookup struct {
 	raw    string
+	it     state.InputType
 	lookup *Lookup
 }
 
@@ -60,31 +65,52 @@ func NewTable(opts Options) *Table {
 // For returns app's lookup, or nil when it looks no features up: the
 // spec the state carries for it (set through the admin API), else the
 // configuration file's. A stored spec is parsed once per change of its
-// text. One that cannot serve here (invalid for the app's input type,
-// or naming no store on a proxy without Redis) gives a lookup whose every
-// query follows the missing-entity policy as if the store were down, with
-// the reason, rather than a query that ignores its entity.
+// text or of the app's input type. One that cannot serve here (invalid
+// for the app's input type, or naming no store on a proxy without Redis)
+// gives a lookup whose every query is answered unavailable with the reason
+// (or, under missing: default_output, gets the app's default output),
+// rather than a query that ignores its entity.
 func (t *Table) For(app state.App) *Lookup {
 	if t == nil {
 		return nil
 	}
 	if app.Features == nil {
+		if _, ok := t.stored.Load(app.Name); ok {
+			t.forget(app.Name)
+		}
 		if l, ok := t.lookups.Load(app.Name); ok {
 			return l.(*Lookup)
 		}
 		return nil
 	}
-	if v, ok := t.stored.Load(app.Name); ok && v.(*storedLookup).raw == string(app.Features) {
-		return v.(*storedLookup).lookup
+	if v, ok := t.stored.Load(app.Name); ok {
+		if s := v.(*storedLookup); s.raw == string(app.Features) && s.it == app.InputType {
+			return s.lookup
+		}
 	}
+	t.changing.Lock()
+	defer t.changing.Unlock()
 	l := t.build(app)
-	t.stored.Store(app.Name, &storedLookup{raw: string(app.Features), lookup: l})
+	t.stored.Store(app.Name, &storedLookup{raw: string(app.Features), it: app.InputType, lookup: l})
+	t.sweep()
 	return l
+}
+
+// forget drops app's stored lookup, and the client only it used.
+func (t *Table) forget(app string) {
+	t.changing.Lock()
+	defer t.changing.Unlock()
+	t.stored.Delete(app)
+	t.sweep()
 }
 
 // build returns the lookup of app's stored spec.
 func (t *Table) build(app state.App) *Lookup {
-	spec, err := ParseSpec(app.Features, app.InputType)
+	var spec Spec
+	err := spec.UnmarshalJSON(app.Features)
+	if err == nil {
+		err = spec.Validate(app.InputType)
+	}
 	if err != nil {
 		return newBroken(app.Name, spec, fmt.Errorf("the app's features spec: %w", err), t.metrics)
 	}
@@ -93,6 +119,56 @@ func (t *Table) build(app state.App) *Lookup {
 		return newBroken(app.Name, spec, err, t.metrics)
 	}
 	return newLookup(app.Name, spec, client, t.metrics)
+}
+
+// sweep closes the clients no lookup uses any more: the stores of specs
+// that a reload or the admin API replaced. A request in flight on one
+// finds it closed and follows its app's missing-entity policy. Called
+// with changing held.
+func (t *Table) sweep() {
+	used := map[string]bool{}
+	mark := func(_, v any) bool {
+		var l *Lookup
+		switch v := v.(type) {
+		case *Lookup:
+			l = v
+		case *storedLookup:
+			l = v.lookup
+		}
+		used[l.spec.Redis] = true
+		return true
+	}
+	t.lookups.Range(mark)
+	t.stored.Range(mark)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for addr, c := range t.clients {
+		if !used[addr] {
+			_ = c.Close()
+			delete(t.clients, addr)
+		}
+	}
+}
+
+// CheckApp refuses an app whose stored features spec (set through the
+// admin API) cannot fill its input type: a float field in an int32 app,
+// any field in a string or bytes app. The state runs it on every change of
+// an app (state.Options.CheckApp), so that a reload or a PUT of the app
+// cannot change the type from under the spec. A spec that does not parse
+// is left to For, which answers its queries unavailable.
+func CheckApp(a state.App) error {
+	if a.Features == nil {
+		return nil
+	}
+	var spec Spec
+	if spec.UnmarshalJSON(a.Features) != nil {
+		return nil
+	}
+	if err := spec.Validate(a.InputType); err != nil {
+		return fmt.Errorf("%w: app %q: input_type %q: the features spec set through the admin API does not fit it (%v); change it with PUT /api/v1/apps/%s/features, or remove it with DELETE",
+			state.ErrConflict, a.Name, a.InputType, err, a.Name)
+	}
+	return nil
 }
 
 // Check says whether spec can be served by this table: a spec that names
@@ -118,6 +194,9 @@ var errNoStore = errors.New("features: no redis address, and the proxy has no Re
 // owner (config) against the app; Set refuses one that names no store
 // when the table has none, and changes nothing then.
 func (t *Table) Set(specs map[string]Spec) error {
+	t.changing.Lock()
+	defer t.changing.Unlock()
+	defer t.sweep()
 	next := map[string]*Lookup{}
 	for app, spec := range specs {
 		client, err := t.client(spec.Redis)

@@ -66,12 +66,15 @@ func (d *Data) appsOf(model string) []string {
 // return an error wrapping ErrNotFound, ErrConflict or ErrInvalid, or
 // errNoChange, before modifying d, so d is untouched unless they return nil.
 
-func (d *Data) putApp(a App) error {
+func (d *Data) putApp(a App, check func(App) error) error {
 	// The selection and features specs are set through the admin API,
 	// which alone changes them (see setApp): a put of the app's other
 	// fields keeps them.
 	old, ok := d.Apps[a.Name]
 	a.Selection, a.Features = old.Selection, old.Features // nil for a new app
+	if err := check(a); err != nil {
+		return err
+	}
 	if ok {
 		if reflect.DeepEqual(old, a) {
 			return errNoChange
@@ -91,7 +94,7 @@ func (d *Data) putApp(a App) error {
 
 // setApp replaces app name by what change makes of it, given the models
 // linked to it; the app must exist.
-func (d *Data) setApp(name string, change func(a *App, models []string) error) error {
+func (d *Data) setApp(name string, change func(a *App, models []string) error, check func(App) error) error {
 	a, ok := d.Apps[name]
 	if !ok {
 		return notFound("app %q", name)
@@ -100,6 +103,9 @@ func (d *Data) setApp(name string, change func(a *App, models []string) error) e
 		return err
 	}
 	if err := a.Validate(); err != nil {
+		return err
+	}
+	if err := check(a); err != nil {
 		return err
 	}
 	if reflect.DeepEqual(d.Apps[name], a) {

@@ -51,6 +51,12 @@ type Options struct {
 	PollInterval time.Duration
 	// Logger receives reload failures and recoveries. Nil means none.
 	Logger *zap.Logger
+	// CheckApp checks every app PutApp or UpdateApp would store, in the
+	// same step as the write, for what the state cannot judge itself
+	// (whether a features spec fits the app's input type); its error,
+	// which should wrap ErrConflict or ErrInvalid, refuses the change.
+	// Nil means no check beyond the state's own.
+	CheckApp func(a App) error
 }
 
 // Store holds the state for the whole process. Reads go through Snapshot,
@@ -61,9 +67,10 @@ type Options struct {
 //
 // A Store is safe for concurrent use.
 type Store struct {
-	backend Backend
-	poll    time.Duration
-	log     *zap.Logger
+	backend  Backend
+	poll     time.Duration
+	log      *zap.Logger
+	checkApp func(App) error // Options.CheckApp, never nil
 
 	snap atomic.Pointer[Snapshot]
 	// wake is the loop's "reload now" signal: 1-buffered, sent without
@@ -89,7 +96,10 @@ func NewStore(b Backend, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Store{backend: b, poll: opts.PollInterval, log: opts.Logger, wake: make(chan struct{}, 1)}
+	if opts.CheckApp == nil {
+		opts.CheckApp = func(App) error { return nil }
+	}
+	s := &Store{backend: b, poll: opts.PollInterval, log: opts.Logger, checkApp: opts.CheckApp, wake: make(chan struct{}, 1)}
 	s.snap.Store(newSnapshot(&Data{}))
 	return s
 }
@@ -298,7 +308,7 @@ func (s *Store) PutApp(ctx context.Context, a App) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	return s.update(ctx, func(d *Data) error { return d.putApp(a) })
+	return s.update(ctx, func(d *Data) error { return d.putApp(a, s.checkApp) })
 }
 
 // UpdateApp changes the app named name in one step with the state: change
@@ -306,7 +316,7 @@ func (s *Store) PutApp(ctx context.Context, a App) error {
 // which UpdateApp returns. Unlike PutApp it can set or clear the app's
 // Selection and Features, which a put keeps.
 func (s *Store) UpdateApp(ctx context.Context, name string, change func(a *App, models []string) error) error {
-	return s.update(ctx, func(d *Data) error { return d.setApp(name, change) })
+	return s.update(ctx, func(d *Data) error { return d.setApp(name, change, s.checkApp) })
 }
 
 // DeleteApp deletes the app named name and its links.

@@ -535,3 +535,34 @@ func TestScaleAndAutoscale(t *testing.T) {
 		t.Fatalf("JSON %s, %v", raw, err)
 	}
 }
+
+// TestCheckApp: Options.CheckApp sees every app PutApp and UpdateApp would
+// store, with the specs the put keeps, and its error refuses the change.
+func TestCheckApp(t *testing.T) {
+	refused := errors.New("refused")
+	s := state.NewStore(nil, state.Options{CheckApp: func(a state.App) error {
+		if a.InputType == state.InputInt32 && a.Features != nil {
+			return fmt.Errorf("%w: %w", state.ErrConflict, refused)
+		}
+		return nil
+	}})
+	ctx := t.Context()
+	must(t, s.PutApp(ctx, app("a", state.InputFloat32)))
+	must(t, s.UpdateApp(ctx, "a", func(a *state.App, _ []string) error {
+		a.Features = json.RawMessage(`{}`)
+		return nil
+	}))
+	if err := s.PutApp(ctx, app("a", state.InputInt32)); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("PutApp to int32 with the kept spec: %v; want the check's conflict", err)
+	}
+	if err := s.UpdateApp(ctx, "a", func(a *state.App, _ []string) error {
+		a.InputType = state.InputInt32
+		return nil
+	}); !errors.Is(err, refused) {
+		t.Fatalf("UpdateApp to int32: %v; want the check's error", err)
+	}
+	if got, _ := s.Snapshot().App("a"); got.InputType != state.InputFloat32 {
+		t.Fatalf("refused changes changed the app: %+v", got)
+	}
+	must(t, s.PutApp(ctx, app("b", state.InputInt32)))
+}

@@ -128,8 +128,9 @@ func (r *reloader) apply(ctx context.Context, cfg *config.Config) error {
 	var updated []string
 	for _, a := range cfg.Apps {
 		if old, ok := prev[a.Name]; ok && !reflect.DeepEqual(old, a.App()) {
-			// PutApp keeps a selection spec set through the admin API,
-			// which the file does not hold.
+			// PutApp keeps the selection and features specs set through
+			// the admin API, which the file does not hold, and refuses an
+			// input type the features spec cannot fill.
 			if err := r.store.PutApp(ctx, a.App()); err != nil {
 				return fmt.Errorf("app %s: %w", a.Name, err)
 			}

@@ -386,7 +386,7 @@ func openStore(ctx context.Context, cfg *config.Config, rdb redis.UniversalClien
 			return nil, err
 		}
 	}
-	store := state.NewStore(backend, state.Options{Logger: log.Named("state")})
+	store := state.NewStore(backend, state.Options{Logger: log.Named("state"), CheckApp: features.CheckApp})
 	if err := store.Start(ctx); err != nil {
 		return nil, err // it names the state
 	}

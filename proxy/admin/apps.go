@@ -90,10 +90,7 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 	if err := checkPolicy(next); err != nil {
 		return err
 	}
-	old, existed := h.store.Snapshot().App(name)
-	if err := checkFeatures(old, next); err != nil {
-		return err
-	}
+	_, existed := h.store.Snapshot().App(name)
 	// The store keeps the selection and features specs set through PUT
 	// .../selection and .../features.
 	if err := h.store.PutApp(r.Context(), next); err != nil {

@@ -116,21 +116,3 @@ func (h *handler) deleteFeatures(w http.ResponseWriter, r *http.Request) error {
 	}
 	return h.writeApp(w, http.StatusOK, name)
 }
-
-// checkFeatures refuses to give an app that carries a features spec an
-// input type the spec cannot fill (a float field into int32, any field
-// into string or bytes).
-func checkFeatures(old, next state.App) error {
-	if old.Features == nil || old.InputType == next.InputType {
-		return nil
-	}
-	var spec features.Spec
-	if err := spec.UnmarshalJSON(old.Features); err != nil {
-		return nil // a spec that does not parse serves no query: nothing to keep true
-	}
-	if err := spec.Validate(next.InputType); err != nil {
-		return fmt.Errorf("%w: app %q: input_type %q: its features spec does not fit it (%v); change it with PUT %s/%s/features or remove it with DELETE",
-			state.ErrConflict, next.Name, next.InputType, err, pathApps, next.Name)
-	}
-	return nil
-}
