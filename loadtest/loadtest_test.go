@@ -216,7 +216,7 @@ func TestRunNewInputs(t *testing.T) {
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 3e+07\n"+
-			"# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes 8e+06\n")
+			"# TYPE go_gc_heap_live_bytes gauge\ngo_gc_heap_live_bytes 8e+06\n")
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
@@ -235,7 +235,25 @@ func TestRunNewInputs(t *testing.T) {
 		t.Fatalf("sent %d, %d distinct bodies; want 60, each its own number in every {n}", res.Sent, len(bodies))
 	}
 	rss0, rss1, heap0, heap1, at0, at1, ok := res.Memory(20)
-	if !ok || rss0 != 3e7 || rss1 != 3e7 || heap0 != 8e6 || heap1 != 8e6 || at0 != 1 || at1 != 2 {
-		t.Fatalf("memory %v %v %v %v at %d, %d (%v); want 30 MB and 8 MB at 1 s and 2 s, the run being shorter than 20 s", rss0, rss1, heap0, heap1, at0, at1, ok)
+	if !ok || rss0 != 3e7 || rss1 != 3e7 || heap0 != 8e6 || heap1 != 8e6 || at0 != 0 || at1 != 0 {
+		t.Fatalf("memory %v %v %v %v from %d, %d (%v); want 30 MB and 8 MB from the start, the run being shorter than 20 s", rss0, rss1, heap0, heap1, at0, at1, ok)
+	}
+}
+
+// TestMemoryPeaks: Memory compares the peaks of two windows, the heap's
+// rise and fall between collections within each.
+func TestMemoryPeaks(t *testing.T) {
+	r := &Result{Seconds: make([]Second, 60)}
+	for i := range r.Seconds {
+		r.Seconds[i].RSSBytes = 50e6 + float64(i)*1e5 // slow growth
+		r.Seconds[i].HeapBytes = 20e6 + float64(i%3)*5e6
+	}
+	r.Seconds[59].RSSBytes = 0 // the last scrape failed
+	rss0, rss1, heap0, heap1, at0, at1, ok := r.Memory(20)
+	if !ok || at0 != 20 || at1 != 49 || rss0 != 50e6+29*1e5 || rss1 != 50e6+58*1e5 || heap0 != 30e6 || heap1 != 30e6 {
+		t.Fatalf("%v %v %v %v from %d, %d (%v)", rss0, rss1, heap0, heap1, at0, at1, ok)
+	}
+	if _, _, _, _, _, _, ok := (&Result{Seconds: make([]Second, 5)}).Memory(20); ok {
+		t.Fatal("memory from a proxy that reported none")
 	}
 }

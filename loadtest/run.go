@@ -147,9 +147,11 @@ type Second struct {
 	// reported at the second's end (all model versions), 0 when unknown.
 	Replicas float64 `json:"replicas"`
 	Ready    float64 `json:"ready"`
-	// RSSBytes and HeapBytes are the proxy's resident memory and its Go
-	// heap in use at the second's end (process_resident_memory_bytes,
-	// go_memstats_heap_inuse_bytes), 0 when unknown.
+	// RSSBytes and HeapBytes are the proxy's resident memory and its live
+	// Go heap, what its last collection marked, at the second's end
+	// (process_resident_memory_bytes, go_gc_heap_live_bytes; the heap in
+	// use, go_memstats_heap_inuse_bytes, from a server without the
+	// latter), 0 when unknown.
 	RSSBytes  float64 `json:"rss_bytes"`
 	HeapBytes float64 `json:"heap_bytes"`
 }
@@ -428,32 +430,45 @@ func newInputs(t vegeta.Target) vegeta.Targeter {
 	}
 }
 
-// Memory returns the proxy's resident memory and heap in use, in bytes,
-// at the end of the first second at or after from seconds (the first
-// reported, for a shorter run) and of the last second reported, with
-// those seconds; ok false when the proxy reported none.
+// MemoryWindow is the span over which Memory takes each of its peaks, so
+// that one second's sample, taken anywhere in a collection cycle, does not
+// decide the comparison.
+const MemoryWindow = 10
+
+// Memory returns the peaks of the proxy's resident memory and live heap,
+// in bytes, over the MemoryWindow seconds from second from (from the first
+// reported, for a shorter run) and over the run's last MemoryWindow
+// seconds, with the seconds each window starts at; ok false when the proxy
+// reported none.
 func (r *Result) Memory(from int) (rss0, rss1, heap0, heap1 float64, at0, at1 int, ok bool) {
-	first, last, early := -1, -1, -1
+	var reported []int
 	for i, s := range r.Seconds {
-		if s.RSSBytes == 0 {
-			continue
+		if s.RSSBytes != 0 {
+			reported = append(reported, i)
 		}
-		if early < 0 {
-			early = i
-		}
-		if first < 0 && i+1 >= from {
-			first = i
-		}
-		last = i
 	}
-	if last < 0 {
+	if len(reported) == 0 {
 		return 0, 0, 0, 0, 0, 0, false
 	}
-	if first < 0 {
-		first = early
+	start := reported[0]
+	for _, i := range reported {
+		if i >= from {
+			start = i
+			break
+		}
 	}
-	a, b := r.Seconds[first], r.Seconds[last]
-	return a.RSSBytes, b.RSSBytes, a.HeapBytes, b.HeapBytes, first + 1, last + 1, true
+	end := reported[len(reported)-1]
+	tail := max(start, end-MemoryWindow+1)
+	for _, i := range reported {
+		s := r.Seconds[i]
+		if i >= start && i < start+MemoryWindow {
+			rss0, heap0 = max(rss0, s.RSSBytes), max(heap0, s.HeapBytes)
+		}
+		if i >= tail {
+			rss1, heap1 = max(rss1, s.RSSBytes), max(heap1, s.HeapBytes)
+		}
+	}
+	return rss0, rss1, heap0, heap1, start, tail, true
 }
 
 // progressLine is the progress after t seconds: for a terminal, a line
@@ -552,7 +567,10 @@ func (s *batchScraper) scrape() scraped {
 	out.replicaSeconds, _ = sumOf("sloproxy_replica_seconds_total")
 	out.cost, _ = sumOf("sloproxy_cost_total")
 	out.rss, _ = sumOf("process_resident_memory_bytes")
-	out.heap, _ = sumOf("go_memstats_heap_inuse_bytes")
+	var live bool
+	if out.heap, live = sumOf("go_gc_heap_live_bytes"); !live {
+		out.heap, _ = sumOf("go_memstats_heap_inuse_bytes")
+	}
 	f, ok := families["sloproxy_batch_size"]
 	if !ok {
 		return out

@@ -38,8 +38,8 @@ the run measures the cache, not the model: use --no-cache, which asks the
 proxy to skip its cache (Cache-Control: no-cache), to measure the models.
 --new-inputs instead replaces every {n} in the body with the request's number,
 so that each request is an input never seen before: the cache misses and
-fills, as does the proxy's memory of answered queries, and the run reports the
-proxy's resident memory and Go heap from 20 s to the end.
+fills, as does the proxy's memory of answered queries, and the run compares the
+proxy's resident memory and live Go heap over 10 s from 20 s with its last 10 s.
 
 `
 
@@ -184,8 +184,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 }
 
 // memoryFrom is the second from which the report compares the proxy's
-// memory with the run's end: by then the caches and memories sized in
-// entries have had time to fill at a few thousand queries a second.
+// memory with the run's end: by then the cache and the memory of answered
+// queries have had time to fill at a few thousand queries a second.
 const memoryFrom = 20
 
 // report prints the result's summary.
@@ -221,8 +221,8 @@ func report(w io.Writer, r *loadtest.Result) {
 		fmt.Fprintf(w, "%-22s %8.0f  (cost %.6g, per 1,000 model answers %.6g)\n", "replica-seconds", r.ReplicaSeconds, r.Cost, r.CostPer1k)
 	}
 	if rss0, rss1, heap0, heap1, at0, at1, ok := r.Memory(memoryFrom); ok {
-		fmt.Fprintf(w, "%-22s RSS %.1f MB at %ds, %.1f MB at %ds (%+.1f%%); Go heap in use %.1f MB, %.1f MB (%+.1f%%)\n", "proxy memory",
-			rss0/1e6, at0, rss1/1e6, at1, 100*(rss1-rss0)/rss0, heap0/1e6, heap1/1e6, 100*(heap1-heap0)/max(heap0, 1))
+		fmt.Fprintf(w, "%-22s peaks over %d s from %d s and from %d s: RSS %.1f MB, %.1f MB (%+.1f%%); live Go heap %.1f MB, %.1f MB (%+.1f%%)\n",
+			"proxy memory", loadtest.MemoryWindow, at0, at1, rss0/1e6, rss1/1e6, 100*(rss1-rss0)/rss0, heap0/1e6, heap1/1e6, 100*(heap1-heap0)/max(heap0, 1))
 	}
 	top(w, "default", r.Reasons)
 	top(w, "error", r.ErrorReasons)

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"syscall"
 	"time"
@@ -51,6 +52,10 @@ import (
 // requests they hold after a stop signal. Every query has a deadline (its
 // app's SLO), so in practice they finish far sooner.
 const shutdownGrace = 30 * time.Second
+
+// liveHeapMetrics exports the runtime's /gc/heap/live:bytes and
+// /gc/heap/goal:bytes as go_gc_heap_live_bytes and go_gc_heap_goal_bytes.
+var liveHeapMetrics = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/(live|goal):bytes$`)}
 
 // runServe runs `sloproxy serve --config FILE` until SIGINT or SIGTERM.
 func runServe(args []string, stdout, stderr io.Writer) error {
@@ -158,7 +163,11 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Beside the usual Go metrics, the live heap (what the last collection
+	// marked) and the collector's goal: the heap the configured bounds
+	// hold, without the rise and fall between collections.
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(liveHeapMetrics)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	runtimeMetrics := runtime.NewMetrics(reg, store)
 	runtimes := map[state.RuntimeKind]runtime.Runtime{state.RuntimeExternal: runtime.External{}}
 	if cfg.Runtimes.Process.Enabled {
