@@ -428,21 +428,12 @@ func appsSelect(c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	spec := []byte(pos[1])
-	if file, ok := strings.CutPrefix(pos[1], "@"); ok {
-		if spec, err = os.ReadFile(file); err != nil {
-			return fmt.Errorf("reading the spec: %w", err)
-		}
+	spec, err := specArg(pos[1], `{"policy": "weighted", "shares": {"m": 9, "m:2": 1}}`)
+	if err != nil {
+		return err
 	}
-	if !json.Valid(spec) {
-		return fmt.Errorf("the spec is not JSON: give an object such as {\"policy\": \"weighted\", \"shares\": {\"m\": 9, \"m:2\": 1}}")
-	}
-	return c.call(func(ctx context.Context, ac *admin.Client) error {
-		a, err := ac.SetSelection(ctx, pos[0], spec)
-		if err != nil {
-			return err
-		}
-		return c.showApp(a)
+	return c.changeApp(func(ctx context.Context, ac *admin.Client) (admin.AppView, error) {
+		return ac.SetSelection(ctx, pos[0], spec)
 	})
 }
 
@@ -451,12 +442,8 @@ func appsClearSelection(c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	return c.call(func(ctx context.Context, ac *admin.Client) error {
-		a, err := ac.ClearSelection(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		return c.showApp(a)
+	return c.changeApp(func(ctx context.Context, ac *admin.Client) (admin.AppView, error) {
+		return ac.ClearSelection(ctx, pos[0])
 	})
 }
 
@@ -465,21 +452,12 @@ func appsSetFeatures(c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	spec := []byte(pos[1])
-	if file, ok := strings.CutPrefix(pos[1], "@"); ok {
-		if spec, err = os.ReadFile(file); err != nil {
-			return fmt.Errorf("reading the spec: %w", err)
-		}
+	spec, err := specArg(pos[1], `{"key": "user:{user_id}", "fields": [{"name": "clicks", "type": "int", "default": 0}]}`)
+	if err != nil {
+		return err
 	}
-	if !json.Valid(spec) {
-		return fmt.Errorf(`the spec is not JSON: give an object such as {"key": "user:{user_id}", "fields": [{"name": "clicks", "type": "int", "default": 0}]}`)
-	}
-	return c.call(func(ctx context.Context, ac *admin.Client) error {
-		a, err := ac.SetFeatures(ctx, pos[0], spec)
-		if err != nil {
-			return err
-		}
-		return c.showApp(a)
+	return c.changeApp(func(ctx context.Context, ac *admin.Client) (admin.AppView, error) {
+		return ac.SetFeatures(ctx, pos[0], spec)
 	})
 }
 
@@ -488,8 +466,32 @@ func appsClearFeatures(c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	return c.changeApp(func(ctx context.Context, ac *admin.Client) (admin.AppView, error) {
+		return ac.ClearFeatures(ctx, pos[0])
+	})
+}
+
+// specArg reads a JSON spec given on the command line, or from a file as
+// @FILE; example shows a valid one in the error for text that is not JSON.
+func specArg(arg, example string) ([]byte, error) {
+	spec := []byte(arg)
+	if file, ok := strings.CutPrefix(arg, "@"); ok {
+		var err error
+		if spec, err = os.ReadFile(file); err != nil {
+			return nil, fmt.Errorf("reading the spec: %w", err)
+		}
+	}
+	if !json.Valid(spec) {
+		return nil, fmt.Errorf("the spec is not JSON: give an object such as %s", example)
+	}
+	return spec, nil
+}
+
+// changeApp makes a change through the admin API and shows the app it
+// answers.
+func (c *cli) changeApp(change func(ctx context.Context, ac *admin.Client) (admin.AppView, error)) error {
 	return c.call(func(ctx context.Context, ac *admin.Client) error {
-		a, err := ac.ClearFeatures(ctx, pos[0])
+		a, err := change(ctx, ac)
 		if err != nil {
 			return err
 		}

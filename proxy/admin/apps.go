@@ -223,12 +223,18 @@ func (h *handler) putSelection(w http.ResponseWriter, r *http.Request) error {
 // the app runs the policy it names again, with the configuration file's
 // settings for it, or the defaults. It answers the app.
 func (h *handler) deleteSelection(w http.ResponseWriter, r *http.Request) error {
+	return h.updateApp(w, r, func(a *state.App) { a.Selection = nil })
+}
+
+// updateApp applies change to the app the path names, in one step with
+// the state, and answers the app.
+func (h *handler) updateApp(w http.ResponseWriter, r *http.Request, change func(a *state.App)) error {
 	name, err := pathName(r, "app")
 	if err != nil {
 		return err
 	}
 	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, _ []string) error {
-		a.Selection = nil
+		change(a)
 		return nil
 	})
 	if err != nil {

@@ -103,16 +103,5 @@ func (h *handler) putFeatures(w http.ResponseWriter, r *http.Request) error {
 // looks its features up as the configuration file says, or not at all.
 // It answers the app.
 func (h *handler) deleteFeatures(w http.ResponseWriter, r *http.Request) error {
-	name, err := pathName(r, "app")
-	if err != nil {
-		return err
-	}
-	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, _ []string) error {
-		a.Features = nil
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return h.writeApp(w, http.StatusOK, name)
+	return h.updateApp(w, r, func(a *state.App) { a.Features = nil })
 }
