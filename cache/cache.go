@@ -339,19 +339,23 @@ func (c *Cache) mget(keys []string) func(context.Context) (any, error) {
 	}
 	return func(ctx context.Context) (any, error) {
 		cmds := make([]*redis.StringCmd, len(keys))
-		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		// Pipelined's error is the first command's in key order, a miss
+		// (redis.Nil) as much as a master down: each command's own error
+		// says which, so that a failure behind a miss still counts.
+		_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, k := range keys {
 				cmds[i] = p.Get(ctx, k)
 			}
 			return nil
 		})
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, err
-		}
 		vals := make([]any, len(keys))
 		for i, cmd := range cmds {
-			if v, err := cmd.Result(); err == nil {
+			v, err := cmd.Result()
+			switch {
+			case err == nil:
 				vals[i] = v
+			case !errors.Is(err, redis.Nil):
+				return nil, err
 			}
 		}
 		return vals, nil
