@@ -57,33 +57,28 @@ type Lookup struct {
 	spec    Spec
 	keys    []string  // the key template's request fields
 	parts   []keyPart // the key template, parsed
-	names   []string  // the hash fields, in order
 	args    []any     // HMGET's arguments, the key (args[1]) left nil
 	client  redis.UniversalClient
-	metrics *Metrics
+	metrics appMetrics
 	broken  error // why this lookup cannot serve, nil when it can
 }
 
 // newLookup returns app's lookup of spec in the store client.
 func newLookup(app string, spec Spec, client redis.UniversalClient, m *Metrics) *Lookup {
-	names := make([]string, len(spec.Fields))
-	for i, f := range spec.Fields {
-		names[i] = f.Name
-	}
 	keys := spec.KeyFields()
-	args := make([]any, 2, 2+len(names))
+	args := make([]any, 2, 2+len(spec.Fields))
 	args[0] = "hmget"
-	for _, n := range names {
-		args = append(args, n)
+	for _, f := range spec.Fields {
+		args = append(args, f.Name)
 	}
-	return &Lookup{app: app, spec: spec, keys: keys, parts: parseKey(spec.Key, keys), names: names, args: args, client: client, metrics: m}
+	return &Lookup{app: app, spec: spec, keys: keys, parts: parseKey(spec.Key, keys), args: args, client: client, metrics: m.forApp(app)}
 }
 
 // newBroken returns app's lookup of a spec that cannot serve here, for
 // the reason err: its queries get the app's default output under
 // DefaultOutput and are answered unavailable otherwise, with err.
 func newBroken(app string, spec Spec, err error, m *Metrics) *Lookup {
-	return &Lookup{app: app, spec: spec, keys: spec.KeyFields(), metrics: m, broken: err}
+	return &Lookup{app: app, spec: spec, keys: spec.KeyFields(), metrics: m.forApp(app), broken: err}
 }
 
 // KeyFields returns the request fields a query must carry, in the order
@@ -100,7 +95,7 @@ func (l *Lookup) KeyFields() []string { return l.keys }
 // answer by then makes every row follow the missing-entity policy.
 func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]string) []Row {
 	if l.broken != nil {
-		l.metrics.errors.WithLabelValues(l.app).Inc()
+		l.metrics.errors.Inc()
 		row := Row{Outcome: StoreUnavailable, Why: l.broken.Error()}
 		if l.spec.missing() == DefaultOutput {
 			row.Outcome = UseDefaultOutput
@@ -112,7 +107,7 @@ func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]str
 		return rows
 	}
 	start := time.Now()
-	defer func() { l.metrics.latency.WithLabelValues(l.app).Observe(time.Since(start).Seconds()) }()
+	defer func() { l.metrics.latency.Observe(time.Since(start).Seconds()) }()
 	ctx, cancel := context.WithTimeout(ctx, l.spec.timeout())
 	defer cancel()
 	rows := make([]Row, len(entities))
@@ -139,7 +134,7 @@ func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]str
 			case cerr == nil:
 				rows[i] = l.row(it, c.Val(), entities[i])
 			case errors.As(cerr, &reply):
-				l.metrics.misses.WithLabelValues(l.app).Inc()
+				l.metrics.misses.Inc()
 				rows[i] = l.miss(it, fmt.Sprintf("the feature store refused %s: %v", l.key(entities[i]), cerr), false)
 			default: // this command's reply never came
 				failed = true
@@ -147,11 +142,11 @@ func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]str
 			}
 		}
 		if failed {
-			l.metrics.errors.WithLabelValues(l.app).Inc()
+			l.metrics.errors.Inc()
 		}
 		return rows
 	}
-	l.metrics.errors.WithLabelValues(l.app).Inc()
+	l.metrics.errors.Inc()
 	why := fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err)
 	for i := range rows {
 		rows[i] = l.miss(it, why, true)
@@ -225,17 +220,17 @@ func (l *Lookup) row(it state.InputType, vals []any, entity []string) Row {
 			if ok {
 				why = fmt.Sprintf("feature %q of %s is %q: %v", f.Name, l.key(entity), s, err)
 			}
-			l.metrics.misses.WithLabelValues(l.app).Inc()
+			l.metrics.misses.Inc()
 			return l.miss(it, why, false)
 		}
 		b = appendValue(b, it, v)
 	}
 	if found == 0 {
-		l.metrics.misses.WithLabelValues(l.app).Inc()
+		l.metrics.misses.Inc()
 		return l.miss(it, fmt.Sprintf("no entity %s in the feature store", l.key(entity)), false)
 	}
 	if defaults > 0 {
-		l.metrics.defaults.WithLabelValues(l.app).Add(float64(defaults))
+		l.metrics.defaults.Add(float64(defaults))
 	}
 	return Row{Values: b}
 }
@@ -256,7 +251,7 @@ func (l *Lookup) miss(it state.InputType, why string, storeDown bool) Row {
 	for _, f := range l.spec.Fields {
 		b = appendValue(b, it, *f.Default)
 	}
-	l.metrics.defaults.WithLabelValues(l.app).Add(float64(len(l.spec.Fields)))
+	l.metrics.defaults.Add(float64(len(l.spec.Fields)))
 	return Row{Values: b, Outcome: Defaults, Why: why}
 }
 

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -155,20 +156,11 @@ var placeholder = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 func (s *Spec) KeyFields() []string {
 	var names []string
 	for _, m := range placeholder.FindAllStringSubmatch(s.Key, -1) {
-		if !contains(names, m[1]) {
+		if !slices.Contains(names, m[1]) {
 			names = append(names, m[1])
 		}
 	}
 	return names
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Validate checks s for an app whose inputs are of type it. The error

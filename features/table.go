@@ -83,25 +83,38 @@ func (t *Table) For(app state.App) *Lookup {
 		}
 		return nil
 	}
-	if v, ok := t.stored.Load(app.Name); ok {
-		if s := v.(*storedLookup); s.raw == string(app.Features) && s.it == app.InputType {
-			return s.lookup
-		}
+	if l := t.storedFor(app); l != nil {
+		return l
 	}
 	t.changing.Lock()
 	defer t.changing.Unlock()
+	if l := t.storedFor(app); l != nil {
+		return l // built by a request that held changing first
+	}
 	l := t.build(app)
 	t.stored.Store(app.Name, &storedLookup{raw: string(app.Features), it: app.InputType, lookup: l})
 	t.sweep()
 	return l
 }
 
+// storedFor returns the lookup built from app's stored spec, if it is
+// current: the same text, for the same input type.
+func (t *Table) storedFor(app state.App) *Lookup {
+	if v, ok := t.stored.Load(app.Name); ok {
+		if s := v.(*storedLookup); s.raw == string(app.Features) && s.it == app.InputType {
+			return s.lookup
+		}
+	}
+	return nil
+}
+
 // forget drops app's stored lookup, and the client only it used.
 func (t *Table) forget(app string) {
 	t.changing.Lock()
 	defer t.changing.Unlock()
-	t.stored.Delete(app)
-	t.sweep()
+	if _, ok := t.stored.LoadAndDelete(app); ok {
+		t.sweep()
+	}
 }
 
 // build returns the lookup of app's stored spec.
@@ -256,6 +269,22 @@ type Metrics struct {
 	misses   *prometheus.CounterVec
 	defaults *prometheus.CounterVec
 	errors   *prometheus.CounterVec
+}
+
+// appMetrics are one app's children of the Metrics, looked up once per
+// lookup rather than per request.
+type appMetrics struct {
+	latency                  prometheus.Observer
+	misses, defaults, errors prometheus.Counter
+}
+
+// forApp returns app's children of m; none for a nil m.
+func (m *Metrics) forApp(app string) appMetrics {
+	if m == nil {
+		return appMetrics{}
+	}
+	return appMetrics{latency: m.latency.WithLabelValues(app), misses: m.misses.WithLabelValues(app),
+		defaults: m.defaults.WithLabelValues(app), errors: m.errors.WithLabelValues(app)}
 }
 
 func newMetrics(reg prometheus.Registerer) *Metrics {
