@@ -53,11 +53,12 @@ func StartRedisSentinelGroup(t testing.TB, replicas int, downAfter time.Duration
 	for range replicas {
 		g.Servers = append(g.Servers, NewRedisServer(t, append(sync, "--replicaof", host, port)...))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), haReadyTimeout)
+	deadline := time.Now().Add(haReadyTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	mc := redis.NewClient(&redis.Options{Addr: master.Addr})
 	defer mc.Close()
-	awaitCtx(t, ctx, "the master's replicas in sync", func() bool {
+	Eventually(t, time.Until(deadline), "the master's replicas in sync", func() bool {
 		info, err := mc.Info(ctx, "replication").Result()
 		return err == nil && strings.Count(info, "state=online") == replicas
 	})
@@ -73,7 +74,7 @@ func StartRedisSentinelGroup(t testing.TB, replicas int, downAfter time.Duration
 	}
 	for _, s := range g.Sentinels {
 		sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
-		awaitCtx(t, ctx, "Sentinel "+s.Addr+" knowing the replicas and the other Sentinels", func() bool {
+		Eventually(t, time.Until(deadline), "Sentinel "+s.Addr+" knowing the replicas and the other Sentinels", func() bool {
 			reps, err1 := sc.Replicas(ctx, g.MasterName).Result()
 			sens, err2 := sc.Sentinels(ctx, g.MasterName).Result()
 			return err1 == nil && err2 == nil && len(reps) == replicas && len(sens) == len(g.Sentinels)-1
@@ -112,19 +113,6 @@ func (g *RedisSentinelGroup) Master(t testing.TB) *RedisServer {
 	return nil
 }
 
-// awaitCtx polls cond every 20 ms until it holds, failing the test when
-// ctx ends first.
-func awaitCtx(t testing.TB, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("testutil: not within %v: %s", haReadyTimeout, what)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // RedisCluster is a Redis Cluster of masters without replicas, each a
 // redis-server process on 127.0.0.1 that dies with the test.
 type RedisCluster struct {
@@ -146,7 +134,8 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 		c.Masters = append(c.Masters, NewRedisServer(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "5000"))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), haReadyTimeout)
+	deadline := time.Now().Add(haReadyTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	out, err := exec.CommandContext(ctx, cli, append(args, "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
@@ -155,7 +144,7 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	}
 	for _, m := range c.Masters {
 		rc := redis.NewClient(&redis.Options{Addr: m.Addr})
-		awaitCtx(t, ctx, "node "+m.Addr+" reporting the cluster ok", func() bool {
+		Eventually(t, time.Until(deadline), "node "+m.Addr+" reporting the cluster ok", func() bool {
 			info, err := rc.ClusterInfo(ctx).Result()
 			return err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(masters))
 		})
