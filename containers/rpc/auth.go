@@ -14,7 +14,7 @@ import (
 // secret puts a fresh random nonce in each connection's HELLO and serves
 // nothing until the proxy answers with an AUTH frame holding
 // HMAC-SHA256(secret, AuthContext || nonce). A container without a secret
-// sends a HELLO without a nonce and needs no AUTH, as before.
+// sends a HELLO without a nonce and is served without AUTH.
 const (
 	// AuthNonceLen is the length of the nonce a container sends.
 	AuthNonceLen = 32

@@ -173,7 +173,7 @@ func (m *Hello) appendPayload(dst []byte) []byte {
 	dst = appendStr16(dst, m.Model)
 	dst = appendStr16(dst, m.ModelVersion)
 	if len(m.AuthNonce) == 0 {
-		return dst // as before authentication existed: nothing appended
+		return dst // no nonce: the payload ends after model_version
 	}
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(m.AuthNonce)))
 	return append(dst, m.AuthNonce...)
