@@ -157,22 +157,20 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 	if req.Timeout > 0 {
 		timeout = min(timeout, req.Timeout)
 	}
-	// Admission's refusal is an error here (429), not a default output.
-	pol := slo.Policy{Shed: slo.ShedReject, RetryAfter: time.Second}
 	ctx = dispatch.WithReserve(ctx, slo.Reserve(timeout, oipClass(req.Priority)))
 	t := target{mv: mv, d: d, model: d.Name()}
 	answers := make([]answer, len(rows))
-	for i := range answers {
-		answers[i].id, answers[i].model = req.ID, t.model
-	}
-	p.answerTarget(ctx, start.Add(timeout), t, app, pol, rows, answers)
+	p.answerTarget(ctx, start.Add(timeout), t, app, rows, answers)
 	p.metrics.latency.WithLabelValues(api, "").Observe(time.Since(start).Seconds())
 	errs := make([]error, len(answers))
 	outs := make([][]byte, len(answers))
 	for i := range answers {
-		errs[i], outs[i] = answers[i].cause, answers[i].output
-		if answers[i].err != nil {
-			errs[i] = answers[i].err
+		errs[i], outs[i] = answers[i].err, answers[i].output
+		if isShed(errs[i]) {
+			// Admission's refusal is an error here (429, see oipError),
+			// not a default output; counted as the reject policy's, with
+			// no app.
+			p.metrics.shed.WithLabelValues("", string(slo.ShedReject)).Inc()
 		}
 	}
 	a := answer{id: req.ID, model: t.model, err: oipError(errs, t.model, timeout)}

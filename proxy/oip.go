@@ -185,21 +185,18 @@ func (p *Proxy) decodeInfer(body []byte) (*InferRequest, error) {
 	return ir, nil
 }
 
-// oipError is the request's error from its rows' (nil when every row was
-// answered), typed as Triton maps it: a model refusing a row is the
-// caller's input (400), a deadline or a replica failure is unavailable
-// (503), a row admission refused is 429 with Retry-After, a caller gone
-// stays canceled. The row's own error stays wrapped, for the gRPC codes.
+// oipError is the request's error from its rows' dispatcher errors, as
+// predict stores them (nil when every row was answered), typed as Triton
+// maps it: a model refusing a row is the caller's input (400), a deadline
+// or a replica failure is unavailable (503), a row admission refused is
+// 429 with a Retry-After of 1s, a caller gone stays canceled. The row's
+// own error stays wrapped, for the gRPC codes.
 func oipError(errs []error, model string, timeout time.Duration) error {
 	for row, err := range errs {
 		switch {
 		case err == nil:
 			continue
 		case isShed(err):
-			var shed *shedError
-			if errors.As(err, &shed) {
-				return &shedError{err: fmt.Errorf("row %d: %w", row, shed.err), status: http.StatusTooManyRequests, retryAfter: shed.retryAfter}
-			}
 			return &shedError{err: fmt.Errorf("row %d: %w", row, err), status: http.StatusTooManyRequests, retryAfter: time.Second}
 		case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dispatch.ErrDoomed):
 			return fmt.Errorf("%w: deadline: model %s did not answer row %d within %v (%w)", ErrUnavailable, model, row, timeout, err)

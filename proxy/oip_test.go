@@ -7,6 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -176,5 +182,33 @@ func TestOIPPriority(t *testing.T) {
 		if (err != nil) != tc.err || class != tc.class {
 			t.Errorf("%s: class %d, error %v; want %d, error %v", tc.params, class, err, tc.class, tc.err)
 		}
+	}
+}
+
+// TestOIPModelFailureIsNoDefault sends a model addressed through the OIP
+// a row its replica dies on: the request is an error, and no line claims
+// a default output, which only an app answers.
+func TestOIPModelFailureIsNoDefault(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	e := newEnvOpts(t, Options{Store: state.NewStore(nil, state.Options{}), Registry: prometheus.NewRegistry(),
+		MaxBodyBytes: 1 << 16, MaxInputBatch: 8, Logger: zap.New(core),
+		// One attempt: the lost connection is the answer, not a retry
+		// that waits for the deadline.
+		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond, MaxAttempts: 1}})
+	script := t.TempDir() + "/dies.py"
+	src := `import os, sys
+sys.path.insert(0, "` + testutil.RepoRoot(t) + `/containers/python")
+import sloproxy_rpc
+sloproxy_rpc.serve(lambda inputs: os._exit(1), input_type="float32", model_name="dies")
+`
+	must(t, os.WriteFile(script, []byte(src), 0o644))
+	addr := testutil.StartModel(t, []string{testutil.Python, script}).Addr
+	e.addModel(state.App{Name: "dies", InputType: state.InputFloat32, SLO: 2 * time.Second}, "dies", addr)
+	status, m := e.post("/v2/models/dies/infer", `{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`)
+	if msg, _ := m["error"].(string); status != 503 || !strings.Contains(msg, "model dies:1 failed on row 0") {
+		t.Fatalf("%d %v; want 503: the model failed on row 0", status, m)
+	}
+	if n := logs.FilterMessageSnippet("default output").Len(); n != 0 {
+		t.Fatalf("%d log lines claim a default output: %+v", n, logs.All())
 	}
 }
