@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/proxy"
+	pb "github.com/sloproxy/sloproxy/proxy/oipgrpc/inferencepb"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -49,4 +51,26 @@ func TestStatusShed(t *testing.T) {
 		}
 	}
 	t.Fatalf("no RetryInfo in %v", st.Details())
+}
+
+// TestStatusClipped checks that a status message stays bounded whatever
+// the request held: an input name of a megabyte, as decode reports it,
+// and an error of that size however it was made.
+func TestStatusClipped(t *testing.T) {
+	huge := strings.Repeat("n", 1<<20)
+	s := &Server{opts: Options{MaxMessageBytes: DefaultMaxMessageBytes, MaxInputBatch: 8}}
+	req := &pb.ModelInferRequest{ModelName: "m", Inputs: []*pb.ModelInferRequest_InferInputTensor{{Name: huge, Datatype: "FP32"}}}
+	_, err := s.decode(context.Background(), req)
+	st := Status(err)
+	if st.Code() != codes.InvalidArgument || len(st.Message()) > 200 || !strings.Contains(st.Message(), "has no shape") {
+		t.Fatalf("decode: %v, a %d-byte message; want INVALID_ARGUMENT naming the input clipped", st.Code(), len(st.Message()))
+	}
+	for _, err := range []error{
+		fmt.Errorf("%w: input %q", proxy.ErrBadInput, huge),
+		fmt.Errorf("row 0: %s: %w", huge, dispatch.ErrShed),
+	} {
+		if msg := Status(err).Message(); len(msg) > proxy.MaxErrorBytes+len("…") {
+			t.Errorf("%v: a %d-byte message; want at most %d", Status(err).Code(), len(msg), proxy.MaxErrorBytes)
+		}
+	}
 }
