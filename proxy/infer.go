@@ -101,6 +101,11 @@ func (p *Proxy) Infer(ctx context.Context, api string, req *InferRequest) (*Infe
 	return nil, p.inferReject(api, "", errorf(ErrNotFound, "no model named %q (nor app)", clip.String(req.Model)))
 }
 
+// Reject counts and logs, as Infer does, a request over api that a
+// transport refused before it became an InferRequest (one that did not
+// decode), and returns err.
+func (p *Proxy) Reject(api string, err error) error { return p.inferReject(api, "", err) }
+
 // inferReject counts and logs, at debug as reject does, a request that
 // never became a query.
 func (p *Proxy) inferReject(api, app string, err error) error {

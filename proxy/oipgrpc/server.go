@@ -161,7 +161,7 @@ func (s *Server) ModelMetadata(_ context.Context, req *pb.ModelMetadataRequest) 
 func (s *Server) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
 	ir, err := s.decode(ctx, req)
 	if err != nil {
-		return nil, Status(err).Err()
+		return nil, Status(s.proxy.Reject("grpc", err)).Err()
 	}
 	// Admission learns each row's finish once its response is built (see
 	// dispatch.Delivery); gRPC encodes and writes it after this returns.
