@@ -112,7 +112,7 @@ func (p *Proxy) inferReject(api, app string, err error) error {
 	if ce := p.log.Check(zap.DebugLevel, "request rejected"); ce != nil {
 		ce.Write(zap.String("api", api), zap.String("app", app), zap.Error(err))
 	}
-	p.metrics.requests.WithLabelValues(api, app, "", outcomeError).Inc()
+	p.metrics.request(api, app, "", outcomeError).Inc()
 	return err
 }
 
@@ -166,7 +166,7 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 	t := target{mv: mv, d: d, model: d.Name()}
 	answers := make([]answer, len(rows))
 	p.answerTarget(ctx, start.Add(timeout), t, app, rows, answers)
-	p.metrics.latency.WithLabelValues(api, "").Observe(time.Since(start).Seconds())
+	p.metrics.latencyOf(api, "").Observe(time.Since(start).Seconds())
 	errs := make([]error, len(answers))
 	outs := make([][]byte, len(answers))
 	for i := range answers {
@@ -211,7 +211,7 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 	answers := p.answerApp(ctx, start.Add(limit), snap, app, pol, rows, entities)
 	now := time.Now()
 	latency := now.Sub(start)
-	p.metrics.latency.WithLabelValues(api, app.Name).Observe(latency.Seconds())
+	p.metrics.latencyOf(api, app.Name).Observe(latency.Seconds())
 	res := &InferResult{Model: app.Name, Outputs: make([][]byte, len(answers)), Default: make([]bool, len(answers))}
 	var failed error
 	for i := range answers {

@@ -215,7 +215,7 @@ func oipError(errs []error, model string, timeout time.Duration) error {
 
 func (p *Proxy) oipReject(w http.ResponseWriter, err error) {
 	writeError(w, err)
-	p.metrics.requests.WithLabelValues("oip", "", "", outcomeError).Inc()
+	p.metrics.request("oip", "", "", outcomeError).Inc()
 }
 
 // oipTimeout is the request's "timeout" parameter (microseconds, as
