@@ -158,21 +158,22 @@ func (p *Proxy) inputs(e envelope, app state.App) ([][]byte, error) {
 	case e.batch == nil:
 		return nil, errorf(ErrBadInput, "body has neither \"input\" nor \"input_batch\"")
 	}
-	n := countElements(e.batch)
-	switch {
-	case n == 0:
-		return nil, errorf(ErrBadInput, "\"input_batch\" is empty")
-	case n > p.opts.MaxInputBatch:
-		return nil, errorf(ErrBadInput, "\"input_batch\" has %d inputs; the limit is %d", n, p.opts.MaxInputBatch)
-	}
-	ins := make([][]byte, n)
+	// One walk of the array: the walk stops at the first input past the
+	// limit, so none past it is encoded.
+	var ins [][]byte
 	err := eachElement(e.batch, func(i int, raw []byte) error {
+		if i == p.opts.MaxInputBatch {
+			return errorf(ErrBadInput, "\"input_batch\" has more than %d inputs; the limit is %d", i, p.opts.MaxInputBatch)
+		}
 		in, err := encodeInput(raw, app.InputType, "input_batch["+strconv.Itoa(i)+"]")
-		ins[i] = in
+		ins = append(ins, in)
 		return err
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
+	case len(ins) == 0:
+		return nil, errorf(ErrBadInput, "\"input_batch\" is empty")
 	}
 	return ins, nil
 }
