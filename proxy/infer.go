@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -232,20 +233,10 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 	if failed != nil {
 		return nil, failed
 	}
-	if _, v, ok := cutLast(res.Served, ':'); ok {
-		res.Version = v
+	if i := strings.LastIndexByte(res.Served, ':'); i >= 0 {
+		res.Version = res.Served[i+1:]
 	}
 	return res, nil
-}
-
-// cutLast cuts s around the last sep.
-func cutLast(s string, sep byte) (before, after string, found bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // inferRows checks the request's tensors against a model or app taking

@@ -26,7 +26,8 @@ const Version = "0.1.0"
 // unless /versions/{v} names another. An infer request's deadline is the
 // smallest of its "timeout" parameter (microseconds, as Triton reads it),
 // the SLOs of the apps linked to the model, or Options.OIPTimeout when no
-// app links it; its "priority" parameter sets its class (see oipPriority).
+// app links it; its "priority" parameter sets its class (see oipLevel and
+// oipClass).
 func (p *Proxy) oipRoutes(r *mux.Router) {
 	r.HandleFunc("/v2", p.oipServerMetadata).Methods(http.MethodGet)
 	r.HandleFunc("/v2/health/live", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, []byte(`{"live":true}`)) }).Methods(http.MethodGet)
@@ -234,13 +235,6 @@ func oipTimeout(req *oipInferRequest) (time.Duration, error) {
 		return 0, nil
 	}
 	return time.Duration(us) * time.Microsecond, nil
-}
-
-// oipPriority is the request's priority class from its "priority"
-// parameter (see oipLevel and oipClass).
-func oipPriority(req *oipInferRequest) (int, error) {
-	level, err := oipLevel(req)
-	return oipClass(level), err
 }
 
 // oipLevel is the request's "priority" parameter: 0 or absent is the

@@ -178,9 +178,9 @@ func TestOIPPriority(t *testing.T) {
 		if err := json.Unmarshal([]byte(`{"parameters": `+tc.params+`}`), &req); err != nil {
 			t.Fatal(err)
 		}
-		class, err := oipPriority(&req)
-		if (err != nil) != tc.err || class != tc.class {
-			t.Errorf("%s: class %d, error %v; want %d, error %v", tc.params, class, err, tc.class, tc.err)
+		level, err := oipLevel(&req)
+		if class := oipClass(level); (err != nil) != tc.err || class != tc.class {
+			t.Errorf("%s: class %d, error %v; want %d, error %v", tc.params, oipClass(level), err, tc.class, tc.err)
 		}
 	}
 }
