@@ -199,7 +199,7 @@ func oipError(errs []error, model string, timeout time.Duration) error {
 			continue
 		case isShed(err):
 			return &shedError{err: fmt.Errorf("row %d: %w", row, err), status: http.StatusTooManyRequests, retryAfter: time.Second}
-		case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dispatch.ErrDoomed):
+		case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded): // a doomed query's error is ErrDeadline too
 			return fmt.Errorf("%w: deadline: model %s did not answer row %d within %v (%w)", ErrUnavailable, model, row, timeout, err)
 		case errors.As(err, new(*dispatch.ModelError)):
 			return fmt.Errorf("%w: row %d: %w", ErrBadInput, row, err)

@@ -395,7 +395,7 @@ func Status(err error) *status.Status {
 			return withInfo
 		}
 		return st
-	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, dispatch.ErrDoomed), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded): // a doomed query's error is ErrDeadline too
 		code = codes.DeadlineExceeded
 	case errors.Is(err, proxy.ErrBadInput), errors.Is(err, state.ErrInvalid), errors.As(err, new(*dispatch.ModelError)):
 		code = codes.InvalidArgument
