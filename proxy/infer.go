@@ -286,9 +286,11 @@ func (p *Proxy) inferRows(req *InferRequest, it state.InputType, entity []string
 	if n > p.opts.MaxInputBatch {
 		return nil, nil, errorf(ErrBadInput, "the inputs have %d rows; the limit is %d", n, p.opts.MaxInputBatch)
 	}
-	rows := make([][]byte, n)
+	var rows [][]byte
 	if data != nil {
 		rows = data.Rows
+	} else {
+		rows = make([][]byte, n) // the features are the whole input
 	}
 	var ids [][]string
 	if len(entity) > 0 {
