@@ -151,13 +151,8 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 	// The model's answers are cached as its apps' are, unless one of them
 	// keeps its answers out of the cache.
 	app := state.App{InputType: mv.InputType, SLO: p.opts.OIPTimeout}
-	if apps := snap.AppsOf(mv.Model); len(apps) > 0 {
-		app.SLO = time.Duration(math.MaxInt64)
-		for _, name := range apps {
-			if a, ok := snap.App(name); ok {
-				app.SLO, app.NoCache = min(app.SLO, a.SLO), app.NoCache || a.NoCache
-			}
-		}
+	if slo, noCache := linkedApps(snap, mv.Model); slo > 0 {
+		app.SLO, app.NoCache = slo, noCache
 	}
 	timeout := app.SLO
 	if req.Timeout > 0 {
@@ -185,6 +180,20 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 		return nil, a.err
 	}
 	return &InferResult{Model: mv.Model, Version: mv.Version, Outputs: outs, Served: t.model}, nil
+}
+
+// linkedApps returns the tightest SLO of the apps linking model, 0 when
+// none does, and whether one of them keeps its answers out of the cache.
+func linkedApps(snap *state.Snapshot, model string) (tightest time.Duration, noCache bool) {
+	for _, name := range snap.AppsOf(model) {
+		if a, ok := snap.App(name); ok {
+			if tightest == 0 || a.SLO < tightest {
+				tightest = a.SLO
+			}
+			noCache = noCache || a.NoCache
+		}
+	}
+	return tightest, noCache
 }
 
 // inferApp answers a request addressed to an app, as its query API does.

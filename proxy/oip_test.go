@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"strings"
@@ -210,5 +211,29 @@ sloproxy_rpc.serve(lambda inputs: os._exit(1), input_type="float32", model_name=
 	}
 	if n := logs.FilterMessageSnippet("default output").Len(); n != 0 {
 		t.Fatalf("%d log lines claim a default output: %+v", n, logs.All())
+	}
+}
+
+// TestLinkedApps checks what a model addressed through the OIP takes from
+// its apps, and the autoscaler's capacity from: the tightest SLO, and no
+// cache when one of them keeps its answers out.
+func TestLinkedApps(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewStore(nil, state.Options{})
+	must(t, store.PutVersion(ctx, state.ModelVersion{Model: "m", Version: "1", InputType: state.InputFloat32, Replicas: 1,
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeExternal, Addresses: []string{"127.0.0.1:1"}}}))
+	for _, a := range []state.App{
+		{Name: "loose", InputType: state.InputFloat32, SLO: 2 * time.Second},
+		{Name: "tight", InputType: state.InputFloat32, SLO: 500 * time.Millisecond, NoCache: true},
+	} {
+		must(t, store.PutApp(ctx, a))
+		must(t, store.Link(ctx, a.Name, "m"))
+	}
+	snap := store.Snapshot()
+	if slo, noCache := linkedApps(snap, "m"); slo != 500*time.Millisecond || !noCache {
+		t.Errorf("m: %v, no cache %v; want 500ms, true", slo, noCache)
+	}
+	if slo, noCache := linkedApps(snap, "unlinked"); slo != 0 || noCache {
+		t.Errorf("unlinked: %v, no cache %v; want 0, false", slo, noCache)
 	}
 }
