@@ -219,17 +219,29 @@ func (p *Proxy) oipReject(w http.ResponseWriter, err error) {
 	p.metrics.request("oip", "", "", outcomeError).Inc()
 }
 
-// oipTimeout is the request's "timeout" parameter (microseconds, as
-// Triton reads it); 0 when absent or beyond time.Duration's range, which
-// cannot shorten a deadline.
+// oipTimeout is the request's "timeout" parameter (see TimeoutParam); 0
+// when absent.
 func oipTimeout(req *oipInferRequest) (time.Duration, error) {
 	raw, ok := req.Parameters["timeout"]
 	if !ok {
 		return 0, nil
 	}
 	us, err := strconv.ParseUint(string(raw), 10, 63)
-	if err != nil || us == 0 {
-		return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds, got %s", clipToken(raw))
+	d, err := TimeoutParam(us, err == nil)
+	if err != nil {
+		return 0, fmt.Errorf("%w, got %s", err, clipToken(raw))
+	}
+	return d, nil
+}
+
+// TimeoutParam is the deadline budget of an OIP request's "timeout"
+// parameter, us microseconds as Triton reads it, that a transport read
+// as an unsigned integer (valid false when it held something else). An
+// invalid or zero timeout is bad input; one beyond time.Duration's range
+// is 0, which cannot shorten a deadline.
+func TimeoutParam(us uint64, valid bool) (time.Duration, error) {
+	if !valid || us == 0 {
+		return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds")
 	}
 	if us >= uint64(math.MaxInt64/int64(time.Microsecond)) {
 		return 0, nil

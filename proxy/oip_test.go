@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -235,5 +237,34 @@ func TestLinkedApps(t *testing.T) {
 	}
 	if slo, noCache := linkedApps(snap, "unlinked"); slo != 0 || noCache {
 		t.Errorf("unlinked: %v, no cache %v; want 0, false", slo, noCache)
+	}
+}
+
+// TestTimeoutParam checks the "timeout" parameter both transports read:
+// microseconds, zero or a non-integer refused, one beyond time.Duration's
+// range no deadline at all; REST names the value it got.
+func TestTimeoutParam(t *testing.T) {
+	for _, tc := range []struct {
+		us    uint64
+		valid bool
+		want  time.Duration
+		err   bool
+	}{
+		{1500, true, 1500 * time.Microsecond, false},
+		{0, true, 0, true},
+		{7, false, 0, true},
+		{math.MaxInt64 / 1000, true, 0, false},
+		{math.MaxUint64, true, 0, false},
+	} {
+		d, err := TimeoutParam(tc.us, tc.valid)
+		if d != tc.want || (err != nil) != tc.err || (err != nil && !errors.Is(err, ErrBadInput)) {
+			t.Errorf("TimeoutParam(%d, %v) = %v, %v; want %v, error %v", tc.us, tc.valid, d, err, tc.want, tc.err)
+		}
+	}
+	var req oipInferRequest
+	must(t, json.Unmarshal([]byte(`{"parameters": {"timeout": "soon"}}`), &req))
+	if _, err := oipTimeout(&req); err == nil || !errors.Is(err, ErrBadInput) ||
+		err.Error() != `bad input: parameter "timeout" must be a positive integer number of microseconds, got "soon"` {
+		t.Errorf("oipTimeout: %v", err)
 	}
 }

@@ -178,12 +178,9 @@ func (s *Server) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb
 func (s *Server) decode(ctx context.Context, req *pb.ModelInferRequest) (*proxy.InferRequest, error) {
 	ir := &proxy.InferRequest{Model: req.GetModelName(), Version: req.GetModelVersion(), ID: req.GetId()}
 	if p, ok := req.GetParameters()["timeout"]; ok {
-		us, ok := unsigned(p)
-		if !ok || us == 0 {
-			return nil, fmt.Errorf("%w: parameter \"timeout\" must be a positive integer number of microseconds", proxy.ErrBadInput)
-		}
-		if us < uint64(math.MaxInt64/int64(time.Microsecond)) {
-			ir.Timeout = time.Duration(us) * time.Microsecond
+		var err error
+		if ir.Timeout, err = proxy.TimeoutParam(unsigned(p)); err != nil {
+			return nil, err
 		}
 	}
 	if deadline, ok := ctx.Deadline(); ok {
