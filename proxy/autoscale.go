@@ -1,10 +1,6 @@
 package proxy
 
-import (
-	"time"
-
-	"github.com/sloproxy/sloproxy/autoscale"
-)
+import "github.com/sloproxy/sloproxy/autoscale"
 
 var _ autoscale.Source = (*Proxy)(nil)
 
@@ -23,14 +19,7 @@ func (p *Proxy) Observe(model, version string) (autoscale.Observation, bool) {
 	_, ready := e.d.Replicas()
 	o := autoscale.Observation{Arrived: c.Arrived, Shed: c.Shed, Answered: c.Answered, Ready: ready}
 	if f := p.pool.fit(model, version); f != nil {
-		snap := p.opts.Store.Snapshot()
-		var tightest time.Duration
-		for _, name := range snap.AppsOf(model) {
-			if a, ok := snap.App(name); ok && (tightest == 0 || a.SLO < tightest) {
-				tightest = a.SLO
-			}
-		}
-		if tightest > 0 {
+		if tightest, _ := linkedApps(p.opts.Store.Snapshot(), model); tightest > 0 {
 			o.Capacity = f.Capacity(tightest, e.batchSize)
 		}
 	}

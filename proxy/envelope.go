@@ -146,11 +146,3 @@ func eachElement(raw []byte, f func(i int, elem []byte) error) error {
 		p = skipSpace(raw, p+1)
 	}
 }
-
-// countElements is the number of elements of the JSON array raw, which is
-// valid JSON.
-func countElements(raw []byte) int {
-	n := 0
-	_ = eachElement(raw, func(int, []byte) error { n++; return nil })
-	return n
-}

@@ -42,7 +42,7 @@ func FuzzEnvelopeMatchesJSON(f *testing.F) {
 		}
 		var elems [][]byte
 		_ = eachElement(e.batch, func(_ int, elem []byte) error { elems = append(elems, elem); return nil })
-		if len(elems) != len(req.InputBatch) || countElements(e.batch) != len(elems) {
+		if len(elems) != len(req.InputBatch) {
 			t.Fatalf("%q: %d elements, encoding/json %d", body, len(elems), len(req.InputBatch))
 		}
 		for i := range elems {

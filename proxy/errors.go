@@ -55,8 +55,9 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
-// maxErrorBytes bounds an error message in an answer.
-const maxErrorBytes = 4 << 10
+// MaxErrorBytes bounds an error message in an answer, a REST body's or a
+// gRPC status's.
+const MaxErrorBytes = 4 << 10
 
 // writeError answers {"error": "..."} with err's status.
 func writeError(w http.ResponseWriter, err error) int {
@@ -71,7 +72,7 @@ func writeQueryError(w http.ResponseWriter, id string, err error) int {
 	var tooLarge *http.MaxBytesError
 	// Names from the request are clipped where a message is formatted;
 	// this bounds the whole, for any text that was not.
-	msg := clip.To(err.Error(), maxErrorBytes)
+	msg := clip.To(err.Error(), MaxErrorBytes)
 	if errors.As(err, &tooLarge) {
 		msg = "request body exceeds the limit of " + itoa(tooLarge.Limit) + " bytes"
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -101,13 +102,18 @@ func (p *Proxy) Infer(ctx context.Context, api string, req *InferRequest) (*Infe
 	return nil, p.inferReject(api, "", errorf(ErrNotFound, "no model named %q (nor app)", clip.String(req.Model)))
 }
 
+// Reject counts and logs, as Infer does, a request over api that a
+// transport refused before it became an InferRequest (one that did not
+// decode), and returns err.
+func (p *Proxy) Reject(api string, err error) error { return p.inferReject(api, "", err) }
+
 // inferReject counts and logs, at debug as reject does, a request that
 // never became a query.
 func (p *Proxy) inferReject(api, app string, err error) error {
 	if ce := p.log.Check(zap.DebugLevel, "request rejected"); ce != nil {
 		ce.Write(zap.String("api", api), zap.String("app", app), zap.Error(err))
 	}
-	p.metrics.requests.WithLabelValues(api, app, "", outcomeError).Inc()
+	p.metrics.request(api, app, "", outcomeError).Inc()
 	return err
 }
 
@@ -145,34 +151,27 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 	// The model's answers are cached as its apps' are, unless one of them
 	// keeps its answers out of the cache.
 	app := state.App{InputType: mv.InputType, SLO: p.opts.OIPTimeout}
-	if apps := snap.AppsOf(mv.Model); len(apps) > 0 {
-		app.SLO = time.Duration(math.MaxInt64)
-		for _, name := range apps {
-			if a, ok := snap.App(name); ok {
-				app.SLO, app.NoCache = min(app.SLO, a.SLO), app.NoCache || a.NoCache
-			}
-		}
+	if slo, noCache := linkedApps(snap, mv.Model); slo > 0 {
+		app.SLO, app.NoCache = slo, noCache
 	}
 	timeout := app.SLO
 	if req.Timeout > 0 {
 		timeout = min(timeout, req.Timeout)
 	}
-	// Admission's refusal is an error here (429), not a default output.
-	pol := slo.Policy{Shed: slo.ShedReject, RetryAfter: time.Second}
 	ctx = dispatch.WithReserve(ctx, slo.Reserve(timeout, oipClass(req.Priority)))
 	t := target{mv: mv, d: d, model: d.Name()}
 	answers := make([]answer, len(rows))
-	for i := range answers {
-		answers[i].id, answers[i].model = req.ID, t.model
-	}
-	p.answerTarget(ctx, start.Add(timeout), t, app, pol, rows, answers)
-	p.metrics.latency.WithLabelValues(api, "").Observe(time.Since(start).Seconds())
+	p.answerTarget(ctx, start.Add(timeout), t, app, rows, answers)
+	p.metrics.latencyOf(api, "").Observe(time.Since(start).Seconds())
 	errs := make([]error, len(answers))
 	outs := make([][]byte, len(answers))
 	for i := range answers {
-		errs[i], outs[i] = answers[i].cause, answers[i].output
-		if answers[i].err != nil {
-			errs[i] = answers[i].err
+		errs[i], outs[i] = answers[i].err, answers[i].output
+		if isShed(errs[i]) {
+			// Admission's refusal is an error here (429, see oipError),
+			// not a default output; counted as the reject policy's, with
+			// no app.
+			p.metrics.shed.WithLabelValues("", string(slo.ShedReject)).Inc()
 		}
 	}
 	a := answer{id: req.ID, model: t.model, err: oipError(errs, t.model, timeout)}
@@ -181,6 +180,20 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 		return nil, a.err
 	}
 	return &InferResult{Model: mv.Model, Version: mv.Version, Outputs: outs, Served: t.model}, nil
+}
+
+// linkedApps returns the tightest SLO of the apps linking model, 0 when
+// none does, and whether one of them keeps its answers out of the cache.
+func linkedApps(snap *state.Snapshot, model string) (tightest time.Duration, noCache bool) {
+	for _, name := range snap.AppsOf(model) {
+		if a, ok := snap.App(name); ok {
+			if tightest == 0 || a.SLO < tightest {
+				tightest = a.SLO
+			}
+			noCache = noCache || a.NoCache
+		}
+	}
+	return tightest, noCache
 }
 
 // inferApp answers a request addressed to an app, as its query API does.
@@ -208,7 +221,7 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 	answers := p.answerApp(ctx, start.Add(limit), snap, app, pol, rows, entities)
 	now := time.Now()
 	latency := now.Sub(start)
-	p.metrics.latency.WithLabelValues(api, app.Name).Observe(latency.Seconds())
+	p.metrics.latencyOf(api, app.Name).Observe(latency.Seconds())
 	res := &InferResult{Model: app.Name, Outputs: make([][]byte, len(answers)), Default: make([]bool, len(answers))}
 	var failed error
 	for i := range answers {
@@ -229,20 +242,10 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 	if failed != nil {
 		return nil, failed
 	}
-	if _, v, ok := cutLast(res.Served, ':'); ok {
-		res.Version = v
+	if i := strings.LastIndexByte(res.Served, ':'); i >= 0 {
+		res.Version = res.Served[i+1:]
 	}
 	return res, nil
-}
-
-// cutLast cuts s around the last sep.
-func cutLast(s string, sep byte) (before, after string, found bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // inferRows checks the request's tensors against a model or app taking
@@ -292,9 +295,11 @@ func (p *Proxy) inferRows(req *InferRequest, it state.InputType, entity []string
 	if n > p.opts.MaxInputBatch {
 		return nil, nil, errorf(ErrBadInput, "the inputs have %d rows; the limit is %d", n, p.opts.MaxInputBatch)
 	}
-	rows := make([][]byte, n)
+	var rows [][]byte
 	if data != nil {
 		rows = data.Rows
+	} else {
+		rows = make([][]byte, n) // the features are the whole input
 	}
 	var ids [][]string
 	if len(entity) > 0 {

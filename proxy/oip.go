@@ -26,7 +26,8 @@ const Version = "0.1.0"
 // unless /versions/{v} names another. An infer request's deadline is the
 // smallest of its "timeout" parameter (microseconds, as Triton reads it),
 // the SLOs of the apps linked to the model, or Options.OIPTimeout when no
-// app links it; its "priority" parameter sets its class (see oipPriority).
+// app links it; its "priority" parameter sets its class (see oipLevel and
+// oipClass).
 func (p *Proxy) oipRoutes(r *mux.Router) {
 	r.HandleFunc("/v2", p.oipServerMetadata).Methods(http.MethodGet)
 	r.HandleFunc("/v2/health/live", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, []byte(`{"live":true}`)) }).Methods(http.MethodGet)
@@ -185,23 +186,20 @@ func (p *Proxy) decodeInfer(body []byte) (*InferRequest, error) {
 	return ir, nil
 }
 
-// oipError is the request's error from its rows' (nil when every row was
-// answered), typed as Triton maps it: a model refusing a row is the
-// caller's input (400), a deadline or a replica failure is unavailable
-// (503), a row admission refused is 429 with Retry-After, a caller gone
-// stays canceled. The row's own error stays wrapped, for the gRPC codes.
+// oipError is the request's error from its rows' dispatcher errors, as
+// predict stores them (nil when every row was answered), typed as Triton
+// maps it: a model refusing a row is the caller's input (400), a deadline
+// or a replica failure is unavailable (503), a row admission refused is
+// 429 with a Retry-After of 1s, a caller gone stays canceled. The row's
+// own error stays wrapped, for the gRPC codes.
 func oipError(errs []error, model string, timeout time.Duration) error {
 	for row, err := range errs {
 		switch {
 		case err == nil:
 			continue
 		case isShed(err):
-			var shed *shedError
-			if errors.As(err, &shed) {
-				return &shedError{err: fmt.Errorf("row %d: %w", row, shed.err), status: http.StatusTooManyRequests, retryAfter: shed.retryAfter}
-			}
 			return &shedError{err: fmt.Errorf("row %d: %w", row, err), status: http.StatusTooManyRequests, retryAfter: time.Second}
-		case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dispatch.ErrDoomed):
+		case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded): // a doomed query's error is ErrDeadline too
 			return fmt.Errorf("%w: deadline: model %s did not answer row %d within %v (%w)", ErrUnavailable, model, row, timeout, err)
 		case errors.As(err, new(*dispatch.ModelError)):
 			return fmt.Errorf("%w: row %d: %w", ErrBadInput, row, err)
@@ -218,32 +216,37 @@ func oipError(errs []error, model string, timeout time.Duration) error {
 
 func (p *Proxy) oipReject(w http.ResponseWriter, err error) {
 	writeError(w, err)
-	p.metrics.requests.WithLabelValues("oip", "", "", outcomeError).Inc()
+	p.metrics.request("oip", "", "", outcomeError).Inc()
 }
 
-// oipTimeout is the request's "timeout" parameter (microseconds, as
-// Triton reads it); 0 when absent or beyond time.Duration's range, which
-// cannot shorten a deadline.
+// oipTimeout is the request's "timeout" parameter (see TimeoutParam); 0
+// when absent.
 func oipTimeout(req *oipInferRequest) (time.Duration, error) {
 	raw, ok := req.Parameters["timeout"]
 	if !ok {
 		return 0, nil
 	}
 	us, err := strconv.ParseUint(string(raw), 10, 63)
-	if err != nil || us == 0 {
-		return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds, got %s", clipToken(raw))
+	d, err := TimeoutParam(us, err == nil)
+	if err != nil {
+		return 0, fmt.Errorf("%w, got %s", err, clipToken(raw))
+	}
+	return d, nil
+}
+
+// TimeoutParam is the deadline budget of an OIP request's "timeout"
+// parameter, us microseconds as Triton reads it, that a transport read
+// as an unsigned integer (valid false when it held something else). An
+// invalid or zero timeout is bad input; one beyond time.Duration's range
+// is 0, which cannot shorten a deadline.
+func TimeoutParam(us uint64, valid bool) (time.Duration, error) {
+	if !valid || us == 0 {
+		return 0, errorf(ErrBadInput, "parameter \"timeout\" must be a positive integer number of microseconds")
 	}
 	if us >= uint64(math.MaxInt64/int64(time.Microsecond)) {
 		return 0, nil
 	}
 	return time.Duration(us) * time.Microsecond, nil
-}
-
-// oipPriority is the request's priority class from its "priority"
-// parameter (see oipLevel and oipClass).
-func oipPriority(req *oipInferRequest) (int, error) {
-	level, err := oipLevel(req)
-	return oipClass(level), err
 }
 
 // oipLevel is the request's "priority" parameter: 0 or absent is the

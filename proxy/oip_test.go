@@ -1,12 +1,21 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"math"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -172,9 +181,90 @@ func TestOIPPriority(t *testing.T) {
 		if err := json.Unmarshal([]byte(`{"parameters": `+tc.params+`}`), &req); err != nil {
 			t.Fatal(err)
 		}
-		class, err := oipPriority(&req)
-		if (err != nil) != tc.err || class != tc.class {
-			t.Errorf("%s: class %d, error %v; want %d, error %v", tc.params, class, err, tc.class, tc.err)
+		level, err := oipLevel(&req)
+		if class := oipClass(level); (err != nil) != tc.err || class != tc.class {
+			t.Errorf("%s: class %d, error %v; want %d, error %v", tc.params, oipClass(level), err, tc.class, tc.err)
 		}
+	}
+}
+
+// TestOIPModelFailureIsNoDefault sends a model addressed through the OIP
+// a row its replica dies on: the request is an error, and no line claims
+// a default output, which only an app answers.
+func TestOIPModelFailureIsNoDefault(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	e := newEnvOpts(t, Options{Store: state.NewStore(nil, state.Options{}), Registry: prometheus.NewRegistry(),
+		MaxBodyBytes: 1 << 16, MaxInputBatch: 8, Logger: zap.New(core),
+		// One attempt: the lost connection is the answer, not a retry
+		// that waits for the deadline.
+		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond, MaxAttempts: 1}})
+	script := t.TempDir() + "/dies.py"
+	src := `import os, sys
+sys.path.insert(0, "` + testutil.RepoRoot(t) + `/containers/python")
+import sloproxy_rpc
+sloproxy_rpc.serve(lambda inputs: os._exit(1), input_type="float32", model_name="dies")
+`
+	must(t, os.WriteFile(script, []byte(src), 0o644))
+	addr := testutil.StartModel(t, []string{testutil.Python, script}).Addr
+	e.addModel(state.App{Name: "dies", InputType: state.InputFloat32, SLO: 2 * time.Second}, "dies", addr)
+	status, m := e.post("/v2/models/dies/infer", `{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`)
+	if msg, _ := m["error"].(string); status != 503 || !strings.Contains(msg, "model dies:1 failed on row 0") {
+		t.Fatalf("%d %v; want 503: the model failed on row 0", status, m)
+	}
+	if n := logs.FilterMessageSnippet("default output").Len(); n != 0 {
+		t.Fatalf("%d log lines claim a default output: %+v", n, logs.All())
+	}
+}
+
+// TestLinkedApps checks what a model addressed through the OIP takes from
+// its apps, and the autoscaler's capacity from: the tightest SLO, and no
+// cache when one of them keeps its answers out.
+func TestLinkedApps(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewStore(nil, state.Options{})
+	must(t, store.PutVersion(ctx, state.ModelVersion{Model: "m", Version: "1", InputType: state.InputFloat32, Replicas: 1,
+		Runtime: state.RuntimeSpec{Kind: state.RuntimeExternal, Addresses: []string{"127.0.0.1:1"}}}))
+	for _, a := range []state.App{
+		{Name: "loose", InputType: state.InputFloat32, SLO: 2 * time.Second},
+		{Name: "tight", InputType: state.InputFloat32, SLO: 500 * time.Millisecond, NoCache: true},
+	} {
+		must(t, store.PutApp(ctx, a))
+		must(t, store.Link(ctx, a.Name, "m"))
+	}
+	snap := store.Snapshot()
+	if slo, noCache := linkedApps(snap, "m"); slo != 500*time.Millisecond || !noCache {
+		t.Errorf("m: %v, no cache %v; want 500ms, true", slo, noCache)
+	}
+	if slo, noCache := linkedApps(snap, "unlinked"); slo != 0 || noCache {
+		t.Errorf("unlinked: %v, no cache %v; want 0, false", slo, noCache)
+	}
+}
+
+// TestTimeoutParam checks the "timeout" parameter both transports read:
+// microseconds, zero or a non-integer refused, one beyond time.Duration's
+// range no deadline at all; REST names the value it got.
+func TestTimeoutParam(t *testing.T) {
+	for _, tc := range []struct {
+		us    uint64
+		valid bool
+		want  time.Duration
+		err   bool
+	}{
+		{1500, true, 1500 * time.Microsecond, false},
+		{0, true, 0, true},
+		{7, false, 0, true},
+		{math.MaxInt64 / 1000, true, 0, false},
+		{math.MaxUint64, true, 0, false},
+	} {
+		d, err := TimeoutParam(tc.us, tc.valid)
+		if d != tc.want || (err != nil) != tc.err || (err != nil && !errors.Is(err, ErrBadInput)) {
+			t.Errorf("TimeoutParam(%d, %v) = %v, %v; want %v, error %v", tc.us, tc.valid, d, err, tc.want, tc.err)
+		}
+	}
+	var req oipInferRequest
+	must(t, json.Unmarshal([]byte(`{"parameters": {"timeout": "soon"}}`), &req))
+	if _, err := oipTimeout(&req); err == nil || !errors.Is(err, ErrBadInput) ||
+		err.Error() != `bad input: parameter "timeout" must be a positive integer number of microseconds, got "soon"` {
+		t.Errorf("oipTimeout: %v", err)
 	}
 }

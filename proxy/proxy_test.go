@@ -217,6 +217,7 @@ func TestBadInput(t *testing.T) {
 		{"batch element wrong", "/apps/f32/predict", `{"input_batch": [[1], "x"]}`, 400, "input_batch[1]"},
 		{"empty batch", "/apps/f32/predict", `{"input_batch": []}`, 400, "empty"},
 		{"batch over limit", "/apps/f32/predict", `{"input_batch": [[1],[1],[1],[1],[1],[1],[1],[1],[1]]}`, 400, "the limit is 8"},
+		{"batch over limit, not encoded past it", "/apps/f32/predict", `{"input_batch": [[1],[1],[1],[1],[1],[1],[1],[1],"x"]}`, 400, "has more than 8 inputs; the limit is 8"},
 		{"body over limit", "/apps/f32/predict", big, 413, "exceeds the limit of 65536 bytes"},
 		{"unknown app", "/apps/nope/predict", `{"input": [1]}`, 404, `no app named "nope"`},
 		{"unknown path", "/apps/f32/predictions", `{}`, 404, "no endpoint"},

@@ -40,7 +40,6 @@ type answer struct {
 	models      []string // an ensemble's models that answered
 	missing     []string // an ensemble's models that did not
 	cached      bool     // the output came from the cache, not from a model for this query
-	cause       error    // the model path's failure that the default output stands in for
 }
 
 // servePredict serves the query API for the app named in the path.
@@ -159,21 +158,22 @@ func (p *Proxy) inputs(e envelope, app state.App) ([][]byte, error) {
 	case e.batch == nil:
 		return nil, errorf(ErrBadInput, "body has neither \"input\" nor \"input_batch\"")
 	}
-	n := countElements(e.batch)
-	switch {
-	case n == 0:
-		return nil, errorf(ErrBadInput, "\"input_batch\" is empty")
-	case n > p.opts.MaxInputBatch:
-		return nil, errorf(ErrBadInput, "\"input_batch\" has %d inputs; the limit is %d", n, p.opts.MaxInputBatch)
-	}
-	ins := make([][]byte, n)
+	// One walk of the array: the walk stops at the first input past the
+	// limit, so none past it is encoded.
+	var ins [][]byte
 	err := eachElement(e.batch, func(i int, raw []byte) error {
+		if i == p.opts.MaxInputBatch {
+			return errorf(ErrBadInput, "\"input_batch\" has more than %d inputs; the limit is %d", i, p.opts.MaxInputBatch)
+		}
 		in, err := encodeInput(raw, app.InputType, "input_batch["+strconv.Itoa(i)+"]")
-		ins[i] = in
+		ins = append(ins, in)
 		return err
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
+	case len(ins) == 0:
+		return nil, errorf(ErrBadInput, "\"input_batch\" is empty")
 	}
 	return ins, nil
 }
@@ -198,8 +198,8 @@ func (p *Proxy) targetOf(snap *state.Snapshot, app state.App) target {
 }
 
 // answerAll answers every input of app before deadline, by its selection
-// policy; a single model's through answerTarget. parent is the request's
-// context.
+// policy; a single model's through answerTarget, each failure settled by
+// the app (see settle). parent is the request's context.
 func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *state.Snapshot, app state.App, pol slo.Policy, inputs [][]byte) []answer {
 	if sel, spec := p.sel.Get(app.Name, app.Policy, app.Selection); sel != (selection.Single{}) {
 		return p.answerSelected(parent, deadline, snap, app, pol, sel, spec, inputs)
@@ -214,16 +214,20 @@ func (p *Proxy) answerAll(parent context.Context, deadline time.Time, snap *stat
 		}
 	}
 	if t.why == "" {
-		p.answerTarget(parent, deadline, t, app, pol, inputs, answers)
+		p.answerTarget(parent, deadline, t, app, inputs, answers)
+		for i := range answers {
+			p.settle(parent, t, app, pol, &answers[i])
+		}
 	}
 	return answers
 }
 
-// answerTarget answers inputs with t's model version into answers (ids
-// set) before deadline: from the prediction cache (L1, then the L1 misses
-// in one Redis round trip) where app allows it, else from the model,
-// concurrently. parent is the request's context.
-func (p *Proxy) answerTarget(parent context.Context, deadline time.Time, t target, app state.App, pol slo.Policy, inputs [][]byte, answers []answer) {
+// answerTarget answers inputs with t's model version into answers before
+// deadline: from the prediction cache (L1, then the L1 misses in one Redis
+// round trip) where app allows it, else from the model, concurrently. A
+// failed answer holds the dispatcher's error as predict stores it. parent
+// is the request's context.
+func (p *Proxy) answerTarget(parent context.Context, deadline time.Time, t target, app state.App, inputs [][]byte, answers []answer) {
 	var keys []cache.Key
 	var outs [][]byte
 	var hits []cache.Hit
@@ -262,18 +266,21 @@ func (p *Proxy) answerTarget(parent context.Context, deadline time.Time, t targe
 			key = &keys[i]
 		}
 		if len(inputs) == 1 {
-			p.predict(ctx, t, app, pol, inputs[i], key, &answers[i])
+			p.predict(ctx, t, app, inputs[i], key, &answers[i])
 			break
 		}
 		t := t // the goroutines' own copy, so that a single input's t stays on the stack
-		wg.Go(func() { p.predict(ctx, t, app, pol, inputs[i], key, &answers[i]) })
+		wg.Go(func() { p.predict(ctx, t, app, inputs[i], key, &answers[i]) })
 	}
 	wg.Wait()
 }
 
-// predict asks t's model for input's output, into a. With a key, identical
-// concurrent misses share one inference and its output fills the cache.
-func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Policy, input []byte, key *cache.Key, a *answer) {
+// predict asks t's model for input's output, into a: the output, or in
+// a.err the dispatcher's error as it came, for the caller to map (an app
+// by settle, a model addressed through the OIP by oipError). With a key,
+// identical concurrent misses share one inference and its output fills
+// the cache.
+func (p *Proxy) predict(ctx context.Context, t target, app state.App, input []byte, key *cache.Key, a *answer) {
 	var out []byte
 	var shared bool
 	var err error
@@ -286,11 +293,25 @@ func (p *Proxy) predict(ctx context.Context, t target, app state.App, pol slo.Po
 		out, _, err = t.d.Predict(ctx, input)
 	}
 	if err != nil {
-		a.cause = err
+		a.err = err
+		return
 	}
+	a.output, a.cached = out, shared
+}
+
+// settle makes a's error from predict the app's answer: admission's
+// refusal as the app's policy answers it, a deadline, a model shutting
+// down or the replicas' failure as the default output with its reason, a
+// caller gone as errClientGone; a model's refusal of the input, or an
+// input too large for it, stays the error. ctx is the query's context, t
+// the target predict asked. An answer without an error is left as it is.
+func (p *Proxy) settle(ctx context.Context, t target, app state.App, pol slo.Policy, a *answer) {
+	err := a.err
+	if err == nil {
+		return
+	}
+	a.err = nil
 	switch {
-	case err == nil:
-		a.output, a.cached = out, shared
 	case isShed(err):
 		p.shed(a, app, pol, err)
 	case errors.Is(err, dispatch.ErrDoomed):

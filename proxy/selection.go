@@ -100,10 +100,14 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 		}
 		key := p.cacheKey(q.app, t, input)
 		if len(c.Arms) == 1 {
-			p.predict(ctx, t, q.app, q.pol, input, key, &parts[j])
+			p.predict(ctx, t, q.app, input, key, &parts[j])
+			p.settle(ctx, t, q.app, q.pol, &parts[j])
 			break
 		}
-		wg.Go(func() { p.predict(ctx, t, q.app, q.pol, input, key, &parts[j]) })
+		wg.Go(func() {
+			p.predict(ctx, t, q.app, input, key, &parts[j])
+			p.settle(ctx, t, q.app, q.pol, &parts[j])
+		})
 	}
 	wg.Wait()
 	p.observe(q.sel, c, parts)
@@ -198,7 +202,8 @@ func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, inpu
 		var a answer
 		if t.why == "" {
 			p.sel.Metrics().Chose(q.app.Name, arm)
-			p.predict(ctx, t, q.app, q.pol, input, p.cacheKey(q.app, t, input), &a)
+			p.predict(ctx, t, q.app, input, p.cacheKey(q.app, t, input), &a)
+			p.settle(ctx, t, q.app, q.pol, &a)
 		}
 		ret := <-returned
 		switch {

@@ -251,18 +251,20 @@ func (qu *queue) pending() (online, starts int) {
 // head returns the earliest-deadline query, the time left to its deadline
 // (slack) and its whole budget, its deadline less its arrival (slo); the
 // durations are -1 when the queue is empty (and the query nil) or the head
-// has no deadline.
-func (qu *queue) head() (q *query, slack, slo time.Duration) {
+// has no deadline. background reports whether background queries are
+// queued, read under the same lock.
+func (qu *queue) head() (q *query, slack, slo time.Duration, background bool) {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
+	background = qu.background > 0
 	if qu.h.Len() == 0 {
-		return nil, -1, -1
+		return nil, -1, -1, background
 	}
 	h := qu.h[0]
 	if h.deadline.IsZero() {
-		return h, -1, -1
+		return h, -1, -1, background
 	}
-	return h, h.deadline.Sub(qu.now()), h.deadline.Sub(h.enqueued)
+	return h, h.deadline.Sub(qu.now()), h.deadline.Sub(h.enqueued), background
 }
 
 // refuse answers q with err if it is still queued, taking it out.
@@ -277,13 +279,6 @@ func (qu *queue) len() int {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	return qu.h.Len()
-}
-
-// hasBackground reports whether background queries are queued.
-func (qu *queue) hasBackground() bool {
-	qu.mu.Lock()
-	defer qu.mu.Unlock()
-	return qu.background > 0
 }
 
 // stop refuses new queries and answers the queued ones with err.

@@ -254,9 +254,10 @@ func (r *replica) limits() (batch, fill, limit, maxFrame, reason int) {
 	var slack, slo time.Duration
 	var n int
 	var head *query
+	var background bool
 	sp := r.d.spacing()
 	for {
-		head, slack, slo = r.d.q.head()
+		head, slack, slo, background = r.d.q.head()
 		r.ctrlMu.Lock()
 		n = r.d.batchSizeOf(r.ctrl, sp, slack, slo)
 		r.ctrlMu.Unlock()
@@ -269,7 +270,7 @@ func (r *replica) limits() (batch, fill, limit, maxFrame, reason int) {
 		r.d.q.refuse(head, &doomedError{model: r.d.name, left: slack})
 	}
 	fill = n
-	if r.d.q.hasBackground() {
+	if background {
 		bg := r.d.backgroundSize(r, sp)
 		if head != nil && head.background {
 			n = bg

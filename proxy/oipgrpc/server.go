@@ -31,6 +31,7 @@ import (
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
 	"github.com/sloproxy/sloproxy/proxy"
+	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	pb "github.com/sloproxy/sloproxy/proxy/oipgrpc/inferencepb"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -160,7 +161,7 @@ func (s *Server) ModelMetadata(_ context.Context, req *pb.ModelMetadataRequest) 
 func (s *Server) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
 	ir, err := s.decode(ctx, req)
 	if err != nil {
-		return nil, Status(err).Err()
+		return nil, Status(s.proxy.Reject("grpc", err)).Err()
 	}
 	// Admission learns each row's finish once its response is built (see
 	// dispatch.Delivery); gRPC encodes and writes it after this returns.
@@ -177,12 +178,9 @@ func (s *Server) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb
 func (s *Server) decode(ctx context.Context, req *pb.ModelInferRequest) (*proxy.InferRequest, error) {
 	ir := &proxy.InferRequest{Model: req.GetModelName(), Version: req.GetModelVersion(), ID: req.GetId()}
 	if p, ok := req.GetParameters()["timeout"]; ok {
-		us, ok := unsigned(p)
-		if !ok || us == 0 {
-			return nil, fmt.Errorf("%w: parameter \"timeout\" must be a positive integer number of microseconds", proxy.ErrBadInput)
-		}
-		if us < uint64(math.MaxInt64/int64(time.Microsecond)) {
-			ir.Timeout = time.Duration(us) * time.Microsecond
+		var err error
+		if ir.Timeout, err = proxy.TimeoutParam(unsigned(p)); err != nil {
+			return nil, err
 		}
 	}
 	if deadline, ok := ctx.Deadline(); ok {
@@ -213,7 +211,7 @@ func (s *Server) decode(ctx context.Context, req *pb.ModelInferRequest) (*proxy.
 		var r []byte
 		if len(raw) > 0 {
 			if t.GetContents() != nil {
-				return nil, fmt.Errorf("%w: input %q has contents and raw_input_contents; send one", proxy.ErrBadInput, t.GetName())
+				return nil, fmt.Errorf("%w: input %q has contents and raw_input_contents; send one", proxy.ErrBadInput, clip.String(t.GetName()))
 			}
 			r = raw[i]
 		}
@@ -254,20 +252,21 @@ func elementSize(datatype string) int {
 // little-endian values, taken from raw bytes without a copy.
 func (s *Server) input(t *pb.ModelInferRequest_InferInputTensor, raw []byte, hasRaw bool) (proxy.InferInput, error) {
 	in := proxy.InferInput{Name: t.GetName(), Datatype: t.GetDatatype(), Shape: t.GetShape()}
+	name := clip.String(in.Name) // it appears only in errors
 	if len(in.Shape) == 0 {
-		return in, fmt.Errorf("%w: input %q has no shape; dimension 0 is the batch", proxy.ErrBadInput, in.Name)
+		return in, fmt.Errorf("%w: input %q has no shape; dimension 0 is the batch", proxy.ErrBadInput, name)
 	}
 	n, per, err := proxy.ShapeSize(in.Shape, int64(s.opts.MaxMessageBytes))
 	if err != nil {
-		return in, fmt.Errorf("%w: input %q: %v", proxy.ErrBadInput, in.Name, err)
+		return in, fmt.Errorf("%w: input %q: %v", proxy.ErrBadInput, name, err)
 	}
 	if n > int64(s.opts.MaxInputBatch) {
-		return in, fmt.Errorf("%w: input %q has %d rows; the limit is %d", proxy.ErrBadInput, in.Name, n, s.opts.MaxInputBatch)
+		return in, fmt.Errorf("%w: input %q has %d rows; the limit is %d", proxy.ErrBadInput, name, n, s.opts.MaxInputBatch)
 	}
 	size := elementSize(in.Datatype)
 	switch {
 	case in.Datatype == "BYTES" && per != 1:
-		return in, fmt.Errorf("%w: input %q: a BYTES input takes one element per row, shape %v has %d", proxy.ErrBadInput, in.Name, in.Shape, per)
+		return in, fmt.Errorf("%w: input %q: a BYTES input takes one element per row, shape %v has %d", proxy.ErrBadInput, name, in.Shape, per)
 	case in.Datatype == "BYTES" && hasRaw:
 		in.Rows, err = splitBytes(raw, n)
 	case in.Datatype == "BYTES":
@@ -294,7 +293,7 @@ func (s *Server) input(t *pb.ModelInferRequest_InferInputTensor, raw []byte, has
 		}
 	}
 	if err != nil {
-		return in, fmt.Errorf("%w: input %q: %v", proxy.ErrBadInput, in.Name, err)
+		return in, fmt.Errorf("%w: input %q: %v", proxy.ErrBadInput, name, err)
 	}
 	return in, nil
 }
@@ -377,19 +376,23 @@ func response(id string, res *proxy.InferResult) *pb.ModelInferResponse {
 // input are INVALID_ARGUMENT, an unknown app, model or version NOT_FOUND,
 // admission's refusal RESOURCE_EXHAUSTED with a RetryInfo, a deadline
 // DEADLINE_EXCEEDED, a model or proxy that cannot serve now UNAVAILABLE, a
-// caller gone CANCELLED, anything else INTERNAL.
+// caller gone CANCELLED, anything else INTERNAL. The message is the
+// error's, clipped to proxy.MaxErrorBytes as the REST API clips it: names
+// from the request are clipped where a message is formatted, this bounds
+// the whole.
 func Status(err error) *status.Status {
 	var tooLarge *http.MaxBytesError
+	msg := clip.To(err.Error(), proxy.MaxErrorBytes)
 	code := codes.Internal
 	switch {
 	case errors.Is(err, dispatch.ErrShed):
 		wait, _ := proxy.RetryAfter(err)
-		st := status.New(codes.ResourceExhausted, err.Error())
+		st := status.New(codes.ResourceExhausted, msg)
 		if withInfo, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(max(wait, time.Second))}); derr == nil {
 			return withInfo
 		}
 		return st
-	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, dispatch.ErrDoomed), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, dispatch.ErrDeadline), errors.Is(err, context.DeadlineExceeded): // a doomed query's error is ErrDeadline too
 		code = codes.DeadlineExceeded
 	case errors.Is(err, proxy.ErrBadInput), errors.Is(err, state.ErrInvalid), errors.As(err, new(*dispatch.ModelError)):
 		code = codes.InvalidArgument
@@ -402,5 +405,5 @@ func Status(err error) *status.Status {
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	}
-	return status.New(code, err.Error())
+	return status.New(code, msg)
 }
