@@ -703,8 +703,8 @@ func (c *Config) Validate() error {
 			if err := f.Validate(state.InputType(a.InputType)); err != nil {
 				return fmt.Errorf("apps[%d].%w", i, err)
 			}
-			if f.Redis == "" && c.Redis.Addr == "" {
-				return fmt.Errorf("apps[%d].features.redis: empty, and there is no redis.addr to look features up in", i)
+			if f.Redis == "" && !c.Redis.Configured() {
+				return fmt.Errorf("apps[%d].features.redis: empty, and no redis (addr or addrs) is configured to look features up in", i)
 			}
 		}
 	}

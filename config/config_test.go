@@ -131,7 +131,7 @@ func TestBadFiles(t *testing.T) {
 		"redis-sentinel-no-addrs.bad.yml":    "redis.addrs: a Sentinel group or a Cluster needs the addresses",
 		"swarm-without-key.bad.yml":          "runtimes.swarm.rpc_key: required when the swarm runtime is enabled",
 		"features-bad-missing.bad.yml":       `apps[0].features.missing "sometimes"; use use_defaults, not_found or default_output`,
-		"features-no-redis.bad.yml":          "apps[0].features.redis: empty, and there is no redis.addr",
+		"features-no-redis.bad.yml":          "apps[0].features.redis: empty, and no redis (addr or addrs) is configured",
 		"autoscale-min-above-max.bad.yml":    `models[0]: model "m" version "1": autoscale.max 2: must be at least autoscale.min (3)`,
 		"autoscale-target.bad.yml":           `models[0]: model "m" version "1": autoscale.target 1.5: must be in (0, 1]`,
 		"autoscale-target-zero.bad.yml":      `models[0]: model "m" version "1": autoscale.target 0: must be in (0, 1]`,
