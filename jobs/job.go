@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -154,6 +153,3 @@ func (s *Spec) validate() error {
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: job: %s", state.ErrInvalid, fmt.Sprintf(format, args...))
 }
-
-// errStopped ends a runner that Close or Cancel stopped.
-var errStopped = errors.New("job stopped")
