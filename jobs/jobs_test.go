@@ -205,7 +205,10 @@ func TestCancelAndRefusals(t *testing.T) {
 		{Spec{App: "app", In: filepath.Join(dir, "missing"), Out: filepath.Join(dir, "o2")}, state.ErrInvalid},
 		{Spec{App: "app", In: in, Out: filepath.Join(dir, "no", "dir")}, state.ErrInvalid},
 		{Spec{App: "app", In: in, Out: filepath.Join(dir, "o2"), Format: "xml"}, state.ErrInvalid},
-		{Spec{App: "app", In: in, Out: j.Out}, state.ErrConflict}, // a running job writes it
+		{Spec{App: "app", In: in, Out: j.Out}, state.ErrConflict},                                                   // a running job writes it
+		{Spec{App: "app", In: in, Out: dir + "//out"}, state.ErrConflict},                                           // the same file, spelled otherwise
+		{Spec{App: "app", In: in, Out: filepath.Join(dir, "o2"), Errors: dir + "/./out.errors"}, state.ErrConflict}, // its errors file
+		{Spec{App: "app", In: dir + "/x/../in.jsonl", Out: in}, state.ErrInvalid},                                   // in and out the same file
 	}
 	for _, r := range refusals {
 		if _, err := m.Create(ctx, r.spec); !errors.Is(err, r.want) {

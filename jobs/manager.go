@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -173,7 +174,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Job, error) {
 		if o.State != Running {
 			continue
 		}
-		for _, p := range []string{o.Out, o.Errors} {
+		for _, p := range []string{filepath.Clean(o.Out), filepath.Clean(o.Errors)} {
 			if p == spec.Out || p == spec.Errors {
 				return Job{}, fmt.Errorf("%w: job: running job %s writes %s", state.ErrConflict, o.ID, p)
 			}
