@@ -257,3 +257,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestCreateStopsWithItsContext: counting the input's lines ends with the
+// request's context, as that context's error rather than a refusal.
+func TestCreateStopsWithItsContext(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(in, []byte("1\n2\n3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := newManager(t, NewMemory(), &echo{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := m.Create(ctx, Spec{App: "app", In: in, Out: filepath.Join(dir, "out")})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, state.ErrInvalid) {
+		t.Fatalf("Create with a cancelled context: %v, want context.Canceled", err)
+	}
+	if js, err := m.List(context.Background()); err != nil || len(js) != 0 {
+		t.Fatalf("List: %v, %v; want no job", js, err)
+	}
+}
