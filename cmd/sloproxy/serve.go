@@ -279,7 +279,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 			u, perK, ok := scaler.Usage(model, version)
 			return admin.NewUsage(u.ReplicaSeconds, u.Cost, perK), ok
 		},
-		Price:       func(model, version string) (float64, bool) { return scaler.Price(model, version) },
+		Price:       scaler.Price,
 		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs, Profiler: profile.Profiler{Encode: proxy.EncodeInput, DefaultBatch: cfg.Limits.DefaultBatchSize, RPCKey: cfg.Runtimes.Swarm.Key()}})
 	servers := []*http.Server{
 		newServer(recoverer.Wrap("query", p.Handler()), log),
