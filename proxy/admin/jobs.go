@@ -61,7 +61,7 @@ func (h *handler) listJobs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, JobList{Jobs: append([]jobs.Job{}, js...)})
+	writeJSON(w, http.StatusOK, JobList{Jobs: nonNil(js)})
 	return nil
 }
 
