@@ -46,6 +46,9 @@ func TestFullFile(t *testing.T) {
 	if f := c.Feedback; f.Recent != 1000 || !f.Shared || f.SharedTTL != time.Minute {
 		t.Fatalf("feedback: %+v; want recent 1000, shared kept true, shared_ttl 1m", f)
 	}
+	if c.Autoscaler.Enabled || !Default.Autoscaler.Enabled {
+		t.Fatalf("autoscaler.enabled %v, default %v; want false as the file says, true by default", c.Autoscaler.Enabled, Default.Autoscaler.Enabled)
+	}
 	d := c.Runtimes.Docker
 	if !d.Enabled || d.Owner != "team-a" || d.DrainTimeout != 2*time.Second {
 		t.Fatalf("runtimes.docker: %+v", d)

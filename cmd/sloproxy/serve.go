@@ -245,9 +245,10 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		RPCKey:           cfg.Runtimes.Swarm.Key(),
 	})
 	// The autoscaler writes replica counts to the store: it stops before
-	// the store closes.
+	// the store closes. With autoscaler.enabled off it only counts
+	// replica time and cost, which the admin API's usage reports.
 	scaler := autoscale.New(store, p, autoscale.NewMetrics(reg), autoscale.Options{MaxReplicas: cfg.Limits.MaxReplicas,
-		Pricing: cfg.Pricing(), Logger: log.Named("autoscale")})
+		Pricing: cfg.Pricing(), CountOnly: !cfg.Autoscaler.Enabled, Logger: log.Named("autoscale")})
 	if err := scaler.Start(ctx); err != nil {
 		return err
 	}
