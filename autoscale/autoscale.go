@@ -75,6 +75,9 @@ type Options struct {
 	// Pricing prices the replica-hours; the zero Pricing prices them at
 	// 0. SetPricing replaces it.
 	Pricing Pricing
+	// CountOnly makes the autoscaler count replica-seconds and cost
+	// without deciding any replica count: another proxy decides them.
+	CountOnly bool
 	// Logger receives one info line per decision, and the failures to
 	// write one. nil means no logs.
 	Logger *zap.Logger
@@ -274,9 +277,10 @@ func (v *version) tick(now time.Time, mv state.ModelVersion, o Observation, obse
 	}
 	prev, prevAt := v.last, v.at
 	v.last, v.at = o, now
-	if !observed || mv.Autoscale == nil || prevAt.IsZero() || o.Arrived < prev.Arrived {
-		// Nothing to compare with yet: a first tick, or a dispatcher made
-		// anew (its counts restarted).
+	if opts.CountOnly || !observed || mv.Autoscale == nil || prevAt.IsZero() || o.Arrived < prev.Arrived {
+		// Nothing to decide: counting only, a version not autoscaled or
+		// not served here, or nothing to compare with yet (a first tick,
+		// or a dispatcher made anew, its counts restarted).
 		return mv.Replicas, "", Input{}
 	}
 	b := *mv.Autoscale

@@ -186,3 +186,33 @@ func labels(m *dto.Metric) string {
 	}
 	return "sloproxy_autoscale_decisions_total{" + strings.Join(parts, ",") + "}"
 }
+
+// TestCountOnly: an autoscaler that only counts leaves an autoscaled
+// version's count where it is under a load that needs more, and still
+// counts its replica time.
+func TestCountOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		store := state.NewStore(state.NewMemory(), state.Options{})
+		mv := state.ModelVersion{Model: "m", Version: "1", InputType: state.InputFloat32, Replicas: 1,
+			Autoscale: &state.Autoscale{Min: 1, Max: 4},
+			Runtime:   state.RuntimeSpec{Kind: state.RuntimeProcess, Command: []string{"model"}}}
+		if err := store.PutVersion(ctx, mv); err != nil {
+			t.Fatal(err)
+		}
+		load := &fakeLoad{store: store, rate: 1000, capacity: 100} // needs 13, capped at 4
+		a := autoscale.New(store, load, nil, autoscale.Options{CountOnly: true})
+		if err := a.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if v, _ := store.Snapshot().Version("m", "1"); v.Replicas != 1 {
+			t.Fatalf("%d replicas, want 1: a counting autoscaler decides nothing", v.Replicas)
+		}
+		if u, _, ok := a.Usage("m", "1"); !ok || u.ReplicaSeconds < 4 {
+			t.Fatalf("usage %+v, %v; want about 5 replica-seconds counted", u, ok)
+		}
+	})
+}

@@ -52,19 +52,19 @@ func (a Autoscale) State() *state.Autoscale {
 	return s
 }
 
-// check validates a against the replica limit, naming the field at fault.
+// check validates what the state's own check (run by
+// state.ModelVersion.Validate on a.State()) cannot see: a negative min,
+// which State raises to 1; an explicit target of 0, which the state
+// reads as its default; and the replica limit. It names the field at
+// fault.
 func (a Autoscale) check(maxReplicas int) error {
 	switch {
 	case a.Min < 0:
 		return fmt.Errorf("autoscale.min %d: must be at least 1", a.Min)
-	case a.Max < max(1, a.Min):
-		return fmt.Errorf("autoscale.max %d: must be at least autoscale.min (%d)", a.Max, max(1, a.Min))
 	case a.Max > maxReplicas:
 		return fmt.Errorf("autoscale.max %d: above limits.max_replicas (%d)", a.Max, maxReplicas)
-	case a.Target != nil && !(*a.Target > 0 && *a.Target <= 1):
+	case a.Target != nil && *a.Target == 0:
 		return fmt.Errorf("autoscale.target %g: must be in (0, 1]", *a.Target)
-	case a.ScaleDownDelay < 0:
-		return fmt.Errorf("autoscale.scale_down_delay %v: must not be negative", a.ScaleDownDelay)
 	}
 	return nil
 }

@@ -48,6 +48,8 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Runtimes configures how this proxy runs model replicas.
 	Runtimes Runtimes `yaml:"runtimes"`
+	// Autoscaler configures this proxy's autoscaler.
+	Autoscaler Autoscaler `yaml:"autoscaler"`
 	// OIP configures the Open Inference Protocol endpoints.
 	OIP OIP `yaml:"oip"`
 	// GRPC configures the Open Inference Protocol's gRPC listener.
@@ -66,6 +68,16 @@ type Config struct {
 	// the version already; each entry is one version, made current when
 	// the state did not have the model (see Seed).
 	Models []Model `yaml:"models"`
+}
+
+// Autoscaler configures the autoscaler of this proxy (package autoscale).
+type Autoscaler struct {
+	// Enabled makes this proxy decide and write the replica counts of
+	// the autoscaled versions. Each proxy decides from the demand that
+	// reaches it, so with several proxies on one Redis enable it on one:
+	// two would undo each other's decisions. Off, the proxy still counts
+	// replica time and cost.
+	Enabled bool `yaml:"enabled"`
 }
 
 // Admin is the admin API's listener.
@@ -540,10 +552,11 @@ var Default = Config{
 		Enabled:  true,
 		PortBase: process.DefaultBasePort,
 	}},
-	OIP:      OIP{DefaultTimeout: time.Second, Readiness: ReadinessEveryApp},
-	Log:      Log{Level: "info", Format: "json"},
-	Cache:    Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
-	Feedback: Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL, SharedRecent: answered.DefaultSharedSize},
+	Autoscaler: Autoscaler{Enabled: true},
+	OIP:        OIP{DefaultTimeout: time.Second, Readiness: ReadinessEveryApp},
+	Log:        Log{Level: "info", Format: "json"},
+	Cache:      Cache{Enabled: true, L1Bytes: cache.DefaultL1Bytes, DefaultTTL: cache.DefaultTTL, RedisTimeout: cache.DefaultTimeout},
+	Feedback:   Feedback{Recent: answered.DefaultSize, Shared: true, SharedTTL: answered.DefaultSharedTTL, SharedRecent: answered.DefaultSharedSize},
 }
 
 // Load reads and validates the file at path.
@@ -703,8 +716,8 @@ func (c *Config) Validate() error {
 			if err := f.Validate(state.InputType(a.InputType)); err != nil {
 				return fmt.Errorf("apps[%d].%w", i, err)
 			}
-			if f.Redis == "" && c.Redis.Addr == "" {
-				return fmt.Errorf("apps[%d].features.redis: empty, and there is no redis.addr to look features up in", i)
+			if f.Redis == "" && !c.Redis.Configured() {
+				return fmt.Errorf("apps[%d].features.redis: empty, and no redis (addr or addrs) is configured to look features up in", i)
 			}
 		}
 	}

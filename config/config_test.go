@@ -46,6 +46,9 @@ func TestFullFile(t *testing.T) {
 	if f := c.Feedback; f.Recent != 1000 || !f.Shared || f.SharedTTL != time.Minute {
 		t.Fatalf("feedback: %+v; want recent 1000, shared kept true, shared_ttl 1m", f)
 	}
+	if c.Autoscaler.Enabled || !Default.Autoscaler.Enabled {
+		t.Fatalf("autoscaler.enabled %v, default %v; want false as the file says, true by default", c.Autoscaler.Enabled, Default.Autoscaler.Enabled)
+	}
 	d := c.Runtimes.Docker
 	if !d.Enabled || d.Owner != "team-a" || d.DrainTimeout != 2*time.Second {
 		t.Fatalf("runtimes.docker: %+v", d)
@@ -131,11 +134,11 @@ func TestBadFiles(t *testing.T) {
 		"redis-sentinel-no-addrs.bad.yml":    "redis.addrs: a Sentinel group or a Cluster needs the addresses",
 		"swarm-without-key.bad.yml":          "runtimes.swarm.rpc_key: required when the swarm runtime is enabled",
 		"features-bad-missing.bad.yml":       `apps[0].features.missing "sometimes"; use use_defaults, not_found or default_output`,
-		"features-no-redis.bad.yml":          "apps[0].features.redis: empty, and there is no redis.addr",
-		"autoscale-min-above-max.bad.yml":    `models[0]: model "m" version "1": autoscale.max 2: must be at least autoscale.min (3)`,
-		"autoscale-target.bad.yml":           `models[0]: model "m" version "1": autoscale.target 1.5: must be in (0, 1]`,
+		"features-no-redis.bad.yml":          "apps[0].features.redis: empty, and no redis (addr or addrs) is configured",
+		"autoscale-min-above-max.bad.yml":    `models[0]: invalid: model "m" version "1": autoscale.max 2: must be at least autoscale.min (3)`,
+		"autoscale-target.bad.yml":           `models[0]: invalid: model "m" version "1": autoscale.target 1.5: must be in (0, 1]`,
 		"autoscale-target-zero.bad.yml":      `models[0]: model "m" version "1": autoscale.target 0: must be in (0, 1]`,
-		"autoscale-negative-delay.bad.yml":   `models[0]: model "m" version "1": autoscale.scale_down_delay -5s: must not be negative`,
+		"autoscale-negative-delay.bad.yml":   `models[0]: invalid: model "m" version "1": autoscale.scale_down_delay -5s: must be between 0`,
 		"autoscale-max-above-limit.bad.yml":  `models[0]: model "m" version "1": autoscale.max 8: above limits.max_replicas (4)`,
 		"cost-negative.bad.yml":              "runtimes.process.cost.replica_hour -0.5: must not be negative",
 		"model-cost-negative.bad.yml":        "models[0].cost.replica_hour -2: must not be negative",

@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -110,8 +109,15 @@ type Answer struct {
 	Err    error
 }
 
-// validate checks s and fills its defaults.
+// validate cleans s's paths, checks s and fills its defaults.
 func (s *Spec) validate() error {
+	// Clean paths name a file one way, so that the checks here and the
+	// Manager's check against running jobs compare files, not spellings.
+	for _, p := range []*string{&s.In, &s.Out, &s.Errors} {
+		if *p != "" {
+			*p = filepath.Clean(*p)
+		}
+	}
 	if s.Errors == "" && s.Out != "" {
 		s.Errors = s.Out + ".errors"
 	}
@@ -133,7 +139,7 @@ func (s *Spec) validate() error {
 			return invalid("%s %q: want an absolute path on the proxy's host", p.name, p.path)
 		}
 		for _, q := range paths[:i] {
-			if filepath.Clean(q.path) == filepath.Clean(p.path) {
+			if q.path == p.path {
 				return invalid("%s and %s are the same file %q", q.name, p.name, p.path)
 			}
 		}
@@ -154,6 +160,3 @@ func (s *Spec) validate() error {
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: job: %s", state.ErrInvalid, fmt.Sprintf(format, args...))
 }
-
-// errStopped ends a runner that Close or Cancel stopped.
-var errStopped = errors.New("job stopped")

@@ -205,7 +205,10 @@ func TestCancelAndRefusals(t *testing.T) {
 		{Spec{App: "app", In: filepath.Join(dir, "missing"), Out: filepath.Join(dir, "o2")}, state.ErrInvalid},
 		{Spec{App: "app", In: in, Out: filepath.Join(dir, "no", "dir")}, state.ErrInvalid},
 		{Spec{App: "app", In: in, Out: filepath.Join(dir, "o2"), Format: "xml"}, state.ErrInvalid},
-		{Spec{App: "app", In: in, Out: j.Out}, state.ErrConflict}, // a running job writes it
+		{Spec{App: "app", In: in, Out: j.Out}, state.ErrConflict},                                                   // a running job writes it
+		{Spec{App: "app", In: in, Out: dir + "//out"}, state.ErrConflict},                                           // the same file, spelled otherwise
+		{Spec{App: "app", In: in, Out: filepath.Join(dir, "o2"), Errors: dir + "/./out.errors"}, state.ErrConflict}, // its errors file
+		{Spec{App: "app", In: dir + "/x/../in.jsonl", Out: in}, state.ErrInvalid},                                   // in and out the same file
 	}
 	for _, r := range refusals {
 		if _, err := m.Create(ctx, r.spec); !errors.Is(err, r.want) {
@@ -253,4 +256,24 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("parse(%q, %s) = %s: not JSON", s, format, in)
 		}
 	})
+}
+
+// TestCreateStopsWithItsContext: counting the input's lines ends with the
+// request's context, as that context's error rather than a refusal.
+func TestCreateStopsWithItsContext(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(in, []byte("1\n2\n3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := newManager(t, NewMemory(), &echo{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := m.Create(ctx, Spec{App: "app", In: in, Out: filepath.Join(dir, "out")})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, state.ErrInvalid) {
+		t.Fatalf("Create with a cancelled context: %v, want context.Canceled", err)
+	}
+	if js, err := m.List(context.Background()); err != nil || len(js) != 0 {
+		t.Fatalf("List: %v, %v; want no job", js, err)
+	}
 }

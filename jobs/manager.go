@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -159,8 +160,11 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Job, error) {
 	if err := m.opts.Predictor.CheckApp(spec.App); err != nil {
 		return Job{}, err
 	}
-	total, err := countLines(spec.In)
-	if err != nil {
+	total, err := countLines(ctx, spec.In)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return Job{}, fmt.Errorf("job: counting the lines of in %q: %w", spec.In, ctx.Err())
+	case err != nil:
 		return Job{}, invalid("in: %v", err)
 	}
 	m.created.Lock()
@@ -173,7 +177,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Job, error) {
 		if o.State != Running {
 			continue
 		}
-		for _, p := range []string{o.Out, o.Errors} {
+		for _, p := range []string{filepath.Clean(o.Out), filepath.Clean(o.Errors)} {
 			if p == spec.Out || p == spec.Errors {
 				return Job{}, fmt.Errorf("%w: job: running job %s writes %s", state.ErrConflict, o.ID, p)
 			}
@@ -297,7 +301,8 @@ func newID() string {
 }
 
 // countLines counts path's lines, a last one without a newline included.
-func countLines(path string) (int64, error) {
+// It checks ctx before each read and returns ctx.Err() once ctx is done.
+func countLines(ctx context.Context, path string) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
@@ -307,6 +312,9 @@ func countLines(path string) (int64, error) {
 	var n int64
 	open := false // the last byte read ends no line
 	for {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
 		k, err := f.Read(buf)
 		if k > 0 {
 			n += int64(bytes.Count(buf[:k], []byte{'\n'}))

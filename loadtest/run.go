@@ -416,8 +416,12 @@ loop:
 	return res, ctx.Err()
 }
 
-// placeholder is what NewInputs replaces in the body.
-var placeholder = []byte("{n}")
+// Placeholder is what NewInputs replaces in the body with each request's
+// sequence number.
+const Placeholder = "{n}"
+
+// placeholder is Placeholder as bytes.
+var placeholder = []byte(Placeholder)
 
 // newInputs returns a targeter whose every target is t with its body's
 // placeholders replaced by the target's sequence number.

@@ -121,10 +121,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	checked := payload
 	if *newInputs {
-		if !bytes.Contains(payload, []byte("{n}")) {
-			return errors.New(`--new-inputs: the body holds no {n} to replace with each request's number, such as '{"input": [{n}, 0.5]}'`)
+		if !bytes.Contains(payload, []byte(loadtest.Placeholder)) {
+			return fmt.Errorf(`--new-inputs: the body holds no %[1]s to replace with each request's number, such as '{"input": [%[1]s, 0.5]}'`, loadtest.Placeholder)
 		}
-		checked = bytes.ReplaceAll(payload, []byte("{n}"), []byte("1"))
+		checked = bytes.ReplaceAll(payload, []byte(loadtest.Placeholder), []byte("1"))
 	}
 	if !json.Valid(checked) {
 		return errors.New("the body (--body or --body-file) is not valid JSON")

@@ -157,6 +157,7 @@ func restartOnly(a, b *config.Config) []string {
 		"listen": {a.Listen, b.Listen}, "admin": {a.Admin, b.Admin}, "redis": {a.Redis, b.Redis}, "data_dir": {a.DataDir, b.DataDir},
 		"limits": {a.Limits, b.Limits}, "runtimes": {ar, br}, "oip": {a.OIP, b.OIP}, "grpc": {a.GRPC, b.GRPC},
 		"log": {a.Log, b.Log}, "cache": {a.Cache, b.Cache}, "feedback": {a.Feedback, b.Feedback},
+		"autoscaler": {a.Autoscaler, b.Autoscaler},
 	} {
 		if !reflect.DeepEqual(pair[0], pair[1]) {
 			out = append(out, name)

@@ -245,9 +245,10 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		RPCKey:           cfg.Runtimes.Swarm.Key(),
 	})
 	// The autoscaler writes replica counts to the store: it stops before
-	// the store closes.
+	// the store closes. With autoscaler.enabled off it only counts
+	// replica time and cost, which the admin API's usage reports.
 	scaler := autoscale.New(store, p, autoscale.NewMetrics(reg), autoscale.Options{MaxReplicas: cfg.Limits.MaxReplicas,
-		Pricing: cfg.Pricing(), Logger: log.Named("autoscale")})
+		Pricing: cfg.Pricing(), CountOnly: !cfg.Autoscaler.Enabled, Logger: log.Named("autoscale")})
 	if err := scaler.Start(ctx); err != nil {
 		return err
 	}
@@ -279,7 +280,7 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 			u, perK, ok := scaler.Usage(model, version)
 			return admin.NewUsage(u.ReplicaSeconds, u.Cost, perK), ok
 		},
-		Price:       func(model, version string) (float64, bool) { return scaler.Price(model, version) },
+		Price:       scaler.Price,
 		MaxReplicas: cfg.Limits.MaxReplicas, Jobs: batchJobs, Profiler: profile.Profiler{Encode: proxy.EncodeInput, DefaultBatch: cfg.Limits.DefaultBatchSize, RPCKey: cfg.Runtimes.Swarm.Key()}})
 	servers := []*http.Server{
 		newServer(recoverer.Wrap("query", p.Handler()), log),

@@ -103,7 +103,7 @@ func (c *Client) DeleteApp(ctx context.Context, name string) error {
 // Link lets app use model, and returns the app.
 func (c *Client) Link(ctx context.Context, app, model string) (AppView, error) {
 	var v AppView
-	var body any // none, as before the gate, unless forced
+	var body any // none unless forced: an unforced link sends no body
 	if c.Force {
 		body = LinkRequest{Force: true}
 	}

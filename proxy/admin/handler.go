@@ -62,9 +62,6 @@ type Options struct {
 	// selection spec moves an app's traffic to it. Nil means neither: the
 	// profile endpoint answers 501 and nothing is gated.
 	Profiler Profiler
-	// ProfileMaxAge is how old a stored profile may be for the gate to
-	// use it rather than profile again; 0 means DefaultProfileMaxAge.
-	ProfileMaxAge time.Duration
 	// ReplicaWait is how long a profile waits for the version's first
 	// live replica before it fails; 0 means DefaultReplicaWait.
 	ReplicaWait time.Duration
@@ -123,11 +120,9 @@ type handler struct {
 	maxReplicas int
 	// jobs is Options.Jobs.
 	jobs JobRunner
-	// profiler is Options.Profiler, nil for none; profileMaxAge is
-	// Options.ProfileMaxAge with its default.
-	profiler      Profiler
-	profileMaxAge time.Duration
-	replicaWait   time.Duration // Options.ReplicaWait with its default
+	// profiler is Options.Profiler, nil for none.
+	profiler    Profiler
+	replicaWait time.Duration // Options.ReplicaWait with its default
 	// price is Options.Price, never nil.
 	price func(model, version string) (float64, bool)
 }
@@ -139,10 +134,7 @@ func NewHandler(store *state.Store, opts Options) http.Handler {
 
 func newHandler(store *state.Store, opts Options) *handler {
 	h := &handler{store: store, log: opts.Logger, purge: opts.Purge, sel: opts.Selection, features: opts.Features, problem: opts.Problem,
-		usage: opts.Usage, maxReplicas: opts.MaxReplicas, jobs: opts.Jobs, profiler: opts.Profiler, profileMaxAge: opts.ProfileMaxAge}
-	if h.profileMaxAge <= 0 {
-		h.profileMaxAge = DefaultProfileMaxAge
-	}
+		usage: opts.Usage, maxReplicas: opts.MaxReplicas, jobs: opts.Jobs, profiler: opts.Profiler}
 	h.replicaWait = opts.ReplicaWait
 	if h.replicaWait <= 0 {
 		h.replicaWait = DefaultReplicaWait

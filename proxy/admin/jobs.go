@@ -3,12 +3,12 @@ package admin
 import (
 	"context"
 	"net/http"
-	"regexp"
 
 	"github.com/gorilla/mux"
 
 	"github.com/sloproxy/sloproxy/jobs"
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
+	"github.com/sloproxy/sloproxy/state"
 )
 
 // JobRunner runs offline batch jobs: package jobs' Manager.
@@ -23,9 +23,6 @@ type JobRunner interface {
 type JobList struct {
 	Jobs []jobs.Job `json:"jobs"`
 }
-
-// jobID is the form of the ids package jobs makes.
-var jobID = regexp.MustCompile(`^j[0-9a-f]{12}$`)
 
 // runner returns the job runner, or the 501 of a proxy without one.
 func (h *handler) runner() (JobRunner, error) {
@@ -64,7 +61,7 @@ func (h *handler) listJobs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, JobList{Jobs: append([]jobs.Job{}, js...)})
+	writeJSON(w, http.StatusOK, JobList{Jobs: nonNil(js)})
 	return nil
 }
 
@@ -85,8 +82,10 @@ func (h *handler) withJob(w http.ResponseWriter, r *http.Request, f func(JobRunn
 		return err
 	}
 	id := mux.Vars(r)["job"]
-	if !jobID.MatchString(id) {
-		return badRequest("job id %q in the path: want j and 12 hex digits", clip.String(id))
+	// A job id is a name; which one is a job's is the runner's to say,
+	// with a 404 for any other.
+	if !state.ValidName(id) {
+		return badRequest("job id %q in the path: must match [a-z0-9][a-z0-9_.-]{0,62}", clip.String(id))
 	}
 	j, err := f(jr, r.Context(), id)
 	if err != nil {

@@ -30,7 +30,8 @@ type Profiler interface {
 	Profile(ctx context.Context, v state.ModelVersion, replicas []string, inputs []json.RawMessage, repeats int) (state.Profile, error)
 }
 
-// DefaultProfileMaxAge is Options.ProfileMaxAge's default.
+// DefaultProfileMaxAge is how old a stored profile may be for the gate to
+// use it rather than profile again.
 const DefaultProfileMaxAge = time.Hour
 
 // profilePath is the path of a version's profile.
@@ -138,7 +139,7 @@ const DefaultReplicaWait = 20 * time.Second
 type move struct{ app, model, version string }
 
 // gate profiles each version that moves would send traffic to, unless
-// it has a profile younger than Options.ProfileMaxAge, and refuses (409)
+// it has a profile younger than DefaultProfileMaxAge, and refuses (409)
 // when a version's batch-1 p99 is above the SLO of an app that would route
 // to it, or when the version cannot be profiled. With force it logs what
 // it would have refused at warn and lets the change go ahead. Without a
@@ -188,7 +189,7 @@ func (h *handler) gate(ctx context.Context, moves []move, force bool) error {
 // freshProfile returns the stored profile of version of model when it is
 // younger than the maximum age, else profiles the version now.
 func (h *handler) freshProfile(ctx context.Context, snap *state.Snapshot, model, version string) (state.Profile, error) {
-	if p, ok := snap.Profile(model, version); ok && time.Since(p.At) < h.profileMaxAge {
+	if p, ok := snap.Profile(model, version); ok && time.Since(p.At) < DefaultProfileMaxAge {
 		return p, nil
 	}
 	return h.runProfile(ctx, model, version, ProfileRequest{})

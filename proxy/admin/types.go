@@ -277,9 +277,9 @@ func modelView(snap *state.Snapshot, m state.Model, problem func(model, version 
 
 // nonNil returns s, or an empty slice for nil, so that JSON shows [] for
 // "none" rather than null.
-func nonNil(s []string) []string {
+func nonNil[T any](s []T) []T {
 	if s == nil {
-		return []string{}
+		return []T{}
 	}
 	return s
 }
