@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -306,9 +307,7 @@ func (p Profiler) Profile(ctx context.Context, v state.ModelVersion, replicas []
 	if repeats > 0 {
 		opts.Repeats = repeats
 	}
-	if v.Runtime.Kind == state.RuntimeSwarm && p.RPCKey != nil {
-		opts.Secret = []byte(rpc.DeriveSecret(p.RPCKey, v.Model, v.Version))
-	}
+	opts.Secret = runtime.Secret(p.RPCKey, v.Runtime.Kind, v.Model, v.Version)
 	opts.Inputs = [][]byte{{}}
 	if source != "empty" {
 		opts.Inputs = make([][]byte, len(inputs))

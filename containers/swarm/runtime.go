@@ -447,7 +447,7 @@ func (r *Runtime) probe(key runtime.VersionKey, addr string) {
 func (r *Runtime) warmUp(addr string, key runtime.VersionKey) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.StartTimeout)
 	defer cancel()
-	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: r.opts.secret(key.Model, key.Version), Logger: r.log})
+	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: runtime.Secret(r.opts.RPCKey, state.RuntimeSwarm, key.Model, key.Version), Logger: r.log})
 	c.Start(ctx)
 	defer c.Close()
 	h, err := c.WaitReady(ctx)
@@ -614,11 +614,6 @@ func (r *Runtime) Close() error {
 	return r.engine.Close()
 }
 
-// secret is the RPC secret of a version's tasks.
-func (o *Options) secret(model, version string) []byte {
-	return []byte(rpc.DeriveSecret(o.RPCKey, model, version))
-}
-
 // serviceName names a version's service: readable, unique per owner and
 // version (the hash tells apart versions that sanitize alike), and within
 // Swarm's rules (letters, digits, '-', '_', at most 63 characters).
@@ -644,7 +639,7 @@ func (o *Options) serviceSpec(mv state.ModelVersion) swarm.ServiceSpec {
 		"SLOPROXY_RPC_ADDR=0.0.0.0:"+strconv.Itoa(o.ContainerPort),
 		"SLOPROXY_MODEL_NAME="+mv.Model,
 		"SLOPROXY_MODEL_VERSION="+mv.Version,
-		rpc.SecretEnv+"="+string(o.secret(mv.Model, mv.Version)),
+		rpc.SecretEnv+"="+rpc.DeriveSecret(o.RPCKey, mv.Model, mv.Version),
 	)
 	res := &swarm.Resources{NanoCPUs: int64(rs.CPUs * 1e9), MemoryBytes: rs.MemoryBytes}
 	switch {
