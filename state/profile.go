@@ -142,12 +142,8 @@ func (s *Store) SetProfile(ctx context.Context, model, version string, p Profile
 }
 
 func (d *Data) setProfile(model, version string, p Profile) error {
-	m, ok := d.Models[model]
-	if !ok {
-		return notFound("model %q", model)
-	}
-	if _, ok := m.Version(version); !ok {
-		return notFound("model %q version %q", model, version)
+	if _, err := d.version(model, version); err != nil {
+		return err
 	}
 	if d.Profiles == nil {
 		d.Profiles = make(map[string]map[string]Profile)
