@@ -113,10 +113,14 @@ func (f *Fit) record(n int, latency time.Duration, how recording) {
 			return
 		}
 	case asFirst:
-		f.next, f.count, f.maxN = 0, 0, 0
+		f.reset()
 	}
 	f.add(n, latency)
 }
+
+// reset forgets every observation; called with mu held, and followed by
+// add, which marks the fit for refitting.
+func (f *Fit) reset() { f.next, f.count, f.maxN = 0, 0, 0 }
 
 // add records an observation; called with mu held.
 func (f *Fit) add(n int, latency time.Duration) {
