@@ -333,7 +333,7 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 			zap.String("service", svc.id), zap.Bool("spec_changed", svc.spec != hash), zap.Uint64("replicas", n))
 		svc = &service{id: svc.id, spec: hash, replicas: n, tasks: svc.tasks}
 	}
-	running, err := r.runningTasks(ectx)
+	running, err := r.runningTasks(ectx, filters.Arg("service", svc.id))
 	if err != nil {
 		return nil, err
 	}
@@ -458,9 +458,16 @@ func (r *Runtime) warmUp(addr string, key runtime.VersionKey) error {
 }
 
 // runningTasks returns the addresses of the running tasks of every
-// service, by service id, each sorted.
-func (r *Runtime) runningTasks(ctx context.Context) (map[string][]string, error) {
-	tasks, err := r.engine.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("desired-state", "running"))})
+// service, by service id, each sorted. filter narrows the tasks listed, as
+// filters.Arg("service", id) does to one service's; a filter naming a
+// service that is gone matches no task (the Engine refuses it as not
+// found).
+func (r *Runtime) runningTasks(ctx context.Context, filter ...filters.KeyValuePair) (map[string][]string, error) {
+	args := filters.NewArgs(append([]filters.KeyValuePair{filters.Arg("desired-state", "running")}, filter...)...)
+	tasks, err := r.engine.TaskList(ctx, swarm.TaskListOptions{Filters: args})
+	if len(filter) > 0 && client.IsErrNotFound(err) {
+		return map[string][]string{}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("swarm runtime: listing tasks: %w", err)
 	}
