@@ -10,6 +10,7 @@ import (
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/containers/runtime"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )
@@ -129,9 +130,9 @@ func (p *pool) sync(ctx context.Context, snap *state.Snapshot) {
 				opts.Model, opts.Version, opts.InputType, opts.MaxBatch = mv.Model, mv.Version, it, batch
 				gov := b.NewSeededGovernor(prof)
 				opts.NewController, opts.Governor = b.NewSeededController(prof), gov
-				if mv.Runtime.Kind == state.RuntimeSwarm && p.rpcKey != nil {
+				if secret := runtime.Secret(p.rpcKey, mv.Runtime.Kind, mv.Model, mv.Version); secret != nil {
 					// Off loopback: the replicas serve only who proves the version's secret.
-					opts.Client.Secret = []byte(rpc.DeriveSecret(p.rpcKey, mv.Model, mv.Version))
+					opts.Client.Secret = secret
 				}
 				e = &pooled{d: dispatch.New(opts), inputType: mv.InputType, batchSize: batch, batching: b, gov: gov, profiled: profiled}
 				e.d.Start(ctx)

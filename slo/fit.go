@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/internal/linefit"
 	"github.com/sloproxy/sloproxy/internal/quantile"
 )
 
@@ -113,10 +114,14 @@ func (f *Fit) record(n int, latency time.Duration, how recording) {
 			return
 		}
 	case asFirst:
-		f.next, f.count, f.maxN = 0, 0, 0
+		f.reset()
 	}
 	f.add(n, latency)
 }
+
+// reset forgets every observation; called with mu held, and followed by
+// add, which marks the fit for refitting.
+func (f *Fit) reset() { f.next, f.count, f.maxN = 0, 0, 0 }
 
 // add records an observation; called with mu held.
 func (f *Fit) add(n int, latency time.Duration) {
@@ -244,13 +249,13 @@ func (f *Fit) refit() {
 	f.dirty = false
 	held := f.held()
 	span := fitLine(held)
-	f.b = span.b
+	f.b = span.B
 	if len(held[0])+len(held[1]) < f.count {
-		if all := fitLine(f.runs(f.count)); all.se < span.se {
-			f.b = all.b
+		if all := fitLine(f.runs(f.count)); all.SE < span.SE {
+			f.b = all.B
 		}
 	}
-	f.a = max(0, span.meanL-f.b*span.meanN)
+	f.a = max(0, span.MeanY-f.b*span.MeanX)
 	res := f.res[:0]
 	for _, run := range held {
 		for _, o := range run {
@@ -263,36 +268,16 @@ func (f *Fit) refit() {
 	f.r = max(0, r)
 }
 
-// line is a least-squares line through observations: the means of their
-// sizes and latencies, the slope b (≥ 0) and its standard error se (+Inf
-// when the sizes do not vary, and b is 0).
-type line struct{ meanN, meanL, b, se float64 }
-
-// fitLine fits a line to the observations in runs, at least one.
-func fitLine(runs [2][]obs) line {
-	var sn, sl, snn, snl, sll float64
+// fitLine fits a line to the observations in runs, at least one: latency
+// against size.
+func fitLine(runs [2][]obs) linefit.Line {
+	var s linefit.Sums
 	for _, run := range runs {
 		for _, o := range run {
-			sn += o.n
-			sl += o.latency
-			snn += o.n * o.n
-			snl += o.n * o.latency
-			sll += o.latency * o.latency
+			s.Add(o.n, o.latency)
 		}
 	}
-	k := float64(len(runs[0]) + len(runs[1]))
-	l := line{meanN: sn / k, meanL: sl / k, se: math.Inf(1)}
-	varN := snn/k - l.meanN*l.meanN
-	if varN <= 1e-9 {
-		return l
-	}
-	cov := snl/k - l.meanN*l.meanL
-	l.b = max(0, cov/varN)
-	if k > 2 {
-		ssr := max(0, k*(sll/k-l.meanL*l.meanL-cov*cov/varN)) // the residuals' sum of squares
-		l.se = math.Sqrt(ssr / (k - 2) / (k * varN))
-	}
-	return l
+	return s.Line()
 }
 
 var _ dispatch.OverrunObserver = (*Fit)(nil)

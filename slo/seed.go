@@ -22,7 +22,7 @@ func (f *Fit) Seed(p state.Profile) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.next, f.count, f.maxN = 0, 0, 0
+	f.reset()
 	for _, l := range p.Lines {
 		for range seedMedians {
 			f.add(l.Batch, l.P50)

@@ -159,11 +159,12 @@ func (d *Data) version(model, version string) (ModelVersion, error) {
 }
 
 // roundDuration is a JSON number of unit (such as time.Second) as a
-// Duration, rounded to the nanosecond; one out of range becomes the
-// largest Duration, which validation refuses as too large.
+// Duration, rounded to the nanosecond; one out of range (2^63 ns and up,
+// below -2^63 ns) or NaN becomes the largest Duration, which validation
+// refuses as too large.
 func roundDuration(x float64, unit time.Duration) time.Duration {
 	ns := math.Round(x * float64(unit))
-	if ns > math.MaxInt64 || ns < math.MinInt64 {
+	if ns >= math.MaxInt64 || ns < math.MinInt64 || math.IsNaN(ns) {
 		return math.MaxInt64
 	}
 	return time.Duration(ns)

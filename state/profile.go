@@ -112,7 +112,7 @@ func (p *Profile) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*p = Profile{At: j.At, Replicas: j.Replicas, Input: j.Input, ItemErrors: j.ItemErrors,
-		A: fromMillis(j.AMillis), B: fromMillis(j.BMillis), Tail: fromMillis(j.TailMillis), Lines: j.Lines}
+		A: roundDuration(j.AMillis, time.Millisecond), B: roundDuration(j.BMillis, time.Millisecond), Tail: roundDuration(j.TailMillis, time.Millisecond), Lines: j.Lines}
 	return nil
 }
 
@@ -128,21 +128,12 @@ func (l *ProfileLine) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*l = ProfileLine{Batch: j.Batch, Samples: j.Samples, Min: fromMillis(j.MinMillis), P50: fromMillis(j.P50Millis), P99: fromMillis(j.P99Millis),
+	*l = ProfileLine{Batch: j.Batch, Samples: j.Samples, Min: roundDuration(j.MinMillis, time.Millisecond), P50: roundDuration(j.P50Millis, time.Millisecond), P99: roundDuration(j.P99Millis, time.Millisecond),
 		Throughput: j.Throughput}
 	return nil
 }
 
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// fromMillis converts milliseconds to a duration, saturating.
-func fromMillis(ms float64) time.Duration {
-	ns := math.Round(ms * float64(time.Millisecond))
-	if ns >= math.MaxInt64 || math.IsNaN(ns) {
-		return math.MaxInt64
-	}
-	return time.Duration(max(ns, math.MinInt64))
-}
 
 // SetProfile stores p as the profile of version of model, replacing the
 // one it had.
@@ -151,12 +142,8 @@ func (s *Store) SetProfile(ctx context.Context, model, version string, p Profile
 }
 
 func (d *Data) setProfile(model, version string, p Profile) error {
-	m, ok := d.Models[model]
-	if !ok {
-		return notFound("model %q", model)
-	}
-	if _, ok := m.Version(version); !ok {
-		return notFound("model %q version %q", model, version)
+	if _, err := d.version(model, version); err != nil {
+		return err
 	}
 	if d.Profiles == nil {
 		d.Profiles = make(map[string]map[string]Profile)

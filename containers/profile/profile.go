@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/containers/runtime"
+	"github.com/sloproxy/sloproxy/internal/linefit"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -233,21 +235,13 @@ func rank(sorted []time.Duration, q float64) time.Duration {
 // run, so it belongs in the tail, not in a and b. The tail is the largest
 // excess of a line's p99 over the fitted line. A single size gives b = 0.
 func fitLines(lines []state.ProfileLine) (a, b, tail time.Duration) {
-	var sn, sl, snn, snl float64
+	var s linefit.Sums
 	for _, l := range lines {
-		n, lat := float64(l.Batch), l.Min.Seconds()
-		sn += n
-		sl += lat
-		snn += n * n
-		snl += n * lat
+		s.Add(float64(l.Batch), l.Min.Seconds())
 	}
-	k := float64(len(lines))
-	meanN, meanL := sn/k, sl/k
-	var fb float64
-	if varN := snn/k - meanN*meanN; varN > 1e-9 {
-		fb = max(0, (snl/k-meanN*meanL)/varN)
-	}
-	fa := max(0, meanL-fb*meanN)
+	fit := s.Line()
+	fb := fit.B
+	fa := max(0, fit.MeanY-fb*fit.MeanX)
 	var ft float64
 	for _, l := range lines {
 		ft = max(ft, l.P99.Seconds()-(fa+fb*float64(l.Batch)))
@@ -306,9 +300,7 @@ func (p Profiler) Profile(ctx context.Context, v state.ModelVersion, replicas []
 	if repeats > 0 {
 		opts.Repeats = repeats
 	}
-	if v.Runtime.Kind == state.RuntimeSwarm && p.RPCKey != nil {
-		opts.Secret = []byte(rpc.DeriveSecret(p.RPCKey, v.Model, v.Version))
-	}
+	opts.Secret = runtime.Secret(p.RPCKey, v.Runtime.Kind, v.Model, v.Version)
 	opts.Inputs = [][]byte{{}}
 	if source != "empty" {
 		opts.Inputs = make([][]byte, len(inputs))

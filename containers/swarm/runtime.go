@@ -333,7 +333,7 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 			zap.String("service", svc.id), zap.Bool("spec_changed", svc.spec != hash), zap.Uint64("replicas", n))
 		svc = &service{id: svc.id, spec: hash, replicas: n, tasks: svc.tasks}
 	}
-	running, err := r.runningTasks(ectx)
+	running, err := r.runningTasks(ectx, filters.Arg("service", svc.id))
 	if err != nil {
 		return nil, err
 	}
@@ -447,7 +447,7 @@ func (r *Runtime) probe(key runtime.VersionKey, addr string) {
 func (r *Runtime) warmUp(addr string, key runtime.VersionKey) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.StartTimeout)
 	defer cancel()
-	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: r.opts.secret(key.Model, key.Version), Logger: r.log})
+	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: runtime.Secret(r.opts.RPCKey, state.RuntimeSwarm, key.Model, key.Version), Logger: r.log})
 	c.Start(ctx)
 	defer c.Close()
 	h, err := c.WaitReady(ctx)
@@ -458,9 +458,16 @@ func (r *Runtime) warmUp(addr string, key runtime.VersionKey) error {
 }
 
 // runningTasks returns the addresses of the running tasks of every
-// service, by service id, each sorted.
-func (r *Runtime) runningTasks(ctx context.Context) (map[string][]string, error) {
-	tasks, err := r.engine.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("desired-state", "running"))})
+// service, by service id, each sorted. filter narrows the tasks listed, as
+// filters.Arg("service", id) does to one service's; a filter naming a
+// service that is gone matches no task (the Engine refuses it as not
+// found).
+func (r *Runtime) runningTasks(ctx context.Context, filter ...filters.KeyValuePair) (map[string][]string, error) {
+	args := filters.NewArgs(append([]filters.KeyValuePair{filters.Arg("desired-state", "running")}, filter...)...)
+	tasks, err := r.engine.TaskList(ctx, swarm.TaskListOptions{Filters: args})
+	if len(filter) > 0 && client.IsErrNotFound(err) {
+		return map[string][]string{}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("swarm runtime: listing tasks: %w", err)
 	}
@@ -614,11 +621,6 @@ func (r *Runtime) Close() error {
 	return r.engine.Close()
 }
 
-// secret is the RPC secret of a version's tasks.
-func (o *Options) secret(model, version string) []byte {
-	return []byte(rpc.DeriveSecret(o.RPCKey, model, version))
-}
-
 // serviceName names a version's service: readable, unique per owner and
 // version (the hash tells apart versions that sanitize alike), and within
 // Swarm's rules (letters, digits, '-', '_', at most 63 characters).
@@ -644,7 +646,7 @@ func (o *Options) serviceSpec(mv state.ModelVersion) swarm.ServiceSpec {
 		"SLOPROXY_RPC_ADDR=0.0.0.0:"+strconv.Itoa(o.ContainerPort),
 		"SLOPROXY_MODEL_NAME="+mv.Model,
 		"SLOPROXY_MODEL_VERSION="+mv.Version,
-		rpc.SecretEnv+"="+string(o.secret(mv.Model, mv.Version)),
+		rpc.SecretEnv+"="+rpc.DeriveSecret(o.RPCKey, mv.Model, mv.Version),
 	)
 	res := &swarm.Resources{NanoCPUs: int64(rs.CPUs * 1e9), MemoryBytes: rs.MemoryBytes}
 	switch {

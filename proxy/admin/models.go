@@ -66,7 +66,7 @@ func (h *handler) registerVersion(w http.ResponseWriter, r *http.Request) error 
 	if err := v.Validate(); err != nil {
 		return err
 	}
-	if err := h.checkReplicas(v); err != nil {
+	if err := h.checkReplicas(v.Model, v.Version, v.Replicas); err != nil {
 		return err
 	}
 	added, err := h.store.AddVersion(r.Context(), v)
@@ -147,7 +147,7 @@ func (h *handler) setReplicas(w http.ResponseWriter, r *http.Request) error {
 	if body.Replicas == nil {
 		return badRequest("model %q version %q: replicas: required", model, version)
 	}
-	if err := h.checkReplicas(state.ModelVersion{Model: model, Version: version, Replicas: *body.Replicas}); err != nil {
+	if err := h.checkReplicas(model, version, *body.Replicas); err != nil {
 		return err
 	}
 	if err := h.store.ScaleVersion(r.Context(), model, version, *body.Replicas); err != nil {
@@ -156,11 +156,12 @@ func (h *handler) setReplicas(w http.ResponseWriter, r *http.Request) error {
 	return h.writeModel(w, http.StatusOK, model)
 }
 
-// checkReplicas refuses a replica count above Options.MaxReplicas, naming
-// the limit so that who asked knows what to change.
-func (h *handler) checkReplicas(v state.ModelVersion) error {
-	if h.maxReplicas > 0 && v.Replicas > h.maxReplicas {
-		return badRequest("model %q version %q: replicas %d: above limits.max_replicas (%d)", v.Model, v.Version, v.Replicas, h.maxReplicas)
+// checkReplicas refuses n replicas of version of model above
+// Options.MaxReplicas, naming the limit so that who asked knows what to
+// change.
+func (h *handler) checkReplicas(model, version string, n int) error {
+	if h.maxReplicas > 0 && n > h.maxReplicas {
+		return badRequest("model %q version %q: replicas %d: above limits.max_replicas (%d)", model, version, n, h.maxReplicas)
 	}
 	return nil
 }

@@ -287,13 +287,14 @@ func (h *handler) profileView(snap *state.Snapshot, model, version string, p sta
 		limit = max(limit, l.Batch)
 	}
 	l1, _ := p.Line(1)
+	price, priced := h.price(model, version)
 	for _, name := range snap.AppsOf(model) {
 		a, ok := snap.App(name)
 		if !ok {
 			continue
 		}
 		fit := ProfileFit{App: name, SLOMillis: millis(a.SLO), MeetsSLO: l1.P99 <= a.SLO, LargestBatch: p.Largest(a.SLO, limit)}
-		if price, ok := h.price(model, version); ok && fit.LargestBatch > 0 {
+		if priced && fit.LargestBatch > 0 {
 			n := float64(fit.LargestBatch)
 			perSecond := n / (p.A + time.Duration(n)*p.B).Seconds() // one replica, batches back to back
 			cost := price / 3600 / perSecond * 1000
