@@ -107,7 +107,7 @@ func FuzzDecodePredict(f *testing.F) {
 		}
 		for _, it := range fuzzInputTypes {
 			app := state.App{Name: "a", InputType: it, SLO: time.Second}
-			batch, inputs, _, err := p.decodePredict(body, app)
+			batch, inputs, _, err := p.decodePredict(body, app, nil)
 			if err != nil {
 				if !errors.Is(err, ErrBadInput) {
 					t.Fatalf("%s %q: error %v is not ErrBadInput", it, body, err)

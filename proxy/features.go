@@ -16,8 +16,7 @@ import (
 // the queries' budget, so that admission sees what is left; the cache key
 // is then the assembled input's, so a changed feature is a new key. A
 // query whose entity is missing follows the app's missing-entity policy.
-func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.Snapshot, app state.App, pol slo.Policy, inputs [][]byte, entities [][]string) []answer {
-	l := p.opts.Features.For(app)
+func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.Snapshot, app state.App, pol slo.Policy, l *features.Lookup, inputs [][]byte, entities [][]string) []answer {
 	if l == nil || entities == nil {
 		return p.answerAll(ctx, deadline, snap, app, pol, inputs)
 	}
@@ -53,11 +52,10 @@ func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.S
 	return answers
 }
 
-// entities returns, for an app with features, each of the n inputs'
-// values of the lookup's key fields, from the body's "entity" or
-// "entity_batch"; nil for an app without.
-func (p *Proxy) entities(e envelope, app state.App, n int) ([][]string, error) {
-	l := p.opts.Features.For(app)
+// entitiesOf returns, for an app with features (l), each of the n
+// inputs' values of the lookup's key fields, from the body's "entity" or
+// "entity_batch"; nil for an app without (l nil).
+func entitiesOf(e envelope, l *features.Lookup, app state.App, n int) ([][]string, error) {
 	if l == nil {
 		if e.entity != nil || e.entityBatch != nil {
 			return nil, errorf(ErrBadInput, "app %q looks no features up: the body takes no \"entity\" or \"entity_batch\"", app.Name)

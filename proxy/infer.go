@@ -210,15 +210,16 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 		prio += class
 	}
 	var keys []string
-	if l := p.opts.Features.For(app); l != nil {
-		keys = l.KeyFields()
+	look := p.opts.Features.For(app) // one lookup for the entity inputs and the answers
+	if look != nil {
+		keys = look.KeyFields()
 	}
 	rows, entities, err := p.inferRows(req, app.InputType, keys)
 	if err != nil {
 		return nil, p.inferReject(api, app.Name, err)
 	}
 	ctx = dispatch.WithReserve(withBudget(ctx, app, limit), slo.Reserve(limit, prio))
-	answers := p.answerApp(ctx, start.Add(limit), snap, app, pol, rows, entities)
+	answers := p.answerApp(ctx, start.Add(limit), snap, app, pol, look, rows, entities)
 	now := time.Now()
 	latency := now.Sub(start)
 	p.metrics.latencyOf(api, app.Name).Observe(latency.Seconds())

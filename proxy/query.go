@@ -16,6 +16,7 @@ import (
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/features"
 	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"
@@ -62,7 +63,8 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 		p.reject(w, appName, err)
 		return
 	}
-	batch, inputs, entities, err := p.decodePredict(body, app)
+	look := p.opts.Features.For(app) // one lookup for the entities and the answers
+	batch, inputs, entities, err := p.decodePredict(body, app, look)
 	putBuffer(buf, body)
 	if err != nil {
 		p.reject(w, appName, err)
@@ -82,7 +84,7 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 	var dl dispatch.Delivery
 	defer func() { dl.Done(time.Now()) }()
 	ctx := dispatch.WithDelivery(dispatch.WithReserve(withBudget(r.Context(), app, limit), slo.Reserve(limit, prio)), &dl)
-	answers := p.answerApp(ctx, start.Add(limit), snap, app, pol, inputs, entities)
+	answers := p.answerApp(ctx, start.Add(limit), snap, app, pol, look, inputs, entities)
 	now := time.Now()
 	latency := now.Sub(start)
 	p.metrics.latencyOf("rest", app.Name).Observe(latency.Seconds())
@@ -127,9 +129,9 @@ func (p *Proxy) servePredict(w http.ResponseWriter, r *http.Request, appName str
 }
 
 // decodePredict decodes a query API body for app into its inputs, encoded
-// for the RPC, and, for an app with features, each input's entity ids;
-// batch says whether it held "input_batch".
-func (p *Proxy) decodePredict(body []byte, app state.App) (batch bool, inputs [][]byte, entities [][]string, err error) {
+// for the RPC, and, for an app with features (look, nil for none), each
+// input's entity ids; batch says whether it held "input_batch".
+func (p *Proxy) decodePredict(body []byte, app state.App, look *features.Lookup) (batch bool, inputs [][]byte, entities [][]string, err error) {
 	if err := checkUTF8(body); err != nil {
 		return false, nil, nil, err
 	}
@@ -139,7 +141,7 @@ func (p *Proxy) decodePredict(body []byte, app state.App) (batch bool, inputs []
 	}
 	inputs, err = p.inputs(e, app)
 	if err == nil {
-		entities, err = p.entities(e, app, len(inputs))
+		entities, err = entitiesOf(e, look, app, len(inputs))
 	}
 	return e.batch != nil, inputs, entities, err
 }

@@ -32,7 +32,7 @@ func TestStringInputsAreUnicode(t *testing.T) {
 		{`{"input_batch": ["ok", "x\ud83d"]}`, "", `input_batch[1]: the escape \ud83d`},
 	}
 	for _, c := range cases {
-		_, inputs, _, err := p.decodePredict([]byte(c.body), app)
+		_, inputs, _, err := p.decodePredict([]byte(c.body), app, nil)
 		if c.err == "" {
 			if err != nil || len(inputs) != 1 || string(inputs[0]) != c.want {
 				t.Errorf("%q: %q, %v; want %q", c.body, inputs, err, c.want)
