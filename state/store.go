@@ -308,6 +308,7 @@ func (s *Store) PutApp(ctx context.Context, a App) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
+	a.Inputs = slices.Clone(a.Inputs) // the state's own, as the caller's may change
 	return s.update(ctx, func(d *Data) error { return d.putApp(a, s.checkApp) })
 }
 

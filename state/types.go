@@ -27,6 +27,18 @@ func (t InputType) Valid() bool {
 	return false
 }
 
+// ElemSize is the byte size of one value of a numeric type in the RPC's
+// encoding, or 1 for bytes and string, as containers/rpc's.
+func (t InputType) ElemSize() int {
+	switch t {
+	case InputInt32, InputFloat32:
+		return 4
+	case InputFloat64:
+		return 8
+	}
+	return 1
+}
+
 // RuntimeKind names how the replicas of a model version are started.
 type RuntimeKind string
 
@@ -72,6 +84,14 @@ type App struct {
 	// NoCache keeps the app's answers out of the prediction cache: every
 	// query of the app reaches a model.
 	NoCache bool `json:"no_cache,omitempty"`
+	// Inputs, when set, lays the app's input vector out as named parts,
+	// in order: an Open Inference Protocol request then carries one
+	// tensor per part, by name, which the proxy joins into the one vector
+	// the RPC carries, and the query API's input must have their total
+	// length. A feature lookup may fill one part (features.Spec.Input).
+	// Only numeric input types have a layout. nil means one part,
+	// "input", of any length.
+	Inputs []InputPart `json:"inputs,omitempty"`
 	// Selection, when set, is the selection policy's spec set through the
 	// admin API, in the selection package's JSON form; it takes the place
 	// of the configuration file's, and its policy of Policy. nil means
@@ -82,6 +102,26 @@ type App struct {
 	// of the configuration file's. nil means none. Only Store.UpdateApp
 	// sets or clears it: PutApp keeps it.
 	Features json.RawMessage `json:"features,omitempty"`
+}
+
+// InputPart is one named part of an app's input vector.
+type InputPart struct {
+	// Name is the part's OIP input name; see ValidInputName.
+	Name string `json:"name"`
+	// Size is the number of values the part holds in each input.
+	Size int `json:"size"`
+}
+
+// Part returns the named part of a's layout, the number of values
+// before it in the input vector, and whether a has it.
+func (a App) Part(name string) (part InputPart, offset int, ok bool) {
+	for _, p := range a.Inputs {
+		if p.Name == name {
+			return p, offset, true
+		}
+		offset += p.Size
+	}
+	return InputPart{}, 0, false
 }
 
 // appJSON is App's wire form: SLO as fractional milliseconds, the cache

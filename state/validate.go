@@ -46,7 +46,59 @@ func (a App) Validate() error {
 	if a.CacheTTL < 0 || a.CacheTTL > maxCacheTTL {
 		return invalid("app %q: cache_ttl_s %g: must be between 0 (the cache's default) and %v", a.Name, a.CacheTTL.Seconds(), maxCacheTTL)
 	}
+	return a.validateInputs()
+}
+
+// maxInputPart bounds the values of one part of an app's input layout:
+// a million, beyond any model's feature vector and any request's limit.
+const maxInputPart = 1 << 20
+
+// validateInputs checks a's input layout: numeric inputs, named parts of
+// a positive size, each name once.
+func (a App) validateInputs() error {
+	if a.Inputs == nil {
+		return nil
+	}
+	switch a.InputType {
+	case InputFloat32, InputFloat64, InputInt32:
+	default:
+		return invalid("app %q: inputs: an input of type %s has no layout; only float32, float64 and int32 inputs have parts", a.Name, a.InputType)
+	}
+	if len(a.Inputs) == 0 {
+		return invalid("app %q: inputs: empty; list the input's parts, or leave inputs out", a.Name)
+	}
+	for i, p := range a.Inputs {
+		switch {
+		case !ValidInputName(p.Name):
+			return invalid("app %q: inputs[%d]: name %q: must match [A-Za-z_][A-Za-z0-9_.:-]{0,62}", a.Name, i, p.Name)
+		case p.Size < 1 || p.Size > maxInputPart:
+			return invalid("app %q: inputs[%d] %q: size %d: must be between 1 and %d", a.Name, i, p.Name, p.Size, maxInputPart)
+		}
+		for _, q := range a.Inputs[:i] {
+			if q.Name == p.Name {
+				return invalid("app %q: inputs[%d]: %q is listed twice", a.Name, i, p.Name)
+			}
+		}
+	}
 	return nil
+}
+
+// ValidInputName reports whether s can name a part of an app's input:
+// [A-Za-z_][A-Za-z0-9_.:-]{0,62}, as OIP clients name tensors.
+func ValidInputName(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+		case i > 0 && (c >= '0' && c <= '9' || c == '.' || c == ':' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // maxCacheTTL bounds an app's cache TTL: a month.

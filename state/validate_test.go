@@ -145,3 +145,52 @@ func TestAppJSON(t *testing.T) {
 		t.Errorf("a negative cache TTL: %v, want an error naming cache_ttl_s", err)
 	}
 }
+
+func TestAppInputs(t *testing.T) {
+	parts := func(pp ...state.InputPart) []state.InputPart { return pp }
+	cases := []struct {
+		name   string
+		it     state.InputType
+		inputs []state.InputPart
+		err    string // "" for valid
+	}{
+		{"none", state.InputBytes, nil, ""},
+		{"two parts", state.InputFloat32, parts(state.InputPart{Name: "dense", Size: 4}, state.InputPart{Name: "user_features", Size: 64}), ""},
+		{"triton names", state.InputInt32, parts(state.InputPart{Name: "INPUT__0", Size: 1}, state.InputPart{Name: "in:1", Size: 2}), ""},
+		{"bytes input", state.InputBytes, parts(state.InputPart{Name: "a", Size: 1}), "an input of type bytes has no layout"},
+		{"empty", state.InputFloat64, []state.InputPart{}, "inputs: empty"},
+		{"no name", state.InputFloat64, parts(state.InputPart{Name: "", Size: 1}), `inputs[0]: name ""`},
+		{"bad name", state.InputFloat64, parts(state.InputPart{Name: "a b", Size: 1}), `inputs[0]: name "a b"`},
+		{"digit first", state.InputFloat64, parts(state.InputPart{Name: "0a", Size: 1}), `inputs[0]: name "0a"`},
+		{"size 0", state.InputFloat64, parts(state.InputPart{Name: "a", Size: 0}), `inputs[0] "a": size 0`},
+		{"huge size", state.InputFloat64, parts(state.InputPart{Name: "a", Size: 1 << 21}), "size 2097152: must be between 1 and 1048576"},
+		{"twice", state.InputFloat64, parts(state.InputPart{Name: "a", Size: 1}, state.InputPart{Name: "a", Size: 2}), `inputs[1]: "a" is listed twice`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := state.App{Name: "a", InputType: c.it, SLO: time.Second, Inputs: c.inputs}.Validate()
+			switch {
+			case c.err == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case c.err != "" && (!errors.Is(err, state.ErrInvalid) || !strings.Contains(err.Error(), c.err)):
+				t.Fatalf("Validate = %v; want ErrInvalid with %q", err, c.err)
+			}
+		})
+	}
+	a := state.App{Name: "a", InputType: state.InputFloat32, SLO: time.Second,
+		Inputs: parts(state.InputPart{Name: "x", Size: 3}, state.InputPart{Name: "y", Size: 2}, state.InputPart{Name: "z", Size: 1})}
+	if p, off, ok := a.Part("z"); !ok || p.Size != 1 || off != 5 {
+		t.Errorf("Part(z) = %+v, %d, %v; want size 1 at 5", p, off, ok)
+	}
+	if _, _, ok := a.Part("w"); ok {
+		t.Error("Part(w) found a part the layout does not have")
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back state.App
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, a) {
+		t.Errorf("round trip of %s gave %+v, %v", b, back, err)
+	}
+}
