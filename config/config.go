@@ -288,6 +288,9 @@ type App struct {
 	CacheTTL time.Duration `yaml:"cache_ttl"`
 	// NoCache keeps the app's answers out of the cache.
 	NoCache bool `yaml:"no_cache"`
+	// Inputs lays the app's input out as named parts (see
+	// state.App.Inputs); a feature lookup may fill one.
+	Inputs []state.InputPart `yaml:"inputs"`
 	// Models are linked to the app.
 	Models []string `yaml:"models"`
 	// Features, when set, looks features up in Redis before each query
@@ -713,7 +716,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("apps[%d].selection: %w", i, err)
 		}
 		if f := a.Features; f != nil {
-			if err := f.Validate(state.InputType(a.InputType)); err != nil {
+			if err := f.Validate(a.App()); err != nil {
 				return fmt.Errorf("apps[%d].%w", i, err)
 			}
 			if f.Redis == "" && !c.Redis.Configured() {
@@ -738,7 +741,7 @@ func (c *Config) Features() map[string]features.Spec {
 // App is a's state form.
 func (a App) App() state.App {
 	return state.App{Name: a.Name, InputType: state.InputType(a.InputType), SLO: a.SLO,
-		DefaultOutput: a.DefaultOutput, Policy: a.Policy, Priority: a.Priority, CacheTTL: a.CacheTTL, NoCache: a.NoCache}
+		DefaultOutput: a.DefaultOutput, Policy: a.Policy, Priority: a.Priority, CacheTTL: a.CacheTTL, NoCache: a.NoCache, Inputs: a.Inputs}
 }
 
 // ModelVersion is m's state form.

@@ -77,6 +77,20 @@ func TestSelections(t *testing.T) {
 	}
 }
 
+func TestInputLayout(t *testing.T) {
+	c, err := Load("testdata/features-input.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []state.InputPart{{Name: "query", Size: 4}, {Name: "user_features", Size: 2}}
+	if got := c.Apps[0].App().Inputs; !reflect.DeepEqual(got, want) {
+		t.Errorf("inputs %+v; want %+v", got, want)
+	}
+	if got := c.Features()["ranker"].Input; got != "user_features" {
+		t.Errorf("features.input %q; want user_features", got)
+	}
+}
+
 func TestSLOPolicies(t *testing.T) {
 	c, err := Load("testdata/slo-policy.good.yml")
 	if err != nil {
@@ -99,6 +113,8 @@ func TestBadFiles(t *testing.T) {
 	t.Setenv("SLOPROXY_RPC_KEY", "") // swarm-without-key has none from the environment either
 	tests := map[string]string{
 		"unknown-field.bad.yml":              "field default_ouptut not found",
+		"features-input-size.bad.yml":        `apps[0].features.input "user_features" holds 3 values, and features.fields lists 2`,
+		"inputs-bytes.bad.yml":               `apps[0]: invalid: app "ranker": inputs: an input of type bytes has no layout`,
 		"unknown-model.bad.yml":              `apps[0].models[0]: model "missing" is not defined under models`,
 		"type-mismatch.bad.yml":              `apps[0].models[0]: model "m" takes float64 but app "a" takes float32`,
 		"no-slo.bad.yml":                     "apps[0]: invalid: app \"a\": slo_ms 0: must be positive",

@@ -81,6 +81,10 @@ func newBroken(app string, spec Spec, err error, m *Metrics) *Lookup {
 	return &Lookup{app: app, spec: spec, keys: spec.KeyFields(), metrics: m.forApp(app), broken: err}
 }
 
+// Input returns the part of the app's input layout the values fill; ""
+// when they are appended or prepended.
+func (l *Lookup) Input() string { return l.spec.Input }
+
 // KeyFields returns the request fields a query must carry, in the order
 // Fetch takes their values.
 func (l *Lookup) KeyFields() []string { return l.keys }
@@ -255,14 +259,27 @@ func (l *Lookup) miss(it state.InputType, why string, storeDown bool) Row {
 	return Row{Values: b, Outcome: Defaults, Why: why}
 }
 
-// Assemble returns the model's input: the request's own encoded values
-// and the looked-up ones, placed as the spec says.
-func (l *Lookup) Assemble(input, values []byte) []byte {
-	out := make([]byte, 0, len(input)+len(values))
-	if l.spec.Into == Prepend {
-		return append(append(out, values...), input...)
+// Assemble returns app's model input: the request's own encoded values
+// (input) and the looked-up ones, placed as the spec says. A spec whose
+// Input is not a part of app's layout (its app changed under a spec from
+// the configuration file) gives an error.
+func (l *Lookup) Assemble(app state.App, input, values []byte) ([]byte, error) {
+	at := len(input)
+	switch {
+	case l.spec.Input != "":
+		_, offset, ok := app.Part(l.spec.Input)
+		if !ok {
+			return nil, fmt.Errorf("features.input %q is not a part of app %q's inputs", l.spec.Input, app.Name)
+		}
+		at = offset * app.InputType.ElemSize()
+		if at > len(input) {
+			return nil, fmt.Errorf("the input holds %d values; features.input %q goes after %d", len(input)/app.InputType.ElemSize(), l.spec.Input, offset)
+		}
+	case l.spec.Into == Prepend:
+		at = 0
 	}
-	return append(append(out, input...), values...)
+	out := make([]byte, 0, len(input)+len(values))
+	return append(append(append(out, input[:at]...), values...), input[at:]...), nil
 }
 
 // parse reads a field's text as its type.

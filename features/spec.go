@@ -77,8 +77,13 @@ type Spec struct {
 	// every field to have a default.
 	Missing Missing `json:"missing,omitempty" yaml:"missing"`
 	// Into is where the values go in the model's input: Append or
-	// Prepend. "" means Append.
+	// Prepend. "" means Append, unless Input is set.
 	Into string `json:"into,omitempty" yaml:"into"`
+	// Input names the part of the app's input layout (state.App.Inputs)
+	// the values fill, in place of Into: the request carries the other
+	// parts, and the values go between them. The part's size must be the
+	// number of Fields. "" means none.
+	Input string `json:"input,omitempty" yaml:"input"`
 	// Timeout bounds the store's round trip. 0 means DefaultTimeout. In
 	// JSON it is "timeout_ms", a number of milliseconds that may have a
 	// fraction.
@@ -124,13 +129,13 @@ func (s *Spec) UnmarshalJSON(raw []byte) error {
 }
 
 // ParseSpec reads a spec from its JSON form, as the admin API stores it,
-// and validates it for an app whose inputs are of type it.
-func ParseSpec(raw []byte, it state.InputType) (Spec, error) {
+// and validates it for app.
+func ParseSpec(raw []byte, app state.App) (Spec, error) {
 	var s Spec
 	if err := s.UnmarshalJSON(raw); err != nil {
 		return Spec{}, err
 	}
-	if err := s.Validate(it); err != nil {
+	if err := s.Validate(app); err != nil {
 		return Spec{}, err
 	}
 	return s, nil
@@ -163,9 +168,10 @@ func (s *Spec) KeyFields() []string {
 	return names
 }
 
-// Validate checks s for an app whose inputs are of type it. The error
-// names the field at fault.
-func (s *Spec) Validate(it state.InputType) error {
+// Validate checks s for app: its input type and layout. The error names
+// the field at fault.
+func (s *Spec) Validate(app state.App) error {
+	it := app.InputType
 	switch it {
 	case state.InputFloat32, state.InputFloat64, state.InputInt32:
 	default:
@@ -204,8 +210,43 @@ func (s *Spec) Validate(it state.InputType) error {
 	if s.Into != "" && s.Into != Append && s.Into != Prepend {
 		return fmt.Errorf("features.into %q; use append or prepend", s.Into)
 	}
+	if err := s.validateInput(app); err != nil {
+		return err
+	}
 	if s.Timeout < 0 {
 		return fmt.Errorf("features.timeout %v is negative", s.Timeout)
+	}
+	return nil
+}
+
+// validateInput checks s.Input against app's layout, and the key's
+// fields against the layout's names, which would be read both ways in an
+// OIP request.
+func (s *Spec) validateInput(app state.App) error {
+	for _, k := range s.KeyFields() {
+		if _, _, ok := app.Part(k); ok {
+			return fmt.Errorf("features.key field %q is also a part of app %q's inputs; an OIP input cannot be both", k, app.Name)
+		}
+	}
+	if s.Input == "" {
+		return nil
+	}
+	if s.Into != "" {
+		return fmt.Errorf("features.input %q and features.into %q: the values go one place; set one", s.Input, s.Into)
+	}
+	part, _, ok := app.Part(s.Input)
+	if !ok {
+		names := make([]string, len(app.Inputs))
+		for i, p := range app.Inputs {
+			names[i] = p.Name
+		}
+		if len(names) == 0 {
+			return fmt.Errorf("features.input %q: app %q declares no inputs; list them under its inputs, or use into", s.Input, app.Name)
+		}
+		return fmt.Errorf("features.input %q: app %q has no such input; its inputs are %s", s.Input, app.Name, strings.Join(names, ", "))
+	}
+	if part.Size != len(s.Fields) {
+		return fmt.Errorf("features.input %q holds %d values, and features.fields lists %d; make them equal", s.Input, part.Size, len(s.Fields))
 	}
 	return nil
 }

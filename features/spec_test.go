@@ -20,31 +20,40 @@ func zero() *float64 { v := 0.0; return &v }
 
 func TestValidate(t *testing.T) {
 	ok := Spec{Key: "user:{user_id}:{region}", Fields: []Field{{Name: "a", Default: zero()}, {Name: "b", Type: TypeBool, Default: zero()}}}
+	layout := func(parts ...state.InputPart) []state.InputPart { return parts }
 	for _, tc := range []struct {
-		name string
-		edit func(*Spec)
-		it   state.InputType
-		want string
+		name   string
+		edit   func(*Spec)
+		it     state.InputType
+		inputs []state.InputPart
+		want   string
 	}{
-		{"good", func(*Spec) {}, state.InputFloat64, ""},
-		{"string app", func(*Spec) {}, state.InputString, "not numeric"},
-		{"no field in key", func(s *Spec) { s.Key = "user" }, state.InputFloat64, "names no request field"},
-		{"stray brace", func(s *Spec) { s.Key = "user:{user_id}:{" }, state.InputFloat64, "a brace"},
-		{"no fields", func(s *Spec) { s.Fields = nil }, state.InputFloat64, "features.fields: none"},
-		{"twice", func(s *Spec) { s.Fields = append(s.Fields, s.Fields[0]) }, state.InputFloat64, "listed twice"},
-		{"bad type", func(s *Spec) { s.Fields = []Field{{Name: "a", Type: "string", Default: zero()}} }, state.InputFloat64, `type "string"`},
-		{"float into int32", func(*Spec) {}, state.InputInt32, "cannot enter an int32 input"},
-		{"use_defaults without one", func(s *Spec) { s.Fields = []Field{{Name: "a"}} }, state.InputFloat64, "no default"},
-		{"not_found without one", func(s *Spec) { s.Fields, s.Missing = []Field{{Name: "a"}}, NotFound }, state.InputFloat64, ""},
-		{"bad policy", func(s *Spec) { s.Missing = "drop" }, state.InputFloat64, `features.missing "drop"`},
-		{"bad into", func(s *Spec) { s.Into = "middle" }, state.InputFloat64, `features.into "middle"`},
-		{"negative timeout", func(s *Spec) { s.Timeout = -time.Millisecond }, state.InputFloat64, "negative"},
+		{"good", func(*Spec) {}, state.InputFloat64, nil, ""},
+		{"string app", func(*Spec) {}, state.InputString, nil, "not numeric"},
+		{"no field in key", func(s *Spec) { s.Key = "user" }, state.InputFloat64, nil, "names no request field"},
+		{"stray brace", func(s *Spec) { s.Key = "user:{user_id}:{" }, state.InputFloat64, nil, "a brace"},
+		{"no fields", func(s *Spec) { s.Fields = nil }, state.InputFloat64, nil, "features.fields: none"},
+		{"twice", func(s *Spec) { s.Fields = append(s.Fields, s.Fields[0]) }, state.InputFloat64, nil, "listed twice"},
+		{"bad type", func(s *Spec) { s.Fields = []Field{{Name: "a", Type: "string", Default: zero()}} }, state.InputFloat64, nil, `type "string"`},
+		{"float into int32", func(*Spec) {}, state.InputInt32, nil, "cannot enter an int32 input"},
+		{"use_defaults without one", func(s *Spec) { s.Fields = []Field{{Name: "a"}} }, state.InputFloat64, nil, "no default"},
+		{"not_found without one", func(s *Spec) { s.Fields, s.Missing = []Field{{Name: "a"}}, NotFound }, state.InputFloat64, nil, ""},
+		{"bad policy", func(s *Spec) { s.Missing = "drop" }, state.InputFloat64, nil, `features.missing "drop"`},
+		{"bad into", func(s *Spec) { s.Into = "middle" }, state.InputFloat64, nil, `features.into "middle"`},
+		{"negative timeout", func(s *Spec) { s.Timeout = -time.Millisecond }, state.InputFloat64, nil, "negative"},
+		{"a named input", func(s *Spec) { s.Input = "user" }, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}, state.InputPart{Name: "user", Size: 2}), ""},
+		{"a layout, appended", func(*Spec) {}, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}), ""},
+		{"no layout", func(s *Spec) { s.Input = "user" }, state.InputFloat64, nil, `features.input "user": app "app" declares no inputs`},
+		{"not in the layout", func(s *Spec) { s.Input = "user" }, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}, state.InputPart{Name: "tail", Size: 1}), "has no such input; its inputs are dense, tail"},
+		{"input and into", func(s *Spec) { s.Input, s.Into = "user", Append }, state.InputFloat64, layout(state.InputPart{Name: "user", Size: 2}), "set one"},
+		{"input of another size", func(s *Spec) { s.Input = "user" }, state.InputFloat64, layout(state.InputPart{Name: "user", Size: 3}), `features.input "user" holds 3 values, and features.fields lists 2`},
+		{"key field in the layout", func(*Spec) {}, state.InputFloat64, layout(state.InputPart{Name: "region", Size: 1}), `features.key field "region" is also a part`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := ok
 			s.Fields = append([]Field(nil), ok.Fields...)
 			tc.edit(&s)
-			err := s.Validate(tc.it)
+			err := s.Validate(state.App{Name: "app", InputType: tc.it, Inputs: tc.inputs})
 			if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
@@ -61,12 +70,32 @@ func TestKeyAndAssemble(t *testing.T) {
 	if got := l.key([]string{"7", "eu"}); got != "u:7:eu:7" {
 		t.Fatalf("key %s", got)
 	}
-	if got := string(l.Assemble([]byte("in"), []byte("fx"))); got != "fxin" {
-		t.Fatalf("prepend: %s", got)
+	// Int32 values are 4 bytes: "aaaa" is one value.
+	app := state.App{Name: "app", InputType: state.InputInt32,
+		Inputs: []state.InputPart{{Name: "head", Size: 1}, {Name: "fx", Size: 1}, {Name: "tail", Size: 2}}}
+	for _, tc := range []struct {
+		into, input string
+		want        string
+	}{
+		{Prepend, "", "FFFFaaaabbbbcccc"},
+		{"", "", "aaaabbbbccccFFFF"},
+		{Append, "", "aaaabbbbccccFFFF"},
+		{"", "fx", "aaaaFFFFbbbbcccc"},
+		{"", "head", "FFFFaaaabbbbcccc"},
+	} {
+		l.spec.Into, l.spec.Input = tc.into, tc.input
+		got, err := l.Assemble(app, []byte("aaaabbbbcccc"), []byte("FFFF"))
+		if err != nil || string(got) != tc.want {
+			t.Errorf("into %q, input %q: %s, %v; want %s", tc.into, tc.input, got, err, tc.want)
+		}
 	}
-	l.spec.Into = ""
-	if got := string(l.Assemble([]byte("in"), []byte("fx"))); got != "infx" {
-		t.Fatalf("append: %s", got)
+	l.spec.Into, l.spec.Input = "", "gone"
+	if _, err := l.Assemble(app, []byte("aaaa"), []byte("FFFF")); err == nil || !strings.Contains(err.Error(), `features.input "gone" is not a part of app "app"'s inputs`) {
+		t.Errorf("an input the app lacks: %v", err)
+	}
+	l.spec.Input = "tail"
+	if _, err := l.Assemble(app, []byte("aaaa"), []byte("FFFF")); err == nil || !strings.Contains(err.Error(), "the input holds 1 values") {
+		t.Errorf("an input too short for the layout: %v", err)
 	}
 }
 
@@ -79,7 +108,7 @@ func TestSpecJSON(t *testing.T) {
 	if !strings.Contains(string(raw), `"timeout_ms":2.5`) {
 		t.Fatalf("%s: want the timeout as timeout_ms", raw)
 	}
-	out, err := ParseSpec(raw, state.InputInt32)
+	out, err := ParseSpec(raw, state.App{Name: "a", InputType: state.InputInt32})
 	if err != nil || !reflect.DeepEqual(in, out) {
 		t.Fatalf("round trip: %+v, %v; want %+v", out, err, in)
 	}
@@ -90,7 +119,7 @@ func TestSpecJSON(t *testing.T) {
 		{`{"key": "u:{id}", "fields": [{"name": "a"}]}`, `"a": no default`},
 		{`[]`, "not a features spec"},
 	} {
-		if _, err := ParseSpec([]byte(tc.raw), state.InputFloat32); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := ParseSpec([]byte(tc.raw), state.App{Name: "a", InputType: state.InputFloat32}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v; want %q", tc.raw, err, tc.want)
 		}
 	}

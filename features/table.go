@@ -3,6 +3,7 @@ package features
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,10 +46,11 @@ type Table struct {
 }
 
 // storedLookup is the lookup built from an app's stored spec, kept while
-// the app's spec is the same text and its input type the same.
+// the app's spec is the same text and its input type and layout the same.
 type storedLookup struct {
 	raw    string
 	it     state.InputType
+	inputs []state.InputPart
 	lookup *Lookup
 }
 
@@ -65,7 +67,7 @@ func NewTable(opts Options) *Table {
 // For returns app's lookup, or nil when it looks no features up: the
 // spec the state carries for it (set through the admin API), else the
 // configuration file's. A stored spec is parsed once per change of its
-// text or of the app's input type. One that cannot serve here (invalid
+// text or of the app's input type or layout. One that cannot serve here (invalid
 // for the app's input type, or naming no store on a proxy without Redis)
 // gives a lookup whose every query is answered unavailable with the reason
 // (or, under missing: default_output, gets the app's default output),
@@ -92,16 +94,16 @@ func (t *Table) For(app state.App) *Lookup {
 		return l // built by a request that held changing first
 	}
 	l := t.build(app)
-	t.stored.Store(app.Name, &storedLookup{raw: string(app.Features), it: app.InputType, lookup: l})
+	t.stored.Store(app.Name, &storedLookup{raw: string(app.Features), it: app.InputType, inputs: slices.Clone(app.Inputs), lookup: l})
 	t.sweep()
 	return l
 }
 
 // storedFor returns the lookup built from app's stored spec, if it is
-// current: the same text, for the same input type.
+// current: the same text, for the same input type and layout.
 func (t *Table) storedFor(app state.App) *Lookup {
 	if v, ok := t.stored.Load(app.Name); ok {
-		if s := v.(*storedLookup); s.raw == string(app.Features) && s.it == app.InputType {
+		if s := v.(*storedLookup); s.raw == string(app.Features) && s.it == app.InputType && slices.Equal(s.inputs, app.Inputs) {
 			return s.lookup
 		}
 	}
@@ -122,7 +124,7 @@ func (t *Table) build(app state.App) *Lookup {
 	var spec Spec
 	err := spec.UnmarshalJSON(app.Features)
 	if err == nil {
-		err = spec.Validate(app.InputType)
+		err = spec.Validate(app)
 	}
 	if err != nil {
 		return newBroken(app.Name, spec, fmt.Errorf("the app's features spec: %w", err), t.metrics)
@@ -164,10 +166,11 @@ func (t *Table) sweep() {
 }
 
 // CheckApp refuses an app whose stored features spec (set through the
-// admin API) cannot fill its input type: a float field in an int32 app,
-// any field in a string or bytes app. The state runs it on every change of
-// an app (state.Options.CheckApp), so that a reload or a PUT of the app
-// cannot change the type from under the spec. A spec that does not parse
+// admin API) cannot fill its input: a float field in an int32 app, any
+// field in a string or bytes app, an Input the app's layout lacks or
+// sizes otherwise. The state runs it on every change of an app
+// (state.Options.CheckApp), so that a reload or a PUT of the app cannot
+// change the input from under the spec. A spec that does not parse
 // is left to For, which answers its queries unavailable.
 func CheckApp(a state.App) error {
 	if a.Features == nil {
@@ -177,9 +180,9 @@ func CheckApp(a state.App) error {
 	if spec.UnmarshalJSON(a.Features) != nil {
 		return nil
 	}
-	if err := spec.Validate(a.InputType); err != nil {
-		return fmt.Errorf("%w: app %q: input_type %q: the features spec set through the admin API does not fit it (%v); change it with PUT /api/v1/apps/%s/features, or remove it with DELETE",
-			state.ErrConflict, a.Name, a.InputType, err, a.Name)
+	if err := spec.Validate(a); err != nil {
+		return fmt.Errorf("%w: app %q: the features spec set through the admin API does not fit its input (%v); change it with PUT /api/v1/apps/%s/features, or remove it with DELETE",
+			state.ErrConflict, a.Name, err, a.Name)
 	}
 	return nil
 }

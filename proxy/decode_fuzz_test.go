@@ -15,12 +15,31 @@ const fuzzBodyLimit = 1 << 16
 
 var fuzzInputTypes = []state.InputType{state.InputBytes, state.InputInt32, state.InputFloat32, state.InputFloat64, state.InputString}
 
-// itemSize is the size in bytes of one element of a numeric input type.
-func itemSize(it state.InputType) int {
-	if it == state.InputFloat64 {
-		return 8
+// fuzzLayouts are the layouts requests are checked against: one input of
+// every type, and for numeric types two named parts, with and without
+// the second filled by features looked up by an "id" input.
+var fuzzLayouts = func() []inferLayout {
+	var ls []inferLayout
+	for _, it := range fuzzInputTypes {
+		ls = append(ls, inferLayout{it: it})
+		if it != state.InputBytes && it != state.InputString {
+			parts := []state.InputPart{{Name: "x", Size: 2}, {Name: "y", Size: 1}}
+			ls = append(ls, inferLayout{it: it, parts: parts}, inferLayout{it: it, parts: parts, filled: "y", entity: []string{"id"}})
+		}
 	}
-	return 4
+	return ls
+}()
+
+// width is the bytes of each row a request checked against l yields; 0
+// when any number of values is allowed.
+func (l inferLayout) width() int {
+	n := 0
+	for _, p := range l.parts {
+		if p.Name != l.filled {
+			n += p.Size
+		}
+	}
+	return n * l.it.ElemSize()
 }
 
 // The seeds below are valid and invalid bodies of each kind; the failures
@@ -48,6 +67,10 @@ func FuzzDecodeInfer(f *testing.F) {
 		`{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a\ud800"]}]}`,
 		`{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[[[[[1]]]]]}]}`,
 		`{"inputs":[],"parameters":{"timeout":5}}`,
+		`{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]},{"name":"y","shape":[2,1],"datatype":"FP32","data":[5,6]}]}`,
+		`{"inputs":[{"name":"y","shape":[1,1],"datatype":"INT32","data":[5]},{"name":"x","shape":[1,2],"datatype":"INT32","data":[1,2]}]}`,
+		`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP64","data":[1,2]},{"name":"x","shape":[1,2],"datatype":"FP64","data":[1,2]}]}`,
+		`{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]},{"name":"id","shape":[1],"datatype":"BYTES","data":["7"]}]}`,
 		`[]`, `null`, `{}`,
 	} {
 		f.Add([]byte(seed))
@@ -57,11 +80,12 @@ func FuzzDecodeInfer(f *testing.F) {
 		if len(body) > fuzzBodyLimit {
 			return // readBody refuses it first
 		}
-		for _, it := range fuzzInputTypes {
+		for _, l := range fuzzLayouts {
+			it := l.it
 			req, err := p.decodeInfer(body)
 			var items [][]byte
 			if err == nil {
-				items, _, err = p.inferRows(req, it, nil)
+				items, _, err = p.inferRows(req, l)
 			}
 			if err != nil {
 				if !errors.Is(err, ErrBadInput) {
@@ -76,8 +100,11 @@ func FuzzDecodeInfer(f *testing.F) {
 				t.Fatalf("%s %q: %d rows for shape %v", it, body, len(items), req.Inputs[0].Shape)
 			}
 			for i, item := range items {
-				if it != state.InputBytes && it != state.InputString && len(item)%itemSize(it) != 0 {
+				if it != state.InputBytes && it != state.InputString && len(item)%it.ElemSize() != 0 {
 					t.Fatalf("%s %q: row %d has %d bytes", it, body, i, len(item))
+				}
+				if w := l.width(); l.parts != nil && len(item) != w {
+					t.Fatalf("%+v %q: row %d has %d bytes; the layout makes %d", l, body, i, len(item), w)
 				}
 				if len(item) > 8*len(body) {
 					t.Fatalf("%s %q: row %d has %d bytes from a %d-byte body", it, body, i, len(item), len(body))

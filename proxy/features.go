@@ -27,17 +27,23 @@ func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.S
 	assembled := make([][]byte, 0, len(inputs))
 	at := make([]int, 0, len(inputs))
 	for i, r := range rows {
+		var err error
 		switch r.Outcome {
 		case features.Found, features.Defaults:
-			assembled = append(assembled, l.Assemble(inputs[i], r.Values))
-			at = append(at, i)
-			continue
+			var in []byte
+			if in, err = l.Assemble(app, inputs[i], r.Values); err == nil {
+				assembled = append(assembled, in)
+				at = append(at, i)
+				continue
+			}
 		}
 		a := answer{id: p.newQueryID()}
-		switch r.Outcome {
-		case features.EntityNotFound:
+		switch {
+		case err != nil:
+			a.err = errorf(ErrUnavailable, "features: %v", err)
+		case r.Outcome == features.EntityNotFound:
 			a.err = errorf(ErrNotFound, "features: %s", r.Why)
-		case features.StoreUnavailable:
+		case r.Outcome == features.StoreUnavailable:
 			a.err = errorf(ErrUnavailable, "features: %s", r.Why)
 		default:
 			a = p.fallback(a, app, "features: "+r.Why)

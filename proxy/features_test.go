@@ -59,15 +59,19 @@ func TestFeatures(t *testing.T) {
 	spec := func(missing features.Missing) features.Spec {
 		return features.Spec{Key: "user:{user_id}", Fields: fields, Missing: missing, Timeout: 30 * time.Millisecond, Redis: store.Addr}
 	}
+	named := spec(features.UseDefaults)
+	named.Input = "user"
 	must(t, lookups.Set(map[string]features.Spec{
-		"defaults": spec(features.UseDefaults), "notfound": spec(features.NotFound), "fallback": spec(features.DefaultOutput)}))
+		"defaults": spec(features.UseDefaults), "notfound": spec(features.NotFound), "fallback": spec(features.DefaultOutput), "layout": named}))
 	e := newEnvOpts(t, Options{Store: state.NewStore(nil, state.Options{}), Registry: reg, MaxInputBatch: 8,
 		Cache: newCacheOn(t, testutil.StartRedis(t), reg), Features: lookups, Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
 	addr := startVectorModel(t)
 	e.addModel(state.App{Name: "defaults", InputType: state.InputFloat64, SLO: 2 * time.Second, DefaultOutput: "-1"}, "vec", addr)
-	for _, app := range []string{"notfound", "fallback"} {
-		must(t, e.store.PutApp(context.Background(), state.App{Name: app, InputType: state.InputFloat64, SLO: 2 * time.Second, DefaultOutput: "-1"}))
-		must(t, e.store.Link(context.Background(), app, "vec"))
+	layout := []state.InputPart{{Name: "dense", Size: 2}, {Name: "user", Size: 2}, {Name: "tail", Size: 1}}
+	for _, app := range []state.App{{Name: "notfound"}, {Name: "fallback"}, {Name: "layout", Inputs: layout}} {
+		app.InputType, app.SLO, app.DefaultOutput = state.InputFloat64, 2*time.Second, "-1"
+		must(t, e.store.PutApp(context.Background(), app))
+		must(t, e.store.Link(context.Background(), app.Name, "vec"))
 	}
 	ctx := context.Background()
 	must(t, rdb.HSet(ctx, "user:1", "clicks", "3", "spend", "0.5").Err())
@@ -122,6 +126,56 @@ func TestFeatures(t *testing.T) {
 		out, _ := m["outputs"].([]any)
 		if status != 200 || len(out) != 1 || mustJSON(out[0].(map[string]any)["data"]) != "[5,4,0.5,6,-1,-2]" {
 			t.Fatalf("%d %v", status, m)
+		}
+	})
+	t.Run("features fill a named input", func(t *testing.T) {
+		must(t, rdb.HSet(ctx, "user:1", "clicks", "4", "spend", "0.5").Err())
+		status, m := e.post("/v2/models/layout/infer", `{"inputs": [
+			{"name": "tail", "shape": [2, 1], "datatype": "FP64", "data": [5, 6]},
+			{"name": "user_id", "shape": [2], "datatype": "BYTES", "data": ["1", "9"]},
+			{"name": "dense", "shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3, 4]}]}`)
+		out, _ := m["outputs"].([]any)
+		if status != 200 || len(out) != 1 || mustJSON(out[0].(map[string]any)["data"]) != "[1,2,4,0.5,5,3,4,-1,-2,6]" {
+			t.Fatalf("OIP: %d %v; want dense, then the features, then tail", status, m)
+		}
+		if status, m := predict("layout", `{"input": [1, 2, 5], "entity": {"user_id": "1"}}`); status != 200 || mustJSON(m["output"]) != "[1,2,4,0.5,5]" {
+			t.Fatalf("query API: %d %v; want [1,2,4,0.5,5]", status, m)
+		}
+		status, m = e.get("/v2/models/layout")
+		var names []string
+		ins, _ := m["inputs"].([]any)
+		for _, in := range ins {
+			names = append(names, in.(map[string]any)["name"].(string))
+		}
+		if status != 200 || strings.Join(names, ",") != "dense,tail,user_id" {
+			t.Fatalf("metadata: %d %v; want the inputs dense, tail and user_id", status, m)
+		}
+	})
+	t.Run("a named input, bad requests", func(t *testing.T) {
+		const ids = `{"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["1"]}`
+		const dense = `{"name": "dense", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}`
+		const tail = `{"name": "tail", "shape": [1, 1], "datatype": "FP64", "data": [5]}`
+		for _, tc := range []struct{ inputs, want string }{
+			{ids + "," + dense, `no input "tail": the app takes "dense" (size 2), "tail" (size 1), "user_id" (entity ids)`},
+			{ids + "," + dense + "," + tail + `, {"name": "user", "shape": [1, 2], "datatype": "FP64", "data": [0, 0]}`, `input "user" is the app's looked-up features; leave it out`},
+			{ids + "," + dense + "," + tail + `, {"name": "extra", "shape": [1, 1], "datatype": "FP64", "data": [0]}`, `unknown input "extra"`},
+			{ids + "," + dense + "," + dense + "," + tail, `input "dense" appears twice`},
+			{ids + `, {"name": "dense", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]},` + tail, `input "dense" row 0 has 3 values; the part holds 2`},
+			{ids + `, {"name": "dense", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},` + tail, `input "dense" has datatype "FP32"; the model takes FP64`},
+			{dense + "," + tail, `no input "user_id"`},
+		} {
+			status, m := e.post("/v2/models/layout/infer", `{"inputs": [`+tc.inputs+`]}`)
+			if why, _ := m["error"].(string); status != 400 || !strings.Contains(why, tc.want) {
+				t.Errorf("%s: %d %v; want 400 with %s", tc.inputs, status, m, tc.want)
+			}
+		}
+		for body, want := range map[string]string{
+			`{"input": [1, 2], "entity": {"user_id": "1"}}`:               `input has 2 values; app "layout" takes 3: its inputs "dense" (size 2), "tail" (size 1), one after the other`,
+			`{"input_batch": [[1, 2, 5], [1]], "entity_batch": [{}, {}]}`: `input_batch[1] has 1 values; app "layout" takes 3`,
+		} {
+			if status, m := predict("layout", body); status != 400 || !strings.Contains(m["error"].(string), want) {
+				t.Errorf("%s: %d %v; want 400 with %s", body, status, m, want)
+			}
 		}
 	})
 	t.Run("bad entity", func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -140,7 +141,7 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 	if err != nil {
 		return nil, p.inferReject(api, "", err)
 	}
-	rows, _, err := p.inferRows(req, mv.InputType, nil)
+	rows, _, err := p.inferRows(req, inferLayout{it: mv.InputType})
 	if err != nil {
 		return nil, p.inferReject(api, "", err)
 	}
@@ -209,12 +210,12 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 		}
 		prio += class
 	}
-	var keys []string
 	look := p.opts.Features.For(app) // one lookup for the entity inputs and the answers
+	layout := inferLayout{it: app.InputType, parts: app.Inputs}
 	if look != nil {
-		keys = look.KeyFields()
+		layout.entity, layout.filled = look.KeyFields(), look.Input()
 	}
-	rows, entities, err := p.inferRows(req, app.InputType, keys)
+	rows, entities, err := p.inferRows(req, layout)
 	if err != nil {
 		return nil, p.inferReject(api, app.Name, err)
 	}
@@ -249,36 +250,46 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 	return res, nil
 }
 
-// inferRows checks the request's tensors against a model or app taking
-// it: the inputs named in entity (the feature lookup's key fields) are
-// BYTES columns of entity ids; exactly one other input holds the model's
-// rows (none is needed when entity ids are asked for: the features are
-// then the whole input). It returns the rows and each row's entity ids.
-func (p *Proxy) inferRows(req *InferRequest, it state.InputType, entity []string) ([][]byte, [][]string, error) {
+// inferLayout is what the tensors of a request to a model or app must
+// be.
+type inferLayout struct {
+	it state.InputType
+	// parts is the app's input layout; nil means one input, of any name.
+	parts []state.InputPart
+	// filled is the part the app's features fill, which the request
+	// leaves out; "" when none.
+	filled string
+	// entity are the feature lookup's key fields: BYTES inputs of one
+	// entity id per row.
+	entity []string
+}
+
+// inferRows checks the request's tensors against l and joins them into
+// the model's rows: the inputs named in l.entity are columns of entity
+// ids; the others are the parts of l.parts but l.filled, each row of each
+// of the part's size, joined in the layout's order. Without a layout,
+// exactly one other input holds the rows, or none when entity ids are
+// asked for (the features are then the whole input). It returns the rows
+// and each row's entity ids.
+func (p *Proxy) inferRows(req *InferRequest, l inferLayout) ([][]byte, [][]string, error) {
 	for _, o := range req.Outputs {
 		if o != "output" {
 			return nil, nil, errorf(ErrBadInput, "unknown output %q: the model has one output, \"output\"", clip.String(o))
 		}
 	}
-	var data *InferInput
-	cols := make([][][]byte, len(entity))
+	data := make([]*InferInput, max(len(l.parts), 1)) // by part; one without a layout
+	cols := make([][][]byte, len(l.entity))
 	n := -1
 	for i := range req.Inputs {
 		in := &req.Inputs[i]
 		name := clip.String(in.Name) // it appears only in errors
-		col := indexOf(entity, in.Name)
-		switch {
-		case col >= 0 && in.Datatype != "BYTES":
-			return nil, nil, errorf(ErrBadInput, "input %q holds entity ids: its datatype must be BYTES, not %q", name, in.Datatype)
-		case col >= 0:
-			cols[col] = in.Rows
-		case data != nil || (len(entity) == 0 && len(req.Inputs) != 1):
-			return nil, nil, errorf(ErrBadInput, "the request has %d inputs; the model takes one", len(req.Inputs))
-		default:
-			if want := oipDatatype(it); in.Datatype != want {
-				return nil, nil, errorf(ErrBadInput, "input %q has datatype %q; the model takes %s", name, in.Datatype, want)
+		if col := indexOf(l.entity, in.Name); col >= 0 {
+			if in.Datatype != "BYTES" {
+				return nil, nil, errorf(ErrBadInput, "input %q holds entity ids: its datatype must be BYTES, not %q", name, in.Datatype)
 			}
-			data = in
+			cols[col] = in.Rows
+		} else if err := l.place(in, name, data, len(req.Inputs)); err != nil {
+			return nil, nil, err
 		}
 		if n >= 0 && len(in.Rows) != n {
 			return nil, nil, errorf(ErrBadInput, "input %q has %d rows, another %d; dimension 0 is the batch", name, len(in.Rows), n)
@@ -287,7 +298,12 @@ func (p *Proxy) inferRows(req *InferRequest, it state.InputType, entity []string
 	}
 	for i, c := range cols {
 		if c == nil {
-			return nil, nil, errorf(ErrBadInput, "no input %q: the app looks its features up by it (a BYTES input, one id per row)", entity[i])
+			return nil, nil, errorf(ErrBadInput, "no input %q: the app looks its features up by it (a BYTES input, one id per row)", l.entity[i])
+		}
+	}
+	for k, part := range l.parts {
+		if data[k] == nil && part.Name != l.filled {
+			return nil, nil, errorf(ErrBadInput, "no input %q: the app takes %s", part.Name, l.names())
 		}
 	}
 	if n < 0 {
@@ -296,20 +312,78 @@ func (p *Proxy) inferRows(req *InferRequest, it state.InputType, entity []string
 	if n > p.opts.MaxInputBatch {
 		return nil, nil, errorf(ErrBadInput, "the inputs have %d rows; the limit is %d", n, p.opts.MaxInputBatch)
 	}
-	var rows [][]byte
-	if data != nil {
-		rows = data.Rows
-	} else {
-		rows = make([][]byte, n) // the features are the whole input
-	}
+	rows := l.join(data, n)
 	var ids [][]string
-	if len(entity) > 0 {
+	if len(l.entity) > 0 {
 		ids = make([][]string, n)
 		for r := range ids {
-			ids[r] = make([]string, len(entity))
-			for c := range entity {
+			ids[r] = make([]string, len(l.entity))
+			for c := range l.entity {
 				ids[r][c] = string(cols[c][r])
 			}
+		}
+	}
+	return rows, ids, nil
+}
+
+// place checks a data input (one not of entity ids) of a request of
+// inputs tensors, and puts it in its slot of data.
+func (l inferLayout) place(in *InferInput, name string, data []*InferInput, inputs int) error {
+	want := oipDatatype(l.it)
+	if l.parts == nil {
+		switch {
+		case data[0] != nil || (len(l.entity) == 0 && inputs != 1):
+			return errorf(ErrBadInput, "the request has %d inputs; the model takes one", inputs)
+		case in.Datatype != want:
+			return errorf(ErrBadInput, "input %q has datatype %q; the model takes %s", name, in.Datatype, want)
+		}
+		data[0] = in
+		return nil
+	}
+	k := slices.IndexFunc(l.parts, func(p state.InputPart) bool { return p.Name == in.Name })
+	switch {
+	case k >= 0 && in.Name == l.filled:
+		return errorf(ErrBadInput, "input %q is the app's looked-up features; leave it out, and send %s", name, l.names())
+	case k < 0:
+		return errorf(ErrBadInput, "unknown input %q: the app takes %s", name, l.names())
+	case data[k] != nil:
+		return errorf(ErrBadInput, "input %q appears twice", name)
+	case in.Datatype != want:
+		return errorf(ErrBadInput, "input %q has datatype %q; the model takes %s", name, in.Datatype, want)
+	}
+	width := l.parts[k].Size * l.it.ElemSize()
+	for r, row := range in.Rows {
+		if len(row) != width {
+			return errorf(ErrBadInput, "input %q row %d has %d values; the part holds %d", name, r, len(row)/l.it.ElemSize(), l.parts[k].Size)
+		}
+	}
+	data[k] = in
+	return nil
+}
+
+// join returns the n rows of the model's input: each row's parts in the
+// layout's order, or the one input's rows. The parts' rows are checked.
+func (l inferLayout) join(data []*InferInput, n int) [][]byte {
+	rows := make([][]byte, n)
+	if l.parts == nil {
+		if data[0] != nil {
+			copy(rows, data[0].Rows)
+		}
+	} else {
+		width := 0
+		for k, in := range data {
+			if in != nil {
+				width += l.parts[k].Size * l.it.ElemSize()
+			}
+		}
+		for r := range rows {
+			row := make([]byte, 0, width)
+			for _, in := range data {
+				if in != nil {
+					row = append(row, in.Rows[r]...)
+				}
+			}
+			rows[r] = row
 		}
 	}
 	for i := range rows {
@@ -317,7 +391,22 @@ func (p *Proxy) inferRows(req *InferRequest, it state.InputType, entity []string
 			rows[i] = []byte{}
 		}
 	}
-	return rows, ids, nil
+	return rows
+}
+
+// names lists the inputs a request carries by l: its parts but the
+// filled one, then its entity inputs.
+func (l inferLayout) names() string {
+	var names []string
+	for _, p := range l.parts {
+		if p.Name != l.filled {
+			names = append(names, fmt.Sprintf("%q (size %d)", p.Name, p.Size))
+		}
+	}
+	for _, e := range l.entity {
+		names = append(names, fmt.Sprintf("%q (entity ids)", e))
+	}
+	return strings.Join(names, ", ")
 }
 
 func indexOf(ss []string, s string) int {

@@ -1,6 +1,9 @@
 package proxy
 
-import "github.com/sloproxy/sloproxy/state"
+import (
+	"github.com/sloproxy/sloproxy/features"
+	"github.com/sloproxy/sloproxy/state"
+)
 
 // TensorMetadata describes one input or output tensor of a model.
 type TensorMetadata struct {
@@ -52,15 +55,16 @@ func (p *Proxy) ModelReady(model, version string) error {
 
 // ModelMetadata returns the OIP metadata of a model's version (its
 // current one for ""), or of an app no model shares a name with: its
-// input, and the BYTES inputs of the entity ids its features are looked
-// up by.
+// input or the parts of its layout the request carries, and the BYTES
+// inputs of the entity ids its features are looked up by.
 func (p *Proxy) ModelMetadata(model, version string) (*ModelMetadata, error) {
 	snap := p.opts.Store.Snapshot()
 	m, mv, err := modelVersion(snap, model, version)
 	if app, ok := snap.App(model); err != nil && ok && version == "" {
-		md := &ModelMetadata{Name: app.Name, Versions: []string{}, Platform: "sloproxy",
-			Inputs: []TensorMetadata{inputMetadata(app.InputType)}, Outputs: outputMetadata}
-		if l := p.opts.Features.For(app); l != nil {
+		md := &ModelMetadata{Name: app.Name, Versions: []string{}, Platform: "sloproxy", Outputs: outputMetadata}
+		l := p.opts.Features.For(app)
+		md.Inputs = appInputs(app, l)
+		if l != nil {
 			for _, k := range l.KeyFields() {
 				md.Inputs = append(md.Inputs, TensorMetadata{Name: k, Datatype: "BYTES", Shape: []int64{-1}})
 			}
@@ -79,6 +83,22 @@ func (p *Proxy) ModelMetadata(model, version string) (*ModelMetadata, error) {
 }
 
 var outputMetadata = []TensorMetadata{{Name: "output", Datatype: "BYTES", Shape: []int64{-1}}}
+
+// appInputs describes the data inputs of app, whose feature lookup is
+// l (nil for none): the parts of its layout but the one the features
+// fill, else its one input.
+func appInputs(app state.App, l *features.Lookup) []TensorMetadata {
+	if app.Inputs == nil {
+		return []TensorMetadata{inputMetadata(app.InputType)}
+	}
+	md := make([]TensorMetadata, 0, len(app.Inputs))
+	for _, part := range app.Inputs {
+		if l == nil || part.Name != l.Input() {
+			md = append(md, TensorMetadata{Name: part.Name, Datatype: oipDatatype(app.InputType), Shape: []int64{-1, int64(part.Size)}})
+		}
+	}
+	return md
+}
 
 func inputMetadata(it state.InputType) TensorMetadata {
 	shape := []int64{-1, -1}

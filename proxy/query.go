@@ -141,6 +141,9 @@ func (p *Proxy) decodePredict(body []byte, app state.App, look *features.Lookup)
 	}
 	inputs, err = p.inputs(e, app)
 	if err == nil {
+		err = checkWidth(app, look, inputs, e.batch != nil)
+	}
+	if err == nil {
 		entities, err = entitiesOf(e, look, app, len(inputs))
 	}
 	return e.batch != nil, inputs, entities, err
@@ -178,6 +181,36 @@ func (p *Proxy) inputs(e envelope, app state.App) ([][]byte, error) {
 		return nil, errorf(ErrBadInput, "\"input_batch\" is empty")
 	}
 	return ins, nil
+}
+
+// checkWidth checks the inputs of an app with an input layout (look is
+// its feature lookup, nil for none): each carries the layout's parts in
+// order, but the one the features fill, and so their total of values.
+func checkWidth(app state.App, look *features.Lookup, inputs [][]byte, batch bool) error {
+	if app.Inputs == nil {
+		return nil
+	}
+	l := inferLayout{it: app.InputType, parts: app.Inputs}
+	if look != nil {
+		l.filled = look.Input()
+	}
+	want := 0
+	for _, part := range app.Inputs {
+		if part.Name != l.filled {
+			want += part.Size
+		}
+	}
+	size := app.InputType.ElemSize()
+	for i, in := range inputs {
+		if len(in) != want*size {
+			what := "input"
+			if batch {
+				what = "input_batch[" + strconv.Itoa(i) + "]"
+			}
+			return errorf(ErrBadInput, "%s has %d values; app %q takes %d: its inputs %s, one after the other", what, len(in)/size, app.Name, want, l.names())
+		}
+	}
+	return nil
 }
 
 // target is the model version that answers an app's queries.

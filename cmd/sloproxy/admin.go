@@ -323,6 +323,13 @@ func (c *cli) showApp(a admin.AppView) error {
 		default:
 			fmt.Fprintf(w, "cache:\tTTL %v\n", time.Duration(a.CacheTTLSeconds*float64(time.Second)))
 		}
+		if a.Inputs != nil {
+			parts := make([]string, len(a.Inputs))
+			for i, p := range a.Inputs {
+				parts[i] = fmt.Sprintf("%s:%d", p.Name, p.Size)
+			}
+			fmt.Fprintf(w, "inputs:\t%s\n", strings.Join(parts, ","))
+		}
 		fmt.Fprintf(w, "models:\t%s\n", list(a.Models))
 		var spec bytes.Buffer
 		if a.Selection != nil && json.Compact(&spec, a.Selection) == nil {
@@ -352,6 +359,11 @@ func appsCreate(c *cli, args []string) error {
 	var cacheTTL time.Duration
 	durationVar(fs, &cacheTTL, "cache-ttl", 0, "how long answers stay in the prediction cache, a `duration` such as 30m; 0 means the cache's default")
 	fs.BoolVar(&a.NoCache, "no-cache", false, "keep the app's answers out of the prediction cache")
+	fs.Func("inputs", "lay a numeric input out as named `parts`, in order: name:size,name:size (an OIP request then sends one tensor per part; a feature lookup may fill one)", func(s string) error {
+		parts, err := parseInputs(s)
+		a.Inputs = parts
+		return err
+	})
 	fs.BoolVar(&replace, "replace", false, "replace an existing app of that name instead of failing")
 	if _, err := c.parse(fs, args); err != nil {
 		return err
@@ -375,6 +387,22 @@ func appsCreate(c *cli, args []string) error {
 		}
 		return c.showApp(v)
 	})
+}
+
+// parseInputs reads an input layout written name:size,name:size; the
+// state checks the names and sizes.
+func parseInputs(s string) ([]state.InputPart, error) {
+	var parts []state.InputPart
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		i := strings.LastIndexByte(p, ':') // a name may hold a colon
+		n, err := strconv.Atoi(p[i+1:])
+		if i < 0 || err != nil {
+			return nil, fmt.Errorf("%q: write each part as name:size, such as dense:4", p)
+		}
+		parts = append(parts, state.InputPart{Name: p[:i], Size: n})
+	}
+	return parts, nil
 }
 
 func appsDelete(c *cli, args []string) error {

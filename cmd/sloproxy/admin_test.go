@@ -25,7 +25,7 @@ func startAdmin(t *testing.T) (*httptest.Server, *state.Store) {
 	t.Helper()
 	t.Setenv(envAdminURL, "")
 	t.Setenv(envAdminToken, "")
-	store := state.NewStore(nil, state.Options{})
+	store := state.NewStore(nil, state.Options{CheckApp: features.CheckApp}) // as serve wires it
 	// The proxy's own view of the selection, without a query path.
 	policies := selection.NewTable(selection.Options{})
 	status := func(ctx context.Context, name string) (selection.Status, error) {
@@ -106,6 +106,16 @@ func TestAdminCLI(t *testing.T) {
 		{"apps", []string{"set-features", "digits", `{"key": `}, nil, "the spec is not JSON"},
 		{"apps", []string{"clear-features", "digits"}, []string{"name:"}, ""},
 		{"apps", []string{"features", "digits"}, nil, `404 Not Found: not found: app "digits" looks no features up`},
+		{"apps", []string{"create", "--name", "ranker", "--input-type", "float32", "--slo", "50ms", "--inputs", "query:4, user:2"}, []string{"inputs:", "query:4,user:2"}, ""},
+		{"apps", []string{"create", "--name", "ranker2", "--input-type", "float32", "--slo", "50ms", "--inputs", "query"}, nil, `"query": write each part as name:size`},
+		{"apps", []string{"create", "--name", "ranker2", "--input-type", "float32", "--slo", "50ms", "--inputs", "query:0"}, nil, `inputs[0] "query": size 0`},
+		{"apps", []string{"set-features", "ranker", `{"key": "user:{id}", "fields": [{"name": "a", "default": 0}, {"name": "b", "default": 0}], "input": "user", "redis": "h:1"}`},
+			[]string{`"input":"user"`}, ""},
+		{"apps", []string{"set-features", "ranker", `{"key": "user:{id}", "fields": [{"name": "a", "default": 0}], "input": "usr", "redis": "h:1"}`}, nil,
+			`features.input "usr": app "ranker" has no such input; its inputs are query, user`},
+		{"apps", []string{"create", "--replace", "--name", "ranker", "--input-type", "float32", "--slo", "50ms", "--inputs", "query:4"}, nil,
+			`409 Conflict: conflict: app "ranker": the features spec set through the admin API does not fit its input`},
+		{"apps", []string{"delete", "ranker"}, nil, ""},
 		{"models", []string{"list"}, []string{"NAME", "mnist  1        float32  1,2       digits"}, ""},
 		{"models", []string{"get", "mnist"}, []string{"current version:  1", "apps:             digits",
 			"1        *        process   0/1", "16 - - - - /bin/mnist --version 1", "2                 process   0/2", "auto - - - - /bin/mnist --version=2"}, ""},

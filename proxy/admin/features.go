@@ -63,9 +63,9 @@ func (h *handler) getFeatures(w http.ResponseWriter, r *http.Request) error {
 
 // PUT /api/v1/apps/{app}/features sets the app's feature lookup, which
 // every proxy then runs in place of the configuration file's. The spec is
-// checked against the app's input type in the same step as the write, so
-// that it cannot land on an app whose type changed meanwhile. It answers
-// the app.
+// checked against the app's input type and layout in the same step as
+// the write, so that it cannot land on an app whose input changed
+// meanwhile. It answers the app.
 func (h *handler) putFeatures(w http.ResponseWriter, r *http.Request) error {
 	name, err := pathName(r, "app")
 	if err != nil {
@@ -79,7 +79,7 @@ func (h *handler) putFeatures(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, _ []string) error {
-		spec, err := features.ParseSpec(raw, a.InputType)
+		spec, err := features.ParseSpec(raw, *a)
 		if err != nil {
 			return badRequest("app %q: %v", name, err)
 		}

@@ -71,7 +71,7 @@ func TestFeaturesSpec(t *testing.T) {
 	// digits is linked to nothing of another type, so only the spec
 	// stands in the way of int32: a float field cannot fill it.
 	must(t, store.Unlink(t.Context(), "digits", "mnist"))
-	if a := call(t, srv, "PUT", "/api/v1/apps/digits", "", `{"input_type": "int32", "slo_ms": 40}`); a.status != 409 || !strings.Contains(a.errorMessage(t), "the features spec set through the admin API does not fit it") {
+	if a := call(t, srv, "PUT", "/api/v1/apps/digits", "", `{"input_type": "int32", "slo_ms": 40}`); a.status != 409 || !strings.Contains(a.errorMessage(t), "the features spec set through the admin API does not fit its input") {
 		t.Errorf("PUT app as int32: %d %s", a.status, a.body)
 	}
 	a = call(t, srv, "DELETE", "/api/v1/apps/digits/features", "", "")

@@ -383,7 +383,9 @@ func TestAPI(t *testing.T) {
 	}
 }
 
-func equalApps(a, b AppView) bool { return a.App == b.App && slices.Equal(a.Models, b.Models) }
+func equalApps(a, b AppView) bool {
+	return reflect.DeepEqual(a.App, b.App) && slices.Equal(a.Models, b.Models)
+}
 
 // TestAnswerShowsTheChange checks that every change's answer shows the
 // state right after it: a Store reads its own writes.

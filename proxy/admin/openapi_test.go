@@ -112,7 +112,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 func TestOpenAPIProfileSchemas(t *testing.T) {
 	doc := loadOpenAPI(t)
 	p := state.Profile{ItemErrors: 1, Lines: []state.ProfileLine{{Batch: 1}}}
-	spec := features.Spec{Key: "u:{id}", Fields: []features.Field{{Name: "a"}}, Missing: features.NotFound, Into: features.Prepend, Timeout: time.Millisecond, Redis: "h:1"}
+	spec := features.Spec{Key: "u:{id}", Fields: []features.Field{{Name: "a"}}, Missing: features.NotFound, Into: features.Prepend, Input: "x", Timeout: time.Millisecond, Redis: "h:1"}
 	for schema, v := range map[string]any{"Profile": p, "ProfileLine": p.Lines[0], "FeaturesSpec": spec} {
 		b, err := json.Marshal(v)
 		must(t, err)

@@ -36,6 +36,9 @@ type App struct {
 	CacheTTLSeconds float64 `json:"cache_ttl_s"`
 	// NoCache keeps the app's answers out of the prediction cache.
 	NoCache bool `json:"no_cache"`
+	// Inputs lays the app's input out as named parts, in order (see
+	// state.App.Inputs); absent means one part, "input".
+	Inputs []state.InputPart `json:"inputs,omitempty"`
 }
 
 // AppView is an app as the API answers it: its fields and the models
@@ -69,6 +72,7 @@ func (a App) state() state.App {
 		Priority:      a.Priority,
 		CacheTTL:      durationOf(a.CacheTTLSeconds, time.Second),
 		NoCache:       a.NoCache,
+		Inputs:        a.Inputs,
 	}
 }
 
@@ -96,6 +100,7 @@ func appFromState(a state.App) App {
 		Priority:        a.Priority,
 		CacheTTLSeconds: a.CacheTTL.Seconds(),
 		NoCache:         a.NoCache,
+		Inputs:          a.Inputs,
 	}
 }
 

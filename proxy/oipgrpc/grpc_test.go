@@ -17,7 +17,8 @@ import (
 // wrote the transport of (Debian's grpcio, stubs generated from the
 // project's .proto at test time), against the real proxy serving a real
 // scikit-learn digits model, one app of it taking its 64 pixels from a
-// real redis-server as features, then checks that the calls were counted
+// real redis-server as features and another its middle 16 pixels as a
+// named input between two of the request's, then checks that the calls were counted
 // with api="grpc".
 func TestPythonClient(t *testing.T) {
 	testutil.RequirePython(t, "grpc", "grpc_tools", "sklearn", "joblib")
@@ -42,6 +43,13 @@ apps:
     default_output: "-1"
     models: [digits-logreg]
     features: {key: "img:{img}", fields: [`+strings.Join(pixels, ", ")+`], missing: not_found, timeout: 500ms, redis: "`+featureStore+`"}
+  - name: digits-split
+    input_type: float64
+    slo: 2s
+    default_output: "-1"
+    models: [digits-logreg]
+    inputs: [{name: top, size: 24}, {name: middle, size: 16}, {name: bottom, size: 24}]
+    features: {key: "img:{img}", fields: [`+strings.Join(pixels[24:40], ", ")+`], missing: not_found, timeout: 500ms, input: middle, redis: "`+featureStore+`"}
 models:
   - {name: digits-logreg, version: "1", input_type: float64, runtime: external, addresses: [`+m.Addr+`]}
 `)

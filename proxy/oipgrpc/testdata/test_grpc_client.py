@@ -33,7 +33,7 @@ import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
 import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
 
-APP, MODEL, FX = "digits", "digits-logreg", "digits-fx"
+APP, MODEL, FX, SPLIT = "digits", "digits-logreg", "digits-fx", "digits-split"
 ROWS = load_digits().data[:40].tolist()
 
 
@@ -131,6 +131,30 @@ class GRPCClientTest(unittest.TestCase):
         self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.stub.ModelInfer(pb.ModelInferRequest(model_name=FX, inputs=[
             pb.ModelInferRequest.InferInputTensor(name="img", datatype="BYTES", shape=[1],
                                                   contents=pb.InferTensorContents(bytes_contents=[b"nope"]))]), timeout=5))
+
+    def test_features_fill_a_named_input(self):
+        # The app digits-split takes its input as three named parts: top
+        # (pixels 0-23) and bottom (40-63) from the request, middle (24-39)
+        # looked up under img:{img}.
+        rows = ROWS[10:20]
+        for i, r in enumerate(rows):
+            hset_pixels("img:split%d" % i, r)
+
+        def tensor(name, part):
+            flat = [v for r in rows for v in r[part]]
+            return pb.ModelInferRequest.InferInputTensor(name=name, datatype="FP64", shape=[len(rows), len(flat) // len(rows)],
+                                                         contents=pb.InferTensorContents(fp64_contents=flat))
+        ids = pb.ModelInferRequest.InferInputTensor(name="img", datatype="BYTES", shape=[len(rows)],
+                                                    contents=pb.InferTensorContents(bytes_contents=[b"split%d" % i for i in range(len(rows))]))
+        bottom, top = tensor("bottom", slice(40, 64)), tensor("top", slice(0, 24))
+        resp = self.stub.ModelInfer(pb.ModelInferRequest(model_name=SPLIT, inputs=[bottom, ids, top]), timeout=10)
+        self.assertNotIn("sloproxy_default", resp.parameters)
+        self.assertEqual([int(v) for v in resp.outputs[0].contents.fp64_contents], rest_predict(rows))
+        md = self.stub.ModelMetadata(pb.ModelMetadataRequest(name=SPLIT), timeout=5)
+        self.assertEqual([(t.name, list(t.shape)) for t in md.inputs], [("top", [-1, 24]), ("bottom", [-1, 24]), ("img", [-1])])
+        err = self.assertCode(grpc.StatusCode.INVALID_ARGUMENT,
+                              lambda: self.stub.ModelInfer(pb.ModelInferRequest(model_name=SPLIT, inputs=[ids, top]), timeout=5))
+        self.assertIn('no input "bottom"', err.details())
 
     def assertCode(self, code, call):
         with self.assertRaises(grpc.RpcError) as cm:
