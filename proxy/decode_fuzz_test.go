@@ -30,18 +30,6 @@ var fuzzLayouts = func() []inferLayout {
 	return ls
 }()
 
-// width is the bytes of each row a request checked against l yields; 0
-// when any number of values is allowed.
-func (l inferLayout) width() int {
-	n := 0
-	for _, p := range l.parts {
-		if p.Name != l.filled {
-			n += p.Size
-		}
-	}
-	return n * l.it.ElemSize()
-}
-
 // The seeds below are valid and invalid bodies of each kind; the failures
 // found in the past are files under testdata/fuzz/FuzzDecode*. To search
 // for more, run for minutes on demand:
@@ -103,7 +91,7 @@ func FuzzDecodeInfer(f *testing.F) {
 				if it != state.InputBytes && it != state.InputString && len(item)%it.ElemSize() != 0 {
 					t.Fatalf("%s %q: row %d has %d bytes", it, body, i, len(item))
 				}
-				if w := l.width(); l.parts != nil && len(item) != w {
+				if w := l.width() * it.ElemSize(); l.parts != nil && len(item) != w {
 					t.Fatalf("%+v %q: row %d has %d bytes; the layout makes %d", l, body, i, len(item), w)
 				}
 				if len(item) > 8*len(body) {

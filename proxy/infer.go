@@ -362,7 +362,8 @@ func (l inferLayout) place(in *InferInput, name string, data []*InferInput, inpu
 }
 
 // join returns the n rows of the model's input: each row's parts in the
-// layout's order, or the one input's rows. The parts' rows are checked.
+// layout's order, or the one input's rows. The parts' rows are checked:
+// each is of its part's size, and every part but the filled one is there.
 func (l inferLayout) join(data []*InferInput, n int) [][]byte {
 	rows := make([][]byte, n)
 	if l.parts == nil {
@@ -370,20 +371,15 @@ func (l inferLayout) join(data []*InferInput, n int) [][]byte {
 			copy(rows, data[0].Rows)
 		}
 	} else {
-		width := 0
-		for k, in := range data {
-			if in != nil {
-				width += l.parts[k].Size * l.it.ElemSize()
-			}
-		}
+		buf := make([]byte, 0, n*l.width()*l.it.ElemSize()) // one allocation for every row
 		for r := range rows {
-			row := make([]byte, 0, width)
+			start := len(buf)
 			for _, in := range data {
 				if in != nil {
-					row = append(row, in.Rows[r]...)
+					buf = append(buf, in.Rows[r]...)
 				}
 			}
-			rows[r] = row
+			rows[r] = buf[start:len(buf):len(buf)]
 		}
 	}
 	for i := range rows {
@@ -392,6 +388,18 @@ func (l inferLayout) join(data []*InferInput, n int) [][]byte {
 		}
 	}
 	return rows
+}
+
+// width is the number of values of each row a request carries by l: its
+// parts but the filled one; 0 without a layout.
+func (l inferLayout) width() int {
+	n := 0
+	for _, p := range l.parts {
+		if p.Name != l.filled {
+			n += p.Size
+		}
+	}
+	return n
 }
 
 // names lists the inputs a request carries by l: its parts but the

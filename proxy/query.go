@@ -194,13 +194,7 @@ func checkWidth(app state.App, look *features.Lookup, inputs [][]byte, batch boo
 	if look != nil {
 		l.filled = look.Input()
 	}
-	want := 0
-	for _, part := range app.Inputs {
-		if part.Name != l.filled {
-			want += part.Size
-		}
-	}
-	size := app.InputType.ElemSize()
+	want, size := l.width(), app.InputType.ElemSize()
 	for i, in := range inputs {
 		if len(in) != want*size {
 			what := "input"
