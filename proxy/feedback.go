@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/answered"
-	"github.com/sloproxy/sloproxy/proxy/internal/clip"
+	"github.com/sloproxy/sloproxy/internal/clip"
 )
 
 // feedbackTimeout bounds what one feedback does in Redis: finding its

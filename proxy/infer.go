@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
-	"github.com/sloproxy/sloproxy/proxy/internal/clip"
+	"github.com/sloproxy/sloproxy/internal/clip"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
 )

@@ -27,7 +27,7 @@ import (
 	"github.com/sloproxy/sloproxy/cache"
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/features"
-	"github.com/sloproxy/sloproxy/proxy/internal/clip"
+	"github.com/sloproxy/sloproxy/internal/clip"
 	"github.com/sloproxy/sloproxy/proxy/internal/route"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/slo"

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/sloproxy/sloproxy/proxy/internal/clip"
+	"github.com/sloproxy/sloproxy/internal/clip"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
 )

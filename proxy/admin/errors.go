@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sloproxy/sloproxy/proxy/internal/clip"
+	"github.com/sloproxy/sloproxy/internal/clip"
 	"github.com/sloproxy/sloproxy/state"
 )
 

@@ -6,8 +6,8 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/sloproxy/sloproxy/internal/clip"
 	"github.com/sloproxy/sloproxy/jobs"
-	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	"github.com/sloproxy/sloproxy/state"
 )
 

@@ -30,8 +30,8 @@ import (
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/containers/rpc"
+	"github.com/sloproxy/sloproxy/internal/clip"
 	"github.com/sloproxy/sloproxy/proxy"
-	"github.com/sloproxy/sloproxy/proxy/internal/clip"
 	pb "github.com/sloproxy/sloproxy/proxy/oipgrpc/inferencepb"
 	"github.com/sloproxy/sloproxy/state"
 )
