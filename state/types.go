@@ -88,7 +88,7 @@ type App struct {
 	// in order: an Open Inference Protocol request then carries one
 	// tensor per part, by name, which the proxy joins into the one vector
 	// the RPC carries, and the query API's input must have their total
-	// length. A feature lookup may fill one part (features.Spec.Input).
+	// length, less the part a feature lookup fills (features.Spec.Input).
 	// Only numeric input types have a layout. nil means one part,
 	// "input", of any length.
 	Inputs []InputPart `json:"inputs,omitempty"`

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/sloproxy/sloproxy/internal/clip"
 )
 
 // ValidName reports whether s can name an app, a model or a version:
@@ -49,12 +51,17 @@ func (a App) Validate() error {
 	return a.validateInputs()
 }
 
-// maxInputPart bounds the values of one part of an app's input layout:
-// a million, beyond any model's feature vector and any request's limit.
+// maxInputPart bounds the values of one part of an app's input layout,
+// and of all its parts together: a million, beyond any model's feature
+// vector and any request's limit.
 const maxInputPart = 1 << 20
 
-// validateInputs checks a's input layout: numeric inputs, named parts of
-// a positive size, each name once.
+// maxInputParts bounds the parts of an app's input layout, beyond any
+// model's list of named inputs.
+const maxInputParts = 256
+
+// validateInputs checks a's input layout: numeric inputs, at most
+// maxInputParts named parts of a positive size, each name once.
 func (a App) validateInputs() error {
 	if a.Inputs == nil {
 		return nil
@@ -64,20 +71,23 @@ func (a App) validateInputs() error {
 	default:
 		return invalid("app %q: inputs: an input of type %s has no layout; only float32, float64 and int32 inputs have parts", a.Name, a.InputType)
 	}
-	if len(a.Inputs) == 0 {
-		return invalid("app %q: inputs: empty; list the input's parts, or leave inputs out", a.Name)
+	if len(a.Inputs) == 0 || len(a.Inputs) > maxInputParts {
+		return invalid("app %q: inputs: %d parts; list 1 to %d, or leave inputs out", a.Name, len(a.Inputs), maxInputParts)
 	}
+	seen := make(map[string]bool, len(a.Inputs))
+	total := 0
 	for i, p := range a.Inputs {
 		switch {
 		case !ValidInputName(p.Name):
-			return invalid("app %q: inputs[%d]: name %q: must match [A-Za-z_][A-Za-z0-9_.:-]{0,62}", a.Name, i, p.Name)
+			return invalid("app %q: inputs[%d]: name %q: must match [A-Za-z_][A-Za-z0-9_.:-]{0,62}", a.Name, i, clip.String(p.Name))
 		case p.Size < 1 || p.Size > maxInputPart:
 			return invalid("app %q: inputs[%d] %q: size %d: must be between 1 and %d", a.Name, i, p.Name, p.Size, maxInputPart)
+		case seen[p.Name]:
+			return invalid("app %q: inputs[%d]: %q is listed twice", a.Name, i, p.Name)
 		}
-		for _, q := range a.Inputs[:i] {
-			if q.Name == p.Name {
-				return invalid("app %q: inputs[%d]: %q is listed twice", a.Name, i, p.Name)
-			}
+		seen[p.Name] = true
+		if total += p.Size; total > maxInputPart {
+			return invalid("app %q: inputs: more than %d values in all", a.Name, maxInputPart)
 		}
 	}
 	return nil
