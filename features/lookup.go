@@ -260,21 +260,26 @@ func (l *Lookup) miss(it state.InputType, why string, storeDown bool) Row {
 }
 
 // Assemble returns app's model input: the request's own encoded values
-// (input) and the looked-up ones, placed as the spec says. A spec whose
-// Input is not a part of app's layout (its app changed under a spec from
-// the configuration file) gives an error.
+// (input) and the looked-up ones, placed as the spec says: appended,
+// prepended, or at the offset of the part of app's layout they fill. An
+// input or values that do not fit app's layout give an error; the proxy
+// checks inputs against the layout, and For checks the spec against the
+// app, first.
 func (l *Lookup) Assemble(app state.App, input, values []byte) ([]byte, error) {
 	at := len(input)
 	switch {
 	case l.spec.Input != "":
-		_, offset, ok := app.Part(l.spec.Input)
-		if !ok {
+		part, offset, ok := app.Part(l.spec.Input)
+		size := app.InputType.ElemSize()
+		switch {
+		case !ok:
 			return nil, fmt.Errorf("features.input %q is not a part of app %q's inputs", l.spec.Input, app.Name)
+		case len(values) != part.Size*size:
+			return nil, fmt.Errorf("the lookup has %d values for features.input %q of size %d", len(values)/size, l.spec.Input, part.Size)
+		case offset*size > len(input):
+			return nil, fmt.Errorf("the input holds %d values; features.input %q goes after %d", len(input)/size, l.spec.Input, offset)
 		}
-		at = offset * app.InputType.ElemSize()
-		if at > len(input) {
-			return nil, fmt.Errorf("the input holds %d values; features.input %q goes after %d", len(input)/app.InputType.ElemSize(), l.spec.Input, offset)
-		}
+		at = offset * size
 	case l.spec.Into == Prepend:
 		at = 0
 	}

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sloproxy/sloproxy/internal/clip"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -76,13 +77,13 @@ type Spec struct {
 	// not answer within Timeout. "" means UseDefaults, which requires
 	// every field to have a default.
 	Missing Missing `json:"missing,omitempty" yaml:"missing"`
-	// Into is where the values go in the model's input: Append or
-	// Prepend. "" means Append, unless Input is set.
+	// Into is where the values go in the model's input of an app without
+	// a layout: Append or Prepend. "" means Append.
 	Into string `json:"into,omitempty" yaml:"into"`
 	// Input names the part of the app's input layout (state.App.Inputs)
-	// the values fill, in place of Into: the request carries the other
-	// parts, and the values go between them. The part's size must be the
-	// number of Fields. "" means none.
+	// the values fill: the request carries the other parts, and the
+	// values go between them. The part's size must be the number of
+	// Fields. An app with a layout requires it, one without refuses it.
 	Input string `json:"input,omitempty" yaml:"input"`
 	// Timeout bounds the store's round trip. 0 means DefaultTimeout. In
 	// JSON it is "timeout_ms", a number of milliseconds that may have a
@@ -219,36 +220,44 @@ func (s *Spec) Validate(app state.App) error {
 	return nil
 }
 
-// validateInput checks s.Input against app's layout, and the key's
-// fields against the layout's names, which would be read both ways in an
-// OIP request.
+// validateInput checks s.Input against app's layout: an app with one
+// takes its features into a part of it, named by Input, whose size is the
+// number of fields. No key field may share a part's name, as an OIP
+// request would carry both under it.
 func (s *Spec) validateInput(app state.App) error {
 	for _, k := range s.KeyFields() {
 		if _, _, ok := app.Part(k); ok {
-			return fmt.Errorf("features.key field %q is also a part of app %q's inputs; an OIP input cannot be both", k, app.Name)
+			return fmt.Errorf("features.key field %q is also a part of app %q's inputs; an OIP input cannot be both", clip.String(k), app.Name)
 		}
 	}
 	if s.Input == "" {
+		if app.Inputs != nil {
+			return fmt.Errorf("features.input: none, and app %q lays its input out as parts (%s); add the part the features fill to its inputs and name it here", app.Name, partNames(app))
+		}
 		return nil
 	}
 	if s.Into != "" {
-		return fmt.Errorf("features.input %q and features.into %q: the values go one place; set one", s.Input, s.Into)
+		return fmt.Errorf("features.input %q and features.into %q: the values go one place; set one", clip.String(s.Input), s.Into)
 	}
 	part, _, ok := app.Part(s.Input)
-	if !ok {
-		names := make([]string, len(app.Inputs))
-		for i, p := range app.Inputs {
-			names[i] = p.Name
-		}
-		if len(names) == 0 {
-			return fmt.Errorf("features.input %q: app %q declares no inputs; list them under its inputs, or use into", s.Input, app.Name)
-		}
-		return fmt.Errorf("features.input %q: app %q has no such input; its inputs are %s", s.Input, app.Name, strings.Join(names, ", "))
-	}
-	if part.Size != len(s.Fields) {
+	switch {
+	case !ok && app.Inputs == nil:
+		return fmt.Errorf("features.input %q: app %q declares no inputs; list them under its inputs, or use into", clip.String(s.Input), app.Name)
+	case !ok:
+		return fmt.Errorf("features.input %q: app %q has no such input; its inputs are %s", clip.String(s.Input), app.Name, partNames(app))
+	case part.Size != len(s.Fields):
 		return fmt.Errorf("features.input %q holds %d values, and features.fields lists %d; make them equal", s.Input, part.Size, len(s.Fields))
 	}
 	return nil
+}
+
+// partNames lists the names of app's input parts, clipped.
+func partNames(app state.App) string {
+	names := make([]string, len(app.Inputs))
+	for i, p := range app.Inputs {
+		names[i] = p.Name
+	}
+	return clip.String(strings.Join(names, ", "))
 }
 
 func (s *Spec) missing() Missing {

@@ -42,7 +42,8 @@ func TestValidate(t *testing.T) {
 		{"bad into", func(s *Spec) { s.Into = "middle" }, state.InputFloat64, nil, `features.into "middle"`},
 		{"negative timeout", func(s *Spec) { s.Timeout = -time.Millisecond }, state.InputFloat64, nil, "negative"},
 		{"a named input", func(s *Spec) { s.Input = "user" }, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}, state.InputPart{Name: "user", Size: 2}), ""},
-		{"a layout, appended", func(*Spec) {}, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}), ""},
+		{"a layout, appended", func(*Spec) {}, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}), `features.input: none, and app "app" lays its input out as parts (dense)`},
+		{"a layout, prepended", func(s *Spec) { s.Into = Prepend }, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}), "features.input: none"},
 		{"no layout", func(s *Spec) { s.Input = "user" }, state.InputFloat64, nil, `features.input "user": app "app" declares no inputs`},
 		{"not in the layout", func(s *Spec) { s.Input = "user" }, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}, state.InputPart{Name: "tail", Size: 1}), "has no such input; its inputs are dense, tail"},
 		{"input and into", func(s *Spec) { s.Input, s.Into = "user", Append }, state.InputFloat64, layout(state.InputPart{Name: "user", Size: 2}), "set one"},
@@ -94,8 +95,11 @@ func TestKeyAndAssemble(t *testing.T) {
 		t.Errorf("an input the app lacks: %v", err)
 	}
 	l.spec.Input = "tail"
-	if _, err := l.Assemble(app, []byte("aaaa"), []byte("FFFF")); err == nil || !strings.Contains(err.Error(), "the input holds 1 values") {
+	if _, err := l.Assemble(app, []byte("aaaa"), []byte("FFFFGGGG")); err == nil || !strings.Contains(err.Error(), "the input holds 1 values") {
 		t.Errorf("an input too short for the layout: %v", err)
+	}
+	if _, err := l.Assemble(app, []byte("aaaabbbb"), []byte("FFFF")); err == nil || !strings.Contains(err.Error(), `the lookup has 1 values for features.input "tail" of size 2`) {
+		t.Errorf("values of another size than the part: %v", err)
 	}
 }
 
@@ -130,6 +134,51 @@ func TestSpecJSON(t *testing.T) {
 // type changes, and one that cannot serve here answers every query
 // unavailable (or with the default output, under default_output) with
 // why.
+// TestTableFitsTheFileSpec: the configuration file's spec is checked
+// against the app as the state has it, which the admin API may have
+// changed since the file was read.
+func TestTableFitsTheFileSpec(t *testing.T) {
+	table := NewTable(Options{})
+	defer table.Close()
+	spec := Spec{Key: "user:{id}", Fields: []Field{{Name: "a", Default: zero()}, {Name: "b", Default: zero()}}, Input: "user", Redis: "127.0.0.1:1"}
+	if err := table.Set(map[string]Spec{"a": spec}); err != nil {
+		t.Fatal(err)
+	}
+	fits := state.App{Name: "a", InputType: state.InputFloat32, Inputs: []state.InputPart{{Name: "dense", Size: 3}, {Name: "user", Size: 2}}}
+	l := table.For(fits)
+	if l == nil || l.broken != nil {
+		t.Fatalf("a layout that fits: %+v", l)
+	}
+	if again := table.For(fits); again != l {
+		t.Fatal("the same app was checked into a new lookup")
+	}
+	for _, tc := range []struct {
+		name   string
+		inputs []state.InputPart
+		why    string
+	}{
+		{"a part of another size", []state.InputPart{{Name: "user", Size: 3}}, `features.input "user" holds 3 values, and features.fields lists 2`},
+		{"a part named as a key field", []state.InputPart{{Name: "user", Size: 2}, {Name: "id", Size: 1}}, `features.key field "id" is also a part`},
+		{"no layout", nil, `features.input "user": app "a" declares no inputs`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := fits
+			app.Inputs = tc.inputs
+			l := table.For(app)
+			if l == nil || l.broken == nil || !strings.Contains(l.broken.Error(), "the configuration file's features spec does not fit the app's input: "+tc.why) {
+				t.Fatalf("%+v; want a broken lookup saying %s", l, tc.why)
+			}
+			rows := l.Fetch(t.Context(), app.InputType, [][]string{{"1"}})
+			if rows[0].Outcome != StoreUnavailable || !strings.Contains(rows[0].Why, tc.why) {
+				t.Fatalf("rows %+v; want unavailable, saying %s", rows, tc.why)
+			}
+		})
+	}
+	if l := table.For(fits); l == nil || l.broken != nil {
+		t.Fatalf("the layout that fits again: %+v", l)
+	}
+}
+
 func TestTableFor(t *testing.T) {
 	table := NewTable(Options{})
 	defer table.Close()

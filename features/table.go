@@ -42,7 +42,19 @@ type Table struct {
 	changing sync.Mutex
 
 	lookups sync.Map // app name → *Lookup, from the configuration file
+	fits    sync.Map // app name → *fitted, lookups checked against the app
 	stored  sync.Map // app name → *storedLookup, from the state
+}
+
+// fitted is a lookup of the configuration file's checked against its app
+// as the state has it, which the admin API or a state kept from before
+// may have changed: kept while the lookup, the app's input type and its
+// layout are the same.
+type fitted struct {
+	base   *Lookup
+	it     state.InputType
+	inputs []state.InputPart
+	lookup *Lookup // base, or a broken lookup saying why its spec does not fit
 }
 
 // storedLookup is the lookup built from an app's stored spec, kept while
@@ -67,11 +79,12 @@ func NewTable(opts Options) *Table {
 // For returns app's lookup, or nil when it looks no features up: the
 // spec the state carries for it (set through the admin API), else the
 // configuration file's. A stored spec is parsed once per change of its
-// text or of the app's input type or layout. One that cannot serve here (invalid
-// for the app's input type, or naming no store on a proxy without Redis)
-// gives a lookup whose every query is answered unavailable with the reason
-// (or, under missing: default_output, gets the app's default output),
-// rather than a query that ignores its entity.
+// text or of the app's input type or layout, and the file's is checked
+// against the app as often (see fit). One that cannot serve here
+// (invalid for the app's input, or naming no store on a proxy without
+// Redis) gives a lookup whose every query is answered unavailable with
+// the reason (or, under missing: default_output, gets the app's default
+// output), rather than a query that ignores its entity.
 func (t *Table) For(app state.App) *Lookup {
 	if t == nil {
 		return nil
@@ -81,7 +94,7 @@ func (t *Table) For(app state.App) *Lookup {
 			t.forget(app.Name)
 		}
 		if l, ok := t.lookups.Load(app.Name); ok {
-			return l.(*Lookup)
+			return t.fit(app, l.(*Lookup))
 		}
 		return nil
 	}
@@ -97,6 +110,25 @@ func (t *Table) For(app state.App) *Lookup {
 	t.stored.Store(app.Name, &storedLookup{raw: string(app.Features), it: app.InputType, inputs: slices.Clone(app.Inputs), lookup: l})
 	t.sweep()
 	return l
+}
+
+// fit returns l, the configuration file's lookup for app, if its spec fits
+// app as the state has it (its input type and layout); else a lookup
+// whose every query is answered unavailable with the reason (or, under
+// missing: default_output, gets the app's default output). The check runs
+// once per change of either.
+func (t *Table) fit(app state.App, l *Lookup) *Lookup {
+	if v, ok := t.fits.Load(app.Name); ok {
+		if f := v.(*fitted); f.base == l && f.it == app.InputType && slices.Equal(f.inputs, app.Inputs) {
+			return f.lookup
+		}
+	}
+	f := &fitted{base: l, it: app.InputType, inputs: slices.Clone(app.Inputs), lookup: l}
+	if err := l.spec.Validate(app); err != nil {
+		f.lookup = newBroken(app.Name, l.spec, fmt.Errorf("the configuration file's features spec does not fit the app's input: %w", err), t.metrics)
+	}
+	t.fits.Store(app.Name, f)
+	return f.lookup
 }
 
 // storedFor returns the lookup built from app's stored spec, if it is
@@ -230,6 +262,7 @@ func (t *Table) Set(specs map[string]Spec) error {
 	for app, l := range next {
 		t.lookups.Store(app, l)
 	}
+	t.fits.Clear() // each is checked again against its new lookup
 	return nil
 }
 

@@ -59,6 +59,9 @@ func (h *handler) createApp(w http.ResponseWriter, r *http.Request) error {
 	if err := checkPolicy(a); err != nil {
 		return err
 	}
+	if err := h.checkFeatures(a); err != nil {
+		return err
+	}
 	if _, ok := h.store.Snapshot().App(a.Name); ok {
 		return fmt.Errorf("%w: app %q: already exists; replace it with PUT %s/%s", state.ErrConflict, a.Name, pathApps, a.Name)
 	}
@@ -90,6 +93,9 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 	if err := checkPolicy(next); err != nil {
 		return err
 	}
+	if err := h.checkFeatures(next); err != nil {
+		return err
+	}
 	_, existed := h.store.Snapshot().App(name)
 	// The store keeps the selection and features specs set through PUT
 	// .../selection and .../features.
@@ -102,6 +108,29 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Location", pathApps+"/"+name)
 	}
 	return h.writeApp(w, status, name)
+}
+
+// checkFeatures refuses, with a 409 saying what to change, an app whose
+// input the configuration file's features spec for it cannot fill, where
+// no spec set through the admin API takes the file's place (the state
+// checks that one; see features.CheckApp). A proxy serves such an app's
+// queries unavailable (features.Table.For), so this guard only spares it.
+func (h *handler) checkFeatures(a state.App) error {
+	if h.features == nil {
+		return nil
+	}
+	spec, ok := h.features.Configured(a.Name)
+	if !ok {
+		return nil
+	}
+	if cur, ok := h.store.Snapshot().App(a.Name); ok && cur.Features != nil {
+		return nil
+	}
+	if err := spec.Validate(a); err != nil {
+		return fmt.Errorf("%w: app %q: the configuration file's features spec does not fit its input (%v); change the file's, or set one that fits with PUT %s/%s/features",
+			state.ErrConflict, a.Name, err, pathApps, a.Name)
+	}
+	return nil
 }
 
 // DELETE /api/v1/apps/{app} deletes the app and its links.

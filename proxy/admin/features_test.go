@@ -83,6 +83,29 @@ func TestFeaturesSpec(t *testing.T) {
 	if got, _ := store.Snapshot().App("digits"); got.Features != nil {
 		t.Errorf("after DELETE: %+v", got)
 	}
+	// The file's spec, with no stored one to take its place: an app change
+	// it cannot fill is refused as well.
+	fileSpec := features.Spec{Key: "user:{id}", Fields: []features.Field{{Name: "a", Default: new(0.0)}, {Name: "b", Default: new(0.0)}}, Input: "user", Redis: "h:1"}
+	must(t, table.Set(map[string]features.Spec{"digits": fileSpec, "fresh": fileSpec}))
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+	}{
+		{"PUT", "/api/v1/apps/digits", `{"input_type": "float32", "slo_ms": 40, "inputs": [{"name": "dense", "size": 4}, {"name": "user", "size": 2}]}`, 200},
+		{"PUT", "/api/v1/apps/digits", `{"input_type": "float32", "slo_ms": 40, "inputs": [{"name": "user", "size": 3}]}`, 409},
+		{"PUT", "/api/v1/apps/digits", `{"input_type": "float32", "slo_ms": 40}`, 409},
+		{"POST", "/api/v1/apps", `{"name": "fresh", "input_type": "float32", "slo_ms": 40}`, 409},
+		{"POST", "/api/v1/apps", `{"name": "fresh", "input_type": "float32", "slo_ms": 40, "inputs": [{"name": "user", "size": 2}]}`, 201},
+	} {
+		a := call(t, srv, tc.method, tc.path, "", tc.body)
+		if a.status != tc.status || tc.status == 409 && !strings.Contains(a.errorMessage(t), "the configuration file's features spec does not fit its input") {
+			t.Errorf("%s %s %s: %d %s; want %d", tc.method, tc.path, tc.body, a.status, a.body, tc.status)
+		}
+	}
+	if got, _ := store.Snapshot().App("digits"); len(got.Inputs) != 2 {
+		t.Errorf("refused PUTs changed the app: %+v", got)
+	}
+	must(t, table.Set(nil))
 	without := startAPI(t, store, Options{Token: testToken})
 	if a := call(t, without, "PUT", "/api/v1/apps/digits/features", "", spec); a.status != 501 {
 		t.Errorf("without features: %d %s", a.status, a.body)
