@@ -62,13 +62,13 @@ func TestFeatures(t *testing.T) {
 	named := spec(features.UseDefaults)
 	named.Input = "user"
 	must(t, lookups.Set(map[string]features.Spec{
-		"defaults": spec(features.UseDefaults), "notfound": spec(features.NotFound), "fallback": spec(features.DefaultOutput), "layout": named}))
+		"defaults": spec(features.UseDefaults), "notfound": spec(features.NotFound), "fallback": spec(features.DefaultOutput), "layout": named, "only": named}))
 	e := newEnvOpts(t, Options{Store: state.NewStore(nil, state.Options{}), Registry: reg, MaxInputBatch: 8,
 		Cache: newCacheOn(t, testutil.StartRedis(t), reg), Features: lookups, Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond}})
 	addr := startVectorModel(t)
 	e.addModel(state.App{Name: "defaults", InputType: state.InputFloat64, SLO: 2 * time.Second, DefaultOutput: "-1"}, "vec", addr)
 	layout := []state.InputPart{{Name: "dense", Size: 2}, {Name: "user", Size: 2}, {Name: "tail", Size: 1}}
-	for _, app := range []state.App{{Name: "notfound"}, {Name: "fallback"}, {Name: "layout", Inputs: layout}} {
+	for _, app := range []state.App{{Name: "notfound"}, {Name: "fallback"}, {Name: "layout", Inputs: layout}, {Name: "only", Inputs: layout[1:2]}} {
 		app.InputType, app.SLO, app.DefaultOutput = state.InputFloat64, 2*time.Second, "-1"
 		must(t, e.store.PutApp(context.Background(), app))
 		must(t, e.store.Link(context.Background(), app.Name, "vec"))
@@ -151,6 +151,16 @@ func TestFeatures(t *testing.T) {
 			t.Fatalf("metadata: %d %v; want the inputs dense, tail and user_id", status, m)
 		}
 	})
+	t.Run("a layout of the features alone", func(t *testing.T) {
+		status, m := e.post("/v2/models/only/infer", `{"inputs": [{"name": "user_id", "shape": [2], "datatype": "BYTES", "data": ["1", "9"]}]}`)
+		out, _ := m["outputs"].([]any)
+		if status != 200 || len(out) != 1 || mustJSON(out[0].(map[string]any)["data"]) != "[4,0.5,-1,-2]" {
+			t.Fatalf("OIP: %d %v", status, m)
+		}
+		if status, m := predict("only", `{"input": [], "entity": {"user_id": "1"}}`); status != 200 || mustJSON(m["output"]) != "[4,0.5]" {
+			t.Fatalf("query API: %d %v", status, m)
+		}
+	})
 	t.Run("a named input, bad requests", func(t *testing.T) {
 		const ids = `{"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["1"]}`
 		const dense = `{"name": "dense", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}`
@@ -176,6 +186,16 @@ func TestFeatures(t *testing.T) {
 			if status, m := predict("layout", body); status != 400 || !strings.Contains(m["error"].(string), want) {
 				t.Errorf("%s: %d %v; want 400 with %s", body, status, m, want)
 			}
+		}
+	})
+	t.Run("a job's input is the whole layout", func(t *testing.T) {
+		answers, err := e.proxy.PredictJob(ctx, "layout", []json.RawMessage{json.RawMessage(`[1, 2, 3, 4, 5]`), json.RawMessage(`[1, 2, 5]`)})
+		must(t, err)
+		if string(answers[0].Output) != "[1,2,3,4,5]" || answers[0].Err != nil {
+			t.Errorf("line 0: %s, %v; want the five values as sent", answers[0].Output, answers[0].Err)
+		}
+		if err := answers[1].Err; err == nil || !strings.Contains(err.Error(), `input has 3 values; app "layout" takes 5`) {
+			t.Errorf("line 1: %s, %v; want the layout's width refused", answers[1].Output, err)
 		}
 	})
 	t.Run("bad entity", func(t *testing.T) {

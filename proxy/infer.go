@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sloproxy/sloproxy/containers/dispatch"
+	"github.com/sloproxy/sloproxy/features"
 	"github.com/sloproxy/sloproxy/internal/clip"
 	"github.com/sloproxy/sloproxy/slo"
 	"github.com/sloproxy/sloproxy/state"
@@ -211,11 +212,7 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 		prio += class
 	}
 	look := p.opts.Features.For(app) // one lookup for the entity inputs and the answers
-	layout := inferLayout{it: app.InputType, parts: app.Inputs}
-	if look != nil {
-		layout.entity, layout.filled = look.KeyFields(), look.Input()
-	}
-	rows, entities, err := p.inferRows(req, layout)
+	rows, entities, err := p.inferRows(req, layoutOf(app, look))
 	if err != nil {
 		return nil, p.inferReject(api, app.Name, err)
 	}
@@ -262,6 +259,16 @@ type inferLayout struct {
 	// entity are the feature lookup's key fields: BYTES inputs of one
 	// entity id per row.
 	entity []string
+}
+
+// layoutOf is the layout of app's requests, whose feature lookup is look
+// (nil for none).
+func layoutOf(app state.App, look *features.Lookup) inferLayout {
+	l := inferLayout{it: app.InputType, parts: app.Inputs}
+	if look != nil {
+		l.entity, l.filled = look.KeyFields(), look.Input()
+	}
+	return l
 }
 
 // inferRows checks the request's tensors against l and joins them into
@@ -365,12 +372,14 @@ func (l inferLayout) place(in *InferInput, name string, data []*InferInput, inpu
 // layout's order, or the one input's rows. The parts' rows are checked:
 // each is of its part's size, and every part but the filled one is there.
 func (l inferLayout) join(data []*InferInput, n int) [][]byte {
-	rows := make([][]byte, n)
-	if l.parts == nil {
-		if data[0] != nil {
-			copy(rows, data[0].Rows)
-		}
-	} else {
+	var rows [][]byte
+	switch {
+	case l.parts == nil && data[0] != nil:
+		rows = data[0].Rows
+	case l.parts == nil:
+		rows = make([][]byte, n) // the features are the whole input
+	default:
+		rows = make([][]byte, n)
 		buf := make([]byte, 0, n*l.width()*l.it.ElemSize()) // one allocation for every row
 		for r := range rows {
 			start := len(buf)

@@ -40,11 +40,7 @@ func encodeInput(raw json.RawMessage, it state.InputType, what string) ([]byte, 
 		}
 		return b, nil
 	}
-	size := 8
-	if it != state.InputFloat64 {
-		size = 4
-	}
-	out := make([]byte, 0, len(raw)/2*size)
+	out := make([]byte, 0, len(raw)/2*it.ElemSize())
 	err := eachNumber(raw, func(i int, tok []byte) error {
 		v, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(tok), len(tok)), 64)
 		if err != nil {

@@ -50,6 +50,9 @@ func (p *Proxy) PredictJob(ctx context.Context, appName string, inputs []json.Ra
 	var wg sync.WaitGroup
 	for i, raw := range inputs {
 		in, err := encodeInput(raw, app.InputType, "input")
+		if err == nil {
+			err = checkWidth(app, nil, [][]byte{in}, false) // a job's input is the model's whole input
+		}
 		if err != nil {
 			answers[i].Err = err
 			continue

@@ -190,10 +190,8 @@ func checkWidth(app state.App, look *features.Lookup, inputs [][]byte, batch boo
 	if app.Inputs == nil {
 		return nil
 	}
-	l := inferLayout{it: app.InputType, parts: app.Inputs}
-	if look != nil {
-		l.filled = look.Input()
-	}
+	l := layoutOf(app, look)
+	l.entity = nil // the query API carries the ids apart, in "entity"
 	want, size := l.width(), app.InputType.ElemSize()
 	for i, in := range inputs {
 		if len(in) != want*size {
