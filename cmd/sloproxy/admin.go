@@ -394,13 +394,12 @@ func appsCreate(c *cli, args []string) error {
 func parseInputs(s string) ([]state.InputPart, error) {
 	var parts []state.InputPart
 	for _, p := range strings.Split(s, ",") {
-		p = strings.TrimSpace(p)
 		i := strings.LastIndexByte(p, ':') // a name may hold a colon
-		n, err := strconv.Atoi(p[i+1:])
+		n, err := strconv.Atoi(strings.TrimSpace(p[i+1:]))
 		if i < 0 || err != nil {
 			return nil, fmt.Errorf("%q: write each part as name:size, such as dense:4", p)
 		}
-		parts = append(parts, state.InputPart{Name: p[:i], Size: n})
+		parts = append(parts, state.InputPart{Name: strings.TrimSpace(p[:i]), Size: n})
 	}
 	return parts, nil
 }

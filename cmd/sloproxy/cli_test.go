@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/sloproxy/sloproxy/state"
 )
 
 // TestHelp: every way of asking for help prints a usage text and exits 0;
@@ -117,6 +120,26 @@ func TestConflictHints(t *testing.T) {
 		_, _, err := runCLI(tt.args[0], append(tt.args[1:], global...)...)
 		if err == nil || !strings.Contains(err.Error(), "409") || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "/api/") {
 			t.Errorf("%q: %v, want a 409 with %q and no REST path", tt.args, err, tt.want)
+		}
+	}
+}
+
+func TestParseInputs(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []state.InputPart
+		err  string
+	}{
+		{"dense:4", []state.InputPart{{Name: "dense", Size: 4}}, ""},
+		{"dense:4, user : 2", []state.InputPart{{Name: "dense", Size: 4}, {Name: "user", Size: 2}}, ""},
+		{"in:1:2", []state.InputPart{{Name: "in:1", Size: 2}}, ""},
+		{"dense", nil, `"dense": write each part as name:size`},
+		{"dense:four", nil, `"dense:four": write each part as name:size`},
+		{"dense:4,", nil, `"": write each part as name:size`},
+	} {
+		got, err := parseInputs(tc.in)
+		if !reflect.DeepEqual(got, tc.want) || (tc.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("parseInputs(%q) = %+v, %v; want %+v, %q", tc.in, got, err, tc.want, tc.err)
 		}
 	}
 }
