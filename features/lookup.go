@@ -262,9 +262,9 @@ func (l *Lookup) miss(it state.InputType, why string, storeDown bool) Row {
 // Assemble returns app's model input: the request's own encoded values
 // (input) and the looked-up ones, placed as the spec says: appended,
 // prepended, or at the offset of the part of app's layout they fill. An
-// input or values that do not fit app's layout give an error; the proxy
-// checks inputs against the layout, and For checks the spec against the
-// app, first.
+// input or values of another size than the layout's parts give an error;
+// the proxy checks inputs against the layout, and For checks the spec
+// against the app, first.
 func (l *Lookup) Assemble(app state.App, input, values []byte) ([]byte, error) {
 	at := len(input)
 	switch {
@@ -276,8 +276,8 @@ func (l *Lookup) Assemble(app state.App, input, values []byte) ([]byte, error) {
 			return nil, fmt.Errorf("features.input %q is not a part of app %q's inputs", l.spec.Input, app.Name)
 		case len(values) != part.Size*size:
 			return nil, fmt.Errorf("the lookup has %d values for features.input %q of size %d", len(values)/size, l.spec.Input, part.Size)
-		case offset*size > len(input):
-			return nil, fmt.Errorf("the input holds %d values; features.input %q goes after %d", len(input)/size, l.spec.Input, offset)
+		case len(input) != (layoutSize(app)-part.Size)*size:
+			return nil, fmt.Errorf("the input holds %d values; app %q's other parts hold %d", len(input)/size, app.Name, layoutSize(app)-part.Size)
 		}
 		at = offset * size
 	case l.spec.Into == Prepend:
@@ -285,6 +285,15 @@ func (l *Lookup) Assemble(app state.App, input, values []byte) ([]byte, error) {
 	}
 	out := make([]byte, 0, len(input)+len(values))
 	return append(append(append(out, input[:at]...), values...), input[at:]...), nil
+}
+
+// layoutSize is the number of values of app's layout, all parts together.
+func layoutSize(app state.App) int {
+	n := 0
+	for _, p := range app.Inputs {
+		n += p.Size
+	}
+	return n
 }
 
 // parse reads a field's text as its type.

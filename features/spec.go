@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
@@ -161,13 +160,19 @@ var placeholder = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // each once.
 func (s *Spec) KeyFields() []string {
 	var names []string
+	seen := map[string]bool{}
 	for _, m := range placeholder.FindAllStringSubmatch(s.Key, -1) {
-		if !slices.Contains(names, m[1]) {
+		if !seen[m[1]] {
+			seen[m[1]] = true
 			names = append(names, m[1])
 		}
 	}
 	return names
 }
+
+// maxKeyFields bounds the request fields of a key template: an entity is
+// named by a few ids, never by many.
+const maxKeyFields = 16
 
 // Validate checks s for app: its input type and layout. The error names
 // the field at fault.
@@ -178,11 +183,14 @@ func (s *Spec) Validate(app state.App) error {
 	default:
 		return fmt.Errorf("features: the app's input type %s is not numeric; looked-up features need float32, float64 or int32", it)
 	}
-	if len(s.KeyFields()) == 0 {
-		return fmt.Errorf("features.key %q names no request field; write one as {field}", s.Key)
+	switch n := len(s.KeyFields()); {
+	case n == 0:
+		return fmt.Errorf("features.key %q names no request field; write one as {field}", clip.String(s.Key))
+	case n > maxKeyFields:
+		return fmt.Errorf("features.key %q names %d request fields; at most %d", clip.String(s.Key), n, maxKeyFields)
 	}
 	if rest := placeholder.ReplaceAllString(s.Key, ""); strings.ContainsAny(rest, "{}") {
-		return fmt.Errorf("features.key %q: a brace that opens no {field} of letters, digits and _", s.Key)
+		return fmt.Errorf("features.key %q: a brace that opens no {field} of letters, digits and _", clip.String(s.Key))
 	}
 	if len(s.Fields) == 0 {
 		return errors.New("features.fields: none; list the hash fields to read")
@@ -193,23 +201,23 @@ func (s *Spec) Validate(app state.App) error {
 		case f.Name == "":
 			return fmt.Errorf("features.fields[%d]: no name", i)
 		case seen[f.Name]:
-			return fmt.Errorf("features.fields[%d]: %q is listed twice", i, f.Name)
+			return fmt.Errorf("features.fields[%d]: %q is listed twice", i, clip.String(f.Name))
 		case f.Type != "" && f.Type != TypeFloat && f.Type != TypeInt && f.Type != TypeBool:
-			return fmt.Errorf("features.fields[%d] %q: type %q; use float, int or bool", i, f.Name, f.Type)
+			return fmt.Errorf("features.fields[%d] %q: type %q; use float, int or bool", i, clip.String(f.Name), clip.String(f.Type))
 		case it == state.InputInt32 && (f.Type == "" || f.Type == TypeFloat):
-			return fmt.Errorf("features.fields[%d] %q: a float field cannot enter an int32 input; use type int or bool", i, f.Name)
+			return fmt.Errorf("features.fields[%d] %q: a float field cannot enter an int32 input; use type int or bool", i, clip.String(f.Name))
 		case s.missing() == UseDefaults && f.Default == nil:
-			return fmt.Errorf("features.fields[%d] %q: no default, which missing: use_defaults needs", i, f.Name)
+			return fmt.Errorf("features.fields[%d] %q: no default, which missing: use_defaults needs", i, clip.String(f.Name))
 		}
 		seen[f.Name] = true
 	}
 	switch s.missing() {
 	case UseDefaults, NotFound, DefaultOutput:
 	default:
-		return fmt.Errorf("features.missing %q; use use_defaults, not_found or default_output", s.Missing)
+		return fmt.Errorf("features.missing %q; use use_defaults, not_found or default_output", clip.String(string(s.Missing)))
 	}
 	if s.Into != "" && s.Into != Append && s.Into != Prepend {
-		return fmt.Errorf("features.into %q; use append or prepend", s.Into)
+		return fmt.Errorf("features.into %q; use append or prepend", clip.String(s.Into))
 	}
 	if err := s.validateInput(app); err != nil {
 		return err
@@ -237,7 +245,7 @@ func (s *Spec) validateInput(app state.App) error {
 		return nil
 	}
 	if s.Into != "" {
-		return fmt.Errorf("features.input %q and features.into %q: the values go one place; set one", clip.String(s.Input), s.Into)
+		return fmt.Errorf("features.input %q and features.into %q: into is for apps without inputs; remove it", clip.String(s.Input), clip.String(s.Into))
 	}
 	part, _, ok := app.Part(s.Input)
 	switch {

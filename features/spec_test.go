@@ -46,7 +46,8 @@ func TestValidate(t *testing.T) {
 		{"a layout, prepended", func(s *Spec) { s.Into = Prepend }, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}), "features.input: none"},
 		{"no layout", func(s *Spec) { s.Input = "user" }, state.InputFloat64, nil, `features.input "user": app "app" declares no inputs`},
 		{"not in the layout", func(s *Spec) { s.Input = "user" }, state.InputFloat64, layout(state.InputPart{Name: "dense", Size: 3}, state.InputPart{Name: "tail", Size: 1}), "has no such input; its inputs are dense, tail"},
-		{"input and into", func(s *Spec) { s.Input, s.Into = "user", Append }, state.InputFloat64, layout(state.InputPart{Name: "user", Size: 2}), "set one"},
+		{"input and into", func(s *Spec) { s.Input, s.Into = "user", Append }, state.InputFloat64, layout(state.InputPart{Name: "user", Size: 2}), "into is for apps without inputs"},
+		{"many key fields", func(s *Spec) { s.Key = "u:{a}{b}{c}{d}{e}{f}{g}{h}{i}{j}{k}{l}{m}{n}{o}{p}{q}" }, state.InputFloat64, nil, "names 17 request fields; at most 16"},
 		{"input of another size", func(s *Spec) { s.Input = "user" }, state.InputFloat64, layout(state.InputPart{Name: "user", Size: 3}), `features.input "user" holds 3 values, and features.fields lists 2`},
 		{"key field in the layout", func(*Spec) {}, state.InputFloat64, layout(state.InputPart{Name: "region", Size: 1}), `features.key field "region" is also a part`},
 	} {
@@ -129,11 +130,6 @@ func TestSpecJSON(t *testing.T) {
 	}
 }
 
-// TestTableFor: a spec the state carries takes the place of the
-// configuration file's, is rebuilt only when its text or the app's input
-// type changes, and one that cannot serve here answers every query
-// unavailable (or with the default output, under default_output) with
-// why.
 // TestTableFitsTheFileSpec: the configuration file's spec is checked
 // against the app as the state has it, which the admin API may have
 // changed since the file was read.
@@ -177,8 +173,27 @@ func TestTableFitsTheFileSpec(t *testing.T) {
 	if l := table.For(fits); l == nil || l.broken != nil {
 		t.Fatalf("the layout that fits again: %+v", l)
 	}
+	// A reload that changes the spec is checked anew: one that fits the
+	// app the last one did not.
+	narrow := fits
+	narrow.Inputs = []state.InputPart{{Name: "user", Size: 1}}
+	if l := table.For(narrow); l.broken == nil {
+		t.Fatal("a two-field spec fit a part of one value")
+	}
+	spec.Fields = spec.Fields[:1]
+	if err := table.Set(map[string]Spec{"a": spec}); err != nil {
+		t.Fatal(err)
+	}
+	if l := table.For(narrow); l == nil || l.broken != nil {
+		t.Fatalf("after the reload, a one-field spec for a part of one value: %+v", l)
+	}
 }
 
+// TestTableFor: a spec the state carries takes the place of the
+// configuration file's, is rebuilt only when its text or the app's input
+// type changes, and one that cannot serve here answers every query
+// unavailable (or with the default output, under default_output) with
+// why.
 func TestTableFor(t *testing.T) {
 	table := NewTable(Options{})
 	defer table.Close()

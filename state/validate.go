@@ -37,10 +37,10 @@ const maxSLO = time.Hour
 // against the rest of the state.
 func (a App) Validate() error {
 	if !ValidName(a.Name) {
-		return invalid("app %q: name: must match [a-z0-9][a-z0-9_.-]{0,62}", a.Name)
+		return invalid("app %q: name: must match [a-z0-9][a-z0-9_.-]{0,62}", clip.String(a.Name))
 	}
 	if !a.InputType.Valid() {
-		return invalid("app %q: input_type %q: must be bytes, int32, float32, float64 or string", a.Name, a.InputType)
+		return invalid("app %q: input_type %q: must be bytes, int32, float32, float64 or string", a.Name, clip.String(string(a.InputType)))
 	}
 	if a.SLO <= 0 || a.SLO > maxSLO {
 		return invalid("app %q: slo_ms %g: must be positive and at most %v", a.Name, float64(a.SLO)/float64(time.Millisecond), maxSLO)
