@@ -359,7 +359,7 @@ func appsCreate(c *cli, args []string) error {
 	var cacheTTL time.Duration
 	durationVar(fs, &cacheTTL, "cache-ttl", 0, "how long answers stay in the prediction cache, a `duration` such as 30m; 0 means the cache's default")
 	fs.BoolVar(&a.NoCache, "no-cache", false, "keep the app's answers out of the prediction cache")
-	fs.Func("inputs", "lay a numeric input out as named `parts`, in order: name:size,name:size (an OIP request then sends one tensor per part; a feature lookup may fill one)", func(s string) error {
+	fs.Func("inputs", "lay a numeric input out as named `parts`, in order: name:size,name:size (an OIP request then sends one tensor per part; with features, the lookup fills the part its spec's input names)", func(s string) error {
 		parts, err := parseInputs(s)
 		a.Inputs = parts
 		return err

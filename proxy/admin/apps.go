@@ -59,11 +59,11 @@ func (h *handler) createApp(w http.ResponseWriter, r *http.Request) error {
 	if err := checkPolicy(a); err != nil {
 		return err
 	}
-	if err := h.checkFeatures(a); err != nil {
-		return err
-	}
 	if _, ok := h.store.Snapshot().App(a.Name); ok {
 		return fmt.Errorf("%w: app %q: already exists; replace it with PUT %s/%s", state.ErrConflict, a.Name, pathApps, a.Name)
+	}
+	if err := h.fileSpecFits(a); err != nil {
+		return err
 	}
 	if err := h.store.PutApp(r.Context(), a); err != nil {
 		return err
@@ -90,11 +90,18 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("app %q: name %q in the body differs from the path's", name, clip.String(body.Name))
 	}
 	next := body.state()
+	if err := next.Validate(); err != nil {
+		return err
+	}
 	if err := checkPolicy(next); err != nil {
 		return err
 	}
-	if err := h.checkFeatures(next); err != nil {
-		return err
+	if cur, ok := h.store.Snapshot().App(name); !ok || cur.Features == nil {
+		// No spec set through .../features takes the file's place (the
+		// state checks such a spec itself; see features.CheckApp).
+		if err := h.fileSpecFits(next); err != nil {
+			return err
+		}
 	}
 	_, existed := h.store.Snapshot().App(name)
 	// The store keeps the selection and features specs set through PUT
@@ -110,20 +117,18 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 	return h.writeApp(w, status, name)
 }
 
-// checkFeatures refuses, with a 409 saying what to change, an app whose
-// input the configuration file's features spec for it cannot fill, where
-// no spec set through the admin API takes the file's place (the state
-// checks that one; see features.CheckApp). A proxy serves such an app's
-// queries unavailable (features.Table.For), so this guard only spares it.
-func (h *handler) checkFeatures(a state.App) error {
+// fileSpecFits refuses, with a 409 saying what to change, an app whose
+// input the configuration file's features spec for it cannot fill, for a
+// change that leaves that spec in effect: no spec set through
+// .../features takes its place. It reads the app as the change makes it;
+// a change racing it past this check is served unavailable with the
+// reason (features.Table.For).
+func (h *handler) fileSpecFits(a state.App) error {
 	if h.features == nil {
 		return nil
 	}
 	spec, ok := h.features.Configured(a.Name)
 	if !ok {
-		return nil
-	}
-	if cur, ok := h.store.Snapshot().App(a.Name); ok && cur.Features != nil {
 		return nil
 	}
 	if err := spec.Validate(a); err != nil {
@@ -252,20 +257,17 @@ func (h *handler) putSelection(w http.ResponseWriter, r *http.Request) error {
 // the app runs the policy it names again, with the configuration file's
 // settings for it, or the defaults. It answers the app.
 func (h *handler) deleteSelection(w http.ResponseWriter, r *http.Request) error {
-	return h.updateApp(w, r, func(a *state.App) { a.Selection = nil })
+	return h.updateApp(w, r, func(a *state.App) error { a.Selection = nil; return nil })
 }
 
 // updateApp applies change to the app the path names, in one step with
 // the state, and answers the app.
-func (h *handler) updateApp(w http.ResponseWriter, r *http.Request, change func(a *state.App)) error {
+func (h *handler) updateApp(w http.ResponseWriter, r *http.Request, change func(a *state.App) error) error {
 	name, err := pathName(r, "app")
 	if err != nil {
 		return err
 	}
-	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, _ []string) error {
-		change(a)
-		return nil
-	})
+	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, _ []string) error { return change(a) })
 	if err != nil {
 		return err
 	}

@@ -105,6 +105,28 @@ func TestFeaturesSpec(t *testing.T) {
 	if got, _ := store.Snapshot().App("digits"); len(got.Inputs) != 2 {
 		t.Errorf("refused PUTs changed the app: %+v", got)
 	}
+	// With a spec set through the API in its place, the file's need not
+	// fit; removing that spec puts the file's back, so it must.
+	dense := `{"key": "u:{id}", "fields": [{"name": "a", "default": 0}, {"name": "b", "default": 0}, {"name": "c", "default": 0}, {"name": "d", "default": 0}], "input": "dense", "redis": "h:1"}`
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		want               string
+	}{
+		{"PUT", "/api/v1/apps/digits/features", dense, 200, ""},
+		{"PUT", "/api/v1/apps/digits", `{"input_type": "float32", "slo_ms": 40, "inputs": [{"name": "dense", "size": 4}]}`, 200, ""},
+		{"DELETE", "/api/v1/apps/digits/features", "", 409, "the configuration file's features spec does not fit its input"},
+		{"PUT", "/api/v1/apps/digits", `{"input_type": "float32", "slo_ms": 40, "inputs": [{"name": "a b", "size": 4}]}`, 400, `inputs[0]: name "a b"`},
+	} {
+		a := call(t, srv, tc.method, tc.path, "", tc.body)
+		if a.status != tc.status || tc.want != "" && !strings.Contains(a.errorMessage(t), tc.want) {
+			t.Errorf("%s %s %s: %d %s; want %d %s", tc.method, tc.path, tc.body, a.status, a.body, tc.status, tc.want)
+		}
+	}
+	if got, _ := store.Snapshot().App("digits"); got.Features == nil {
+		t.Error("a refused DELETE removed the stored spec")
+	}
+	must(t, store.UpdateApp(t.Context(), "digits", func(a *state.App, _ []string) error { a.Features = nil; return nil }))
 	must(t, table.Set(nil))
 	without := startAPI(t, store, Options{Token: testToken})
 	if a := call(t, without, "PUT", "/api/v1/apps/digits/features", "", spec); a.status != 501 {
