@@ -126,34 +126,27 @@ func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]str
 		cmds[i] = redis.NewSliceCmd(ctx, args...)
 		_ = pipe.Process(ctx, cmds[i]) // a pipeline queues the command and returns nil
 	}
-	_, err := pipe.Exec(ctx)
-	var reply redis.Error
-	if err == nil || errors.As(err, &reply) {
-		// The store answered, at least at first: an entity's own error (a
-		// key that holds no hash) is that entity's miss, and a command
-		// whose reply did not come follows the policy as a store down.
-		failed := false
-		for i, c := range cmds {
-			switch cerr := c.Err(); {
-			case cerr == nil:
-				rows[i] = l.row(it, c.Val(), entities[i])
-			case errors.As(cerr, &reply):
-				l.metrics.misses.Inc()
-				rows[i] = l.miss(it, fmt.Sprintf("the feature store refused %s: %v", l.key(entities[i]), cerr), false)
-			default: // this command's reply never came
-				failed = true
-				rows[i] = l.miss(it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), cerr), true)
-			}
+	// go-redis sets a transport error (a timeout, a closed connection) on
+	// every command it did not answer, and leaves a command's own reply
+	// error alone: each command's error says how its entity ends.
+	_, _ = pipe.Exec(ctx)
+	failed := false
+	for i, c := range cmds {
+		var reply redis.Error
+		switch err := c.Err(); {
+		case err == nil:
+			rows[i] = l.row(it, c.Val(), entities[i])
+		case errors.As(err, &reply):
+			// The entity's own error (a key that holds no hash) is its miss.
+			l.metrics.misses.Inc()
+			rows[i] = l.miss(it, fmt.Sprintf("the feature store refused %s: %v", l.key(entities[i]), err), false)
+		default: // this command's reply never came
+			failed = true
+			rows[i] = l.miss(it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err), true)
 		}
-		if failed {
-			l.metrics.errors.Inc()
-		}
-		return rows
 	}
-	l.metrics.errors.Inc()
-	why := fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err)
-	for i := range rows {
-		rows[i] = l.miss(it, why, true)
+	if failed {
+		l.metrics.errors.Inc()
 	}
 	return rows
 }

@@ -1,0 +1,85 @@
+package features
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sloproxy/sloproxy/state"
+)
+
+// TestFetchKeepsReplyErrors: a store that refuses the first entity of a
+// pipeline and then drops the connection gives that entity its miss and
+// the rest the missing-entity policy as a store down.
+func TestFetchKeepsReplyErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serving sync.WaitGroup
+	defer serving.Wait()
+	defer ln.Close()
+	serving.Go(func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			serveFirstHMGET(conn)
+		}
+	})
+	table := NewTable(Options{})
+	defer table.Close()
+	app := state.App{Name: "a", InputType: state.InputFloat64,
+		Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x"}], "missing": "not_found", "timeout_ms": 1000, "redis": "` + ln.Addr().String() + `"}`)}
+	rows := table.For(app).Fetch(t.Context(), app.InputType, [][]string{{"1"}, {"2"}})
+	if rows[0].Outcome != EntityNotFound || !strings.Contains(rows[0].Why, "the feature store refused u:1: WRONGTYPE") {
+		t.Errorf("the refused entity: %+v; want not found", rows[0])
+	}
+	if rows[1].Outcome != StoreUnavailable || !strings.Contains(rows[1].Why, "the feature store did not answer") {
+		t.Errorf("the entity whose reply never came: %+v; want unavailable", rows[1])
+	}
+}
+
+// serveFirstHMGET answers conn's commands as a store that knows no HELLO
+// and drops the connection at its second HMGET, having refused the first.
+func serveFirstHMGET(conn net.Conn) {
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	hmgets := 0
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "*") {
+			return
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+		args := make([]string, n)
+		for i := range args {
+			if _, err := rd.ReadString('\n'); err != nil { // $len
+				return
+			}
+			arg, err := rd.ReadString('\n')
+			if err != nil {
+				return
+			}
+			args[i] = strings.TrimSpace(arg)
+		}
+		reply := "+OK\r\n"
+		switch strings.ToLower(args[0]) {
+		case "hello":
+			reply = "-ERR unknown command 'HELLO'\r\n"
+		case "hmget":
+			if hmgets++; hmgets > 1 {
+				return
+			}
+			reply = "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+		}
+		if _, err := conn.Write([]byte(reply)); err != nil {
+			return
+		}
+	}
+}
