@@ -47,7 +47,7 @@ type Row struct {
 	// Outcome says whether the query goes on, and if not, how it is
 	// answered.
 	Outcome Outcome
-	// Why explains an Outcome other than Found.
+	// Why explains an Outcome other than Found and Defaults; "" for those.
 	Why string
 }
 
@@ -139,10 +139,12 @@ func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]str
 		case errors.As(err, &reply):
 			// The entity's own error (a key that holds no hash) is its miss.
 			l.metrics.misses.Inc()
-			rows[i] = l.miss(it, fmt.Sprintf("the feature store refused %s: %v", l.key(entities[i]), err), false)
+			rows[i] = l.miss(it, false, func() string { return fmt.Sprintf("the feature store refused %s: %v", l.key(entities[i]), err) })
 		default: // this command's reply never came
 			failed = true
-			rows[i] = l.miss(it, fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err), true)
+			rows[i] = l.miss(it, true, func() string {
+				return fmt.Sprintf("the feature store did not answer within %v: %v", l.spec.timeout(), err)
+			})
 		}
 	}
 	if failed {
@@ -204,8 +206,12 @@ func (l *Lookup) row(it state.InputType, vals []any, entity []string) Row {
 	b := make([]byte, 0, len(vals)*8)
 	found, defaults := 0, 0
 	for i, f := range l.spec.Fields {
-		s, ok := vals[i].(string)
-		v, err := parse(s, f.Type)
+		var v float64
+		var err error
+		s, ok := vals[i].(string) // nil for a field the hash lacks
+		if ok {
+			v, err = parse(s, f.Type)
+		}
 		switch {
 		case ok && err == nil:
 			found++
@@ -213,18 +219,19 @@ func (l *Lookup) row(it state.InputType, vals []any, entity []string) Row {
 			v = *f.Default
 			defaults++
 		default:
-			why := fmt.Sprintf("feature %q of %s is missing", f.Name, l.key(entity))
-			if ok {
-				why = fmt.Sprintf("feature %q of %s is %q: %v", f.Name, l.key(entity), s, err)
-			}
 			l.metrics.misses.Inc()
-			return l.miss(it, why, false)
+			return l.miss(it, false, func() string {
+				if ok {
+					return fmt.Sprintf("feature %q of %s is %q: %v", f.Name, l.key(entity), s, err)
+				}
+				return fmt.Sprintf("feature %q of %s is missing", f.Name, l.key(entity))
+			})
 		}
 		b = appendValue(b, it, v)
 	}
 	if found == 0 {
 		l.metrics.misses.Inc()
-		return l.miss(it, fmt.Sprintf("no entity %s in the feature store", l.key(entity)), false)
+		return l.miss(it, false, func() string { return fmt.Sprintf("no entity %s in the feature store", l.key(entity)) })
 	}
 	if defaults > 0 {
 		l.metrics.defaults.Add(float64(defaults))
@@ -233,23 +240,24 @@ func (l *Lookup) row(it state.InputType, vals []any, entity []string) Row {
 }
 
 // miss is the row of a query whose entity is missing (or unknown, when
-// the store did not answer), by the spec's policy.
-func (l *Lookup) miss(it state.InputType, why string, storeDown bool) Row {
+// the store did not answer), by the spec's policy. why is called only for
+// a row that carries it: not under UseDefaults, whose rows have no Why.
+func (l *Lookup) miss(it state.InputType, storeDown bool, why func() string) Row {
 	switch l.spec.missing() {
 	case NotFound:
 		if storeDown {
-			return Row{Outcome: StoreUnavailable, Why: why}
+			return Row{Outcome: StoreUnavailable, Why: why()}
 		}
-		return Row{Outcome: EntityNotFound, Why: why}
+		return Row{Outcome: EntityNotFound, Why: why()}
 	case DefaultOutput:
-		return Row{Outcome: UseDefaultOutput, Why: why}
+		return Row{Outcome: UseDefaultOutput, Why: why()}
 	}
 	b := make([]byte, 0, len(l.spec.Fields)*8)
 	for _, f := range l.spec.Fields {
 		b = appendValue(b, it, *f.Default)
 	}
 	l.metrics.defaults.Add(float64(len(l.spec.Fields)))
-	return Row{Values: b, Outcome: Defaults, Why: why}
+	return Row{Values: b, Outcome: Defaults}
 }
 
 // Assemble returns app's model input: the request's own encoded values

@@ -83,3 +83,19 @@ func serveFirstHMGET(conn net.Conn) {
 		}
 	}
 }
+
+// TestMissUnderDefaultsAllocates: a missing entity under use_defaults
+// costs its values, not an explanation no caller reads.
+func TestMissUnderDefaultsAllocates(t *testing.T) {
+	s := Spec{Key: "user:{id}:{region}", Fields: []Field{{Name: "a", Default: zero()}, {Name: "b", Default: zero()}}}
+	l := newLookup("app", s, nil, newMetrics(nil))
+	entity, missing := []string{"7", "eu"}, []any{nil, nil}
+	var r Row
+	allocs := testing.AllocsPerRun(100, func() { r = l.row(state.InputFloat32, missing, entity) })
+	if r.Outcome != Defaults || r.Why != "" || len(r.Values) != 8 {
+		t.Fatalf("row %+v; want the defaults", r)
+	}
+	if allocs > 2 {
+		t.Errorf("%v allocations for a missing entity; want at most 2 (the values)", allocs)
+	}
+}
