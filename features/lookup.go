@@ -99,7 +99,7 @@ func (l *Lookup) KeyFields() []string { return l.keys }
 // answer by then makes every row follow the missing-entity policy.
 func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]string) []Row {
 	if l.broken != nil {
-		l.metrics.errors.Inc()
+		// The configuration's fault, not the store's: no store error.
 		row := Row{Outcome: StoreUnavailable, Why: l.broken.Error()}
 		if l.spec.missing() == DefaultOutput {
 			row.Outcome = UseDefaultOutput

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -97,5 +99,20 @@ func TestMissUnderDefaultsAllocates(t *testing.T) {
 	}
 	if allocs > 2 {
 		t.Errorf("%v allocations for a missing entity; want at most 2 (the values)", allocs)
+	}
+}
+
+// TestBrokenLookupIsNoStoreError: a spec that cannot serve here answers
+// its queries unavailable without counting a store error.
+func TestBrokenLookupIsNoStoreError(t *testing.T) {
+	table := NewTable(Options{})
+	defer table.Close()
+	app := state.App{Name: "a", InputType: state.InputString, Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x", "default": 0}], "redis": "127.0.0.1:1"}`)}
+	rows := table.For(app).Fetch(t.Context(), app.InputType, [][]string{{"1"}})
+	if rows[0].Outcome != StoreUnavailable {
+		t.Fatalf("rows %+v; want unavailable", rows)
+	}
+	if n := promtest.ToFloat64(table.metrics.errors.WithLabelValues("a")); n != 0 {
+		t.Errorf("%v store errors for a spec that cannot serve; want 0", n)
 	}
 }
