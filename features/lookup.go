@@ -91,12 +91,12 @@ func (l *Lookup) KeyFields() []string { return l.keys }
 
 // Fetch looks up the entities of one request's queries: entities[i] holds
 // query i's values of KeyFields, in order, in one pipeline of HMGETs: one
-// round trip per request, however many queries it holds. Concurrent
-// requests each take a connection of the client's pool, so that none
-// waits for another's round trip. It returns within the spec's Timeout or
-// ctx's deadline, whichever is first, as the store's client bounds each
-// call by its context (ContextTimeoutEnabled); a store that did not
-// answer by then makes every row follow the missing-entity policy.
+// round trip per request, however many queries it holds, on a connection
+// of the client's pool. It returns within the spec's Timeout or ctx's
+// deadline, whichever is first, the wait for a free connection included,
+// as the store's client bounds each call by its context
+// (ContextTimeoutEnabled); an entity whose reply did not come by then
+// follows the missing-entity policy.
 func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]string) []Row {
 	if l.broken != nil {
 		// The configuration's fault, not the store's: no store error.
