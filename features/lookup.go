@@ -92,12 +92,12 @@ func (l *Lookup) KeyFields() []string { return l.keys }
 // Fetch looks up the entities of one request's queries: entities[i] holds
 // query i's values of KeyFields, in order, in one pipeline of HMGETs: one
 // round trip per request, however many queries it holds, on a connection
-// of the client's pool. It returns within the spec's Timeout or ctx's
-// deadline, whichever is first, the wait for a free connection included,
-// as the store's client bounds each call by its context
-// (ContextTimeoutEnabled); an entity whose reply did not come by then
-// follows the missing-entity policy.
-func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]string) []Row {
+// of the client's pool. It returns within the spec's Timeout or by
+// deadline (the queries' own), whichever is first, the wait for a free
+// connection included, as the store's client bounds each call by its
+// context (ContextTimeoutEnabled); an entity whose reply did not come by
+// then follows the missing-entity policy.
+func (l *Lookup) Fetch(ctx context.Context, deadline time.Time, it state.InputType, entities [][]string) []Row {
 	if l.broken != nil {
 		// The configuration's fault, not the store's: no store error.
 		row := Row{Outcome: StoreUnavailable, Why: l.broken.Error()}
@@ -112,7 +112,10 @@ func (l *Lookup) Fetch(ctx context.Context, it state.InputType, entities [][]str
 	}
 	start := time.Now()
 	defer func() { l.metrics.latency.Observe(time.Since(start).Seconds()) }()
-	ctx, cancel := context.WithTimeout(ctx, l.spec.timeout())
+	if until := start.Add(l.spec.timeout()); until.Before(deadline) {
+		deadline = until
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	rows := make([]Row, len(entities))
 	pipe := l.client.Pipeline()

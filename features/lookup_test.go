@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -38,7 +39,7 @@ func TestFetchKeepsReplyErrors(t *testing.T) {
 	defer table.Close()
 	app := state.App{Name: "a", InputType: state.InputFloat64,
 		Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x"}], "missing": "not_found", "timeout_ms": 1000, "redis": "` + ln.Addr().String() + `"}`)}
-	rows := table.For(app).Fetch(t.Context(), app.InputType, [][]string{{"1"}, {"2"}})
+	rows := table.For(app).Fetch(t.Context(), time.Now().Add(time.Minute), app.InputType, [][]string{{"1"}, {"2"}})
 	if rows[0].Outcome != EntityNotFound || !strings.Contains(rows[0].Why, "the feature store refused u:1: WRONGTYPE") {
 		t.Errorf("the refused entity: %+v; want not found", rows[0])
 	}
@@ -108,11 +109,45 @@ func TestBrokenLookupIsNoStoreError(t *testing.T) {
 	table := NewTable(Options{})
 	defer table.Close()
 	app := state.App{Name: "a", InputType: state.InputString, Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x", "default": 0}], "redis": "127.0.0.1:1"}`)}
-	rows := table.For(app).Fetch(t.Context(), app.InputType, [][]string{{"1"}})
+	rows := table.For(app).Fetch(t.Context(), time.Now().Add(time.Minute), app.InputType, [][]string{{"1"}})
 	if rows[0].Outcome != StoreUnavailable {
 		t.Fatalf("rows %+v; want unavailable", rows)
 	}
 	if n := promtest.ToFloat64(table.metrics.errors.WithLabelValues("a")); n != 0 {
 		t.Errorf("%v store errors for a spec that cannot serve; want 0", n)
+	}
+}
+
+// TestFetchEndsByTheDeadline: the queries' deadline, when it is before the
+// spec's timeout, bounds the lookup.
+func TestFetchEndsByTheDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var serving sync.WaitGroup
+	defer serving.Wait()
+	defer ln.Close()
+	serving.Go(func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				for _, c := range held {
+					_ = c.Close()
+				}
+				return
+			}
+			held = append(held, conn) // never answered
+		}
+	})
+	table := NewTable(Options{})
+	defer table.Close()
+	app := state.App{Name: "a", InputType: state.InputFloat32,
+		Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x"}], "missing": "not_found", "timeout_ms": 10000, "redis": "` + ln.Addr().String() + `"}`)}
+	start := time.Now()
+	rows := table.For(app).Fetch(t.Context(), start.Add(50*time.Millisecond), app.InputType, [][]string{{"1"}})
+	if took := time.Since(start); took > 5*time.Second || rows[0].Outcome != StoreUnavailable {
+		t.Fatalf("%+v after %v; want unavailable by the deadline", rows, took)
 	}
 }

@@ -164,7 +164,7 @@ func TestTableFitsTheFileSpec(t *testing.T) {
 			if l == nil || l.broken == nil || !strings.Contains(l.broken.Error(), "the configuration file's features spec does not fit the app's input: "+tc.why) {
 				t.Fatalf("%+v; want a broken lookup saying %s", l, tc.why)
 			}
-			rows := l.Fetch(t.Context(), app.InputType, [][]string{{"1"}})
+			rows := l.Fetch(t.Context(), time.Now().Add(time.Minute), app.InputType, [][]string{{"1"}})
 			if rows[0].Outcome != StoreUnavailable || !strings.Contains(rows[0].Why, tc.why) {
 				t.Fatalf("rows %+v; want unavailable, saying %s", rows, tc.why)
 			}
@@ -233,7 +233,7 @@ func TestTableFor(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := table.For(state.App{Name: tc.name, InputType: tc.it, Features: json.RawMessage(tc.raw)})
-			rows := l.Fetch(t.Context(), tc.it, [][]string{{"1"}, {"2"}})
+			rows := l.Fetch(t.Context(), time.Now().Add(time.Minute), tc.it, [][]string{{"1"}, {"2"}})
 			for _, r := range rows {
 				if r.Outcome != tc.outcome || !strings.Contains(r.Why, tc.why) || r.Values != nil {
 					t.Fatalf("%+v; want outcome %d with %q", r, tc.outcome, tc.why)

@@ -20,9 +20,7 @@ func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.S
 	if l == nil || entities == nil {
 		return p.answerAll(ctx, deadline, snap, app, pol, inputs)
 	}
-	fctx, cancel := context.WithDeadline(ctx, deadline)
-	rows := l.Fetch(fctx, app.InputType, entities)
-	cancel()
+	rows := l.Fetch(ctx, deadline, app.InputType, entities)
 	answers := make([]answer, len(inputs))
 	assembled := make([][]byte, 0, len(inputs))
 	at := make([]int, 0, len(inputs))
