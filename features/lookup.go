@@ -164,7 +164,9 @@ type keyPart struct {
 }
 
 // parseKey splits template into its parts once per spec, so that a
-// query's key is one concatenation rather than a regexp replacement.
+// query's key is one concatenation rather than a regexp replacement. keys
+// are the fields the template names (Spec.KeyFields), found by the same
+// regexp: every placeholder is one of them.
 func parseKey(template string, keys []string) []keyPart {
 	var parts []keyPart
 	last := 0
@@ -172,8 +174,7 @@ func parseKey(template string, keys []string) []keyPart {
 		if m[0] > last {
 			parts = append(parts, keyPart{text: template[last:m[0]], field: -1})
 		}
-		i := slices.Index(keys, template[m[2]:m[3]])
-		parts = append(parts, keyPart{text: template[m[0]:m[1]], field: i}) // i < 0 keeps the text
+		parts = append(parts, keyPart{field: slices.Index(keys, template[m[2]:m[3]])})
 		last = m[1]
 	}
 	if last < len(template) {
