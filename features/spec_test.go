@@ -249,8 +249,8 @@ func TestTableClosesUnusedClients(t *testing.T) {
 	table := NewTable(Options{})
 	defer table.Close()
 	clients := func() []string {
-		table.mu.Lock()
-		defer table.mu.Unlock()
+		table.changing.Lock()
+		defer table.changing.Unlock()
 		return slices.Sorted(maps.Keys(table.clients))
 	}
 	spec := func(addr string) Spec {

@@ -34,12 +34,11 @@ type Table struct {
 	opts    Options
 	metrics *Metrics
 
-	mu      sync.Mutex // guards clients
-	clients map[string]redis.UniversalClient
-	// changing serializes the changes of lookups and stored with sweep,
-	// so that a client dialed for a lookup is not closed before the
-	// lookup is stored.
+	// changing guards clients and serializes the changes of lookups and
+	// stored with sweep, so that a client dialed for a lookup is not
+	// closed before the lookup is stored.
 	changing sync.Mutex
+	clients  map[string]redis.UniversalClient
 
 	lookups sync.Map // app name → *Lookup, from the configuration file
 	fits    sync.Map // app name → *fitted, lookups checked against the app
@@ -187,8 +186,6 @@ func (t *Table) sweep() {
 	}
 	t.lookups.Range(mark)
 	t.stored.Range(mark)
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	for addr, c := range t.clients {
 		if !used[addr] {
 			_ = c.Close()
@@ -266,7 +263,8 @@ func (t *Table) Set(specs map[string]Spec) error {
 	return nil
 }
 
-// client returns the store at addr, dialing it once.
+// client returns the store at addr, dialing it once. Called with
+// changing held.
 func (t *Table) client(addr string) (redis.UniversalClient, error) {
 	if addr == "" {
 		if t.opts.Redis == nil {
@@ -274,8 +272,6 @@ func (t *Table) client(addr string) (redis.UniversalClient, error) {
 		}
 		return t.opts.Redis, nil
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	c, ok := t.clients[addr]
 	if !ok {
 		c = t.opts.Dial(addr)
@@ -287,8 +283,8 @@ func (t *Table) client(addr string) (redis.UniversalClient, error) {
 // Close closes the clients the table dialed; not Options.Redis, which its
 // owner closes.
 func (t *Table) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.changing.Lock()
+	defer t.changing.Unlock()
 	var first error
 	for addr, c := range t.clients {
 		if err := c.Close(); err != nil && first == nil {
