@@ -61,6 +61,9 @@ type Lookup struct {
 	client  redis.UniversalClient
 	metrics appMetrics
 	broken  error // why this lookup cannot serve, nil when it can
+	// at is the byte offset in the request's own input where the values
+	// go, -1 for its end: set by placedIn for the app the lookup serves.
+	at int
 }
 
 // newLookup returns app's lookup of spec in the store client.
@@ -72,6 +75,23 @@ func newLookup(app string, spec Spec, client redis.UniversalClient, m *Metrics) 
 		args = append(args, f.Name)
 	}
 	return &Lookup{app: app, spec: spec, keys: keys, parts: parseKey(spec.Key, keys), args: args, client: client, metrics: m.forApp(app)}
+}
+
+// placedIn returns a copy of l that places its values in app's input as
+// the spec says (appended, prepended, or at the offset of the part it
+// fills), for a spec Validate passed for app.
+func (l *Lookup) placedIn(app state.App) *Lookup {
+	placed := *l
+	switch {
+	case l.spec.Input != "":
+		_, offset, _ := app.Part(l.spec.Input)
+		placed.at = offset * app.InputType.ElemSize()
+	case l.spec.Into == Prepend:
+		placed.at = 0
+	default:
+		placed.at = -1
+	}
+	return &placed
 }
 
 // newBroken returns app's lookup of a spec that cannot serve here, for
@@ -264,41 +284,17 @@ func (l *Lookup) miss(it state.InputType, storeDown bool, why func() string) Row
 	return Row{Values: b, Outcome: Defaults}
 }
 
-// Assemble returns app's model input: the request's own encoded values
-// (input) and the looked-up ones, placed as the spec says: appended,
-// prepended, or at the offset of the part of app's layout they fill. An
-// input or values of another size than the layout's parts give an error;
-// the proxy checks inputs against the layout, and For checks the spec
-// against the app, first.
-func (l *Lookup) Assemble(app state.App, input, values []byte) ([]byte, error) {
-	at := len(input)
-	switch {
-	case l.spec.Input != "":
-		part, offset, ok := app.Part(l.spec.Input)
-		size := app.InputType.ElemSize()
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("features.input %q is not a part of app %q's inputs", l.spec.Input, app.Name)
-		case len(values) != part.Size*size:
-			return nil, fmt.Errorf("the lookup has %d values for features.input %q of size %d", len(values)/size, l.spec.Input, part.Size)
-		case len(input) != (layoutSize(app)-part.Size)*size:
-			return nil, fmt.Errorf("the input holds %d values; app %q's other parts hold %d", len(input)/size, app.Name, layoutSize(app)-part.Size)
-		}
-		at = offset * size
-	case l.spec.Into == Prepend:
-		at = 0
+// Assemble returns the model input: the request's own encoded values
+// (input) and the looked-up ones, placed as the spec says. input holds
+// the app's layout but the part the values fill, as the proxy checks
+// before the lookup.
+func (l *Lookup) Assemble(input, values []byte) []byte {
+	at := l.at
+	if at < 0 {
+		at = len(input)
 	}
 	out := make([]byte, 0, len(input)+len(values))
-	return append(append(append(out, input[:at]...), values...), input[at:]...), nil
-}
-
-// layoutSize is the number of values of app's layout, all parts together.
-func layoutSize(app state.App) int {
-	n := 0
-	for _, p := range app.Inputs {
-		n += p.Size
-	}
-	return n
+	return append(append(append(out, input[:at]...), values...), input[at:]...)
 }
 
 // parse reads a field's text as its type.

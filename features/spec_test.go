@@ -86,21 +86,9 @@ func TestKeyAndAssemble(t *testing.T) {
 		{"", "head", "FFFFaaaabbbbcccc"},
 	} {
 		l.spec.Into, l.spec.Input = tc.into, tc.input
-		got, err := l.Assemble(app, []byte("aaaabbbbcccc"), []byte("FFFF"))
-		if err != nil || string(got) != tc.want {
-			t.Errorf("into %q, input %q: %s, %v; want %s", tc.into, tc.input, got, err, tc.want)
+		if got := l.placedIn(app).Assemble([]byte("aaaabbbbcccc"), []byte("FFFF")); string(got) != tc.want {
+			t.Errorf("into %q, input %q: %s; want %s", tc.into, tc.input, got, tc.want)
 		}
-	}
-	l.spec.Into, l.spec.Input = "", "gone"
-	if _, err := l.Assemble(app, []byte("aaaa"), []byte("FFFF")); err == nil || !strings.Contains(err.Error(), `features.input "gone" is not a part of app "app"'s inputs`) {
-		t.Errorf("an input the app lacks: %v", err)
-	}
-	l.spec.Input = "tail"
-	if _, err := l.Assemble(app, []byte("aaaa"), []byte("FFFFGGGG")); err == nil || !strings.Contains(err.Error(), "the input holds 1 values") {
-		t.Errorf("an input too short for the layout: %v", err)
-	}
-	if _, err := l.Assemble(app, []byte("aaaabbbb"), []byte("FFFF")); err == nil || !strings.Contains(err.Error(), `the lookup has 1 values for features.input "tail" of size 2`) {
-		t.Errorf("values of another size than the part: %v", err)
 	}
 }
 

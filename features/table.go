@@ -53,7 +53,7 @@ type fitted struct {
 	base   *Lookup
 	it     state.InputType
 	inputs []state.InputPart
-	lookup *Lookup // base, or a broken lookup saying why its spec does not fit
+	lookup *Lookup // base placed in the app's input, or a broken lookup saying why its spec does not fit
 }
 
 // storedLookup is the lookup built from an app's stored spec, kept while
@@ -122,9 +122,11 @@ func (t *Table) fit(app state.App, l *Lookup) *Lookup {
 			return f.lookup
 		}
 	}
-	f := &fitted{base: l, it: app.InputType, inputs: slices.Clone(app.Inputs), lookup: l}
+	f := &fitted{base: l, it: app.InputType, inputs: slices.Clone(app.Inputs)}
 	if err := l.spec.Validate(app); err != nil {
 		f.lookup = newBroken(app.Name, l.spec, fmt.Errorf("the configuration file's features spec does not fit the app's input: %w", err), t.metrics)
+	} else {
+		f.lookup = l.placedIn(app) // a copy: l is shared by every app's fit
 	}
 	t.fits.Store(app.Name, f)
 	return f.lookup
@@ -164,7 +166,7 @@ func (t *Table) build(app state.App) *Lookup {
 	if err != nil {
 		return newBroken(app.Name, spec, err, t.metrics)
 	}
-	return newLookup(app.Name, spec, client, t.metrics)
+	return newLookup(app.Name, spec, client, t.metrics).placedIn(app)
 }
 
 // sweep closes the clients no lookup uses any more: the stores of specs

@@ -25,23 +25,16 @@ func (p *Proxy) answerApp(ctx context.Context, deadline time.Time, snap *state.S
 	assembled := make([][]byte, 0, len(inputs))
 	at := make([]int, 0, len(inputs))
 	for i, r := range rows {
-		var err error
-		switch r.Outcome {
-		case features.Found, features.Defaults:
-			var in []byte
-			if in, err = l.Assemble(app, inputs[i], r.Values); err == nil {
-				assembled = append(assembled, in)
-				at = append(at, i)
-				continue
-			}
+		if r.Outcome == features.Found || r.Outcome == features.Defaults {
+			assembled = append(assembled, l.Assemble(inputs[i], r.Values))
+			at = append(at, i)
+			continue
 		}
 		a := answer{id: p.newQueryID()}
-		switch {
-		case err != nil:
-			a.err = errorf(ErrUnavailable, "features: %v", err)
-		case r.Outcome == features.EntityNotFound:
+		switch r.Outcome {
+		case features.EntityNotFound:
 			a.err = errorf(ErrNotFound, "features: %s", r.Why)
-		case r.Outcome == features.StoreUnavailable:
+		case features.StoreUnavailable:
 			a.err = errorf(ErrUnavailable, "features: %s", r.Why)
 		default:
 			a = p.fallback(a, app, "features: "+r.Why)
