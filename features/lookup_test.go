@@ -3,6 +3,7 @@ package features
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -149,5 +150,36 @@ func TestFetchEndsByTheDeadline(t *testing.T) {
 	rows := table.For(app).Fetch(t.Context(), start.Add(50*time.Millisecond), app.InputType, [][]string{{"1"}})
 	if took := time.Since(start); took > 5*time.Second || rows[0].Outcome != StoreUnavailable {
 		t.Fatalf("%+v after %v; want unavailable by the deadline", rows, took)
+	}
+}
+
+// TestTableCheckApp: the state refuses a change of an app its features
+// spec cannot fill: the stored spec, or, with none, the file's.
+func TestTableCheckApp(t *testing.T) {
+	table := NewTable(Options{})
+	defer table.Close()
+	if err := table.Set(map[string]Spec{"a": {Key: "u:{id}", Fields: []Field{{Name: "x", Default: zero()}}, Input: "user", Redis: "127.0.0.1:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	store := state.NewStore(nil, state.Options{CheckApp: table.CheckApp})
+	app := state.App{Name: "a", InputType: state.InputFloat32, SLO: time.Second, Inputs: []state.InputPart{{Name: "user", Size: 1}}}
+	if err := store.PutApp(t.Context(), app); err != nil {
+		t.Fatalf("an app the file's spec fills: %v", err)
+	}
+	wide := app
+	wide.Inputs = []state.InputPart{{Name: "user", Size: 2}}
+	if err := store.PutApp(t.Context(), wide); !errors.Is(err, state.ErrConflict) || !strings.Contains(err.Error(), "the configuration file's features spec does not fit its input") {
+		t.Fatalf("an app the file's spec cannot fill: %v; want a conflict", err)
+	}
+	stored := json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x", "default": 0}, {"name": "y", "default": 0}], "input": "user", "redis": "127.0.0.1:1"}`)
+	if err := store.UpdateApp(t.Context(), "a", func(a *state.App, _ []string) error { a.Inputs, a.Features = wide.Inputs, stored; return nil }); err != nil {
+		t.Fatalf("a stored spec in the file's place: %v", err)
+	}
+	err := store.UpdateApp(t.Context(), "a", func(a *state.App, _ []string) error { a.Features = nil; return nil })
+	if !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("removing the stored spec, which puts back a file's spec that cannot fill the app: %v; want a conflict", err)
+	}
+	if err := store.PutApp(t.Context(), app); !errors.Is(err, state.ErrConflict) || !strings.Contains(err.Error(), "the features spec set through the admin API does not fit its input") {
+		t.Fatalf("an app the stored spec cannot fill: %v; want a conflict", err)
 	}
 }

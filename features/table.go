@@ -196,15 +196,25 @@ func (t *Table) sweep() {
 	}
 }
 
-// CheckApp refuses an app whose stored features spec (set through the
-// admin API) cannot fill its input: a float field in an int32 app, any
-// field in a string or bytes app, an Input the app's layout lacks or
-// sizes otherwise. The state runs it on every change of an app
-// (state.Options.CheckApp), so that a reload or a PUT of the app cannot
-// change the input from under the spec. A spec that does not parse
-// is left to For, which answers its queries unavailable.
-func CheckApp(a state.App) error {
+// CheckApp refuses, with an error wrapping state.ErrConflict that says
+// what to change, an app whose features spec cannot fill its input (a
+// float field in an int32 app, any field in a string or bytes app, an
+// Input the app's layout lacks or sizes otherwise): the spec set through
+// the admin API, or, when the app has none, the configuration file's. The
+// state runs it on every change of an app (state.Options.CheckApp), in
+// the same step as the write, so that no change of the app, nor of its
+// features spec, leaves it with one that cannot serve. A stored spec that
+// does not parse is left to For, which answers its queries unavailable.
+func (t *Table) CheckApp(a state.App) error {
 	if a.Features == nil {
+		spec, ok := t.Configured(a.Name)
+		if !ok {
+			return nil
+		}
+		if err := spec.Validate(a); err != nil {
+			return fmt.Errorf("%w: app %q: the configuration file's features spec does not fit its input (%v); change the file's, or set one that fits with PUT /api/v1/apps/%s/features",
+				state.ErrConflict, a.Name, err, a.Name)
+		}
 		return nil
 	}
 	var spec Spec

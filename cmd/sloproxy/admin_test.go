@@ -25,7 +25,9 @@ func startAdmin(t *testing.T) (*httptest.Server, *state.Store) {
 	t.Helper()
 	t.Setenv(envAdminURL, "")
 	t.Setenv(envAdminToken, "")
-	store := state.NewStore(nil, state.Options{CheckApp: features.CheckApp}) // as serve wires it
+	lookups := features.NewTable(features.Options{})
+	t.Cleanup(func() { lookups.Close() })
+	store := state.NewStore(nil, state.Options{CheckApp: lookups.CheckApp}) // as serve wires it
 	// The proxy's own view of the selection, without a query path.
 	policies := selection.NewTable(selection.Options{})
 	status := func(ctx context.Context, name string) (selection.Status, error) {
@@ -36,10 +38,8 @@ func startAdmin(t *testing.T) (*httptest.Server, *state.Store) {
 		}
 		return policies.Status(ctx, a.Name, a.Policy, a.Selection, snap.ModelsOf(name)), nil
 	}
-	lookups := features.NewTable(features.Options{})
 	srv := httptest.NewServer(admin.NewHandler(store, admin.Options{Token: cliTestToken, Selection: status, Features: lookups, MaxReplicas: 32}))
 	t.Cleanup(srv.Close)
-	t.Cleanup(func() { lookups.Close() })
 	return srv, store
 }
 

@@ -149,7 +149,20 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, cfg, rdb, local, log)
+	reg := prometheus.NewRegistry()
+	// Beside the usual Go metrics, the live heap (what the last collection
+	// marked) and the collector's goal: the heap the configured bounds
+	// hold, without the rise and fall between collections.
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(liveHeapMetrics)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The feature lookups come before the state, which checks every
+	// change of an app against them.
+	lookups := features.NewTable(features.Options{Redis: rdb, Registerer: reg})
+	defer func() { _ = lookups.Close() }()
+	if err := lookups.Set(cfg.Features()); err != nil {
+		return err
+	}
+	store, err := openStore(ctx, cfg, rdb, local, lookups, log)
 	if err != nil {
 		return err
 	}
@@ -162,12 +175,6 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 		log.Info("the shared state already had these; kept the state's, not the config file's", zap.Strings("kept", kept))
 	}
 
-	reg := prometheus.NewRegistry()
-	// Beside the usual Go metrics, the live heap (what the last collection
-	// marked) and the collector's goal: the heap the configured bounds
-	// hold, without the rise and fall between collections.
-	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(liveHeapMetrics)),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	runtimeMetrics := runtime.NewMetrics(reg, store)
 	runtimes := map[state.RuntimeKind]runtime.Runtime{state.RuntimeExternal: runtime.External{}}
 	if cfg.Runtimes.Process.Enabled {
@@ -222,11 +229,6 @@ func serve(ctx context.Context, cfg *config.Config, path, dir string, logOut io.
 	}
 	selections := selection.NewTable(selection.Options{State: learned, Registerer: reg, Logger: log.Named("selection")})
 	selections.Set(cfg.Selections())
-	lookups := features.NewTable(features.Options{Redis: rdb, Registerer: reg})
-	defer func() { _ = lookups.Close() }()
-	if err := lookups.Set(cfg.Features()); err != nil {
-		return err
-	}
 	p := proxy.New(proxy.Options{
 		Features:         lookups,
 		Selection:        selections,
@@ -384,8 +386,9 @@ func newServer(h http.Handler, log *zap.Logger) *http.Server {
 }
 
 // openStore opens the state on rdb, or in local when rdb is nil, and
-// starts following its changes.
-func openStore(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, local *dataDir, log *zap.Logger) (*state.Store, error) {
+// starts following its changes; every change of an app must fit its
+// feature lookup in lookups (features.Table.CheckApp).
+func openStore(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, local *dataDir, lookups *features.Table, log *zap.Logger) (*state.Store, error) {
 	var backend state.Backend
 	if rdb != nil {
 		backend = state.NewRedis(rdb, state.RedisOptions{Prefix: cfg.Redis.Prefix, Logger: log.Named("state"),
@@ -396,7 +399,7 @@ func openStore(ctx context.Context, cfg *config.Config, rdb redis.UniversalClien
 			return nil, err
 		}
 	}
-	store := state.NewStore(backend, state.Options{Logger: log.Named("state"), CheckApp: features.CheckApp})
+	store := state.NewStore(backend, state.Options{Logger: log.Named("state"), CheckApp: lookups.CheckApp})
 	if err := store.Start(ctx); err != nil {
 		return nil, err // it names the state
 	}

@@ -62,9 +62,6 @@ func (h *handler) createApp(w http.ResponseWriter, r *http.Request) error {
 	if _, ok := h.store.Snapshot().App(a.Name); ok {
 		return fmt.Errorf("%w: app %q: already exists; replace it with PUT %s/%s", state.ErrConflict, a.Name, pathApps, a.Name)
 	}
-	if err := h.fileSpecFits(a); err != nil {
-		return err
-	}
 	if err := h.store.PutApp(r.Context(), a); err != nil {
 		return err
 	}
@@ -96,16 +93,10 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 	if err := checkPolicy(next); err != nil {
 		return err
 	}
-	if cur, ok := h.store.Snapshot().App(name); !ok || cur.Features == nil {
-		// No spec set through .../features takes the file's place (the
-		// state checks such a spec itself; see features.CheckApp).
-		if err := h.fileSpecFits(next); err != nil {
-			return err
-		}
-	}
 	_, existed := h.store.Snapshot().App(name)
 	// The store keeps the selection and features specs set through PUT
-	// .../selection and .../features.
+	// .../selection and .../features, and refuses an app its features spec
+	// cannot fill (features.Table.CheckApp).
 	if err := h.store.PutApp(r.Context(), next); err != nil {
 		return err
 	}
@@ -115,27 +106,6 @@ func (h *handler) putApp(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Location", pathApps+"/"+name)
 	}
 	return h.writeApp(w, status, name)
-}
-
-// fileSpecFits refuses, with a 409 saying what to change, an app whose
-// input the configuration file's features spec for it cannot fill, for a
-// change that leaves that spec in effect: no spec set through
-// .../features takes its place. It reads the app as the change makes it;
-// a change racing it past this check is served unavailable with the
-// reason (features.Table.For).
-func (h *handler) fileSpecFits(a state.App) error {
-	if h.features == nil {
-		return nil
-	}
-	spec, ok := h.features.Configured(a.Name)
-	if !ok {
-		return nil
-	}
-	if err := spec.Validate(a); err != nil {
-		return fmt.Errorf("%w: app %q: the configuration file's features spec does not fit its input (%v); change the file's, or set one that fits with PUT %s/%s/features",
-			state.ErrConflict, a.Name, err, pathApps, a.Name)
-	}
-	return nil
 }
 
 // DELETE /api/v1/apps/{app} deletes the app and its links.

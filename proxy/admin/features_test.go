@@ -13,11 +13,11 @@ import (
 // for every proxy, kept by a PUT of the app, guarded against an input type
 // it cannot fill, shown with its source, and removed by DELETE.
 func TestFeaturesSpec(t *testing.T) {
-	store := state.NewStore(nil, state.Options{CheckApp: features.CheckApp})
-	seed(t, store)
 	// No Redis of the proxy's own: a spec must name its store.
 	table := features.NewTable(features.Options{})
 	t.Cleanup(func() { table.Close() })
+	store := state.NewStore(nil, state.Options{CheckApp: table.CheckApp})
+	seed(t, store)
 	srv := startAPI(t, store, Options{Token: testToken, Features: table})
 	const spec = `{"key": "user:{user_id}", "fields": [{"name": "clicks", "type": "int", "default": 0}, {"name": "spend", "default": 0.5}], "timeout_ms": 2.5, "redis": "127.0.0.1:6390"}`
 	bad := []struct {
@@ -126,8 +126,8 @@ func TestFeaturesSpec(t *testing.T) {
 	if got, _ := store.Snapshot().App("digits"); got.Features == nil {
 		t.Error("a refused DELETE removed the stored spec")
 	}
-	must(t, store.UpdateApp(t.Context(), "digits", func(a *state.App, _ []string) error { a.Features = nil; return nil }))
 	must(t, table.Set(nil))
+	must(t, store.UpdateApp(t.Context(), "digits", func(a *state.App, _ []string) error { a.Features = nil; return nil }))
 	without := startAPI(t, store, Options{Token: testToken})
 	if a := call(t, without, "PUT", "/api/v1/apps/digits/features", "", spec); a.status != 501 {
 		t.Errorf("without features: %d %s", a.status, a.body)

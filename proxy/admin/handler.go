@@ -38,7 +38,8 @@ type Options struct {
 	Selection func(ctx context.Context, app string) (selection.Status, error)
 	// Features are the proxy's feature lookups, which
 	// /api/v1/apps/{app}/features shows and checks specs against. Nil
-	// means that endpoint answers 501.
+	// means that endpoint answers 501. Whether an app's spec fits it is
+	// the Store's check (state.Options.CheckApp: features.Table.CheckApp).
 	Features FeatureTable
 	// Problem says why this proxy's runtimes could not run a model version
 	// on their last attempt (a missing image, a container that exits at
