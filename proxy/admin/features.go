@@ -32,7 +32,8 @@ type FeaturesView struct {
 }
 
 // GET /api/v1/apps/{app}/features answers the app's feature lookup in
-// effect; 404 when it looks no features up.
+// effect; 404 when it looks no features up, 409 when its stored spec does
+// not parse.
 func (h *handler) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	name, err := pathName(r, "app")
 	if err != nil {
@@ -48,7 +49,8 @@ func (h *handler) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	if a.Features != nil {
 		var spec features.Spec
 		if err := spec.UnmarshalJSON(a.Features); err != nil {
-			return fmt.Errorf("app %q: the stored features spec: %w", name, err)
+			return fmt.Errorf("%w: app %q: its features spec in the state does not parse (%v); replace it with PUT %s/%s/features, or remove it with DELETE",
+				state.ErrConflict, name, err, pathApps, name)
 		}
 		writeJSON(w, http.StatusOK, FeaturesView{App: name, Spec: spec, Source: "admin"})
 		return nil

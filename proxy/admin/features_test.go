@@ -133,3 +133,21 @@ func TestFeaturesSpec(t *testing.T) {
 		t.Errorf("without features: %d %s", a.status, a.body)
 	}
 }
+
+// TestFeaturesSpecUnreadable: a stored spec that does not parse (written
+// by another writer of the state) is a conflict that says how to mend it.
+func TestFeaturesSpecUnreadable(t *testing.T) {
+	table := features.NewTable(features.Options{})
+	t.Cleanup(func() { table.Close() })
+	store := state.NewStore(nil, state.Options{CheckApp: table.CheckApp})
+	seed(t, store)
+	must(t, store.UpdateApp(t.Context(), "digits", func(a *state.App, _ []string) error {
+		a.Features = []byte(`{"key": "u:{id}", "feilds": []}`)
+		return nil
+	}))
+	srv := startAPI(t, store, Options{Token: testToken, Features: table})
+	a := call(t, srv, "GET", "/api/v1/apps/digits/features", "", "")
+	if msg := a.errorMessage(t); a.status != 409 || !strings.Contains(msg, "does not parse") || !strings.Contains(msg, "PUT /api/v1/apps/digits/features") {
+		t.Fatalf("GET features: %d %s; want 409 saying how to mend it", a.status, a.body)
+	}
+}
