@@ -69,10 +69,6 @@ func (h *handler) getFeatures(w http.ResponseWriter, r *http.Request) error {
 // the write, so that it cannot land on an app whose input changed
 // meanwhile. It answers the app.
 func (h *handler) putFeatures(w http.ResponseWriter, r *http.Request) error {
-	name, err := pathName(r, "app")
-	if err != nil {
-		return err
-	}
 	if h.features == nil {
 		return errorf(http.StatusNotImplemented, "this admin API cannot set feature lookups")
 	}
@@ -80,13 +76,13 @@ func (h *handler) putFeatures(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &raw); err != nil {
 		return err
 	}
-	err = h.store.UpdateApp(r.Context(), name, func(a *state.App, _ []string) error {
+	return h.updateApp(w, r, func(a *state.App) error {
 		spec, err := features.ParseSpec(raw, *a)
 		if err != nil {
-			return badRequest("app %q: %v", name, err)
+			return badRequest("app %q: %v", a.Name, err)
 		}
 		if err := h.features.Check(spec); err != nil {
-			return badRequest("app %q: %v; set features.redis to the feature store's address", name, err)
+			return badRequest("app %q: %v; set features.redis to the feature store's address", a.Name, err)
 		}
 		stored, err := json.Marshal(spec)
 		if err != nil {
@@ -95,10 +91,6 @@ func (h *handler) putFeatures(w http.ResponseWriter, r *http.Request) error {
 		a.Features = stored
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return h.writeApp(w, http.StatusOK, name)
 }
 
 // DELETE /api/v1/apps/{app}/features removes the spec PUT set: the app
