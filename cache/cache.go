@@ -40,6 +40,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -383,12 +384,14 @@ func (c *Cache) putL1(k Key, out []byte, ttl time.Duration) {
 }
 
 // Put stores out under k for ttl (0 means Options.DefaultTTL): in L1 at
-// once, in Redis in the background. out must not be modified afterwards.
+// once, in Redis in the background. L1 keeps a copy of out of its own, so
+// that an entry weighs what it holds even when out is a slice of a larger
+// buffer (a batch's frame), and out stays the caller's.
 func (c *Cache) Put(k Key, out []byte, ttl time.Duration) {
 	if ttl <= 0 {
 		ttl = c.ttl
 	}
-	c.putL1(k, out, ttl)
+	c.putL1(k, bytes.Clone(out), ttl)
 	c.m.fills.Inc()
 	if c.rdb == nil {
 		return
