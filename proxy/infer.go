@@ -165,18 +165,17 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 	answers := make([]answer, len(rows))
 	p.answerTarget(ctx, start.Add(timeout), t, app, rows, answers)
 	p.metrics.latencyOf(api, "").Observe(time.Since(start).Seconds())
-	errs := make([]error, len(answers))
 	outs := make([][]byte, len(answers))
 	for i := range answers {
-		errs[i], outs[i] = answers[i].err, answers[i].output
-		if isShed(errs[i]) {
+		outs[i] = answers[i].output
+		if isShed(answers[i].err) {
 			// Admission's refusal is an error here (429, see oipError),
 			// not a default output; counted as the reject policy's, with
 			// no app.
 			p.metrics.shed.WithLabelValues("", string(slo.ShedReject)).Inc()
 		}
 	}
-	a := answer{id: req.ID, model: t.model, err: oipError(errs, t.model, timeout)}
+	a := answer{id: req.ID, model: t.model, err: oipError(answers, t.model, timeout)}
 	p.record(api, "", &a)
 	if a.err != nil {
 		return nil, a.err

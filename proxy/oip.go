@@ -192,8 +192,9 @@ func (p *Proxy) decodeInfer(body []byte) (*InferRequest, error) {
 // or a replica failure is unavailable (503), a row admission refused is
 // 429 with a Retry-After of 1s, a caller gone stays canceled. The row's
 // own error stays wrapped, for the gRPC codes.
-func oipError(errs []error, model string, timeout time.Duration) error {
-	for row, err := range errs {
+func oipError(answers []answer, model string, timeout time.Duration) error {
+	for row := range answers {
+		err := answers[row].err
 		switch {
 		case err == nil:
 			continue
