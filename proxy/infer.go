@@ -172,10 +172,11 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 			// Admission's refusal is an error here (429, see oipError),
 			// not a default output; counted as the reject policy's, with
 			// no app.
-			p.metrics.shed.WithLabelValues("", string(slo.ShedReject)).Inc()
+			p.metrics.shedModel.Inc()
 		}
 	}
 	a := answer{id: req.ID, model: t.model, err: oipError(answers, t.model, timeout)}
+	a.shed = isShed(a.err)
 	p.record(api, "", &a)
 	if a.err != nil {
 		return nil, a.err
