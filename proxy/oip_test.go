@@ -198,15 +198,7 @@ func TestOIPModelFailureIsNoDefault(t *testing.T) {
 		// One attempt: the lost connection is the answer, not a retry
 		// that waits for the deadline.
 		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond, MaxAttempts: 1}})
-	script := t.TempDir() + "/dies.py"
-	src := `import os, sys
-sys.path.insert(0, "` + testutil.RepoRoot(t) + `/containers/python")
-import sloproxy_rpc
-sloproxy_rpc.serve(lambda inputs: os._exit(1), input_type="float32", model_name="dies")
-`
-	must(t, os.WriteFile(script, []byte(src), 0o644))
-	addr := testutil.StartModel(t, []string{testutil.Python, script}).Addr
-	e.addModel(state.App{Name: "dies", InputType: state.InputFloat32, SLO: 2 * time.Second}, "dies", addr)
+	e.addModel(state.App{Name: "dies", InputType: state.InputFloat32, SLO: 2 * time.Second}, "dies", diesModel(t))
 	status, m := e.post("/v2/models/dies/infer", `{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`)
 	if msg, _ := m["error"].(string); status != 503 || !strings.Contains(msg, "model dies:1 failed on row 0") {
 		t.Fatalf("%d %v; want 503: the model failed on row 0", status, m)
@@ -214,6 +206,19 @@ sloproxy_rpc.serve(lambda inputs: os._exit(1), input_type="float32", model_name=
 	if n := logs.FilterMessageSnippet("default output").Len(); n != 0 {
 		t.Fatalf("%d log lines claim a default output: %+v", n, logs.All())
 	}
+}
+
+// diesModel starts a float32 model whose process exits on its first
+// query, and returns its address.
+func diesModel(t *testing.T) string {
+	script := t.TempDir() + "/dies.py"
+	src := `import os, sys
+sys.path.insert(0, "` + testutil.RepoRoot(t) + `/containers/python")
+import sloproxy_rpc
+sloproxy_rpc.serve(lambda inputs: os._exit(1), input_type="float32", model_name="dies")
+`
+	must(t, os.WriteFile(script, []byte(src), 0o644))
+	return testutil.StartModel(t, []string{testutil.Python, script}).Addr
 }
 
 // TestLinkedApps checks what a model addressed through the OIP takes from

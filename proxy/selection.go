@@ -194,6 +194,8 @@ func (p *Proxy) observe(sel selection.Policy, c selection.Choice, parts []answer
 // deadline, and compares its answer with the one returned (sent on
 // returned) and records it in rec for feedback; when none was returned,
 // the query is not kept for feedback and the shadow's answer is dropped.
+// The shadow's answer is never the app's: its failure, whatever it is,
+// counts only as missing in the shadow's metric.
 func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, input []byte, rec *answered.Query, returned <-chan []byte) {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadlineOf(ctx))
 	t := p.targetOfArm(q.snap, arm)
@@ -203,11 +205,10 @@ func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, inpu
 		if t.why == "" {
 			p.sel.Metrics().Chose(q.app.Name, arm)
 			p.predict(ctx, t, q.app, input, p.cacheKey(q.app, t, input), &a)
-			p.settle(ctx, t, q.app, q.pol, &a)
 		}
 		ret := <-returned
 		switch {
-		case t.why != "" || a.err != nil || a.isDefault:
+		case t.why != "" || a.err != nil:
 			p.sel.Metrics().Shadowed(q.app.Name, arm, "missing")
 			return
 		case ret == nil:
