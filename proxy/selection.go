@@ -98,16 +98,11 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 			parts[j] = p.fallback(parts[j], q.app, t.why)
 			continue
 		}
-		key := p.cacheKey(q.app, t, input)
 		if len(c.Arms) == 1 {
-			p.predict(ctx, t, q.app, input, key, &parts[j])
-			p.settle(ctx, t, q.app, q.pol, &parts[j])
+			p.askArm(ctx, q, t, input, &parts[j])
 			break
 		}
-		wg.Go(func() {
-			p.predict(ctx, t, q.app, input, key, &parts[j])
-			p.settle(ctx, t, q.app, q.pol, &parts[j])
-		})
+		wg.Go(func() { p.askArm(ctx, q, t, input, &parts[j]) })
 	}
 	wg.Wait()
 	p.observe(q.sel, c, parts)
@@ -128,6 +123,13 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 	if anyAnswered {
 		p.memory.Put(a.id, input, rec)
 	}
+}
+
+// askArm makes a t's answer to input as the app takes it: predict's
+// answer, settled by the app's policy.
+func (p *Proxy) askArm(ctx context.Context, q *selectQuery, t target, input []byte, a *answer) {
+	p.predict(ctx, t, q.app, input, p.cacheKey(q.app, t, input), a)
+	p.settle(ctx, t, q.app, q.pol, a)
 }
 
 // combine makes a the answer of c's arms from their parts: the one
