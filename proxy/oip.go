@@ -215,9 +215,10 @@ func oipError(answers []answer, model string, timeout time.Duration) error {
 	return nil
 }
 
+// oipReject answers an OIP request that never became a query, counted
+// and logged as the gRPC front door's are (see Reject).
 func (p *Proxy) oipReject(w http.ResponseWriter, err error) {
-	writeError(w, err)
-	p.metrics.request("oip", "", "", outcomeError).Inc()
+	writeError(w, p.Reject("oip", err))
 }
 
 // oipTimeout is the request's "timeout" parameter (see TimeoutParam); 0

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -271,5 +272,23 @@ func TestTimeoutParam(t *testing.T) {
 	if _, err := oipTimeout(&req); err == nil || !errors.Is(err, ErrBadInput) ||
 		err.Error() != `bad input: parameter "timeout" must be a positive integer number of microseconds, got "soon"` {
 		t.Errorf("oipTimeout: %v", err)
+	}
+}
+
+// TestOIPDecodeFailureIsLogged: an OIP request over REST that does not
+// decode is counted and logged at debug, as gRPC's are.
+func TestOIPDecodeFailureIsLogged(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	e := newEnvOpts(t, Options{Store: state.NewStore(nil, state.Options{}), Registry: prometheus.NewRegistry(),
+		MaxBodyBytes: 1 << 16, MaxInputBatch: 8, Logger: zap.New(core)})
+	if status, _ := e.post("/v2/models/m/infer", `{"inputs": 7}`); status != 400 {
+		t.Fatalf("%d; want 400", status)
+	}
+	lines := logs.FilterMessage("request rejected").FilterField(zap.String("api", "oip"))
+	if lines.Len() != 1 {
+		t.Fatalf("%d lines of the rejected request; want 1: %+v", lines.Len(), logs.All())
+	}
+	if n := promtest.ToFloat64(e.proxy.metrics.requests.WithLabelValues("oip", "", "", outcomeError)); n != 1 {
+		t.Errorf("sloproxy_requests_total{api=\"oip\",outcome=\"error\"} %v, want 1", n)
 	}
 }
