@@ -228,7 +228,7 @@ func oipTimeout(req *oipInferRequest) (time.Duration, error) {
 	if !ok {
 		return 0, nil
 	}
-	us, err := strconv.ParseUint(string(raw), 10, 63)
+	us, err := strconv.ParseUint(string(raw), 10, 64)
 	d, err := TimeoutParam(us, err == nil)
 	if err != nil {
 		return 0, fmt.Errorf("%w, got %s", err, clipToken(raw))
@@ -251,16 +251,29 @@ func TimeoutParam(us uint64, valid bool) (time.Duration, error) {
 	return time.Duration(us) * time.Microsecond, nil
 }
 
-// oipLevel is the request's "priority" parameter: 0 or absent is the
-// default level, 1 the highest, larger numbers lower.
+// oipLevel is the request's "priority" parameter (see PriorityParam); 0
+// when absent.
 func oipLevel(req *oipInferRequest) (uint32, error) {
 	raw, ok := req.Parameters["priority"]
 	if !ok {
 		return 0, nil
 	}
-	level, err := strconv.ParseUint(string(raw), 10, 31)
+	level, err := strconv.ParseUint(string(raw), 10, 64)
+	l, err := PriorityParam(level, err == nil)
 	if err != nil {
-		return 0, errorf(ErrBadInput, "parameter \"priority\" must be a non-negative integer (1 is the highest level), got %s", clipToken(raw))
+		return 0, fmt.Errorf("%w, got %s", err, clipToken(raw))
+	}
+	return l, nil
+}
+
+// PriorityParam is the priority level of an OIP request's "priority"
+// parameter, as Triton reads it: 0 is the default level, 1 the highest,
+// larger numbers lower. level is what a transport read as an unsigned
+// integer (valid false when it held something else); one invalid or above
+// math.MaxInt32 is bad input.
+func PriorityParam(level uint64, valid bool) (uint32, error) {
+	if !valid || level > math.MaxInt32 {
+		return 0, errorf(ErrBadInput, "parameter \"priority\" must be a non-negative integer (1 is the highest level)")
 	}
 	return uint32(level), nil
 }

@@ -273,6 +273,50 @@ func TestTimeoutParam(t *testing.T) {
 		err.Error() != `bad input: parameter "timeout" must be a positive integer number of microseconds, got "soon"` {
 		t.Errorf("oipTimeout: %v", err)
 	}
+	// REST reads the whole uint64 range gRPC's uint64_param carries.
+	for _, tc := range []struct {
+		raw string
+		err bool
+	}{
+		{"9223372036854775808", false},  // 2^63
+		{"18446744073709551615", false}, // 2^64-1
+		{"18446744073709551616", true},
+	} {
+		var req oipInferRequest
+		must(t, json.Unmarshal([]byte(`{"parameters": {"timeout": `+tc.raw+`}}`), &req))
+		if d, err := oipTimeout(&req); d != 0 || (err != nil) != tc.err {
+			t.Errorf("oipTimeout(%s) = %v, %v; want 0, error %v", tc.raw, d, err, tc.err)
+		}
+	}
+}
+
+// TestPriorityParam checks the "priority" parameter both transports read:
+// a level up to math.MaxInt32, anything else bad input; REST names the
+// value it got.
+func TestPriorityParam(t *testing.T) {
+	for _, tc := range []struct {
+		level uint64
+		valid bool
+		err   bool
+	}{
+		{0, true, false},
+		{3, true, false},
+		{math.MaxInt32, true, false},
+		{math.MaxInt32 + 1, true, true},
+		{math.MaxUint64, true, true},
+		{1, false, true},
+	} {
+		l, err := PriorityParam(tc.level, tc.valid)
+		if (err != nil) != tc.err || (err != nil && !errors.Is(err, ErrBadInput)) || (err == nil && uint64(l) != tc.level) {
+			t.Errorf("PriorityParam(%d, %v) = %d, %v; want error %v", tc.level, tc.valid, l, err, tc.err)
+		}
+	}
+	var req oipInferRequest
+	must(t, json.Unmarshal([]byte(`{"parameters": {"priority": "high"}}`), &req))
+	if _, err := oipLevel(&req); err == nil ||
+		err.Error() != `bad input: parameter "priority" must be a non-negative integer (1 is the highest level), got "high"` {
+		t.Errorf("oipLevel: %v", err)
+	}
 }
 
 // TestOIPDecodeFailureIsLogged: an OIP request over REST that does not
