@@ -369,8 +369,9 @@ func (l inferLayout) place(in *InferInput, name string, data []*InferInput, inpu
 }
 
 // join returns the n rows of the model's input: each row's parts in the
-// layout's order, or the one input's rows. The parts' rows are checked:
-// each is of its part's size, and every part but the filled one is there.
+// layout's order, or the one input's rows. It checks nothing: data must
+// be as inferRows leaves it, every part but the filled one there, with n
+// rows each of its part's size.
 func (l inferLayout) join(data []*InferInput, n int) [][]byte {
 	var rows [][]byte
 	switch {
