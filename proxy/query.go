@@ -191,7 +191,6 @@ func checkWidth(app state.App, look *features.Lookup, inputs [][]byte, batch boo
 		return nil
 	}
 	l := layoutOf(app, look)
-	l.entity = nil // the query API carries the ids apart, in "entity"
 	want, size := l.width(), app.InputType.ElemSize()
 	for i, in := range inputs {
 		if len(in) != want*size {
@@ -199,7 +198,8 @@ func checkWidth(app state.App, look *features.Lookup, inputs [][]byte, batch boo
 			if batch {
 				what = "input_batch[" + strconv.Itoa(i) + "]"
 			}
-			return errorf(ErrBadInput, "%s has %d values; app %q takes %d: its inputs %s, one after the other", what, len(in)/size, app.Name, want, l.names())
+			// The query API carries the entity ids apart, in "entity".
+			return errorf(ErrBadInput, "%s has %d values; app %q takes %d: its inputs %s, one after the other", what, len(in)/size, app.Name, want, describeInputs(l.carried, nil))
 		}
 	}
 	return nil
