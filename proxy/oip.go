@@ -310,9 +310,9 @@ func (p *Proxy) oipInput(t *oipTensor) (InferInput, error) {
 	in.Rows = make([][]byte, n)
 	for i := range in.Rows {
 		row := flat[int64(i)*per : int64(i+1)*per]
-		what := "input " + strconv.Quote(name) + " row " + strconv.Itoa(i)
+		what := inputName{name: name, row: i, kind: nameTensorRow}
 		if t.Datatype == "BYTES" {
-			in.Rows[i], err = encodeInput(row[0], state.InputString, what)
+			in.Rows[i], err = encodeInputAt(row[0], state.InputString, what)
 		} else {
 			in.Rows[i], err = encodeRow(row, it, what)
 		}
@@ -367,7 +367,7 @@ func ShapeSize(shape []int64, maxBody int64) (rows, per int64, err error) {
 func clipShape(shape []int64) string { return clip.String(fmt.Sprint(shape)) }
 
 // encodeRow encodes a row of number tokens.
-func encodeRow(row []json.RawMessage, it state.InputType, what string) ([]byte, error) {
+func encodeRow(row []json.RawMessage, it state.InputType, what inputName) ([]byte, error) {
 	b := make([]byte, 0, 2+len(row)*8)
 	b = append(b, '[')
 	for i, e := range row {
@@ -376,7 +376,7 @@ func encodeRow(row []json.RawMessage, it state.InputType, what string) ([]byte, 
 		}
 		b = append(b, e...)
 	}
-	return encodeInput(append(b, ']'), it, what)
+	return encodeInputAt(append(b, ']'), it, what)
 }
 
 // flatten appends the leaves of a nested JSON array in row-major order.

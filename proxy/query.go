@@ -170,7 +170,7 @@ func (p *Proxy) inputs(e envelope, app state.App) ([][]byte, error) {
 		if i == p.opts.MaxInputBatch {
 			return errorf(ErrBadInput, "\"input_batch\" has more than %d inputs; the limit is %d", i, p.opts.MaxInputBatch)
 		}
-		in, err := encodeInput(raw, app.InputType, "input_batch["+strconv.Itoa(i)+"]")
+		in, err := encodeInputAt(raw, app.InputType, inputName{name: "input_batch", row: i, kind: nameElement})
 		ins = append(ins, in)
 		return err
 	})
