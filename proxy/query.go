@@ -168,7 +168,7 @@ func (p *Proxy) inputs(e envelope, app state.App) ([][]byte, error) {
 	var ins [][]byte
 	err := eachElement(e.batch, func(i int, raw []byte) error {
 		if i == p.opts.MaxInputBatch {
-			return errorf(ErrBadInput, "\"input_batch\" has more than %d inputs; the limit is %d", i, p.opts.MaxInputBatch)
+			return errorf(ErrBadInput, "\"input_batch\" exceeds the limit of %d inputs", p.opts.MaxInputBatch)
 		}
 		in, err := encodeInputAt(raw, app.InputType, inputName{name: "input_batch", row: i, kind: nameElement})
 		ins = append(ins, in)
