@@ -309,11 +309,12 @@ func (c *Cache) Fetch(ctx context.Context, keys []Key, ttl time.Duration, outs [
 	if len(idx) == 0 {
 		return
 	}
-	vals, err := c.redis(ctx, "mget", c.mget(rkeys))
-	if err != nil {
-		return
-	}
-	for j, v := range vals.([]any) {
+	// On a Cluster, the values the healthy masters hold come with the
+	// error of one that failed, which redis has counted: the values are
+	// hits all the same.
+	vals, _ := c.redis(ctx, "mget", c.mget(rkeys))
+	found, _ := vals.([]any) // nil when the lookup failed as a whole
+	for j, v := range found {
 		s, ok := v.(string)
 		if !ok {
 			continue // nil: not in Redis
@@ -333,10 +334,19 @@ func (c *Cache) Fetch(ctx context.Context, keys []Key, ttl time.Duration, outs [
 // mget returns the call that looks keys up in Redis: one MGET, or, on
 // a Cluster, where an MGET takes only keys of one slot, a pipeline of GETs
 // (go-redis sends each master its own, in parallel). Either returns the
-// values in the order of keys, nil for those Redis does not hold.
+// values as a []any in the order of keys, nil for those Redis does not
+// hold. One MGET that fails returns no values; on a Cluster, the values of
+// the masters that answered come with the first error of one that did
+// not, nil in place of that one's.
 func (c *Cache) mget(keys []string) func(context.Context) (any, error) {
 	if !c.cluster {
-		return func(ctx context.Context) (any, error) { return c.rdb.MGet(ctx, keys...).Result() }
+		return func(ctx context.Context) (any, error) {
+			vals, err := c.rdb.MGet(ctx, keys...).Result()
+			if err != nil {
+				return nil, err
+			}
+			return vals, nil
+		}
 	}
 	return func(ctx context.Context) (any, error) {
 		cmds := make([]*redis.StringCmd, len(keys))
@@ -350,16 +360,17 @@ func (c *Cache) mget(keys []string) func(context.Context) (any, error) {
 			return nil
 		})
 		vals := make([]any, len(keys))
+		var failed error
 		for i, cmd := range cmds {
 			v, err := cmd.Result()
 			switch {
 			case err == nil:
 				vals[i] = v
-			case !errors.Is(err, redis.Nil):
-				return nil, err
+			case !errors.Is(err, redis.Nil) && failed == nil:
+				failed = err
 			}
 		}
-		return vals, nil
+		return vals, failed
 	}
 }
 
