@@ -40,6 +40,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -308,11 +309,12 @@ func (c *Cache) Fetch(ctx context.Context, keys []Key, ttl time.Duration, outs [
 	if len(idx) == 0 {
 		return
 	}
-	vals, err := c.redis(ctx, "mget", c.mget(rkeys))
-	if err != nil {
-		return
-	}
-	for j, v := range vals.([]any) {
+	// On a Cluster, the values the healthy masters hold come with the
+	// error of one that failed, which redis has counted: the values are
+	// hits all the same.
+	vals, _ := c.redis(ctx, "mget", c.mget(rkeys))
+	found, _ := vals.([]any) // nil when the lookup failed as a whole
+	for j, v := range found {
 		s, ok := v.(string)
 		if !ok {
 			continue // nil: not in Redis
@@ -332,10 +334,19 @@ func (c *Cache) Fetch(ctx context.Context, keys []Key, ttl time.Duration, outs [
 // mget returns the call that looks keys up in Redis: one MGET, or, on
 // a Cluster, where an MGET takes only keys of one slot, a pipeline of GETs
 // (go-redis sends each master its own, in parallel). Either returns the
-// values in the order of keys, nil for those Redis does not hold.
+// values as a []any in the order of keys, nil for those Redis does not
+// hold. One MGET that fails returns no values; on a Cluster, the values of
+// the masters that answered come with the first error of one that did
+// not, nil in place of that one's.
 func (c *Cache) mget(keys []string) func(context.Context) (any, error) {
 	if !c.cluster {
-		return func(ctx context.Context) (any, error) { return c.rdb.MGet(ctx, keys...).Result() }
+		return func(ctx context.Context) (any, error) {
+			vals, err := c.rdb.MGet(ctx, keys...).Result()
+			if err != nil {
+				return nil, err
+			}
+			return vals, nil
+		}
 	}
 	return func(ctx context.Context) (any, error) {
 		cmds := make([]*redis.StringCmd, len(keys))
@@ -349,16 +360,17 @@ func (c *Cache) mget(keys []string) func(context.Context) (any, error) {
 			return nil
 		})
 		vals := make([]any, len(keys))
+		var failed error
 		for i, cmd := range cmds {
 			v, err := cmd.Result()
 			switch {
 			case err == nil:
 				vals[i] = v
-			case !errors.Is(err, redis.Nil):
-				return nil, err
+			case !errors.Is(err, redis.Nil) && failed == nil:
+				failed = err
 			}
 		}
-		return vals, nil
+		return vals, failed
 	}
 }
 
@@ -383,12 +395,14 @@ func (c *Cache) putL1(k Key, out []byte, ttl time.Duration) {
 }
 
 // Put stores out under k for ttl (0 means Options.DefaultTTL): in L1 at
-// once, in Redis in the background. out must not be modified afterwards.
+// once, in Redis in the background. L1 keeps a copy of out of its own, so
+// that an entry weighs what it holds even when out is a slice of a larger
+// buffer (a batch's frame), and out stays the caller's.
 func (c *Cache) Put(k Key, out []byte, ttl time.Duration) {
 	if ttl <= 0 {
 		ttl = c.ttl
 	}
-	c.putL1(k, out, ttl)
+	c.putL1(k, bytes.Clone(out), ttl)
 	c.m.fills.Inc()
 	if c.rdb == nil {
 		return

@@ -499,3 +499,23 @@ func TestL1WeightIsItsHeap(t *testing.T) {
 	}
 	runtime.KeepAlive(keys)
 }
+
+// TestPutCopiesIntoL1: an output that is a slice of a larger buffer (a
+// batch's frame) is stored in L1 as a copy of its own, so that the entry
+// neither keeps the buffer alive nor changes with it.
+func TestPutCopiesIntoL1(t *testing.T) {
+	c, _ := newCache(t, "", Options{})
+	frame := make([]byte, 1<<20)
+	copy(frame[100:], "answer")
+	out := frame[100:106:106]
+	k := NewKey("m", "1", "bytes", []byte("in"))
+	c.Put(k, out, time.Minute)
+	copy(frame[100:], "AAAAAA")
+	got, ok := c.getL1(k)
+	if !ok || string(got) != "answer" {
+		t.Fatalf("L1 holds %q, %v; want \"answer\", true", got, ok)
+	}
+	if &got[0] == &frame[100] {
+		t.Fatal("L1's entry shares the frame")
+	}
+}

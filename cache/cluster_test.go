@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	sltest "github.com/sloproxy/sloproxy/internal/testutil"
@@ -90,5 +91,68 @@ func TestCluster(t *testing.T) {
 	sltest.Eventually(t, 5*time.Second, "m0 purged from B's L1 too", func() bool { _, hit := get(b, keys[0]); return hit == Miss })
 	if out, hit := get(b, keys[1]); hit == Miss || string(out) != "out 1" {
 		t.Errorf("m1's entry on B after purging m0: %q %v, want it kept", out, hit)
+	}
+}
+
+// TestClusterMasterDown: with one master of a Cluster down, a batch's
+// lookup in Redis still hits the entries the others hold, and the failure
+// is counted.
+func TestClusterMasterDown(t *testing.T) {
+	const n = 60
+	cluster := sltest.StartRedisCluster(t, 3)
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), MaxRedirects: -1,
+		DialTimeout: 100 * time.Millisecond, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { client.Close() })
+	open := func() *Cache {
+		c, err := New(Options{Redis: client, Prefix: "down:", Timeout: 2 * time.Second, Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, b := open(), open()
+	keys := make([]Key, n)
+	for i := range keys {
+		keys[i] = NewKey("m", "1", "string", fmt.Appendf(nil, "input %d", i))
+		a.Put(keys[i], fmt.Appendf(nil, "out %d", i), time.Minute)
+	}
+	ctx := context.Background()
+	sltest.Eventually(t, 10*time.Second, "every fill in Redis", func() bool {
+		for _, k := range keys {
+			if client.Exists(ctx, a.redisKey(k)).Val() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	down := cluster.Masters[0]
+	var onDown int
+	for _, k := range keys {
+		if cluster.MasterOf(t, b.redisKey(k)) == down.Addr {
+			onDown++
+		}
+	}
+	down.Stop()
+	outs, hits := make([][]byte, n), make([]Hit, n)
+	b.Get(keys, outs, hits)
+	b.Fetch(ctx, keys, time.Minute, outs, hits)
+	var found int
+	for i := range keys {
+		if hits[i] == L2 {
+			found++
+			if string(outs[i]) != fmt.Sprint("out ", i) {
+				t.Fatalf("lookup %d: %q, want out %d", i, outs[i], i)
+			}
+		}
+	}
+	if onDown == 0 || onDown == n || found != n-onDown {
+		t.Fatalf("%d of %d found in Redis with %d on the master down; want the others' %d", found, n, onDown, n-onDown)
+	}
+	if got := testutil.ToFloat64(b.m.redisErrors.WithLabelValues("mget")); got != 1 {
+		t.Errorf("sloproxy_cache_redis_errors_total{op=\"mget\"} %v, want 1", got)
 	}
 }

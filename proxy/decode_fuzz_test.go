@@ -24,7 +24,7 @@ var fuzzLayouts = func() []inferLayout {
 		ls = append(ls, inferLayout{it: it})
 		if it != state.InputBytes && it != state.InputString {
 			parts := []state.InputPart{{Name: "x", Size: 2}, {Name: "y", Size: 1}}
-			ls = append(ls, inferLayout{it: it, parts: parts}, inferLayout{it: it, parts: parts, filled: "y", entity: []string{"id"}})
+			ls = append(ls, newLayout(it, parts, "", nil), newLayout(it, parts, "y", []string{"id"}))
 		}
 	}
 	return ls
@@ -91,7 +91,7 @@ func FuzzDecodeInfer(f *testing.F) {
 				if it != state.InputBytes && it != state.InputString && len(item)%it.ElemSize() != 0 {
 					t.Fatalf("%s %q: row %d has %d bytes", it, body, i, len(item))
 				}
-				if w := l.width() * it.ElemSize(); l.parts != nil && len(item) != w {
+				if w := l.width() * it.ElemSize(); l.carried != nil && len(item) != w {
 					t.Fatalf("%+v %q: row %d has %d bytes; the layout makes %d", l, body, i, len(item), w)
 				}
 				if len(item) > 8*len(body) {

@@ -7,8 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/sloproxy/sloproxy/containers/dispatch"
 	"github.com/sloproxy/sloproxy/internal/testutil"
 	"github.com/sloproxy/sloproxy/selection"
 	"github.com/sloproxy/sloproxy/state"
@@ -133,6 +138,32 @@ func TestShadowIsRecordedNeverReturned(t *testing.T) {
 	_, m := e.post("/apps/echo/feedback", `{"query_id": "`+id+`", "label": 7}`)
 	if got := mustJSON(m["rewards"]); got != `{"a":1,"shadow":1}` {
 		t.Errorf("rewards %s; want both the answer and the shadow's scored", got)
+	}
+}
+
+// TestShadowFailureIsOnlyMissing: a shadow whose replica fails counts as
+// missing in the shadow's metric and nowhere else: no line claims a
+// default output for it, which only the app's answer has.
+func TestShadowFailureIsOnlyMissing(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	reg := prometheus.NewRegistry()
+	e := newEnvOpts(t, Options{Store: state.NewStore(nil, state.Options{}), Registry: reg,
+		MaxBodyBytes: 1 << 16, MaxInputBatch: 8, Logger: zap.New(core),
+		// One attempt: the lost connection is the shadow's answer.
+		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond, MaxAttempts: 1}})
+	app := state.App{Name: "echo", InputType: state.InputFloat32, SLO: 2 * time.Second, DefaultOutput: "-1", Policy: "exp3"}
+	e.addModel(app, "a", noop(t, "float32"))
+	e.addLinked("echo", "dies", diesModel(t), state.InputFloat32)
+	e.waitHealthy("dies", "1")
+	e.proxy.ApplySelection(map[string]selection.Spec{"echo": {Policy: "exp3", Shadow: "dies"}})
+	if status, m := e.post("/apps/echo/predict", `{"input": [7]}`); status != 200 || m["model"] != "a:1" || m["default"] != false {
+		t.Fatalf("%d %v; want a:1's answer", status, m)
+	}
+	testutil.Eventually(t, 5*time.Second, "the shadow counted as missing", func() bool {
+		return counterSum(t, reg, "sloproxy_selection_shadow_total", "app", "echo", "model", "dies", "agree", "missing") == 1
+	})
+	if n := logs.FilterMessageSnippet("default output").Len(); n != 0 {
+		t.Fatalf("%d log lines claim a default output: %+v", n, logs.All())
 	}
 }
 

@@ -165,18 +165,18 @@ func (p *Proxy) inferModel(ctx context.Context, api string, start time.Time, sna
 	answers := make([]answer, len(rows))
 	p.answerTarget(ctx, start.Add(timeout), t, app, rows, answers)
 	p.metrics.latencyOf(api, "").Observe(time.Since(start).Seconds())
-	errs := make([]error, len(answers))
 	outs := make([][]byte, len(answers))
 	for i := range answers {
-		errs[i], outs[i] = answers[i].err, answers[i].output
-		if isShed(errs[i]) {
+		outs[i] = answers[i].output
+		if isShed(answers[i].err) {
 			// Admission's refusal is an error here (429, see oipError),
 			// not a default output; counted as the reject policy's, with
 			// no app.
-			p.metrics.shed.WithLabelValues("", string(slo.ShedReject)).Inc()
+			p.metrics.shedModel.Inc()
 		}
 	}
-	a := answer{id: req.ID, model: t.model, err: oipError(errs, t.model, timeout)}
+	a := answer{id: req.ID, model: t.model, err: oipError(answers, t.model, timeout)}
+	a.shed = isShed(a.err)
 	p.record(api, "", &a)
 	if a.err != nil {
 		return nil, a.err
@@ -251,10 +251,12 @@ func (p *Proxy) inferApp(ctx context.Context, api string, start time.Time, snap 
 // be.
 type inferLayout struct {
 	it state.InputType
-	// parts is the app's input layout; nil means one input, of any name.
-	parts []state.InputPart
-	// filled is the part the app's features fill, which the request
-	// leaves out; "" when none.
+	// carried are the parts of the app's input layout that requests
+	// carry, in the layout's order: all but the one its features fill.
+	// nil means no layout: one input, of any name.
+	carried []state.InputPart
+	// filled is the name of the part the app's features fill, which the
+	// request leaves out; "" when none.
 	filled string
 	// entity are the feature lookup's key fields: BYTES inputs of one
 	// entity id per row.
@@ -264,17 +266,28 @@ type inferLayout struct {
 // layoutOf is the layout of app's requests, whose feature lookup is look
 // (nil for none).
 func layoutOf(app state.App, look *features.Lookup) inferLayout {
-	l := inferLayout{it: app.InputType, parts: app.Inputs}
-	if look != nil {
-		l.entity, l.filled = look.KeyFields(), look.Input()
+	if look == nil {
+		return newLayout(app.InputType, app.Inputs, "", nil)
+	}
+	return newLayout(app.InputType, app.Inputs, look.Input(), look.KeyFields())
+}
+
+// newLayout is the layout of requests of input type it and input layout
+// parts (nil for none), whose features fill the part named filled ("" for
+// none) and are looked up by the entity inputs.
+func newLayout(it state.InputType, parts []state.InputPart, filled string, entity []string) inferLayout {
+	l := inferLayout{it: it, carried: parts, entity: entity}
+	if k := slices.IndexFunc(parts, func(p state.InputPart) bool { return p.Name == filled }); filled != "" && k >= 0 {
+		l.carried = slices.Delete(slices.Clone(parts), k, k+1)
+		l.filled = filled
 	}
 	return l
 }
 
 // inferRows checks the request's tensors against l and joins them into
 // the model's rows: the inputs named in l.entity are columns of entity
-// ids; the others are the parts of l.parts but l.filled, each row of each
-// of the part's size, joined in the layout's order. Without a layout,
+// ids; the others are the parts of l.carried, each row of each of the
+// part's size, joined in the layout's order. Without a layout,
 // exactly one other input holds the rows, or none when entity ids are
 // asked for (the features are then the whole input). It returns the rows
 // and each row's entity ids.
@@ -284,7 +297,11 @@ func (p *Proxy) inferRows(req *InferRequest, l inferLayout) ([][]byte, [][]strin
 			return nil, nil, errorf(ErrBadInput, "unknown output %q: the model has one output, \"output\"", clip.String(o))
 		}
 	}
-	data := make([]*InferInput, max(len(l.parts), 1)) // by part; one without a layout
+	slots := len(l.carried) // one for each carried part
+	if l.carried == nil {
+		slots = 1 // the one input
+	}
+	data := make([]*InferInput, slots)
 	cols := make([][][]byte, len(l.entity))
 	n := -1
 	for i := range req.Inputs {
@@ -308,8 +325,8 @@ func (p *Proxy) inferRows(req *InferRequest, l inferLayout) ([][]byte, [][]strin
 			return nil, nil, errorf(ErrBadInput, "no input %q: the app looks its features up by it (a BYTES input, one id per row)", l.entity[i])
 		}
 	}
-	for k, part := range l.parts {
-		if data[k] == nil && part.Name != l.filled {
+	for k, part := range l.carried {
+		if data[k] == nil {
 			return nil, nil, errorf(ErrBadInput, "no input %q: the app takes %s", part.Name, l.names())
 		}
 	}
@@ -337,7 +354,7 @@ func (p *Proxy) inferRows(req *InferRequest, l inferLayout) ([][]byte, [][]strin
 // inputs tensors, and puts it in its slot of data.
 func (l inferLayout) place(in *InferInput, name string, data []*InferInput, inputs int) error {
 	want := oipDatatype(l.it)
-	if l.parts == nil {
+	if l.carried == nil {
 		switch {
 		case data[0] != nil || (len(l.entity) == 0 && inputs != 1):
 			return errorf(ErrBadInput, "the request has %d inputs; the model takes one", inputs)
@@ -347,10 +364,11 @@ func (l inferLayout) place(in *InferInput, name string, data []*InferInput, inpu
 		data[0] = in
 		return nil
 	}
-	k := slices.IndexFunc(l.parts, func(p state.InputPart) bool { return p.Name == in.Name })
-	switch {
-	case k >= 0 && in.Name == l.filled:
+	if l.filled != "" && in.Name == l.filled {
 		return errorf(ErrBadInput, "input %q is the app's looked-up features; leave it out, and send %s", name, l.names())
+	}
+	k := slices.IndexFunc(l.carried, func(p state.InputPart) bool { return p.Name == in.Name })
+	switch {
 	case k < 0:
 		return errorf(ErrBadInput, "unknown input %q: the app takes %s", name, l.names())
 	case data[k] != nil:
@@ -358,10 +376,10 @@ func (l inferLayout) place(in *InferInput, name string, data []*InferInput, inpu
 	case in.Datatype != want:
 		return errorf(ErrBadInput, "input %q has datatype %q; the model takes %s", name, in.Datatype, want)
 	}
-	width := l.parts[k].Size * l.it.ElemSize()
+	width := l.carried[k].Size * l.it.ElemSize()
 	for r, row := range in.Rows {
 		if len(row) != width {
-			return errorf(ErrBadInput, "input %q row %d has %d values; the part holds %d", name, r, len(row)/l.it.ElemSize(), l.parts[k].Size)
+			return errorf(ErrBadInput, "input %q row %d has %d values; the part holds %d", name, r, len(row)/l.it.ElemSize(), l.carried[k].Size)
 		}
 	}
 	data[k] = in
@@ -369,14 +387,15 @@ func (l inferLayout) place(in *InferInput, name string, data []*InferInput, inpu
 }
 
 // join returns the n rows of the model's input: each row's parts in the
-// layout's order, or the one input's rows. The parts' rows are checked:
-// each is of its part's size, and every part but the filled one is there.
+// layout's order, or the one input's rows. It checks nothing: data must
+// be as inferRows leaves it, every carried part there, with n rows each
+// of its part's size.
 func (l inferLayout) join(data []*InferInput, n int) [][]byte {
 	var rows [][]byte
 	switch {
-	case l.parts == nil && data[0] != nil:
+	case l.carried == nil && data[0] != nil:
 		rows = data[0].Rows
-	case l.parts == nil:
+	case l.carried == nil:
 		rows = make([][]byte, n) // the features are the whole input
 	default:
 		rows = make([][]byte, n)
@@ -384,9 +403,7 @@ func (l inferLayout) join(data []*InferInput, n int) [][]byte {
 		for r := range rows {
 			start := len(buf)
 			for _, in := range data {
-				if in != nil {
-					buf = append(buf, in.Rows[r]...)
-				}
+				buf = append(buf, in.Rows[r]...)
 			}
 			rows[r] = buf[start:len(buf):len(buf)]
 		}
@@ -399,28 +416,27 @@ func (l inferLayout) join(data []*InferInput, n int) [][]byte {
 	return rows
 }
 
-// width is the number of values of each row a request carries by l: its
-// parts but the filled one; 0 without a layout.
+// width is the number of values of each row a request carries by l: the
+// sum of its carried parts' sizes; 0 without a layout.
 func (l inferLayout) width() int {
 	n := 0
-	for _, p := range l.parts {
-		if p.Name != l.filled {
-			n += p.Size
-		}
+	for _, p := range l.carried {
+		n += p.Size
 	}
 	return n
 }
 
-// names lists the inputs a request carries by l: its parts but the
-// filled one, then its entity inputs.
-func (l inferLayout) names() string {
+// names lists the inputs a request carries by l: its carried parts, then
+// its entity inputs.
+func (l inferLayout) names() string { return describeInputs(l.carried, l.entity) }
+
+// describeInputs lists parts, then entity inputs, for error messages.
+func describeInputs(parts []state.InputPart, entity []string) string {
 	var names []string
-	for _, p := range l.parts {
-		if p.Name != l.filled {
-			names = append(names, fmt.Sprintf("%q (size %d)", p.Name, p.Size))
-		}
+	for _, p := range parts {
+		names = append(names, fmt.Sprintf("%q (size %d)", p.Name, p.Size))
 	}
-	for _, e := range l.entity {
+	for _, e := range entity {
 		names = append(names, fmt.Sprintf("%q (entity ids)", e))
 	}
 	return strings.Join(names, ", ")

@@ -18,6 +18,38 @@ import (
 // JSON array of numbers for int32, float32 and float64, a string for
 // string, base64 in a string for bytes. what names the input in errors.
 func encodeInput(raw json.RawMessage, it state.InputType, what string) ([]byte, error) {
+	return encodeInputAt(raw, it, inputName{name: what})
+}
+
+// inputName names an input in errors, formatted only when there is one:
+// a name alone, an element of a batch ("input_batch[3]") or a row of an
+// OIP input tensor (`input "x" row 3`).
+type inputName struct {
+	name string
+	row  int
+	kind inputNameKind
+}
+
+type inputNameKind uint8
+
+const (
+	nameAlone     inputNameKind = iota
+	nameElement                 // name[row]
+	nameTensorRow               // input "name" row row
+)
+
+func (n inputName) String() string {
+	switch n.kind {
+	case nameElement:
+		return n.name + "[" + strconv.Itoa(n.row) + "]"
+	case nameTensorRow:
+		return "input " + strconv.Quote(n.name) + " row " + strconv.Itoa(n.row)
+	}
+	return n.name
+}
+
+// encodeInputAt is encodeInput, with what named by an inputName.
+func encodeInputAt(raw json.RawMessage, it state.InputType, what inputName) ([]byte, error) {
 	switch it {
 	case state.InputString, state.InputBytes:
 		var s string

@@ -88,14 +88,13 @@ var outputMetadata = []TensorMetadata{{Name: "output", Datatype: "BYTES", Shape:
 // l (nil for none): the parts of its layout but the one the features
 // fill, else its one input.
 func appInputs(app state.App, l *features.Lookup) []TensorMetadata {
-	if app.Inputs == nil {
+	carried := layoutOf(app, l).carried
+	if carried == nil {
 		return []TensorMetadata{inputMetadata(app.InputType)}
 	}
-	md := make([]TensorMetadata, 0, len(app.Inputs))
-	for _, part := range app.Inputs {
-		if l == nil || part.Name != l.Input() {
-			md = append(md, TensorMetadata{Name: part.Name, Datatype: oipDatatype(app.InputType), Shape: []int64{-1, int64(part.Size)}})
-		}
+	md := make([]TensorMetadata, len(carried))
+	for i, part := range carried {
+		md[i] = TensorMetadata{Name: part.Name, Datatype: oipDatatype(app.InputType), Shape: []int64{-1, int64(part.Size)}}
 	}
 	return md
 }

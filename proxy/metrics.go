@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sloproxy/sloproxy/slo"
 )
 
 // metrics are the query path's Prometheus metrics.
@@ -12,6 +14,9 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	inflight prometheus.Gauge
 	shed     *prometheus.CounterVec
+	// shedModel is shed's series for the queries to a model through the
+	// OIP: no app, counted as the reject policy's.
+	shedModel prometheus.Counter
 
 	// The query path's series, looked up once per label set rather than
 	// hashed on every query; the label sets are bounded by the apps and
@@ -73,6 +78,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "sloproxy_shed_total",
 		Help: "Queries refused by admission because they would miss their deadline, by app and the shed policy that answered them (default, reject, unavailable).",
 	}, []string{"app", "policy"})
+	m.shedModel = m.shed.WithLabelValues("", string(slo.ShedReject))
 	reg.MustRegister(m.requests, m.latency, m.inflight, m.shed)
 	return m
 }

@@ -192,8 +192,9 @@ func (p *Proxy) decodeInfer(body []byte) (*InferRequest, error) {
 // or a replica failure is unavailable (503), a row admission refused is
 // 429 with a Retry-After of 1s, a caller gone stays canceled. The row's
 // own error stays wrapped, for the gRPC codes.
-func oipError(errs []error, model string, timeout time.Duration) error {
-	for row, err := range errs {
+func oipError(answers []answer, model string, timeout time.Duration) error {
+	for row := range answers {
+		err := answers[row].err
 		switch {
 		case err == nil:
 			continue
@@ -214,9 +215,10 @@ func oipError(errs []error, model string, timeout time.Duration) error {
 	return nil
 }
 
+// oipReject answers an OIP request that never became a query, counted
+// and logged as the gRPC front door's are (see Reject).
 func (p *Proxy) oipReject(w http.ResponseWriter, err error) {
-	writeError(w, err)
-	p.metrics.request("oip", "", "", outcomeError).Inc()
+	writeError(w, p.Reject("oip", err))
 }
 
 // oipTimeout is the request's "timeout" parameter (see TimeoutParam); 0
@@ -226,7 +228,7 @@ func oipTimeout(req *oipInferRequest) (time.Duration, error) {
 	if !ok {
 		return 0, nil
 	}
-	us, err := strconv.ParseUint(string(raw), 10, 63)
+	us, err := strconv.ParseUint(string(raw), 10, 64)
 	d, err := TimeoutParam(us, err == nil)
 	if err != nil {
 		return 0, fmt.Errorf("%w, got %s", err, clipToken(raw))
@@ -249,16 +251,29 @@ func TimeoutParam(us uint64, valid bool) (time.Duration, error) {
 	return time.Duration(us) * time.Microsecond, nil
 }
 
-// oipLevel is the request's "priority" parameter: 0 or absent is the
-// default level, 1 the highest, larger numbers lower.
+// oipLevel is the request's "priority" parameter (see PriorityParam); 0
+// when absent.
 func oipLevel(req *oipInferRequest) (uint32, error) {
 	raw, ok := req.Parameters["priority"]
 	if !ok {
 		return 0, nil
 	}
-	level, err := strconv.ParseUint(string(raw), 10, 31)
+	level, err := strconv.ParseUint(string(raw), 10, 64)
+	l, err := PriorityParam(level, err == nil)
 	if err != nil {
-		return 0, errorf(ErrBadInput, "parameter \"priority\" must be a non-negative integer (1 is the highest level), got %s", clipToken(raw))
+		return 0, fmt.Errorf("%w, got %s", err, clipToken(raw))
+	}
+	return l, nil
+}
+
+// PriorityParam is the priority level of an OIP request's "priority"
+// parameter, as Triton reads it: 0 is the default level, 1 the highest,
+// larger numbers lower. level is what a transport read as an unsigned
+// integer (valid false when it held something else); one invalid or above
+// math.MaxInt32 is bad input.
+func PriorityParam(level uint64, valid bool) (uint32, error) {
+	if !valid || level > math.MaxInt32 {
+		return 0, errorf(ErrBadInput, "parameter \"priority\" must be a non-negative integer (1 is the highest level)")
 	}
 	return uint32(level), nil
 }
@@ -295,9 +310,9 @@ func (p *Proxy) oipInput(t *oipTensor) (InferInput, error) {
 	in.Rows = make([][]byte, n)
 	for i := range in.Rows {
 		row := flat[int64(i)*per : int64(i+1)*per]
-		what := "input " + strconv.Quote(name) + " row " + strconv.Itoa(i)
+		what := inputName{name: name, row: i, kind: nameTensorRow}
 		if t.Datatype == "BYTES" {
-			in.Rows[i], err = encodeInput(row[0], state.InputString, what)
+			in.Rows[i], err = encodeInputAt(row[0], state.InputString, what)
 		} else {
 			in.Rows[i], err = encodeRow(row, it, what)
 		}
@@ -352,7 +367,7 @@ func ShapeSize(shape []int64, maxBody int64) (rows, per int64, err error) {
 func clipShape(shape []int64) string { return clip.String(fmt.Sprint(shape)) }
 
 // encodeRow encodes a row of number tokens.
-func encodeRow(row []json.RawMessage, it state.InputType, what string) ([]byte, error) {
+func encodeRow(row []json.RawMessage, it state.InputType, what inputName) ([]byte, error) {
 	b := make([]byte, 0, 2+len(row)*8)
 	b = append(b, '[')
 	for i, e := range row {
@@ -361,7 +376,7 @@ func encodeRow(row []json.RawMessage, it state.InputType, what string) ([]byte, 
 		}
 		b = append(b, e...)
 	}
-	return encodeInput(append(b, ']'), it, what)
+	return encodeInputAt(append(b, ']'), it, what)
 }
 
 // flatten appends the leaves of a nested JSON array in row-major order.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -198,15 +199,7 @@ func TestOIPModelFailureIsNoDefault(t *testing.T) {
 		// One attempt: the lost connection is the answer, not a retry
 		// that waits for the deadline.
 		Dispatch: dispatch.Options{HeartbeatInterval: 50 * time.Millisecond, MaxAttempts: 1}})
-	script := t.TempDir() + "/dies.py"
-	src := `import os, sys
-sys.path.insert(0, "` + testutil.RepoRoot(t) + `/containers/python")
-import sloproxy_rpc
-sloproxy_rpc.serve(lambda inputs: os._exit(1), input_type="float32", model_name="dies")
-`
-	must(t, os.WriteFile(script, []byte(src), 0o644))
-	addr := testutil.StartModel(t, []string{testutil.Python, script}).Addr
-	e.addModel(state.App{Name: "dies", InputType: state.InputFloat32, SLO: 2 * time.Second}, "dies", addr)
+	e.addModel(state.App{Name: "dies", InputType: state.InputFloat32, SLO: 2 * time.Second}, "dies", diesModel(t))
 	status, m := e.post("/v2/models/dies/infer", `{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`)
 	if msg, _ := m["error"].(string); status != 503 || !strings.Contains(msg, "model dies:1 failed on row 0") {
 		t.Fatalf("%d %v; want 503: the model failed on row 0", status, m)
@@ -214,6 +207,19 @@ sloproxy_rpc.serve(lambda inputs: os._exit(1), input_type="float32", model_name=
 	if n := logs.FilterMessageSnippet("default output").Len(); n != 0 {
 		t.Fatalf("%d log lines claim a default output: %+v", n, logs.All())
 	}
+}
+
+// diesModel starts a float32 model whose process exits on its first
+// query, and returns its address.
+func diesModel(t *testing.T) string {
+	script := t.TempDir() + "/dies.py"
+	src := `import os, sys
+sys.path.insert(0, "` + testutil.RepoRoot(t) + `/containers/python")
+import sloproxy_rpc
+sloproxy_rpc.serve(lambda inputs: os._exit(1), input_type="float32", model_name="dies")
+`
+	must(t, os.WriteFile(script, []byte(src), 0o644))
+	return testutil.StartModel(t, []string{testutil.Python, script}).Addr
 }
 
 // TestLinkedApps checks what a model addressed through the OIP takes from
@@ -266,5 +272,67 @@ func TestTimeoutParam(t *testing.T) {
 	if _, err := oipTimeout(&req); err == nil || !errors.Is(err, ErrBadInput) ||
 		err.Error() != `bad input: parameter "timeout" must be a positive integer number of microseconds, got "soon"` {
 		t.Errorf("oipTimeout: %v", err)
+	}
+	// REST reads the whole uint64 range gRPC's uint64_param carries.
+	for _, tc := range []struct {
+		raw string
+		err bool
+	}{
+		{"9223372036854775808", false},  // 2^63
+		{"18446744073709551615", false}, // 2^64-1
+		{"18446744073709551616", true},
+	} {
+		var req oipInferRequest
+		must(t, json.Unmarshal([]byte(`{"parameters": {"timeout": `+tc.raw+`}}`), &req))
+		if d, err := oipTimeout(&req); d != 0 || (err != nil) != tc.err {
+			t.Errorf("oipTimeout(%s) = %v, %v; want 0, error %v", tc.raw, d, err, tc.err)
+		}
+	}
+}
+
+// TestPriorityParam checks the "priority" parameter both transports read:
+// a level up to math.MaxInt32, anything else bad input; REST names the
+// value it got.
+func TestPriorityParam(t *testing.T) {
+	for _, tc := range []struct {
+		level uint64
+		valid bool
+		err   bool
+	}{
+		{0, true, false},
+		{3, true, false},
+		{math.MaxInt32, true, false},
+		{math.MaxInt32 + 1, true, true},
+		{math.MaxUint64, true, true},
+		{1, false, true},
+	} {
+		l, err := PriorityParam(tc.level, tc.valid)
+		if (err != nil) != tc.err || (err != nil && !errors.Is(err, ErrBadInput)) || (err == nil && uint64(l) != tc.level) {
+			t.Errorf("PriorityParam(%d, %v) = %d, %v; want error %v", tc.level, tc.valid, l, err, tc.err)
+		}
+	}
+	var req oipInferRequest
+	must(t, json.Unmarshal([]byte(`{"parameters": {"priority": "high"}}`), &req))
+	if _, err := oipLevel(&req); err == nil ||
+		err.Error() != `bad input: parameter "priority" must be a non-negative integer (1 is the highest level), got "high"` {
+		t.Errorf("oipLevel: %v", err)
+	}
+}
+
+// TestOIPDecodeFailureIsLogged: an OIP request over REST that does not
+// decode is counted and logged at debug, as gRPC's are.
+func TestOIPDecodeFailureIsLogged(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	e := newEnvOpts(t, Options{Store: state.NewStore(nil, state.Options{}), Registry: prometheus.NewRegistry(),
+		MaxBodyBytes: 1 << 16, MaxInputBatch: 8, Logger: zap.New(core)})
+	if status, _ := e.post("/v2/models/m/infer", `{"inputs": 7}`); status != 400 {
+		t.Fatalf("%d; want 400", status)
+	}
+	lines := logs.FilterMessage("request rejected").FilterField(zap.String("api", "oip"))
+	if lines.Len() != 1 {
+		t.Fatalf("%d lines of the rejected request; want 1: %+v", lines.Len(), logs.All())
+	}
+	if n := promtest.ToFloat64(e.proxy.metrics.requests.WithLabelValues("oip", "", "", outcomeError)); n != 1 {
+		t.Errorf("sloproxy_requests_total{api=\"oip\",outcome=\"error\"} %v, want 1", n)
 	}
 }

@@ -168,9 +168,9 @@ func (p *Proxy) inputs(e envelope, app state.App) ([][]byte, error) {
 	var ins [][]byte
 	err := eachElement(e.batch, func(i int, raw []byte) error {
 		if i == p.opts.MaxInputBatch {
-			return errorf(ErrBadInput, "\"input_batch\" has more than %d inputs; the limit is %d", i, p.opts.MaxInputBatch)
+			return errorf(ErrBadInput, "\"input_batch\" exceeds the limit of %d inputs", p.opts.MaxInputBatch)
 		}
-		in, err := encodeInput(raw, app.InputType, "input_batch["+strconv.Itoa(i)+"]")
+		in, err := encodeInputAt(raw, app.InputType, inputName{name: "input_batch", row: i, kind: nameElement})
 		ins = append(ins, in)
 		return err
 	})
@@ -191,7 +191,6 @@ func checkWidth(app state.App, look *features.Lookup, inputs [][]byte, batch boo
 		return nil
 	}
 	l := layoutOf(app, look)
-	l.entity = nil // the query API carries the ids apart, in "entity"
 	want, size := l.width(), app.InputType.ElemSize()
 	for i, in := range inputs {
 		if len(in) != want*size {
@@ -199,7 +198,8 @@ func checkWidth(app state.App, look *features.Lookup, inputs [][]byte, batch boo
 			if batch {
 				what = "input_batch[" + strconv.Itoa(i) + "]"
 			}
-			return errorf(ErrBadInput, "%s has %d values; app %q takes %d: its inputs %s, one after the other", what, len(in)/size, app.Name, want, l.names())
+			// The query API carries the entity ids apart, in "entity".
+			return errorf(ErrBadInput, "%s has %d values; app %q takes %d: its inputs %s, one after the other", what, len(in)/size, app.Name, want, describeInputs(l.carried, nil))
 		}
 	}
 	return nil

@@ -98,16 +98,11 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 			parts[j] = p.fallback(parts[j], q.app, t.why)
 			continue
 		}
-		key := p.cacheKey(q.app, t, input)
 		if len(c.Arms) == 1 {
-			p.predict(ctx, t, q.app, input, key, &parts[j])
-			p.settle(ctx, t, q.app, q.pol, &parts[j])
+			p.askArm(ctx, q, t, input, &parts[j])
 			break
 		}
-		wg.Go(func() {
-			p.predict(ctx, t, q.app, input, key, &parts[j])
-			p.settle(ctx, t, q.app, q.pol, &parts[j])
-		})
+		wg.Go(func() { p.askArm(ctx, q, t, input, &parts[j]) })
 	}
 	wg.Wait()
 	p.observe(q.sel, c, parts)
@@ -128,6 +123,13 @@ func (p *Proxy) answerOne(ctx context.Context, q *selectQuery, input []byte, a *
 	if anyAnswered {
 		p.memory.Put(a.id, input, rec)
 	}
+}
+
+// askArm makes a t's answer to input as the app takes it: predict's
+// answer, settled by the app's policy.
+func (p *Proxy) askArm(ctx context.Context, q *selectQuery, t target, input []byte, a *answer) {
+	p.predict(ctx, t, q.app, input, p.cacheKey(q.app, t, input), a)
+	p.settle(ctx, t, q.app, q.pol, a)
 }
 
 // combine makes a the answer of c's arms from their parts: the one
@@ -194,6 +196,8 @@ func (p *Proxy) observe(sel selection.Policy, c selection.Choice, parts []answer
 // deadline, and compares its answer with the one returned (sent on
 // returned) and records it in rec for feedback; when none was returned,
 // the query is not kept for feedback and the shadow's answer is dropped.
+// The shadow's answer is never the app's: its failure, whatever it is,
+// counts only as missing in the shadow's metric.
 func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, input []byte, rec *answered.Query, returned <-chan []byte) {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadlineOf(ctx))
 	t := p.targetOfArm(q.snap, arm)
@@ -203,11 +207,10 @@ func (p *Proxy) shadow(ctx context.Context, q *selectQuery, arm, id string, inpu
 		if t.why == "" {
 			p.sel.Metrics().Chose(q.app.Name, arm)
 			p.predict(ctx, t, q.app, input, p.cacheKey(q.app, t, input), &a)
-			p.settle(ctx, t, q.app, q.pol, &a)
 		}
 		ret := <-returned
 		switch {
-		case t.why != "" || a.err != nil || a.isDefault:
+		case t.why != "" || a.err != nil:
 			p.sel.Metrics().Shadowed(q.app.Name, arm, "missing")
 			return
 		case ret == nil:

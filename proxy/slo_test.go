@@ -159,6 +159,40 @@ func TestShedPolicies(t *testing.T) {
 			}
 		})
 	}
+	// A request to the model through the OIP has no app and no default
+	// output: admission's refusal is a 429, counted as a shed of the
+	// reject policy's and as the outcome shed, not error.
+	t.Run("a model through the OIP", func(t *testing.T) {
+		const queries = 24
+		statuses := make(chan int, queries)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for range queries {
+			wg.Go(func() {
+				<-start
+				s, _ := e.post("/v2/models/cost/infer", `{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}`)
+				statuses <- s
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(statuses)
+		shed := 0
+		for s := range statuses {
+			if s == http.StatusTooManyRequests {
+				shed++
+			}
+		}
+		if shed == 0 {
+			t.Fatal("no request was shed")
+		}
+		if n := promtest.ToFloat64(e.proxy.metrics.shed.WithLabelValues("", string(slo.ShedReject))); int(n) != shed {
+			t.Errorf("sloproxy_shed_total{app=\"\",policy=\"reject\"} %v, want %d", n, shed)
+		}
+		if n := promtest.ToFloat64(e.proxy.metrics.requests.WithLabelValues("oip", "", "cost:1", outcomeShed)); int(n) != shed {
+			t.Errorf("sloproxy_requests_total{outcome=\"shed\"} %v, want %d", n, shed)
+		}
+	})
 }
 
 // TestParseTimeout checks every form of Sloproxy-Timeout against the

@@ -360,8 +360,7 @@ func (d *Dispatcher) hold(n int) time.Duration {
 	if g == nil {
 		return 0
 	}
-	head, slack, _, _ := d.q.head()
-	queued := d.q.len()
+	head, slack, _, _, queued := d.q.head()
 	if head != nil && head.background && d.onlineRecent() {
 		queued = 1
 	}

@@ -252,19 +252,19 @@ func (qu *queue) pending() (online, starts int) {
 // (slack) and its whole budget, its deadline less its arrival (slo); the
 // durations are -1 when the queue is empty (and the query nil) or the head
 // has no deadline. background reports whether background queries are
-// queued, read under the same lock.
-func (qu *queue) head() (q *query, slack, slo time.Duration, background bool) {
+// queued, and queued how many queries are, read under the same lock.
+func (qu *queue) head() (q *query, slack, slo time.Duration, background bool, queued int) {
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
-	background = qu.background > 0
-	if qu.h.Len() == 0 {
-		return nil, -1, -1, background
+	background, queued = qu.background > 0, qu.h.Len()
+	if queued == 0 {
+		return nil, -1, -1, background, 0
 	}
 	h := qu.h[0]
 	if h.deadline.IsZero() {
-		return h, -1, -1, background
+		return h, -1, -1, background, queued
 	}
-	return h, h.deadline.Sub(qu.now()), h.deadline.Sub(h.enqueued), background
+	return h, h.deadline.Sub(qu.now()), h.deadline.Sub(h.enqueued), background, queued
 }
 
 // refuse answers q with err if it is still queued, taking it out.

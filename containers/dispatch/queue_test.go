@@ -47,3 +47,24 @@ func TestTakeRidesTheAdmittedBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadCountsTheQueue: head reports the earliest deadline's query and
+// how many are queued, from one read.
+func TestHeadCountsTheQueue(t *testing.T) {
+	now := time.Now()
+	qu := newQueue(func() time.Time { return now })
+	if h, slack, _, _, queued := qu.head(); h != nil || slack != -1 || queued != 0 {
+		t.Fatalf("empty: head %v, slack %v, %d queued; want nil, -1, 0", h, slack, queued)
+	}
+	var first *query
+	for i := range 3 {
+		q := &query{ctx: context.Background(), deadline: now.Add(time.Duration(3-i) * time.Second), enqueued: now, reply: make(chan result, 1)}
+		if err := qu.push(q); err != nil {
+			t.Fatal(err)
+		}
+		first = q
+	}
+	if h, slack, _, _, queued := qu.head(); h != first || slack != time.Second || queued != 3 {
+		t.Fatalf("head %p (want %p), slack %v, %d queued; want 1s and 3", h, first, slack, queued)
+	}
+}

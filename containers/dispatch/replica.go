@@ -257,7 +257,7 @@ func (r *replica) limits() (batch, fill, limit, maxFrame, reason int) {
 	var background bool
 	sp := r.d.spacing()
 	for {
-		head, slack, slo, background = r.d.q.head()
+		head, slack, slo, background, _ = r.d.q.head()
 		r.ctrlMu.Lock()
 		n = r.d.batchSizeOf(r.ctrl, sp, slack, slo)
 		r.ctrlMu.Unlock()

@@ -193,11 +193,10 @@ func (s *Server) decode(ctx context.Context, req *pb.ModelInferRequest) (*proxy.
 		}
 	}
 	if p, ok := req.GetParameters()["priority"]; ok {
-		level, ok := unsigned(p)
-		if !ok || level > math.MaxInt32 {
-			return nil, fmt.Errorf("%w: parameter \"priority\" must be a non-negative integer (1 is the highest level)", proxy.ErrBadInput)
+		var err error
+		if ir.Priority, err = proxy.PriorityParam(unsigned(p)); err != nil {
+			return nil, err
 		}
-		ir.Priority = uint32(level)
 	}
 	for _, o := range req.GetOutputs() {
 		ir.Outputs = append(ir.Outputs, o.GetName())
