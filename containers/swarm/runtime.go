@@ -447,7 +447,7 @@ func (r *Runtime) probe(key runtime.VersionKey, addr string) {
 func (r *Runtime) warmUp(addr string, key runtime.VersionKey) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.StartTimeout)
 	defer cancel()
-	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: runtime.Secret(r.opts.RPCKey, state.RuntimeSwarm, key.Model, key.Version), Logger: r.log})
+	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: []byte(rpc.DeriveSecret(r.opts.RPCKey, key.Model, key.Version)), Logger: r.log})
 	c.Start(ctx)
 	defer c.Close()
 	h, err := c.WaitReady(ctx)
