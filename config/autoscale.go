@@ -8,6 +8,16 @@ import (
 	"github.com/sloproxy/sloproxy/state"
 )
 
+// Autoscaler configures the autoscaler of this proxy (package autoscale).
+type Autoscaler struct {
+	// Enabled makes this proxy decide and write the replica counts of
+	// the autoscaled versions. Each proxy decides from the demand that
+	// reaches it, so with several proxies on one Redis enable it on one:
+	// two would undo each other's decisions. Off, the proxy still counts
+	// replica time and cost.
+	Enabled bool `yaml:"enabled"`
+}
+
 // Cost prices a replica: what the autoscaler turns replica-seconds into
 // (sloproxy_cost_total, sloproxy_cost_per_1k_predictions), and what the
 // admin API and `sloproxy bench` report.
