@@ -11,7 +11,9 @@
 //
 // It sees the demand that reaches this proxy: with several proxies behind
 // one balancer, each sees its share, so run the autoscaler on one proxy
-// only where that one sees all of the load.
+// only where that one sees all of the load. With Options.CountOnly
+// (autoscaler.enabled off in the configuration) it decides nothing and
+// only counts replica-seconds and cost.
 package autoscale
 
 import (
@@ -85,8 +87,9 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Autoscaler decides the replica counts of the autoscaled versions and
-// counts every version's replica-seconds and cost. Start it, Close it.
+// Autoscaler decides the replica counts of the autoscaled versions, unless
+// Options.CountOnly, and counts every version's replica-seconds and cost.
+// Start it, Close it.
 type Autoscaler struct {
 	store   Store
 	source  Source

@@ -8,6 +8,16 @@ import (
 	"github.com/sloproxy/sloproxy/state"
 )
 
+// Autoscaler configures the autoscaler of this proxy (package autoscale).
+type Autoscaler struct {
+	// Enabled makes this proxy decide and write the replica counts of
+	// the autoscaled versions. Each proxy decides from the demand that
+	// reaches it, so with several proxies on one Redis enable it on one:
+	// two would undo each other's decisions. Off, the proxy still counts
+	// replica time and cost.
+	Enabled bool `yaml:"enabled"`
+}
+
 // Cost prices a replica: what the autoscaler turns replica-seconds into
 // (sloproxy_cost_total, sloproxy_cost_per_1k_predictions), and what the
 // admin API and `sloproxy bench` report.
@@ -36,8 +46,8 @@ type Autoscale struct {
 	// limits.max_replicas.
 	Max int `yaml:"max"`
 	// Target is the share of the replicas' capacity at the SLO the
-	// demand may use, in (0, 1]; unset means state.DefaultTarget.
-	Target *float64 `yaml:"target"`
+	// demand may use, in (0, 1]; unset or 0 means state.DefaultTarget.
+	Target float64 `yaml:"target"`
 	// ScaleDownDelay is how long fewer replicas must have sufficed before
 	// it scales down; unset or 0 means state.DefaultScaleDownDelay.
 	ScaleDownDelay time.Duration `yaml:"scale_down_delay"`
@@ -45,17 +55,12 @@ type Autoscale struct {
 
 // State is a's state form.
 func (a Autoscale) State() *state.Autoscale {
-	s := &state.Autoscale{Min: max(1, a.Min), Max: a.Max, ScaleDownDelay: a.ScaleDownDelay}
-	if a.Target != nil {
-		s.Target = *a.Target
-	}
-	return s
+	return &state.Autoscale{Min: max(1, a.Min), Max: a.Max, Target: a.Target, ScaleDownDelay: a.ScaleDownDelay}
 }
 
 // check validates what the state's own check (run by
 // state.ModelVersion.Validate on a.State()) cannot see: a negative min,
-// which State raises to 1; an explicit target of 0, which the state
-// reads as its default; and the replica limit. It names the field at
+// which State raises to 1; and the replica limit. It names the field at
 // fault.
 func (a Autoscale) check(maxReplicas int) error {
 	switch {
@@ -63,8 +68,6 @@ func (a Autoscale) check(maxReplicas int) error {
 		return fmt.Errorf("autoscale.min %d: must be at least 1", a.Min)
 	case a.Max > maxReplicas:
 		return fmt.Errorf("autoscale.max %d: above limits.max_replicas (%d)", a.Max, maxReplicas)
-	case a.Target != nil && *a.Target == 0:
-		return fmt.Errorf("autoscale.target %g: must be in (0, 1]", *a.Target)
 	}
 	return nil
 }

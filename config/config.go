@@ -70,16 +70,6 @@ type Config struct {
 	Models []Model `yaml:"models"`
 }
 
-// Autoscaler configures the autoscaler of this proxy (package autoscale).
-type Autoscaler struct {
-	// Enabled makes this proxy decide and write the replica counts of
-	// the autoscaled versions. Each proxy decides from the demand that
-	// reaches it, so with several proxies on one Redis enable it on one:
-	// two would undo each other's decisions. Off, the proxy still counts
-	// replica time and cost.
-	Enabled bool `yaml:"enabled"`
-}
-
 // Admin is the admin API's listener.
 type Admin struct {
 	// Listen is its address; loopback by default so that it is not exposed

@@ -153,7 +153,6 @@ func TestBadFiles(t *testing.T) {
 		"features-no-redis.bad.yml":          "apps[0].features.redis: empty, and no redis (addr or addrs) is configured",
 		"autoscale-min-above-max.bad.yml":    `models[0]: invalid: model "m" version "1": autoscale.max 2: must be at least autoscale.min (3)`,
 		"autoscale-target.bad.yml":           `models[0]: invalid: model "m" version "1": autoscale.target 1.5: must be in (0, 1]`,
-		"autoscale-target-zero.bad.yml":      `models[0]: model "m" version "1": autoscale.target 0: must be in (0, 1]`,
 		"autoscale-negative-delay.bad.yml":   `models[0]: invalid: model "m" version "1": autoscale.scale_down_delay -5s: must be between 0`,
 		"autoscale-max-above-limit.bad.yml":  `models[0]: model "m" version "1": autoscale.max 8: above limits.max_replicas (4)`,
 		"cost-negative.bad.yml":              "runtimes.process.cost.replica_hour -0.5: must not be negative",
@@ -185,7 +184,8 @@ func TestAdminTokenFromEnv(t *testing.T) {
 }
 
 // TestAutoscaleAndCost: the autoscale block reaches the state's version
-// with its defaults, and the prices apply by runtime with the model's
+// with its defaults (a target of 0 is the default, as the admin API
+// reads it), and the prices apply by runtime with the model's
 // overriding.
 func TestAutoscaleAndCost(t *testing.T) {
 	c, err := Load("testdata/autoscale.good.yml")
@@ -196,6 +196,9 @@ func TestAutoscaleAndCost(t *testing.T) {
 	want := []*state.Autoscale{{Min: 1, Max: 4, Target: 0.8, ScaleDownDelay: 20 * time.Second}, {Min: 1, Max: 2}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("autoscale %+v %+v, want %+v %+v", got[0], got[1], want[0], want[1])
+	}
+	if target := got[1].TargetOrDefault(); target != state.DefaultTarget {
+		t.Fatalf("target %v from target: 0, want the default %v", target, state.DefaultTarget)
 	}
 	p := c.Pricing()
 	for _, tc := range []struct {

@@ -234,9 +234,11 @@ func TestRunNewInputs(t *testing.T) {
 	if res.Sent != 60 || len(bodies) != 60 || !bodies[`{"input": [7, 0.5], "id": "7"}`] {
 		t.Fatalf("sent %d, %d distinct bodies; want 60, each its own number in every {n}", res.Sent, len(bodies))
 	}
-	rss0, rss1, heap0, heap1, at0, at1, ok := res.Memory(20)
-	if !ok || rss0 != 3e7 || rss1 != 3e7 || heap0 != 8e6 || heap1 != 8e6 || at0 != 0 || at1 != 0 {
-		t.Fatalf("memory %v %v %v %v from %d, %d (%v); want 30 MB and 8 MB from the start, the run being shorter than 20 s", rss0, rss1, heap0, heap1, at0, at1, ok)
+	if res.Seconds[1].RSSBytes != 3e7 || res.Seconds[1].HeapBytes != 8e6 {
+		t.Fatalf("second 1: RSS %v, heap %v; want 30 MB and 8 MB", res.Seconds[1].RSSBytes, res.Seconds[1].HeapBytes)
+	}
+	if first, last, ok := res.Memory(20); ok {
+		t.Fatalf("memory %+v, %+v of a 2 s run; want none, the run being shorter than both windows", first, last)
 	}
 }
 
@@ -249,11 +251,22 @@ func TestMemoryPeaks(t *testing.T) {
 		r.Seconds[i].HeapBytes = 20e6 + float64(i%3)*5e6
 	}
 	r.Seconds[59].RSSBytes = 0 // the last scrape failed
-	rss0, rss1, heap0, heap1, at0, at1, ok := r.Memory(20)
-	if !ok || at0 != 20 || at1 != 49 || rss0 != 50e6+29*1e5 || rss1 != 50e6+58*1e5 || heap0 != 30e6 || heap1 != 30e6 {
-		t.Fatalf("%v %v %v %v from %d, %d (%v)", rss0, rss1, heap0, heap1, at0, at1, ok)
+	first, last, ok := r.Memory(20)
+	if !ok || first != (MemoryPeak{At: 20, RSS: 50e6 + 29*1e5, Heap: 30e6}) || last != (MemoryPeak{At: 49, RSS: 50e6 + 58*1e5, Heap: 30e6}) {
+		t.Fatalf("%+v, %+v (%v)", first, last, ok)
 	}
-	if _, _, _, _, _, _, ok := (&Result{Seconds: make([]Second, 5)}).Memory(20); ok {
+	if _, _, ok := (&Result{Seconds: make([]Second, 5)}).Memory(20); ok {
 		t.Fatal("memory from a proxy that reported none")
+	}
+	if _, last, ok := (&Result{Seconds: r.Seconds[:40]}).Memory(20); !ok || last.At != 30 {
+		t.Fatalf("a 40 s run: last window from %d (%v); want 30, just after the first", last.At, ok)
+	}
+	r.Seconds = r.Seconds[:39] // the last window would start at 29, within the first
+	if first, last, ok := r.Memory(20); ok {
+		t.Fatalf("%+v, %+v from windows that overlap", first, last)
+	}
+	r.Seconds = r.Seconds[:9] // nothing reported from second 20
+	if first, last, ok := r.Memory(20); ok {
+		t.Fatalf("%+v, %+v from a run shorter than 20 s", first, last)
 	}
 }

@@ -149,9 +149,8 @@ type Second struct {
 	Ready    float64 `json:"ready"`
 	// RSSBytes and HeapBytes are the proxy's resident memory and its live
 	// Go heap, what its last collection marked, at the second's end
-	// (process_resident_memory_bytes, go_gc_heap_live_bytes; the heap in
-	// use, go_memstats_heap_inuse_bytes, from a server without the
-	// latter), 0 when unknown.
+	// (process_resident_memory_bytes, go_gc_heap_live_bytes), 0 when
+	// unknown.
 	RSSBytes  float64 `json:"rss_bytes"`
 	HeapBytes float64 `json:"heap_bytes"`
 }
@@ -229,6 +228,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
+	if opts.NewInputs && !bytes.Contains(opts.Body, []byte(Placeholder)) {
+		return nil, fmt.Errorf(`new inputs: the body holds no %[1]s to replace with each request's number, such as '{"input": [%[1]s, 0.5]}'`, Placeholder)
+	}
 	sched := opts.Schedule
 	if err := sched.Validate(); err != nil {
 		return nil, err
@@ -238,9 +240,6 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if opts.Warmup < 0 {
 		return nil, fmt.Errorf("warm-up %v: must not be negative", opts.Warmup)
-	}
-	if opts.NewInputs && !bytes.Contains(opts.Body, placeholder) {
-		return nil, fmt.Errorf("new inputs: the body holds no %s to replace with each request's number", placeholder)
 	}
 	sent := sched
 	if opts.Warmup > 0 {
@@ -420,13 +419,11 @@ loop:
 // sequence number.
 const Placeholder = "{n}"
 
-// placeholder is Placeholder as bytes.
-var placeholder = []byte(Placeholder)
-
 // newInputs returns a targeter whose every target is t with its body's
 // placeholders replaced by the target's sequence number.
 func newInputs(t vegeta.Target) vegeta.Targeter {
 	var n atomic.Uint64
+	placeholder := []byte(Placeholder)
 	return func(tgt *vegeta.Target) error {
 		*tgt = t
 		tgt.Body = bytes.ReplaceAll(t.Body, placeholder, strconv.AppendUint(nil, n.Add(1), 10))
@@ -439,40 +436,45 @@ func newInputs(t vegeta.Target) vegeta.Targeter {
 // decide the comparison.
 const MemoryWindow = 10
 
-// Memory returns the peaks of the proxy's resident memory and live heap,
-// in bytes, over the MemoryWindow seconds from second from (from the first
-// reported, for a shorter run) and over the run's last MemoryWindow
-// seconds, with the seconds each window starts at; ok false when the proxy
-// reported none.
-func (r *Result) Memory(from int) (rss0, rss1, heap0, heap1 float64, at0, at1 int, ok bool) {
-	var reported []int
+// MemoryPeak is the peak of the proxy's resident memory and of its live Go
+// heap, in bytes, over the MemoryWindow seconds from second At.
+type MemoryPeak struct {
+	At        int
+	RSS, Heap float64
+}
+
+// Memory returns the peaks over the MemoryWindow seconds from the first
+// second at or after from in which the proxy reported its memory, and over
+// the MemoryWindow seconds that end with the last such second; ok false
+// when the run is too short for the two windows to be apart.
+func (r *Result) Memory(from int) (first, last MemoryPeak, ok bool) {
+	start, end := -1, -1
 	for i, s := range r.Seconds {
-		if s.RSSBytes != 0 {
-			reported = append(reported, i)
+		if s.RSSBytes == 0 {
+			continue
 		}
-	}
-	if len(reported) == 0 {
-		return 0, 0, 0, 0, 0, 0, false
-	}
-	start := reported[0]
-	for _, i := range reported {
-		if i >= from {
+		if start < 0 && i >= from {
 			start = i
-			break
 		}
+		end = i
 	}
-	end := reported[len(reported)-1]
-	tail := max(start, end-MemoryWindow+1)
-	for _, i := range reported {
-		s := r.Seconds[i]
+	tail := end - MemoryWindow + 1
+	if start < 0 || tail < start+MemoryWindow {
+		return MemoryPeak{}, MemoryPeak{}, false
+	}
+	first.At, last.At = start, tail
+	for i, s := range r.Seconds {
+		if s.RSSBytes == 0 {
+			continue
+		}
 		if i >= start && i < start+MemoryWindow {
-			rss0, heap0 = max(rss0, s.RSSBytes), max(heap0, s.HeapBytes)
+			first.RSS, first.Heap = max(first.RSS, s.RSSBytes), max(first.Heap, s.HeapBytes)
 		}
 		if i >= tail {
-			rss1, heap1 = max(rss1, s.RSSBytes), max(heap1, s.HeapBytes)
+			last.RSS, last.Heap = max(last.RSS, s.RSSBytes), max(last.Heap, s.HeapBytes)
 		}
 	}
-	return rss0, rss1, heap0, heap1, start, tail, true
+	return first, last, true
 }
 
 // progressLine is the progress after t seconds: for a terminal, a line
@@ -571,10 +573,7 @@ func (s *batchScraper) scrape() scraped {
 	out.replicaSeconds, _ = sumOf("sloproxy_replica_seconds_total")
 	out.cost, _ = sumOf("sloproxy_cost_total")
 	out.rss, _ = sumOf("process_resident_memory_bytes")
-	var live bool
-	if out.heap, live = sumOf("go_gc_heap_live_bytes"); !live {
-		out.heap, _ = sumOf("go_memstats_heap_inuse_bytes")
-	}
+	out.heap, _ = sumOf("go_gc_heap_live_bytes")
 	f, ok := families["sloproxy_batch_size"]
 	if !ok {
 		return out

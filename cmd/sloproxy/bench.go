@@ -39,7 +39,8 @@ proxy to skip its cache (Cache-Control: no-cache), to measure the models.
 --new-inputs instead replaces every {n} in the body with the request's number,
 so that each request is an input never seen before: the cache misses and
 fills, as does the proxy's memory of answered queries, and the run compares the
-proxy's resident memory and live Go heap over 10 s from 20 s with its last 10 s.
+proxy's resident memory and live Go heap over 10 s from 20 s with its last 10 s
+(a run of 40 s or more).
 
 `
 
@@ -121,9 +122,6 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	checked := payload
 	if *newInputs {
-		if !bytes.Contains(payload, []byte(loadtest.Placeholder)) {
-			return fmt.Errorf(`--new-inputs: the body holds no %[1]s to replace with each request's number, such as '{"input": [%[1]s, 0.5]}'`, loadtest.Placeholder)
-		}
 		checked = bytes.ReplaceAll(payload, []byte(loadtest.Placeholder), []byte("1"))
 	}
 	if !json.Valid(checked) {
@@ -149,7 +147,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "interrupted: the result covers what was sent so far")
 	}
-	report(stdout, res)
+	report(stdout, res, *newInputs)
 	if *jsonOut != "" {
 		raw, jerr := json.MarshalIndent(res, "", "  ")
 		if jerr == nil {
@@ -188,8 +186,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 // queries have had time to fill at a few thousand queries a second.
 const memoryFrom = 20
 
-// report prints the result's summary.
-func report(w io.Writer, r *loadtest.Result) {
+// report prints the result's summary, with the proxy's memory at the
+// start and the end of a run that sent new inputs.
+func report(w io.Writer, r *loadtest.Result, newInputs bool) {
 	line := func(what string, n int) {
 		fmt.Fprintf(w, "%-22s %8d  %6.2f%%\n", what, n, 100*float64(n)/float64(max(r.Sent, 1)))
 	}
@@ -220,9 +219,10 @@ func report(w io.Writer, r *loadtest.Result) {
 	if r.ReplicaSeconds > 0 {
 		fmt.Fprintf(w, "%-22s %8.0f  (cost %.6g, per 1,000 model answers %.6g)\n", "replica-seconds", r.ReplicaSeconds, r.Cost, r.CostPer1k)
 	}
-	if rss0, rss1, heap0, heap1, at0, at1, ok := r.Memory(memoryFrom); ok {
+	if first, last, ok := r.Memory(memoryFrom); newInputs && ok {
 		fmt.Fprintf(w, "%-22s peaks over %d s from %d s and from %d s: RSS %.1f MB, %.1f MB (%+.1f%%); live Go heap %.1f MB, %.1f MB (%+.1f%%)\n",
-			"proxy memory", loadtest.MemoryWindow, at0, at1, rss0/1e6, rss1/1e6, 100*(rss1-rss0)/rss0, heap0/1e6, heap1/1e6, 100*(heap1-heap0)/max(heap0, 1))
+			"proxy memory", loadtest.MemoryWindow, first.At, last.At, first.RSS/1e6, last.RSS/1e6, 100*(last.RSS-first.RSS)/first.RSS,
+			first.Heap/1e6, last.Heap/1e6, 100*(last.Heap-first.Heap)/max(first.Heap, 1))
 	}
 	top(w, "default", r.Reasons)
 	top(w, "error", r.ErrorReasons)

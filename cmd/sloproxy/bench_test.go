@@ -190,3 +190,32 @@ func benchJSON(t *testing.T, args ...string) (loadtest.Result, string, string) {
 	}
 	return res, out.String(), errOut.String()
 }
+
+// TestReportMemory: the proxy's memory is reported for a run that sent new
+// inputs and covered both windows, and only then.
+func TestReportMemory(t *testing.T) {
+	r := &loadtest.Result{Sent: 1, Seconds: make([]loadtest.Second, 40)}
+	for i := range r.Seconds {
+		r.Seconds[i].RSSBytes, r.Seconds[i].HeapBytes = 40e6, 10e6
+	}
+	r.Seconds[39].RSSBytes, r.Seconds[39].HeapBytes = 44e6, 12e6
+	for _, c := range []struct {
+		r         *loadtest.Result
+		newInputs bool
+		want      string
+	}{
+		{r, true, "proxy memory           peaks over 10 s from 20 s and from 30 s: RSS 40.0 MB, 44.0 MB (+10.0%); live Go heap 10.0 MB, 12.0 MB (+20.0%)\n"},
+		{r, false, ""},
+		{&loadtest.Result{Sent: 1, Seconds: r.Seconds[:39]}, true, ""},
+	} {
+		var out bytes.Buffer
+		report(&out, c.r, c.newInputs)
+		_, got, _ := strings.Cut(out.String(), "proxy memory")
+		if got != "" {
+			got = "proxy memory" + got
+		}
+		if got != c.want {
+			t.Errorf("%d seconds, new inputs %v: %q; want %q", len(c.r.Seconds), c.newInputs, got, c.want)
+		}
+	}
+}

@@ -274,8 +274,9 @@ type Profiler struct {
 // inputs as queries send them) when there are any, else v's
 // ExampleInput, else one empty input. repeats > 0 replaces
 // Options.Repeats. Errors wrap state.ErrInvalid for an input v cannot
-// take, state.ErrConflict when no replica is live, and
-// state.ErrUnavailable when a replica fails.
+// take or a replica refuses (see refused), state.ErrConflict when no
+// replica is live, and state.ErrUnavailable when a replica fails
+// otherwise.
 func (p Profiler) Profile(ctx context.Context, v state.ModelVersion, replicas []string, inputs []json.RawMessage, repeats int) (state.Profile, error) {
 	if len(replicas) == 0 {
 		return state.Profile{}, fmt.Errorf("%w: no live replica to profile; `sloproxy models get %s` shows when they are", state.ErrConflict, v.Model)
@@ -311,20 +312,34 @@ func (p Profiler) Profile(ctx context.Context, v state.ModelVersion, replicas []
 		}
 	}
 	prof, err := Run(ctx, replicas, opts)
-	if err != nil {
-		if ctx.Err() != nil {
-			return state.Profile{}, ctx.Err()
-		}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return state.Profile{}, ctx.Err()
+	case refused(err):
+		return state.Profile{}, fmt.Errorf("%w: the model refused the input: %v", state.ErrInvalid, err)
+	default:
 		return state.Profile{}, replicaError{err}
 	}
 	prof.Input = source
 	return prof, nil
 }
 
-// replicaError is a replica that could not be profiled. errors.Is finds
-// state.ErrUnavailable in it (the admin API answers 503: the replica may
-// be back soon), but its message names the replica's failure, not the
-// state backend.
+// refused reports whether err is a replica's refusal of the input (an
+// ERROR frame BAD_REQUEST, WRONG_INPUT_TYPE or MODEL_ERROR): profiling
+// again with the same input fails the same way.
+func refused(err error) bool {
+	var e *rpc.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Code == rpc.BadRequest || e.Code == rpc.WrongInputType || e.Code == rpc.ModelError
+}
+
+// replicaError is a replica that could not be profiled for a reason other
+// than its input. errors.Is finds state.ErrUnavailable in it (the admin
+// API answers 503: the replica may be back soon), but its message names
+// the replica's failure, not the state backend.
 type replicaError struct{ err error }
 
 func (e replicaError) Error() string        { return "profiling failed: " + e.err.Error() }

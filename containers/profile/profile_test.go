@@ -1,6 +1,10 @@
 package profile_test
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -92,5 +96,42 @@ func TestErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error naming %q", c.name, err, c.want)
 		}
+	}
+}
+
+// TestProfileRefused: a replica that refuses every input fails the profile
+// with state.ErrInvalid (the admin API's 400: profiling again fails the
+// same way); one that cannot be reached, with state.ErrUnavailable (503).
+func TestProfileRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse := rpc.ModelFunc(func(context.Context, [][]byte) ([]rpc.Output, error) {
+		return nil, errors.New("input of 4 bytes: want 16")
+	})
+	srv := rpc.NewServer(refuse, rpc.ServerOptions{Hello: rpc.Hello{InputType: rpc.Float32, MaxBatch: 2}})
+	ctx, cancel := context.WithCancel(t.Context())
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(ctx, ln)
+	}()
+	defer func() { cancel(); <-served }()
+
+	p := profile.Profiler{
+		Encode:       func(json.RawMessage, state.InputType) ([]byte, error) { return make([]byte, 4), nil },
+		DefaultBatch: 2,
+		Options:      profile.Options{Warmup: 1, BatchTimeout: 500 * time.Millisecond},
+	}
+	v := state.ModelVersion{Model: "m", Version: "1", InputType: state.InputFloat32, Runtime: state.RuntimeSpec{Kind: state.RuntimeExternal}}
+	inputs := []json.RawMessage{json.RawMessage(`[1]`)}
+	_, err = p.Profile(t.Context(), v, []string{ln.Addr().String()}, inputs, 1)
+	if !errors.Is(err, state.ErrInvalid) || errors.Is(err, state.ErrUnavailable) || !strings.Contains(err.Error(), "want 16") {
+		t.Errorf("a replica refusing the input: %v; want state.ErrInvalid with the model's message", err)
+	}
+	_, err = p.Profile(t.Context(), v, []string{testutil.FreeAddr(t)}, inputs, 1)
+	if !errors.Is(err, state.ErrUnavailable) || errors.Is(err, state.ErrInvalid) {
+		t.Errorf("an unreachable replica: %v; want state.ErrUnavailable", err)
 	}
 }

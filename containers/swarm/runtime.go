@@ -250,7 +250,7 @@ func (r *Runtime) adopt(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("swarm runtime: listing services: %w", err)
 	}
-	running, err := r.runningTasks(ctx)
+	running, err := r.runningTasks(ctx, "")
 	if err != nil {
 		return err
 	}
@@ -333,7 +333,7 @@ func (r *Runtime) Ensure(ctx context.Context, mv state.ModelVersion) ([]string, 
 			zap.String("service", svc.id), zap.Bool("spec_changed", svc.spec != hash), zap.Uint64("replicas", n))
 		svc = &service{id: svc.id, spec: hash, replicas: n, tasks: svc.tasks}
 	}
-	running, err := r.runningTasks(ectx, filters.Arg("service", svc.id))
+	running, err := r.runningTasks(ectx, svc.id)
 	if err != nil {
 		return nil, err
 	}
@@ -447,7 +447,7 @@ func (r *Runtime) probe(key runtime.VersionKey, addr string) {
 func (r *Runtime) warmUp(addr string, key runtime.VersionKey) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.StartTimeout)
 	defer cancel()
-	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: runtime.Secret(r.opts.RPCKey, state.RuntimeSwarm, key.Model, key.Version), Logger: r.log})
+	c := rpc.NewClient(addr, rpc.ClientOptions{Secret: []byte(rpc.DeriveSecret(r.opts.RPCKey, key.Model, key.Version)), Logger: r.log})
 	c.Start(ctx)
 	defer c.Close()
 	h, err := c.WaitReady(ctx)
@@ -457,15 +457,17 @@ func (r *Runtime) warmUp(addr string, key runtime.VersionKey) error {
 	return c.WarmUp(ctx, h.InputType)
 }
 
-// runningTasks returns the addresses of the running tasks of every
-// service, by service id, each sorted. filter narrows the tasks listed, as
-// filters.Arg("service", id) does to one service's; a filter naming a
-// service that is gone matches no task (the Engine refuses it as not
-// found).
-func (r *Runtime) runningTasks(ctx context.Context, filter ...filters.KeyValuePair) (map[string][]string, error) {
-	args := filters.NewArgs(append([]filters.KeyValuePair{filters.Arg("desired-state", "running")}, filter...)...)
+// runningTasks returns the addresses of the running tasks, by service id,
+// each sorted: of the service serviceID, or of every service when it is
+// "". A service that is gone has none (the Engine refuses its filter as
+// not found).
+func (r *Runtime) runningTasks(ctx context.Context, serviceID string) (map[string][]string, error) {
+	args := filters.NewArgs(filters.Arg("desired-state", "running"))
+	if serviceID != "" {
+		args.Add("service", serviceID)
+	}
 	tasks, err := r.engine.TaskList(ctx, swarm.TaskListOptions{Filters: args})
-	if len(filter) > 0 && client.IsErrNotFound(err) {
+	if serviceID != "" && client.IsErrNotFound(err) {
 		return map[string][]string{}, nil
 	}
 	if err != nil {
@@ -557,7 +559,7 @@ func (r *Runtime) poll() {
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(r.ctx, engineTimeout)
-		running, err := r.runningTasks(ctx)
+		running, err := r.runningTasks(ctx, "")
 		cancel()
 		if err != nil {
 			r.log.Warn("swarm runtime: polling the tasks failed", zap.Error(err))

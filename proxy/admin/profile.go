@@ -24,8 +24,8 @@ import (
 // query sends them; none means the version's example input, else an empty
 // one. repeats is how many batches of each size each replica sends; 0
 // means the profiler's default. Errors wrap state.ErrInvalid for inputs
-// the version cannot take, state.ErrConflict when there is no live replica,
-// and state.ErrUnavailable when a replica fails.
+// the version or its replicas refuse, state.ErrConflict when there is no
+// live replica, and state.ErrUnavailable when a replica fails otherwise.
 type Profiler interface {
 	Profile(ctx context.Context, v state.ModelVersion, replicas []string, inputs []json.RawMessage, repeats int) (state.Profile, error)
 }
