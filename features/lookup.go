@@ -64,6 +64,9 @@ type Lookup struct {
 	// at is the byte offset in the request's own input where the values
 	// go, -1 for its end: set by placedIn for the app the lookup serves.
 	at int
+	// carried are the parts of the app's layout a request carries, all
+	// but the one the values fill; nil without a layout. Set by placedIn.
+	carried []state.InputPart
 }
 
 // newLookup returns app's lookup of spec in the store client.
@@ -82,6 +85,9 @@ func newLookup(app string, spec Spec, client redis.UniversalClient, m *Metrics) 
 // fills), for a spec Validate passed for app.
 func (l *Lookup) placedIn(app state.App) *Lookup {
 	placed := *l
+	if app.Inputs != nil {
+		placed.carried = slices.DeleteFunc(slices.Clone(app.Inputs), func(p state.InputPart) bool { return p.Name == l.spec.Input })
+	}
 	switch {
 	case l.spec.Input != "":
 		_, offset, _ := app.Part(l.spec.Input)
@@ -104,6 +110,12 @@ func newBroken(app string, spec Spec, err error, m *Metrics) *Lookup {
 // Input returns the part of the app's input layout the values fill; ""
 // when they are appended or prepended.
 func (l *Lookup) Input() string { return l.spec.Input }
+
+// Carried returns the parts of the app's input layout a request carries:
+// all but the one the values fill; nil when the app has no layout, or
+// the lookup cannot serve (then its queries are answered before their
+// input is used).
+func (l *Lookup) Carried() []state.InputPart { return l.carried }
 
 // KeyFields returns the request fields a query must carry, in the order
 // Fetch takes their values.

@@ -266,8 +266,11 @@ type inferLayout struct {
 // layoutOf is the layout of app's requests, whose feature lookup is look
 // (nil for none).
 func layoutOf(app state.App, look *features.Lookup) inferLayout {
-	if look == nil {
+	switch {
+	case look == nil:
 		return newLayout(app.InputType, app.Inputs, "", nil)
+	case look.Carried() != nil: // worked out once per app by the lookup
+		return inferLayout{it: app.InputType, carried: look.Carried(), filled: look.Input(), entity: look.KeyFields()}
 	}
 	return newLayout(app.InputType, app.Inputs, look.Input(), look.KeyFields())
 }
