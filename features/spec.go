@@ -20,12 +20,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/sloproxy/sloproxy/internal/clip"
+	"github.com/sloproxy/sloproxy/internal/jsonstrict"
 	"github.com/sloproxy/sloproxy/state"
 )
 
@@ -112,13 +112,8 @@ func (s Spec) MarshalJSON() ([]byte, error) {
 // data after the object; it does not validate s (Validate does).
 func (s *Spec) UnmarshalJSON(raw []byte) error {
 	var j specJSON
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
+	if err := jsonstrict.Decode(bytes.NewReader(raw), &j); err != nil {
 		return fmt.Errorf("not a features spec: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("not a features spec: data after the object")
 	}
 	if j.TimeoutMillis < 0 || j.TimeoutMillis > float64(time.Hour/time.Millisecond) {
 		return fmt.Errorf("features.timeout_ms %v: must be between 0 and an hour", j.TimeoutMillis)

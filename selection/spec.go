@@ -3,13 +3,13 @@ package selection
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sloproxy/sloproxy/internal/jsonstrict"
 )
 
 // specJSON is a Spec's JSON form: the body of the admin API's
@@ -56,13 +56,8 @@ func ParseSpec(raw []byte) (Spec, error) {
 // does not validate it (ParseSpec does).
 func (s *Spec) UnmarshalJSON(raw []byte) error {
 	var j specJSON
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
+	if err := jsonstrict.Decode(bytes.NewReader(raw), &j); err != nil {
 		return fmt.Errorf("not a selection spec: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("not a selection spec: data after the object")
 	}
 	*s = Spec{Policy: j.Policy, Output: j.Output, Shares: j.Shares, Eta: j.Eta, Gamma: j.Gamma, Gap: j.Gap, Shadow: j.Shadow, Seed: j.Seed}
 	if g := j.Guard; g != nil {

@@ -8,31 +8,22 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+
+	"github.com/sloproxy/sloproxy/internal/jsonstrict"
 )
 
 // decode reads r's body, at most maxBodyBytes of one JSON object, into v.
 // Unknown fields are errors, so that a misspelt field is reported rather
 // than silently left at its default.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return bodyError(err)
-	}
-	// One object, and nothing but space after it.
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		if err == nil || isSyntax(err) {
-			return badRequest("request body: must hold one JSON object, found more after it")
-		}
+	err := jsonstrict.Decode(http.MaxBytesReader(w, r.Body, maxBodyBytes), v)
+	switch {
+	case errors.Is(err, jsonstrict.ErrTrailing):
+		return badRequest("request body: must hold one JSON object, found more after it")
+	case err != nil:
 		return bodyError(err)
 	}
 	return nil
-}
-
-func isSyntax(err error) bool {
-	var se *json.SyntaxError
-	return errors.As(err, &se)
 }
 
 // bodyError turns a decoding error into an answer that names the problem.
