@@ -35,34 +35,32 @@ type Table struct {
 	metrics *Metrics
 
 	// changing guards clients and serializes the changes of lookups and
-	// stored with sweep, so that a client dialed for a lookup is not
+	// entries with sweep, so that a client dialed for a lookup is not
 	// closed before the lookup is stored.
 	changing sync.Mutex
 	clients  map[string]redis.UniversalClient
 
 	lookups sync.Map // app name → *Lookup, from the configuration file
-	fits    sync.Map // app name → *fitted, lookups checked against the app
-	stored  sync.Map // app name → *storedLookup, from the state
+	entries sync.Map // app name → *entry, what For answers
 }
 
-// fitted is a lookup of the configuration file's checked against its app
-// as the state has it, which the admin API or a state kept from before
-// may have changed: kept while the lookup, the app's input type and its
-// layout are the same.
-type fitted struct {
+// entry is the lookup For answers for an app, kept while what it was made
+// from is the same: the spec the state carries for the app (raw), or,
+// with none, the configuration file's lookup (base); and the app's input
+// type and layout, which the state, the admin API or a state kept from
+// before may change under either.
+type entry struct {
+	raw    string
 	base   *Lookup
 	it     state.InputType
 	inputs []state.InputPart
-	lookup *Lookup // base placed in the app's input, or a broken lookup saying why its spec does not fit
+	lookup *Lookup
 }
 
-// storedLookup is the lookup built from an app's stored spec, kept while
-// the app's spec is the same text and its input type and layout the same.
-type storedLookup struct {
-	raw    string
-	it     state.InputType
-	inputs []state.InputPart
-	lookup *Lookup
+// current reports whether e was made for app as it is, with base the
+// file's lookup for it.
+func (e *entry) current(app state.App, base *Lookup) bool {
+	return e.raw == string(app.Features) && e.base == base && e.it == app.InputType && slices.Equal(e.inputs, app.Inputs)
 }
 
 // NewTable returns an empty table.
@@ -88,66 +86,53 @@ func (t *Table) For(app state.App) *Lookup {
 	if t == nil {
 		return nil
 	}
+	var base *Lookup
 	if app.Features == nil {
-		if _, ok := t.stored.Load(app.Name); ok {
-			t.forget(app.Name)
+		v, ok := t.lookups.Load(app.Name)
+		if !ok {
+			if _, stale := t.entries.Load(app.Name); stale {
+				t.forget(app.Name) // a stored spec cleared: its client may go
+			}
+			return nil
 		}
-		if l, ok := t.lookups.Load(app.Name); ok {
-			return t.fit(app, l.(*Lookup))
-		}
-		return nil
+		base = v.(*Lookup)
 	}
-	if l := t.storedFor(app); l != nil {
-		return l
+	if v, ok := t.entries.Load(app.Name); ok && v.(*entry).current(app, base) {
+		return v.(*entry).lookup
 	}
 	t.changing.Lock()
 	defer t.changing.Unlock()
-	if l := t.storedFor(app); l != nil {
-		return l // built by a request that held changing first
+	if v, ok := t.entries.Load(app.Name); ok && v.(*entry).current(app, base) {
+		return v.(*entry).lookup // made by a request that held changing first
 	}
-	l := t.build(app)
-	t.stored.Store(app.Name, &storedLookup{raw: string(app.Features), it: app.InputType, inputs: slices.Clone(app.Inputs), lookup: l})
-	t.sweep()
-	return l
-}
-
-// fit returns l, the configuration file's lookup for app, if its spec fits
-// app as the state has it (its input type and layout); else a lookup
-// whose every query is answered unavailable with the reason (or, under
-// missing: default_output, gets the app's default output). The check runs
-// once per change of either.
-func (t *Table) fit(app state.App, l *Lookup) *Lookup {
-	if v, ok := t.fits.Load(app.Name); ok {
-		if f := v.(*fitted); f.base == l && f.it == app.InputType && slices.Equal(f.inputs, app.Inputs) {
-			return f.lookup
-		}
-	}
-	f := &fitted{base: l, it: app.InputType, inputs: slices.Clone(app.Inputs)}
-	if err := l.spec.Validate(app); err != nil {
-		f.lookup = newBroken(app.Name, l.spec, fmt.Errorf("the configuration file's features spec does not fit the app's input: %w", err), t.metrics)
+	e := &entry{raw: string(app.Features), base: base, it: app.InputType, inputs: slices.Clone(app.Inputs)}
+	if base != nil {
+		e.lookup = t.fit(app, base)
 	} else {
-		f.lookup = l.placedIn(app) // a copy: l is shared by every app's fit
+		e.lookup = t.build(app)
 	}
-	t.fits.Store(app.Name, f)
-	return f.lookup
+	t.entries.Store(app.Name, e)
+	t.sweep()
+	return e.lookup
 }
 
-// storedFor returns the lookup built from app's stored spec, if it is
-// current: the same text, for the same input type and layout.
-func (t *Table) storedFor(app state.App) *Lookup {
-	if v, ok := t.stored.Load(app.Name); ok {
-		if s := v.(*storedLookup); s.raw == string(app.Features) && s.it == app.InputType && slices.Equal(s.inputs, app.Inputs) {
-			return s.lookup
-		}
+// fit returns l, the configuration file's lookup for app, placed in app's
+// input if its spec fits app as the state has it (its input type and
+// layout); else a lookup whose every query is answered unavailable with
+// the reason (or, under missing: default_output, gets the app's default
+// output).
+func (t *Table) fit(app state.App, l *Lookup) *Lookup {
+	if err := l.spec.Validate(app); err != nil {
+		return newBroken(app.Name, l.spec, fmt.Errorf("the configuration file's features spec does not fit the app's input: %w", err), t.metrics)
 	}
-	return nil
+	return l.placedIn(app) // a copy: l itself stays the file's
 }
 
-// forget drops app's stored lookup, and the client only it used.
+// forget drops app's entry, and the client only it used.
 func (t *Table) forget(app string) {
 	t.changing.Lock()
 	defer t.changing.Unlock()
-	if _, ok := t.stored.LoadAndDelete(app); ok {
+	if _, ok := t.entries.LoadAndDelete(app); ok {
 		t.sweep()
 	}
 }
@@ -180,14 +165,14 @@ func (t *Table) sweep() {
 		switch v := v.(type) {
 		case *Lookup:
 			l = v
-		case *storedLookup:
+		case *entry:
 			l = v.lookup
 		}
 		used[l.spec.Redis] = true
 		return true
 	}
 	t.lookups.Range(mark)
-	t.stored.Range(mark)
+	t.entries.Range(mark)
 	for addr, c := range t.clients {
 		if !used[addr] {
 			_ = c.Close()
@@ -271,7 +256,12 @@ func (t *Table) Set(specs map[string]Spec) error {
 	for app, l := range next {
 		t.lookups.Store(app, l)
 	}
-	t.fits.Clear() // each is checked again against its new lookup
+	t.entries.Range(func(k, v any) bool {
+		if v.(*entry).base != nil {
+			t.entries.Delete(k) // made from the file's old lookup: made again on use
+		}
+		return true
+	})
 	return nil
 }
 
