@@ -269,3 +269,30 @@ func TestTableClosesUnusedClients(t *testing.T) {
 		t.Fatalf("with no spec left: clients %v", got)
 	}
 }
+
+// TestPruneClosesDeletedAppsClients: an app deleted with a stored spec
+// takes its lookup and its store's client with it.
+func TestPruneClosesDeletedAppsClients(t *testing.T) {
+	table := NewTable(Options{})
+	defer table.Close()
+	store := state.NewStore(nil, state.Options{})
+	app := state.App{Name: "c", InputType: state.InputFloat32, SLO: time.Second}
+	if err := store.PutApp(t.Context(), app); err != nil {
+		t.Fatal(err)
+	}
+	app.Features = json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x", "default": 0}], "redis": "127.0.0.1:3"}`)
+	table.For(app)
+	table.Prune(store.Snapshot())
+	if _, ok := table.entries.Load("c"); !ok {
+		t.Fatal("an app the state has lost its lookup")
+	}
+	if err := store.DeleteApp(t.Context(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	table.Prune(store.Snapshot())
+	table.changing.Lock()
+	defer table.changing.Unlock()
+	if _, ok := table.entries.Load("c"); ok || len(table.clients) != 0 {
+		t.Fatalf("after the app's deletion: entry %v, clients %v; want neither", ok, table.clients)
+	}
+}

@@ -128,6 +128,28 @@ func (t *Table) fit(app state.App, l *Lookup) *Lookup {
 	return l.placedIn(app) // a copy: l itself stays the file's
 }
 
+// Prune drops the entries of apps snap does not have, and closes the
+// clients only they used: an app deleted with a spec set through the
+// admin API otherwise keeps its store's client until the proxy stops.
+func (t *Table) Prune(snap *state.Snapshot) {
+	if t == nil {
+		return
+	}
+	t.changing.Lock()
+	defer t.changing.Unlock()
+	gone := false
+	t.entries.Range(func(k, _ any) bool {
+		if _, ok := snap.App(k.(string)); !ok {
+			t.entries.Delete(k)
+			gone = true
+		}
+		return true
+	})
+	if gone {
+		t.sweep()
+	}
+}
+
 // forget drops app's entry, and the client only it used.
 func (t *Table) forget(app string) {
 	t.changing.Lock()

@@ -80,11 +80,13 @@ func (p *pool) get(model, version string) *dispatch.Dispatcher {
 }
 
 // run follows the store until ctx is done, then closes every dispatcher
-// after its queries in flight.
-func (p *pool) run(ctx context.Context, store *state.Store) {
+// after its queries in flight. changed runs after each sync, on run's
+// goroutine.
+func (p *pool) run(ctx context.Context, store *state.Store, changed func(*state.Snapshot)) {
 	for {
 		snap := store.Snapshot()
 		p.sync(ctx, snap)
+		changed(snap)
 		select {
 		case <-snap.Changed():
 		case <-p.kicks:

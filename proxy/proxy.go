@@ -204,7 +204,7 @@ func (p *Proxy) Run(ctx context.Context) {
 	defer writer.Wait()
 	defer stop() // after the shadows, whose answers it writes too
 	defer p.background.Wait()
-	p.pool.run(ctx, p.opts.Store)
+	p.pool.run(ctx, p.opts.Store, p.opts.Features.Prune) // a deleted app's lookup goes with it
 }
 
 func (p *Proxy) routes() *mux.Router {
