@@ -23,18 +23,7 @@ func TestCluster(t *testing.T) {
 	cluster := sltest.StartRedisCluster(t, 3)
 	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { client.Close() })
-	open := func() *Cache {
-		c, err := New(Options{Redis: client, Prefix: "cl:", Timeout: time.Second, Registerer: prometheus.NewRegistry()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	a, b := open(), open()
+	a, b := startOn(t, client, "cl:", time.Second), startOn(t, client, "cl:", time.Second)
 	keys := make([]Key, n)
 	for i := range keys {
 		keys[i] = NewKey(fmt.Sprint("m", i%2), "1", "string", fmt.Appendf(nil, "input %d", i))
@@ -103,18 +92,7 @@ func TestClusterMasterDown(t *testing.T) {
 	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), MaxRedirects: -1,
 		DialTimeout: 100 * time.Millisecond, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { client.Close() })
-	open := func() *Cache {
-		c, err := New(Options{Redis: client, Prefix: "down:", Timeout: 2 * time.Second, Registerer: prometheus.NewRegistry()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	a, b := open(), open()
+	a, b := startOn(t, client, "down:", 2*time.Second), startOn(t, client, "down:", 2*time.Second)
 	keys := make([]Key, n)
 	for i := range keys {
 		keys[i] = NewKey("m", "1", "string", fmt.Appendf(nil, "input %d", i))
@@ -155,4 +133,19 @@ func TestClusterMasterDown(t *testing.T) {
 	if got := testutil.ToFloat64(b.m.redisErrors.WithLabelValues("mget")); got != 1 {
 		t.Errorf("sloproxy_cache_redis_errors_total{op=\"mget\"} %v, want 1", got)
 	}
+}
+
+// startOn starts a cache on client under prefix, closed when the test
+// ends.
+func startOn(t *testing.T, client redis.UniversalClient, prefix string, timeout time.Duration) *Cache {
+	t.Helper()
+	c, err := New(Options{Redis: client, Prefix: prefix, Timeout: timeout, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

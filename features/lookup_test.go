@@ -20,26 +20,11 @@ import (
 // pipeline and then drops the connection gives that entity its miss and
 // the rest the missing-entity policy as a store down.
 func TestFetchKeepsReplyErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serving sync.WaitGroup
-	defer serving.Wait()
-	defer ln.Close()
-	serving.Go(func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			serveFirstHMGET(conn)
-		}
-	})
+	addr := fakeStore(t, serveFirstHMGET)
 	table := NewTable(Options{})
 	defer table.Close()
 	app := state.App{Name: "a", InputType: state.InputFloat64,
-		Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x"}], "missing": "not_found", "timeout_ms": 1000, "redis": "` + ln.Addr().String() + `"}`)}
+		Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x"}], "missing": "not_found", "timeout_ms": 1000, "redis": "` + addr + `"}`)}
 	rows := table.For(app).Fetch(t.Context(), time.Now().Add(time.Minute), app.InputType, [][]string{{"1"}, {"2"}})
 	if rows[0].Outcome != EntityNotFound || !strings.Contains(rows[0].Why, "the feature store refused u:1: WRONGTYPE") {
 		t.Errorf("the refused entity: %+v; want not found", rows[0])
@@ -47,6 +32,36 @@ func TestFetchKeepsReplyErrors(t *testing.T) {
 	if rows[1].Outcome != StoreUnavailable || !strings.Contains(rows[1].Why, "the feature store did not answer") {
 		t.Errorf("the entity whose reply never came: %+v; want unavailable", rows[1])
 	}
+}
+
+// fakeStore listens on a free port and hands each connection, in turn,
+// to serve on one goroutine; when the test ends it stops, closing every
+// connection. It returns the address.
+func fakeStore(t *testing.T, serve func(net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serving sync.WaitGroup
+	t.Cleanup(serving.Wait)
+	t.Cleanup(func() { _ = ln.Close() })
+	serving.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				_ = c.Close()
+			}
+		}()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, conn)
+			serve(conn)
+		}
+	})
+	return ln.Addr().String()
 }
 
 // serveFirstHMGET answers conn's commands as a store that knows no HELLO
@@ -122,30 +137,11 @@ func TestBrokenLookupIsNoStoreError(t *testing.T) {
 // TestFetchEndsByTheDeadline: the queries' deadline, when it is before the
 // spec's timeout, bounds the lookup.
 func TestFetchEndsByTheDeadline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	var serving sync.WaitGroup
-	defer serving.Wait()
-	defer ln.Close()
-	serving.Go(func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				for _, c := range held {
-					_ = c.Close()
-				}
-				return
-			}
-			held = append(held, conn) // never answered
-		}
-	})
+	addr := fakeStore(t, func(net.Conn) {}) // never answers
 	table := NewTable(Options{})
 	defer table.Close()
 	app := state.App{Name: "a", InputType: state.InputFloat32,
-		Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x"}], "missing": "not_found", "timeout_ms": 10000, "redis": "` + ln.Addr().String() + `"}`)}
+		Features: json.RawMessage(`{"key": "u:{id}", "fields": [{"name": "x"}], "missing": "not_found", "timeout_ms": 10000, "redis": "` + addr + `"}`)}
 	start := time.Now()
 	rows := table.For(app).Fetch(t.Context(), start.Add(50*time.Millisecond), app.InputType, [][]string{{"1"}})
 	if took := time.Since(start); took > 5*time.Second || rows[0].Outcome != StoreUnavailable {
